@@ -1,0 +1,89 @@
+"""The one place that imports Keras and checks what the user handed in.
+
+TF-MOT only works with Keras 2 (`tf_keras`). Setting `TF_USE_LEGACY_KERAS=1`
+here, before TensorFlow is imported, makes `tf.keras` resolve to `tf_keras`
+for the whole process. If TensorFlow was already imported with Keras 3
+active, `tf.keras` stays Keras 3, but tfjoint (and TF-MOT, which also picks
+`tf_keras` in that case) still work on models built with `tf_keras`.
+"""
+
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import tensorflow as tf  # noqa: E402  (must follow the environment variable)
+import tf_keras as keras  # noqa: E402
+
+from tfjoint import errors  # noqa: E402
+
+__all__ = ["keras", "tf", "check_float_model", "is_tf_keras_model"]
+
+# Wrapper classes that mean "this model has already been through TF-MOT".
+_WRAPPER_CLASS_NAMES = frozenset(
+    {"PruneLowMagnitude", "QuantizeWrapper", "QuantizeWrapperV2", "QuantizeAnnotate", "QuantizeLayer"}
+)
+
+
+def is_tf_keras_model(obj) -> bool:
+    """True if `obj` is a `tf_keras.Model` (not a Keras 3 one)."""
+    return isinstance(obj, keras.Model)
+
+
+def _describe_foreign_model(obj) -> str | None:
+    """Explains why `obj` is not a tf_keras model, or None if it is one."""
+    if is_tf_keras_model(obj):
+        return None
+    module = type(obj).__module__ or ""
+    if module.startswith("keras") or module.startswith("keras_core"):
+        return (
+            f"model '{getattr(obj, 'name', '?')}' is a Keras 3 model ({type(obj).__module__}."
+            f"{type(obj).__name__}). TF-MOT, and so tfjoint, work only with Keras 2: build the "
+            "model with `from tfjoint import keras` (the tf_keras package), or import tfjoint "
+            "before TensorFlow so that tf.keras is tf_keras."
+        )
+    return (
+        f"expected a tf_keras.Model, received {type(obj).__module__}.{type(obj).__name__}. "
+        "Build the model with `from tfjoint import keras`."
+    )
+
+
+def check_tf_keras_model(model, *, argument: str = "model") -> None:
+    """Raises `errors.ModelTypeError` if `model` is not a tf_keras Model."""
+    reason = _describe_foreign_model(model)
+    if reason is not None:
+        raise errors.ModelTypeError(f"`{argument}`: {reason}")
+
+
+def check_float_model(model, *, argument: str = "model") -> None:
+    """Checks that `model` is a plain tf_keras Sequential/Functional float model.
+
+    Raises:
+      errors.ModelTypeError: a Keras 3 model, a non-model, or a subclassed model.
+      errors.ModelStructureError: an unbuilt model, a nested model, or one that
+        already holds TF-MOT pruning/quantization wrappers.
+    """
+    check_tf_keras_model(model, argument=argument)
+    if not isinstance(model, keras.Sequential) and not getattr(model, "_is_graph_network", False):
+        raise errors.ModelTypeError(
+            f"`{argument}`: model '{model.name}' is a subclassed model ({type(model).__name__}). "
+            "TF-MOT can only rewrite Sequential and Functional models: rebuild it with the "
+            "Functional API (keras.Input(...) -> layers -> keras.Model(inputs, outputs))."
+        )
+    if not model.built:
+        raise errors.ModelStructureError(
+            f"`{argument}`: model '{model.name}' is not built. Give its first layer an input "
+            "shape (or call model.build(input_shape)) before tfjoint.prepare."
+        )
+    for layer in model.layers:
+        if type(layer).__name__ in _WRAPPER_CLASS_NAMES:
+            raise errors.ModelStructureError(
+                f"`{argument}`: layer '{layer.name}' of model '{model.name}' is a TF-MOT "
+                f"{type(layer).__name__}: the model is already pruned or quantized. Pass the "
+                "original float model (or tfjoint.strip the prepared one before exporting)."
+            )
+        if isinstance(layer, keras.Model):
+            raise errors.ModelStructureError(
+                f"`{argument}`: layer '{layer.name}' of model '{model.name}' is a nested model. "
+                "TF-MOT cannot rewrite nested models: flatten it, e.g. build the outer model on "
+                f"`{layer.name}`'s layers directly (keras.Model(inner.input, head(inner.output)))."
+            )

@@ -1,0 +1,79 @@
+"""Keras callbacks for a prepared model: metrics in `logs`, TensorBoard scalars.
+
+The schedule itself runs in the graph (see `tfjoint.quantizers`), so `fit`
+without these callbacks still prunes and quantizes on schedule. What they add:
+`tfjoint/sparsity` (mean over pruned kernels, read from the masks),
+`tfjoint/step` and `tfjoint/qat_active` in `logs` at the end of every epoch,
+so History, CSVLogger and TensorBoard pick them up; with `log_dir`, one
+TensorBoard scalar per pruned layer too. They also fail fast, with a clear
+message, if the model being fit was never prepared.
+"""
+
+import numpy as np
+
+from tfjoint import errors
+from tfjoint._keras import keras, tf
+from tfjoint.quantizers import is_prepared, pruned_kernels, quant_start_step, training_step
+
+__all__ = ["callbacks", "JointMonitor", "SPARSITY_KEY", "STEP_KEY", "QAT_ACTIVE_KEY"]
+
+SPARSITY_KEY = "tfjoint/sparsity"
+STEP_KEY = "tfjoint/step"
+QAT_ACTIVE_KEY = "tfjoint/qat_active"
+
+
+def layer_sparsity(model) -> dict[str, float]:
+    """Fraction of zeros in each pruned kernel's mask, keyed by layer name."""
+    return {pk.layer_name: float(1.0 - np.mean(pk.mask.numpy())) for pk in pruned_kernels(model)}
+
+
+class JointMonitor(keras.callbacks.Callback):
+    """Publishes tfjoint's state to `logs` each epoch (and TensorBoard with `log_dir`)."""
+
+    def __init__(self, log_dir: str | None = None):
+        super().__init__()
+        self.log_dir = log_dir
+        self._writer = None
+
+    def on_train_begin(self, logs=None):
+        if not is_prepared(self.model):
+            raise errors.ModelStructureError(
+                f"tfjoint.callbacks() was given to fit() on model '{self.model.name}', which was not "
+                "prepared with tfjoint.prepare. Fit the model tfjoint.prepare returns."
+            )
+        self._writer = tf.summary.create_file_writer(self.log_dir) if self.log_dir else None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        per_layer = layer_sparsity(self.model)
+        step = training_step(self.model)
+        qat_active = float(step > quant_start_step(self.model))
+        logs[SPARSITY_KEY] = float(np.mean(list(per_layer.values()))) if per_layer else 0.0
+        logs[STEP_KEY] = float(step)
+        logs[QAT_ACTIVE_KEY] = qat_active
+        if self._writer is not None:
+            with self._writer.as_default(step=step):
+                for name, value in per_layer.items():
+                    tf.summary.scalar(f"tfjoint/sparsity/{name}", value)
+                tf.summary.scalar(SPARSITY_KEY, logs[SPARSITY_KEY])
+                tf.summary.scalar(QAT_ACTIVE_KEY, qat_active)
+            self._writer.flush()
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+def callbacks(log_dir: str | None = None) -> list[keras.callbacks.Callback]:
+    """The callbacks to pass to `fit` on a prepared model.
+
+    Returns a new list each call, so it can be concatenated with the user's own
+    (`callbacks=tfjoint.callbacks() + [my_callback]`).
+
+    Args:
+      log_dir: if set, also write TensorBoard scalars there: sparsity per
+        pruned layer, mean sparsity, and whether fake quant is on.
+    """
+    return [JointMonitor(log_dir)]
