@@ -19,7 +19,9 @@ from tfjoint.errors import (
     UnsupportedLayerError,
     ValidationError,
 )
+from tfjoint.export import export_tflite
 from tfjoint.prepare import prepare
+from tfjoint.report import ExportReport
 from tfjoint.saving import load_model
 from tfjoint.strip import strip
 
@@ -29,6 +31,8 @@ __all__ = [
     "callbacks",
     "strip",
     "load_model",
+    "export_tflite",
+    "ExportReport",
     "JointConfig",
     "TfjointError",
     "ConfigError",

@@ -54,8 +54,8 @@ _register = keras.utils.register_keras_serializable(package="tfjoint")
 
 
 def serialize(obj) -> dict[str, Any]:
-    """Serializes a TF-MOT quantizer or quantize config as {class_name, config}."""
-    return {"class_name": type(obj).__name__, "config": obj.get_config()}
+    """Serializes a TF-MOT (or tfjoint) quantizer or quantize config as {class_name, config}."""
+    return {"class_name": keras.utils.get_registered_name(type(obj)), "config": obj.get_config()}
 
 
 def deserialize(config: dict[str, Any]):

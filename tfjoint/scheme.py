@@ -7,8 +7,9 @@ wraps both, so every quantizer in the model is a tfjoint one:
 
 * `JointQuantizeRegistry` asks TF-MOT's `Default8BitQuantizeRegistry` for a
   layer's config and wraps it in `JointQuantizeConfig`. It also supports
-  Conv1D, which TF-MOT's 8-bit registry refuses, with TF-MOT's own per-channel
-  conv config (the converter lowers it to EXPAND_DIMS + CONV_2D).
+  Conv1D, which TF-MOT's 8-bit registry refuses, with TF-MOT's generic 8-bit
+  config (per-tensor weights, fused activation); the converter lowers it to
+  EXPAND_DIMS + CONV_2D.
 * `JointLayoutTransform` runs TF-MOT's default 8-bit transforms, with the input
   quantizer gated, and wraps every config the transforms set.
 """
@@ -58,7 +59,10 @@ class JointQuantizeRegistry(quantize_registry.QuantizeRegistry):
 
     def _float_config(self, layer):
         if type(layer) is keras.layers.Conv1D:
-            return default_8bit_quantize_registry.Default8BitConvQuantizeConfig(["kernel"], ["activation"], False)
+            # Per-tensor weights: the converter lowers Conv1D through
+            # EXPAND_DIMS/TRANSPOSE and rejects per-channel scales there
+            # ("'tfl.transpose' op has mismatched quantized axes").
+            return default_8bit_quantize_registry.Default8BitQuantizeConfig(["kernel"], ["activation"], False)
         return self._default.get_quantize_config(layer)
 
     def get_quantize_config(self, layer):
@@ -89,7 +93,6 @@ class _GatedInputLayerQuantize(default_8bit_transforms.InputLayerQuantize):
         config = node.layer["config"]
         inner = self.custom_objects()[config["quantizer"]["class_name"]].from_config(config["quantizer"]["config"])
         config["quantizer"] = serialize(GatedQuantizer(inner, self._quant_start_step))
-        config["quantizer"]["class_name"] = "tfjoint>GatedQuantizer"
         return node
 
     def custom_objects(self):

@@ -1,0 +1,156 @@
+"""Turn the many shapes users give data in into one numpy array per model input.
+
+Accepted: a numpy array (single-input models), a list/tuple of arrays or a
+dict keyed by input name (multi-input), a `tf.data.Dataset`, or a generator /
+callable yielding any of those (batched or single samples). Dataset and
+generator elements of the form `(x, y)` are split into inputs and labels.
+Every problem is reported against the argument and model input it concerns.
+"""
+
+import itertools
+from typing import Any
+
+import numpy as np
+
+from tfjoint import errors
+from tfjoint._keras import tf
+
+__all__ = ["model_inputs", "collect_inputs", "split_validation"]
+
+
+def model_inputs(model) -> list[tuple[str, tuple]]:
+    """(name, shape without batch) of each model input, in model order."""
+    return [(t.name.split(":")[0], tuple(t.shape[1:])) for t in model.inputs]
+
+
+def _to_numpy(value) -> np.ndarray:
+    if isinstance(value, tf.Tensor):
+        return value.numpy()
+    return np.asarray(value)
+
+
+def _as_input_list(element, specs, argument) -> list:
+    names = [name for name, _ in specs]
+    if isinstance(element, dict):
+        missing = [n for n in names if n not in element]
+        if missing:
+            raise errors.DataError(f"`{argument}`: dict is missing model inputs {missing}; it has keys {sorted(element)}.")
+        return [element[n] for n in names]
+    if len(specs) == 1:
+        return [element]
+    if not isinstance(element, (list, tuple)) or len(element) != len(specs):
+        raise errors.DataError(
+            f"`{argument}`: the model has {len(specs)} inputs {names}; give a list of {len(specs)} arrays "
+            f"(or a dict keyed by input name), received {type(element).__name__}."
+        )
+    return list(element)
+
+
+def _iterate(data, argument):
+    if isinstance(data, tf.data.Dataset):
+        return iter(data)
+    if callable(data):
+        data = data()
+    try:
+        return iter(data)
+    except TypeError:
+        raise errors.DataError(f"`{argument}`: cannot iterate over a {type(data).__name__}.") from None
+
+
+def _is_streamed(data) -> bool:
+    return isinstance(data, tf.data.Dataset) or callable(data) or (
+        hasattr(data, "__next__") and not isinstance(data, (np.ndarray, list, tuple, dict))
+    )
+
+
+def _check_arrays(arrays, specs, argument) -> list[np.ndarray]:
+    checked = []
+    for array, (name, shape) in zip(arrays, specs):
+        array = _to_numpy(array)
+        if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+            raise errors.DataError(f"`{argument}`: input '{name}' has dtype {array.dtype}; give numeric arrays (float32).")
+        if array.ndim == len(shape):  # a single sample
+            array = array[None]
+        expected = (None,) + shape
+        if array.ndim != len(expected) or any(e is not None and e != a for e, a in zip(expected, array.shape)):
+            raise errors.DataError(
+                f"`{argument}`: input '{name}' has shape {array.shape}, but the model expects {expected} "
+                "(batch first). Reshape the data to match the model's input."
+            )
+        if array.shape[0] == 0:
+            raise errors.DataError(f"`{argument}`: input '{name}' is empty; give at least one sample.")
+        array = array.astype(np.float32)
+        if not np.all(np.isfinite(array)):
+            bad = int(np.count_nonzero(~np.isfinite(array)))
+            raise errors.DataError(f"`{argument}`: input '{name}' holds {bad} NaN/inf values; clean or drop those samples.")
+        checked.append(array)
+    counts = {a.shape[0] for a in checked}
+    if len(counts) > 1:
+        raise errors.DataError(f"`{argument}`: inputs have different numbers of samples {sorted(counts)}.")
+    return checked
+
+
+def collect_inputs(data, model, argument: str, max_samples: int | None = None) -> list[np.ndarray]:
+    """One float32 array per model input, checked against the model's input shapes."""
+    specs = model_inputs(model)
+    if data is None:
+        raise errors.DataError(f"`{argument}` is required here.")
+    if not _is_streamed(data):
+        arrays = _as_input_list(data, specs, argument)
+        arrays = _check_arrays(arrays, specs, argument)
+        return [a[:max_samples] for a in arrays] if max_samples else arrays
+    inputs, _ = _collect_stream(data, specs, argument, max_samples)
+    return inputs
+
+
+def _collect_stream(data, specs, argument, max_samples) -> tuple[list[np.ndarray], Any]:
+    chunks, labels, count = [], [], 0
+    for element in itertools.islice(_iterate(data, argument), 100000):
+        y = None
+        if isinstance(element, tuple) and len(element) == 2 and not (len(specs) == 2 and _looks_like_inputs(element, specs)):
+            element, y = element
+        arrays = _check_arrays(_as_input_list(element, specs, argument), specs, argument)
+        chunks.append(arrays)
+        labels.append(None if y is None else _to_numpy(y))
+        count += arrays[0].shape[0]
+        if max_samples and count >= max_samples:
+            break
+    if not chunks:
+        raise errors.DataError(f"`{argument}` yielded no samples; give at least one.")
+    inputs = [np.concatenate([c[i] for c in chunks])[:max_samples] for i in range(len(specs))]
+    y = None
+    if all(label is not None for label in labels):
+        y = np.concatenate([np.atleast_1d(label) for label in labels])[: inputs[0].shape[0]]
+    return inputs, y
+
+
+def _looks_like_inputs(element, specs) -> bool:
+    """For 2-input models: is this 2-tuple the two inputs (rather than (x, y))?"""
+    try:
+        return all(_to_numpy(a).shape[-len(s):] == s for a, (_, s) in zip(element, specs) if len(s))
+    except Exception:
+        return False
+
+
+def split_validation(validation_data, model, argument: str = "validation_data"):
+    """Returns (inputs, labels) where labels is None, an array, or a list per output."""
+    specs = model_inputs(model)
+    if _is_streamed(validation_data):
+        return _collect_stream(validation_data, specs, argument, None)
+    x, y = validation_data, None
+    if isinstance(validation_data, tuple) and len(validation_data) == 2 and not (
+        len(specs) == 2 and _looks_like_inputs(validation_data, specs)
+    ):
+        x, y = validation_data
+    inputs = _check_arrays(_as_input_list(x, specs, argument), specs, argument)
+    if y is not None:
+        labels = [_to_numpy(v) for v in y] if isinstance(y, (list, tuple)) else _to_numpy(y)
+        for label in labels if isinstance(labels, list) else [labels]:
+            if label.shape[0] != inputs[0].shape[0]:
+                raise errors.DataError(
+                    f"`{argument}`: {label.shape[0]} labels for {inputs[0].shape[0]} samples; give one label per sample."
+                )
+            if np.issubdtype(label.dtype, np.floating) and not np.all(np.isfinite(label)):
+                raise errors.DataError(f"`{argument}`: labels hold NaN/inf values; clean or drop those samples.")
+        y = labels
+    return inputs, y

@@ -1,0 +1,90 @@
+"""Plain numpy measurements: sparsity, sizes, output fidelity. No TensorFlow here."""
+
+import gzip
+import math
+
+import numpy as np
+
+__all__ = [
+    "zero_fraction",
+    "gzip_size",
+    "sqnr_db",
+    "cosine_similarity",
+    "max_abs_error",
+    "top1_agreement",
+    "accuracy",
+    "entropy_bound_bytes",
+    "is_classifier_output",
+]
+
+
+def zero_fraction(values: np.ndarray) -> float:
+    """Fraction of exact zeros in `values` (0.0 for an empty array)."""
+    values = np.asarray(values)
+    return float(np.count_nonzero(values == 0) / values.size) if values.size else 0.0
+
+
+def gzip_size(data: bytes) -> int:
+    """Bytes after gzip at maximum compression: what an app download really costs."""
+    return len(gzip.compress(data, compresslevel=9, mtime=0))
+
+
+def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
+    """Signal-to-quantization-noise ratio of `test` against `reference`, in dB.
+
+    `inf` when the two are equal; `-inf` when the reference is all zeros but
+    the test is not.
+    """
+    reference = np.asarray(reference, dtype=np.float64)
+    noise = np.sum((reference - np.asarray(test, dtype=np.float64)) ** 2)
+    signal = np.sum(reference**2)
+    if noise == 0:
+        return math.inf
+    if signal == 0:
+        return -math.inf
+    return float(10.0 * np.log10(signal / noise))
+
+
+def cosine_similarity(a: np.ndarray, b: np.ndarray) -> float:
+    """Cosine similarity of the flattened arrays (1.0 if both are all zeros)."""
+    a = np.asarray(a, dtype=np.float64).ravel()
+    b = np.asarray(b, dtype=np.float64).ravel()
+    norms = np.linalg.norm(a) * np.linalg.norm(b)
+    if norms == 0:
+        return 1.0 if np.array_equal(a, b) else 0.0
+    return float(np.dot(a, b) / norms)
+
+
+def max_abs_error(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)))) if np.size(a) else 0.0
+
+
+def is_classifier_output(outputs: np.ndarray) -> bool:
+    """True for (batch, classes) outputs with at least 2 classes."""
+    return outputs.ndim == 2 and outputs.shape[1] >= 2
+
+
+def top1_agreement(a: np.ndarray, b: np.ndarray) -> float:
+    """Fraction of rows whose argmax is the same in `a` and `b`."""
+    return float(np.mean(np.argmax(a, axis=-1) == np.argmax(b, axis=-1)))
+
+
+def accuracy(outputs: np.ndarray, labels: np.ndarray) -> float:
+    """Top-1 accuracy against integer labels or one-hot rows."""
+    labels = np.asarray(labels)
+    if labels.ndim == outputs.ndim and labels.shape[-1] == outputs.shape[-1] and labels.shape[-1] > 1:
+        labels = np.argmax(labels, axis=-1)
+    return float(np.mean(np.argmax(outputs, axis=-1) == labels.reshape(-1)))
+
+
+def entropy_bound_bytes(total: int, nonzero: int, bits_per_value: int = 8) -> float:
+    """Size floor for sparse weights: mask entropy plus `bits_per_value` per non-zero.
+
+    An ideal coder needs `total * H(p)` bits to say where the non-zeros are
+    (p = nonzero / total) and `bits_per_value` bits for each of them.
+    """
+    if total == 0:
+        return 0.0
+    p = nonzero / total
+    entropy = 0.0 if p in (0.0, 1.0) else -(p * math.log2(p) + (1 - p) * math.log2(1 - p))
+    return (total * entropy + nonzero * bits_per_value) / 8.0
