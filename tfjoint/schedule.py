@@ -1,4 +1,4 @@
-"""Schedule arithmetic as plain functions over numbers (no TensorFlow).
+"""Schedule arithmetic as plain functions over numbers (numpy, no TensorFlow).
 
 These mirror `tfmot.sparsity.keras.PolynomialDecay` and TF-MOT's mask update
 (`pruning_impl.Pruning._update_mask`) so that tests, reports and plots can say
@@ -7,6 +7,8 @@ itself runs TF-MOT's own code; tests check the two agree.
 """
 
 import math
+
+import numpy as np
 
 __all__ = [
     "polynomial_sparsity",
@@ -75,10 +77,12 @@ def scheduled_sparsity(
 def expected_zero_fraction(size: int, sparsity: float) -> float:
     """Fraction of zeros TF-MOT's mask update leaves in a tensor of `size` elements.
 
-    TF-MOT keeps `max(round(size * (1 - sparsity)), 1)` weights (rounding half to
-    even, as `tf.math.round` does).
+    TF-MOT keeps `max(round(size * (1 - sparsity)), 1)` weights, computed in
+    float32 and rounded half to even (`tf.math.round`); float64 arithmetic
+    would differ by one weight in some cases.
     """
-    kept = max(round(size * (1.0 - sparsity)), 1)
+    one = np.float32(1.0)
+    kept = max(int(np.round(np.float32(size) * (one - np.float32(sparsity)))), 1)
     return 1.0 - kept / size
 
 

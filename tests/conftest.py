@@ -1,0 +1,43 @@
+"""Shared fixtures: small seeded models and data. Importing tfjoint first sets TF_USE_LEGACY_KERAS."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import tfjoint  # noqa: E402
+from tfjoint import keras  # noqa: E402
+
+
+def small_cnn(seed: int = 0) -> keras.Model:
+    """Conv+BN+ReLU -> Flatten -> Dense softmax on 8x8x1 inputs."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((8, 8, 1), name="image")
+    x = keras.layers.Conv2D(8, 3, use_bias=False, name="conv")(inputs)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.ReLU(name="relu")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    outputs = keras.layers.Dense(10, activation="softmax", name="fc")(x)
+    return keras.Model(inputs, outputs, name="small_cnn")
+
+
+def image_data(n: int = 64, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    return rng.random((n, 8, 8, 1), dtype=np.float32), rng.integers(0, 10, n)
+
+
+@pytest.fixture
+def cnn():
+    return small_cnn()
+
+
+@pytest.fixture
+def images():
+    return image_data()
+
+
+def compile_joint(model, learning_rate: float = 1e-3):
+    model.compile(keras.optimizers.Adam(learning_rate), "sparse_categorical_crossentropy")
+    return model

@@ -1,0 +1,236 @@
+"""One fit prunes on TF-MOT's schedule and quantizes; zeros stay zero, also in the quantized weights."""
+
+import numpy as np
+import pytest
+import tensorflow_model_optimization as tfmot
+
+import tfjoint
+from tfjoint import keras, schedule
+from tfjoint.quantizers import pruned_kernels, training_step
+
+from conftest import compile_joint, image_data, small_cnn
+
+SCHEDULE = dict(target_sparsity=0.8, begin_step=2, end_step=14, frequency=3, initial_sparsity=0.1, power=3)
+
+
+def _quantized_kernel(pk) -> np.ndarray:
+    """What the converter will turn into int8: the quantizer's inference output."""
+    return pk.quantizer(pk.kernel, False, pk.quantizer_weights).numpy()
+
+
+def _tfmot_zero_fraction(size: int, steps_taken: int) -> float:
+    """Zeros TF-MOT's own PolynomialDecay asks for after `steps_taken` steps."""
+    tfmot_schedule = tfmot.sparsity.keras.PolynomialDecay(
+        initial_sparsity=SCHEDULE["initial_sparsity"], final_sparsity=SCHEDULE["target_sparsity"],
+        begin_step=SCHEDULE["begin_step"], end_step=SCHEDULE["end_step"], power=SCHEDULE["power"],
+        frequency=SCHEDULE["frequency"],
+    )
+    sparsity = 0.0
+    for step in range(1, steps_taken + 1):  # TF-MOT's n-th training step is step n
+        should_prune, value = tfmot_schedule(np.int64(step))
+        if bool(should_prune):
+            sparsity = float(value)
+    return schedule.expected_zero_fraction(size, sparsity) if sparsity else 0.0
+
+
+def test_sparsity_follows_tfmot_polynomial_decay_at_every_step():
+    joint = compile_joint(tfjoint.prepare(small_cnn(), **SCHEDULE))
+    x, y = image_data(n=8)
+    kernels = pruned_kernels(joint)
+    assert {pk.layer_name for pk in kernels} == {"conv", "fc"}
+    for steps_taken in range(1, 21):
+        joint.fit(x, y, batch_size=8, epochs=1, verbose=0)  # one step
+        for pk in kernels:
+            size = pk.mask.numpy().size
+            expected = _tfmot_zero_fraction(size, steps_taken)
+            assert int(pk.step.numpy()) == steps_taken
+            # Exact up to one weight: where size * (1 - sparsity) lands on .5 in
+            # float32, the graph's fused pow() can round the other way.
+            assert np.mean(pk.mask.numpy() == 0) == pytest.approx(expected, abs=1.01 / size), (pk.layer_name, steps_taken)
+            assert np.mean(_quantized_kernel(pk) == 0) >= expected - 1e-9
+    # After end_step the target holds.
+    for pk in kernels:
+        assert np.mean(pk.mask.numpy() == 0) == pytest.approx(schedule.expected_zero_fraction(pk.mask.numpy().size, 0.8))
+
+
+def test_pruned_weights_stay_zero_in_quantized_weights_after_end_step():
+    joint = compile_joint(tfjoint.prepare(small_cnn(), target_sparsity=0.75, end_step=4, frequency=2), 1e-2)
+    x, y = image_data(n=32)
+    joint.fit(x, y, batch_size=8, epochs=1, verbose=0)  # 4 steps: at target now
+    zero_positions = {pk.layer_name: _quantized_kernel(pk) == 0 for pk in pruned_kernels(joint)}
+    for _ in range(5):  # 20 more steps with a large learning rate
+        joint.fit(x, y, batch_size=8, epochs=1, verbose=0)
+        for pk in pruned_kernels(joint):
+            quantized = _quantized_kernel(pk)
+            assert np.all(quantized[zero_positions[pk.layer_name]] == 0), pk.layer_name
+            assert np.mean(quantized == 0) >= 0.75 - 1 / quantized.size
+
+
+def test_fake_quant_switches_on_at_quant_start_step():
+    """Training-mode outputs equal the float model before the start, and differ after it."""
+    model = small_cnn()
+    joint = tfjoint.prepare(model, target_sparsity=0.5, begin_step=100, end_step=200, quant_start_step=3)
+    compile_joint(joint, learning_rate=0.0)  # weights never change: only the quantization state does
+    x, y = image_data(n=8)
+    float_out = model(x, training=True).numpy()
+    for step in range(5):
+        before = joint(x, training=True).numpy()  # the call counts as a step too
+        # The call above was the (step+1)-th; it is quantized when step >= 3.
+        if step < 3:
+            np.testing.assert_allclose(before, float_out, atol=1e-5)
+        else:
+            assert np.max(np.abs(before - float_out)) > 1e-4
+    assert training_step(joint) == 5
+
+
+def test_fit_without_callbacks_follows_the_schedule():
+    joint = compile_joint(tfjoint.prepare(small_cnn(), target_sparsity=0.5, end_step=4, frequency=2))
+    x, y = image_data(n=32)
+    joint.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    for pk in pruned_kernels(joint):
+        assert np.mean(pk.mask.numpy() == 0) == pytest.approx(schedule.expected_zero_fraction(pk.mask.numpy().size, 0.5))
+
+
+def test_prepare_copies_weights_and_leaves_the_input_model_alone():
+    model = small_cnn()
+    before = [w.copy() for w in model.get_weights()]
+    joint = compile_joint(tfjoint.prepare(model, target_sparsity=0.5, end_step=100))
+    for pk in pruned_kernels(joint):
+        np.testing.assert_array_equal(pk.kernel.numpy(), model.get_layer(pk.layer_name).kernel.numpy())
+    joint.fit(*image_data(n=16), batch_size=8, verbose=0)
+    for old, new in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(old, new)
+
+
+def _conv1d_model():
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((32, 4), name="signal")
+    x = keras.layers.Conv1D(8, 5, activation="relu", name="conv1d")(inputs)
+    x = keras.layers.GlobalAveragePooling1D(name="gap")(x)
+    outputs = keras.layers.Dense(3, activation="softmax", name="head")(x)
+    return keras.Model(inputs, outputs)
+
+
+def test_conv1d_is_pruned_and_quantized():
+    joint = compile_joint(tfjoint.prepare(_conv1d_model(), target_sparsity=0.6, end_step=2, frequency=1))
+    x = np.random.default_rng(0).random((16, 32, 4), dtype=np.float32)
+    joint.fit(x, np.zeros(16), batch_size=8, epochs=1, verbose=0)
+    by_name = {pk.layer_name: pk for pk in pruned_kernels(joint)}
+    assert set(by_name) == {"conv1d", "head"}
+    quantized = _quantized_kernel(by_name["conv1d"])
+    assert np.mean(quantized == 0) == pytest.approx(schedule.expected_zero_fraction(quantized.size, 0.6))
+    # Quantized: at most 255 distinct values per tensor (per-tensor int8 grid).
+    assert len(np.unique(quantized)) <= 255
+    assert not np.array_equal(quantized, by_name["conv1d"].kernel.numpy() * by_name["conv1d"].mask.numpy())
+
+
+def _depthwise_model():
+    keras.utils.set_random_seed(2)
+    inputs = keras.Input((8, 8, 4))
+    x = keras.layers.DepthwiseConv2D(3, name="dw")(inputs)
+    x = keras.layers.Conv2D(4, 1, name="pw")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(2, name="out")(x))
+
+
+def test_depthwise_is_quantized_but_pruned_only_on_request():
+    default = tfjoint.prepare(_depthwise_model(), target_sparsity=0.5, end_step=100)
+    assert {pk.layer_name for pk in pruned_kernels(default)} == {"pw", "out"}
+    assert "quant_dw" in [layer.name for layer in default.layers]
+    opted_in = tfjoint.prepare(_depthwise_model(), target_sparsity=0.5, end_step=2, frequency=1, prune_depthwise=True)
+    opted_in.compile("adam", "mse")
+    opted_in.fit(np.ones((4, 8, 8, 4), np.float32), np.zeros((4, 2)), batch_size=2, verbose=0)
+    dw = {pk.layer_name: pk for pk in pruned_kernels(opted_in)}["dw"]
+    assert dw.weight_name == "depthwise_kernel"
+    assert np.mean(dw.mask.numpy() == 0) == pytest.approx(schedule.expected_zero_fraction(dw.mask.numpy().size, 0.5))
+
+
+def test_exclude_by_name_and_by_predicate():
+    by_name = tfjoint.prepare(small_cnn(), target_sparsity=0.5, end_step=100, exclude=["fc"])
+    assert [pk.layer_name for pk in pruned_kernels(by_name)] == ["conv"]
+    by_predicate = tfjoint.prepare(
+        small_cnn(), target_sparsity=0.5, end_step=100, exclude=lambda layer: isinstance(layer, keras.layers.Conv2D)
+    )
+    assert [pk.layer_name for pk in pruned_kernels(by_predicate)] == ["fc"]
+    only = tfjoint.prepare(small_cnn(), target_sparsity=0.5, end_step=100, prune_only=["conv"])
+    assert [pk.layer_name for pk in pruned_kernels(only)] == ["conv"]
+
+
+def test_multi_input_multi_output_functional_and_sequential():
+    keras.utils.set_random_seed(3)
+    a, b = keras.Input((6,), name="a"), keras.Input((4,), name="b")
+    merged = keras.layers.Concatenate()([keras.layers.Dense(8, activation="relu", name="da")(a), b])
+    model = keras.Model([a, b], [keras.layers.Dense(3, name="o1")(merged), keras.layers.Dense(1, name="o2")(merged)])
+    joint = tfjoint.prepare(model, target_sparsity=0.5, end_step=2, frequency=1)
+    joint.compile("adam", ["mse", "mse"])
+    joint.fit([np.ones((8, 6)), np.ones((8, 4))], [np.zeros((8, 3)), np.zeros((8, 1))], batch_size=4, verbose=0)
+    assert {pk.layer_name for pk in pruned_kernels(joint)} == {"da", "o1", "o2"}
+    assert all(np.mean(pk.mask.numpy() == 0) > 0.4 for pk in pruned_kernels(joint))
+
+    sequential = keras.Sequential([keras.Input((5,)), keras.layers.Dense(4, activation="relu"), keras.layers.Dense(2)])
+    joint = tfjoint.prepare(sequential, target_sparsity=0.5, end_step=100)
+    assert len(pruned_kernels(joint)) == 2
+
+
+# --- Bad models get clear errors --------------------------------------------
+
+
+def test_keras3_model_is_refused_with_advice():
+    import keras as keras3
+
+    inputs = keras3.Input((4,))
+    model = keras3.Model(inputs, keras3.layers.Dense(2)(inputs))
+    with pytest.raises(tfjoint.ModelTypeError, match="Keras 3 model.*tf_keras"):
+        tfjoint.prepare(model, target_sparsity=0.5, end_step=100)
+
+
+def test_subclassed_model_is_refused():
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(2)
+
+        def call(self, x):
+            return self.dense(x)
+
+    net = Net()
+    net(np.ones((1, 3), np.float32))
+    with pytest.raises(tfjoint.ModelTypeError, match="subclassed.*Functional API"):
+        tfjoint.prepare(net, target_sparsity=0.5, end_step=100)
+
+
+def test_already_wrapped_models_are_refused():
+    pruned = tfmot.sparsity.keras.prune_low_magnitude(small_cnn())
+    with pytest.raises(tfjoint.ModelStructureError, match="PruneLowMagnitude.*already pruned or quantized"):
+        tfjoint.prepare(pruned, target_sparsity=0.5, end_step=100)
+    prepared = tfjoint.prepare(small_cnn(), target_sparsity=0.5, end_step=100)
+    with pytest.raises(tfjoint.ModelStructureError, match="already pruned or quantized"):
+        tfjoint.prepare(prepared, target_sparsity=0.5, end_step=100)
+
+
+def test_nested_model_is_refused():
+    inner = small_cnn()
+    inputs = keras.Input((8, 8, 1))
+    outer = keras.Model(inputs, inner(inputs))
+    with pytest.raises(tfjoint.ModelStructureError, match="nested model"):
+        tfjoint.prepare(outer, target_sparsity=0.5, end_step=100)
+
+
+def test_pruning_an_unprunable_layer_is_refused():
+    with pytest.raises(tfjoint.UnsupportedLayerError, match="'bn' \\(BatchNormalization\\).*cannot be"):
+        tfjoint.prepare(small_cnn(), target_sparsity=0.5, end_step=100, prune_only=["conv", "bn"])
+    with pytest.raises(tfjoint.UnsupportedLayerError, match="prune_depthwise=True"):
+        tfjoint.prepare(_depthwise_model(), target_sparsity=0.5, end_step=100, prune_only=["dw"])
+
+
+def test_unknown_layer_names_are_refused():
+    with pytest.raises(tfjoint.ConfigError, match="does not have: \\['nope'\\]"):
+        tfjoint.prepare(small_cnn(), target_sparsity=0.5, end_step=100, exclude=["nope"])
+
+
+def test_unquantizable_layer_is_named():
+    inputs = keras.Input((5, 3))
+    x = keras.layers.LSTM(4, name="lstm")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2)(x))
+    with pytest.raises(tfjoint.UnsupportedLayerError, match="'lstm' \\(LSTM\\)"):
+        tfjoint.prepare(model, target_sparsity=0.5, end_step=100)

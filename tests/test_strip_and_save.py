@@ -1,0 +1,104 @@
+"""strip leaves TF-MOT's QAT model with exact zeros; prepared models save, load and resume."""
+
+import numpy as np
+import pytest
+import tensorflow_model_optimization as tfmot
+
+import tfjoint
+from tfjoint import keras
+from tfjoint.quantizers import JointQuantizeConfig, pruned_kernels, training_step
+from tfjoint.strip import strips_cleanly
+
+from conftest import compile_joint, image_data, small_cnn
+
+
+@pytest.fixture(scope="module")
+def trained_joint():
+    joint = compile_joint(tfjoint.prepare(small_cnn(), target_sparsity=0.75, end_step=8, frequency=2))
+    joint.fit(*image_data(n=64), batch_size=8, epochs=2, verbose=0)
+    return joint
+
+
+def test_strip_bakes_zeros_into_kernels_and_removes_pruning_state(trained_joint):
+    stripped = tfjoint.strip(trained_joint)
+    assert strips_cleanly(stripped)
+    assert not any("tfjoint" in w.name for w in stripped.weights)
+    for pk in pruned_kernels(trained_joint):
+        wrapper = stripped.get_layer(f"quant_{pk.layer_name}")
+        kernel = next(w for w in wrapper.weights if w.name.endswith("/kernel:0")).numpy()
+        np.testing.assert_array_equal(kernel == 0, pk.mask.numpy() == 0)
+        assert np.mean(kernel == 0) >= 0.74
+
+
+def test_stripped_model_predicts_like_the_prepared_one(trained_joint):
+    x, _ = image_data(n=16, seed=5)
+    np.testing.assert_allclose(tfjoint.strip(trained_joint).predict(x, verbose=0), trained_joint.predict(x, verbose=0), atol=1e-6)
+
+
+def test_stripped_configs_are_tfmot_default_8bit(trained_joint):
+    stripped = tfjoint.strip(trained_joint)
+    reference = tfmot.quantization.keras.quantize_model(small_cnn())
+    ours = {l.name: type(l.quantize_config).__name__ for l in stripped.layers if hasattr(l, "quantize_config")}
+    theirs = {l.name: type(l.quantize_config).__name__ for l in reference.layers if hasattr(l, "quantize_config")}
+    assert ours == theirs
+    assert not any(isinstance(getattr(l, "quantize_config", None), JointQuantizeConfig) for l in stripped.layers)
+
+
+def test_strip_refuses_an_unprepared_model():
+    with pytest.raises(tfjoint.ModelStructureError, match="not prepared with tfjoint.prepare"):
+        tfjoint.strip(small_cnn())
+
+
+def _run(steps_first, steps_then, save_path=None):
+    joint = compile_joint(tfjoint.prepare(small_cnn(), target_sparsity=0.6, end_step=12, frequency=3, quant_start_step=5))
+    x, y = image_data(n=8 * max(steps_first, 1))
+    joint.fit(x[: 8 * steps_first], y[: 8 * steps_first], batch_size=8, verbose=0)
+    if save_path is not None:
+        joint.save(save_path)
+        joint = tfjoint.load_model(save_path)
+    x2, y2 = image_data(n=8 * steps_then, seed=9)
+    history = joint.fit(x2, y2, batch_size=8, verbose=0, callbacks=tfjoint.callbacks())
+    return joint, history
+
+
+@pytest.mark.parametrize("suffix", ["model.h5", "saved_model_dir"])
+def test_save_load_resume_matches_an_uninterrupted_run(tmp_path, suffix):
+    resumed, resumed_history = _run(4, 6, str(tmp_path / suffix))
+    straight, straight_history = _run(4, 6)
+    assert training_step(resumed) == training_step(straight) == 10
+    assert resumed_history.history["tfjoint/qat_active"] == straight_history.history["tfjoint/qat_active"] == [1.0]
+    for a, b in zip(pruned_kernels(resumed), pruned_kernels(straight)):
+        assert a.layer_name == b.layer_name
+        assert np.mean(a.mask.numpy() == 0) == pytest.approx(np.mean(b.mask.numpy() == 0))
+        assert int(a.step.numpy()) == 10
+
+
+def test_loaded_model_keeps_its_schedule_after_recompiling(tmp_path):
+    joint, _ = _run(2, 1)
+    path = str(tmp_path / "m.h5")
+    joint.save(path)
+    loaded = tfjoint.load_model(path, compile=False)
+    compile_joint(loaded)  # a fresh optimizer: iterations restart at 0, the schedule must not
+    loaded.fit(*image_data(n=8 * 9), batch_size=8, verbose=0)
+    assert training_step(loaded) == 12
+    for pk in pruned_kernels(loaded):
+        assert np.mean(pk.mask.numpy() == 0) == pytest.approx(0.6, abs=1.01 / pk.mask.numpy().size)
+
+
+def test_keras_format_is_explained(tmp_path):
+    joint, _ = _run(1, 1)
+    path = str(tmp_path / "m.keras")
+    joint.save(path)
+    with pytest.raises(tfjoint.ModelStructureError, match=r"\.keras.*\.h5.*SavedModel"):
+        tfjoint.load_model(path)
+
+
+def test_float_keras_file_loads(tmp_path):
+    path = str(tmp_path / "float.keras")
+    small_cnn().save(path)
+    assert isinstance(tfjoint.load_model(path), keras.Model)
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.h5"):
+        tfjoint.load_model(str(tmp_path / "nope.h5"))
