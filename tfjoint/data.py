@@ -69,8 +69,8 @@ def _check_arrays(arrays, specs, argument) -> list[np.ndarray]:
         array = _to_numpy(array)
         if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
             raise errors.DataError(f"`{argument}`: input '{name}' has dtype {array.dtype}; give numeric arrays (float32).")
-        if array.ndim == len(shape):  # a single sample
-            array = array[None]
+        if array.ndim == len(shape) and all(e is None or e == a for e, a in zip(shape, array.shape)):
+            array = array[None]  # a single sample
         expected = (None,) + shape
         if array.ndim != len(expected) or any(e is not None and e != a for e, a in zip(expected, array.shape)):
             raise errors.DataError(
@@ -144,11 +144,20 @@ def split_validation(validation_data, model, argument: str = "validation_data"):
         x, y = validation_data
     inputs = _check_arrays(_as_input_list(x, specs, argument), specs, argument)
     if y is not None:
-        labels = [_to_numpy(v) for v in y] if isinstance(y, (list, tuple)) else _to_numpy(y)
-        for label in labels if isinstance(labels, list) else [labels]:
-            if label.shape[0] != inputs[0].shape[0]:
+        if isinstance(y, dict):
+            labels = {k: None if v is None else _to_numpy(v) for k, v in y.items()}
+            given = [v for v in labels.values() if v is not None]
+        elif isinstance(y, (list, tuple)):
+            labels = [None if v is None else _to_numpy(v) for v in y]
+            given = [v for v in labels if v is not None]
+        else:
+            labels = _to_numpy(y)
+            given = [labels]
+        for label in given:
+            if label.ndim == 0 or label.shape[0] != inputs[0].shape[0]:
                 raise errors.DataError(
-                    f"`{argument}`: {label.shape[0]} labels for {inputs[0].shape[0]} samples; give one label per sample."
+                    f"`{argument}`: {label.shape[0] if label.ndim else 'scalar'} labels for {inputs[0].shape[0]} "
+                    "samples; give one label per sample."
                 )
             if np.issubdtype(label.dtype, np.floating) and not np.all(np.isfinite(label)):
                 raise errors.DataError(f"`{argument}`: labels hold NaN/inf values; clean or drop those samples.")

@@ -1,0 +1,229 @@
+"""export_tflite: a fully int8 file, read back from its bytes and run in LiteRT."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+import tfjoint
+from tfjoint import digits, keras
+from tfjoint.export import _not_int8_error, convert_float32
+from tfjoint.flatbuffer import read_flatbuffer
+
+pytestmark = pytest.mark.slow
+
+REQUIRED_KEYS = {
+    "tflite_path", "size_bytes", "gzip_size_bytes", "float_gzip_size_bytes", "weight_sparsity", "per_layer_sparsity",
+    "fully_int8", "ops", "float_accuracy", "int8_accuracy", "top1_agreement", "sqnr_db", "passed",
+}
+
+
+@pytest.fixture(scope="module")
+def digits_data():
+    return digits.load_digits()
+
+
+@pytest.fixture(scope="module")
+def float_model(digits_data):
+    return digits.train_float_model(digits_data, epochs=4)
+
+
+@pytest.fixture(scope="module")
+def joint(float_model, digits_data):
+    model = tfjoint.prepare(float_model, target_sparsity=0.8, end_step=40, frequency=10)
+    model.compile(keras.optimizers.Adam(5e-4), "sparse_categorical_crossentropy")
+    model.fit(digits_data["x_train"], digits_data["y_train"], batch_size=32, epochs=2, verbose=0)
+    return model
+
+
+@pytest.fixture(scope="module")
+def exported(joint, float_model, digits_data, tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("export") / "model.tflite")
+    report = tfjoint.export_tflite(
+        joint, path, representative_data=digits_data["x_calib"],
+        validation_data=(digits_data["x_val"], digits_data["y_val"]), float_model=float_model,
+        measure_latency=True,
+    )
+    return path, report
+
+
+def _interpreter(path):
+    interpreter = Interpreter(model_path=path, experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    interpreter.allocate_tensors()
+    return interpreter
+
+
+def test_file_is_fully_int8_when_read_back(exported):
+    path, report = exported
+    interpreter = _interpreter(path)
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    assert [d["dtype"] for d in interpreter.get_input_details()] == [np.int8]
+    assert [d["dtype"] for d in interpreter.get_output_details()] == [np.int8]
+    assert not [t["name"] for t in tensors.values() if t["dtype"] in (np.float32, np.float16)]
+    weight_ops = [op for op in interpreter._get_ops_details() if op["op_name"] in ("CONV_2D", "FULLY_CONNECTED")]
+    assert len(weight_ops) == 4
+    for op in weight_ops:
+        assert tensors[op["inputs"][1]]["dtype"] == np.int8
+        assert tensors[op["inputs"][2]]["dtype"] == np.int32
+    assert report.fully_int8 and report.passed and report.quantization == "qat"
+    assert "CONV_2D" in report.ops and "DEQUANTIZE" not in report.ops
+
+
+def test_zeros_survive_into_the_int8_weights(exported, joint):
+    path, report = exported
+    interpreter = _interpreter(path)
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    zeros = total = 0
+    for op in interpreter._get_ops_details():
+        if op["op_name"] in ("CONV_2D", "FULLY_CONNECTED"):
+            values = interpreter.get_tensor(op["inputs"][1])
+            zeros += np.count_nonzero(values == 0)
+            total += values.size
+    assert zeros / total == pytest.approx(report.weight_sparsity)
+    assert report.weight_sparsity == pytest.approx(0.8, abs=0.005)
+    assert set(report.per_layer_sparsity) == {"conv1", "conv2", "fc1", "classes"}
+    for name, entry in report.per_layer_sparsity.items():
+        assert entry["tflite"] == pytest.approx(entry["keras"]), name
+        assert entry["keras"] == pytest.approx(0.8, abs=0.01), name
+
+
+def test_reported_accuracy_is_what_litert_computes(exported, digits_data):
+    path, report = exported
+    runner = Interpreter(model_path=path).get_signature_runner()
+    (in_name, in_details), = runner.get_input_details().items()
+    (out_name, out_details), = runner.get_output_details().items()
+    scale, zero_point = in_details["quantization"]
+    x = np.clip(np.round(digits_data["x_val"] / scale + zero_point), -128, 127).astype(np.int8)
+    predictions = np.concatenate([np.argmax(runner(**{in_name: x[i : i + 50]})[out_name], -1) for i in range(0, len(x), 50)])
+    assert report.int8_accuracy == pytest.approx(np.mean(predictions == digits_data["y_val"]))
+    assert report.num_validation_samples == len(x)
+    assert report.top1_agreement > 0.95 and report.sqnr_db > 15
+    assert report.float_accuracy - report.int8_accuracy <= 0.02
+
+
+def test_report_sizes_latency_and_json(exported, tmp_path):
+    path, report = exported
+    assert report.size_bytes == os.path.getsize(path)
+    assert report.float_gzip_size_bytes > 2 * report.gzip_size_bytes
+    assert report.int8_latency_ms > 0 and report.float_latency_ms > 0
+    data = report.to_dict()
+    assert REQUIRED_KEYS <= set(data)
+    report.save_json(str(tmp_path / "report.json"))
+    assert json.loads((tmp_path / "report.json").read_text())["weight_sparsity"] == pytest.approx(report.weight_sparsity)
+    text = str(report)
+    assert "fully int8" in text and "conv1" in text
+
+
+def test_failed_validation_raises_and_keeps_the_existing_file(joint, digits_data, tmp_path):
+    path = tmp_path / "model.tflite"
+    path.write_bytes(b"the good model from yesterday")
+    rejected = tmp_path / "rejected.tflite"
+    with pytest.raises(tfjoint.ValidationError, match="min_sqnr_db") as caught:
+        tfjoint.export_tflite(joint, str(path), validation_data=(digits_data["x_val"], digits_data["y_val"]),
+                              min_sqnr_db=500.0, keep_rejected=str(rejected))
+    assert path.read_bytes() == b"the good model from yesterday"
+    assert caught.value.report.passed is False and caught.value.report.failures
+    assert read_flatbuffer(rejected.read_bytes()).fully_int8
+    assert sorted(os.listdir(tmp_path)) == ["model.tflite", "rejected.tflite"]  # no temp files left
+
+
+def test_multi_output_model_gets_metrics_per_output(tmp_path):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((12,), name="features")
+    hidden = keras.layers.Dense(32, activation="relu", name="hidden")(inputs)
+    classes = keras.layers.Dense(4, activation="softmax", name="classes")(hidden)
+    value = keras.layers.Dense(1, name="value")(hidden)
+    model = keras.Model(inputs, [classes, value])
+    rng = np.random.default_rng(0)
+    x = rng.random((256, 12), dtype=np.float32)
+    y_cls, y_val = (x[:, :4].argmax(1)), x.sum(1, keepdims=True)
+    model.compile("adam", ["sparse_categorical_crossentropy", "mse"])
+    model.fit(x, [y_cls, y_val], epochs=20, verbose=0)
+    joint = tfjoint.prepare(model, target_sparsity=0.5, end_step=16, frequency=4)
+    joint.compile("adam", ["sparse_categorical_crossentropy", "mse"])
+    joint.fit(x, [y_cls, y_val], epochs=4, batch_size=32, verbose=0)
+    report = tfjoint.export_tflite(joint, str(tmp_path / "m.tflite"), validation_data=(x, [y_cls, None]),
+                                   float_model=model, max_accuracy_drop=0.2)
+    assert set(report.per_output) == {"quant_classes", "quant_value"}
+    assert "int8_accuracy" in report.per_output["quant_classes"]
+    assert "int8_accuracy" not in report.per_output["quant_value"] and report.per_output["quant_value"]["sqnr_db"] > 15
+    assert report.fully_int8 and report.int8_accuracy is not None
+
+
+def test_conv1d_model_exports_fully_int8_with_its_zeros(tmp_path):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((40, 6), name="mfcc")
+    x = keras.layers.Conv1D(16, 5, activation="relu", name="conv1d")(inputs)
+    x = keras.layers.GlobalAveragePooling1D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="head")(x))
+    rng = np.random.default_rng(0)
+    x_data = rng.random((128, 40, 6), dtype=np.float32)
+    y = rng.integers(0, 3, 128)
+    joint = tfjoint.prepare(model, target_sparsity=0.75, end_step=8, frequency=2)
+    joint.compile("adam", "sparse_categorical_crossentropy")
+    joint.fit(x_data, y, epochs=3, batch_size=32, verbose=0)
+    report = tfjoint.export_tflite(joint, str(tmp_path / "kws.tflite"), validation_data=x_data, float_model=model,
+                                   max_accuracy_drop=1.0, min_agreement=0.9)
+    assert report.fully_int8 and "CONV_2D" in report.ops
+    assert report.per_layer_sparsity["conv1d"]["tflite"] == pytest.approx(report.per_layer_sparsity["conv1d"]["keras"])
+    assert report.per_layer_sparsity["conv1d"]["tflite"] == pytest.approx(0.75, abs=0.01)
+    assert report.int8_accuracy is None  # no labels given
+
+
+def test_float_model_falls_back_to_post_training_quantization(float_model, digits_data, tmp_path):
+    report = tfjoint.export_tflite(float_model, str(tmp_path / "ptq.tflite"), representative_data=digits_data["x_calib"],
+                                   validation_data=(digits_data["x_val"], digits_data["y_val"]))
+    assert report.quantization == "post_training" and report.fully_int8
+    assert any("post-training" in note for note in report.notes)
+    with pytest.raises(tfjoint.ModelStructureError, match="representative_data"):
+        tfjoint.export_tflite(float_model, str(tmp_path / "x.tflite"))
+
+
+def test_representative_data_as_dataset_or_generator(float_model, digits_data, tmp_path):
+    x = digits_data["x_calib"][:32]
+    dataset = tf.data.Dataset.from_tensor_slices(x).batch(8)
+    report = tfjoint.export_tflite(float_model, str(tmp_path / "a.tflite"), representative_data=dataset)
+    assert report.fully_int8
+
+    def generator():
+        for row in x:
+            yield row
+    report = tfjoint.export_tflite(float_model, str(tmp_path / "b.tflite"), representative_data=generator)
+    assert report.fully_int8
+
+
+def test_a_float_flatbuffer_is_named_as_not_int8(float_model):
+    summary = read_flatbuffer(convert_float32(float_model))
+    assert not summary.fully_int8
+    error = _not_int8_error(summary, [layer.name for layer in float_model.layers])
+    assert "CONV_2D (from layer 'conv1'" in str(error) and "Exclude or replace" in str(error)
+
+
+@pytest.mark.parametrize(
+    "kwargs,error,match",
+    [
+        (dict(representative_data=np.zeros((4, 8, 8))), tfjoint.DataError, r"input 'image' has shape \(4, 8, 8\)"),
+        (dict(representative_data=np.zeros((0, 8, 8, 1))), tfjoint.DataError, "empty"),
+        (dict(representative_data=np.array([["a"] * 64] * 2).reshape(2, 8, 8, 1)), tfjoint.DataError, "dtype"),
+        (dict(representative_data=lambda: iter([])), tfjoint.DataError, "yielded no samples"),
+        (dict(validation_data=(np.full((2, 8, 8, 1), np.nan, np.float32), np.zeros(2))), tfjoint.DataError, "NaN"),
+        (dict(validation_data=(np.zeros((3, 8, 8, 1)), np.zeros(2))), tfjoint.DataError, "2 labels for 3 samples"),
+        (dict(min_agreement=1.5), tfjoint.ConfigError, "min_agreement"),
+    ],
+)
+def test_bad_input_gets_a_clear_error(joint, tmp_path, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        tfjoint.export_tflite(joint, str(tmp_path / "m.tflite"), **kwargs)
+    assert not os.listdir(tmp_path)
+
+
+def test_bad_path_and_model_are_named(joint, tmp_path):
+    with pytest.raises(tfjoint.ConfigError, match="does not exist"):
+        tfjoint.export_tflite(joint, str(tmp_path / "missing" / "m.tflite"))
+    with pytest.raises(tfjoint.ConfigError, match="is a directory"):
+        tfjoint.export_tflite(joint, str(tmp_path))
+    with pytest.raises(tfjoint.ModelTypeError, match="tf_keras"):
+        tfjoint.export_tflite("model.h5", str(tmp_path / "m.tflite"))
