@@ -229,6 +229,7 @@ def export_tflite(
     min_sqnr_db: float = DEFAULT_THRESHOLDS["min_sqnr_db"],
     measure_latency: bool = False,
     keep_rejected: str | os.PathLike | None = None,
+    float_path: str | os.PathLike | None = None,
     batch_size: int = 64,
     verbose: bool = False,
 ) -> ExportReport:
@@ -254,6 +255,8 @@ def export_tflite(
       measure_latency: time single-sample invokes (median, 1 thread) of the
         int8 and float32 files.
       keep_rejected: where to write the flatbuffer if validation fails.
+      float_path: where to write the float32 .tflite of `float_model`, for
+        comparison on device (written whether or not validation passes).
       batch_size: samples per interpreter call during validation.
       verbose: show a progress bar during validation.
 
@@ -273,6 +276,10 @@ def export_tflite(
     path = _check_path(path, "path")
     if keep_rejected is not None:
         keep_rejected = _check_path(keep_rejected, "keep_rejected")
+    if float_path is not None:
+        if float_model is None:
+            raise errors.ConfigError("`float_path` needs `float_model`: there is no float model to convert.")
+        float_path = _check_path(float_path, "float_path")
     thresholds = {"max_accuracy_drop": max_accuracy_drop, "min_agreement": min_agreement, "min_sqnr_db": min_sqnr_db}
     _check_thresholds(thresholds)
     if batch_size < 1:
@@ -323,6 +330,8 @@ def export_tflite(
     if float_content is not None:
         report.float_size_bytes = len(float_content)
         report.float_gzip_size_bytes = measure.gzip_size(float_content)
+        if float_path is not None:
+            atomic_write_bytes(float_path, float_content)
 
     output_names = list(quantized_model.output_names)
     int8_model = TFLiteModel(content, quantized_model.input_names, output_names)

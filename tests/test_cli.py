@@ -1,0 +1,108 @@
+"""The `tfjoint` command as a subprocess: files it writes and its exit codes."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tfjoint import digits, keras
+
+pytestmark = pytest.mark.slow
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FAST = ["--epochs=2", "--float_epochs=3"]
+
+
+def tfjoint_cli(*args, timeout=900):
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    return subprocess.run([sys.executable, "-m", "tfjoint", *args], capture_output=True, text=True, env=env,
+                          timeout=timeout, cwd=ROOT)
+
+
+def test_embedded_default_writes_everything_and_passes(tmp_path):
+    out = tmp_path / "out"
+    result = tfjoint_cli(f"--out={out}", *FAST)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in ("model.tflite", "float_model.tflite", "report.json", "run_config.json",
+                 "sparsity_per_layer.png", "schedule.png", "weights_histogram.png"):
+        assert (out / name).stat().st_size > 0, name
+    report = json.loads((out / "report.json").read_text())
+    assert report["passed"] and report["fully_int8"]
+    assert report["weight_sparsity"] == pytest.approx(0.8, abs=0.005)
+    assert report["size_bytes"] == (out / "model.tflite").stat().st_size
+    assert json.loads((out / "run_config.json").read_text())["epochs"] == 2
+    assert "int8 accuracy" in result.stdout and "fully int8" in result.stdout
+    assert (out / "model.tflite").read_bytes()[4:8] == b"TFL3"
+    # Quiet by default: no wall of TensorFlow logging.
+    assert "signature_serialization" not in result.stderr and "Assets written" not in result.stderr
+    assert "oneDNN" not in result.stderr and "cuda" not in result.stderr
+
+
+@pytest.fixture(scope="module")
+def saved_inputs(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("inputs")
+    data = digits.load_digits()
+    model = digits.train_float_model(data, epochs=3)
+    model.save(str(folder / "float.h5"))
+    keras_path = folder / "float.keras"
+    model.save(str(keras_path))
+    np.savez(folder / "data.npz", **{k: data[k] for k in ("x_train", "y_train", "x_val", "y_val")})
+    return folder
+
+
+@pytest.mark.parametrize("model_file", ["float.h5", "float.keras"])
+def test_saved_model_and_npz(saved_inputs, tmp_path, model_file):
+    out = tmp_path / "out"
+    result = tfjoint_cli(f"--model={saved_inputs / model_file}", f"--data={saved_inputs / 'data.npz'}",
+                         f"--out={out}", "--epochs=2", "--target_sparsity=0.5", "--max_accuracy_drop=0.1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["weight_sparsity"] == pytest.approx(0.5, abs=0.005)
+
+
+def test_failed_validation_exits_1_and_still_writes_the_report(saved_inputs, tmp_path):
+    out = tmp_path / "out"
+    result = tfjoint_cli(f"--model={saved_inputs / 'float.h5'}", f"--data={saved_inputs / 'data.npz'}",
+                         f"--out={out}", "--epochs=1", "--min_sqnr_db=500")
+    assert result.returncode == 1, result.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["passed"] is False and "min_sqnr_db" in report["failures"][0]
+    assert not (out / "model.tflite").exists()
+    assert (out / "model.rejected.tflite").exists()
+    assert "validation failed" in result.stderr.splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    "args,named",
+    [
+        (["--target_sparsity=1.5"], "--target_sparsity"),
+        (["--epochs=0"], "--epochs"),
+        (["--loss=hinge"], "--loss"),
+        (["--model=/nonexistent/model.h5", "--data=/nonexistent/data.npz"], "/nonexistent/data.npz"),
+        (["--data=/tmp/x.npz"], "--model"),
+        (["positional"], "unexpected arguments"),
+    ],
+)
+def test_bad_arguments_exit_2_with_one_line(args, named, tmp_path):
+    result = tfjoint_cli(f"--out={tmp_path / 'out'}", *args)
+    assert result.returncode == 2, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert named in last and last.startswith("tfjoint:")
+
+
+def test_npz_missing_keys_is_named(saved_inputs, tmp_path):
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, x_train=np.zeros((4, 8, 8, 1)))
+    result = tfjoint_cli(f"--model={saved_inputs / 'float.h5'}", f"--data={bad}", f"--out={tmp_path / 'out'}")
+    assert result.returncode == 2
+    assert "lacks ['y_train', 'x_val', 'y_val']" in result.stderr.strip().splitlines()[-1]
+
+
+def test_console_script_is_installed():
+    script = os.path.join(os.path.dirname(sys.executable), "tfjoint")
+    assert os.path.exists(script), "pip install -e . should install the `tfjoint` console script"
+    result = subprocess.run([script, "--helpfull"], capture_output=True, text=True, timeout=300)
+    assert "--target_sparsity" in result.stdout  # (absl exits 1 after printing help)
+    assert "oneDNN" not in result.stderr  # TensorFlow is not even imported for --help

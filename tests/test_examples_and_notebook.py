@@ -1,0 +1,53 @@
+"""The examples and the tutorial notebook run, with small settings, so they cannot rot."""
+
+import importlib.util
+import os
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+pytestmark = pytest.mark.slow
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _example(name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "examples", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_digits_api_example(tmp_path):
+    report = _example("digits_api").main(str(tmp_path), float_epochs=3, epochs=2)
+    assert report.passed and report.fully_int8
+    assert (tmp_path / "digits_int8.tflite").exists() and (tmp_path / "digits_report.json").exists()
+    assert report.weight_sparsity == pytest.approx(0.8, abs=0.005)
+
+
+def test_conv1d_example(tmp_path):
+    report = _example("keyword_spotting_conv1d").main(str(tmp_path), epochs=2)
+    assert report.fully_int8 and report.per_layer_sparsity["conv1d_1"]["tflite"] == pytest.approx(0.7, abs=0.01)
+
+
+def test_mobilenet_v2_example(tmp_path):
+    report = _example("mobilenet_v2").main(str(tmp_path), steps=4, size=32)
+    assert report.fully_int8
+    assert "DEPTHWISE_CONV_2D" in report.ops
+    pruned = [e for e in report.per_layer_sparsity.values() if e["keras"] > 0.4]
+    assert pruned and all(e["tflite"] == pytest.approx(e["keras"]) for e in pruned)
+
+
+def test_tutorial_notebook_executes(tmp_path):
+    notebook = nbformat.read(os.path.join(ROOT, "notebooks", "tutorial.ipynb"), as_version=4)
+    os.environ["TFJOINT_NOTEBOOK_FAST"] = "1"
+    os.environ["TFJOINT_NOTEBOOK_OUT"] = str(tmp_path)
+    try:
+        NotebookClient(notebook, timeout=900, kernel_name="python3", resources={"metadata": {"path": ROOT}}).execute()
+    finally:
+        os.environ.pop("TFJOINT_NOTEBOOK_FAST")
+        os.environ.pop("TFJOINT_NOTEBOOK_OUT")
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert any(o.output_type == "display_data" and "image/png" in o.data for o in outputs)
+    assert (tmp_path / "digits_int8.tflite").exists()

@@ -1,0 +1,3 @@
+from tfjoint.cli import run_main
+
+run_main()

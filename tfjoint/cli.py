@@ -1,0 +1,106 @@
+"""The `tfjoint` command (also `python -m tfjoint`): absl flags -> RunConfig -> run().
+
+Exit status: 0 passed validation, 1 failed validation (report still written),
+2 bad arguments or unreadable inputs, each with one line naming the flag or file.
+TensorFlow's C++ logging is silenced unless --verbosity is 1 or more.
+"""
+
+import importlib
+import os
+import sys
+
+from absl import app, flags, logging
+
+from tfjoint import flags as tfjoint_flags
+
+EXIT_PASSED, EXIT_FAILED_VALIDATION, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def _parse_flags(argv):
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as error:
+        print(f"tfjoint: {error}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+
+
+def _import_silenced(module_name: str):
+    """Imports a module with file descriptor 2 pointed at /dev/null.
+
+    TensorFlow 2.21 logs from C++ at import time, before its logging is set
+    up, so TF_CPP_MIN_LOG_LEVEL does not reach those lines.
+    """
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        return importlib.import_module(module_name)
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _summary(report) -> str:
+    def pct(value):
+        return "n/a" if value is None else f"{100 * value:.2f}%"
+
+    ratio = report.compression_ratio
+    latency = report.latency_ratio
+    rows = [
+        ("float accuracy", pct(report.float_accuracy)),
+        ("int8 accuracy", pct(report.int8_accuracy)),
+        ("top-1 agreement (int8 vs Keras QAT)", pct(report.top1_agreement)),
+        ("weight sparsity (in .tflite)", pct(report.weight_sparsity)),
+        ("size int8 / float32 (gzip)", f"{report.gzip_size_bytes / 1024:.1f} KB / "
+                                       f"{(report.float_gzip_size_bytes or 0) / 1024:.1f} KB"
+                                       + (f"  ({ratio:.1f}x smaller)" if ratio else "")),
+        ("latency int8 / float32", f"{latency:.2f}x" if latency else "n/a"),
+        ("fully int8", "yes" if report.fully_int8 else "NO"),
+        ("validation", "passed" if report.passed else "FAILED"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
+
+
+def main(argv):
+    if len(argv) > 1:
+        print(f"tfjoint: unexpected arguments {argv[1:]}; all options are --flags (see --help).", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    quiet = flags.FLAGS.verbosity < 1
+    if quiet:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        _import_silenced("tensorflow")
+        _import_silenced("ai_edge_litert.interpreter")
+    from tfjoint import errors  # imports TensorFlow: after the log level is set
+    from tfjoint.pipeline import run
+
+    if quiet:  # TensorFlow's Python side logs through absl at INFO (SavedModel, converter chatter)
+        logging.set_verbosity(logging.WARNING)
+
+    try:
+        config = tfjoint_flags.config_from_flags()
+        result = run(config)
+    except errors.ValidationError as error:
+        out = flags.FLAGS.out
+        print(_summary(error.report))
+        print(f"tfjoint: validation failed, report in {os.path.join(out, 'report.json')}: {error.report.failures[0]}",
+              file=sys.stderr)
+        return EXIT_FAILED_VALIDATION
+    except (errors.TfjointError, FileNotFoundError) as error:
+        print(f"tfjoint: {str(error).splitlines()[0]}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(_summary(result.report))
+    print(f"tfjoint: wrote {', '.join(sorted(os.path.basename(p) for p in result.files.values()))} to {result.out_dir}")
+    logging.info("done")
+    return EXIT_PASSED
+
+
+def run_main():
+    """Console-script entry point."""
+    tfjoint_flags.define_flags()
+    app.run(main, flags_parser=_parse_flags)
+
+
+if __name__ == "__main__":
+    run_main()
