@@ -16,7 +16,7 @@ import tfjoint  # import before TensorFlow: selects Keras 2 (tf_keras) for TF-MO
 from tfjoint import digits, keras
 
 
-def main(out: str, float_epochs: int = 15, epochs: int = 10) -> tfjoint.ExportReport:
+def main(out: str, float_epochs: int = 15, epochs: int = 10, max_accuracy_drop: float = 0.02) -> tfjoint.ExportReport:
     os.makedirs(out, exist_ok=True)
     data = digits.load_digits(seed=0)
 
@@ -48,6 +48,7 @@ def main(out: str, float_epochs: int = 15, epochs: int = 10) -> tfjoint.ExportRe
         representative_data=data["x_calib"],
         validation_data=(data["x_val"], data["y_val"]),
         float_model=float_model,
+        max_accuracy_drop=max_accuracy_drop,  # raise ValidationError if int8 loses more
         measure_latency=True,
     )
     print(report)

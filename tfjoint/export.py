@@ -19,11 +19,11 @@ from tfjoint import errors, measure
 from tfjoint._keras import check_tf_keras_model, keras, tf
 from tfjoint.data import collect_inputs, split_validation
 from tfjoint.flatbuffer import FlatbufferSummary, layer_of, read_flatbuffer
-from tfjoint.prepare import prunable_weight
+from tfjoint.preparation import prunable_weight
 from tfjoint.quantizers import is_prepared
 from tfjoint.report import ExportReport, atomic_write_bytes
 from tfjoint.runtime import TFLiteModel
-from tfjoint.strip import strip
+from tfjoint.stripping import strip
 
 __all__ = ["export_tflite", "convert_float32", "DEFAULT_THRESHOLDS"]
 

@@ -15,12 +15,12 @@ from absl import logging
 
 from tfjoint import errors, plots, schedule
 from tfjoint._keras import check_float_model, keras
-from tfjoint.callbacks import JointMonitor, layer_sparsity
+from tfjoint.training_callbacks import JointMonitor, layer_sparsity
 from tfjoint.export import export_tflite
-from tfjoint.prepare import prepare
+from tfjoint.preparation import prepare
 from tfjoint.report import ExportReport, atomic_write_bytes
 from tfjoint.saving import load_model
-from tfjoint.strip import strip
+from tfjoint.stripping import strip
 
 __all__ = ["RunConfig", "RunResult", "run", "plan_schedule", "infer_loss"]
 

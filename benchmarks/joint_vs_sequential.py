@@ -1,0 +1,303 @@
+"""Benchmark: tfjoint's one fit against TF-MOT's sequential recipe, side by side in one process.
+
+    python benchmarks/joint_vs_sequential.py --out=benchmarks/results            # full run (~10-15 min, 2 cores)
+    python benchmarks/joint_vs_sequential.py --tiny --out=/tmp/bench             # smoke run (tests use this)
+
+For each model and seed, from the same pre-trained float model and with the
+same total number of fine-tuning epochs:
+
+* tfmot_sequential: prune_low_magnitude + PolynomialDecay fit (half the epochs)
+  -> strip_pruning -> quantize_apply(Default8BitPrunePreserveQuantizeScheme)
+  fit (other half) -> int8 TFLite. For Conv1D, which TF-MOT's QAT refuses,
+  its best path: prune fit (all epochs) -> strip -> full-integer post-training
+  quantization with a representative dataset.
+* tfjoint: prepare -> one fit (all epochs; target sparsity reached halfway,
+  like the sequential prune phase) -> export_tflite.
+* tfjoint_qat_late (digits only): the same with fake quant starting when
+  pruning ends, the evidence behind the default `quant_start_step=0`.
+
+Both int8 files go through the same `tfjoint.export_tflite` measurement
+(LiteRT, flatbuffer read-back), with tolerances off so nothing is hidden.
+Per-step times are medians over the steps of one fit, each reported as a ratio
+to the float model's median step measured in the same run.
+"""
+
+import json
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+from absl import app, flags
+
+import tfjoint  # noqa: F401  (selects tf_keras before TensorFlow loads)
+import tensorflow_model_optimization as tfmot
+from tfjoint import digits, keras, measure
+from tfjoint.flatbuffer import read_flatbuffer
+from tfjoint.report import atomic_write_bytes
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples"))
+import keyword_spotting_conv1d as kws  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("out", "benchmarks/results", "Directory for results.json and table.md.")
+flags.DEFINE_list("models", ["digits", "conv1d", "mobilenet"], "Which models to run.")
+flags.DEFINE_integer("seeds", 3, "Seeds per system (accuracy is reported as mean and spread).", lower_bound=1)
+flags.DEFINE_integer("epochs", 10, "Total fine-tuning epochs per system.", lower_bound=2)
+flags.DEFINE_float("target_sparsity", 0.8, "Target sparsity for every system.", lower_bound=0.0, upper_bound=0.99)
+flags.DEFINE_boolean("tiny", False, "Smoke-test sizes: 1 seed, 2 epochs, small data, tiny MobileNet.")
+
+NO_TOLERANCE = dict(max_accuracy_drop=1.0, min_agreement=0.0, min_sqnr_db=-1e9)
+
+
+class StepTimer(keras.callbacks.Callback):
+    """Wall time of every training batch, and of the whole fit."""
+
+    def on_train_begin(self, logs=None):
+        self.steps, self._fit_start = [], time.perf_counter()
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps.append(time.perf_counter() - self._start)
+
+    def on_train_end(self, logs=None):
+        self.fit_seconds = time.perf_counter() - self._fit_start
+
+    def median_step(self) -> float:
+        steady = self.steps[3:] if len(self.steps) > 6 else self.steps  # skip tracing
+        return float(np.median(steady))
+
+
+# --- Tasks ---------------------------------------------------------------------
+
+
+def digits_task(seed, tiny):
+    data = digits.load_digits(seed=seed)
+    model = digits.train_float_model(data, epochs=3 if tiny else 15, seed=seed)
+    return model, data, 32, "sparse_categorical_crossentropy"
+
+
+def conv1d_task(seed, tiny):
+    keras.utils.set_random_seed(seed)
+    x_train, y_train = kws.make_clips(400 if tiny else 2000, seed=seed + 1)
+    x_val, y_val = kws.make_clips(200 if tiny else 500, seed=seed + 100)
+    model = kws.build_model()
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x_train, y_train, epochs=2 if tiny else 8, batch_size=64, verbose=0)
+    data = {"x_train": x_train, "y_train": y_train, "x_val": x_val, "y_val": y_val, "x_calib": x_train[:200]}
+    return model, data, 64, "sparse_categorical_crossentropy"
+
+
+def mobilenet_task(seed, tiny):
+    keras.utils.set_random_seed(seed)
+    size, n = (32, 64) if tiny else (96, 320)
+    model = keras.applications.MobileNetV2(input_shape=(size, size, 3), alpha=0.35, weights=None, classes=10)
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, size, size, 3), dtype=np.float32)
+    y = rng.integers(0, 10, n)
+    data = {"x_train": x, "y_train": y, "x_val": x[:64], "y_val": y[:64], "x_calib": x[:32]}
+    return model, data, 32, "sparse_categorical_crossentropy"
+
+
+TASKS = {"digits": digits_task, "conv1d": conv1d_task, "mobilenet": mobilenet_task}
+
+
+# --- Systems ---------------------------------------------------------------------
+
+
+def _schedule(steps_per_epoch, prune_epochs):
+    prune_steps = steps_per_epoch * prune_epochs
+    frequency = max(1, prune_steps // 16)
+    return max(frequency, prune_steps // frequency * frequency), frequency
+
+
+def _float_step(model, data, batch, loss):
+    clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    clone.compile(keras.optimizers.Adam(1e-3), loss)
+    timer = StepTimer()
+    clone.fit(data["x_train"], data["y_train"], batch_size=batch, epochs=1, verbose=0, callbacks=[timer])
+    return timer.median_step()
+
+
+def _export(model, path, data, float_model, representative=None):
+    return tfjoint.export_tflite(model, path, representative_data=representative,
+                                 validation_data=(data["x_val"], data["y_val"]), float_model=float_model,
+                                 measure_latency=True, **NO_TOLERANCE)
+
+
+def run_tfmot_sequential(model, data, batch, loss, epochs, sparsity, path, qat_supported):
+    spe = int(np.ceil(len(data["x_train"]) / batch))
+    prune_epochs = epochs // 2 if qat_supported else epochs
+    end_step, frequency = _schedule(spe, prune_epochs)
+    pruned = tfmot.sparsity.keras.prune_low_magnitude(model, pruning_schedule=tfmot.sparsity.keras.PolynomialDecay(
+        initial_sparsity=0.0, final_sparsity=sparsity, begin_step=0, end_step=end_step, frequency=frequency))
+    pruned.compile(keras.optimizers.Adam(1e-3), loss, metrics=["accuracy"])
+    prune_timer = StepTimer()
+    pruned.fit(data["x_train"], data["y_train"], batch_size=batch, epochs=prune_epochs, verbose=0,
+               callbacks=[tfmot.sparsity.keras.UpdatePruningStep(), prune_timer])
+    stripped = tfmot.sparsity.keras.strip_pruning(pruned)
+    result = {"prune_step_s": prune_timer.median_step(), "fit_seconds": prune_timer.fit_seconds}
+    if not qat_supported:
+        report = _export(stripped, path, data, model, representative=data["x_calib"])
+        result["note"] = "TF-MOT QAT refuses Conv1D: prune -> strip -> full-integer post-training quantization"
+        return result, report
+    qat = tfmot.quantization.keras.quantize_apply(
+        tfmot.quantization.keras.quantize_annotate_model(stripped),
+        tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme())
+    qat.compile(keras.optimizers.Adam(1e-3), loss, metrics=["accuracy"])
+    qat_timer = StepTimer()
+    qat.fit(data["x_train"], data["y_train"], batch_size=batch, epochs=epochs - prune_epochs, verbose=0, callbacks=[qat_timer])
+    result.update(qat_step_s=qat_timer.median_step(), fit_seconds=result["fit_seconds"] + qat_timer.fit_seconds)
+    return result, _export(qat, path, data, model)
+
+
+def run_tfjoint(model, data, batch, loss, epochs, sparsity, path, quant_start_fraction=0.0):
+    spe = int(np.ceil(len(data["x_train"]) / batch))
+    end_step, frequency = _schedule(spe, epochs // 2)
+    joint = tfjoint.prepare(model, target_sparsity=sparsity, end_step=end_step, frequency=frequency,
+                            quant_start_step=int(quant_start_fraction * spe * epochs))
+    joint.compile(keras.optimizers.Adam(1e-3), loss, metrics=["accuracy"])
+    timer = StepTimer()
+    joint.fit(data["x_train"], data["y_train"], batch_size=batch, epochs=epochs, verbose=0, callbacks=[timer])
+    return {"joint_step_s": timer.median_step(), "fit_seconds": timer.fit_seconds}, _export(joint, path, data, model)
+
+
+def size_floor(path) -> dict:
+    """gzip size of the file against the entropy bound of its int8 weights."""
+    with open(path, "rb") as handle:
+        content = handle.read()
+    summary = read_flatbuffer(content)
+    bound = sum(measure.entropy_bound_bytes(w.size, w.size - w.zeros) for w in summary.weights)
+    return {"entropy_bound_bytes": bound, "gzip_over_bound": measure.gzip_size(content) / bound if bound else None}
+
+
+def measure_system(name, timings, report, float_step, path):
+    row = {
+        "system": name,
+        "float_accuracy": report.float_accuracy,
+        "int8_accuracy": report.int8_accuracy,
+        "top1_agreement": report.top1_agreement,
+        "weight_sparsity": report.weight_sparsity,
+        "fully_int8": report.fully_int8,
+        "size_bytes": report.size_bytes,
+        "gzip_size_bytes": report.gzip_size_bytes,
+        "float_gzip_size_bytes": report.float_gzip_size_bytes,
+        "latency_ratio": report.latency_ratio,
+        "fit_seconds": timings["fit_seconds"],
+        "float_step_s": float_step,
+        "notes": [timings["note"]] if "note" in timings else [],
+    }
+    for key in ("prune_step_s", "qat_step_s", "joint_step_s"):
+        if key in timings:
+            row[key[: -len("_s")] + "_ratio"] = timings[key] / float_step
+    row.update(size_floor(path))
+    return row
+
+
+def run_model(task_name, seed, epochs, sparsity, tiny, out):
+    model, data, batch, loss = TASKS[task_name](seed, tiny)
+    float_step = _float_step(model, data, batch, loss)
+    rows = []
+    qat_supported = task_name != "conv1d"
+    path = os.path.join(out, f"{task_name}_seed{seed}_tfmot.tflite")
+    timings, report = run_tfmot_sequential(model, data, batch, loss, epochs, sparsity, path, qat_supported)
+    rows.append(measure_system("tfmot_sequential", timings, report, float_step, path))
+    path = os.path.join(out, f"{task_name}_seed{seed}_tfjoint.tflite")
+    timings, report = run_tfjoint(model, data, batch, loss, epochs, sparsity, path)
+    rows.append(measure_system("tfjoint", timings, report, float_step, path))
+    if task_name == "digits":
+        path = os.path.join(out, f"{task_name}_seed{seed}_tfjoint_late.tflite")
+        timings, report = run_tfjoint(model, data, batch, loss, epochs, sparsity, path, quant_start_fraction=0.5)
+        rows.append(measure_system("tfjoint_qat_late", timings, report, float_step, path))
+    for row in rows:
+        row.update(model=task_name, seed=seed)
+    return rows
+
+
+# --- Summary ---------------------------------------------------------------------
+
+
+def _mean_spread(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def summarize(rows):
+    groups = {}
+    for row in rows:
+        groups.setdefault((row["model"], row["system"]), []).append(row)
+    summary = []
+    for (model, system), group in groups.items():
+        entry = {"model": model, "system": system, "seeds": len(group)}
+        for key in ("float_accuracy", "int8_accuracy", "top1_agreement", "weight_sparsity", "gzip_size_bytes",
+                    "size_bytes", "float_gzip_size_bytes", "fit_seconds", "prune_step_ratio", "qat_step_ratio",
+                    "joint_step_ratio", "latency_ratio", "gzip_over_bound"):
+            entry[key], entry[key + "_sd"] = _mean_spread([r.get(key) for r in group])
+        entry["fully_int8"] = all(r["fully_int8"] for r in group)
+        entry["notes"] = sorted({n for r in group for n in r["notes"]})
+        summary.append(entry)
+    return summary
+
+
+def markdown_table(summary) -> str:
+    def pct(entry, key):
+        if entry.get(key) is None:
+            return "n/a"
+        return f"{100 * entry[key]:.2f} ± {100 * entry[key + '_sd']:.2f}"
+
+    def num(entry, key, fmt="{:.2f}"):
+        return "n/a" if entry.get(key) is None else fmt.format(entry[key])
+
+    columns = ["model", "system", "float acc %", "int8 acc % (LiteRT)", "top-1 agree %", "sparsity in .tflite %",
+               "int8 gzip KB (float32)", "gzip ÷ entropy bound", "fine-tune s", "step ÷ float step",
+               "int8 ÷ float32 latency", "fully int8"]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for e in summary:
+        steps = ", ".join(
+            f"{label} {e[key]:.2f}" for label, key in (("prune", "prune_step_ratio"), ("QAT", "qat_step_ratio"),
+                                                        ("joint", "joint_step_ratio")) if e.get(key) is not None)
+        size = f"{e['gzip_size_bytes'] / 1024:.1f} ({(e['float_gzip_size_bytes'] or 0) / 1024:.0f})"
+        cells = [e["model"], e["system"], pct(e, "float_accuracy"), pct(e, "int8_accuracy"), pct(e, "top1_agreement"),
+                 pct(e, "weight_sparsity"), size, num(e, "gzip_over_bound") + "x", num(e, "fit_seconds", "{:.1f}"),
+                 steps, num(e, "latency_ratio"), "yes" if e["fully_int8"] else "NO"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv):
+    del argv
+    seeds, epochs = (1, 2) if FLAGS.tiny else (FLAGS.seeds, FLAGS.epochs)
+    os.makedirs(FLAGS.out, exist_ok=True)
+    unknown = [m for m in FLAGS.models if m not in TASKS]
+    if unknown:
+        raise app.UsageError(f"--models: unknown {unknown}; choose from {sorted(TASKS)}")
+    started = time.perf_counter()
+    rows = []
+    for task_name in FLAGS.models:
+        task_seeds = 1 if task_name == "mobilenet" else seeds  # timing and size only
+        for seed in range(task_seeds):
+            print(f"[{time.perf_counter() - started:6.0f}s] {task_name} seed {seed}", flush=True)
+            rows.extend(run_model(task_name, seed, 2 if task_name == "mobilenet" else epochs,
+                                  FLAGS.target_sparsity, FLAGS.tiny, FLAGS.out))
+    summary = summarize(rows)
+    table = markdown_table(summary)
+    command = "python benchmarks/joint_vs_sequential.py " + " ".join(sys.argv[1:])
+    result = {"command": command, "seconds": time.perf_counter() - started, "epochs": epochs, "seeds": seeds,
+              "target_sparsity": FLAGS.target_sparsity, "summary": summary, "runs": rows}
+    atomic_write_bytes(os.path.join(FLAGS.out, "results.json"), (json.dumps(result, indent=2) + "\n").encode())
+    atomic_write_bytes(os.path.join(FLAGS.out, "table.md"), (f"`{command}` ({result['seconds']:.0f} s)\n\n{table}\n").encode())
+    for path in os.listdir(FLAGS.out):
+        if path.endswith(".tflite"):
+            os.remove(os.path.join(FLAGS.out, path))
+    print(table)
+    print(f"wrote {FLAGS.out}/results.json and table.md in {result['seconds']:.0f} s")
+
+
+if __name__ == "__main__":
+    app.run(main)
