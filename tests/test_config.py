@@ -43,3 +43,11 @@ def test_from_dict_rejects_unknown_fields():
 def test_config_errors_are_value_errors():
     with pytest.raises(ValueError):
         tfjoint.prepare(small_cnn(), target_sparsity=2.0, end_step=100)
+
+
+def test_polynomial_decay_kwargs_build_tfmot_schedule():
+    import tensorflow_model_optimization as tfmot
+
+    config = JointConfig(target_sparsity=0.7, end_step=300, begin_step=100, frequency=50)
+    schedule = tfmot.sparsity.keras.PolynomialDecay(**config.polynomial_decay_kwargs())
+    assert float(schedule(300)[1]) == pytest.approx(0.7) and bool(schedule(150)[0])

@@ -227,3 +227,16 @@ def test_bad_path_and_model_are_named(joint, tmp_path):
         tfjoint.export_tflite(joint, str(tmp_path))
     with pytest.raises(tfjoint.ModelTypeError, match="tf_keras"):
         tfjoint.export_tflite("model.h5", str(tmp_path / "m.tflite"))
+
+
+def test_fixed_batch_model_is_validated_in_padded_batches(tmp_path):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((12,), batch_size=4, name="features")
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="head")(keras.layers.Dense(16, activation="relu")(inputs)))
+    x = np.random.default_rng(0).random((40, 12), dtype=np.float32)
+    joint = tfjoint.prepare(model, target_sparsity=0.5, end_step=4, frequency=2)
+    joint.compile("adam", "sparse_categorical_crossentropy")
+    joint.fit(x, x[:, :3].argmax(1), batch_size=4, epochs=1, verbose=0)
+    report = tfjoint.export_tflite(joint, str(tmp_path / "m.tflite"), validation_data=x[:10], min_agreement=0.8)
+    assert report.num_validation_samples == 10 and report.fully_int8
+    assert report.top1_agreement >= 0.8

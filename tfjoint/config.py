@@ -26,9 +26,10 @@ class JointConfig:
       initial_sparsity: sparsity at `begin_step`, in [0, target_sparsity].
       power: exponent of TF-MOT's PolynomialDecay.
       frequency: masks update every `frequency` steps.
-      quant_start_step: first step at which the forward pass is fake-quantized
-        during training. Before it, activation ranges are observed but values
-        pass through in float. At inference fake quant is always on.
+      quant_start_step: training steps run in float before fake quantization
+        switches on (0: every step is fake-quantized). Before it, activation
+        ranges are observed but values pass through in float. At inference fake
+        quant is always on, so evaluation shows the int8 model.
       prune_depthwise: also prune DepthwiseConv2D kernels (TF-MOT never does).
     """
 
@@ -82,11 +83,11 @@ class JointConfig:
         if self.version != CONFIG_VERSION:
             fail("version", self.version, f"{CONFIG_VERSION}")
 
-    def schedule_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for `tfjoint.schedule` functions."""
+    def polynomial_decay_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for `tfmot.sparsity.keras.PolynomialDecay`."""
         return dict(
             initial_sparsity=self.initial_sparsity,
-            target_sparsity=self.target_sparsity,
+            final_sparsity=self.target_sparsity,
             begin_step=self.begin_step,
             end_step=self.end_step,
             power=self.power,

@@ -34,10 +34,10 @@ def sparsity_per_layer(path: str, target: float, per_layer: dict) -> None:
     axis.bar(positions + 0.2, tflite_values, 0.4, label="int8 .tflite")
     axis.axhline(target, color="black", linestyle="--", label=f"target {target:.0%}")
     axis.set_xticks(positions, names, rotation=30, ha="right")
-    axis.set_ylim(0, 1)
+    axis.set_ylim(0, 1.2)
     axis.set_ylabel("fraction of zero weights")
     axis.set_title("Sparsity per layer: target vs achieved")
-    axis.legend(loc="lower right")
+    axis.legend(loc="upper center", ncol=3, fontsize=8)
     _save(figure, path)
 
 

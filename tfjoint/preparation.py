@@ -123,8 +123,8 @@ def prepare(
       >>> inputs = keras.Input((8,))
       >>> model = keras.Model(inputs, keras.layers.Dense(4)(inputs))
       >>> joint = tfjoint.prepare(model, target_sparsity=0.5, end_step=100)
-      >>> [layer.name for layer in joint.layers]
-      ['input_1', 'quantize_layer', 'quant_dense']
+      >>> [type(layer).__name__ for layer in joint.layers]
+      ['InputLayer', 'QuantizeLayer', 'QuantizeWrapperV2']
 
     Args:
       model: a built tf_keras Sequential or Functional float model, usually
@@ -135,9 +135,11 @@ def prepare(
       initial_sparsity: sparsity at `begin_step`.
       power: PolynomialDecay exponent.
       frequency: mask update period in steps.
-      quant_start_step: first training step run with fake quantization. The
-        default 0 trains under fake quant throughout, which gave the best int8
-        accuracy in our benchmark (see the README).
+      quant_start_step: training steps run in float before fake quantization
+        switches on. The default 0 trains under fake quant throughout: the
+        network adapts to int8 rounding while it recovers from pruning, instead
+        of meeting it only at the end (see `tfjoint_qat_late` in the README's
+        benchmark).
       prune_depthwise: also prune DepthwiseConv2D kernels.
       prune_only: layer names (or a predicate on layers) to prune; default all
         prunable layers.

@@ -59,16 +59,19 @@ class TFLiteModel:
     def predict(self, inputs: list[np.ndarray], batch_size: int = 64, verbose: bool = False) -> list[np.ndarray]:
         """Outputs (dequantized, float32) for every sample, one array per Keras output."""
         total = inputs[0].shape[0]
+        fixed = {d["shape_signature"][0] for d in self._input_details.values() if d["shape_signature"][0] > 0}
+        if fixed:  # converted with a fixed batch size: feed exactly that, padding the last batch
+            batch_size = min(fixed)
         progress = keras.utils.Progbar(total, unit_name="sample") if verbose else None
         results = {name: [] for name in self.output_names}
         for start in range(0, total, batch_size):
-            feed = {
-                name: self._quantize(name, array[start : start + batch_size])
-                for name, array in zip(self.input_names, inputs)
-            }
-            outputs = self._runner(**feed)
+            chunks = [array[start : start + batch_size] for array in inputs]
+            count = chunks[0].shape[0]
+            if fixed and count < batch_size:
+                chunks = [np.concatenate([c, np.zeros((batch_size - count,) + c.shape[1:], c.dtype)]) for c in chunks]
+            outputs = self._runner(**{name: self._quantize(name, c) for name, c in zip(self.input_names, chunks)})
             for name in self.output_names:
-                results[name].append(self._dequantize(name, outputs[name]))
+                results[name].append(self._dequantize(name, outputs[name])[:count])
             if progress is not None:
                 progress.update(min(start + batch_size, total))
         return [np.concatenate(results[name]) for name in self.output_names]

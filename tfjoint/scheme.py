@@ -30,17 +30,6 @@ from tfjoint.quantizers import GatedQuantizer, JointQuantizeConfig, serialize
 __all__ = ["JointQuantizeScheme", "JointQuantizeRegistry", "JointLayoutTransform"]
 
 
-def _polynomial_decay_args(config: JointConfig) -> dict:
-    return dict(
-        initial_sparsity=config.initial_sparsity,
-        final_sparsity=config.target_sparsity,
-        begin_step=config.begin_step,
-        end_step=config.end_step,
-        power=config.power,
-        frequency=config.frequency,
-    )
-
-
 class JointQuantizeRegistry(quantize_registry.QuantizeRegistry):
     """TF-MOT's 8-bit registry plus Conv1D, handing out `JointQuantizeConfig`s.
 
@@ -77,7 +66,7 @@ class JointQuantizeRegistry(quantize_registry.QuantizeRegistry):
             config,
             quant_start_step=self._config.quant_start_step,
             pruned_weights=pruned,
-            schedule=_polynomial_decay_args(self._config) if pruned else None,
+            schedule=self._config.polynomial_decay_kwargs() if pruned else None,
         )
 
 
