@@ -8,7 +8,7 @@ Conv1D -> CONV_2D lowering) and prunes it in the same fit.
 
 The data is synthetic and generated here: 40 frames x 10 "MFCC" features per
 clip, where each of 4 keywords is a different spectral pattern sweeping over
-time, plus noise.
+time, plus strong noise (float accuracy around 90%).
 """
 
 import argparse
@@ -22,7 +22,7 @@ from tfjoint import keras
 FRAMES, FEATURES, KEYWORDS = 40, 10, 4
 
 
-def make_clips(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def make_clips(n: int, seed: int, noise: float = 2.5) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, KEYWORDS, n)
     t = np.linspace(0, 1, FRAMES)[:, None]
@@ -31,7 +31,7 @@ def make_clips(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     for i, k in enumerate(labels):
         sweep = np.sin(2 * np.pi * ((k + 1) * t + 0.1 * (k + 1) * f / FEATURES))
         shift = rng.integers(-5, 6)
-        clips[i] = np.roll(sweep, shift, axis=0) + 0.6 * rng.standard_normal((FRAMES, FEATURES))
+        clips[i] = np.roll(sweep, shift, axis=0) + noise * rng.standard_normal((FRAMES, FEATURES))
     return clips, labels
 
 
