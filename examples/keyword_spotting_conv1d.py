@@ -44,7 +44,7 @@ def build_model() -> keras.Model:
     return keras.Model(inputs, keras.layers.Dense(KEYWORDS, activation="softmax", name="keyword")(x))
 
 
-def main(out: str, epochs: int = 6) -> tfjoint.ExportReport:
+def main(out: str, epochs: int = 6, max_accuracy_drop: float = 0.02) -> tfjoint.ExportReport:
     os.makedirs(out, exist_ok=True)
     keras.utils.set_random_seed(0)
     x_train, y_train = make_clips(2000, seed=1)
@@ -62,6 +62,7 @@ def main(out: str, epochs: int = 6) -> tfjoint.ExportReport:
     report = tfjoint.export_tflite(
         tfjoint.strip(joint), os.path.join(out, "kws_int8.tflite"), representative_data=x_train[:200],
         validation_data=(x_val, y_val), float_model=float_model, measure_latency=True,
+        max_accuracy_drop=max_accuracy_drop,
     )
     print(report)
     return report

@@ -27,7 +27,7 @@ def test_digits_api_example(tmp_path):
 
 
 def test_conv1d_example(tmp_path):
-    report = _example("keyword_spotting_conv1d").main(str(tmp_path), epochs=2)
+    report = _example("keyword_spotting_conv1d").main(str(tmp_path), epochs=2, max_accuracy_drop=0.2)
     assert report.fully_int8 and report.per_layer_sparsity["conv1d_1"]["tflite"] == pytest.approx(0.7, abs=0.01)
 
 

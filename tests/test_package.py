@@ -56,3 +56,20 @@ def test_docstring_examples_run():
 
     results = doctest.testmod(tfjoint.preparation, optionflags=doctest.ELLIPSIS)
     assert results.attempted > 0 and results.failed == 0
+
+
+def test_every_run_config_field_is_a_flag_and_round_trips():
+    import dataclasses
+
+    from absl import flags
+
+    from tfjoint import flags as tfjoint_flags
+    from tfjoint.pipeline import RunConfig
+
+    values = flags.FlagValues()
+    tfjoint_flags.define_flags(values)
+    assert {f.name for f in dataclasses.fields(RunConfig)} <= set(values)
+    values(["tfjoint", "--target_sparsity=0.6", "--epochs=3"])
+    config = tfjoint_flags.config_from_flags(values)
+    assert config.target_sparsity == 0.6 and config.epochs == 3 and config.model is None
+    assert RunConfig(**config.to_dict()) == config
