@@ -144,7 +144,8 @@ def _export(model, path, data, float_model, representative=None):
                                  measure_latency=True, **NO_TOLERANCE)
 
 
-def run_tfmot_sequential(model, data, batch, loss, epochs, sparsity, path, qat_supported):
+def run_tfmot_sequential(model, reference, data, batch, loss, epochs, sparsity, path, qat_supported):
+    """TF-MOT's recipe. `model` is trained in place (prune_low_magnitude wraps its layers); `reference` is not."""
     spe = int(np.ceil(len(data["x_train"]) / batch))
     prune_epochs = epochs // 2 if qat_supported else epochs
     end_step, frequency = _schedule(spe, prune_epochs)
@@ -158,7 +159,7 @@ def run_tfmot_sequential(model, data, batch, loss, epochs, sparsity, path, qat_s
     result = {"fit_seconds": prune_timer.fit_seconds,
               "timed": {"prune": (pruned, [tfmot.sparsity.keras.UpdatePruningStep()])}}
     if not qat_supported:
-        report = _export(stripped, path, data, model, representative=data["x_calib"])
+        report = _export(stripped, path, data, reference, representative=data["x_calib"])
         result["note"] = "TF-MOT QAT refuses Conv1D: prune -> strip -> full-integer post-training quantization"
         return result, report
     qat = tfmot.quantization.keras.quantize_apply(
@@ -169,10 +170,10 @@ def run_tfmot_sequential(model, data, batch, loss, epochs, sparsity, path, qat_s
     qat.fit(data["x_train"], data["y_train"], batch_size=batch, epochs=epochs - prune_epochs, verbose=0, callbacks=[qat_timer])
     result["fit_seconds"] += qat_timer.fit_seconds
     result["timed"]["qat"] = (qat, [])
-    return result, _export(qat, path, data, model)
+    return result, _export(qat, path, data, reference)
 
 
-def run_tfjoint(model, data, batch, loss, epochs, sparsity, path, quant_start_fraction=0.0):
+def run_tfjoint(model, reference, data, batch, loss, epochs, sparsity, path, quant_start_fraction=0.0):
     spe = int(np.ceil(len(data["x_train"]) / batch))
     end_step, frequency = _schedule(spe, epochs // 2)
     joint = tfjoint.prepare(model, target_sparsity=sparsity, end_step=end_step, frequency=frequency,
@@ -180,7 +181,7 @@ def run_tfjoint(model, data, batch, loss, epochs, sparsity, path, quant_start_fr
     joint.compile(keras.optimizers.Adam(1e-3), loss, metrics=["accuracy"])
     timer = StepTimer()
     joint.fit(data["x_train"], data["y_train"], batch_size=batch, epochs=epochs, verbose=0, callbacks=[timer])
-    return {"fit_seconds": timer.fit_seconds, "timed": {"joint": (joint, [])}}, _export(joint, path, data, model)
+    return {"fit_seconds": timer.fit_seconds, "timed": {"joint": (joint, [])}}, _export(joint, path, data, reference)
 
 
 def size_floor(path) -> dict:
@@ -213,25 +214,31 @@ def measure_system(name, timings, report, path):
 
 def run_model(task_name, seed, epochs, sparsity, tiny, out):
     model, data, batch, loss = TASKS[task_name](seed, tiny)
-    systems = [("tfmot_sequential", lambda p: run_tfmot_sequential(model, data, batch, loss, epochs, sparsity, p,
+    # Every system starts from its own copy of the pre-trained weights, and is
+    # compared with the untouched original: TF-MOT's prune_low_magnitude wraps
+    # (and so trains) the very layer objects of the model it is given.
+    common = (model, data, batch, loss, epochs, sparsity)
+    systems = [("tfmot_sequential", lambda p: run_tfmot_sequential(_float_clone(model, loss), *common, p,
                                                                      qat_supported=task_name != "conv1d")),
-               ("tfjoint", lambda p: run_tfjoint(model, data, batch, loss, epochs, sparsity, p))]
+               ("tfjoint", lambda p: run_tfjoint(_float_clone(model, loss), *common, p))]
     if task_name == "digits":
         systems.append(("tfjoint_qat_late",
-                        lambda p: run_tfjoint(model, data, batch, loss, epochs, sparsity, p, quant_start_fraction=0.5)))
+                        lambda p: run_tfjoint(_float_clone(model, loss), *common, p, quant_start_fraction=0.5)))
     rows, timed = [], {"float": (_float_clone(model, loss), [])}
+    reference_weights = [w.copy() for w in model.get_weights()]
     for name, run in systems:
         path = os.path.join(out, f"{task_name}_seed{seed}_{name}.tflite")
         timings, report = run(path)
         rows.append(measure_system(name, timings, report, path))
         timed.update({f"{name}:{kind}": entry for kind, entry in timings["timed"].items()})
+    unchanged = all(np.array_equal(a, b) for a, b in zip(reference_weights, model.get_weights()))
     step = steady_step_seconds(timed, data, batch, rounds=1 if tiny else 3, steps=4 if tiny else 20)
     for row in rows:
         for key, seconds in step.items():
             system, _, kind = key.partition(":")
             if system == row["system"]:
                 row[f"{kind}_step_ratio"] = seconds / step["float"]
-        row.update(model=task_name, seed=seed, float_step_s=step["float"])
+        row.update(model=task_name, seed=seed, float_step_s=step["float"], reference_unchanged=unchanged)
     return rows
 
 

@@ -23,6 +23,7 @@ def test_benchmark_tiny_run_writes_results_and_table(tmp_path):
     assert systems == {("digits", "tfmot_sequential"), ("digits", "tfjoint"), ("digits", "tfjoint_qat_late"),
                        ("conv1d", "tfmot_sequential"), ("conv1d", "tfjoint")}
     for row in data["runs"]:
+        assert row["reference_unchanged"]  # no system may train the shared float reference
         assert row["fully_int8"]
         assert row["weight_sparsity"] == pytest.approx(0.8, abs=0.005)
         assert row["gzip_over_bound"] >= 1.0  # gzip cannot beat the entropy bound
