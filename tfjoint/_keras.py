@@ -16,7 +16,7 @@ import tf_keras as keras  # noqa: E402
 
 from tfjoint import errors  # noqa: E402
 
-__all__ = ["keras", "tf", "check_float_model", "is_tf_keras_model"]
+__all__ = ["keras", "tf", "check_float_model", "check_tf_keras_model", "is_tf_keras_model"]
 
 # Wrapper classes that mean "this model has already been through TF-MOT".
 _WRAPPER_CLASS_NAMES = frozenset(
