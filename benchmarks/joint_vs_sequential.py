@@ -148,7 +148,7 @@ def run_tfmot_sequential(model, reference, data, batch, loss, epochs, sparsity, 
     """TF-MOT's recipe. `model` is trained in place (prune_low_magnitude wraps its layers); `reference` is not."""
     spe = int(np.ceil(len(data["x_train"]) / batch))
     prune_epochs = epochs // 2 if qat_supported else epochs
-    end_step, frequency = _schedule(spe, prune_epochs)
+    end_step, frequency = _schedule(spe, epochs // 2)  # target reached halfway, as for tfjoint
     pruned = tfmot.sparsity.keras.prune_low_magnitude(model, pruning_schedule=tfmot.sparsity.keras.PolynomialDecay(
         initial_sparsity=0.0, final_sparsity=sparsity, begin_step=0, end_step=end_step, frequency=frequency))
     pruned.compile(keras.optimizers.Adam(1e-3), loss, metrics=["accuracy"])
