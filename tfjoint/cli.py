@@ -41,28 +41,6 @@ def _import_silenced(module_name: str):
         os.close(devnull)
 
 
-def _summary(report) -> str:
-    def pct(value):
-        return "n/a" if value is None else f"{100 * value:.2f}%"
-
-    ratio = report.compression_ratio
-    latency = report.latency_ratio
-    rows = [
-        ("float accuracy", pct(report.float_accuracy)),
-        ("int8 accuracy", pct(report.int8_accuracy)),
-        ("top-1 agreement (int8 vs Keras QAT)", pct(report.top1_agreement)),
-        ("weight sparsity (in .tflite)", pct(report.weight_sparsity)),
-        ("size int8 / float32 (gzip)", f"{report.gzip_size_bytes / 1024:.1f} KB / "
-                                       f"{(report.float_gzip_size_bytes or 0) / 1024:.1f} KB"
-                                       + (f"  ({ratio:.1f}x smaller)" if ratio else "")),
-        ("latency int8 / float32", f"{latency:.2f}x" if latency else "n/a"),
-        ("fully int8", "yes" if report.fully_int8 else "NO"),
-        ("validation", "passed" if report.passed else "FAILED"),
-    ]
-    width = max(len(k) for k, _ in rows)
-    return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
-
-
 def main(argv):
     if len(argv) > 1:
         print(f"tfjoint: unexpected arguments {argv[1:]}; all options are --flags (see --help).", file=sys.stderr)
@@ -83,14 +61,14 @@ def main(argv):
         result = run(config)
     except errors.ValidationError as error:
         out = flags.FLAGS.out
-        print(_summary(error.report))
+        print(error.report)
         print(f"tfjoint: validation failed, report in {os.path.join(out, 'report.json')}: {error.report.failures[0]}",
               file=sys.stderr)
         return EXIT_FAILED_VALIDATION
     except (errors.TfjointError, FileNotFoundError) as error:
         print(f"tfjoint: {str(error).splitlines()[0]}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    print(_summary(result.report))
+    print(result.report)
     print(f"tfjoint: wrote {', '.join(sorted(os.path.basename(p) for p in result.files.values()))} to {result.out_dir}")
     logging.info("done")
     return EXIT_PASSED
