@@ -16,12 +16,17 @@ import tf_keras as keras  # noqa: E402
 
 from tfjoint import errors  # noqa: E402
 
-__all__ = ["keras", "tf", "check_float_model", "check_tf_keras_model", "is_tf_keras_model"]
+__all__ = ["keras", "tf", "check_float_model", "check_tf_keras_model", "is_tf_keras_model", "weight_short_name"]
 
 # Wrapper classes that mean "this model has already been through TF-MOT".
 _WRAPPER_CLASS_NAMES = frozenset(
     {"PruneLowMagnitude", "QuantizeWrapper", "QuantizeWrapperV2", "QuantizeAnnotate", "QuantizeLayer"}
 )
+
+
+def weight_short_name(variable) -> str:
+    """'quant_dense/kernel_min:0' -> 'kernel_min': unique within a layer, stable across re-cloning."""
+    return variable.name.split(":")[0].split("/")[-1]
 
 
 def is_tf_keras_model(obj) -> bool:

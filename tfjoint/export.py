@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow_model_optimization as tfmot
 
 from tfjoint import errors, measure
-from tfjoint._keras import check_tf_keras_model, keras, tf
+from tfjoint._keras import check_tf_keras_model, keras, tf, weight_short_name
 from tfjoint.data import collect_inputs, split_validation
 from tfjoint.flatbuffer import FlatbufferSummary, layer_of, read_flatbuffer
 from tfjoint.preparation import prunable_weight
@@ -115,7 +115,7 @@ def _not_int8_error(summary: FlatbufferSummary, layer_names) -> errors.ExportErr
 def _kernel_values(wrapper) -> np.ndarray | None:
     weight_name = prunable_weight(wrapper.layer, prune_depthwise=True)
     for weight in wrapper.weights:
-        if weight.name.split(":")[0].split("/")[-1] == weight_name:
+        if weight_short_name(weight) == weight_name:
             return weight.numpy()
     return None
 

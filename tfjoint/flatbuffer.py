@@ -38,10 +38,6 @@ class WeightTensor:
     bias_dtype: str | None
     values: np.ndarray = dataclasses.field(repr=False, compare=False)
 
-    @property
-    def zero_fraction(self) -> float:
-        return self.zeros / self.size if self.size else 0.0
-
 
 @dataclasses.dataclass(frozen=True)
 class FlatbufferSummary:

@@ -31,7 +31,7 @@ import tensorflow_model_optimization as tfmot
 from tensorflow_model_optimization.python.core.quantization.keras import quantize_config as quantize_config_lib
 from tensorflow_model_optimization.python.core.sparsity.keras import pruning_impl
 
-from tfjoint._keras import keras, tf
+from tfjoint._keras import keras, tf, weight_short_name
 
 __all__ = [
     "GatedQuantizer",
@@ -212,8 +212,7 @@ class JointQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
             raise ValueError("JointQuantizeConfig: `schedule` is required when `pruned_weights` is set.")
 
     def _weight_quantizer(self, weight, quantizer):
-        name = weight.name.split(":")[0].split("/")[-1]
-        if name in self.pruned_weights:
+        if weight_short_name(weight) in self.pruned_weights:
             return PrunedKernelQuantizer(quantizer, self.quant_start_step, self.schedule)
         return GatedQuantizer(quantizer, self.quant_start_step)
 
@@ -284,7 +283,7 @@ def pruned_kernels(model) -> list[PrunedKernel]:
                 found.append(
                     PrunedKernel(
                         layer_name=wrapper.layer.name,
-                        weight_name=weight.name.split(":")[0].split("/")[-1],
+                        weight_name=weight_short_name(weight),
                         kernel=weight,
                         mask=weights[_MASK],
                         step=weights[_STEP],

@@ -12,18 +12,13 @@ import tensorflow_model_optimization as tfmot
 from tensorflow_model_optimization.python.core.quantization.keras import quantize_layer
 
 from tfjoint import errors
-from tfjoint._keras import check_tf_keras_model, keras
+from tfjoint._keras import check_tf_keras_model, keras, weight_short_name
 from tfjoint.quantizers import GatedQuantizer, JointQuantizeConfig, is_prepared, pruned_kernels, unwrap_config
 
 __all__ = ["strip"]
 
 _QuantizeWrapper = tfmot.quantization.keras.QuantizeWrapperV2
 _QuantizeLayer = quantize_layer.QuantizeLayer
-
-
-def _weight_key(variable) -> str:
-    """'quant_dense/kernel_min:0' -> 'kernel_min' (unique within one layer)."""
-    return variable.name.split(":")[0].split("/")[-1]
 
 
 def _strip_layer(layer):
@@ -62,11 +57,11 @@ def strip(model: keras.Model) -> keras.Model:
     source_layers = {layer.name: layer for layer in model.layers}
     for layer in stripped.layers:
         source = source_layers[layer.name]
-        values = {_weight_key(w): w.numpy() for w in source.weights}
+        values = {weight_short_name(w): w.numpy() for w in source.weights}
         inner_name = layer.layer.name if isinstance(layer, tfmot.quantization.keras.QuantizeWrapper) else None
         new_values = []
         for weight in layer.weights:
-            key = _weight_key(weight)
+            key = weight_short_name(weight)
             if (inner_name, key) in masked:
                 new_values.append(masked[(inner_name, key)])
             else:
