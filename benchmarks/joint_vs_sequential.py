@@ -20,9 +20,17 @@ Both int8 files go through the same `tfjoint.export_tflite` measurement
 (LiteRT, flatbuffer read-back), with tolerances off so nothing is hidden.
 Per-step times are steady-state: after fine-tuning, every trained model (the
 float model, TF-MOT's pruning model, TF-MOT's QAT model, tfjoint's model)
-trains on the same 20 batches in 3 interleaved rounds; the best round's median
-step is reported as a ratio to the float model's. The mask-update ramp is in
-the fine-tuning wall time instead.
+trains on the same batches in interleaved rounds; each round's median step is
+divided by the float model's in that round, and the median of those ratios is
+reported (steps of a few milliseconds on a shared machine vary by +-10% from
+round to round; ratios taken within a round do not drift). The mask-update
+ramp is in the fine-tuning wall time instead.
+
+"Keras acc" is each system's own Keras model before conversion: for TF-MOT's
+Conv1D path that is the pruned *float* model, which shows what 80% sparsity
+alone costs that model. "pruned sparsity" counts only the kernels the system
+pruned (the target applies to them); "all weights" also counts kernels left
+dense (depthwise, or a layer excluded from pruning).
 """
 
 import json
@@ -30,6 +38,7 @@ import os
 import statistics
 import sys
 import time
+from typing import NamedTuple
 
 import numpy as np
 from absl import app, flags
@@ -37,7 +46,8 @@ from absl import app, flags
 import tfjoint  # noqa: F401  (selects tf_keras before TensorFlow loads)
 import tensorflow_model_optimization as tfmot
 from tfjoint import digits, keras, measure
-from tfjoint.flatbuffer import read_flatbuffer
+from tfjoint.flatbuffer import layer_of, read_flatbuffer
+from tfjoint.preparation import prunable_weight
 from tfjoint.report import atomic_write_bytes
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples"))
@@ -45,7 +55,7 @@ import keyword_spotting_conv1d as kws  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out", "benchmarks/results", "Directory for results.json and table.md.")
-flags.DEFINE_list("models", ["digits", "conv1d", "mobilenet"], "Which models to run.")
+flags.DEFINE_list("models", ["digits", "conv1d", "conv1d_dense_head", "mobilenet"], "Which models to run.")
 flags.DEFINE_integer("seeds", 3, "Seeds per system (accuracy is reported as mean and spread).", lower_bound=1)
 flags.DEFINE_integer("epochs", 10, "Total fine-tuning epochs per system.", lower_bound=2)
 flags.DEFINE_float("target_sparsity", 0.8, "Target sparsity for every system.", lower_bound=0.0, upper_bound=0.99)
@@ -70,42 +80,66 @@ class StepTimer(keras.callbacks.Callback):
         self.fit_seconds = time.perf_counter() - self._fit_start
 
 
-def steady_step_seconds(models: dict, data, batch, rounds: int = 3, steps: int = 20) -> dict:
-    """Median step time of each already-trained model, measured side by side.
+def steady_step_ratios(models: dict, data, batch, rounds: int, steps: int) -> tuple[dict, float]:
+    """Each already-trained model's step time as a ratio to the float model's, per round.
 
     Every model trains on the same batches, after its schedule has finished
-    (no mask updates), in interleaved rounds so that machine noise hits all
-    of them alike; the best round's median is kept. Each entry is
-    (model, callbacks): TF-MOT's pruning wrapper needs its own callback.
+    (no mask updates), in interleaved rounds. Each round gives every model's
+    median step divided by the float model's median step of that same round,
+    so that the machine's slow drifts cancel; the order within a round is
+    shuffled so no model always runs right after another. Each entry is (model, callbacks):
+    TF-MOT's pruning wrapper needs its own callback. Returns the per-round
+    ratios of each model, and the float model's median step in seconds.
     """
     x, y = data["x_train"][: batch * steps], data["y_train"][: batch * steps]
-    best = {name: float("inf") for name in models}
+    per_round = {name: [] for name in models}
+    order = np.random.default_rng(0)
     for _ in range(rounds):
-        for name, (model, callbacks) in models.items():
+        medians = {}
+        for name in order.permutation(list(models)):
+            model, callbacks = models[name]
             timer = StepTimer()
             model.fit(x, y, batch_size=batch, epochs=1, verbose=0, callbacks=list(callbacks) + [timer])
-            best[name] = min(best[name], float(np.median(timer.steps[1:] or timer.steps)))
-    return best
+            medians[name] = float(np.median(timer.steps[1:] or timer.steps))
+        for name, seconds in medians.items():
+            per_round[name].append(seconds / medians["float"])
+    return per_round, medians["float"]
 
 
 # --- Tasks ---------------------------------------------------------------------
 
 
+class Task(NamedTuple):
+    model: keras.Model  # the pre-trained float model (never trained further)
+    data: dict
+    batch: int
+    loss: str
+    dense: tuple[str, ...] = ()  # layers every system leaves unpruned
+    tfmot_qat: bool = True  # False: TF-MOT's QAT refuses the model (Conv1D)
+
+
 def digits_task(seed, tiny):
     data = digits.load_digits(seed=seed)
     model = digits.train_float_model(data, epochs=3 if tiny else 15, seed=seed)
-    return model, data, 32, "sparse_categorical_crossentropy"
+    return Task(model, data, 32, "sparse_categorical_crossentropy")
 
 
-def conv1d_task(seed, tiny):
+def conv1d_task(seed, tiny, dense=()):
     keras.utils.set_random_seed(seed)
     x_train, y_train = kws.make_clips(400 if tiny else 2000, seed=seed + 1)
     x_val, y_val = kws.make_clips(200 if tiny else 500, seed=seed + 100)
     model = kws.build_model()
     model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
-    model.fit(x_train, y_train, epochs=2 if tiny else 8, batch_size=64, verbose=0)
+    # Trained to convergence (another 10 float epochs move the mean over seeds by 0.2 pt),
+    # so that fine-tuning cannot pass off extra float training as recovery.
+    model.fit(x_train, y_train, epochs=2 if tiny else 30, batch_size=64, verbose=0)
     data = {"x_train": x_train, "y_train": y_train, "x_val": x_val, "y_val": y_val, "x_calib": x_train[:200]}
-    return model, data, 64, "sparse_categorical_crossentropy"
+    return Task(model, data, 64, "sparse_categorical_crossentropy", dense=tuple(dense), tfmot_qat=False)
+
+
+def conv1d_dense_head_task(seed, tiny):
+    """The Conv1D model with its 128-weight classifier left dense by every system."""
+    return conv1d_task(seed, tiny, dense=("keyword",))
 
 
 def mobilenet_task(seed, tiny):
@@ -116,10 +150,11 @@ def mobilenet_task(seed, tiny):
     x = rng.random((n, size, size, 3), dtype=np.float32)
     y = rng.integers(0, 10, n)
     data = {"x_train": x, "y_train": y, "x_val": x[:64], "y_val": y[:64], "x_calib": x[:32]}  # timing and size only
-    return model, data, 32, "sparse_categorical_crossentropy"
+    return Task(model, data, 32, "sparse_categorical_crossentropy")
 
 
-TASKS = {"digits": digits_task, "conv1d": conv1d_task, "mobilenet": mobilenet_task}
+TASKS = {"digits": digits_task, "conv1d": conv1d_task, "conv1d_dense_head": conv1d_dense_head_task,
+         "mobilenet": mobilenet_task}
 
 
 # --- Systems ---------------------------------------------------------------------
@@ -138,19 +173,35 @@ def _float_clone(model, loss):
     return clone
 
 
+def pruned_layer_names(task: Task) -> list[str]:
+    """The layers every system prunes: tfjoint's prunable layers, minus the task's dense ones."""
+    return [layer.name for layer in task.model.layers if prunable_weight(layer) and layer.name not in task.dense]
+
+
 def _export(model, path, data, float_model, representative=None):
     return tfjoint.export_tflite(model, path, representative_data=representative,
                                  validation_data=(data["x_val"], data["y_val"]), float_model=float_model,
                                  measure_latency=True, **NO_TOLERANCE)
 
 
-def run_tfmot_sequential(model, reference, data, batch, loss, epochs, sparsity, path, qat_supported):
-    """TF-MOT's recipe. `model` is trained in place (prune_low_magnitude wraps its layers); `reference` is not."""
+def _keras_accuracy(model, data) -> float:
+    predictions = model.predict(data["x_val"], verbose=0, batch_size=256)
+    return float(np.mean(np.argmax(predictions, axis=-1) == data["y_val"]))
+
+
+def run_tfmot_sequential(task: Task, epochs, sparsity, path):
+    """TF-MOT's recipe on a copy of the task's model (prune_low_magnitude wraps, and trains, the layers it is given)."""
+    model, data, batch, loss = _float_clone(task.model, task.loss), task.data, task.batch, task.loss
     spe = int(np.ceil(len(data["x_train"]) / batch))
-    prune_epochs = epochs // 2 if qat_supported else epochs
+    prune_epochs = epochs // 2 if task.tfmot_qat else epochs
     end_step, frequency = _schedule(spe, epochs // 2)  # target reached halfway, as for tfjoint
-    pruned = tfmot.sparsity.keras.prune_low_magnitude(model, pruning_schedule=tfmot.sparsity.keras.PolynomialDecay(
-        initial_sparsity=0.0, final_sparsity=sparsity, begin_step=0, end_step=end_step, frequency=frequency))
+    schedule = tfmot.sparsity.keras.PolynomialDecay(
+        initial_sparsity=0.0, final_sparsity=sparsity, begin_step=0, end_step=end_step, frequency=frequency)
+    pruned_names = set(pruned_layer_names(task))
+    # TF-MOT's documented way to prune chosen layers; the layers (and weights) are the copy's own.
+    pruned = keras.models.clone_model(model, clone_function=lambda layer: (
+        tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=schedule) if layer.name in pruned_names
+        else layer))
     pruned.compile(keras.optimizers.Adam(1e-3), loss, metrics=["accuracy"])
     prune_timer = StepTimer()
     pruned.fit(data["x_train"], data["y_train"], batch_size=batch, epochs=prune_epochs, verbose=0,
@@ -158,8 +209,9 @@ def run_tfmot_sequential(model, reference, data, batch, loss, epochs, sparsity, 
     stripped = tfmot.sparsity.keras.strip_pruning(pruned)
     result = {"fit_seconds": prune_timer.fit_seconds,
               "timed": {"prune": (pruned, [tfmot.sparsity.keras.UpdatePruningStep()])}}
-    if not qat_supported:
-        report = _export(stripped, path, data, reference, representative=data["x_calib"])
+    if not task.tfmot_qat:
+        result["keras_accuracy"] = _keras_accuracy(stripped, data)
+        report = _export(stripped, path, data, task.model, representative=data["x_calib"])
         result["note"] = "TF-MOT QAT refuses Conv1D: prune -> strip -> full-integer post-training quantization"
         return result, report
     qat = tfmot.quantization.keras.quantize_apply(
@@ -170,33 +222,50 @@ def run_tfmot_sequential(model, reference, data, batch, loss, epochs, sparsity, 
     qat.fit(data["x_train"], data["y_train"], batch_size=batch, epochs=epochs - prune_epochs, verbose=0, callbacks=[qat_timer])
     result["fit_seconds"] += qat_timer.fit_seconds
     result["timed"]["qat"] = (qat, [])
-    return result, _export(qat, path, data, reference)
+    result["keras_accuracy"] = _keras_accuracy(qat, data)
+    return result, _export(qat, path, data, task.model)
 
 
-def run_tfjoint(model, reference, data, batch, loss, epochs, sparsity, path, quant_start_fraction=0.0):
+def run_tfjoint(task: Task, epochs, sparsity, path, quant_start_fraction=0.0):
+    data, batch = task.data, task.batch
     spe = int(np.ceil(len(data["x_train"]) / batch))
     end_step, frequency = _schedule(spe, epochs // 2)
-    joint = tfjoint.prepare(model, target_sparsity=sparsity, end_step=end_step, frequency=frequency,
-                            quant_start_step=int(quant_start_fraction * spe * epochs))
-    joint.compile(keras.optimizers.Adam(1e-3), loss, metrics=["accuracy"])
+    joint = tfjoint.prepare(_float_clone(task.model, task.loss), target_sparsity=sparsity, end_step=end_step,
+                            frequency=frequency, quant_start_step=int(quant_start_fraction * spe * epochs),
+                            prune_only=pruned_layer_names(task))
+    joint.compile(keras.optimizers.Adam(1e-3), task.loss, metrics=["accuracy"])
     timer = StepTimer()
     joint.fit(data["x_train"], data["y_train"], batch_size=batch, epochs=epochs, verbose=0, callbacks=[timer])
-    return {"fit_seconds": timer.fit_seconds, "timed": {"joint": (joint, [])}}, _export(joint, path, data, reference)
+    result = {"fit_seconds": timer.fit_seconds, "timed": {"joint": (joint, [])},
+              "keras_accuracy": _keras_accuracy(joint, data)}
+    return result, _export(joint, path, data, task.model)
 
 
-def size_floor(path) -> dict:
-    """gzip size of the file against the entropy bound of its int8 weights."""
+def flatbuffer_measures(path, pruned_names) -> dict:
+    """Read back from the file: sparsity of the pruned kernels, and gzip size against the entropy bound."""
     with open(path, "rb") as handle:
         content = handle.read()
     summary = read_flatbuffer(content)
+    candidates = {name: name for name in pruned_names} | {f"quant_{name}": name for name in pruned_names}
+    zeros, size, found = 0, 0, set()
+    for weight in summary.weights:
+        layer = layer_of(weight.tensor_name, candidates)
+        if layer is not None:
+            zeros, size = zeros + weight.zeros, size + weight.size
+            found.add(candidates[layer])
+    missing = sorted(set(pruned_names) - found)
+    if missing:
+        raise RuntimeError(f"{path}: no weight tensor found for pruned layers {missing}")
     bound = sum(measure.entropy_bound_bytes(w.size, w.size - w.zeros) for w in summary.weights)
-    return {"entropy_bound_bytes": bound, "gzip_over_bound": measure.gzip_size(content) / bound if bound else None}
+    return {"pruned_sparsity": zeros / size if size else None, "entropy_bound_bytes": bound,
+            "gzip_over_bound": measure.gzip_size(content) / bound if bound else None}
 
 
-def measure_system(name, timings, report, path):
+def measure_system(name, timings, report, path, pruned_names):
     row = {
         "system": name,
         "float_accuracy": report.float_accuracy,
+        "keras_accuracy": timings["keras_accuracy"],
         "int8_accuracy": report.int8_accuracy,
         "top1_agreement": report.top1_agreement,
         "weight_sparsity": report.weight_sparsity,
@@ -208,37 +277,41 @@ def measure_system(name, timings, report, path):
         "fit_seconds": timings["fit_seconds"],
         "notes": [timings["note"]] if "note" in timings else [],
     }
-    row.update(size_floor(path))
+    row.update(flatbuffer_measures(path, pruned_names))
     return row
 
 
 def run_model(task_name, seed, epochs, sparsity, tiny, out):
-    model, data, batch, loss = TASKS[task_name](seed, tiny)
-    # Every system starts from its own copy of the pre-trained weights, and is
-    # compared with the untouched original: TF-MOT's prune_low_magnitude wraps
-    # (and so trains) the very layer objects of the model it is given.
-    common = (model, data, batch, loss, epochs, sparsity)
-    systems = [("tfmot_sequential", lambda p: run_tfmot_sequential(_float_clone(model, loss), *common, p,
-                                                                     qat_supported=task_name != "conv1d")),
-               ("tfjoint", lambda p: run_tfjoint(_float_clone(model, loss), *common, p))]
+    task = TASKS[task_name](seed, tiny)
+    # Every system starts from its own copy of the pre-trained weights and is
+    # compared with the untouched original.
+    systems = [("tfmot_sequential", lambda p: run_tfmot_sequential(task, epochs, sparsity, p)),
+               ("tfjoint", lambda p: run_tfjoint(task, epochs, sparsity, p))]
     if task_name == "digits":
-        systems.append(("tfjoint_qat_late",
-                        lambda p: run_tfjoint(_float_clone(model, loss), *common, p, quant_start_fraction=0.5)))
-    rows, timed = [], {"float": (_float_clone(model, loss), [])}
-    reference_weights = [w.copy() for w in model.get_weights()]
+        systems.append(("tfjoint_qat_late", lambda p: run_tfjoint(task, epochs, sparsity, p, quant_start_fraction=0.5)))
+    rows, timed = [], {"float": (_float_clone(task.model, task.loss), [])}
+    reference_weights = [w.copy() for w in task.model.get_weights()]
     for name, run in systems:
         path = os.path.join(out, f"{task_name}_seed{seed}_{name}.tflite")
         timings, report = run(path)
-        rows.append(measure_system(name, timings, report, path))
+        rows.append(measure_system(name, timings, report, path, pruned_layer_names(task)))
         timed.update({f"{name}:{kind}": entry for kind, entry in timings["timed"].items()})
-    unchanged = all(np.array_equal(a, b) for a, b in zip(reference_weights, model.get_weights()))
-    step = steady_step_seconds(timed, data, batch, rounds=1 if tiny else 3, steps=4 if tiny else 20)
+    unchanged = all(np.array_equal(a, b) for a, b in zip(reference_weights, task.model.get_weights()))
+    heavy = task_name == "mobilenet"
+    per_round, float_seconds = steady_step_ratios(timed, task.data, task.batch,
+                                                  rounds=1 if tiny else (5 if heavy else 9), steps=4 if tiny else 20)
     for row in rows:
-        for key, seconds in step.items():
+        for key, ratios in per_round.items():
             system, _, kind = key.partition(":")
             if system == row["system"]:
-                row[f"{kind}_step_ratio"] = seconds / step["float"]
-        row.update(model=task_name, seed=seed, float_step_s=step["float"], reference_unchanged=unchanged)
+                row[f"{kind}_step_ratio"] = float(np.median(ratios))
+                row[f"{kind}_step_ratio_rounds"] = ratios
+        if "joint_step_ratio_rounds" in row and "tfmot_sequential:qat" in per_round:
+            # Paired within each round: tfjoint's step over TF-MOT's QAT-only step.
+            row["joint_over_tfmot_qat_rounds"] = [
+                joint / qat for joint, qat in zip(row["joint_step_ratio_rounds"], per_round["tfmot_sequential:qat"])]
+        row.update(model=task_name, seed=seed, float_step_s=float_seconds, dense_layers=list(task.dense),
+                   reference_unchanged=unchanged)
     return rows
 
 
@@ -259,10 +332,15 @@ def summarize(rows):
     summary = []
     for (model, system), group in groups.items():
         entry = {"model": model, "system": system, "seeds": len(group)}
-        for key in ("float_accuracy", "int8_accuracy", "top1_agreement", "weight_sparsity", "gzip_size_bytes",
+        for key in ("float_accuracy", "keras_accuracy", "int8_accuracy", "top1_agreement", "weight_sparsity",
+                    "pruned_sparsity", "gzip_size_bytes",
                     "size_bytes", "float_gzip_size_bytes", "fit_seconds", "prune_step_ratio", "qat_step_ratio",
                     "joint_step_ratio", "latency_ratio", "gzip_over_bound"):
             entry[key], entry[key + "_sd"] = _mean_spread([r.get(key) for r in group])
+        paired = [ratio for r in group for ratio in r.get("joint_over_tfmot_qat_rounds", [])]
+        if paired:
+            entry["joint_over_tfmot_qat"] = float(np.median(paired))
+            entry["joint_over_tfmot_qat_quartiles"] = [float(q) for q in np.percentile(paired, [25, 75])]
         entry["fully_int8"] = all(r["fully_int8"] for r in group)
         entry["notes"] = sorted({n for r in group for n in r["notes"]})
         summary.append(entry)
@@ -278,7 +356,8 @@ def markdown_table(summary) -> str:
     def num(entry, key, fmt="{:.2f}"):
         return "n/a" if entry.get(key) is None else fmt.format(entry[key])
 
-    columns = ["model", "system", "float acc %", "int8 acc % (LiteRT)", "top-1 agree %", "sparsity in .tflite %",
+    columns = ["model", "system", "float acc %", "Keras acc %", "int8 acc % (LiteRT)", "top-1 agree %",
+               "sparsity in .tflite %: pruned (all weights)",
                "int8 gzip KB (float32)", "gzip ÷ entropy bound", "fine-tune s", "step ÷ float step",
                "int8 ÷ float32 latency", "fully int8"]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
@@ -286,9 +365,13 @@ def markdown_table(summary) -> str:
         steps = ", ".join(
             f"{label} {e[key]:.2f}" for label, key in (("prune", "prune_step_ratio"), ("QAT", "qat_step_ratio"),
                                                         ("joint", "joint_step_ratio")) if e.get(key) is not None)
+        if e.get("joint_over_tfmot_qat") is not None:
+            low, high = e["joint_over_tfmot_qat_quartiles"]
+            steps += f" (= {e['joint_over_tfmot_qat']:.2f}× QAT, IQR {low:.2f}–{high:.2f})"
         size = f"{e['gzip_size_bytes'] / 1024:.1f} ({(e['float_gzip_size_bytes'] or 0) / 1024:.0f})"
-        cells = [e["model"], e["system"], pct(e, "float_accuracy"), pct(e, "int8_accuracy"), pct(e, "top1_agreement"),
-                 pct(e, "weight_sparsity"), size, num(e, "gzip_over_bound") + "x", num(e, "fit_seconds", "{:.1f}"),
+        sparsity = f"{pct(e, 'pruned_sparsity')} ({num(e, 'weight_sparsity', '{:.2%}')})"
+        cells = [e["model"], e["system"], pct(e, "float_accuracy"), pct(e, "keras_accuracy"), pct(e, "int8_accuracy"),
+                 pct(e, "top1_agreement"), sparsity, size, num(e, "gzip_over_bound") + "x", num(e, "fit_seconds", "{:.1f}"),
                  steps, num(e, "latency_ratio"), "yes" if e["fully_int8"] else "NO"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

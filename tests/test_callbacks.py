@@ -45,6 +45,14 @@ def test_callbacks_returns_a_fresh_list_and_instances_are_reusable():
         assert STEP_KEY in history.history
 
 
+def test_step_comes_from_the_optimizer_when_nothing_counts_steps():
+    joint = compile_joint(tfjoint.prepare(small_cnn(), target_sparsity=0.5, end_step=4, frequency=2, exclude=["conv", "fc"]))
+    history = joint.fit(*image_data(n=16), batch_size=8, epochs=2, verbose=0, callbacks=tfjoint.callbacks())
+    assert history.history[STEP_KEY] == [2.0, 4.0]
+    assert history.history[QAT_ACTIVE_KEY] == [1.0, 1.0]
+    assert history.history[SPARSITY_KEY] == [0.0, 0.0]
+
+
 def test_callbacks_on_an_unprepared_model_fail_fast():
     model = small_cnn()
     model.compile("adam", "sparse_categorical_crossentropy")

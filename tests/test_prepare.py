@@ -83,6 +83,30 @@ def test_fake_quant_switches_on_at_quant_start_step():
     assert training_step(joint) == 5
 
 
+def _step_counters(model) -> list[str]:
+    return [w.name for w in model.weights if "tfjoint_step" in w.name]
+
+
+def test_only_quantizers_that_read_the_step_count_it():
+    """Default quant_start_step=0: one counter per pruned kernel, none on activation quantizers."""
+    default = tfjoint.prepare(small_cnn(), target_sparsity=0.5, end_step=100)
+    assert len(_step_counters(default)) == len(pruned_kernels(default)) == 2
+    gated = tfjoint.prepare(small_cnn(), target_sparsity=0.5, end_step=100, quant_start_step=3)
+    assert len(_step_counters(gated)) > len(pruned_kernels(gated))
+    nothing_pruned = tfjoint.prepare(small_cnn(), target_sparsity=0.5, end_step=100, exclude=["conv", "fc"])
+    assert _step_counters(nothing_pruned) == [] and training_step(nothing_pruned) is None
+
+
+def test_unpruned_training_forward_is_tfmot_quantize_model():
+    """Nothing pruned and quant_start_step=0: the same fake-quant graph as TF-MOT's quantize_model."""
+    x, _ = image_data(n=8)
+    ours = tfjoint.prepare(small_cnn(), target_sparsity=0.5, end_step=100, exclude=["conv", "fc"])
+    theirs = tfmot.quantization.keras.quantize_model(small_cnn())
+    for _ in range(3):  # training calls move the activation ranges alike
+        np.testing.assert_allclose(ours(x, training=True).numpy(), theirs(x, training=True).numpy(), atol=1e-6)
+    np.testing.assert_allclose(ours(x, training=False).numpy(), theirs(x, training=False).numpy(), atol=1e-6)
+
+
 def test_fit_without_callbacks_follows_the_schedule():
     joint = compile_joint(tfjoint.prepare(small_cnn(), target_sparsity=0.5, end_step=4, frequency=2))
     x, y = image_data(n=32)

@@ -19,10 +19,13 @@ and plugs in at its documented extension points only:
 * `JointQuantizeConfig` wraps the `QuantizeConfig` TF-MOT would have used for a
   layer and hands out the two quantizers above instead of the originals.
 
-Each quantizer keeps a step counter among the weights it builds (never on
-`self`: TF-MOT shares one config object between layers). The counter is a model
-weight, so the schedule survives `model.save`, reloading and re-compiling, and
-does not depend on `optimizer.iterations`.
+A quantizer whose behaviour depends on the step (every pruned kernel, and every
+quantizer when `quant_start_step > 0`) keeps a step counter among the weights
+it builds (never on `self`: TF-MOT shares one config object between layers).
+The counter is a model weight, so the schedule survives `model.save`,
+reloading and re-compiling, and does not depend on `optimizer.iterations`.
+With the default `quant_start_step=0` the activation quantizers need no
+counter and are TF-MOT's quantizers exactly, in training too.
 """
 
 from typing import Any, Iterator, NamedTuple
@@ -85,8 +88,15 @@ class GatedQuantizer(tfmot.quantization.keras.quantizers.Quantizer):
         self.quantizer = quantizer
         self.quant_start_step = int(quant_start_step)
 
+    @property
+    def counts_steps(self) -> bool:
+        """Whether this quantizer needs to know the training step."""
+        return self.quant_start_step > 0
+
     def build(self, tensor_shape, name, layer):
         weights = dict(self.quantizer.build(tensor_shape, name, layer) or {})
+        if not self.counts_steps:
+            return weights
         weights[_STEP] = layer.add_weight(
             f"{name}_tfjoint_step",
             shape=(),
@@ -113,8 +123,8 @@ class GatedQuantizer(tfmot.quantization.keras.quantizers.Quantizer):
         return tf.cond(steps_taken > self.quant_start_step, lambda: quantized, lambda: tf.identity(values))
 
     def __call__(self, inputs, training, weights, **kwargs):
-        if not training:
-            return self.quantizer(inputs, False, weights=_own_weights_removed(weights), **kwargs)
+        if not training or not self.counts_steps:
+            return self.quantizer(inputs, training, weights=_own_weights_removed(weights), **kwargs)
         return self._gate(inputs, weights, self._count_step(weights))
 
     def get_config(self):
@@ -138,6 +148,10 @@ class PrunedKernelQuantizer(GatedQuantizer):
     def __init__(self, quantizer, quant_start_step: int, schedule: dict[str, Any]):
         super().__init__(quantizer, quant_start_step)
         self.schedule = dict(schedule)
+
+    @property
+    def counts_steps(self) -> bool:
+        return True  # the pruning schedule reads the step
 
     def build(self, tensor_shape, name, layer):
         weights = super().build(tensor_shape, name, layer)
@@ -309,12 +323,16 @@ def is_prepared(model) -> bool:
     return any(True for _ in _gated_quantizers(model))
 
 
-def training_step(model) -> int:
-    """Training steps the prepared model has taken (its largest step counter)."""
-    steps = [int(w[_STEP].numpy()) for _, w in _gated_quantizers(model)]
-    if not steps:
-        raise ValueError(f"model '{model.name}' was not prepared with tfjoint.prepare: it has no step counter.")
-    return max(steps)
+def training_step(model) -> int | None:
+    """Training steps the prepared model has taken (its largest step counter).
+
+    None if nothing in the model depends on the step (no pruned kernel and
+    `quant_start_step=0`), so nothing counts it.
+    """
+    if not is_prepared(model):
+        raise ValueError(f"model '{model.name}' was not prepared with tfjoint.prepare: it has no tfjoint quantizer.")
+    steps = [int(w[_STEP].numpy()) for _, w in _gated_quantizers(model) if _STEP in w]
+    return max(steps) if steps else None
 
 
 def quant_start_step(model) -> int:

@@ -48,6 +48,8 @@ class JointMonitor(keras.callbacks.Callback):
             return
         per_layer = layer_sparsity(self.model)
         step = training_step(self.model)
+        if step is None:  # nothing in the model counts steps: the optimizer's count is the same here
+            step = int(self.model.optimizer.iterations.numpy())
         qat_active = float(step > quant_start_step(self.model))
         logs[SPARSITY_KEY] = float(np.mean(list(per_layer.values()))) if per_layer else 0.0
         logs[STEP_KEY] = float(step)
