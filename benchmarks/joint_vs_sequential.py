@@ -130,8 +130,9 @@ def conv1d_task(seed, tiny, dense=()):
     x_val, y_val = kws.make_clips(200 if tiny else 500, seed=seed + 100)
     model = kws.build_model()
     model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
-    # Trained to convergence (another 10 float epochs move the mean over seeds by 0.2 pt),
-    # so that fine-tuning cannot pass off extra float training as recovery.
+    # Trained to convergence (checked once: 10 more float epochs moved the mean over the 3 seeds
+    # by 0.2 pt; from 8 epochs they gained 2.5 pt), so that fine-tuning cannot pass off extra
+    # float training as recovery.
     model.fit(x_train, y_train, epochs=2 if tiny else 30, batch_size=64, verbose=0)
     data = {"x_train": x_train, "y_train": y_train, "x_val": x_val, "y_val": y_val, "x_calib": x_train[:200]}
     return Task(model, data, 64, "sparse_categorical_crossentropy", dense=tuple(dense), tfmot_qat=False)
