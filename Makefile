@@ -5,14 +5,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test benchmark install clean
+.PHONY: demo test test-fast notebook benchmark install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): $(BIN)/python setup.cfg pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -e ".[app,test]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -20,8 +20,17 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/tfjoint --out=demo_out
 
+# The full suite: what CI runs.
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The inner loop: no conversions, CLI subprocesses, examples or notebook.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+# Re-executes the tutorial in place, so the committed notebook shows its outputs.
+notebook: $(STAMP)
+	$(BIN)/python notebooks/execute.py notebooks/tutorial.ipynb
 
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/joint_vs_sequential.py --out=benchmarks/results

@@ -33,7 +33,9 @@ pruned (the target applies to them); "all weights" also counts kernels left
 dense (depthwise, or a layer excluded from pruning).
 """
 
+import gzip
 import json
+import math
 import os
 import statistics
 import sys
@@ -45,10 +47,8 @@ from absl import app, flags
 
 import tfjoint  # noqa: F401  (selects tf_keras before TensorFlow loads)
 import tensorflow_model_optimization as tfmot
-from tfjoint import digits, keras, measure
-from tfjoint.flatbuffer import layer_of, read_flatbuffer
-from tfjoint.preparation import prunable_weight
-from tfjoint.report import atomic_write_bytes
+from tfjoint import keras
+from tfjoint.app import digits
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples"))
 import keyword_spotting_conv1d as kws  # noqa: E402
@@ -176,7 +176,26 @@ def _float_clone(model, loss):
 
 def pruned_layer_names(task: Task) -> list[str]:
     """The layers every system prunes: tfjoint's prunable layers, minus the task's dense ones."""
-    return [layer.name for layer in task.model.layers if prunable_weight(layer) and layer.name not in task.dense]
+    return [name for name in tfjoint.prunable_layers(task.model) if name not in task.dense]
+
+
+def gzip_size(data: bytes) -> int:
+    return len(gzip.compress(data, compresslevel=9, mtime=0))
+
+
+def entropy_bound_bytes(total: int, nonzero: int, bits_per_value: int = 8) -> float:
+    """Size floor for sparse weights: mask entropy plus `bits_per_value` per non-zero."""
+    if total == 0:
+        return 0.0
+    p = nonzero / total
+    entropy = 0.0 if p in (0.0, 1.0) else -(p * math.log2(p) + (1 - p) * math.log2(1 - p))
+    return (total * entropy + nonzero * bits_per_value) / 8.0
+
+
+def write_text(path: str, text: str) -> None:
+    with open(path + ".tmp", "w") as handle:
+        handle.write(text)
+    os.replace(path + ".tmp", path)
 
 
 def _export(model, path, data, float_model, representative=None):
@@ -237,20 +256,19 @@ def flatbuffer_measures(path, pruned_names) -> dict:
     """Read back from the file: sparsity of the pruned kernels, and gzip size against the entropy bound."""
     with open(path, "rb") as handle:
         content = handle.read()
-    summary = read_flatbuffer(content)
+    summary = tfjoint.read_flatbuffer(content)
     candidates = {name: name for name in pruned_names} | {f"quant_{name}": name for name in pruned_names}
     zeros, size, found = 0, 0, set()
-    for weight in summary.weights:
-        layer = layer_of(weight.tensor_name, candidates)
-        if layer is not None:
-            zeros, size = zeros + weight.zeros, size + weight.size
-            found.add(candidates[layer])
+    for layer, weights in summary.weights_of(candidates).items():
+        zeros += sum(w.zeros for w in weights)
+        size += sum(w.size for w in weights)
+        found.add(candidates[layer])
     missing = sorted(set(pruned_names) - found)
     if missing:
         raise RuntimeError(f"{path}: no weight tensor found for pruned layers {missing}")
-    bound = sum(measure.entropy_bound_bytes(w.size, w.size - w.zeros) for w in summary.weights)
+    bound = sum(entropy_bound_bytes(w.size, w.size - w.zeros) for w in summary.weights)
     return {"pruned_sparsity": zeros / size if size else None, "entropy_bound_bytes": bound,
-            "gzip_over_bound": measure.gzip_size(content) / bound if bound else None}
+            "gzip_over_bound": gzip_size(content) / bound if bound else None}
 
 
 def measure_system(name, timings, report, path, pruned_names):
@@ -389,8 +407,8 @@ def main(argv):
     command = "python benchmarks/joint_vs_sequential.py " + " ".join(sys.argv[1:])
     result = {"command": command, "seconds": time.perf_counter() - started, "epochs": epochs, "seeds": seeds,
               "target_sparsity": FLAGS.target_sparsity, "summary": summary, "runs": rows}
-    atomic_write_bytes(os.path.join(FLAGS.out, "results.json"), (json.dumps(result, indent=2) + "\n").encode())
-    atomic_write_bytes(os.path.join(FLAGS.out, "table.md"), (f"`{command}` ({result['seconds']:.0f} s)\n\n{table}\n").encode())
+    write_text(os.path.join(FLAGS.out, "results.json"), json.dumps(result, indent=2) + "\n")
+    write_text(os.path.join(FLAGS.out, "table.md"), f"`{command}` ({result['seconds']:.0f} s)\n\n{table}\n")
     for path in os.listdir(FLAGS.out):
         if path.endswith(".tflite"):
             os.remove(os.path.join(FLAGS.out, path))

@@ -13,7 +13,8 @@ import os
 import numpy as np
 
 import tfjoint  # import before TensorFlow: selects Keras 2 (tf_keras) for TF-MOT
-from tfjoint import digits, keras
+from tfjoint import keras
+from tfjoint.app import digits
 
 
 def main(out: str, float_epochs: int = 15, epochs: int = 10, max_accuracy_drop: float = 0.02) -> tfjoint.ExportReport:
@@ -25,13 +26,10 @@ def main(out: str, float_epochs: int = 15, epochs: int = 10, max_accuracy_drop: 
 
     # 2. Wrap it: magnitude pruning on TF-MOT's PolynomialDecay schedule and
     #    8-bit fake quantization, both driven by the same training steps.
-    steps_per_epoch = int(np.ceil(len(data["x_train"]) / 32))
-    joint = tfjoint.prepare(
-        float_model,
-        target_sparsity=0.8,
-        end_step=steps_per_epoch * epochs // 2 // 10 * 10,  # reach 80% halfway, then recover
-        frequency=10,
-    )
+    #    The schedule reaches 80% halfway through fine-tuning, then recovers.
+    steps = epochs * int(np.ceil(len(data["x_train"]) / 32))
+    schedule = tfjoint.plan_schedule(steps, target_sparsity=0.8, prune_end=0.5)
+    joint = tfjoint.prepare(float_model, schedule=schedule)
 
     # 3. One compile, one fit. tfjoint.callbacks() adds tfjoint/* metrics to the logs.
     joint.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])

@@ -55,7 +55,7 @@ def main(out: str, epochs: int = 6, max_accuracy_drop: float = 0.02) -> tfjoint.
     float_model.fit(x_train, y_train, epochs=8, batch_size=64, verbose=0)
 
     steps = epochs * int(np.ceil(len(x_train) / 64))
-    joint = tfjoint.prepare(float_model, target_sparsity=0.7, end_step=steps // 2 // 5 * 5, frequency=5)
+    joint = tfjoint.prepare(float_model, schedule=tfjoint.plan_schedule(steps, target_sparsity=0.7, prune_end=0.5))
     joint.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
     joint.fit(x_train, y_train, epochs=epochs, batch_size=64, verbose=2, callbacks=tfjoint.callbacks())
 

@@ -1,4 +1,7 @@
-"""Shared fixtures: small seeded models and data. Importing tfjoint first sets TF_USE_LEGACY_KERAS."""
+"""Shared fixtures: small seeded models and data, and one trained digits model for the whole session.
+
+Importing tfjoint first sets TF_USE_LEGACY_KERAS before TensorFlow loads.
+"""
 
 import os
 
@@ -9,6 +12,8 @@ import pytest  # noqa: E402
 
 import tfjoint  # noqa: E402
 from tfjoint import keras  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def small_cnn(seed: int = 0) -> keras.Model:
@@ -40,4 +45,29 @@ def images():
 
 def compile_joint(model, learning_rate: float = 1e-3):
     model.compile(keras.optimizers.Adam(learning_rate), "sparse_categorical_crossentropy")
+    return model
+
+
+@pytest.fixture(scope="session")
+def digits_data():
+    """scikit-learn's bundled digits, split as the command splits them."""
+    from tfjoint.app import digits
+
+    return digits.load_digits()
+
+
+@pytest.fixture(scope="session")
+def digits_float_model(digits_data):
+    """The digits CNN trained in float once per session. Tests must not train or modify it."""
+    from tfjoint.app import digits
+
+    return digits.train_float_model(digits_data, epochs=4)
+
+
+@pytest.fixture(scope="session")
+def digits_joint(digits_float_model, digits_data):
+    """The digits CNN prepared (80%, target at step 40) and fitted 2 epochs, once per session."""
+    model = tfjoint.prepare(digits_float_model, target_sparsity=0.8, end_step=40, frequency=10)
+    model.compile(keras.optimizers.Adam(5e-4), "sparse_categorical_crossentropy")
+    model.fit(digits_data["x_train"], digits_data["y_train"], batch_size=32, epochs=2, verbose=0)
     return model

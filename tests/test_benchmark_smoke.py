@@ -7,8 +7,9 @@ import sys
 
 import pytest
 
+from conftest import ROOT
+
 pytestmark = pytest.mark.slow
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_benchmark_tiny_run_writes_results_and_table(tmp_path):

@@ -7,7 +7,7 @@ import pytest
 
 import tfjoint
 from tfjoint import keras
-from tfjoint.training_callbacks import QAT_ACTIVE_KEY, SPARSITY_KEY, STEP_KEY
+from tfjoint.train.callbacks import QAT_ACTIVE_KEY, SPARSITY_KEY, STEP_KEY
 
 from conftest import compile_joint, image_data, small_cnn
 

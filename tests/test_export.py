@@ -9,9 +9,9 @@ import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 import tfjoint
-from tfjoint import digits, keras
-from tfjoint.export import _not_int8_error, convert_float32
-from tfjoint.flatbuffer import read_flatbuffer
+from tfjoint import keras, read_flatbuffer
+from tfjoint.export.convert import to_float32
+from tfjoint.export.tflite import _not_int8_error
 
 pytestmark = pytest.mark.slow
 
@@ -22,21 +22,13 @@ REQUIRED_KEYS = {
 
 
 @pytest.fixture(scope="module")
-def digits_data():
-    return digits.load_digits()
+def float_model(digits_float_model):
+    return digits_float_model
 
 
 @pytest.fixture(scope="module")
-def float_model(digits_data):
-    return digits.train_float_model(digits_data, epochs=4)
-
-
-@pytest.fixture(scope="module")
-def joint(float_model, digits_data):
-    model = tfjoint.prepare(float_model, target_sparsity=0.8, end_step=40, frequency=10)
-    model.compile(keras.optimizers.Adam(5e-4), "sparse_categorical_crossentropy")
-    model.fit(digits_data["x_train"], digits_data["y_train"], batch_size=32, epochs=2, verbose=0)
-    return model
+def joint(digits_joint):
+    return digits_joint
 
 
 @pytest.fixture(scope="module")
@@ -196,7 +188,7 @@ def test_representative_data_as_dataset_or_generator(float_model, digits_data, t
 
 
 def test_a_float_flatbuffer_is_named_as_not_int8(float_model):
-    summary = read_flatbuffer(convert_float32(float_model))
+    summary = read_flatbuffer(to_float32(float_model))
     assert not summary.fully_int8
     error = _not_int8_error(summary, [layer.name for layer in float_model.layers])
     assert "CONV_2D (from layer 'conv1'" in str(error) and "Exclude or replace" in str(error)
@@ -240,3 +232,52 @@ def test_fixed_batch_model_is_validated_in_padded_batches(tmp_path):
     report = tfjoint.export_tflite(joint, str(tmp_path / "m.tflite"), validation_data=x[:10], min_agreement=0.8)
     assert report.num_validation_samples == 10 and report.fully_int8
     assert report.top1_agreement >= 0.8
+
+
+def test_a_layer_with_no_int8_kernel_gets_an_export_error_naming_it(tmp_path):
+    """End to end: an op TFLite runs only in float (SIN) leaves a float island; ExportError names its layer."""
+    import tensorflow as tf
+
+    inputs = keras.Input((4,), name="x")
+    hidden = keras.layers.Dense(4, name="dense")(inputs)
+    model = keras.Model(inputs, keras.layers.Lambda(tf.math.sin, name="sine")(hidden))
+    path = tmp_path / "m.tflite"
+    path.write_bytes(b"the good model")
+    with pytest.raises(tfjoint.ExportError, match="not fully int8: .*SIN \\(.*float tensor.*Exclude or replace"):
+        tfjoint.export_tflite(model, str(path), representative_data=np.ones((8, 4), np.float32))
+    assert path.read_bytes() == b"the good model"
+
+
+def test_pruned_depthwise_zeros_reach_the_int8_file(tmp_path):
+    keras.utils.set_random_seed(2)
+    inputs = keras.Input((8, 8, 4))
+    x = keras.layers.DepthwiseConv2D(3, name="dw")(inputs)
+    x = keras.layers.Conv2D(4, 1, name="pw")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="out")(x))
+    joint = tfjoint.prepare(model, target_sparsity=0.5, end_step=2, frequency=1, prune_depthwise=True)
+    joint.compile("adam", "mse")
+    x_data = np.random.default_rng(0).random((8, 8, 8, 4), dtype=np.float32)
+    joint.fit(x_data, np.zeros((8, 2)), batch_size=4, verbose=0)
+    report = tfjoint.export_tflite(joint, str(tmp_path / "dw.tflite"), validation_data=x_data, min_sqnr_db=0,
+                                   min_agreement=0)
+    depthwise = [w for w in report.flatbuffer.weights if w.op_name == "DEPTHWISE_CONV_2D"]
+    assert len(depthwise) == 1 and depthwise[0].zeros / depthwise[0].size == pytest.approx(0.5, abs=0.03)
+    assert report.per_layer_sparsity["dw"]["tflite"] == pytest.approx(report.per_layer_sparsity["dw"]["keras"])
+    interpreter = _interpreter(str(tmp_path / "dw.tflite"))
+    op = next(op for op in interpreter._get_ops_details() if op["op_name"] == "DEPTHWISE_CONV_2D")
+    values = interpreter.get_tensor(op["inputs"][1])
+    assert values.dtype == np.int8 and np.mean(values == 0) == pytest.approx(depthwise[0].zeros / depthwise[0].size)
+
+
+def test_load_strip_export(joint, digits_data, tmp_path):
+    saved = str(tmp_path / "joint.h5")
+    joint.save(saved)
+    stripped = tfjoint.strip(tfjoint.load_model(saved))
+    report = tfjoint.export_tflite(stripped, str(tmp_path / "m.tflite"),
+                                   validation_data=(digits_data["x_val"], digits_data["y_val"]))
+    direct = read_flatbuffer(tfjoint.export.convert.to_int8(tfjoint.strip(joint)))
+    assert report.fully_int8 and report.passed
+    assert report.weight_sparsity == pytest.approx(direct.weight_sparsity)
+    for ours, theirs in zip(report.flatbuffer.weights, direct.weights):
+        np.testing.assert_array_equal(ours.values, theirs.values)

@@ -1,4 +1,4 @@
-"""The public surface, the one-way import rule between stages, and docstring examples."""
+"""The public surface, the one-way import rule between stages, docstring examples, and what importing needs."""
 
 import ast
 import doctest
@@ -6,26 +6,40 @@ import importlib
 import inspect
 import os
 import pkgutil
+import subprocess
+import sys
+import textwrap
+
+import pytest
 
 import tfjoint
 
+from conftest import ROOT
+
 PACKAGE_DIR = os.path.dirname(tfjoint.__file__)
-# Leaf modules any stage may import.
-LEAVES = {"errors", "config", "schedule", "measure", "_keras"}
-# Stages in data-flow order: a module may import only leaves and modules before it.
-ORDER = ["quantizers", "scheme", "preparation", "training_callbacks", "stripping", "saving", "data", "flatbuffer",
-         "runtime", "report", "export", "plots", "digits", "pipeline", "flags", "cli", "__main__"]
+# Small modules any stage may import.
+LEAVES = {"errors", "_keras", "_tfmot", "_files", "data", "export.measure"}
+# Stages in data-flow order; within a stage, its modules in order. A module may
+# import leaves, any module of an earlier stage, and earlier modules of its own.
+STAGES = {
+    "prune": ["prune.layers", "prune.schedule", "prune.decay"],
+    "quantize": ["quantize.quantizers", "quantize.config", "quantize.transforms", "quantize.scheme"],
+    "train": ["train.inspect", "train.prepare", "train.callbacks", "train.strip", "train.saving"],
+    "export": ["export.inspect", "export.report", "export.convert", "export.validate", "export.runtime",
+               "export.tflite"],
+    "app": ["app.flags", "app.digits", "app.plots", "app.pipeline", "app.cli"],
+}
+ORDER = [module for modules in STAGES.values() for module in modules]
 
 
-def test_public_names_are_the_documented_functions_even_after_every_submodule_is_imported():
-    for module in pkgutil.iter_modules([PACKAGE_DIR]):
-        if module.name != "__main__":
-            importlib.import_module(f"tfjoint.{module.name}")
-    for name in ("prepare", "callbacks", "strip", "load_model", "export_tflite"):
-        assert inspect.isfunction(getattr(tfjoint, name)), name
-    assert tfjoint.keras.__name__.startswith("tf_keras")
-    assert set(tfjoint.__all__) >= {"prepare", "callbacks", "strip", "load_model", "keras", "export_tflite"}
-    assert issubclass(tfjoint.ConfigError, ValueError) and issubclass(tfjoint.ModelTypeError, TypeError)
+def _library_modules():
+    found = set()
+    for path, _, files in os.walk(PACKAGE_DIR):
+        for name in files:
+            if name.endswith(".py"):
+                relative = os.path.relpath(os.path.join(path, name), PACKAGE_DIR)[:-3].replace(os.sep, ".")
+                found.add(relative)
+    return found
 
 
 def _tfjoint_imports(path):
@@ -35,41 +49,103 @@ def _tfjoint_imports(path):
             if node.module == "tfjoint":
                 yield from (alias.name for alias in node.names)
             else:
-                yield node.module.split(".")[1]
+                module = node.module[len("tfjoint."):]
+                for alias in node.names:
+                    candidate = f"{module}.{alias.name}"
+                    yield candidate if candidate in ORDER or candidate in LEAVES else module
         elif isinstance(node, ast.Import):
-            yield from (a.name.split(".")[1] for a in node.names if a.name.startswith("tfjoint."))
+            yield from (a.name[len("tfjoint."):] for a in node.names if a.name.startswith("tfjoint."))
+
+
+def test_every_module_has_a_place_in_the_flow():
+    known = set(ORDER) | LEAVES | {"__init__", "__main__"} | {f"{stage}.__init__" for stage in STAGES}
+    found = _library_modules()
+    assert found <= known, f"new module(s) {sorted(found - known)}: add them to STAGES or LEAVES"
 
 
 def test_stages_only_import_earlier_stages_and_leaves():
-    known = set(ORDER) | LEAVES | {"__init__"}
-    files = {name[:-3] for name in os.listdir(PACKAGE_DIR) if name.endswith(".py")}
-    assert files <= known, f"new module(s) {files - known}: add them to ORDER or LEAVES"
     for module in ORDER:
-        for imported in _tfjoint_imports(os.path.join(PACKAGE_DIR, f"{module}.py")):
-            if imported in LEAVES:
+        for imported in _tfjoint_imports(os.path.join(PACKAGE_DIR, *module.split(".")) + ".py"):
+            if imported in LEAVES or imported in STAGES or imported in ("keras",):
+                continue  # a leaf, a subpackage's docstring-only __init__, or the public keras alias
+            if imported not in ORDER:  # a public name of the top-level package (app only)
+                assert module.startswith("app."), f"{module} imports tfjoint.{imported} from the top level"
                 continue
-            assert imported in ORDER and ORDER.index(imported) < ORDER.index(module), f"{module} imports {imported}"
+            assert ORDER.index(imported) < ORDER.index(module), f"{module} imports {imported}"
+
+
+def test_public_names_are_the_documented_objects_even_after_every_submodule_is_imported():
+    for module in pkgutil.walk_packages([PACKAGE_DIR], prefix="tfjoint."):
+        if not module.name.endswith("__main__"):
+            importlib.import_module(module.name)
+    for name in ("prepare", "callbacks", "strip", "load_model", "export_tflite", "plan_schedule", "pruned_kernels",
+                 "training_step", "read_flatbuffer", "schedule_of", "layer_sparsity"):
+        assert inspect.isfunction(getattr(tfjoint, name)), name
+    assert tfjoint.keras.__name__.startswith("tf_keras")
+    assert issubclass(tfjoint.ConfigError, ValueError) and issubclass(tfjoint.ModelTypeError, TypeError)
+    assert set(dir(tfjoint)) >= set(tfjoint.__all__)
+
+
+def test_type_checkers_see_every_public_name():
+    """Every name in __all__ is imported under `if TYPE_CHECKING:` from the module the lazy table names."""
+    tree = ast.parse(open(os.path.join(PACKAGE_DIR, "__init__.py")).read())
+    checked = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
+            for statement in node.body:
+                for alias in statement.names:
+                    checked[alias.asname or alias.name] = statement.module
+    assert checked == {name: tfjoint._EXPORTS[name] for name in tfjoint.__all__}
 
 
 def test_docstring_examples_run():
-    import tfjoint.preparation
+    import tfjoint.prune.schedule
+    import tfjoint.train.prepare
 
-    results = doctest.testmod(tfjoint.preparation, optionflags=doctest.ELLIPSIS)
-    assert results.attempted > 0 and results.failed == 0
+    for module in (tfjoint.train.prepare, tfjoint.prune.schedule):
+        results = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+        assert results.attempted > 0 and results.failed == 0, module.__name__
 
 
-def test_every_run_config_field_is_a_flag_and_round_trips():
-    import dataclasses
+_BLOCK_APP_PACKAGES = """
+import sys
+class _Blocker:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("matplotlib", "sklearn"):
+            raise ImportError(f"blocked for this test: {name}")
+sys.meta_path.insert(0, _Blocker())
+"""
 
-    from absl import flags
 
-    from tfjoint import flags as tfjoint_flags
-    from tfjoint.pipeline import RunConfig
+def _python(code: str):
+    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.run([sys.executable, "-c", _BLOCK_APP_PACKAGES + textwrap.dedent(code)], capture_output=True,
+                          text=True, env=env, timeout=600, cwd=ROOT)
 
-    values = flags.FlagValues()
-    tfjoint_flags.define_flags(values)
-    assert {f.name for f in dataclasses.fields(RunConfig)} <= set(values)
-    values(["tfjoint", "--target_sparsity=0.6", "--epochs=3"])
-    config = tfjoint_flags.config_from_flags(values)
-    assert config.target_sparsity == 0.6 and config.epochs == 3 and config.model is None
-    assert RunConfig(**config.to_dict()) == config
+
+@pytest.mark.slow
+def test_the_library_needs_neither_matplotlib_nor_scikit_learn():
+    result = _python("""
+        import pkgutil, importlib, tfjoint
+        for module in pkgutil.walk_packages(tfjoint.__path__, prefix="tfjoint."):
+            if not module.name.startswith(("tfjoint.app", "tfjoint.__main__")):
+                importlib.import_module(module.name)
+        from tfjoint import keras
+        inputs = keras.Input((4,))
+        joint = tfjoint.prepare(keras.Model(inputs, keras.layers.Dense(2)(inputs)), target_sparsity=0.5, end_step=3)
+        print("ok", len(tfjoint.pruned_kernels(joint)))
+    """)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split()[-2:] == ["ok", "1"]
+
+
+@pytest.mark.slow
+def test_the_command_says_what_to_install_without_its_extras():
+    result = _python("""
+        import sys
+        from tfjoint.app.cli import run_main
+        sys.argv = ["tfjoint", "--out=/tmp/unused"]
+        run_main()
+    """)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert 'pip install "tfjoint[app]"' in result.stderr and "matplotlib and scikit-learn" in result.stderr

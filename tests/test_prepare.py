@@ -5,8 +5,8 @@ import pytest
 import tensorflow_model_optimization as tfmot
 
 import tfjoint
-from tfjoint import keras, schedule
-from tfjoint.quantizers import pruned_kernels, training_step
+from tfjoint import keras, pruned_kernels, training_step
+from tfjoint.prune.schedule import expected_zero_fraction
 
 from conftest import compile_joint, image_data, small_cnn
 
@@ -30,7 +30,7 @@ def _tfmot_zero_fraction(size: int, steps_taken: int) -> float:
         should_prune, value = tfmot_schedule(np.int64(step))
         if bool(should_prune):
             sparsity = float(value)
-    return schedule.expected_zero_fraction(size, sparsity) if sparsity else 0.0
+    return expected_zero_fraction(size, sparsity) if sparsity else 0.0
 
 
 def test_sparsity_follows_tfmot_polynomial_decay_at_every_step():
@@ -50,7 +50,7 @@ def test_sparsity_follows_tfmot_polynomial_decay_at_every_step():
             assert np.mean(_quantized_kernel(pk) == 0) >= expected - 1e-9
     # After end_step the target holds.
     for pk in kernels:
-        assert np.mean(pk.mask.numpy() == 0) == pytest.approx(schedule.expected_zero_fraction(pk.mask.numpy().size, 0.8))
+        assert np.mean(pk.mask.numpy() == 0) == pytest.approx(expected_zero_fraction(pk.mask.numpy().size, 0.8))
 
 
 def test_pruned_weights_stay_zero_in_quantized_weights_after_end_step():
@@ -107,12 +107,50 @@ def test_unpruned_training_forward_is_tfmot_quantize_model():
     np.testing.assert_allclose(ours(x, training=False).numpy(), theirs(x, training=False).numpy(), atol=1e-6)
 
 
+def test_off_grid_end_step_reaches_the_target_exactly_at_end_step():
+    """end_step=8 with frequency 3: TF-MOT would stop at step 6 (60%); tfjoint updates again at 8."""
+    joint = compile_joint(tfjoint.prepare(small_cnn(), target_sparsity=0.8, end_step=8, frequency=3, power=1))
+    x, y = image_data(n=8)
+    for steps_taken in range(1, 10):
+        joint.fit(x, y, batch_size=8, epochs=1, verbose=0)
+        for pk in pruned_kernels(joint):
+            size = pk.mask.numpy().size
+            zeros = float(np.mean(pk.mask.numpy() == 0))
+            if steps_taken in (6, 7):  # after the last grid step: 60%
+                assert zeros == pytest.approx(expected_zero_fraction(size, 0.6), abs=1.01 / size), pk.layer_name
+            if steps_taken >= 8:
+                assert zeros == pytest.approx(expected_zero_fraction(size, 0.8), abs=1.01 / size), pk.layer_name
+
+
+def test_a_shared_layer_counts_each_step_once():
+    keras.utils.set_random_seed(0)
+    a, b = keras.Input((6,), name="a"), keras.Input((6,), name="b")
+    shared = keras.layers.Dense(4, name="shared")
+    merged = keras.layers.Concatenate()([shared(a), shared(b)])
+    model = keras.Model([a, b], keras.layers.Dense(2, name="head")(merged))
+    joint = tfjoint.prepare(model, target_sparsity=0.5, end_step=4, frequency=2)
+    joint.compile("adam", "mse")
+    x = np.ones((24, 6), np.float32)
+    joint.fit([x, x], np.zeros((24, 2)), batch_size=8, epochs=1, verbose=0)  # 3 steps
+    assert {pk.layer_name: int(pk.step.numpy()) for pk in pruned_kernels(joint)} == {"shared": 3, "head": 3}
+
+
+def test_a_training_mode_call_is_one_step_and_inference_is_none():
+    joint = tfjoint.prepare(small_cnn(), target_sparsity=0.5, end_step=10, frequency=1)
+    x, _ = image_data(n=4)
+    joint(x, training=True)
+    assert training_step(joint) == 1
+    joint(x)
+    joint.predict(x, verbose=0)
+    assert training_step(joint) == 1
+
+
 def test_fit_without_callbacks_follows_the_schedule():
     joint = compile_joint(tfjoint.prepare(small_cnn(), target_sparsity=0.5, end_step=4, frequency=2))
     x, y = image_data(n=32)
     joint.fit(x, y, batch_size=8, epochs=1, verbose=0)
     for pk in pruned_kernels(joint):
-        assert np.mean(pk.mask.numpy() == 0) == pytest.approx(schedule.expected_zero_fraction(pk.mask.numpy().size, 0.5))
+        assert np.mean(pk.mask.numpy() == 0) == pytest.approx(expected_zero_fraction(pk.mask.numpy().size, 0.5))
 
 
 def test_prepare_copies_weights_and_leaves_the_input_model_alone():
@@ -142,7 +180,7 @@ def test_conv1d_is_pruned_and_quantized():
     by_name = {pk.layer_name: pk for pk in pruned_kernels(joint)}
     assert set(by_name) == {"conv1d", "head"}
     quantized = _quantized_kernel(by_name["conv1d"])
-    assert np.mean(quantized == 0) == pytest.approx(schedule.expected_zero_fraction(quantized.size, 0.6))
+    assert np.mean(quantized == 0) == pytest.approx(expected_zero_fraction(quantized.size, 0.6))
     # Quantized: at most 255 distinct values per tensor (per-tensor int8 grid).
     assert len(np.unique(quantized)) <= 255
     assert not np.array_equal(quantized, by_name["conv1d"].kernel.numpy() * by_name["conv1d"].mask.numpy())
@@ -166,7 +204,7 @@ def test_depthwise_is_quantized_but_pruned_only_on_request():
     opted_in.fit(np.ones((4, 8, 8, 4), np.float32), np.zeros((4, 2)), batch_size=2, verbose=0)
     dw = {pk.layer_name: pk for pk in pruned_kernels(opted_in)}["dw"]
     assert dw.weight_name == "depthwise_kernel"
-    assert np.mean(dw.mask.numpy() == 0) == pytest.approx(schedule.expected_zero_fraction(dw.mask.numpy().size, 0.5))
+    assert np.mean(dw.mask.numpy() == 0) == pytest.approx(expected_zero_fraction(dw.mask.numpy().size, 0.5))
 
 
 def test_exclude_by_name_and_by_predicate():
@@ -197,6 +235,14 @@ def test_multi_input_multi_output_functional_and_sequential():
 
 
 # --- Bad models get clear errors --------------------------------------------
+
+
+def test_the_model_is_checked_before_the_arguments():
+    """A wrong model and wrong arguments: the first error names the model, the real problem."""
+    with pytest.raises(tfjoint.ModelTypeError, match="expected a Keras model.*str.*tfjoint.load_model"):
+        tfjoint.prepare("model.h5", target_sparsity=1.5, end_step=-1)
+    with pytest.raises(tfjoint.ConfigError, match="target_sparsity"):
+        tfjoint.prepare(small_cnn(), target_sparsity=1.5, end_step=100)
 
 
 def test_keras3_model_is_refused_with_advice():

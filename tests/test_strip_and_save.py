@@ -5,9 +5,9 @@ import pytest
 import tensorflow_model_optimization as tfmot
 
 import tfjoint
-from tfjoint import keras
-from tfjoint.quantizers import JointQuantizeConfig, pruned_kernels, training_step
-from tfjoint.stripping import strips_cleanly
+from tfjoint import keras, pruned_kernels, training_step
+from tfjoint.quantize.config import JointQuantizeConfig
+from tfjoint.train.strip import strips_cleanly
 
 from conftest import compile_joint, image_data, small_cnn
 
@@ -61,7 +61,7 @@ def _run(steps_first, steps_then, save_path=None):
     return joint, history
 
 
-@pytest.mark.parametrize("suffix", ["model.h5", "saved_model_dir"])
+@pytest.mark.parametrize("suffix", ["model.h5", pytest.param("saved_model_dir", marks=pytest.mark.slow)])
 def test_save_load_resume_matches_an_uninterrupted_run(tmp_path, suffix):
     resumed, resumed_history = _run(4, 6, str(tmp_path / suffix))
     straight, straight_history = _run(4, 6)

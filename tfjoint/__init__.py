@@ -8,25 +8,40 @@
 Importing tfjoint sets `TF_USE_LEGACY_KERAS=1` (if unset) so that TensorFlow,
 imported afterwards, uses Keras 2 (`tf_keras`), which TF-MOT needs. TensorFlow
 itself is imported on first use of a public name, so the `tfjoint` command can
-quiet TensorFlow's logging before it loads.
+quiet TensorFlow's logging before it loads. This module is the public API and
+nothing else: every name below is importable as `tfjoint.<name>`.
 """
 
 import importlib
 import os
+from typing import TYPE_CHECKING
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _EXPORTS = {
     "keras": "tfjoint._keras",
-    "prepare": "tfjoint.preparation",
-    "callbacks": "tfjoint.training_callbacks",
-    "strip": "tfjoint.stripping",
-    "load_model": "tfjoint.saving",
-    "export_tflite": "tfjoint.export",
-    "ExportReport": "tfjoint.report",
-    "JointConfig": "tfjoint.config",
+    # Prune and quantize in one fit.
+    "JointSchedule": "tfjoint.prune.schedule",
+    "plan_schedule": "tfjoint.prune.schedule",
+    "prepare": "tfjoint.train.prepare",
+    "callbacks": "tfjoint.train.callbacks",
+    "strip": "tfjoint.train.strip",
+    "load_model": "tfjoint.train.saving",
+    "prunable_layers": "tfjoint.prune.layers",
+    # Reading a prepared model back.
+    "pruned_kernels": "tfjoint.train.inspect",
+    "training_step": "tfjoint.train.inspect",
+    "layer_sparsity": "tfjoint.train.inspect",
+    "schedule_of": "tfjoint.train.inspect",
+    "is_prepared": "tfjoint.train.inspect",
+    # Export.
+    "export_tflite": "tfjoint.export.tflite",
+    "Tolerances": "tfjoint.export.validate",
+    "ExportReport": "tfjoint.export.report",
+    "read_flatbuffer": "tfjoint.export.inspect",
+    # Errors.
     "TfjointError": "tfjoint.errors",
     "ConfigError": "tfjoint.errors",
     "DataError": "tfjoint.errors",
@@ -37,7 +52,31 @@ _EXPORTS = {
     "ValidationError": "tfjoint.errors",
 }
 
-__all__ = list(_EXPORTS)
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:  # what IDEs and type checkers see; at run time the names load on first use
+    from tfjoint._keras import keras
+    from tfjoint.errors import (
+        ConfigError,
+        DataError,
+        ExportError,
+        ModelStructureError,
+        ModelTypeError,
+        TfjointError,
+        UnsupportedLayerError,
+        ValidationError,
+    )
+    from tfjoint.export.inspect import read_flatbuffer
+    from tfjoint.export.report import ExportReport
+    from tfjoint.export.tflite import export_tflite
+    from tfjoint.export.validate import Tolerances
+    from tfjoint.prune.layers import prunable_layers
+    from tfjoint.prune.schedule import JointSchedule, plan_schedule
+    from tfjoint.train.callbacks import callbacks
+    from tfjoint.train.inspect import is_prepared, layer_sparsity, pruned_kernels, schedule_of, training_step
+    from tfjoint.train.prepare import prepare
+    from tfjoint.train.saving import load_model
+    from tfjoint.train.strip import strip
 
 
 def __getattr__(name):

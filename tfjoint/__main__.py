@@ -1,3 +1,3 @@
-from tfjoint.cli import run_main
+from tfjoint.app.cli import run_main
 
 run_main()

@@ -47,8 +47,8 @@ def _describe_foreign_model(obj) -> str | None:
             "before TensorFlow so that tf.keras is tf_keras."
         )
     return (
-        f"expected a tf_keras.Model, received {type(obj).__module__}.{type(obj).__name__}. "
-        "Build the model with `from tfjoint import keras`."
+        f"expected a Keras model (a tf_keras.Model), received {type(obj).__module__}.{type(obj).__name__} "
+        f"{obj!r:.60}. Pass the model object itself (load a file with tfjoint.load_model)."
     )
 
 

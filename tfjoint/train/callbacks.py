@@ -1,6 +1,6 @@
 """Keras callbacks for a prepared model: metrics in `logs`, TensorBoard scalars.
 
-The schedule itself runs in the graph (see `tfjoint.quantizers`), so `fit`
+The schedule itself runs in the graph (see `tfjoint.quantize.quantizers`), so `fit`
 without these callbacks still prunes and quantizes on schedule. What they add:
 `tfjoint/sparsity` (mean over pruned kernels, read from the masks),
 `tfjoint/step` and `tfjoint/qat_active` in `logs` at the end of every epoch,
@@ -13,18 +13,13 @@ import numpy as np
 
 from tfjoint import errors
 from tfjoint._keras import keras, tf
-from tfjoint.quantizers import is_prepared, pruned_kernels, quant_start_step, training_step
+from tfjoint.train.inspect import is_prepared, layer_sparsity, schedule_of, training_step
 
 __all__ = ["callbacks", "JointMonitor", "SPARSITY_KEY", "STEP_KEY", "QAT_ACTIVE_KEY"]
 
 SPARSITY_KEY = "tfjoint/sparsity"
 STEP_KEY = "tfjoint/step"
 QAT_ACTIVE_KEY = "tfjoint/qat_active"
-
-
-def layer_sparsity(model) -> dict[str, float]:
-    """Fraction of zeros in each pruned kernel's mask, keyed by layer name."""
-    return {pk.layer_name: float(1.0 - np.mean(pk.mask.numpy())) for pk in pruned_kernels(model)}
 
 
 class JointMonitor(keras.callbacks.Callback):
@@ -41,6 +36,7 @@ class JointMonitor(keras.callbacks.Callback):
                 f"tfjoint.callbacks() was given to fit() on model '{self.model.name}', which was not "
                 "prepared with tfjoint.prepare. Fit the model tfjoint.prepare returns."
             )
+        self._schedule = schedule_of(self.model)
         self._writer = tf.summary.create_file_writer(self.log_dir) if self.log_dir else None
 
     def on_epoch_end(self, epoch, logs=None):
@@ -50,7 +46,7 @@ class JointMonitor(keras.callbacks.Callback):
         step = training_step(self.model)
         if step is None:  # nothing in the model counts steps: the optimizer's count is the same here
             step = int(self.model.optimizer.iterations.numpy())
-        qat_active = float(step > quant_start_step(self.model))
+        qat_active = float(self._schedule.qat_active(step))
         logs[SPARSITY_KEY] = float(np.mean(list(per_layer.values()))) if per_layer else 0.0
         logs[STEP_KEY] = float(step)
         logs[QAT_ACTIVE_KEY] = qat_active

@@ -15,6 +15,9 @@ __all__ = [
     "accuracy",
     "entropy_bound_bytes",
     "is_classifier_output",
+    "mse",
+    "mae",
+    "relative_increase",
 ]
 
 
@@ -70,11 +73,30 @@ def top1_agreement(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def accuracy(outputs: np.ndarray, labels: np.ndarray) -> float:
-    """Top-1 accuracy against integer labels or one-hot rows."""
+    """Top-1 accuracy against integer labels or one-hot rows; a one-unit output is a probability (> 0.5)."""
     labels = np.asarray(labels)
+    if outputs.ndim == 2 and outputs.shape[1] == 1:
+        return float(np.mean((outputs.reshape(-1) > 0.5) == labels.reshape(-1).astype(bool)))
     if labels.ndim == outputs.ndim and labels.shape[-1] == outputs.shape[-1] and labels.shape[-1] > 1:
         labels = np.argmax(labels, axis=-1)
     return float(np.mean(np.argmax(outputs, axis=-1) == labels.reshape(-1)))
+
+
+def mse(outputs: np.ndarray, labels: np.ndarray) -> float:
+    """Mean squared error."""
+    return float(np.mean((np.asarray(outputs, np.float64) - np.asarray(labels, np.float64)) ** 2))
+
+
+def mae(outputs: np.ndarray, labels: np.ndarray) -> float:
+    """Mean absolute error."""
+    return float(np.mean(np.abs(np.asarray(outputs, np.float64) - np.asarray(labels, np.float64))))
+
+
+def relative_increase(value: float, reference: float) -> float:
+    """(value - reference) / reference; inf if the reference is 0 and the value is not."""
+    if reference == 0:
+        return 0.0 if value == 0 else math.inf
+    return (value - reference) / reference
 
 
 def entropy_bound_bytes(total: int, nonzero: int, bits_per_value: int = 8) -> float:

@@ -13,7 +13,7 @@ import os
 import tensorflow_model_optimization as tfmot
 
 from tfjoint import errors
-from tfjoint import quantizers  # noqa: F401  (registers tfjoint's Keras objects)
+from tfjoint.quantize import config as _config  # noqa: F401  (registers tfjoint's Keras objects)
 from tfjoint._keras import keras
 
 __all__ = ["load_model", "WORKING_FORMATS"]

@@ -76,9 +76,15 @@ class TFLiteModel:
                 progress.update(min(start + batch_size, total))
         return [np.concatenate(results[name]) for name in self.output_names]
 
-    def median_latency_s(self, runs: int = 50, warmup: int = 5) -> float:
-        """Median wall time of one single-sample `invoke()` (input values do not matter)."""
-        interpreter = Interpreter(model_content=self._model_content, num_threads=self._num_threads)
+    def median_latency_s(self, runs: int = 50, warmup: int = 5, num_threads: int | None = None) -> float:
+        """Median wall time of one single-sample `invoke()` (input values do not matter).
+
+        Args:
+          num_threads: interpreter threads for this measurement (default: the
+            model's own setting).
+        """
+        threads = self._num_threads if num_threads is None else num_threads
+        interpreter = Interpreter(model_content=self._model_content, num_threads=threads)
         interpreter.allocate_tensors()
         for details in interpreter.get_input_details():
             interpreter.set_tensor(details["index"], np.zeros(details["shape"], details["dtype"]))

@@ -1,6 +1,7 @@
 """PNG plots of a run: per-layer sparsity, the schedule with the loss, weight histograms.
 
-Pure functions of numbers (plus one reader of int8 weights from a .tflite);
+Pure functions of numbers and of the `JointSchedule` (the int8 weights come
+from the report's flatbuffer summary, not from reading the file again);
 matplotlib's Agg backend, so they work with no display.
 """
 
@@ -11,10 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from tfjoint import schedule  # noqa: E402
-from tfjoint.flatbuffer import read_flatbuffer  # noqa: E402
-
-__all__ = ["sparsity_per_layer", "schedule_and_loss", "weight_histograms", "int8_weights_of"]
+__all__ = ["sparsity_per_layer", "schedule_and_loss", "weight_histograms"]
 
 
 def _save(figure, path):
@@ -23,38 +21,43 @@ def _save(figure, path):
     plt.close(figure)
 
 
-def sparsity_per_layer(path: str, target: float, per_layer: dict) -> None:
-    """Bars: achieved sparsity per layer, in Keras and in the int8 flatbuffer, against the target."""
+def sparsity_per_layer(path: str, schedule, per_layer: dict) -> None:
+    """Bars: planned, and achieved in Keras and in the int8 flatbuffer, per layer."""
     names = list(per_layer)
+    planned = [per_layer[n].get("planned") or 0.0 for n in names]
     keras_values = [per_layer[n]["keras"] for n in names]
     tflite_values = [per_layer[n]["tflite"] or 0.0 for n in names]
     positions = np.arange(len(names))
     figure, axis = plt.subplots(figsize=(max(5, 1.2 * len(names) + 2), 3.6))
-    axis.bar(positions - 0.2, keras_values, 0.4, label="Keras kernel")
-    axis.bar(positions + 0.2, tflite_values, 0.4, label="int8 .tflite")
-    axis.axhline(target, color="black", linestyle="--", label=f"target {target:.0%}")
+    axis.bar(positions - 0.27, planned, 0.27, label="planned", color="lightgray", edgecolor="black")
+    axis.bar(positions, keras_values, 0.27, label="Keras kernel")
+    axis.bar(positions + 0.27, tflite_values, 0.27, label="int8 .tflite")
+    if not schedule.per_layer:
+        axis.axhline(schedule.target_sparsity, color="black", linestyle="--",
+                     label=f"target {schedule.target_sparsity:.0%}")
     axis.set_xticks(positions, names, rotation=30, ha="right")
     axis.set_ylim(0, 1.2)
     axis.set_ylabel("fraction of zero weights")
     axis.set_title("Sparsity per layer: target vs achieved")
-    axis.legend(loc="upper center", ncol=3, fontsize=8)
+    axis.legend(loc="upper center", ncol=4, fontsize=8)
     _save(figure, path)
 
 
-def schedule_and_loss(path, *, total_steps, target_sparsity, plan, epoch_steps, epoch_sparsity, batch_losses) -> None:
-    """The planned sparsity over steps, measured points, the QAT start, and the training loss."""
+def schedule_and_loss(path, *, schedule, total_steps, epoch_steps, epoch_sparsity, batch_losses) -> None:
+    """The scheduled sparsity over steps, measured points, the QAT start, and the training loss.
+
+    For a per-layer plan the curve is the plain mean of the layers' targets.
+    """
     steps = np.arange(0, total_steps + 1)
-    planned = [
-        schedule.scheduled_sparsity(int(s), initial_sparsity=0.0, target_sparsity=target_sparsity,
-                                    begin_step=plan["begin_step"], end_step=plan["end_step"], power=3,
-                                    frequency=plan["frequency"])
-        for s in steps
-    ]
+    planned = [schedule.scheduled_sparsity(int(s), schedule.mean_target()) for s in steps]
     figure, axis = plt.subplots(figsize=(7, 3.8))
     axis.step(steps, planned, where="post", label="scheduled sparsity (PolynomialDecay)")
+    if schedule.channel_sparsity:
+        channels = [schedule.scheduled_sparsity(int(s), schedule.channel_sparsity) for s in steps]
+        axis.step(steps, channels, where="post", label="scheduled channel sparsity")
     if epoch_steps:
         axis.plot(epoch_steps, epoch_sparsity, "o", label="measured (epoch end)")
-    axis.axvline(plan["quant_start_step"], color="tab:red", linestyle=":", label="fake quant on")
+    axis.axvline(schedule.quant_start_step, color="tab:red", linestyle=":", label="fake quant on")
     axis.set_xlabel("training step")
     axis.set_ylabel("sparsity")
     axis.set_ylim(0, 1)
@@ -67,14 +70,6 @@ def schedule_and_loss(path, *, total_steps, target_sparsity, plan, epoch_steps, 
     axis.legend(lines[0] + more[0], lines[1] + more[1], loc="center right", fontsize=8)
     axis.set_title("One fit: pruning schedule, QAT start and loss")
     _save(figure, path)
-
-
-def int8_weights_of(tflite_path: str, tensor_names) -> np.ndarray:
-    """The int8 weights of the named tensors, read from the flatbuffer."""
-    with open(tflite_path, "rb") as handle:
-        summary = read_flatbuffer(handle.read())
-    values = [w.values.ravel() for w in summary.weights if w.tensor_name in set(tensor_names)]
-    return np.concatenate(values) if values else np.zeros(0, np.int8)
 
 
 def weight_histograms(path: str, layer_name: str, before: np.ndarray, after_int8: np.ndarray) -> None:

@@ -9,16 +9,17 @@ no mask, threshold or step counter is left. It loads with
 """
 
 import tensorflow_model_optimization as tfmot
-from tensorflow_model_optimization.python.core.quantization.keras import quantize_layer
 
-from tfjoint import errors
+from tfjoint import _tfmot, errors
 from tfjoint._keras import check_tf_keras_model, keras, weight_short_name
-from tfjoint.quantizers import GatedQuantizer, JointQuantizeConfig, is_prepared, pruned_kernels, unwrap_config
+from tfjoint.quantize.config import JointQuantizeConfig, unwrap_config
+from tfjoint.quantize.quantizers import GatedQuantizer
+from tfjoint.train.inspect import is_prepared, pruned_kernels
 
-__all__ = ["strip"]
+__all__ = ["strip", "strips_cleanly"]
 
 _QuantizeWrapper = tfmot.quantization.keras.QuantizeWrapperV2
-_QuantizeLayer = quantize_layer.QuantizeLayer
+_QuantizeLayer = _tfmot.QuantizeLayer
 
 
 def _strip_layer(layer):
@@ -53,7 +54,7 @@ def strip(model: keras.Model) -> keras.Model:
     with tfmot.quantization.keras.quantize_scope():
         stripped = keras.models.clone_model(model, clone_function=_strip_layer)
 
-    masked = {(pk.layer_name, pk.weight_name): pk.kernel.numpy() * pk.mask.numpy() for pk in pruned_kernels(model)}
+    masked = {(pk.layer_name, pk.weight_name): pk.masked_kernel() for pk in pruned_kernels(model)}
     source_layers = {layer.name: layer for layer in model.layers}
     for layer in stripped.layers:
         source = source_layers[layer.name]

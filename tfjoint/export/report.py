@@ -3,30 +3,16 @@
 import dataclasses
 import json
 import math
-import os
-import tempfile
 from typing import Any
 
-__all__ = ["ExportReport", "atomic_write_bytes"]
+from tfjoint._files import atomic_write_text
+from tfjoint.export.inspect import FlatbufferSummary
+
+__all__ = ["ExportReport"]
 
 
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Writes `data` to `path` via a temp file in the same directory and a rename.
-
-    Readers see either the old file or the whole new one, never a partial write.
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+def _pct(value) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}%"
 
 
 def _json_safe(value):
@@ -56,6 +42,10 @@ class ExportReport:
     float_ops: list[dict[str, Any]]
     weight_sparsity: float
     per_layer_sparsity: dict[str, dict[str, Any]]
+    inputs: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    outputs: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    operator_counts: dict[str, int] = dataclasses.field(default_factory=dict)
+    schedule: dict[str, Any] | None = None
     float_size_bytes: int | None = None
     float_gzip_size_bytes: int | None = None
     num_validation_samples: int = 0
@@ -73,6 +63,9 @@ class ExportReport:
     failures: list[str] = dataclasses.field(default_factory=list)
     notes: list[str] = dataclasses.field(default_factory=list)
     passed: bool = False
+    # The flatbuffer as read back (int8 weight values included), for plots and
+    # tools that need more than the JSON; not serialized.
+    flatbuffer: FlatbufferSummary | None = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
     def compression_ratio(self) -> float | None:
@@ -89,33 +82,31 @@ class ExportReport:
         return self.int8_latency_ms / self.float_latency_ms
 
     def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "flatbuffer"}
         data["compression_ratio"] = self.compression_ratio
         data["latency_ratio"] = self.latency_ratio
         return _json_safe(data)
 
     def save_json(self, path: str) -> None:
-        atomic_write_bytes(path, (json.dumps(self.to_dict(), indent=2) + "\n").encode())
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
-    def __str__(self) -> str:
-        def pct(value):
-            return "n/a" if value is None else f"{100 * value:.2f}%"
-
+    def _summary_rows(self) -> list[tuple[str, str]]:
         def kb(value):
             return "n/a" if value is None else f"{value / 1024:.1f} KB"
 
         def num(value, fmt="{:.2f}"):
             return "n/a" if value is None else fmt.format(value)
 
-        rows = [
+        return [
             ("file", self.tflite_path or "(not written)"),
             ("quantization", self.quantization),
             ("fully int8", "yes" if self.fully_int8 else "NO"),
-            ("float accuracy", pct(self.float_accuracy)),
-            ("int8 accuracy (LiteRT)", pct(self.int8_accuracy)),
-            ("top-1 agreement int8 vs Keras", pct(self.top1_agreement)),
+            ("float accuracy", _pct(self.float_accuracy)),
+            ("int8 accuracy (LiteRT)", _pct(self.int8_accuracy)),
+            ("top-1 agreement int8 vs Keras", _pct(self.top1_agreement)),
             ("SQNR int8 vs Keras", num(self.sqnr_db, "{:.1f} dB")),
-            ("weight sparsity (flatbuffer)", pct(self.weight_sparsity)),
+            ("SQNR int8 vs float model", num(self.float_sqnr_db, "{:.1f} dB")),
+            ("weight sparsity (flatbuffer)", _pct(self.weight_sparsity)),
             ("size int8 (raw / gzip)", f"{kb(self.size_bytes)} / {kb(self.gzip_size_bytes)}"),
             ("size float32 (raw / gzip)", f"{kb(self.float_size_bytes)} / {kb(self.float_gzip_size_bytes)}"),
             ("compression (gzip, float/int8)", num(self.compression_ratio, "{:.2f}x")),
@@ -123,13 +114,43 @@ class ExportReport:
             ("validation samples", str(self.num_validation_samples)),
             ("passed", "yes" if self.passed else "NO"),
         ]
+
+    def _io_lines(self) -> list[str]:
+        lines = [f"{'tensor':<8} {'name':<28} {'shape':<16} {'dtype':<6} {'scale':>12} {'zero point':>10}"]
+        for kind, tensors in (("input", self.inputs), ("output", self.outputs)):
+            for t in tensors:
+                shape = "x".join(str(d) for d in t["shape"])
+                scale = "n/a" if t["scale"] is None else f"{t['scale']:.6g}"
+                zero = "n/a" if t["zero_point"] is None else str(t["zero_point"])
+                lines.append(f"{kind:<8} {(t['signature_name'] or t['name'])[:28]:<28} {shape:<16} {t['dtype']:<6} "
+                             f"{scale:>12} {zero:>10}")
+        return lines
+
+    def _output_metric_lines(self) -> list[str]:
+        lines = []
+        for name, entry in self.per_output.items():
+            if "int8_mse" in entry:
+                reference = f"float {entry['float_mse']:.4g}, " if "float_mse" in entry else ""
+                lines.append(f"output '{name}': MSE int8 {entry['int8_mse']:.4g} ({reference}Keras {entry['qat_mse']:.4g}); "
+                             f"MAE int8 {entry['int8_mae']:.4g}")
+        return lines
+
+    def __str__(self) -> str:
+        rows = self._summary_rows()
         width = max(len(k) for k, _ in rows)
         lines = [f"{k:<{width}}  {v}" for k, v in rows]
+        if self.inputs or self.outputs:
+            lines += [""] + self._io_lines()
+        lines += self._output_metric_lines()
         if self.per_layer_sparsity:
             lines.append("")
-            lines.append(f"{'pruned layer':<24} {'keras':>8} {'tflite':>8}")
+            lines.append(f"{'pruned layer':<24} {'planned':>8} {'keras':>8} {'tflite':>8}")
             for name, entry in self.per_layer_sparsity.items():
-                lines.append(f"{name:<24} {pct(entry.get('keras')):>8} {pct(entry.get('tflite')):>8}")
+                lines.append(f"{name:<24} {_pct(entry.get('planned')):>8} {_pct(entry.get('keras')):>8} "
+                             f"{_pct(entry.get('tflite')):>8}")
+        if self.operator_counts:
+            lines.append("")
+            lines.append("operators: " + ", ".join(f"{op} x{n}" for op, n in sorted(self.operator_counts.items())))
         for failure in self.failures:
             lines.append(f"FAILED: {failure}")
         for note in self.notes:

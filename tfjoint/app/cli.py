@@ -11,9 +11,11 @@ import sys
 
 from absl import app, flags, logging
 
-from tfjoint import flags as tfjoint_flags
+from tfjoint.app import flags as tfjoint_flags
 
 EXIT_PASSED, EXIT_FAILED_VALIDATION, EXIT_BAD_INPUT = 0, 1, 2
+# What the command needs beyond the library: `pip install "tfjoint[app]"`.
+APP_REQUIREMENTS = {"matplotlib": "matplotlib", "sklearn": "scikit-learn"}
 
 
 def _parse_flags(argv):
@@ -41,9 +43,25 @@ def _import_silenced(module_name: str):
         os.close(devnull)
 
 
+def missing_app_requirements() -> list[str]:
+    """The packages the command needs that cannot be imported (pip names)."""
+    missing = []
+    for module, package in APP_REQUIREMENTS.items():
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            missing.append(package)
+    return missing
+
+
 def main(argv):
     if len(argv) > 1:
         print(f"tfjoint: unexpected arguments {argv[1:]}; all options are --flags (see --help).", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    missing = missing_app_requirements()
+    if missing:
+        print(f"tfjoint: the tfjoint command needs {' and '.join(missing)}, which the library alone does not: "
+              'install them with: pip install "tfjoint[app]"', file=sys.stderr)
         return EXIT_BAD_INPUT
     quiet = flags.FLAGS.verbosity < 1
     if quiet:
@@ -51,7 +69,7 @@ def main(argv):
         _import_silenced("tensorflow")
         _import_silenced("ai_edge_litert.interpreter")
     from tfjoint import errors  # imports TensorFlow: after the log level is set
-    from tfjoint.pipeline import run
+    from tfjoint.app.pipeline import run
 
     if quiet:  # TensorFlow's Python side logs through absl at INFO (SavedModel, converter chatter)
         logging.set_verbosity(logging.WARNING)
@@ -68,6 +86,9 @@ def main(argv):
     except (errors.TfjointError, FileNotFoundError) as error:
         print(f"tfjoint: {str(error).splitlines()[0]}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    if not result.is_chief:
+        print("tfjoint: this worker trained its share; the chief writes the outputs.")
+        return EXIT_PASSED
     print(result.report)
     print(f"tfjoint: wrote {', '.join(sorted(os.path.basename(p) for p in result.files.values()))} to {result.out_dir}")
     logging.info("done")

@@ -1,0 +1,94 @@
+"""The app's pieces in-process: the loss it infers, RunConfig's bounds, flags generated from RunConfig."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+from absl import flags
+
+import tfjoint
+from tfjoint import keras
+from tfjoint.app import flags as app_flags
+from tfjoint.app.flags import RunConfig
+from tfjoint.app.pipeline import infer_loss, run
+
+
+def _classifier(head: str) -> keras.Model:
+    inputs = keras.Input((6,))
+    if head == "activation":
+        outputs = keras.layers.Dense(3, activation="softmax")(inputs)
+    elif head == "softmax_layer":
+        outputs = keras.layers.Softmax()(keras.layers.Dense(3)(inputs))
+    elif head == "activation_layer":
+        outputs = keras.layers.Activation("softmax")(keras.layers.Dense(3)(inputs))
+    elif head == "sigmoid":
+        outputs = keras.layers.Dense(1, activation="sigmoid")(inputs)
+    elif head == "sigmoid_logit":
+        outputs = keras.layers.Dense(1)(inputs)
+    else:
+        outputs = keras.layers.Dense(3)(inputs)
+    return keras.Model(inputs, outputs)
+
+
+@pytest.mark.parametrize(
+    "head,labels,loss_class,from_logits",
+    [
+        ("activation", np.array([0, 2, 1]), keras.losses.SparseCategoricalCrossentropy, False),
+        ("softmax_layer", np.array([0, 2, 1]), keras.losses.SparseCategoricalCrossentropy, False),
+        ("activation_layer", np.array([0, 2, 1]), keras.losses.SparseCategoricalCrossentropy, False),
+        ("logits", np.array([0, 2, 1]), keras.losses.SparseCategoricalCrossentropy, True),
+        ("softmax_layer", np.eye(3)[[0, 2, 1]], keras.losses.CategoricalCrossentropy, False),
+        ("sigmoid", np.array([0, 1, 1]), keras.losses.BinaryCrossentropy, False),
+        ("sigmoid_logit", np.array([0, 1, 1]), keras.losses.BinaryCrossentropy, True),
+        ("sigmoid_logit", np.array([0.2, 1.7, 0.3]), keras.losses.MeanSquaredError, None),
+    ],
+)
+def test_auto_loss_follows_the_labels_and_the_output_layer(head, labels, loss_class, from_logits):
+    loss, metrics = infer_loss(_classifier(head), labels, "auto")
+    assert type(loss) is loss_class
+    if from_logits is not None:
+        assert loss.get_config()["from_logits"] is from_logits
+        assert metrics == ["accuracy"]
+
+
+def test_a_softmax_layer_classifier_trains_on_probabilities_without_the_keras_warning():
+    """The bug the issue names: from_logits=True on a Softmax layer's probabilities learns nothing useful."""
+    model = _classifier("softmax_layer")
+    loss, _ = infer_loss(model, np.array([0, 1, 2]), "auto")
+    probabilities = model(np.ones((2, 6), np.float32))
+    expected = np.mean(keras.losses.sparse_categorical_crossentropy(np.array([0, 1]), probabilities).numpy())
+    assert float(loss(np.array([0, 1]), probabilities)) == pytest.approx(float(expected), rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    "changes,match",
+    [
+        (dict(target_sparsity=1.5), "--target_sparsity must be <= 0.99; received 1.5"),
+        (dict(epochs=0), "--epochs must be >= 1"),
+        (dict(loss="hinge"), "--loss must be one of"),
+        (dict(max_accuracy_drop=2.0), "--max_accuracy_drop must be <= 1.0"),
+        (dict(epochs=2.5), "--epochs must be an integer; received 2.5"),
+        (dict(data="x.npz"), "--data needs --model"),
+    ],
+)
+def test_run_config_refuses_what_the_command_line_refuses(changes, match):
+    with pytest.raises(tfjoint.ConfigError, match=match):
+        RunConfig(**changes)
+
+
+def test_run_refuses_anything_but_a_run_config():
+    with pytest.raises(tfjoint.ConfigError, match="RunConfig; received dict"):
+        run({"epochs": 1})
+
+
+def test_every_field_is_a_flag_with_its_default_and_bounds():
+    values = flags.FlagValues()
+    app_flags.define_flags(values)
+    for field in dataclasses.fields(RunConfig):
+        assert values[field.name].default == field.default, field.name
+    values(["tfjoint", "--target_sparsity=0.6", "--epochs=3"])
+    config = app_flags.config_from_flags(values)
+    assert config.target_sparsity == 0.6 and config.epochs == 3 and config.model is None
+    assert config.tolerances == tfjoint.Tolerances()  # one set of defaults
+    with pytest.raises(flags.IllegalFlagValueError):
+        values["target_sparsity"].parse("1.5")

@@ -1,0 +1,129 @@
+"""tf.distribute: MirroredStrategy on two logical CPUs, and MultiWorkerMirroredStrategy across two processes."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def _python(code: str, env_extra=None) -> str:
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT, **(env_extra or {}))
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_mirrored_strategy_with_two_logical_cpus():
+    out = _python("""
+        import tfjoint, numpy as np
+        import tensorflow as tf
+        from tfjoint import keras
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        assert strategy.num_replicas_in_sync == 2
+        with strategy.scope():
+            keras.utils.set_random_seed(0)
+            inputs = keras.Input((8, 8, 1))
+            x = keras.layers.Conv2D(8, 3, activation="relu")(inputs)
+            x = keras.layers.Flatten()(x)
+            model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x))
+            joint = tfjoint.prepare(model, target_sparsity=0.8, end_step=6, frequency=2)
+            joint.compile("adam", "sparse_categorical_crossentropy")
+        rng = np.random.default_rng(0)
+        joint.fit(rng.random((64, 8, 8, 1)), rng.integers(0, 10, 64), batch_size=16, epochs=2, verbose=0)
+        print(tfjoint.training_step(joint))
+        for pk in tfjoint.pruned_kernels(joint):
+            q = pk.quantizer(pk.kernel, False, pk.quantizer_weights).numpy()
+            print(pk.layer_name, float(np.mean(pk.mask.numpy() == 0)), float(np.mean(q == 0)))
+    """)
+    lines = out.strip().splitlines()
+    assert int(lines[0]) == 8
+    for line in lines[1:]:
+        _, mask_zeros, quantized_zeros = line.split()
+        assert abs(float(mask_zeros) - 0.8) < 0.01
+        assert float(quantized_zeros) >= float(mask_zeros)
+
+
+_WORKER = """
+import json, os, sys
+import numpy as np
+import tfjoint
+import tensorflow as tf
+from tfjoint import keras
+
+out = sys.argv[1]
+strategy = tf.distribute.MultiWorkerMirroredStrategy()
+task = json.loads(os.environ["TF_CONFIG"])["task"]
+with strategy.scope():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 1), name="image")
+    x = keras.layers.Conv2D(8, 3, use_bias=False, name="conv")(inputs)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.ReLU(name="relu")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax", name="fc")(x))
+    joint = tfjoint.prepare(model, target_sparsity=0.75, end_step=6, frequency=2)
+    joint.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+rng = np.random.default_rng(0)
+x_train, y_train = rng.random((128, 8, 8, 1), dtype=np.float32), rng.integers(0, 10, 128)
+joint.fit(x_train, y_train, batch_size=16, epochs=2, verbose=0)
+np.savez(os.path.join(out, f"worker{task['index']}.npz"),
+         step=tfjoint.training_step(joint), **{pk.layer_name: pk.masked_kernel() for pk in tfjoint.pruned_kernels(joint)})
+if task["index"] == 0:
+    try:  # exporting the prepared model on the chief alone would wait forever for the other worker
+        tfjoint.export_tflite(joint, os.path.join(out, "never.tflite"))
+    except tfjoint.ConfigError as error:
+        print("refused:", error)
+deployable = tfjoint.strip(joint)  # every worker: reading synchronized variables is collective
+if task["index"] == 0:  # the chief exports
+    report = tfjoint.export_tflite(deployable, os.path.join(out, "model.tflite"), validation_data=x_train[:32],
+                                   min_agreement=0.5, min_sqnr_db=5)
+    report.save_json(os.path.join(out, "report.json"))
+"""
+
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_two_worker_processes_train_one_model_and_the_chief_exports(tmp_path):
+    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    env = {k: v for k, v in os.environ.items()}
+    env.update(TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
+    processes = []
+    for index in range(2):
+        config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        processes.append(subprocess.Popen([sys.executable, "-c", _WORKER, str(tmp_path)], env=dict(
+            env, TF_CONFIG=json.dumps(config)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outputs = []
+    for process in processes:
+        stdout, stderr = process.communicate(timeout=600)
+        assert process.returncode == 0, stderr[-3000:]
+        outputs.append(stdout)
+    assert "refused: " in outputs[0] and "tfjoint.strip(model) on every worker" in outputs[0]
+    first, second = (np.load(tmp_path / f"worker{i}.npz") for i in range(2))
+    assert int(first["step"]) == int(second["step"]) == 16  # 128 samples / global batch 16, 2 epochs
+    for name in ("conv", "fc"):
+        np.testing.assert_array_equal(first[name], second[name])
+        assert np.mean(first[name] == 0) == pytest.approx(0.75, abs=0.02)
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["fully_int8"] and report["passed"]
+    assert report["per_layer_sparsity"]["fc"]["tflite"] == pytest.approx(0.75, abs=0.01)
+    assert not (tmp_path / "never.tflite").exists()

@@ -1,0 +1,56 @@
+"""Writing files so that nothing is lost: checked paths and atomic replaces."""
+
+import os
+import tempfile
+
+from tfjoint import errors
+
+__all__ = ["atomic_write_bytes", "atomic_write_text", "checked_output_path"]
+
+
+def checked_output_path(path, argument: str) -> str:
+    """`path` as a str, once it is known that a file can be written there.
+
+    Raises:
+      errors.ConfigError: not a path, a directory, a missing or unwritable
+        directory; the message names `argument` and says what to do.
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise errors.ConfigError(f"`{argument}` must be a file path; received {type(path).__name__} {path!r}.")
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise errors.ConfigError(
+            f"`{argument}` '{path}' is a directory; give a file path such as '{os.path.join(path, 'model.tflite')}'."
+        )
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise errors.ConfigError(f"`{argument}`: directory '{directory}' does not exist; create it first (os.makedirs).")
+    if not os.access(directory, os.W_OK):
+        raise errors.ConfigError(
+            f"`{argument}`: directory '{directory}' is not writable; choose a directory you can write to."
+        )
+    return path
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    """Writes `data` to `path` via a temp file in the same directory and a rename.
+
+    Readers see either the old file or the whole new one, never a partial write.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    """`atomic_write_bytes` for UTF-8 text."""
+    atomic_write_bytes(path, text.encode("utf-8"))

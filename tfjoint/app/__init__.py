@@ -1,0 +1,7 @@
+"""The `tfjoint` command: absl flags -> `RunConfig` -> `pipeline.run` -> plots and report.
+
+This is the app, not the library: it needs matplotlib and scikit-learn
+(`pip install "tfjoint[app]"`), which `import tfjoint` does not.
+`tfjoint.app.digits` (scikit-learn's bundled handwritten digits and a small
+CNN) is public: the examples and the notebook use it as their data.
+"""

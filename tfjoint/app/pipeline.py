@@ -1,0 +1,227 @@
+"""`run(config)`: the whole job the `tfjoint` command does, with no flags in sight.
+
+load (or build the embedded digits default) -> plan the schedule -> prepare ->
+one fit -> strip -> export_tflite (validate) -> plots, report.json,
+run_config.json. The same public stages a user calls from Python.
+
+With `TF_CONFIG` set it trains with `tf.distribute.MultiWorkerMirroredStrategy`
+(every worker runs the same command; only the chief writes outputs), and with
+several GPUs visible with `MirroredStrategy`.
+"""
+
+import dataclasses
+import json
+import math
+import os
+
+import numpy as np
+from absl import logging
+
+import tfjoint
+from tfjoint import errors
+from tfjoint._files import atomic_write_text
+from tfjoint._keras import check_float_model, tf
+from tfjoint.app import plots
+from tfjoint.app.flags import RunConfig
+from tfjoint.export.report import ExportReport
+
+keras = tfjoint.keras
+
+__all__ = ["RunConfig", "RunResult", "run", "infer_loss", "steps_for", "distribution_strategy"]
+
+REQUIRED_KEYS = ("x_train", "y_train", "x_val", "y_val")
+
+
+@dataclasses.dataclass
+class RunResult:
+    """What a run produced. On a non-chief worker `report` is None and nothing was written."""
+
+    report: ExportReport | None
+    out_dir: str
+    files: dict[str, str]
+    schedule: "tfjoint.JointSchedule"
+    is_chief: bool = True
+
+
+def steps_for(epochs: int, samples: int, batch_size: int) -> int:
+    """Training steps `fit` runs for `epochs` over `samples` examples."""
+    return epochs * math.ceil(samples / batch_size)
+
+
+def _outputs_probabilities(model) -> bool:
+    """Whether the model's (first) output layer ends in softmax or sigmoid, as an activation or a layer."""
+    layer = model.get_layer(model.output_names[0])
+    if isinstance(layer, keras.layers.Softmax):
+        return True
+    return getattr(getattr(layer, "activation", None), "__name__", "") in ("softmax", "sigmoid")
+
+
+def infer_loss(model, y: np.ndarray, requested: str):
+    """The loss (and metrics) to fine-tune with; 'auto' infers it from the labels and the output layer.
+
+    Integer labels: sparse categorical cross-entropy (binary cross-entropy for
+    0/1 labels and a one-unit output); one-hot labels: categorical; anything
+    else: mean squared error. `from_logits` is False when the output layer
+    ends in softmax/sigmoid (an activation argument, an `Activation` layer or a
+    `Softmax` layer), True otherwise.
+    """
+    from_logits = not _outputs_probabilities(model)
+    units = model.outputs[0].shape[-1]
+    if requested == "auto":
+        integer_labels = np.issubdtype(y.dtype, np.integer) or (
+            np.issubdtype(y.dtype, np.floating) and np.all(np.mod(y, 1) == 0) and y.ndim <= 2
+            and (y.ndim == 1 or y.shape[-1] == 1))
+        if integer_labels and (y.ndim == 1 or y.shape[-1] == 1) and units == 1 and np.all((y == 0) | (y == 1)):
+            requested = "binary_crossentropy"
+        elif integer_labels and (y.ndim == 1 or y.shape[-1] == 1) and units and units > 1:
+            requested = "sparse_categorical_crossentropy"
+        elif y.ndim == 2 and y.shape[-1] > 1 and np.all((y == 0) | (y == 1)) and np.all(y.sum(-1) == 1):
+            requested = "categorical_crossentropy"
+        else:
+            requested = "mse"
+    classes = {
+        "sparse_categorical_crossentropy": keras.losses.SparseCategoricalCrossentropy,
+        "categorical_crossentropy": keras.losses.CategoricalCrossentropy,
+        "binary_crossentropy": keras.losses.BinaryCrossentropy,
+    }
+    if requested in classes:
+        return classes[requested](from_logits=from_logits), ["accuracy"]
+    return keras.losses.MeanSquaredError(), []
+
+
+def _load_npz(path: str) -> dict[str, np.ndarray]:
+    if not os.path.isfile(path):
+        raise errors.DataError(f"--data: no file at '{path}' (expected an .npz with {', '.join(REQUIRED_KEYS)}).")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            data = {key: archive[key] for key in archive.files}
+    except Exception as error:
+        raise errors.DataError(f"--data: cannot read '{path}' as .npz: {error}") from error
+    missing = [key for key in REQUIRED_KEYS if key not in data]
+    if missing:
+        raise errors.DataError(f"--data: '{path}' lacks {missing}; it has {sorted(data)}.")
+    return data
+
+
+def _load_float_model(path: str, sample_inputs):
+    try:
+        model = tfjoint.load_model(path, compile=False)
+    except FileNotFoundError as error:
+        raise errors.DataError(f"--model: {error}") from error
+    check_float_model(model, argument="--model")
+    return model
+
+
+def distribution_strategy():
+    """MultiWorkerMirroredStrategy if TF_CONFIG is set, MirroredStrategy for several GPUs, else the default."""
+    if os.environ.get("TF_CONFIG"):
+        # Every worker must build the same float model and see the same data order.
+        tf.config.experimental.enable_op_determinism()
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if len(tf.config.list_logical_devices("GPU")) > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def _is_chief(strategy) -> bool:
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    if resolver.task_type == "chief":
+        return True
+    has_chief = "chief" in (resolver.cluster_spec().as_dict() or {})
+    return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
+
+
+class _BatchLossRecorder(keras.callbacks.Callback):
+    """Keeps the training loss of every batch, for the schedule plot."""
+
+    def on_train_begin(self, logs=None):
+        self.losses = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.losses.append(float((logs or {}).get("loss", np.nan)))
+
+
+def _inputs(config: RunConfig):
+    if config.model is None:
+        from tfjoint.app import digits
+
+        logging.info("No --model/--data: training the embedded digits CNN (%d epochs).", config.float_epochs)
+        data = digits.load_digits(seed=config.seed)
+        return data, digits.train_float_model(data, epochs=config.float_epochs, seed=config.seed)
+    data = _load_npz(config.data)
+    return data, _load_float_model(config.model, data.get("x_calib", data["x_train"][:256]))
+
+
+def run(config: RunConfig) -> RunResult:
+    """Runs the job; raises `ValidationError` (report inside) if the export fails validation."""
+    if not isinstance(config, RunConfig):
+        raise errors.ConfigError(f"run() takes a RunConfig; received {type(config).__name__}.")
+    keras.utils.set_random_seed(config.seed)
+    strategy = distribution_strategy()
+    data, float_model = _inputs(config)
+    x_train, y_train = data["x_train"].astype(np.float32), data["y_train"]
+    loss, metrics = infer_loss(float_model, y_train, config.loss)
+    total_steps = steps_for(config.epochs, len(x_train), config.batch_size)
+    schedule = tfjoint.plan_schedule(total_steps, config.target_sparsity, prune_end=config.prune_end,
+                                     quant_start=config.quant_start)
+    logging.info("Fine-tuning %d steps; schedule %s.", total_steps, schedule.to_dict())
+
+    with strategy.scope():
+        joint = tfjoint.prepare(float_model, schedule=schedule)
+        joint.compile(keras.optimizers.Adam(config.learning_rate), loss, metrics=metrics)
+    recorder = _BatchLossRecorder()
+    history = joint.fit(x_train, y_train, epochs=config.epochs, batch_size=config.batch_size, verbose=1,
+                        callbacks=tfjoint.callbacks() + [recorder])
+    # Every worker strips: reading synchronized variables is collective under MultiWorkerMirroredStrategy.
+    deployable = tfjoint.strip(joint)
+    if not _is_chief(strategy):
+        logging.info("Worker done; the chief writes the outputs.")
+        return RunResult(report=None, out_dir=config.out, files={}, schedule=schedule, is_chief=False)
+    resolved = {"loss": keras.losses.serialize(loss), "schedule": schedule.to_dict(),
+                "strategy": type(strategy).__name__, "replicas": strategy.num_replicas_in_sync}
+    return _export_and_plot(config, resolved, deployable, float_model, data, schedule, history, recorder)
+
+
+def _export_and_plot(config, resolved, deployable, float_model, data, schedule, history, recorder) -> RunResult:
+    os.makedirs(config.out, exist_ok=True)
+    files = {name: os.path.join(config.out, name) for name in (
+        "model.tflite", "float_model.tflite", "report.json", "run_config.json", "sparsity_per_layer.png",
+        "schedule.png", "weights_histogram.png")}
+    # The flags as given, and what they resolved to (loss, schedule), to repeat or audit the run.
+    atomic_write_text(files["run_config.json"], json.dumps(dict(config.to_dict(), resolved=resolved), indent=2) + "\n")
+    calibration = data.get("x_calib", data["x_train"][:200])
+    failure = None
+    try:
+        report = tfjoint.export_tflite(
+            deployable, files["model.tflite"], schedule=schedule, representative_data=calibration,
+            validation_data=(data["x_val"], data["y_val"]), float_model=float_model, tolerances=config.tolerances,
+            measure_latency=True, keep_rejected=os.path.join(config.out, "model.rejected.tflite"),
+            float_path=files["float_model.tflite"], verbose=True,
+        )
+    except errors.ValidationError as error:
+        report, failure = error.report, error
+    report.save_json(files["report.json"])
+
+    plots.sparsity_per_layer(files["sparsity_per_layer.png"], schedule, report.per_layer_sparsity)
+    plots.schedule_and_loss(
+        files["schedule.png"], schedule=schedule, total_steps=steps_for(config.epochs, len(data["x_train"]),
+                                                                        config.batch_size),
+        epoch_steps=history.history.get("tfjoint/step", []), epoch_sparsity=history.history.get("tfjoint/sparsity", []),
+        batch_losses=recorder.losses,
+    )
+    pruned = {name: entry for name, entry in report.per_layer_sparsity.items() if entry.get("planned")}
+    largest = max(pruned, key=lambda n: pruned[n]["size"], default=None)
+    if largest is not None:
+        tensors = set(pruned[largest]["tflite_tensors"])
+        after = [w.values.ravel() for w in report.flatbuffer.weights if w.tensor_name in tensors]
+        plots.weight_histograms(files["weights_histogram.png"], largest,
+                                float_model.get_layer(largest).get_weights()[0],
+                                np.concatenate(after) if after else np.zeros(0, np.int8))
+    else:
+        files.pop("weights_histogram.png")
+    if failure is not None:
+        files.pop("model.tflite")
+        raise failure
+    return RunResult(report=report, out_dir=config.out, files=files, schedule=schedule)

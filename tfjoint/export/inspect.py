@@ -1,0 +1,258 @@
+"""Read a .tflite flatbuffer back through the LiteRT interpreter, once.
+
+Everything tfjoint reports about an exported model (operators, dtypes, which
+weights are zero, the int8 weight values, the input/output quantization, tensor
+lifetimes) comes from here, read out of the bytes the converter produced,
+never from what the converter was asked to do. The summary keeps what later
+stages need (the int8 weight values for the histograms, the tensors for the
+memory plan), so nothing parses the file a second time. The interpreter is
+created without its default delegate: XNNPACK would otherwise replace the
+operators with one opaque DELEGATE node.
+"""
+
+import dataclasses
+
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+__all__ = ["OpInfo", "TensorInfo", "WeightTensor", "IOTensor", "FlatbufferSummary", "read_flatbuffer", "layer_of",
+           "WEIGHT_OPS"]
+
+# Operators whose input 1 is a weight (filter) tensor and input 2 the bias.
+WEIGHT_OPS = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV"})
+_FLOAT_DTYPES = (np.float32, np.float16, np.float64)
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorInfo:
+    """One tensor of the flatbuffer, as LiteRT reports it."""
+
+    index: int
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    nbytes: int
+    scales: tuple[float, ...]
+    zero_points: tuple[int, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class OpInfo:
+    index: int
+    name: str
+    inputs: tuple[int, ...]  # tensor indices (optional inputs left out)
+    outputs: tuple[int, ...]
+    float_tensors: tuple[str, ...]  # names of float inputs/outputs (should be none)
+    tensor_names: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightTensor:
+    op_index: int
+    op_name: str
+    tensor_name: str
+    dtype: str
+    size: int
+    zeros: int
+    bias_dtype: str | None
+    shape: tuple[int, ...] = ()
+    values: np.ndarray = dataclasses.field(default=None, repr=False, compare=False)
+
+    @property
+    def output_channels(self) -> int:
+        """Filters of a CONV_2D/FULLY_CONNECTED weight (axis 0); channels of a depthwise one (axis 3)."""
+        if not self.shape:
+            return 0
+        return int(self.shape[-1] if self.op_name == "DEPTHWISE_CONV_2D" else self.shape[0])
+
+
+@dataclasses.dataclass(frozen=True)
+class IOTensor:
+    """A model input or output: what a device developer feeds or reads, and how to (de)quantize it.
+
+    `q = round(x / scale) + zero_point` turns a float into the tensor's
+    integer type; `x = (q - zero_point) * scale` turns it back.
+    """
+
+    index: int
+    name: str  # the tensor's name in the file
+    signature_name: str | None  # its key in the serving signature (the Keras input/output name)
+    shape: tuple[int, ...]
+    dtype: str
+    scale: float | None
+    zero_point: int | None
+
+    @property
+    def float_range(self) -> tuple[float, float] | None:
+        """The float values the integer type can represent, [(qmin - zp) * s, (qmax - zp) * s]."""
+        if self.scale is None or not np.issubdtype(np.dtype(self.dtype), np.integer):
+            return None
+        info = np.iinfo(np.dtype(self.dtype))
+        return (float((info.min - self.zero_point) * self.scale), float((info.max - self.zero_point) * self.scale))
+
+    def to_dict(self) -> dict:
+        return {
+            "index": self.index,
+            "name": self.name,
+            "signature_name": self.signature_name,
+            "shape": list(self.shape),
+            "dtype": self.dtype,
+            "scale": self.scale,
+            "zero_point": self.zero_point,
+            "float_range": list(self.float_range) if self.float_range else None,
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class FlatbufferSummary:
+    ops: tuple[OpInfo, ...]
+    weights: tuple[WeightTensor, ...]
+    tensors: tuple[TensorInfo, ...]
+    inputs: tuple[IOTensor, ...]
+    outputs: tuple[IOTensor, ...]
+
+    @property
+    def op_names(self) -> list[str]:
+        return [op.name for op in self.ops]
+
+    @property
+    def float_ops(self) -> list[OpInfo]:
+        return [op for op in self.ops if op.float_tensors]
+
+    @property
+    def input_dtypes(self) -> tuple[str, ...]:
+        return tuple(t.dtype for t in self.inputs)
+
+    @property
+    def output_dtypes(self) -> tuple[str, ...]:
+        return tuple(t.dtype for t in self.outputs)
+
+    @property
+    def fully_int8(self) -> bool:
+        """int8 I/O, int8 weights, int32 biases, and no float tensor anywhere."""
+        return (
+            all(d == "int8" for d in self.input_dtypes)
+            and all(d == "int8" for d in self.output_dtypes)
+            and all(w.dtype == "int8" and w.bias_dtype in (None, "int32") for w in self.weights)
+            and not self.float_ops
+        )
+
+    @property
+    def constant_tensors(self) -> list[TensorInfo]:
+        """Tensors no operator produces and the caller does not feed: the weights, biases and constants."""
+        produced = {i for op in self.ops for i in op.outputs}
+        fed = {t.index for t in self.inputs}
+        used = {i for op in self.ops for i in op.inputs}
+        by_index = {t.index: t for t in self.tensors}
+        return [by_index[i] for i in sorted(used - produced - fed) if i in by_index]
+
+    @property
+    def weight_sparsity(self) -> float:
+        """Fraction of zeros over every weight (filter) tensor."""
+        total = sum(w.size for w in self.weights)
+        return sum(w.zeros for w in self.weights) / total if total else 0.0
+
+    @property
+    def operator_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for op in self.ops:
+            counts[op.name] = counts.get(op.name, 0) + 1
+        return counts
+
+    def weights_of(self, layer_names) -> dict[str, list[WeightTensor]]:
+        """Weight tensors per Keras layer name (by the names the converter gave them)."""
+        found: dict[str, list[WeightTensor]] = {}
+        for weight in self.weights:
+            layer = layer_of(weight.tensor_name, layer_names)
+            if layer is not None:
+                found.setdefault(layer, []).append(weight)
+        return found
+
+
+def _io_tensor(details, signature_names) -> IOTensor:
+    scale, zero_point = details["quantization"]
+    integer = np.issubdtype(np.dtype(details["dtype"]), np.integer)
+    return IOTensor(
+        index=int(details["index"]),
+        name=details["name"],
+        signature_name=signature_names.get(int(details["index"])),
+        shape=tuple(int(d) for d in details["shape_signature"]),
+        dtype=np.dtype(details["dtype"]).name,
+        scale=float(scale) if integer and scale else None,
+        zero_point=int(zero_point) if integer and scale else None,
+    )
+
+
+def _signature_names(interpreter) -> tuple[dict[int, str], dict[int, str]]:
+    signatures = interpreter.get_signature_list()
+    if not signatures:
+        return {}, {}
+    runner = interpreter.get_signature_runner(next(iter(signatures)))
+    inputs = {int(d["index"]): name for name, d in runner.get_input_details().items()}
+    outputs = {int(d["index"]): name for name, d in runner.get_output_details().items()}
+    return inputs, outputs
+
+
+def read_flatbuffer(model_content: bytes) -> FlatbufferSummary:
+    """Operators, tensors, the I/O quantization, and every weight tensor with its int8 values."""
+    interpreter = Interpreter(
+        model_content=model_content,
+        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+    )
+    interpreter.allocate_tensors()
+    details = {t["index"]: t for t in interpreter.get_tensor_details()}
+    tensors = []
+    for index, t in sorted(details.items()):
+        params = t.get("quantization_parameters") or {}
+        shape = tuple(int(d) for d in t["shape"])
+        dtype = np.dtype(t["dtype"])
+        tensors.append(
+            TensorInfo(
+                index=index,
+                name=t["name"],
+                shape=shape,
+                dtype=dtype.name,
+                nbytes=int(np.prod(shape, dtype=np.int64)) * dtype.itemsize if shape else dtype.itemsize,
+                scales=tuple(float(s) for s in params.get("scales", ())),
+                zero_points=tuple(int(z) for z in params.get("zero_points", ())),
+            )
+        )
+    ops, weights = [], []
+    for op in interpreter._get_ops_details():  # the only API that lists operators
+        inputs = tuple(int(i) for i in op["inputs"] if i >= 0)
+        outputs = tuple(int(i) for i in op["outputs"] if i >= 0)
+        used = inputs + outputs
+        floats = tuple(details[i]["name"] for i in used if np.dtype(details[i]["dtype"]).type in _FLOAT_DTYPES)
+        ops.append(OpInfo(op["index"], op["op_name"], inputs, outputs, floats, tuple(details[i]["name"] for i in used)))
+        if op["op_name"] in WEIGHT_OPS and len(op["inputs"]) > 1:
+            filter_index = op["inputs"][1]
+            values = interpreter.get_tensor(filter_index)
+            bias_index = op["inputs"][2] if len(op["inputs"]) > 2 else -1
+            weights.append(
+                WeightTensor(
+                    op_index=op["index"],
+                    op_name=op["op_name"],
+                    tensor_name=details[filter_index]["name"],
+                    dtype=np.dtype(details[filter_index]["dtype"]).name,
+                    size=int(values.size),
+                    zeros=int(np.count_nonzero(values == 0)),
+                    bias_dtype=np.dtype(details[bias_index]["dtype"]).name if bias_index >= 0 else None,
+                    shape=tuple(int(d) for d in values.shape),
+                    values=values,
+                )
+            )
+    input_names, output_names = _signature_names(interpreter)
+    return FlatbufferSummary(
+        ops=tuple(ops),
+        weights=tuple(weights),
+        tensors=tuple(tensors),
+        inputs=tuple(_io_tensor(d, input_names) for d in interpreter.get_input_details()),
+        outputs=tuple(_io_tensor(d, output_names) for d in interpreter.get_output_details()),
+    )
+
+
+def layer_of(tensor_name: str, layer_names) -> str | None:
+    """The Keras layer a converter tensor name came from ('model/quant_dense/MatMul' -> 'quant_dense')."""
+    segments = {part for piece in tensor_name.split(";") for part in piece.split("/")}
+    matches = [name for name in layer_names if name in segments]
+    return max(matches, key=len) if matches else None

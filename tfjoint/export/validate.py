@@ -1,0 +1,202 @@
+"""Validation: `Tolerances`, and the comparisons of the int8 file's outputs that they apply to.
+
+For every output, the dequantized int8 outputs (run in LiteRT) are compared
+with the Keras model they were converted from (conversion fidelity) and with
+the float model (what compression cost), and with the labels when given:
+accuracy for classifier outputs, MSE and MAE for real-valued ones.
+"""
+
+import dataclasses
+import math
+from typing import Any
+
+import numpy as np
+
+from tfjoint import errors
+from tfjoint.export import measure
+
+__all__ = ["Tolerances", "labels_per_output", "compare_outputs", "failures", "notes_on_outputs", "primary_output"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Tolerances:
+    """How much the int8 file may differ before `export_tflite` refuses to write it.
+
+    The one home of the validation defaults: `export_tflite`, the command's
+    flags and `RunConfig` all take theirs from here.
+
+    Attributes:
+      max_accuracy_drop: largest float-minus-int8 accuracy (fraction), per
+        classifier output with labels and a float model.
+      min_agreement: smallest top-1 agreement of the int8 file with the Keras
+        model it was converted from, per classifier output.
+      min_sqnr_db: smallest SQNR (dB) of any int8 output against that Keras model.
+      max_mse_increase: largest relative increase of the int8 MSE against the
+        labels over the float model's (or, without a float model, the Keras
+        model's), per real-valued output: 0.5 lets int8 be 1.5x as far off.
+    """
+
+    max_accuracy_drop: float = 0.02
+    min_agreement: float = 0.95
+    min_sqnr_db: float = 15.0
+    max_mse_increase: float = 0.5
+
+    def __post_init__(self):
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+                raise errors.ConfigError(f"`{field.name}` must be a number; received {value!r}.")
+            object.__setattr__(self, field.name, float(value))
+        for name in ("max_accuracy_drop", "min_agreement"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise errors.ConfigError(f"`{name}` must be a fraction in [0, 1]; received {getattr(self, name)!r}.")
+        if self.max_mse_increase < 0:
+            raise errors.ConfigError(f"`max_mse_increase` must be >= 0; received {self.max_mse_increase!r}.")
+
+    def to_dict(self) -> dict[str, float]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes) -> "Tolerances":
+        """A copy with the given fields changed; None values keep the current one."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def labels_per_output(labels, output_names) -> list:
+    """One label array (or None) per output, from an array, a list or a dict by output name."""
+    if labels is None:
+        return [None] * len(output_names)
+    if isinstance(labels, dict):
+        unknown = sorted(set(labels) - set(output_names))
+        if unknown:
+            raise errors.DataError(
+                f"`validation_data`: labels for outputs {unknown} that the model does not have; its outputs are "
+                f"{list(output_names)}."
+            )
+        return [labels.get(name) for name in output_names]
+    if isinstance(labels, list):
+        if len(labels) != len(output_names):
+            raise errors.DataError(
+                f"`validation_data`: {len(labels)} label arrays for {len(output_names)} outputs {list(output_names)}; "
+                "give one array (or None) per output."
+            )
+        return labels
+    if len(output_names) > 1:
+        raise errors.DataError(
+            f"`validation_data`: the model has {len(output_names)} outputs {list(output_names)}; give labels as a list "
+            "with one array (or None) per output."
+        )
+    return [labels]
+
+
+def _is_binary(outputs: np.ndarray, labels: np.ndarray) -> bool:
+    """A one-unit probability output with 0/1 labels."""
+    return (
+        outputs.ndim == 2 and outputs.shape[1] == 1 and np.all((labels == 0) | (labels == 1))
+        and float(np.min(outputs)) >= 0.0 and float(np.max(outputs)) <= 1.0
+    )
+
+
+def _regression_metrics(entry, prefix, outputs, labels) -> None:
+    labels = np.asarray(labels, np.float64).reshape(outputs.shape)
+    entry[f"{prefix}_mse"] = measure.mse(outputs, labels)
+    entry[f"{prefix}_mae"] = measure.mae(outputs, labels)
+
+
+def compare_outputs(output_names, int8_out, keras_out, float_out, labels) -> dict[str, dict[str, Any]]:
+    """Per output: fidelity against Keras and the float model, and metrics against the labels."""
+    per_output = {}
+    for i, name in enumerate(output_names):
+        entry: dict[str, Any] = {
+            "sqnr_db": measure.sqnr_db(keras_out[i], int8_out[i]),
+            "cosine_similarity": measure.cosine_similarity(keras_out[i], int8_out[i]),
+            "max_abs_error": measure.max_abs_error(keras_out[i], int8_out[i]),
+        }
+        classifier = measure.is_classifier_output(int8_out[i])
+        entry["classifier"] = classifier
+        if classifier:
+            entry["top1_agreement"] = measure.top1_agreement(keras_out[i], int8_out[i])
+        if float_out is not None:
+            entry["float_sqnr_db"] = measure.sqnr_db(float_out[i], int8_out[i])
+            entry["float_max_abs_error"] = measure.max_abs_error(float_out[i], int8_out[i])
+            if classifier:
+                entry["float_top1_agreement"] = measure.top1_agreement(float_out[i], int8_out[i])
+        label = labels[i]
+        if label is not None:
+            label = np.asarray(label)
+            if classifier or _is_binary(keras_out[i], label):
+                entry["int8_accuracy"] = measure.accuracy(int8_out[i], label)
+                entry["qat_accuracy"] = measure.accuracy(keras_out[i], label)
+                if float_out is not None:
+                    entry["float_accuracy"] = measure.accuracy(float_out[i], label)
+            elif label.size == int8_out[i].size:
+                _regression_metrics(entry, "int8", int8_out[i], label)
+                _regression_metrics(entry, "qat", keras_out[i], label)
+                if float_out is not None:
+                    _regression_metrics(entry, "float", float_out[i], label)
+                reference = entry.get("float_mse", entry["qat_mse"])
+                entry["mse_increase"] = measure.relative_increase(entry["int8_mse"], reference)
+        per_output[name] = entry
+    return per_output
+
+
+def failures(per_output, tolerances: Tolerances) -> list[str]:
+    """Every tolerance an output violates, as a sentence naming the output, the value and the limit."""
+    found = []
+    for name, entry in per_output.items():
+        if "top1_agreement" in entry and entry["top1_agreement"] < tolerances.min_agreement:
+            found.append(
+                f"output '{name}': top-1 agreement of int8 with its Keras model {entry['top1_agreement']:.4f} "
+                f"< min_agreement {tolerances.min_agreement}"
+            )
+        if entry["sqnr_db"] < tolerances.min_sqnr_db:
+            found.append(f"output '{name}': SQNR {entry['sqnr_db']:.2f} dB < min_sqnr_db {tolerances.min_sqnr_db}")
+        if "float_accuracy" in entry:
+            drop = entry["float_accuracy"] - entry["int8_accuracy"]
+            if drop > tolerances.max_accuracy_drop:
+                found.append(
+                    f"output '{name}': int8 accuracy {entry['int8_accuracy']:.4f} is {drop:.4f} below float "
+                    f"{entry['float_accuracy']:.4f} > max_accuracy_drop {tolerances.max_accuracy_drop}"
+                )
+        if "mse_increase" in entry and entry["mse_increase"] > tolerances.max_mse_increase:
+            reference = "float" if "float_mse" in entry else "Keras"
+            found.append(
+                f"output '{name}': int8 MSE {entry['int8_mse']:.6g} is {entry['mse_increase']:.2f}x above the "
+                f"{reference} model's {entry.get('float_mse', entry['qat_mse']):.6g} > max_mse_increase "
+                f"{tolerances.max_mse_increase}"
+            )
+    return found
+
+
+def notes_on_outputs(per_output, keras_out, output_scales: dict[str, float | None], has_float: bool) -> list[str]:
+    """What the numbers alone would hide: an exact match that proves little, and a coarse output grid."""
+    notes = []
+    for i, (name, entry) in enumerate(per_output.items()):
+        if math.isinf(entry["sqnr_db"]) and not has_float:
+            notes.append(
+                f"output '{name}': the int8 file reproduces its Keras model exactly (SQNR inf), which says the "
+                "conversion is faithful, not that quantization is harmless: that Keras model is as coarse as the "
+                "int8 one. Pass float_model= (and labels) to measure what quantization cost."
+            )
+        scale = output_scales.get(name)
+        values = np.asarray(keras_out[i], np.float64)
+        if scale and values.size:
+            low, high = np.percentile(values, [1, 99])
+            steps = (high - low) / scale
+            if steps < 64:
+                notes.append(
+                    f"output '{name}': the int8 output moves in steps of {scale:.4g}, only {steps:.0f} steps across "
+                    f"the 1st-99th percentile range of its values on the validation data ({low:.4g} .. {high:.4g}); "
+                    "small differences are lost. Scale the targets to a wider range (e.g. standardize them) "
+                    "or keep this output in float."
+                )
+    return notes
+
+
+def primary_output(per_output) -> dict[str, Any]:
+    """The entry the report's headline figures come from: labelled classifier, else classifier, else first."""
+    for predicate in (lambda e: "int8_accuracy" in e, lambda e: e["classifier"], lambda e: "int8_mse" in e,
+                      lambda e: True):
+        for entry in per_output.values():
+            if predicate(entry):
+                return entry
+    return {}

@@ -1,0 +1,279 @@
+"""`JointSchedule`: the one object that says what is pruned how fast, and when fake quant starts.
+
+prepare builds the model's quantizers from it, the callbacks and the report read
+it back from the prepared model (`tfjoint.schedule_of`), the command line plans
+it from epochs (`plan_schedule`) and plots it. Its arithmetic is plain Python
+and numpy, mirroring TF-MOT's `PolynomialDecay`, so tests, plots and reports can
+say what the graph *should* hold at any step without running it; the graph
+itself runs TF-MOT's own code (`tfjoint.prune.decay`), and tests check the two
+agree.
+
+Unlike TF-MOT, any `end_step` is accepted: masks also update at `end_step`
+itself when it is off the `frequency` grid, so the target is always reached
+exactly at `end_step` (TF-MOT would stop at the last grid step below it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+from typing import Any, Mapping
+
+import numpy as np
+
+from tfjoint import errors
+
+__all__ = ["JointSchedule", "plan_schedule", "expected_zero_fraction", "SCHEDULE_VERSION"]
+
+SCHEDULE_VERSION = 2
+CHANNEL_SPARSITY_CAP = 0.99
+
+
+def _check_number(name: str, value, expected: str = "a number") -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise errors.ConfigError(f"`{name}` must be {expected}; received {value!r}.")
+
+
+def _check_fraction(name: str, value) -> None:
+    _check_number(name, value)
+    if not 0.0 <= float(value) < 1.0:
+        raise errors.ConfigError(f"`{name}` must be in [0, 1) (e.g. 0.8 for 80% zeros); received {value!r}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class JointSchedule:
+    """What fraction of each pruned kernel is zero at every step, and when fake quant starts.
+
+    Steps count training batches seen by the prepared model (counters kept in
+    the model's weights, so they survive saving and re-compiling).
+
+    Attributes:
+      target_sparsity: fraction of zeros every pruned kernel ends with, in
+        [0, 1); or a dict `{layer name: sparsity}` giving each pruned layer its
+        own target (layers not named are not pruned), e.g. from
+        `tfjoint.allocate_sparsity`.
+      end_step: step of the last mask update: sparsity equals the target from
+        then on. Any value > `begin_step` (it need not be on the `frequency`
+        grid: masks also update at `end_step`).
+      begin_step: step of the first mask update.
+      initial_sparsity: sparsity at `begin_step` (capped at a layer's target).
+      power: exponent of TF-MOT's PolynomialDecay.
+      frequency: masks update every `frequency` steps from `begin_step`.
+      quant_start_step: training steps run in float before fake quantization
+        switches on (0: every step is fake-quantized). At inference fake quant
+        is always on, so evaluation shows the int8 model.
+      channel_sparsity: fraction of output channels (filters) removed from each
+        prunable Conv1D/Conv2D/Dense layer, on the same PolynomialDecay ramp;
+        `target_sparsity` then applies within the kept channels.
+    """
+
+    target_sparsity: float | Mapping[str, float]
+    end_step: int
+    begin_step: int = 0
+    initial_sparsity: float = 0.0
+    power: float = 3.0
+    frequency: int = 100
+    quant_start_step: int = 0
+    channel_sparsity: float = 0.0
+    version: int = SCHEDULE_VERSION
+
+    def __post_init__(self):
+        if isinstance(self.target_sparsity, Mapping):
+            targets = dict(self.target_sparsity)
+            for name, value in targets.items():
+                if not isinstance(name, str):
+                    raise errors.ConfigError(f"`target_sparsity` keys must be layer names; received {name!r}.")
+                _check_fraction(f"target_sparsity['{name}']", value)
+            object.__setattr__(self, "target_sparsity", types.MappingProxyType({k: float(v) for k, v in targets.items()}))
+        else:
+            _check_fraction("target_sparsity", self.target_sparsity)
+        for name in ("end_step", "begin_step", "frequency", "quant_start_step"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise errors.ConfigError(f"`{name}` must be an int; received {value!r}.")
+            object.__setattr__(self, name, int(value))
+        _check_number("power", self.power)
+        _check_fraction("initial_sparsity", self.initial_sparsity)
+        _check_fraction("channel_sparsity", self.channel_sparsity)
+        if self.begin_step < 0:
+            raise errors.ConfigError(f"`begin_step` must be >= 0; received {self.begin_step}.")
+        if self.end_step <= self.begin_step:
+            raise errors.ConfigError(
+                f"`end_step` must be > begin_step={self.begin_step}; received {self.end_step}. It is the step "
+                "at which the target sparsity is reached, e.g. half of the fine-tuning steps."
+            )
+        if self.frequency < 1:
+            raise errors.ConfigError(f"`frequency` must be >= 1; received {self.frequency}.")
+        if self.power <= 0:
+            raise errors.ConfigError(f"`power` must be > 0; received {self.power}.")
+        if self.quant_start_step < 0:
+            raise errors.ConfigError(f"`quant_start_step` must be >= 0; received {self.quant_start_step}.")
+        if not isinstance(self.target_sparsity, Mapping) and self.initial_sparsity > self.target_sparsity:
+            raise errors.ConfigError(
+                f"`initial_sparsity` must be in [0, target_sparsity={self.target_sparsity}]; "
+                f"received {self.initial_sparsity}."
+            )
+        if self.version != SCHEDULE_VERSION:
+            raise errors.ConfigError(f"`version` must be {SCHEDULE_VERSION}; received {self.version!r}.")
+
+    # --- Targets -------------------------------------------------------------
+
+    @property
+    def per_layer(self) -> bool:
+        """True when `target_sparsity` is a dict of per-layer targets."""
+        return isinstance(self.target_sparsity, Mapping)
+
+    def target_for(self, layer_name: str) -> float | None:
+        """The final sparsity of `layer_name`'s kernel (None: a per-layer plan that leaves it dense)."""
+        if self.per_layer:
+            return self.target_sparsity.get(layer_name)
+        return float(self.target_sparsity)
+
+    def mean_target(self, sizes: Mapping[str, int] | None = None) -> float:
+        """The target, or for a per-layer plan its mean weighted by `sizes` (plain mean without)."""
+        if not self.per_layer:
+            return float(self.target_sparsity)
+        if not self.target_sparsity:
+            return 0.0
+        weights = {name: (sizes or {}).get(name, 1) for name in self.target_sparsity}
+        total = sum(weights.values())
+        return sum(self.target_sparsity[n] * w for n, w in weights.items()) / total
+
+    def decay_arguments(self, final_sparsity: float) -> dict[str, Any]:
+        """Keyword arguments of TF-MOT's `PolynomialDecay` for one kernel with this target."""
+        return dict(
+            initial_sparsity=min(float(self.initial_sparsity), float(final_sparsity)),
+            final_sparsity=float(final_sparsity),
+            begin_step=self.begin_step,
+            end_step=self.end_step,
+            power=float(self.power),
+            frequency=self.frequency,
+        )
+
+    # --- Arithmetic (what the graph does, in numpy) --------------------------
+
+    def sparsity_at(self, step: int, target: float | None = None) -> float:
+        """PolynomialDecay's value at `step` (whether or not masks update then)."""
+        target = float(self.target_sparsity) if target is None else float(target)
+        initial = min(float(self.initial_sparsity), target)
+        progress = min(1.0, max(0.0, (step - self.begin_step) / (self.end_step - self.begin_step)))
+        return target + (initial - target) * (1.0 - progress) ** self.power
+
+    def is_update_step(self, step: int) -> bool:
+        """True if masks update at `step`: on the frequency grid from begin_step, or at end_step."""
+        if step == self.end_step:
+            return True
+        return self.begin_step <= step <= self.end_step and (step - self.begin_step) % self.frequency == 0
+
+    def update_steps(self) -> list[int]:
+        """Every step at which masks update, in order (the last is always `end_step`)."""
+        steps = list(range(self.begin_step, self.end_step + 1, self.frequency))
+        if steps[-1] != self.end_step:
+            steps.append(self.end_step)
+        return steps
+
+    def last_update_step(self, steps_taken: int) -> int | None:
+        """The most recent mask-update step at or before `steps_taken`, or None."""
+        if steps_taken < self.begin_step:
+            return None
+        if steps_taken >= self.end_step:
+            return self.end_step
+        return self.begin_step + ((steps_taken - self.begin_step) // self.frequency) * self.frequency
+
+    def scheduled_sparsity(self, steps_taken: int, target: float | None = None) -> float:
+        """Sparsity the masks hold after `steps_taken` training steps (0 before the first update).
+
+        As in TF-MOT, the n-th training step (counting from 1) is step n.
+        """
+        last = self.last_update_step(steps_taken)
+        return 0.0 if last is None else self.sparsity_at(last, target)
+
+    def qat_active(self, steps_taken: int) -> bool:
+        """Whether the last training step ran with fake quantization on."""
+        return steps_taken > self.quant_start_step
+
+    # --- Serialisation ---------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        if self.per_layer:
+            data["target_sparsity"] = dict(self.target_sparsity)
+        return data
+
+    get_config = to_dict
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "JointSchedule":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise errors.ConfigError(f"unknown JointSchedule fields {unknown}; known: {sorted(known)}.")
+        return cls(**data)
+
+    from_config = from_dict
+
+    def replace(self, **changes) -> "JointSchedule":
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+
+def plan_schedule(
+    total_steps: int,
+    target_sparsity: float | Mapping[str, float],
+    *,
+    prune_end: float = 0.5,
+    quant_start: float = 0.0,
+    channel_sparsity: float = 0.0,
+    updates: int = 16,
+) -> JointSchedule:
+    """A schedule for a fit of `total_steps` training steps.
+
+    The target is reached at `prune_end` of the run (a fraction) after about
+    `updates` mask updates, leaving the rest of the run to recover at full
+    sparsity: at high sparsity, recovery time after `end_step` matters more
+    than anything else. Fake quant starts at `quant_start` of the run.
+
+    Example:
+      >>> plan_schedule(1000, 0.8).end_step, plan_schedule(1000, 0.8).frequency
+      (500, 31)
+
+    Raises:
+      errors.ConfigError: `total_steps` < 1 or a fraction outside its range.
+    """
+    if isinstance(total_steps, bool) or not isinstance(total_steps, (int, np.integer)) or total_steps < 1:
+        raise errors.ConfigError(f"`total_steps` must be an int >= 1; received {total_steps!r}.")
+    for name, value, low_open in (("prune_end", prune_end, True), ("quant_start", quant_start, False)):
+        _check_number(name, value)
+        if not (0.0 < value <= 1.0 if low_open else 0.0 <= value <= 1.0):
+            bounds = "(0, 1]" if low_open else "[0, 1]"
+            raise errors.ConfigError(f"`{name}` must be a fraction of the run in {bounds}; received {value!r}.")
+    if isinstance(updates, bool) or not isinstance(updates, int) or updates < 1:
+        raise errors.ConfigError(f"`updates` must be an int >= 1; received {updates!r}.")
+    end_step = max(1, int(round(prune_end * total_steps)))
+    return JointSchedule(
+        target_sparsity=target_sparsity,
+        end_step=end_step,
+        begin_step=0,
+        frequency=max(1, end_step // updates),
+        quant_start_step=int(math.floor(quant_start * total_steps)),
+        channel_sparsity=channel_sparsity,
+    )
+
+
+def expected_zero_fraction(size: int, sparsity: float) -> float:
+    """Fraction of zeros TF-MOT's mask update leaves in a tensor of `size` elements.
+
+    TF-MOT keeps `max(round(size * (1 - sparsity)), 1)` weights, computed in
+    float32 and rounded half to even (`tf.math.round`); float64 arithmetic
+    would differ by one weight in some cases.
+    """
+    one = np.float32(1.0)
+    kept = max(int(np.round(np.float32(size) * (one - np.float32(sparsity)))), 1)
+    return 1.0 - kept / size
+
+
+def kept_channels(channels: int, sparsity: float) -> int:
+    """Channels a group of `channels` keeps at `sparsity`: TF-MOT's rounding, at least one."""
+    one = np.float32(1.0)
+    return max(int(np.round(np.float32(channels) * (one - np.float32(sparsity)))), 1)

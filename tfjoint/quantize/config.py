@@ -1,0 +1,133 @@
+"""`JointQuantizeConfig`: TF-MOT's QuantizeConfig for a layer, handing out tfjoint's quantizers."""
+
+from typing import Any, Mapping
+
+import tensorflow_model_optimization as tfmot
+
+from tfjoint import _tfmot
+from tfjoint._keras import weight_short_name
+from tfjoint.quantize.quantizers import (
+    ChannelMaskQuantizer,
+    GatedQuantizer,
+    PrunedKernelQuantizer,
+    deserialize,
+    register,
+    serialize,
+)
+
+__all__ = ["JointQuantizeConfig", "unwrap_config"]
+
+
+def _base_weight_names(config) -> tuple[str, ...]:
+    """Names of the weights TF-MOT's config quantizes (TF-MOT's configs list them as `weight_attrs`)."""
+    return tuple(getattr(config, "weight_attrs", ()) or ())
+
+
+@register
+class JointQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
+    """Wraps the QuantizeConfig TF-MOT chose for a layer with tfjoint's quantizers.
+
+    Args:
+      config: the TF-MOT `QuantizeConfig` (object or serialized dict).
+      quant_start_step: when fake quant switches on during training.
+      pruned_weights: names of the layer's weights to prune (e.g. ["kernel"]).
+      schedule: PolynomialDecay arguments of this layer's kernel, required
+        when `pruned_weights` is set.
+      channels: for a layer in a channel group: `{"group": name, "axes":
+        {weight name: channel axis}, "producer": bool, "schedule": decay
+        arguments of the channel sparsity}`. The layer's listed weights are
+        multiplied by the group's channel mask; producers' kernels are scored
+        to choose the group's channels.
+    """
+
+    def __init__(self, config, quant_start_step: int, pruned_weights=(), schedule=None, channels=None):
+        if isinstance(config, dict):
+            config = deserialize(config)
+        self.config = config
+        self.quant_start_step = int(quant_start_step)
+        self.pruned_weights = tuple(pruned_weights)
+        self.schedule = dict(schedule) if schedule else None
+        self.channels = _normalized_channels(channels)
+        if self.pruned_weights and not self.schedule:
+            raise ValueError("JointQuantizeConfig: `schedule` is required when `pruned_weights` is set.")
+
+    @property
+    def channel_axes(self) -> dict[str, int]:
+        return dict(self.channels["axes"]) if self.channels else {}
+
+    def _extra_weight_names(self) -> list[str]:
+        """Channel-masked weights TF-MOT's config does not quantize (bias, gamma, beta)."""
+        quantized = _base_weight_names(self.config)
+        return [name for name in self.channel_axes if name not in quantized]
+
+    def _weight_quantizer(self, weight, quantizer):
+        name = weight_short_name(weight)
+        axis = self.channel_axes.get(name)
+        if name in self.pruned_weights:
+            return PrunedKernelQuantizer(quantizer, self.quant_start_step, self.schedule, channel_axis=axis)
+        return GatedQuantizer(quantizer, self.quant_start_step, channel_axis=axis)
+
+    def get_weights_and_quantizers(self, layer):
+        pairs = [(w, self._weight_quantizer(w, q)) for w, q in self.config.get_weights_and_quantizers(layer)]
+        for name in self._extra_weight_names():
+            weight = getattr(layer, name, None)
+            if weight is not None:
+                pairs.append((weight, ChannelMaskQuantizer(self.channel_axes[name])))
+        return pairs
+
+    def get_activations_and_quantizers(self, layer):
+        return [
+            (a, GatedQuantizer(q, self.quant_start_step)) for a, q in self.config.get_activations_and_quantizers(layer)
+        ]
+
+    def set_quantize_weights(self, layer, quantize_weights):
+        base = len(self.config.get_weights_and_quantizers(layer))
+        self.config.set_quantize_weights(layer, quantize_weights[:base])
+        extras = [name for name in self._extra_weight_names() if getattr(layer, name, None) is not None]
+        for name, value in zip(extras, quantize_weights[base:]):
+            setattr(layer, name, value)
+
+    def set_quantize_activations(self, layer, quantize_activations):
+        self.config.set_quantize_activations(layer, quantize_activations)
+
+    def get_output_quantizers(self, layer):
+        return [GatedQuantizer(q, self.quant_start_step) for q in self.config.get_output_quantizers(layer)]
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "config": serialize(self.config),
+            "quant_start_step": self.quant_start_step,
+            "pruned_weights": list(self.pruned_weights),
+            "schedule": self.schedule,
+            "channels": self.channels,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __eq__(self, other):
+        return type(other) is type(self) and other.get_config() == self.get_config()
+
+    def __ne__(self, other):
+        return not self.__eq__(other)
+
+
+def _normalized_channels(channels: Mapping | None) -> dict | None:
+    if not channels:
+        return None
+    return {
+        "group": str(channels["group"]),
+        "axes": {str(k): int(v) for k, v in dict(channels["axes"]).items()},
+        "producer": bool(channels.get("producer", False)),
+        "schedule": dict(channels["schedule"]),
+    }
+
+
+def unwrap_config(config):
+    """The TF-MOT QuantizeConfig beneath tfjoint's wrapper (also inside OutputOnlyConfig)."""
+    if isinstance(config, JointQuantizeConfig):
+        return config.config
+    if isinstance(config, _tfmot.OutputOnlyConfig):
+        return _tfmot.OutputOnlyConfig(unwrap_config(config.quantize_config))
+    return config

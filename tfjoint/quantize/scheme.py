@@ -1,0 +1,217 @@
+"""`JointQuantizeScheme`: TF-MOT's default 8-bit scheme with tfjoint's quantizers and coverage.
+
+`quantize_apply` takes quantize configs from two places: the registry (for
+most layers) and the layout transforms (Conv+BatchNorm, activation fusing,
+Concat, and the input `QuantizeLayer`), which bypass the registry. This scheme
+wraps both, so every quantizer in the model is a tfjoint one:
+
+* `JointQuantizeRegistry` asks TF-MOT's `Default8BitQuantizeRegistry` for a
+  layer's config and wraps it in `JointQuantizeConfig`. It also covers layers
+  TF-MOT's 8-bit registry refuses but TFLite runs in int8, with TF-MOT's own
+  generic configs: Conv1D (per-tensor weights, which the converter accepts when
+  it lowers Conv1D to EXPAND_DIMS + CONV_2D), MaxPooling1D, UpSampling1D,
+  elementwise merges (Multiply, Subtract, Average, Maximum, Minimum), and
+  BatchNormalization / Rescaling / Normalization where no transform folds them
+  (output-quantized elementwise ops).
+* `JointLayoutTransform` runs TF-MOT's default 8-bit transforms plus the
+  Conv1D+BatchNorm(+ReLU) folds of `tfjoint.quantize.transforms`, with the
+  input quantizer gated, wraps every config the transforms set, and refuses
+  any layer left without a config with `UnsupportedLayerError` (instead of
+  TF-MOT's raw RuntimeError later on).
+"""
+
+from typing import Mapping
+
+import tensorflow_model_optimization as tfmot
+
+from tfjoint import _tfmot, errors
+from tfjoint._keras import keras
+from tfjoint.prune.schedule import JointSchedule
+from tfjoint.quantize.config import JointQuantizeConfig
+from tfjoint.quantize.quantizers import GatedQuantizer, serialize
+from tfjoint.quantize.transforms import CONV1D_BATCHNORM_TRANSFORMS
+
+__all__ = ["JointQuantizeScheme", "JointQuantizeRegistry", "JointLayoutTransform", "default_8bit_transforms"]
+
+_model_transformer = tfmot.quantization.keras.graph_transformations.model_transformer
+
+
+def _output_quantized():
+    return _tfmot.Default8BitQuantizeConfig([], [], True)
+
+
+def _not_quantized():
+    return _tfmot.Default8BitQuantizeConfig([], [], False)
+
+
+# Layers TF-MOT's 8-bit registry refuses that tfjoint quantizes with TF-MOT's
+# own generic configs (each checked to convert to a fully int8 file).
+_EXTRA_CONFIGS = {
+    # Per-tensor weights: the converter lowers Conv1D through EXPAND_DIMS and
+    # rejects per-channel scales there ("'tfl.transpose' op has mismatched
+    # quantized axes").
+    keras.layers.Conv1D: lambda: _tfmot.Default8BitQuantizeConfig(["kernel"], ["activation"], False),
+    keras.layers.MaxPooling1D: _not_quantized,
+    keras.layers.UpSampling1D: _output_quantized,
+    keras.layers.Multiply: _output_quantized,
+    keras.layers.Subtract: _output_quantized,
+    keras.layers.Average: _output_quantized,
+    keras.layers.Maximum: _output_quantized,
+    keras.layers.Minimum: _output_quantized,
+    # Only where no Conv/Dense+BN transform folded it (transforms take precedence).
+    keras.layers.BatchNormalization: _output_quantized,
+    keras.layers.Rescaling: _output_quantized,
+    keras.layers.Normalization: _output_quantized,
+}
+
+
+def default_8bit_transforms(input_transform=None) -> list:
+    """TF-MOT 0.8's Default8BitQuantizeLayoutTransform list, in its order.
+
+    A test compares this copy with the list TF-MOT itself builds, so a TF-MOT
+    change does not go unnoticed. `input_transform` replaces the first entry.
+    """
+    return [
+        input_transform or _tfmot.default_8bit_transforms.InputLayerQuantize(),
+        _tfmot.default_8bit_transforms.SeparableConv1DQuantize(),
+        _tfmot.default_8bit_transforms.SeparableConvQuantize(),
+        _tfmot.default_8bit_transforms.Conv2DReshapeBatchNormReLUQuantize(),
+        _tfmot.default_8bit_transforms.Conv2DReshapeBatchNormActivationQuantize(),
+        _tfmot.default_8bit_transforms.Conv2DBatchNormReLUQuantize(),
+        _tfmot.default_8bit_transforms.Conv2DBatchNormActivationQuantize(),
+        _tfmot.default_8bit_transforms.Conv2DReshapeBatchNormQuantize(),
+        _tfmot.default_8bit_transforms.Conv2DBatchNormQuantize(),
+        _tfmot.default_8bit_transforms.ConcatTransform6Inputs(),
+        _tfmot.default_8bit_transforms.ConcatTransform5Inputs(),
+        _tfmot.default_8bit_transforms.ConcatTransform4Inputs(),
+        _tfmot.default_8bit_transforms.ConcatTransform3Inputs(),
+        _tfmot.default_8bit_transforms.ConcatTransform(),
+        _tfmot.default_8bit_transforms.DenseBatchNormQuantize(),
+        _tfmot.default_8bit_transforms.DenseBatchNormReLUQuantize(),
+        _tfmot.default_8bit_transforms.DenseBatchNormActivationQuantize(),
+        _tfmot.default_8bit_transforms.LayerReLUQuantize(),
+        _tfmot.default_8bit_transforms.LayerReluActivationQuantize(),
+    ]
+
+
+class JointQuantizeRegistry(tfmot.quantization.keras.QuantizeRegistry):
+    """TF-MOT's 8-bit registry plus the layers above, handing out `JointQuantizeConfig`s.
+
+    Args:
+      schedule: the joint run's schedule.
+      pruned_weights: layer name -> names of the weights to prune in it.
+      channel_specs: layer name -> its channel-group spec (see
+        `JointQuantizeConfig`), for channel pruning.
+    """
+
+    def __init__(
+        self,
+        schedule: JointSchedule,
+        pruned_weights: Mapping[str, tuple[str, ...]],
+        channel_specs: Mapping[str, dict] | None = None,
+    ):
+        self._schedule = schedule
+        self._pruned_weights = dict(pruned_weights)
+        self._channel_specs = dict(channel_specs or {})
+        self._default = tfmot.quantization.keras.default_8bit.Default8BitQuantizeRegistry()
+
+    def supports(self, layer) -> bool:
+        return type(layer) in _EXTRA_CONFIGS or self._default.supports(layer)
+
+    def _float_config(self, layer):
+        if self._default.supports(layer):
+            return self._default.get_quantize_config(layer)
+        return _EXTRA_CONFIGS[type(layer)]()
+
+    def get_quantize_config(self, layer):
+        return self.wrap(layer.name, self._float_config(layer))
+
+    def wrap(self, layer_name: str, config) -> JointQuantizeConfig:
+        """Wraps TF-MOT's config for `layer_name` so that it prunes and gates."""
+        if isinstance(config, JointQuantizeConfig):
+            return config
+        pruned = self._pruned_weights.get(layer_name, ())
+        target = self._schedule.target_for(layer_name) if pruned else None
+        return JointQuantizeConfig(
+            config,
+            quant_start_step=self._schedule.quant_start_step,
+            pruned_weights=pruned,
+            schedule=self._schedule.decay_arguments(target) if pruned else None,
+            channels=self._channel_specs.get(layer_name),
+        )
+
+
+class _GatedInputLayerQuantize(_tfmot.default_8bit_transforms.InputLayerQuantize):
+    """TF-MOT's InputLayerQuantize, with its input quantizer gated by the QAT start."""
+
+    def __init__(self, quant_start_step: int):
+        super().__init__()
+        self._quant_start_step = quant_start_step
+
+    def replacement(self, match_layer):
+        node = super().replacement(match_layer)
+        config = node.layer["config"]
+        inner = self.custom_objects()[config["quantizer"]["class_name"]].from_config(config["quantizer"]["config"])
+        config["quantizer"] = serialize(GatedQuantizer(inner, self._quant_start_step))
+        return node
+
+    def custom_objects(self):
+        objects = dict(super().custom_objects())
+        objects["tfjoint>GatedQuantizer"] = GatedQuantizer
+        return objects
+
+
+class JointLayoutTransform(tfmot.quantization.keras.QuantizeLayoutTransform):
+    """TF-MOT's default 8-bit layout transforms and the Conv1D+BN folds, every quantizer tfjoint's."""
+
+    def __init__(self, registry: JointQuantizeRegistry, quant_start_step: int):
+        self._registry = registry
+        self._quant_start_step = quant_start_step
+
+    def transforms(self) -> list:
+        """The transforms in order: Conv1D+BN folds first, then TF-MOT's list."""
+        tfmot_transforms = default_8bit_transforms(_GatedInputLayerQuantize(self._quant_start_step))
+        return tfmot_transforms[:1] + [t() for t in CONV1D_BATCHNORM_TRANSFORMS] + tfmot_transforms[1:]
+
+    def apply(self, model, layer_quantize_map):
+        transformed, layer_quantize_map = _model_transformer.ModelTransformer(
+            model, self.transforms(), set(layer_quantize_map.keys()), layer_quantize_map
+        ).transform()
+        unsupported = [
+            layer
+            for layer in transformed.layers
+            if not isinstance(layer, (keras.layers.InputLayer, _tfmot.QuantizeLayer))
+            and (layer_quantize_map.get(layer.name) or {}).get("quantize_config") is None
+            and not self._registry.supports(layer)
+        ]
+        if unsupported:
+            listed = ", ".join(f"'{layer.name}' ({type(layer).__name__})" for layer in unsupported)
+            raise errors.UnsupportedLayerError(
+                f"model '{model.name}' has layers that TF-MOT's 8-bit quantization, and so tfjoint, cannot "
+                f"quantize: {listed}. Replace them with layers TFLite runs in int8 (Dense, Conv1D/2D, "
+                "DepthwiseConv2D, pooling, BatchNormalization, Add, Concatenate, ReLU, Reshape, ...), or "
+                "keep them out of the model you prepare (e.g. do that preprocessing outside the model)."
+            )
+        for name, entry in layer_quantize_map.items():
+            if entry.get("quantize_config") is not None:
+                entry["quantize_config"] = self._registry.wrap(name, entry["quantize_config"])
+        return transformed, layer_quantize_map
+
+
+class JointQuantizeScheme(tfmot.quantization.keras.QuantizeScheme):
+    """The scheme `tfjoint.prepare` hands to `tfmot.quantization.keras.quantize_apply`."""
+
+    def __init__(
+        self,
+        schedule: JointSchedule,
+        pruned_weights: Mapping[str, tuple[str, ...]],
+        channel_specs: Mapping[str, dict] | None = None,
+    ):
+        self._registry = JointQuantizeRegistry(schedule, pruned_weights, channel_specs)
+        self._transform = JointLayoutTransform(self._registry, schedule.quant_start_step)
+
+    def get_layout_transformer(self):
+        return self._transform
+
+    def get_quantize_registry(self):
+        return self._registry

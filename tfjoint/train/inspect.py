@@ -1,0 +1,225 @@
+"""Reading a prepared model back: its pruned kernels, step, schedule and channel groups.
+
+Everything here is read from the model's own layers and variables, so it
+works the same on a model fresh from `tfjoint.prepare` and on one reloaded
+with `tfjoint.load_model`.
+"""
+
+from typing import Iterator, NamedTuple
+
+import numpy as np
+import tensorflow_model_optimization as tfmot
+
+from tfjoint import _tfmot
+from tfjoint._keras import tf, weight_short_name
+from tfjoint.prune.schedule import JointSchedule
+from tfjoint.quantize.config import JointQuantizeConfig
+from tfjoint.quantize.quantizers import (
+    CHANNEL_MASK,
+    MASK,
+    STEP,
+    ChannelMaskQuantizer,
+    GatedQuantizer,
+    PrunedKernelQuantizer,
+)
+
+__all__ = [
+    "PrunedKernel",
+    "ChannelMember",
+    "pruned_kernels",
+    "channel_members",
+    "training_step",
+    "quant_start_step",
+    "is_prepared",
+    "layer_sparsity",
+    "channel_masks",
+    "schedule_of",
+    "float_layer_name",
+]
+
+
+class PrunedKernel(NamedTuple):
+    """One pruned weight of a prepared model and the variables that prune it."""
+
+    layer_name: str  # the Keras layer's own name (without TF-MOT's "quant_" prefix)
+    weight_name: str  # e.g. "kernel"
+    kernel: tf.Variable
+    mask: tf.Variable
+    step: tf.Variable
+    quantizer: PrunedKernelQuantizer
+    quantizer_weights: dict
+
+    def masked_kernel(self) -> np.ndarray:
+        """The kernel as the forward pass sees it: weight mask and channel mask applied."""
+        values = self.kernel.numpy() * self.mask.numpy()
+        if CHANNEL_MASK in self.quantizer_weights:
+            shape = [1] * values.ndim
+            shape[self.quantizer.channel_axis % values.ndim] = -1
+            values = values * self.quantizer_weights[CHANNEL_MASK].numpy().reshape(shape)
+        return values
+
+
+class ChannelMember(NamedTuple):
+    """One channel-masked weight of a prepared model (a kernel, bias, gamma or beta)."""
+
+    group: str
+    layer_name: str
+    weight_name: str
+    weight: tf.Variable
+    channel_mask: tf.Variable
+    axis: int
+    producer: bool  # a kernel whose filters are scored for the group
+    weight_mask: tf.Variable | None  # the weight's pruning mask, if it is also weight-pruned
+    step: tf.Variable | None
+    channel_schedule: dict
+
+
+def _wrappers(model) -> Iterator:
+    for layer in model.layers:
+        if isinstance(layer, tfmot.quantization.keras.QuantizeWrapper):
+            yield layer
+
+
+def pruned_kernels(model) -> list[PrunedKernel]:
+    """Every kernel that a prepared model prunes, in layer order."""
+    found = []
+    for wrapper in _wrappers(model):
+        for weight, quantizer, weights in getattr(wrapper, "_weight_vars", []):
+            if isinstance(quantizer, PrunedKernelQuantizer):
+                found.append(
+                    PrunedKernel(
+                        layer_name=wrapper.layer.name,
+                        weight_name=weight_short_name(weight),
+                        kernel=weight,
+                        mask=weights[MASK],
+                        step=weights[STEP],
+                        quantizer=quantizer,
+                        quantizer_weights=weights,
+                    )
+                )
+    return found
+
+
+def channel_members(model) -> list[ChannelMember]:
+    """Every channel-masked weight of a prepared model, in layer order."""
+    found = []
+    for wrapper in _wrappers(model):
+        config = wrapper.quantize_config
+        if not isinstance(config, JointQuantizeConfig) or not config.channels:
+            continue
+        for weight, quantizer, weights in getattr(wrapper, "_weight_vars", []):
+            if CHANNEL_MASK not in (weights or {}):
+                continue
+            name = weight_short_name(weight)
+            producer = config.channels["producer"] and isinstance(quantizer, PrunedKernelQuantizer)
+            found.append(
+                ChannelMember(
+                    group=config.channels["group"],
+                    layer_name=wrapper.layer.name,
+                    weight_name=name,
+                    weight=weight,
+                    channel_mask=weights[CHANNEL_MASK],
+                    axis=quantizer.channel_axis,
+                    producer=producer,
+                    weight_mask=weights.get(MASK),
+                    step=weights.get(STEP),
+                    channel_schedule=config.channels["schedule"],
+                )
+            )
+    return found
+
+
+def _gated_quantizers(model) -> Iterator[tuple[GatedQuantizer, dict]]:
+    for layer in model.layers:
+        if isinstance(getattr(layer, "quantizer", None), GatedQuantizer):
+            yield layer.quantizer, layer.quantizer_vars
+    for wrapper in _wrappers(model):
+        for _, quantizer, weights in getattr(wrapper, "_weight_vars", []):
+            if isinstance(quantizer, (GatedQuantizer, ChannelMaskQuantizer)):
+                yield quantizer, weights
+
+
+def is_prepared(model) -> bool:
+    """True if `model` holds tfjoint quantizers (i.e. came from `tfjoint.prepare`)."""
+    return any(isinstance(getattr(layer, "quantizer", None), GatedQuantizer) for layer in model.layers) or any(
+        isinstance(getattr(w, "quantize_config", None), JointQuantizeConfig) for w in _wrappers(model)
+    )
+
+
+def _require_prepared(model) -> None:
+    if not is_prepared(model):
+        raise ValueError(f"model '{model.name}' was not prepared with tfjoint.prepare: it has no tfjoint quantizer.")
+
+
+def training_step(model) -> int | None:
+    """Training steps the prepared model has taken (its largest step counter).
+
+    None if nothing in the model depends on the step (no pruned kernel and
+    `quant_start_step=0`), so nothing counts it.
+    """
+    _require_prepared(model)
+    steps = [int(w[STEP].numpy()) for _, w in _gated_quantizers(model) if STEP in w]
+    return max(steps) if steps else None
+
+
+def quant_start_step(model) -> int:
+    """The step at which the prepared model's fake quantization switches on."""
+    for quantizer, _ in _gated_quantizers(model):
+        if isinstance(quantizer, GatedQuantizer):
+            return quantizer.quant_start_step
+    raise ValueError(f"model '{model.name}' was not prepared with tfjoint.prepare.")
+
+
+def layer_sparsity(model) -> dict[str, float]:
+    """Fraction of zeros each pruned kernel has in the forward pass (weight and channel masks)."""
+    return {pk.layer_name: float(np.mean(pk.masked_kernel() == 0)) for pk in pruned_kernels(model)}
+
+
+def channel_masks(model) -> dict[str, np.ndarray]:
+    """The channel mask of every channel-pruned layer's output, keyed by layer name (1 = kept)."""
+    masks = {}
+    for member in channel_members(model):
+        if member.layer_name not in masks:
+            masks[member.layer_name] = member.channel_mask.numpy()
+    return masks
+
+
+def float_layer_name(name: str) -> str:
+    """The user's layer name for a name in a quantized model ('quant_conv1' -> 'conv1')."""
+    return name[len("quant_"):] if name.startswith("quant_") else name
+
+
+def schedule_of(model) -> JointSchedule:
+    """The `JointSchedule` a prepared model runs, read back from its quantizers.
+
+    Raises:
+      ValueError: `model` was not prepared with tfjoint.
+    """
+    _require_prepared(model)
+    kernels = pruned_kernels(model)
+    decay = kernels[0].quantizer.schedule if kernels else None
+    targets = {pk.layer_name: float(pk.quantizer.schedule["final_sparsity"]) for pk in kernels}
+    members = channel_members(model)
+    channel = members[0].channel_schedule if members else None
+    timing = decay or channel
+    if timing is None:  # nothing pruned: only the QAT start is known
+        return JointSchedule(target_sparsity={}, end_step=1, quant_start_step=quant_start_step(model))
+    uniform = len(set(targets.values())) <= 1 and len(targets) > 0
+    initial = max((pk.quantizer.schedule["initial_sparsity"] for pk in kernels), default=0.0)
+    return JointSchedule(
+        target_sparsity=next(iter(targets.values())) if uniform else targets,
+        end_step=int(timing["end_step"]),
+        begin_step=int(timing["begin_step"]),
+        initial_sparsity=float(initial),
+        power=float(timing["power"]),
+        frequency=int(timing["frequency"]),
+        quant_start_step=quant_start_step(model),
+        channel_sparsity=float(channel["final_sparsity"]) if channel else 0.0,
+    )
+
+
+def unwrapped_quantize_layer(layer):
+    """For a tfjoint input QuantizeLayer, TF-MOT's quantizer inside; else None."""
+    if isinstance(layer, _tfmot.QuantizeLayer) and isinstance(layer.quantizer, GatedQuantizer):
+        return layer.quantizer.quantizer
+    return None

@@ -1,0 +1,194 @@
+"""`tfjoint.prepare`: turn a float model into one that prunes and QATs in one fit.
+
+The returned model is TF-MOT's `quantize_apply` output (QuantizeWrapperV2
+layers, TF-MOT's layout transforms) built with `JointQuantizeScheme`, so its
+prunable kernels carry a pruning mask updated in the graph on TF-MOT's
+PolynomialDecay schedule. No callback is needed for the schedule to run.
+"""
+
+from typing import Callable, Iterable, Mapping, Union
+
+import tensorflow_model_optimization as tfmot
+
+from tfjoint import errors
+from tfjoint._keras import check_float_model, keras
+from tfjoint.prune.layers import prunable_layers, prunable_weight
+from tfjoint.prune.schedule import JointSchedule
+from tfjoint.quantize.scheme import JointQuantizeScheme
+
+__all__ = ["prepare", "LayerSelector"]
+
+LayerSelector = Union[Iterable[str], Callable[[keras.layers.Layer], bool], None]
+
+def _selected_names(model, selector: LayerSelector, argument: str) -> set[str] | None:
+    """Resolves a list of names or a predicate to layer names; None means 'all'."""
+    if selector is None:
+        return None
+    if callable(selector):
+        return {layer.name for layer in model.layers if selector(layer)}
+    if isinstance(selector, str):
+        raise errors.ConfigError(
+            f"`{argument}` must be a list of layer names or a predicate; received the string {selector!r}. "
+            f"Write [{selector!r}]."
+        )
+    names = set(selector)
+    known = {layer.name for layer in model.layers}
+    unknown = sorted(names - known)
+    if unknown:
+        raise errors.ConfigError(
+            f"`{argument}` names layers that model '{model.name}' does not have: {unknown}. "
+            f"Its layers are: {sorted(known)}."
+        )
+    return names
+
+
+def _unprunable_hint(layer) -> str:
+    if type(layer) is keras.layers.DepthwiseConv2D:
+        return "pass prune_depthwise=True to prune DepthwiseConv2D kernels"
+    return "tfjoint prunes Dense, Conv1D and Conv2D kernels (DepthwiseConv2D with prune_depthwise=True)"
+
+
+def _check_per_layer_targets(model, schedule: JointSchedule, prune_depthwise: bool) -> None:
+    layers = {layer.name: layer for layer in model.layers}
+    unknown = sorted(set(schedule.target_sparsity) - set(layers))
+    if unknown:
+        raise errors.ConfigError(
+            f"`target_sparsity` names layers that model '{model.name}' does not have: {unknown}. "
+            f"Its prunable layers are: {sorted(prunable_layers(model, prune_depthwise))}."
+        )
+    for name in schedule.target_sparsity:
+        if prunable_weight(layers[name], prune_depthwise) is None:
+            raise errors.ConfigError(
+                f"`target_sparsity` gives layer '{name}' ({type(layers[name]).__name__}) a sparsity, but it "
+                f"cannot be pruned: {_unprunable_hint(layers[name])}. Remove it from the dict."
+            )
+
+
+def _pruned_weights(
+    model, schedule: JointSchedule, prune_depthwise: bool, prune_only: LayerSelector, exclude: LayerSelector
+) -> dict[str, tuple[str, ...]]:
+    only = _selected_names(model, prune_only, "prune_only")
+    excluded = _selected_names(model, exclude, "exclude") or set()
+    if schedule.per_layer:
+        _check_per_layer_targets(model, schedule, prune_depthwise)
+    pruned = {}
+    for layer in model.layers:
+        weight = prunable_weight(layer, prune_depthwise)
+        if only is not None and layer.name in only and weight is None:
+            raise errors.UnsupportedLayerError(
+                f"layer '{layer.name}' ({type(layer).__name__}) was asked to be pruned (`prune_only`) but cannot "
+                f"be: {_unprunable_hint(layer)}; remove it from `prune_only`."
+            )
+        if weight is None or layer.name in excluded or (only is not None and layer.name not in only):
+            continue
+        if schedule.target_for(layer.name) is None:  # a per-layer plan that leaves it dense
+            continue
+        pruned[layer.name] = (weight,)
+    return pruned
+
+
+def _schedule_from_arguments(schedule, target_sparsity, end_step, timing) -> JointSchedule:
+    if schedule is not None:
+        if not isinstance(schedule, JointSchedule):
+            raise errors.ConfigError(
+                f"`schedule` must be a tfjoint.JointSchedule; received {type(schedule).__name__}. "
+                "Build one with tfjoint.JointSchedule(...) or tfjoint.plan_schedule(...)."
+            )
+        given = [name for name, value in (("target_sparsity", target_sparsity), ("end_step", end_step)) if value is not None]
+        if given:
+            raise errors.ConfigError(
+                f"pass either `schedule` or {', '.join(f'`{n}`' for n in given)}, not both: the schedule already "
+                f"holds target_sparsity={schedule.target_sparsity!r} and end_step={schedule.end_step}."
+            )
+        return schedule
+    if target_sparsity is None or end_step is None:
+        missing = [n for n, v in (("target_sparsity", target_sparsity), ("end_step", end_step)) if v is None]
+        raise errors.ConfigError(
+            f"prepare needs {' and '.join(f'`{n}`' for n in missing)} (or a `schedule=tfjoint.JointSchedule(...)`)."
+        )
+    return JointSchedule(target_sparsity=target_sparsity, end_step=end_step, **timing)
+
+
+def prepare(
+    model: keras.Model,
+    target_sparsity: float | Mapping[str, float] | None = None,
+    end_step: int | None = None,
+    *,
+    begin_step: int = 0,
+    initial_sparsity: float = 0.0,
+    power: float = 3.0,
+    frequency: int = 100,
+    quant_start_step: int = 0,
+    schedule: JointSchedule | None = None,
+    prune_depthwise: bool = False,
+    prune_only: LayerSelector = None,
+    exclude: LayerSelector = None,
+) -> keras.Model:
+    """Wraps a float model for joint magnitude pruning and QAT in one fit.
+
+    Sparsity follows `tfmot.sparsity.keras.PolynomialDecay`, counted in the
+    prepared model's own training steps, and reaches the target exactly at
+    `end_step` (which need not be on the `frequency` grid). Fake quantization
+    (TF-MOT's default 8-bit scheme: per-channel symmetric conv weights,
+    per-tensor activations, Conv+BN and activation handling by its layout
+    transforms) switches on at `quant_start_step`. Once a weight is pruned it
+    stays exactly zero, in the float kernel and in the (int8) weights.
+
+    Every training-mode forward pass of the prepared model is one schedule
+    step: `fit` makes one per batch; calling `model(x, training=True)` yourself
+    makes one too (as it moves BatchNormalization statistics). `predict`,
+    `evaluate` and `model(x)` do not. A layer shared within the model counts
+    once per step.
+
+    Example:
+      >>> from tfjoint import keras
+      >>> import tfjoint
+      >>> inputs = keras.Input((8,))
+      >>> model = keras.Model(inputs, keras.layers.Dense(4)(inputs))
+      >>> joint = tfjoint.prepare(model, target_sparsity=0.5, end_step=100)
+      >>> [type(layer).__name__ for layer in joint.layers]
+      ['InputLayer', 'QuantizeLayer', 'QuantizeWrapperV2']
+
+    Args:
+      model: a built Sequential or Functional float model, usually
+        pre-trained: tf_keras, or Keras 3 (rebuilt in tf_keras and checked, see
+        `tfjoint.from_keras3`). It is not modified; its weights are copied.
+      target_sparsity: fraction of zeros in every pruned kernel at the end, or
+        a dict `{layer name: sparsity}` (e.g. from `tfjoint.allocate_sparsity`)
+        that prunes exactly the layers it names, each to its own target.
+      end_step: step at which the target is reached (see `JointSchedule`).
+      begin_step: step of the first mask update.
+      initial_sparsity: sparsity at `begin_step`.
+      power: PolynomialDecay exponent.
+      frequency: mask update period in steps.
+      quant_start_step: training steps run in float before fake quantization
+        switches on. The default 0 trains under fake quant throughout: the
+        network adapts to int8 rounding while it recovers from pruning.
+      schedule: a ready `JointSchedule` instead of the six arguments above.
+      prune_depthwise: also prune DepthwiseConv2D kernels.
+      prune_only: layer names (or a predicate on layers) to prune; default all
+        prunable layers.
+      exclude: layer names (or a predicate) never to prune.
+
+    Returns:
+      A new tf_keras model to compile and fit.
+
+    Raises:
+      errors.ModelTypeError: not a Keras model, or a subclassed one (checked
+        first, so the first error names the real problem).
+      errors.ModelStructureError: unbuilt, nested, or already pruned/quantized.
+      errors.ConfigError: an argument is out of range.
+      errors.UnsupportedLayerError: a layer cannot be quantized, or cannot be
+        pruned although `prune_only` asks for it.
+    """
+    check_float_model(model)
+    schedule = _schedule_from_arguments(
+        schedule, target_sparsity, end_step,
+        dict(begin_step=begin_step, initial_sparsity=initial_sparsity, power=power, frequency=frequency,
+             quant_start_step=quant_start_step),
+    )
+    pruned = _pruned_weights(model, schedule, prune_depthwise, prune_only, exclude)
+    scheme = JointQuantizeScheme(schedule, pruned)
+    annotated = tfmot.quantization.keras.quantize_annotate_model(model)
+    with tfmot.quantization.keras.quantize_scope():
+        return tfmot.quantization.keras.quantize_apply(annotated, scheme)
