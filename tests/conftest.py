@@ -4,6 +4,9 @@ Importing tfjoint first sets TF_USE_LEGACY_KERAS before TensorFlow loads.
 """
 
 import os
+import subprocess
+import sys
+import textwrap
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -14,6 +17,21 @@ import tfjoint  # noqa: E402
 from tfjoint import keras  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_python(code: str, env_extra=None, *, keep_legacy_keras_flag: bool = True, check: bool = True):
+    """Runs `code` in a fresh interpreter with tfjoint importable; returns the CompletedProcess.
+
+    `keep_legacy_keras_flag=False` removes TF_USE_LEGACY_KERAS from the environment,
+    as on a user's machine where nothing set it.
+    """
+    env = {k: v for k, v in os.environ.items() if keep_legacy_keras_flag or k != "TF_USE_LEGACY_KERAS"}
+    env.update(TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT, **(env_extra or {}))
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env,
+                            timeout=900, cwd=ROOT)
+    if check:
+        assert result.returncode == 0, result.stderr[-3000:]
+    return result
 
 
 def small_cnn(seed: int = 0) -> keras.Model:

@@ -5,22 +5,17 @@ import os
 import socket
 import subprocess
 import sys
-import textwrap
 
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, run_python
 
 pytestmark = pytest.mark.slow
 
 
-def _python(code: str, env_extra=None) -> str:
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT, **(env_extra or {}))
-    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env,
-                            timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
+def _python(code: str) -> str:
+    return run_python(code).stdout
 
 
 def test_mirrored_strategy_with_two_logical_cpus():

@@ -1,23 +1,14 @@
 """Keras-version handling: tfjoint works whichever was imported first, each case in a fresh interpreter."""
 
-import os
-import subprocess
-import sys
-import textwrap
-
 import pytest
 
+from conftest import run_python
+
 pytestmark = pytest.mark.slow  # fresh interpreters
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _python(code: str, env_extra=None) -> str:
-    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
-    env.update({"TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": ROOT}, **(env_extra or {}))
-    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env,
-                            timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
+def _python(code: str) -> str:
+    return run_python(code, keep_legacy_keras_flag=False).stdout
 
 
 def test_importing_tfjoint_first_selects_legacy_keras():

@@ -6,15 +6,13 @@ import importlib
 import inspect
 import os
 import pkgutil
-import subprocess
-import sys
 import textwrap
 
 import pytest
 
 import tfjoint
 
-from conftest import ROOT
+from conftest import run_python
 
 PACKAGE_DIR = os.path.dirname(tfjoint.__file__)
 # Small modules any stage may import.
@@ -118,9 +116,7 @@ sys.meta_path.insert(0, _Blocker())
 
 
 def _python(code: str):
-    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.run([sys.executable, "-c", _BLOCK_APP_PACKAGES + textwrap.dedent(code)], capture_output=True,
-                          text=True, env=env, timeout=600, cwd=ROOT)
+    return run_python(_BLOCK_APP_PACKAGES + textwrap.dedent(code), check=False)
 
 
 @pytest.mark.slow
