@@ -123,3 +123,31 @@ def test_console_script_is_installed():
     assert os.path.exists(script), "pip install -e . should install the `tfjoint` console script"
     result = subprocess.run([script, "--helpfull"], capture_output=True, text=True, timeout=300)
     assert "--target_sparsity" in result.stdout and "--max_mse_increase" in result.stdout  # (absl exits 1 after help)
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_a_keras3_model_saved_the_default_way_goes_through_the_command(saved_inputs, digits_data, tmp_path, suffix):
+    """TF 2.16+'s default Keras: trained and saved with Keras 3, fine-tuned and shipped by tfjoint."""
+    import keras as keras3
+
+    keras3.utils.set_random_seed(0)
+    inputs = keras3.Input((8, 8, 1), name="image")
+    x = keras3.layers.Conv2D(16, 3, padding="same", use_bias=False, name="conv")(inputs)
+    x = keras3.layers.BatchNormalization(name="bn")(x)
+    x = keras3.layers.ReLU(name="relu")(x)
+    x = keras3.layers.MaxPooling2D(name="pool")(x)
+    x = keras3.layers.Flatten(name="flatten")(x)
+    x = keras3.layers.Dense(64, activation="relu", name="fc")(x)
+    model3 = keras3.Model(inputs, keras3.layers.Dense(10, activation="softmax", name="classes")(x))
+    model3.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model3.fit(digits_data["x_train"], digits_data["y_train"], epochs=10, verbose=0)
+    keras3_accuracy = model3.evaluate(digits_data["x_val"], digits_data["y_val"], verbose=0)[1]
+    path = tmp_path / f"model{suffix}"
+    model3.save(str(path))
+    out = tmp_path / "out"
+    result = tfjoint_cli(f"--model={path}", f"--data={saved_inputs / 'data.npz'}", f"--out={out}", "--epochs=8")
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["fully_int8"] and report["passed"]
+    assert report["weight_sparsity"] == pytest.approx(0.8, abs=0.005)
+    assert keras3_accuracy > 0.9 and report["int8_accuracy"] >= keras3_accuracy - 0.02

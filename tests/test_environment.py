@@ -35,3 +35,26 @@ def test_tensorflow_imported_with_keras3_first_still_works_on_tf_keras_models():
         print(float(np.mean(tfjoint.pruned_kernels(joint)[0].mask.numpy() == 0)))
     """)
     assert float(out.split()[-1]) == 0.5
+
+
+def test_a_tf_keras_model_on_tf_2_16_plus_is_keras3_and_goes_through():
+    """A user who imported TensorFlow first holds a Keras 3 `tf.keras` model: it is bridged, trained, exported."""
+    out = _python("""
+        import numpy as np
+        import tensorflow as tf
+        assert tf.keras.version().startswith("3.")
+        inputs = tf.keras.Input((6,))
+        hidden = tf.keras.layers.Dense(16, activation="relu", name="hidden")(inputs)
+        model = tf.keras.Model(inputs, tf.keras.layers.Dense(3, activation="softmax", name="head")(hidden))
+        import tfjoint
+        joint = tfjoint.prepare(model, target_sparsity=0.5, end_step=4, frequency=2)
+        joint.compile("adam", "sparse_categorical_crossentropy")
+        x = np.random.default_rng(0).random((64, 6), dtype=np.float32)
+        joint.fit(x, np.argmax(x[:, :3], 1), batch_size=16, verbose=0)
+        import tempfile, os
+        report = tfjoint.export_tflite(joint, os.path.join(tempfile.mkdtemp(), "m.tflite"), validation_data=x,
+                                       min_agreement=0.5, min_sqnr_db=5)
+        print(type(joint).__module__.split(".")[0], report.fully_int8, report.per_layer_sparsity["hidden"]["tflite"])
+    """)
+    module, fully_int8, sparsity = out.split()[-3:]
+    assert module == "tf_keras" and fully_int8 == "True" and float(sparsity) == 0.5

@@ -32,6 +32,14 @@ def test_conv1d_example(tmp_path):
     assert report.fully_int8 and report.per_layer_sparsity["conv1d_1"]["tflite"] == pytest.approx(0.7, abs=0.01)
 
 
+def test_keras3_example(tmp_path):
+    # Few epochs: allow a larger drop than the default (the example's own defaults keep it within 2 points).
+    report = _example("keras3_model").main(str(tmp_path), float_epochs=8, epochs=4, max_accuracy_drop=0.2)
+    assert report.fully_int8 and report.passed
+    assert report.weight_sparsity == pytest.approx(0.7, abs=0.005)
+    assert report.inputs[0]["float_range"][1] >= 15.9  # raw pixels in, as the Keras 3 model takes them
+
+
 def test_mobilenet_v2_example(tmp_path):
     report = _example("mobilenet_v2").main(str(tmp_path), steps=4, size=32)
     assert report.fully_int8

@@ -20,8 +20,10 @@ LEAVES = {"errors", "_keras", "_tfmot", "_files", "data", "export.measure"}
 # Stages in data-flow order; within a stage, its modules in order. A module may
 # import leaves, any module of an earlier stage, and earlier modules of its own.
 STAGES = {
+    "bridge": ["bridge.translate", "bridge.equivalence", "bridge.keras3"],
     "prune": ["prune.layers", "prune.schedule", "prune.decay"],
-    "quantize": ["quantize.quantizers", "quantize.config", "quantize.transforms", "quantize.scheme"],
+    "quantize": ["quantize.quantizers", "quantize.config", "quantize.layers", "quantize.transforms",
+                 "quantize.scheme", "quantize.wrappers"],
     "train": ["train.inspect", "train.prepare", "train.callbacks", "train.strip", "train.saving"],
     "export": ["export.inspect", "export.report", "export.convert", "export.validate", "export.runtime",
                "export.tflite"],
@@ -77,7 +79,7 @@ def test_public_names_are_the_documented_objects_even_after_every_submodule_is_i
         if not module.name.endswith("__main__"):
             importlib.import_module(module.name)
     for name in ("prepare", "callbacks", "strip", "load_model", "export_tflite", "plan_schedule", "pruned_kernels",
-                 "training_step", "read_flatbuffer", "schedule_of", "layer_sparsity"):
+                 "training_step", "read_flatbuffer", "schedule_of", "layer_sparsity", "from_keras3", "prunable_layers"):
         assert inspect.isfunction(getattr(tfjoint, name)), name
     assert tfjoint.keras.__name__.startswith("tf_keras")
     assert issubclass(tfjoint.ConfigError, ValueError) and issubclass(tfjoint.ModelTypeError, TypeError)
@@ -100,7 +102,9 @@ def test_docstring_examples_run():
     import tfjoint.prune.schedule
     import tfjoint.train.prepare
 
-    for module in (tfjoint.train.prepare, tfjoint.prune.schedule):
+    import tfjoint.bridge.keras3
+
+    for module in (tfjoint.train.prepare, tfjoint.prune.schedule, tfjoint.bridge.keras3):
         results = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert results.attempted > 0 and results.failed == 0, module.__name__
 

@@ -245,15 +245,6 @@ def test_the_model_is_checked_before_the_arguments():
         tfjoint.prepare(small_cnn(), target_sparsity=1.5, end_step=100)
 
 
-def test_keras3_model_is_refused_with_advice():
-    import keras as keras3
-
-    inputs = keras3.Input((4,))
-    model = keras3.Model(inputs, keras3.layers.Dense(2)(inputs))
-    with pytest.raises(tfjoint.ModelTypeError, match="Keras 3 model.*tf_keras"):
-        tfjoint.prepare(model, target_sparsity=0.5, end_step=100)
-
-
 def test_subclassed_model_is_refused():
     class Net(keras.Model):
         def __init__(self):

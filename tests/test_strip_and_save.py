@@ -61,7 +61,7 @@ def _run(steps_first, steps_then, save_path=None):
     return joint, history
 
 
-@pytest.mark.parametrize("suffix", ["model.h5", pytest.param("saved_model_dir", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("suffix", ["model.h5", "model.keras", pytest.param("saved_model_dir", marks=pytest.mark.slow)])
 def test_save_load_resume_matches_an_uninterrupted_run(tmp_path, suffix):
     resumed, resumed_history = _run(4, 6, str(tmp_path / suffix))
     straight, straight_history = _run(4, 6)
@@ -69,8 +69,12 @@ def test_save_load_resume_matches_an_uninterrupted_run(tmp_path, suffix):
     assert resumed_history.history["tfjoint/qat_active"] == straight_history.history["tfjoint/qat_active"] == [1.0]
     for a, b in zip(pruned_kernels(resumed), pruned_kernels(straight)):
         assert a.layer_name == b.layer_name
-        assert np.mean(a.mask.numpy() == 0) == pytest.approx(np.mean(b.mask.numpy() == 0))
         assert int(a.step.numpy()) == 10
+        assert np.mean(a.mask.numpy() == 0) == pytest.approx(np.mean(b.mask.numpy() == 0))
+        if suffix != "saved_model_dir":  # tf_keras 2.21 does not restore optimizer state from a SavedModel,
+            # so there the kernels (and the masks ranked on them) drift apart; elsewhere everything resumes exactly.
+            np.testing.assert_array_equal(a.mask.numpy(), b.mask.numpy())
+            np.testing.assert_allclose(a.kernel.numpy(), b.kernel.numpy(), atol=1e-5)
 
 
 def test_loaded_model_keeps_its_schedule_after_recompiling(tmp_path):
@@ -85,12 +89,18 @@ def test_loaded_model_keeps_its_schedule_after_recompiling(tmp_path):
         assert np.mean(pk.mask.numpy() == 0) == pytest.approx(0.6, abs=1.01 / pk.mask.numpy().size)
 
 
-def test_keras_format_is_explained(tmp_path):
-    joint, _ = _run(1, 1)
-    path = str(tmp_path / "m.keras")
+def test_a_prepared_model_round_trips_through_the_keras_format(tmp_path):
+    """TF-MOT's own QAT models do not load from .keras on this stack; prepared models do, exactly."""
+    joint, _ = _run(3, 1)
+    path = str(tmp_path / "joint.keras")
     joint.save(path)
-    with pytest.raises(tfjoint.ModelStructureError, match=r"\.keras.*\.h5.*SavedModel"):
-        tfjoint.load_model(path)
+    loaded = tfjoint.load_model(path)
+    assert [type(layer).__name__ for layer in loaded.layers] == [type(layer).__name__ for layer in joint.layers]
+    for a, b in zip(joint.get_weights(), loaded.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert training_step(loaded) == training_step(joint) == 4
+    x, _ = image_data(n=8, seed=2)
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), joint.predict(x, verbose=0))
 
 
 def test_float_keras_file_loads(tmp_path):

@@ -8,7 +8,7 @@ import tensorflow_model_optimization as tfmot
 
 from tfjoint import _tfmot
 from tfjoint.quantize import scheme
-from tfjoint.quantize.transforms import CONV1D_BATCHNORM_TRANSFORMS
+from tfjoint.quantize.transforms import batchnorm_transforms, rewrite_transforms
 
 
 def _tfmot_default_transforms() -> list[str]:
@@ -36,11 +36,12 @@ def test_the_copied_default_8bit_transform_list_is_tfmots():
     assert [type(t).__name__ for t in scheme.default_8bit_transforms()] == _tfmot_default_transforms()
 
 
-def test_tfjoints_list_is_tfmots_plus_the_conv1d_folds():
+def test_tfjoints_list_is_tfmots_after_its_own_rewrites():
     ours = [type(t).__name__ for t in scheme.JointLayoutTransform(None, 0).transforms()]
     theirs = _tfmot_default_transforms()
-    added = [cls.__name__ for cls in CONV1D_BATCHNORM_TRANSFORMS]
-    assert ours == ["_GatedInputLayerQuantize"] + added + theirs[1:]
+    rewrites = [type(t).__name__ for t in rewrite_transforms()]
+    last = [type(t).__name__ for t in batchnorm_transforms()]
+    assert ours == ["_GatedInputLayerQuantize"] + rewrites + theirs[1:] + last
 
 
 def test_private_names_still_exist():

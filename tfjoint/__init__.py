@@ -22,6 +22,8 @@ __version__ = "0.2.0"
 
 _EXPORTS = {
     "keras": "tfjoint._keras",
+    # Models in.
+    "from_keras3": "tfjoint.bridge.keras3",
     # Prune and quantize in one fit.
     "JointSchedule": "tfjoint.prune.schedule",
     "plan_schedule": "tfjoint.prune.schedule",
@@ -56,6 +58,7 @@ __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:  # what IDEs and type checkers see; at run time the names load on first use
     from tfjoint._keras import keras
+    from tfjoint.bridge.keras3 import from_keras3
     from tfjoint.errors import (
         ConfigError,
         DataError,

@@ -8,6 +8,7 @@ active, `tf.keras` stays Keras 3, but tfjoint (and TF-MOT, which also picks
 """
 
 import os
+import sys
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
@@ -16,7 +17,10 @@ import tf_keras as keras  # noqa: E402
 
 from tfjoint import errors  # noqa: E402
 
-__all__ = ["keras", "tf", "check_float_model", "check_tf_keras_model", "is_tf_keras_model", "weight_short_name"]
+__all__ = [
+    "keras", "tf", "check_float_model", "check_tf_keras_model", "is_tf_keras_model", "is_keras3_model",
+    "weight_short_name",
+]
 
 # Wrapper classes that mean "this model has already been through TF-MOT".
 _WRAPPER_CLASS_NAMES = frozenset(
@@ -34,17 +38,24 @@ def is_tf_keras_model(obj) -> bool:
     return isinstance(obj, keras.Model)
 
 
+def is_keras3_model(obj) -> bool:
+    """True if `obj` is a Keras 3 model (`keras` 3.x, or `tf.keras` on TF >= 2.16 without the legacy flag)."""
+    if isinstance(obj, keras.Model):
+        return False
+    keras3 = sys.modules.get("keras")  # a Keras 3 model in hand means Keras 3 is already imported
+    return keras3 is not None and isinstance(getattr(keras3, "Model", None), type) and isinstance(obj, keras3.Model)
+
+
 def _describe_foreign_model(obj) -> str | None:
     """Explains why `obj` is not a tf_keras model, or None if it is one."""
     if is_tf_keras_model(obj):
         return None
     module = type(obj).__module__ or ""
-    if module.startswith("keras") or module.startswith("keras_core"):
+    if is_keras3_model(obj):
         return (
             f"model '{getattr(obj, 'name', '?')}' is a Keras 3 model ({type(obj).__module__}."
-            f"{type(obj).__name__}). TF-MOT, and so tfjoint, work only with Keras 2: build the "
-            "model with `from tfjoint import keras` (the tf_keras package), or import tfjoint "
-            "before TensorFlow so that tf.keras is tf_keras."
+            f"{type(obj).__name__}); this step needs the tf_keras model. Convert it first with "
+            "tfjoint.from_keras3(model) (tfjoint.prepare and tfjoint.load_model do that for you)."
         )
     return (
         f"expected a Keras model (a tf_keras.Model), received {type(obj).__module__}.{type(obj).__name__} "
@@ -80,7 +91,7 @@ def check_float_model(model, *, argument: str = "model") -> None:
             "shape (or call model.build(input_shape)) before tfjoint.prepare."
         )
     for layer in model.layers:
-        if type(layer).__name__ in _WRAPPER_CLASS_NAMES:
+        if any(cls.__name__ in _WRAPPER_CLASS_NAMES for cls in type(layer).__mro__):
             raise errors.ModelStructureError(
                 f"`{argument}`: layer '{layer.name}' of model '{model.name}' is a TF-MOT "
                 f"{type(layer).__name__}: the model is already pruned or quantized. Pass the "

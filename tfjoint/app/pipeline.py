@@ -104,8 +104,9 @@ def _load_npz(path: str) -> dict[str, np.ndarray]:
 
 
 def _load_float_model(path: str, sample_inputs):
+    """The --model file as a tf_keras float model (a Keras 3 file is rebuilt and checked on `sample_inputs`)."""
     try:
-        model = tfjoint.load_model(path, compile=False)
+        model = tfjoint.load_model(path, compile=False, sample_inputs=sample_inputs)
     except FileNotFoundError as error:
         raise errors.DataError(f"--model: {error}") from error
     check_float_model(model, argument="--model")

@@ -8,14 +8,14 @@ wraps both, so every quantizer in the model is a tfjoint one:
 * `JointQuantizeRegistry` asks TF-MOT's `Default8BitQuantizeRegistry` for a
   layer's config and wraps it in `JointQuantizeConfig`. It also covers layers
   TF-MOT's 8-bit registry refuses but TFLite runs in int8, with TF-MOT's own
-  generic configs: Conv1D (per-tensor weights, which the converter accepts when
-  it lowers Conv1D to EXPAND_DIMS + CONV_2D), MaxPooling1D, UpSampling1D,
-  elementwise merges (Multiply, Subtract, Average, Maximum, Minimum), and
-  BatchNormalization / Rescaling / Normalization where no transform folds them
-  (output-quantized elementwise ops).
-* `JointLayoutTransform` runs TF-MOT's default 8-bit transforms plus the
-  Conv1D+BatchNorm(+ReLU) folds of `tfjoint.quantize.transforms`, with the
-  input quantizer gated, wraps every config the transforms set, and refuses
+  generic configs: Conv1D the transforms cannot rewrite (causal padding:
+  per-tensor weights, which the converter accepts when it lowers Conv1D to
+  EXPAND_DIMS + CONV_2D), MaxPooling1D, UpSampling1D,
+  and elementwise merges (Multiply, Subtract, Average, Maximum, Minimum).
+* `JointLayoutTransform` runs TF-MOT's default 8-bit transforms after the
+  rewrites of `tfjoint.quantize.transforms` (Conv1D and Dense+BN as Conv2D, so
+  the BN folds; Rescaling, Normalization and a BatchNorm nothing folds as an
+  int8 depthwise 1x1), with the input quantizer gated, wraps every config the transforms set, and refuses
   any layer left without a config with `UnsupportedLayerError` (instead of
   TF-MOT's raw RuntimeError later on).
 """
@@ -29,7 +29,8 @@ from tfjoint._keras import keras
 from tfjoint.prune.schedule import JointSchedule
 from tfjoint.quantize.config import JointQuantizeConfig
 from tfjoint.quantize.quantizers import GatedQuantizer, serialize
-from tfjoint.quantize.transforms import CONV1D_BATCHNORM_TRANSFORMS
+from tfjoint.quantize.layers import ExpandDims, Squeeze
+from tfjoint.quantize.transforms import batchnorm_transforms, rewrite_transforms
 
 __all__ = ["JointQuantizeScheme", "JointQuantizeRegistry", "JointLayoutTransform", "default_8bit_transforms"]
 
@@ -58,10 +59,9 @@ _EXTRA_CONFIGS = {
     keras.layers.Average: _output_quantized,
     keras.layers.Maximum: _output_quantized,
     keras.layers.Minimum: _output_quantized,
-    # Only where no Conv/Dense+BN transform folded it (transforms take precedence).
-    keras.layers.BatchNormalization: _output_quantized,
-    keras.layers.Rescaling: _output_quantized,
-    keras.layers.Normalization: _output_quantized,
+    # Inserted by tfjoint's own transforms; they move no values.
+    ExpandDims: _not_quantized,
+    Squeeze: _not_quantized,
 }
 
 
@@ -164,14 +164,17 @@ class _GatedInputLayerQuantize(_tfmot.default_8bit_transforms.InputLayerQuantize
 class JointLayoutTransform(tfmot.quantization.keras.QuantizeLayoutTransform):
     """TF-MOT's default 8-bit layout transforms and the Conv1D+BN folds, every quantizer tfjoint's."""
 
-    def __init__(self, registry: JointQuantizeRegistry, quant_start_step: int):
+    def __init__(self, registry: JointQuantizeRegistry, quant_start_step: int,
+                 input_shapes: Mapping[str, tuple] | None = None):
         self._registry = registry
         self._quant_start_step = quant_start_step
+        self._input_shapes = dict(input_shapes or {})
 
     def transforms(self) -> list:
-        """The transforms in order: Conv1D+BN folds first, then TF-MOT's list."""
+        """In order: the input quantizer, tfjoint's rewrites, the rest of TF-MOT's list, lone BatchNorms."""
         tfmot_transforms = default_8bit_transforms(_GatedInputLayerQuantize(self._quant_start_step))
-        return tfmot_transforms[:1] + [t() for t in CONV1D_BATCHNORM_TRANSFORMS] + tfmot_transforms[1:]
+        return (tfmot_transforms[:1] + rewrite_transforms(self._input_shapes) + tfmot_transforms[1:]
+                + batchnorm_transforms(self._input_shapes))
 
     def apply(self, model, layer_quantize_map):
         transformed, layer_quantize_map = _model_transformer.ModelTransformer(
@@ -199,16 +202,25 @@ class JointLayoutTransform(tfmot.quantization.keras.QuantizeLayoutTransform):
 
 
 class JointQuantizeScheme(tfmot.quantization.keras.QuantizeScheme):
-    """The scheme `tfjoint.prepare` hands to `tfmot.quantization.keras.quantize_apply`."""
+    """The scheme `tfjoint.prepare` hands to `tfmot.quantization.keras.quantize_apply`.
+
+    Args:
+      schedule: the run's `JointSchedule`.
+      pruned_weights: layer name -> the weights pruned in it.
+      channel_specs: layer name -> its channel-group spec, for channel pruning.
+      input_shapes: layer name -> its input shape, for the rewrites that need
+        it (Dense+BatchNorm, Rescaling, Normalization).
+    """
 
     def __init__(
         self,
         schedule: JointSchedule,
         pruned_weights: Mapping[str, tuple[str, ...]],
         channel_specs: Mapping[str, dict] | None = None,
+        input_shapes: Mapping[str, tuple] | None = None,
     ):
         self._registry = JointQuantizeRegistry(schedule, pruned_weights, channel_specs)
-        self._transform = JointLayoutTransform(self._registry, schedule.quant_start_step)
+        self._transform = JointLayoutTransform(self._registry, schedule.quant_start_step, input_shapes)
 
     def get_layout_transformer(self):
         return self._transform

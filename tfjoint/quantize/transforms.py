@@ -1,54 +1,270 @@
-"""Conv1D + BatchNormalization (+ ReLU) folds for QAT, which TF-MOT does only for Conv2D.
+"""Layout transforms that make common layers fully int8: Conv1D, Dense+BatchNorm and input preprocessing.
 
-TF-MOT's Conv2D+BN transforms keep fake quantization out from between the
-convolution and its BatchNormalization (the converter folds BN into the
-convolution's weights and bias), and quantize after the BN or the ReLU that
-follows. Their patterns name `Conv2D|DepthwiseConv2D` only, so a Conv1D+BN
-block, the standard block of audio and sensor models, gets no transform and
-TF-MOT fails on the lone BatchNormalization. These subclasses reuse TF-MOT's
-replacement logic unchanged with a Conv1D pattern.
+Run before TF-MOT's own list, they rewrite layers TF-MOT's 8-bit scheme (or
+the converter after it) leaves in float into Conv2D-shaped equivalents whose
+handling TF-MOT and the converter already get right. Weights are carried over
+exactly and the rewritten layer keeps the user's layer name, so pruning,
+reports and channel groups refer to the user's layer.
+
+* `Conv1D [-> BatchNormalization [-> ReLU | Activation('relu')]]`. The
+  converter lowers a Conv1D to EXPAND_DIMS -> CONV_2D -> SQUEEZE, so a
+  BatchNormalization after it sits behind the SQUEEZE, cannot be folded, and
+  stays in float (DEQUANTIZE, MUL, ADD). Rewritten as ExpandDims -> Conv2D
+  ((k, 1) kernel) [-> BN [-> ReLU]] -> Squeeze: TF-MOT's Conv2D+BN(+ReLU)
+  transforms then apply, the BN folds into CONV_2D and the weights are
+  quantized per channel.
+* `Dense -> BatchNormalization [-> ReLU]`: TF-MOT trains it, but the converter
+  cannot fold the BN into fake-quantized FULLY_CONNECTED weights and leaves
+  the layer in float. Rewritten as ExpandDims -> 1x1 Conv2D -> BN [-> ReLU] ->
+  Squeeze.
+* `Rescaling(scale, offset)` and `Normalization` (per-channel (x - mean) /
+  std): affine maps whose float constants the converter cannot quantize in a
+  QAT graph (float MUL/ADD at the input). Rewritten as a 1x1 DepthwiseConv2D
+  (kernel = scale, bias = offset), which TF-MOT quantizes per channel: every
+  channel's weight is its own range maximum, so it is exact in int8.
+* A BatchNormalization that no Conv/Dense transform folded (after an Add, a
+  pooling layer, at the input): the same, with its inference-time affine map
+  (gamma / sqrt(var + eps), beta - mean * that). Its statistics are frozen
+  during fine-tuning (the usual practice for QAT of a trained model); gamma
+  and beta stay trainable as the depthwise kernel and bias.
+
+Causal or channels_first Conv1D, and BatchNorm/Normalization over another
+axis than the last, are left as they are.
 """
 
+import collections
+
+import numpy as np
 import tensorflow_model_optimization as tfmot
 
-from tfjoint import _tfmot
+from tfjoint._keras import keras
+from tfjoint.quantize.layers import ExpandDims, Squeeze
 
-__all__ = [
-    "Conv1DBatchNormQuantize",
-    "Conv1DBatchNormReLUQuantize",
-    "Conv1DBatchNormActivationQuantize",
-    "CONV1D_BATCHNORM_TRANSFORMS",
-]
+__all__ = ["Conv1DAsConv2D", "DenseAsConv2D", "AffineAsDepthwise", "rewrite_transforms", "batchnorm_transforms",
+           "EXPAND_SUFFIX", "SQUEEZE_SUFFIX"]
 
-LayerPattern = tfmot.quantization.keras.graph_transformations.transforms.LayerPattern
+_transforms = tfmot.quantization.keras.graph_transformations.transforms
+LayerPattern = _transforms.LayerPattern
+LayerNode = _transforms.LayerNode
 
+EXPAND_SUFFIX = "_as_2d"
+SQUEEZE_SUFFIX = "_as_1d"
 _BATCH_NORM = "BatchNormalization|SyncBatchNormalization"
-
-
-def _conv1d_batchnorm_pattern():
-    return LayerPattern(_BATCH_NORM, inputs=[LayerPattern("Conv1D", config={"activation": "linear"})])
-
-
-class Conv1DBatchNormQuantize(_tfmot.default_8bit_transforms.Conv2DBatchNormQuantize):
-    """Conv1D -> BN: no fake quant between them; BN's output is quantized."""
-
-    def pattern(self):
-        return _conv1d_batchnorm_pattern()
-
-
-class Conv1DBatchNormReLUQuantize(_tfmot.default_8bit_transforms.Conv2DBatchNormReLUQuantize):
-    """Conv1D -> BN -> ReLU: quantized only after the ReLU."""
-
-    def pattern(self):
-        return LayerPattern("ReLU", inputs=[_conv1d_batchnorm_pattern()])
-
-
-class Conv1DBatchNormActivationQuantize(Conv1DBatchNormReLUQuantize):
-    """Conv1D -> BN -> Activation('relu'): quantized only after the activation."""
-
-    def pattern(self):
-        return LayerPattern("Activation", config={"activation": "relu"}, inputs=[_conv1d_batchnorm_pattern()])
-
-
 # Longest patterns first, as in TF-MOT's own list.
-CONV1D_BATCHNORM_TRANSFORMS = (Conv1DBatchNormReLUQuantize, Conv1DBatchNormActivationQuantize, Conv1DBatchNormQuantize)
+_CONV1D_FOLLOWERS = (("BatchNormalization", "ReLU"), ("BatchNormalization", "Activation"), ("BatchNormalization",), ())
+_DENSE_FOLLOWERS = (("BatchNormalization", "ReLU"), ("BatchNormalization", "Activation"), ("BatchNormalization",))
+
+
+def _serialized(layer) -> dict:
+    return {"class_name": keras.utils.get_registered_name(type(layer)), "config": layer.get_config(),
+            "name": layer.name}
+
+
+def _single(value):
+    return value[0] if isinstance(value, (list, tuple)) else value
+
+
+def _weights_of(node) -> collections.OrderedDict:
+    if node.weights:
+        return collections.OrderedDict(node.weights)
+    return collections.OrderedDict((name.split("/")[-1], value) for name, value in node.names_and_weights)
+
+
+def _axes_of(axis) -> list[int]:
+    if axis is None:
+        return []
+    return [int(a) for a in axis] if isinstance(axis, (list, tuple)) or hasattr(axis, "__iter__") else [int(axis)]
+
+
+def _on_last_axis(axis, rank: int) -> bool:
+    axes = _axes_of(axis)
+    return len(axes) == 1 and axes[0] in (-1, rank - 1)
+
+
+def _unit_axes(rank: int) -> list[int]:
+    """The axes to insert so a rank-`rank` tensor (batch first, channels last) becomes rank 4."""
+    return [2] if rank == 3 else [1, 2]
+
+
+def _wrap_in_2d(name: str, rank: int, core: LayerNode, last_name: str) -> LayerNode:
+    """ExpandDims -> `core` chain -> Squeeze, the ends named after the layers they stand for."""
+    axes = _unit_axes(rank)
+    expand = ExpandDims(axes, name=f"{name}{EXPAND_SUFFIX}")
+    squeeze = Squeeze(axes, name=f"{last_name}{SQUEEZE_SUFFIX}")
+    leaf = core
+    while leaf.input_layers:
+        leaf = leaf.input_layers[0]
+    leaf.input_layers = [LayerNode(_serialized(expand), metadata={"quantize_config": None})]
+    return LayerNode(_serialized(squeeze), input_layers=[core], metadata={"quantize_config": None})
+
+
+class Conv1DAsConv2D(_transforms.Transform):
+    """Rewrites one Conv1D chain (see the module docstring) as its Conv2D equivalent.
+
+    Args:
+      followers: the layer classes after the Conv1D that the pattern includes,
+        e.g. ("BatchNormalization", "ReLU").
+      input_ranks: layer name -> rank of its input, for layers whose rank the
+        rewrite needs (Dense).
+    """
+
+    _LAYER = "Conv1D"
+
+    def __init__(self, followers: tuple[str, ...] = (), input_ranks: dict[str, int] | None = None):
+        self._followers = tuple(followers)
+        self._input_ranks = dict(input_ranks or {})
+
+    def pattern(self):
+        pattern = LayerPattern(self._LAYER, config={"activation": "linear"} if self._followers else {})
+        for follower in self._followers:
+            config = {"activation": "relu"} if follower == "Activation" else {}
+            pattern = LayerPattern(_BATCH_NORM if follower == "BatchNormalization" else follower, config=config,
+                                   inputs=[pattern])
+        return pattern
+
+    def _chain(self, match_layer) -> list:
+        """[matched layer node, follower nodes...] in data-flow order."""
+        chain, node = [], match_layer
+        for _ in range(len(self._followers) + 1):
+            chain.append(node)
+            node = node.input_layers[0] if node.input_layers else None
+        return chain[::-1]
+
+    def _rank(self, name: str) -> int | None:
+        return 3
+
+    def convertible(self, config) -> bool:
+        return config["padding"] in ("valid", "same") and config.get("data_format") in (None, "channels_last")
+
+    def _conv2d(self, config, kernel):
+        """The Conv2D config and kernel equivalent to the matched layer's."""
+        config = dict(config)
+        config.update(kernel_size=(_single(config["kernel_size"]), 1), strides=(_single(config["strides"]), 1),
+                      dilation_rate=(_single(config["dilation_rate"]), 1), data_format="channels_last")
+        config.pop("batch_input_shape", None)
+        return config, np.expand_dims(kernel, 1)
+
+    def replacement(self, match_layer):
+        chain = self._chain(match_layer)
+        config = chain[0].layer["config"]
+        name, rank = config["name"], self._rank(config["name"])
+        if rank is None or not self.convertible(config):
+            return match_layer
+        for node in chain[1:]:
+            if node.layer["class_name"].endswith("BatchNormalization") and not _on_last_axis(
+                    node.layer["config"]["axis"], rank):
+                return match_layer
+        weights = _weights_of(chain[0])
+        conv_config, kernel = self._conv2d(config, weights["kernel:0"])
+        conv2d_weights = collections.OrderedDict([("kernel:0", kernel)])
+        if "bias:0" in weights:
+            conv2d_weights["bias:0"] = weights["bias:0"]
+        node = LayerNode(_serialized(keras.layers.Conv2D.from_config(conv_config)), weights=conv2d_weights,
+                         metadata={"quantize_config": None})
+        for follower in chain[1:]:
+            layer = dict(follower.layer, config=dict(follower.layer["config"]))
+            if layer["class_name"].endswith("BatchNormalization"):
+                layer["config"]["axis"] = -1
+            node = LayerNode(layer, weights=_weights_of(follower), input_layers=[node],
+                             metadata={"quantize_config": None})
+        return _wrap_in_2d(name, rank, node, chain[-1].layer["config"]["name"])
+
+    def custom_objects(self):
+        return {"tfjoint>ExpandDims": ExpandDims, "tfjoint>Squeeze": Squeeze}
+
+
+class DenseAsConv2D(Conv1DAsConv2D):
+    """Rewrites Dense -> BatchNormalization [-> ReLU] as a 1x1 Conv2D chain (rank-2 or rank-3 inputs)."""
+
+    _LAYER = "Dense"
+
+    def _rank(self, name: str) -> int | None:
+        rank = self._input_ranks.get(name)
+        return rank if rank in (2, 3) else None
+
+    def convertible(self, config) -> bool:
+        return True
+
+    def _conv2d(self, config, kernel):
+        conv = {key: config[key] for key in ("name", "trainable", "dtype", "activation", "use_bias",
+                                             "kernel_initializer", "bias_initializer", "kernel_regularizer",
+                                             "bias_regularizer", "activity_regularizer", "kernel_constraint",
+                                             "bias_constraint") if key in config}
+        conv.update(filters=config["units"], kernel_size=(1, 1))
+        return conv, kernel[np.newaxis, np.newaxis]
+
+
+class AffineAsDepthwise(_transforms.Transform):
+    """Rewrites Rescaling / Normalization (over the last axis) as a 1x1 DepthwiseConv2D.
+
+    Args:
+      class_name: "Rescaling" or "Normalization".
+      input_shapes: layer name -> its input shape (batch first), for the
+        channel count and rank.
+    """
+
+    def __init__(self, class_name: str, input_shapes: dict[str, tuple] | None = None):
+        self._class_name = class_name
+        self._input_shapes = dict(input_shapes or {})
+
+    def pattern(self):
+        return LayerPattern(_BATCH_NORM if self._class_name == "BatchNormalization" else self._class_name)
+
+    def _scale_and_offset(self, node, channels: int, rank: int):
+        config = node.layer["config"]
+        if self._class_name == "BatchNormalization":
+            if node.metadata.get("quantize_config") is not None or not _on_last_axis(config.get("axis"), rank):
+                return None  # folded by a Conv/Dense transform, or not over the channels
+            weights = _weights_of(node)
+            gamma = weights.get("gamma:0", np.ones(channels, np.float32))
+            beta = weights.get("beta:0", np.zeros(channels, np.float32))
+            scale = gamma / np.sqrt(weights["moving_variance:0"] + config["epsilon"])
+            return scale.astype(np.float32), (beta - weights["moving_mean:0"] * scale).astype(np.float32)
+        if self._class_name == "Rescaling":
+            scale = np.broadcast_to(np.asarray(config["scale"], np.float32), (channels,))
+            offset = np.broadcast_to(np.asarray(config["offset"], np.float32), (channels,))
+            return scale, offset
+        if config.get("invert") or not _on_last_axis(config.get("axis"), rank):
+            return None
+        weights = _weights_of(node)
+        mean = np.reshape(weights["mean:0"], (-1,)).astype(np.float32)
+        std = np.sqrt(np.maximum(np.reshape(weights["variance:0"], (-1,)), 1e-7)).astype(np.float32)
+        if mean.size == 1:
+            mean, std = np.full(channels, mean[0], np.float32), np.full(channels, std[0], np.float32)
+        return 1.0 / std, -mean / std
+
+    def replacement(self, match_layer):
+        name = match_layer.layer["config"]["name"]
+        shape = self._input_shapes.get(name)
+        if shape is None or len(shape) not in (2, 3, 4) or shape[-1] is None:
+            return match_layer
+        rank, channels = len(shape), int(shape[-1])
+        affine = self._scale_and_offset(match_layer, channels, rank)
+        if affine is None:
+            return match_layer
+        scale, offset = affine
+        depthwise = keras.layers.DepthwiseConv2D(1, use_bias=True, name=name)
+        weights = collections.OrderedDict([
+            ("depthwise_kernel:0", scale.reshape(1, 1, channels, 1).copy()), ("bias:0", offset.copy())])
+        node = LayerNode(_serialized(depthwise), weights=weights, metadata={"quantize_config": None})
+        if rank == 4:
+            return node
+        return _wrap_in_2d(name, rank, node, name)
+
+    def custom_objects(self):
+        return {"tfjoint>ExpandDims": ExpandDims, "tfjoint>Squeeze": Squeeze}
+
+
+def batchnorm_transforms(input_shapes: dict[str, tuple] | None = None) -> list:
+    """The lone-BatchNormalization rewrite, which must run after TF-MOT's Conv+BN transforms."""
+    return [AffineAsDepthwise("BatchNormalization", input_shapes)]
+
+
+def rewrite_transforms(input_shapes: dict[str, tuple] | None = None) -> list:
+    """The rewrites above that must run before TF-MOT's transforms, in order."""
+    ranks = {name: len(shape) for name, shape in (input_shapes or {}).items()}
+    return (
+        [AffineAsDepthwise("Rescaling", input_shapes), AffineAsDepthwise("Normalization", input_shapes)]
+        + [Conv1DAsConv2D(f) for f in _CONV1D_FOLLOWERS]
+        + [DenseAsConv2D(f, ranks) for f in _DENSE_FOLLOWERS]
+    )

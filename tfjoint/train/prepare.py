@@ -1,9 +1,11 @@
 """`tfjoint.prepare`: turn a float model into one that prunes and QATs in one fit.
 
-The returned model is TF-MOT's `quantize_apply` output (QuantizeWrapperV2
-layers, TF-MOT's layout transforms) built with `JointQuantizeScheme`, so its
-prunable kernels carry a pruning mask updated in the graph on TF-MOT's
-PolynomialDecay schedule. No callback is needed for the schedule to run.
+The returned model is TF-MOT's `quantize_apply` output (its layout transforms,
+QuantizeLayer and QuantizeWrapperV2, the latter two as the subclasses of
+`tfjoint.quantize.wrappers` that also load from `.keras`) built with
+`JointQuantizeScheme`, so its prunable kernels carry a pruning mask updated in
+the graph on TF-MOT's PolynomialDecay schedule. No callback is needed for the
+schedule to run.
 """
 
 from typing import Callable, Iterable, Mapping, Union
@@ -11,10 +13,12 @@ from typing import Callable, Iterable, Mapping, Union
 import tensorflow_model_optimization as tfmot
 
 from tfjoint import errors
-from tfjoint._keras import check_float_model, keras
+from tfjoint._keras import check_float_model, is_keras3_model, keras
+from tfjoint.bridge.keras3 import from_keras3
 from tfjoint.prune.layers import prunable_layers, prunable_weight
 from tfjoint.prune.schedule import JointSchedule
 from tfjoint.quantize.scheme import JointQuantizeScheme
+from tfjoint.quantize.wrappers import adopt_joint_layers
 
 __all__ = ["prepare", "LayerSelector"]
 
@@ -87,6 +91,15 @@ def _pruned_weights(
     return pruned
 
 
+def _input_shapes(model) -> dict[str, tuple]:
+    """Each single-input, unshared layer's input shape, for the layout rewrites that need it."""
+    shapes = {}
+    for layer in model.layers:
+        if len(layer.inbound_nodes) == 1 and not isinstance(layer.input_shape, list):
+            shapes[layer.name] = tuple(layer.input_shape)
+    return shapes
+
+
 def _schedule_from_arguments(schedule, target_sparsity, end_step, timing) -> JointSchedule:
     if schedule is not None:
         if not isinstance(schedule, JointSchedule):
@@ -123,6 +136,7 @@ def prepare(
     prune_depthwise: bool = False,
     prune_only: LayerSelector = None,
     exclude: LayerSelector = None,
+    sample_inputs=None,
 ) -> keras.Model:
     """Wraps a float model for joint magnitude pruning and QAT in one fit.
 
@@ -147,7 +161,7 @@ def prepare(
       >>> model = keras.Model(inputs, keras.layers.Dense(4)(inputs))
       >>> joint = tfjoint.prepare(model, target_sparsity=0.5, end_step=100)
       >>> [type(layer).__name__ for layer in joint.layers]
-      ['InputLayer', 'QuantizeLayer', 'QuantizeWrapperV2']
+      ['InputLayer', 'JointQuantizeLayer', 'JointQuantizeWrapper']
 
     Args:
       model: a built Sequential or Functional float model, usually
@@ -169,9 +183,13 @@ def prepare(
       prune_only: layer names (or a predicate on layers) to prune; default all
         prunable layers.
       exclude: layer names (or a predicate) never to prune.
+      sample_inputs: for a Keras 3 model, inputs to check its tf_keras rebuild
+        on (default: seeded random values; see `tfjoint.from_keras3`).
 
     Returns:
-      A new tf_keras model to compile and fit.
+      A new tf_keras model to compile and fit (also for a Keras 3 input: the
+      models `prepare` and `strip` return, and `load_model` loads, are
+      tf_keras models; the `.tflite` is the deliverable).
 
     Raises:
       errors.ModelTypeError: not a Keras model, or a subclassed one (checked
@@ -181,6 +199,8 @@ def prepare(
       errors.UnsupportedLayerError: a layer cannot be quantized, or cannot be
         pruned although `prune_only` asks for it.
     """
+    if is_keras3_model(model):
+        model = from_keras3(model, sample_inputs)
     check_float_model(model)
     schedule = _schedule_from_arguments(
         schedule, target_sparsity, end_step,
@@ -188,7 +208,7 @@ def prepare(
              quant_start_step=quant_start_step),
     )
     pruned = _pruned_weights(model, schedule, prune_depthwise, prune_only, exclude)
-    scheme = JointQuantizeScheme(schedule, pruned)
+    scheme = JointQuantizeScheme(schedule, pruned, input_shapes=_input_shapes(model))
     annotated = tfmot.quantization.keras.quantize_annotate_model(model)
     with tfmot.quantization.keras.quantize_scope():
-        return tfmot.quantization.keras.quantize_apply(annotated, scheme)
+        return adopt_joint_layers(tfmot.quantization.keras.quantize_apply(annotated, scheme))

@@ -26,8 +26,9 @@ def _strip_layer(layer):
     if isinstance(layer, tfmot.quantization.keras.QuantizeWrapper):
         inner = layer.layer.__class__.from_config(layer.layer.get_config())
         return _QuantizeWrapper(inner, unwrap_config(layer.quantize_config), name=layer.name)
-    if isinstance(layer, _QuantizeLayer) and isinstance(layer.quantizer, GatedQuantizer):
-        return _QuantizeLayer(quantizer=layer.quantizer.quantizer, name=layer.name)
+    if isinstance(layer, _QuantizeLayer):
+        quantizer = layer.quantizer.quantizer if isinstance(layer.quantizer, GatedQuantizer) else layer.quantizer
+        return _QuantizeLayer(quantizer=quantizer, name=layer.name)
     return layer.__class__.from_config(layer.get_config())
 
 

@@ -1,0 +1,79 @@
+"""TF-MOT's QuantizeLayer and QuantizeWrapperV2, fixed so that `.keras` files of prepared models load.
+
+TF-MOT's QAT models do not load from `.keras` on tf_keras 2.21 ("Layer
+'quantize_layer' expected 7 variables, but received 4"). Two causes, one per
+class, both in how variables are listed, not in what they hold:
+
+* `QuantizeLayer.build` never marks the layer built, so `.keras` loading
+  (`build_from_config`, then the functional call) creates its variables twice.
+  `JointQuantizeLayer.build` is idempotent.
+* `QuantizeWrapperV2` lists its own trainable variables in an order (and with
+  duplicates) that depends on whether the inner layer was built and called
+  before the wrapper was: TF-MOT's quantize config replaces `layer.kernel` by
+  a tensor on every call, which drops the variable from the inner layer's
+  list. A freshly built wrapper and a loaded one list them differently, and
+  `.keras` restores variables by position. `JointQuantizeWrapper` keeps one
+  canonical order: the quantized weights, then the inner layer's other
+  trainable variables.
+
+`tfjoint.prepare` gives every prepared model these two classes
+(`adopt_joint_layers`); they are registered under "tfjoint", behave exactly
+as TF-MOT's in training and inference, and `tfjoint.strip` returns TF-MOT's
+own classes again.
+"""
+
+import tensorflow_model_optimization as tfmot
+
+from tfjoint import _tfmot
+from tfjoint.quantize.quantizers import register
+
+__all__ = ["JointQuantizeLayer", "JointQuantizeWrapper", "adopt_joint_layers"]
+
+
+def _unique(variables) -> list:
+    seen, unique = set(), []
+    for variable in variables:
+        if id(variable) not in seen:
+            seen.add(id(variable))
+            unique.append(variable)
+    return unique
+
+
+@register
+class JointQuantizeLayer(_tfmot.QuantizeLayer):
+    """TF-MOT's input QuantizeLayer whose `build` runs once."""
+
+    def build(self, input_shape):
+        if self.built:
+            return
+        super().build(input_shape)
+        self.built = True
+
+
+@register
+class JointQuantizeWrapper(tfmot.quantization.keras.QuantizeWrapperV2):
+    """TF-MOT's QuantizeWrapperV2 with its trainable variables in one canonical order."""
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self.canonicalize_variables()
+
+    def canonicalize_variables(self) -> None:
+        """Quantized weights first, then the inner layer's remaining trainable variables, each once."""
+        quantized = [weight for weight, _, _ in getattr(self, "_weight_vars", [])]
+        self._trainable_weights = _unique(quantized + list(self.layer._trainable_weights) + self._trainable_weights)
+
+
+def adopt_joint_layers(model):
+    """Gives a `quantize_apply` model's QuantizeLayers and wrappers the classes above, in place.
+
+    The subclasses add no state, so swapping the class of the built layers is
+    exact; it must happen before the first `fit` builds the optimizer.
+    """
+    for layer in model.layers:
+        if type(layer) is _tfmot.QuantizeLayer:
+            layer.__class__ = JointQuantizeLayer
+        elif type(layer) is tfmot.quantization.keras.QuantizeWrapperV2:
+            layer.__class__ = JointQuantizeWrapper
+            layer.canonicalize_variables()
+    return model
