@@ -151,3 +151,16 @@ def test_a_keras3_model_saved_the_default_way_goes_through_the_command(saved_inp
     assert report["fully_int8"] and report["passed"]
     assert report["weight_sparsity"] == pytest.approx(0.8, abs=0.005)
     assert keras3_accuracy > 0.9 and report["int8_accuracy"] >= keras3_accuracy - 0.02
+
+
+def test_channel_sparsity_flag_removes_channels_from_the_file(tmp_path):
+    out = tmp_path / "out"
+    result = tfjoint_cli(f"--out={out}", *FAST, "--channel_sparsity=0.5", "--target_sparsity=0.5",
+                         "--max_accuracy_drop=0.2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    channels = report["per_layer_channels"]
+    assert channels["conv1"] == {"original": 32, "keras": 16, "tflite": 16}
+    assert channels["classes"]["tflite"] == 10  # the output keeps its channels
+    assert json.loads((out / "run_config.json").read_text())["resolved"]["schedule"]["channel_sparsity"] == 0.5
+    assert (out / "sparsity_per_layer.png").stat().st_size > 0

@@ -21,10 +21,10 @@ LEAVES = {"errors", "_keras", "_tfmot", "_files", "data", "export.measure"}
 # import leaves, any module of an earlier stage, and earlier modules of its own.
 STAGES = {
     "bridge": ["bridge.translate", "bridge.equivalence", "bridge.keras3"],
-    "prune": ["prune.layers", "prune.schedule", "prune.decay"],
+    "prune": ["prune.layers", "prune.schedule", "prune.decay", "prune.channels"],
     "quantize": ["quantize.quantizers", "quantize.config", "quantize.layers", "quantize.transforms",
                  "quantize.scheme", "quantize.wrappers"],
-    "train": ["train.inspect", "train.prepare", "train.callbacks", "train.strip", "train.saving"],
+    "train": ["train.inspect", "train.channels", "train.prepare", "train.callbacks", "train.strip", "train.saving"],
     "export": ["export.inspect", "export.report", "export.convert", "export.validate", "export.runtime",
                "export.tflite"],
     "app": ["app.flags", "app.digits", "app.plots", "app.pipeline", "app.cli"],

@@ -31,6 +31,8 @@ _EXPORTS = {
     "callbacks": "tfjoint.train.callbacks",
     "strip": "tfjoint.train.strip",
     "load_model": "tfjoint.train.saving",
+    "JointModel": "tfjoint.train.channels",
+    "update_channel_masks": "tfjoint.train.channels",
     "prunable_layers": "tfjoint.prune.layers",
     # Reading a prepared model back.
     "pruned_kernels": "tfjoint.train.inspect",
@@ -76,6 +78,7 @@ if TYPE_CHECKING:  # what IDEs and type checkers see; at run time the names load
     from tfjoint.prune.layers import prunable_layers
     from tfjoint.prune.schedule import JointSchedule, plan_schedule
     from tfjoint.train.callbacks import callbacks
+    from tfjoint.train.channels import JointModel, update_channel_masks
     from tfjoint.train.inspect import is_prepared, layer_sparsity, pruned_kernels, schedule_of, training_step
     from tfjoint.train.prepare import prepare
     from tfjoint.train.saving import load_model

@@ -36,7 +36,10 @@ class RunConfig:
                                      "directory. Omit (with --data) to run the embedded digits default.")
     data: str | None = _field(None, ".npz file with x_train, y_train, x_val, y_val (and optionally x_calib).")
     out: str = _field("tfjoint_out", "Output directory (created if missing).")
-    target_sparsity: float = _field(0.8, "Fraction of zeros in every pruned kernel.", lower=0.0, upper=0.99)
+    target_sparsity: float = _field(0.8, "Fraction of zeros in every pruned kernel (within its kept channels).",
+                                    lower=0.0, upper=0.99)
+    channel_sparsity: float = _field(0.0, "Fraction of output channels (filters, units) removed from every pruned "
+                                          "Conv/Dense layer: a smaller, faster int8 model.", lower=0.0, upper=0.95)
     epochs: int = _field(10, "Fine-tuning epochs (joint pruning + QAT, one fit).", lower=1)
     batch_size: int = _field(32, "Fine-tuning batch size.", lower=1)
     learning_rate: float = _field(1e-3, "Adam learning rate for fine-tuning.", lower=0.0)

@@ -166,7 +166,7 @@ def run(config: RunConfig) -> RunResult:
     loss, metrics = infer_loss(float_model, y_train, config.loss)
     total_steps = steps_for(config.epochs, len(x_train), config.batch_size)
     schedule = tfjoint.plan_schedule(total_steps, config.target_sparsity, prune_end=config.prune_end,
-                                     quant_start=config.quant_start)
+                                     quant_start=config.quant_start, channel_sparsity=config.channel_sparsity)
     logging.info("Fine-tuning %d steps; schedule %s.", total_steps, schedule.to_dict())
 
     with strategy.scope():
@@ -205,7 +205,8 @@ def _export_and_plot(config, resolved, deployable, float_model, data, schedule, 
         report, failure = error.report, error
     report.save_json(files["report.json"])
 
-    plots.sparsity_per_layer(files["sparsity_per_layer.png"], schedule, report.per_layer_sparsity)
+    plots.sparsity_per_layer(files["sparsity_per_layer.png"], schedule, report.per_layer_sparsity,
+                             report.per_layer_channels)
     plots.schedule_and_loss(
         files["schedule.png"], schedule=schedule, total_steps=steps_for(config.epochs, len(data["x_train"]),
                                                                         config.batch_size),

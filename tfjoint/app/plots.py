@@ -21,14 +21,37 @@ def _save(figure, path):
     plt.close(figure)
 
 
-def sparsity_per_layer(path: str, schedule, per_layer: dict) -> None:
-    """Bars: planned, and achieved in Keras and in the int8 flatbuffer, per layer."""
+def sparsity_per_layer(path: str, schedule, per_layer: dict, per_layer_channels: dict | None = None) -> None:
+    """Bars: weight sparsity planned, in Keras and in the int8 flatbuffer, per layer; and channels kept.
+
+    With channel pruning, a second panel shows the fraction of each layer's
+    output channels kept in the int8 file.
+    """
+    channels = {name: entry for name, entry in (per_layer_channels or {}).items()
+                if entry.get("original") and entry.get("tflite") is not None}
+    pruned_channels = any(entry["tflite"] < entry["original"] for entry in channels.values())
     names = list(per_layer)
     planned = [per_layer[n].get("planned") or 0.0 for n in names]
     keras_values = [per_layer[n]["keras"] for n in names]
     tflite_values = [per_layer[n]["tflite"] or 0.0 for n in names]
     positions = np.arange(len(names))
-    figure, axis = plt.subplots(figsize=(max(5, 1.2 * len(names) + 2), 3.6))
+    width = max(5, 1.2 * len(names) + 2)
+    if pruned_channels:
+        figure, (axis, channel_axis) = plt.subplots(2, 1, figsize=(width, 6.4), sharex=True)
+        kept = [channels[n]["tflite"] / channels[n]["original"] if n in channels else 1.0 for n in names]
+        channel_axis.bar(positions, kept, 0.5, color="tab:green", label="output channels kept (int8 file)")
+        channel_axis.axhline(1 - schedule.channel_sparsity, color="black", linestyle="--",
+                             label=f"target {1 - schedule.channel_sparsity:.0%} kept")
+        for position, name in zip(positions, names):
+            if name in channels:
+                channel_axis.text(position, kept[position] + 0.03, f"{channels[name]['tflite']}/"
+                                  f"{channels[name]['original']}", ha="center", fontsize=7)
+        channel_axis.set_ylim(0, 1.25)
+        channel_axis.set_ylabel("fraction of channels kept")
+        channel_axis.legend(loc="upper center", ncol=2, fontsize=8)
+        channel_axis.set_xticks(positions, names, rotation=30, ha="right")
+    else:
+        figure, axis = plt.subplots(figsize=(width, 3.6))
     axis.bar(positions - 0.27, planned, 0.27, label="planned", color="lightgray", edgecolor="black")
     axis.bar(positions, keras_values, 0.27, label="Keras kernel")
     axis.bar(positions + 0.27, tflite_values, 0.27, label="int8 .tflite")

@@ -42,6 +42,7 @@ class ExportReport:
     float_ops: list[dict[str, Any]]
     weight_sparsity: float
     per_layer_sparsity: dict[str, dict[str, Any]]
+    per_layer_channels: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     inputs: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     outputs: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     operator_counts: dict[str, int] = dataclasses.field(default_factory=dict)
@@ -148,6 +149,14 @@ class ExportReport:
             for name, entry in self.per_layer_sparsity.items():
                 lines.append(f"{name:<24} {_pct(entry.get('planned')):>8} {_pct(entry.get('keras')):>8} "
                              f"{_pct(entry.get('tflite')):>8}")
+        removed = {name: e for name, e in self.per_layer_channels.items()
+                   if e.get("original") is not None and e["original"] != e.get("tflite")}
+        if removed:
+            lines.append("")
+            lines.append(f"{'channels':<24} {'original':>8} {'keras':>8} {'tflite':>8}")
+            for name, entry in self.per_layer_channels.items():
+                lines.append(f"{name:<24} {entry.get('original')!s:>8} {entry.get('keras')!s:>8} "
+                             f"{entry.get('tflite')!s:>8}")
         if self.operator_counts:
             lines.append("")
             lines.append("operators: " + ", ".join(f"{op} x{n}" for op, n in sorted(self.operator_counts.items())))

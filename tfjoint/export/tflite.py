@@ -123,6 +123,36 @@ def _per_layer_sparsity(model, summary: FlatbufferSummary, schedule: dict | None
     return per_layer
 
 
+def _output_channels(layer) -> int | None:
+    """Output channels (filters, units, depthwise channels) of a Conv/Dense/Depthwise layer, else None."""
+    inner = getattr(layer, "layer", layer)
+    kind = type(inner).__name__
+    if kind in ("Conv1D", "Conv2D", "Dense"):
+        return int(inner.kernel.shape[-1]) if hasattr(inner, "kernel") and inner.built else None
+    if kind == "DepthwiseConv2D":
+        return int(inner.depthwise_kernel.shape[2] * inner.depthwise_kernel.shape[3]) if inner.built else None
+    return None
+
+
+def _per_layer_channels(model, summary: FlatbufferSummary, reference) -> dict[str, dict[str, int | None]]:
+    """Output channels per weight layer: originally (`reference`), in the Keras model, and in the int8 file."""
+    original = {}
+    for layer in (reference.layers if reference is not None else []):
+        channels = _output_channels(layer)
+        if channels is not None:
+            original[float_layer_name(layer.name)] = channels
+    layers = [layer for layer in model.layers if _output_channels(layer) is not None]
+    tensors = summary.weights_of([layer.name for layer in layers])
+    return {
+        float_layer_name(layer.name): {
+            "original": original.get(float_layer_name(layer.name)),
+            "keras": _output_channels(layer),
+            "tflite": tensors[layer.name][0].output_channels if tensors.get(layer.name) else None,
+        }
+        for layer in layers
+    }
+
+
 def _as_list(outputs) -> list[np.ndarray]:
     return [np.asarray(o) for o in outputs] if isinstance(outputs, (list, tuple)) else [np.asarray(outputs)]
 
@@ -270,6 +300,8 @@ def export_tflite(
         float_ops=[{"op": op.name, "tensors": list(op.float_tensors)} for op in summary.float_ops],
         weight_sparsity=summary.weight_sparsity,
         per_layer_sparsity=_per_layer_sparsity(source.model, summary, source.schedule),
+        per_layer_channels=_per_layer_channels(source.model, summary, float_model or (model if source.model is not model
+                                                                                        else None)),
         inputs=[t.to_dict() for t in summary.inputs],
         outputs=[t.to_dict() for t in summary.outputs],
         operator_counts=summary.operator_counts,

@@ -7,6 +7,8 @@ import tensorflow_model_optimization as tfmot
 from tfjoint import _tfmot
 from tfjoint._keras import weight_short_name
 from tfjoint.quantize.quantizers import (
+    OUTPUT,
+    ChannelMaskedOutputQuantizer,
     ChannelMaskQuantizer,
     GatedQuantizer,
     PrunedKernelQuantizer,
@@ -33,11 +35,13 @@ class JointQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
       pruned_weights: names of the layer's weights to prune (e.g. ["kernel"]).
       schedule: PolynomialDecay arguments of this layer's kernel, required
         when `pruned_weights` is set.
-      channels: for a layer in a channel group: `{"group": name, "axes":
-        {weight name: channel axis}, "producer": bool, "schedule": decay
-        arguments of the channel sparsity}`. The layer's listed weights are
-        multiplied by the group's channel mask; producers' kernels are scored
-        to choose the group's channels.
+      channels: for a layer whose channels belong to channel groups:
+        `{"segments": [[group or None, size], ...], "axes": {weight name:
+        channel axis}, "producer": bool, "schedule": decay arguments of the
+        channel sparsity, "criterion": "l1" or "l2"}`. The listed weights are
+        multiplied by the channel mask (the groups' masks side by side, ones
+        for None), or with the axis name "__output__" the layer's output is;
+        a producer's kernel is scored to choose its group's channels.
     """
 
     def __init__(self, config, quant_start_step: int, pruned_weights=(), schedule=None, channels=None):
@@ -58,7 +62,7 @@ class JointQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
     def _extra_weight_names(self) -> list[str]:
         """Channel-masked weights TF-MOT's config does not quantize (bias, gamma, beta)."""
         quantized = _base_weight_names(self.config)
-        return [name for name in self.channel_axes if name not in quantized]
+        return [name for name in self.channel_axes if name not in quantized and name != OUTPUT]
 
     def _weight_quantizer(self, weight, quantizer):
         name = weight_short_name(weight)
@@ -91,7 +95,10 @@ class JointQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
         self.config.set_quantize_activations(layer, quantize_activations)
 
     def get_output_quantizers(self, layer):
-        return [GatedQuantizer(q, self.quant_start_step) for q in self.config.get_output_quantizers(layer)]
+        quantizers = [GatedQuantizer(q, self.quant_start_step) for q in self.config.get_output_quantizers(layer)]
+        if OUTPUT in self.channel_axes:
+            return [ChannelMaskedOutputQuantizer(quantizers[0] if quantizers else None)]
+        return quantizers
 
     def get_config(self) -> dict[str, Any]:
         return {
@@ -117,10 +124,11 @@ def _normalized_channels(channels: Mapping | None) -> dict | None:
     if not channels:
         return None
     return {
-        "group": str(channels["group"]),
+        "segments": [[None if group is None else str(group), int(size)] for group, size in channels["segments"]],
         "axes": {str(k): int(v) for k, v in dict(channels["axes"]).items()},
         "producer": bool(channels.get("producer", False)),
         "schedule": dict(channels["schedule"]),
+        "criterion": str(channels.get("criterion", "l1")),
     }
 
 

@@ -44,6 +44,8 @@ __all__ = [
     "GatedQuantizer",
     "PrunedKernelQuantizer",
     "ChannelMaskQuantizer",
+    "ChannelMaskedOutputQuantizer",
+    "OUTPUT",
     "serialize",
     "deserialize",
     "register",
@@ -57,6 +59,7 @@ STEP = "tfjoint_step"
 MASK = "tfjoint_mask"
 THRESHOLD = "tfjoint_threshold"
 CHANNEL_MASK = "tfjoint_channel_mask"
+OUTPUT = "__output__"  # in a channel spec's axes: mask the layer's output instead of a weight
 _OWN_KEYS = (STEP, MASK, THRESHOLD, CHANNEL_MASK)
 # Range given to a per-channel weight range that collapsed to [0, 0] (a fully
 # pruned channel). Its values are all zero, which any positive range maps to
@@ -356,6 +359,47 @@ class ChannelMaskQuantizer(tfmot.quantization.keras.quantizers.Quantizer):
 
     def get_config(self):
         return {"channel_axis": self.channel_axis}
+
+    def __eq__(self, other):
+        return type(other) is type(self) and other.get_config() == self.get_config()
+
+    def __ne__(self, other):
+        return not self.__eq__(other)
+
+
+@register
+class ChannelMaskedOutputQuantizer(tfmot.quantization.keras.quantizers.Quantizer):
+    """Multiplies a layer's output by a channel mask (last axis), then applies its output quantizer, if any.
+
+    Used for BatchNormalization: masking its output zeroes a removed channel
+    exactly without replacing gamma and beta by tensors, which tf_keras
+    cannot save to a SavedModel for a BatchNormalization layer.
+    """
+
+    def __init__(self, quantizer=None):
+        if isinstance(quantizer, dict):
+            quantizer = deserialize(quantizer)
+        self.quantizer = quantizer
+
+    def build(self, tensor_shape, name, layer):
+        weights = dict(self.quantizer.build(tensor_shape, name, layer) or {}) if self.quantizer else {}
+        weights[CHANNEL_MASK] = layer.add_weight(
+            f"{name}_{CHANNEL_MASK}",
+            shape=(tensor_shape[-1],),
+            initializer=keras.initializers.Ones(),
+            trainable=False,
+            aggregation=tf.VariableAggregation.MEAN,
+        )
+        return weights
+
+    def __call__(self, inputs, training, weights, **kwargs):
+        masked = tf.math.multiply(inputs, weights[CHANNEL_MASK])
+        if self.quantizer is None:
+            return masked
+        return self.quantizer(masked, training, weights={k: v for k, v in weights.items() if k != CHANNEL_MASK})
+
+    def get_config(self):
+        return {"quantizer": serialize(self.quantizer) if self.quantizer else None}
 
     def __eq__(self, other):
         return type(other) is type(self) and other.get_config() == self.get_config()

@@ -13,7 +13,8 @@ import numpy as np
 
 from tfjoint import errors
 from tfjoint._keras import keras, tf
-from tfjoint.train.inspect import is_prepared, layer_sparsity, schedule_of, training_step
+from tfjoint.train.channels import JointModel
+from tfjoint.train.inspect import channel_members, is_prepared, layer_sparsity, schedule_of, training_step
 
 __all__ = ["callbacks", "JointMonitor", "SPARSITY_KEY", "STEP_KEY", "QAT_ACTIVE_KEY"]
 
@@ -35,6 +36,13 @@ class JointMonitor(keras.callbacks.Callback):
             raise errors.ModelStructureError(
                 f"tfjoint.callbacks() was given to fit() on model '{self.model.name}', which was not "
                 "prepared with tfjoint.prepare. Fit the model tfjoint.prepare returns."
+            )
+        if channel_members(self.model) and not isinstance(self.model, JointModel) and not getattr(
+                self.model, "updates_channel_masks", False):
+            raise errors.ModelStructureError(
+                f"model '{self.model.name}' prunes channels, but it is a {type(self.model).__name__}, whose train_step "
+                "does not update channel masks. Fit the model tfjoint.prepare returned (a tfjoint JointModel), or "
+                "call tfjoint.update_channel_masks(model) before each step of your own training loop."
             )
         self._schedule = schedule_of(self.model)
         self._writer = tf.summary.create_file_writer(self.log_dir) if self.log_dir else None

@@ -10,7 +10,6 @@ from typing import Iterator, NamedTuple
 import numpy as np
 import tensorflow_model_optimization as tfmot
 
-from tfjoint import _tfmot
 from tfjoint._keras import tf, weight_short_name
 from tfjoint.prune.schedule import JointSchedule
 from tfjoint.quantize.config import JointQuantizeConfig
@@ -18,6 +17,7 @@ from tfjoint.quantize.quantizers import (
     CHANNEL_MASK,
     MASK,
     STEP,
+    ChannelMaskedOutputQuantizer,
     ChannelMaskQuantizer,
     GatedQuantizer,
     PrunedKernelQuantizer,
@@ -60,18 +60,24 @@ class PrunedKernel(NamedTuple):
 
 
 class ChannelMember(NamedTuple):
-    """One channel-masked weight of a prepared model (a kernel, bias, gamma or beta)."""
+    """One channel mask of a prepared model: on a weight (kernel, bias) or on a layer's output (weight None)."""
 
-    group: str
+    segments: tuple[tuple[str | None, int], ...]  # the groups its channels belong to, in order
     layer_name: str
     weight_name: str
-    weight: tf.Variable
+    weight: tf.Variable | None
     channel_mask: tf.Variable
     axis: int
     producer: bool  # a kernel whose filters are scored for the group
     weight_mask: tf.Variable | None  # the weight's pruning mask, if it is also weight-pruned
     step: tf.Variable | None
     channel_schedule: dict
+    criterion: str
+
+    @property
+    def group(self) -> str | None:
+        """The group of a producer (its single segment)."""
+        return self.segments[0][0] if len(self.segments) == 1 else None
 
 
 def _wrappers(model) -> Iterator:
@@ -114,7 +120,7 @@ def channel_members(model) -> list[ChannelMember]:
             producer = config.channels["producer"] and isinstance(quantizer, PrunedKernelQuantizer)
             found.append(
                 ChannelMember(
-                    group=config.channels["group"],
+                    segments=tuple((group, size) for group, size in config.channels["segments"]),
                     layer_name=wrapper.layer.name,
                     weight_name=name,
                     weight=weight,
@@ -124,8 +130,17 @@ def channel_members(model) -> list[ChannelMember]:
                     weight_mask=weights.get(MASK),
                     step=weights.get(STEP),
                     channel_schedule=config.channels["schedule"],
+                    criterion=config.channels["criterion"],
                 )
             )
+        for quantizer in getattr(wrapper, "_output_quantizers", []) or []:
+            if isinstance(quantizer, ChannelMaskedOutputQuantizer):
+                found.append(ChannelMember(
+                    segments=tuple((group, size) for group, size in config.channels["segments"]),
+                    layer_name=wrapper.layer.name, weight_name="output", weight=None,
+                    channel_mask=wrapper._output_quantizer_vars[CHANNEL_MASK], axis=-1, producer=False,
+                    weight_mask=None, step=None, channel_schedule=config.channels["schedule"],
+                    criterion=config.channels["criterion"]))
     return found
 
 
@@ -134,6 +149,9 @@ def _gated_quantizers(model) -> Iterator[tuple[GatedQuantizer, dict]]:
         if isinstance(getattr(layer, "quantizer", None), GatedQuantizer):
             yield layer.quantizer, layer.quantizer_vars
     for wrapper in _wrappers(model):
+        for quantizer in getattr(wrapper, "_output_quantizers", []) or []:
+            if isinstance(quantizer, GatedQuantizer):
+                yield quantizer, wrapper._output_quantizer_vars
         for _, quantizer, weights in getattr(wrapper, "_weight_vars", []):
             if isinstance(quantizer, (GatedQuantizer, ChannelMaskQuantizer)):
                 yield quantizer, weights
@@ -216,10 +234,3 @@ def schedule_of(model) -> JointSchedule:
         quant_start_step=quant_start_step(model),
         channel_sparsity=float(channel["final_sparsity"]) if channel else 0.0,
     )
-
-
-def unwrapped_quantize_layer(layer):
-    """For a tfjoint input QuantizeLayer, TF-MOT's quantizer inside; else None."""
-    if isinstance(layer, _tfmot.QuantizeLayer) and isinstance(layer.quantizer, GatedQuantizer):
-        return layer.quantizer.quantizer
-    return None

@@ -14,13 +14,28 @@ import tensorflow_model_optimization as tfmot
 
 from tfjoint import errors
 from tfjoint._keras import check_float_model, is_keras3_model, keras
+from absl import logging
+
 from tfjoint.bridge.keras3 import from_keras3
+from tfjoint.prune.channels import ChannelPlan, plan_channel_groups
 from tfjoint.prune.layers import prunable_layers, prunable_weight
 from tfjoint.prune.schedule import JointSchedule
 from tfjoint.quantize.scheme import JointQuantizeScheme
 from tfjoint.quantize.wrappers import adopt_joint_layers
+from tfjoint.train.channels import JointModel
 
-__all__ = ["prepare", "LayerSelector"]
+__all__ = ["prepare", "LayerSelector", "CHANNEL_CRITERIA"]
+
+CHANNEL_CRITERIA = ("l1", "l2")
+# Which weights of a layer in a channel group carry its channel mask, and on which axis.
+_CHANNEL_AXES = {
+    "Conv1D": {"kernel": -1, "bias": 0},
+    "Conv2D": {"kernel": -1, "bias": 0},
+    "Dense": {"kernel": -1, "bias": 0},
+    "DepthwiseConv2D": {"depthwise_kernel": 2, "bias": 0},
+    "BatchNormalization": {"__output__": -1},  # see ChannelMaskedOutputQuantizer
+    "SyncBatchNormalization": {"__output__": -1},
+}
 
 LayerSelector = Union[Iterable[str], Callable[[keras.layers.Layer], bool], None]
 
@@ -91,6 +106,45 @@ def _pruned_weights(
     return pruned
 
 
+def _channel_specs(model, plan: ChannelPlan, schedule: JointSchedule, criterion: str) -> dict[str, dict]:
+    """The channel spec (see `JointQuantizeConfig`) of every layer whose weights carry a channel mask."""
+    prunable = plan.prunable_groups
+    decay = schedule.decay_arguments(schedule.channel_sparsity)
+    specs = {}
+    for layer in model.layers:
+        axes = _CHANNEL_AXES.get(type(layer).__name__)
+        if axes is None or layer.name not in plan.layers:
+            continue
+        segments = [[group if group in prunable else None, size] for group, size in plan.layer_segments(layer.name)]
+        if all(group is None for group, _ in segments):
+            continue
+        present = {name: axis for name, axis in axes.items()
+                   if name == "__output__" or getattr(layer, name, None) is not None}
+        specs[layer.name] = {"segments": segments, "axes": present, "schedule": decay, "criterion": criterion,
+                             "producer": any(layer.name in prunable[g].producers for g, _ in segments if g)}
+    return specs
+
+
+def _plan_channels(model, schedule, pruned, criterion) -> tuple[dict, dict]:
+    """Channel specs for the scheme, and the pruned weights extended to every channel producer."""
+    if criterion not in CHANNEL_CRITERIA:
+        raise errors.ConfigError(f"`channel_criterion` must be one of {list(CHANNEL_CRITERIA)}; received {criterion!r}.")
+    if not schedule.channel_sparsity:
+        return {}, pruned
+    producers = {name for name in pruned if type(model.get_layer(name)).__name__ in ("Conv1D", "Conv2D", "Dense")}
+    plan = plan_channel_groups(model, producers)
+    for note in plan.frozen_notes(include_outputs=False):
+        logging.warning("tfjoint channel pruning: %s.", note)
+    if not plan.prunable_groups:
+        reasons = "; ".join(plan.frozen_notes()) or "it has no Conv1D, Conv2D or Dense layer to prune"
+        raise errors.ConfigError(
+            f"`channel_sparsity`={schedule.channel_sparsity} but no channels of model '{model.name}' can be removed: "
+            f"{reasons}. Use channel_sparsity=0 (weight sparsity still applies), or prune a model with hidden "
+            "Conv/Dense layers."
+        )
+    return _channel_specs(model, plan, schedule, criterion), pruned
+
+
 def _input_shapes(model) -> dict[str, tuple]:
     """Each single-input, unshared layer's input shape, for the layout rewrites that need it."""
     shapes = {}
@@ -98,6 +152,10 @@ def _input_shapes(model) -> dict[str, tuple]:
         if len(layer.inbound_nodes) == 1 and not isinstance(layer.input_shape, list):
             shapes[layer.name] = tuple(layer.input_shape)
     return shapes
+
+
+_TIMING_DEFAULTS = dict(begin_step=0, initial_sparsity=0.0, power=3.0, frequency=100, quant_start_step=0,
+                        channel_sparsity=0.0)
 
 
 def _schedule_from_arguments(schedule, target_sparsity, end_step, timing) -> JointSchedule:
@@ -108,10 +166,11 @@ def _schedule_from_arguments(schedule, target_sparsity, end_step, timing) -> Joi
                 "Build one with tfjoint.JointSchedule(...) or tfjoint.plan_schedule(...)."
             )
         given = [name for name, value in (("target_sparsity", target_sparsity), ("end_step", end_step)) if value is not None]
+        given += [name for name, value in timing.items() if value != _TIMING_DEFAULTS[name]]
         if given:
             raise errors.ConfigError(
                 f"pass either `schedule` or {', '.join(f'`{n}`' for n in given)}, not both: the schedule already "
-                f"holds target_sparsity={schedule.target_sparsity!r} and end_step={schedule.end_step}."
+                f"holds them ({schedule.to_dict()})."
             )
         return schedule
     if target_sparsity is None or end_step is None:
@@ -132,7 +191,9 @@ def prepare(
     power: float = 3.0,
     frequency: int = 100,
     quant_start_step: int = 0,
+    channel_sparsity: float = 0.0,
     schedule: JointSchedule | None = None,
+    channel_criterion: str = "l1",
     prune_depthwise: bool = False,
     prune_only: LayerSelector = None,
     exclude: LayerSelector = None,
@@ -178,7 +239,18 @@ def prepare(
       quant_start_step: training steps run in float before fake quantization
         switches on. The default 0 trains under fake quant throughout: the
         network adapts to int8 rounding while it recovers from pruning.
-      schedule: a ready `JointSchedule` instead of the six arguments above.
+      channel_sparsity: fraction of output channels (filters, units) removed
+        from each pruned Conv1D, Conv2D and Dense layer, on the same ramp;
+        `target_sparsity` then applies within the kept channels (0 is fine).
+        Channels linked through the graph are removed together (residual
+        Adds, Concatenate segments, BatchNorm, DepthwiseConv2D, Flatten ->
+        Dense); channels that reach a model output are kept, and every layer
+        keeps at least one channel. `tfjoint.strip` removes them from the
+        model, so the int8 file is smaller and faster. The model returned is
+        then a `JointModel`, whose `train_step` updates the channel masks.
+      schedule: a ready `JointSchedule` instead of the seven arguments above.
+      channel_criterion: how filters are ranked for removal: "l1" (sum of
+        absolute weights) or "l2" norm, summed over a group's producers.
       prune_depthwise: also prune DepthwiseConv2D kernels.
       prune_only: layer names (or a predicate on layers) to prune; default all
         prunable layers.
@@ -205,10 +277,14 @@ def prepare(
     schedule = _schedule_from_arguments(
         schedule, target_sparsity, end_step,
         dict(begin_step=begin_step, initial_sparsity=initial_sparsity, power=power, frequency=frequency,
-             quant_start_step=quant_start_step),
+             quant_start_step=quant_start_step, channel_sparsity=channel_sparsity),
     )
     pruned = _pruned_weights(model, schedule, prune_depthwise, prune_only, exclude)
-    scheme = JointQuantizeScheme(schedule, pruned, input_shapes=_input_shapes(model))
+    channel_specs, pruned = _plan_channels(model, schedule, pruned, channel_criterion)
+    scheme = JointQuantizeScheme(schedule, pruned, channel_specs, input_shapes=_input_shapes(model))
     annotated = tfmot.quantization.keras.quantize_annotate_model(model)
     with tfmot.quantization.keras.quantize_scope():
-        return adopt_joint_layers(tfmot.quantization.keras.quantize_apply(annotated, scheme))
+        prepared = adopt_joint_layers(tfmot.quantization.keras.quantize_apply(annotated, scheme))
+    if channel_specs:
+        prepared = JointModel(inputs=prepared.inputs, outputs=prepared.outputs, name=prepared.name)
+    return prepared

@@ -1,46 +1,150 @@
-"""`tfjoint.strip`: remove the pruning machinery, keep TF-MOT's QAT model.
+"""`tfjoint.strip`: remove the pruning machinery (and pruned channels), keep TF-MOT's QAT model.
 
-The result is exactly what `tfmot.quantization.keras.quantize_apply` with the
-default 8-bit scheme would have built (QuantizeWrapperV2 layers with TF-MOT's
-own quantize configs and quantizers, trained ranges kept), with every pruned
-kernel multiplied by its mask: the zeros are in the weights themselves, and
-no mask, threshold or step counter is left. It loads with
-`tfmot.quantization.keras.quantize_scope()` alone, and converts to int8.
+The result is what `tfmot.quantization.keras.quantize_apply` with the default
+8-bit scheme would have built for the (smaller) model: TF-MOT's own
+QuantizeWrapperV2 layers, quantize configs and quantizers, trained ranges
+kept, every pruned kernel multiplied by its mask so the zeros are in the
+weights themselves, and no mask, threshold or step counter left. It loads
+with `tfmot.quantization.keras.quantize_scope()` alone, and converts to int8.
+
+When channels were pruned, they are removed for real: producers get fewer
+filters (or units), BatchNorm and depthwise parameters and per-channel
+quantizer ranges are sliced, consumers lose the matching input channels (the
+matching rows after a Flatten), and a Reshape that carries the channels is
+resized. The removed channels were exactly zero, so the smaller model
+computes what the masked one did.
 """
 
+import numpy as np
 import tensorflow_model_optimization as tfmot
 
 from tfjoint import _tfmot, errors
 from tfjoint._keras import check_tf_keras_model, keras, weight_short_name
+from tfjoint.prune.channels import Layout, channel_layouts
 from tfjoint.quantize.config import JointQuantizeConfig, unwrap_config
-from tfjoint.quantize.quantizers import GatedQuantizer
-from tfjoint.train.inspect import is_prepared, pruned_kernels
+from tfjoint.quantize.quantizers import CHANNEL_MASK, ChannelMaskQuantizer, GatedQuantizer
+from tfjoint.train.channels import JointModel, group_masks
+from tfjoint.train.inspect import channel_members, is_prepared, pruned_kernels
 
-__all__ = ["strip", "strips_cleanly"]
+__all__ = ["strip", "strips_cleanly", "kept_channels_per_layer"]
 
 _QuantizeWrapper = tfmot.quantization.keras.QuantizeWrapperV2
 _QuantizeLayer = _tfmot.QuantizeLayer
+_PRODUCERS = ("Conv1D", "Conv2D", "Dense")
+_BATCH_NORMS = ("BatchNormalization", "SyncBatchNormalization")
 
 
-def _strip_layer(layer):
+def _inner(layer):
+    return layer.layer if isinstance(layer, tfmot.quantization.keras.QuantizeWrapper) else layer
+
+
+def _kept_indices(layout: Layout, masks: dict[str, np.ndarray]) -> np.ndarray:
+    indices, offset = [], 0
+    for group, size in layout.segments:
+        kept = np.flatnonzero(masks[group]) if group in masks else np.arange(size)
+        indices.append(offset + kept)
+        offset += size
+    kept = np.concatenate(indices) if indices else np.zeros(0, np.int64)
+    if layout.positions:
+        kept = np.concatenate([position * layout.channels + kept for position in range(layout.positions)])
+    return kept
+
+
+def kept_channels_per_layer(model) -> dict[str, tuple[np.ndarray | None, np.ndarray]]:
+    """For a prepared model that prunes channels: each layer's kept input and output channel indices."""
+    masks = group_masks(model)
+    producer_of = {}
+    for layer in model.layers:
+        channels = getattr(getattr(layer, "quantize_config", None), "channels", None)
+        if channels and channels["producer"]:
+            producer_of[layer.name] = channels["segments"][0][0]
+
+    def producer_group(layer):
+        return producer_of.get(layer.name)
+
+    layouts = channel_layouts(model, producer_group, freeze=lambda groups, reason: None,
+                              merge=lambda groups: groups[0], check_activations=False)
+    return {name: (_kept_indices(entry.inputs[0], masks) if len(entry.inputs) == 1 else None,
+                   _kept_indices(entry.output, masks)) for name, entry in layouts.items()}
+
+
+def _smaller_config(inner, keep_out: np.ndarray | None) -> dict:
+    config = inner.get_config()
+    kind = type(inner).__name__
+    if keep_out is None:
+        return config
+    if kind in ("Conv1D", "Conv2D"):
+        config["filters"] = int(keep_out.size)
+    elif kind == "Dense":
+        config["units"] = int(keep_out.size)
+    elif kind == "Reshape":
+        config["target_shape"] = tuple(config["target_shape"][:-1]) + (int(keep_out.size),)
+    return config
+
+
+def _strip_layer(layer, kept):
+    keep_out = kept.get(layer.name, (None, None))[1]
     if isinstance(layer, tfmot.quantization.keras.QuantizeWrapper):
-        inner = layer.layer.__class__.from_config(layer.layer.get_config())
+        inner = layer.layer.__class__.from_config(_smaller_config(layer.layer, keep_out))
         return _QuantizeWrapper(inner, unwrap_config(layer.quantize_config), name=layer.name)
     if isinstance(layer, _QuantizeLayer):
         quantizer = layer.quantizer.quantizer if isinstance(layer.quantizer, GatedQuantizer) else layer.quantizer
         return _QuantizeLayer(quantizer=quantizer, name=layer.name)
-    return layer.__class__.from_config(layer.get_config())
+    return layer.__class__.from_config(_smaller_config(layer, keep_out))
+
+
+def _take(value: np.ndarray, indices, axis: int) -> np.ndarray:
+    if indices is None or value.ndim == 0 or value.shape[axis] == len(indices):
+        return value
+    return np.take(value, indices, axis=axis)
+
+
+def _sliced(kind: str, name: str, value: np.ndarray, keep_in, keep_out) -> np.ndarray:
+    """`value` of weight `name` of a layer of type `kind`, with the removed channels cut out."""
+    if kind in _PRODUCERS:
+        if name == "kernel":
+            return _take(_take(value, keep_in, value.ndim - 2), keep_out, value.ndim - 1)
+        if name == "bias":
+            return _take(value, keep_out, 0)
+    if kind == "DepthwiseConv2D":
+        if name == "depthwise_kernel":
+            return _take(value, keep_in, 2)
+        if name == "bias":
+            return _take(value, keep_in, 0)
+    if kind in _BATCH_NORMS and name in ("gamma", "beta", "moving_mean", "moving_variance"):
+        return _take(value, keep_in, 0)
+    if value.ndim == 1 and name.endswith(("_min", "_max")):  # a per-channel quantizer range
+        channels = keep_in if kind == "DepthwiseConv2D" else keep_out
+        if channels is not None and value.shape[0] > len(channels):
+            return _take(value, channels, 0)
+    return value
+
+
+def _masked_values(model) -> dict[tuple[str, str], np.ndarray]:
+    """Every weight that a mask multiplies in the forward pass, with its masks applied."""
+    values = {(pk.layer_name, pk.weight_name): pk.masked_kernel() for pk in pruned_kernels(model)}
+    for wrapper in model.layers:
+        for weight, quantizer, weights in getattr(wrapper, "_weight_vars", []):
+            if isinstance(quantizer, ChannelMaskQuantizer) or (
+                    isinstance(quantizer, GatedQuantizer) and quantizer.channel_axis is not None
+                    and (wrapper.layer.name, weight_short_name(weight)) not in values):
+                shape = [1] * weight.shape.rank
+                shape[quantizer.channel_axis % weight.shape.rank] = -1
+                mask = weights[CHANNEL_MASK].numpy().reshape(shape)
+                values[(wrapper.layer.name, weight_short_name(weight))] = weight.numpy() * mask
+    return values
 
 
 def strip(model: keras.Model) -> keras.Model:
-    """Returns a copy of a prepared model with pruning baked in and removed.
+    """Returns a copy of a prepared model with pruning baked in and removed (and pruned channels deleted).
 
     Args:
       model: a model returned by `tfjoint.prepare` (trained or not), or one
         loaded with `tfjoint.load_model`.
 
     Returns:
-      A new, uncompiled tf_keras QAT model whose pruned kernels hold exact zeros.
+      A new, uncompiled tf_keras QAT model whose pruned kernels hold exact
+      zeros and whose pruned channels are gone.
 
     Raises:
       errors.ModelTypeError: `model` is not a tf_keras model.
@@ -52,22 +156,25 @@ def strip(model: keras.Model) -> keras.Model:
             f"model '{model.name}' was not prepared with tfjoint.prepare, so there is nothing to "
             "strip. Pass the model tfjoint.prepare returned (or tfjoint.load_model loaded)."
         )
+    kept = kept_channels_per_layer(model) if channel_members(model) else {}
     with tfmot.quantization.keras.quantize_scope():
-        stripped = keras.models.clone_model(model, clone_function=_strip_layer)
+        stripped = keras.models.clone_model(model, clone_function=lambda layer: _strip_layer(layer, kept))
+    if isinstance(stripped, JointModel):  # the stripped model needs no channel-mask train_step
+        stripped = keras.Model(stripped.inputs, stripped.outputs, name=stripped.name)
 
-    masked = {(pk.layer_name, pk.weight_name): pk.masked_kernel() for pk in pruned_kernels(model)}
+    masked = _masked_values(model)
     source_layers = {layer.name: layer for layer in model.layers}
     for layer in stripped.layers:
         source = source_layers[layer.name]
+        kind = type(_inner(source)).__name__
+        keep_in, keep_out = kept.get(layer.name, (None, None))
         values = {weight_short_name(w): w.numpy() for w in source.weights}
-        inner_name = layer.layer.name if isinstance(layer, tfmot.quantization.keras.QuantizeWrapper) else None
+        inner_name = _inner(layer).name
         new_values = []
         for weight in layer.weights:
             key = weight_short_name(weight)
-            if (inner_name, key) in masked:
-                new_values.append(masked[(inner_name, key)])
-            else:
-                new_values.append(values[key])
+            value = masked.get((inner_name, key), values[key])
+            new_values.append(_sliced(kind, key, value, keep_in, keep_out))
         layer.set_weights(new_values)
     return stripped
 

@@ -1,0 +1,383 @@
+"""Channel groups: which output channels of which layers must be removed together.
+
+Removing output channel c of a convolution removes input c of every layer
+that reads it. Layers between them (BatchNormalization, activations, pooling,
+DepthwiseConv2D) carry the channel along and must drop the same index; an Add
+(or Multiply, ...) couples the channels of its inputs, so the producers of
+both branches must drop the same indices; a Concatenate lays its inputs'
+channels side by side; a Flatten spreads each channel over the spatial
+positions of the Dense layer that reads it.
+
+`channel_layouts` walks a model's graph once, in graph order, and says for
+every tensor which group each of its channels belongs to (a `Layout`): a
+*group* is a set of channels that must be kept or removed together, named
+after the first layer that produces it. The same walk serves twice:
+
+* on the float model (`plan_channel_groups`), to find the groups, merge the
+  coupled ones, and freeze (keep whole) the groups that must not shrink:
+  those reaching a model output, an activation that does not map 0 to 0
+  (sigmoid: a removed channel would still feed 0.5 onward), a softmax over
+  channels, or a layer whose channels cannot follow (unknown layers,
+  grouped convolutions, depth multipliers > 1, reshapes that move the
+  channel axis). The frozen ones are reported with the layer that froze them.
+* on the prepared model (`tfjoint.strip`), to say which input and output
+  channels of every layer the masks kept, so the layers can be rebuilt
+  smaller.
+
+Plain Python over Keras layer objects and configs: no TensorFlow ops.
+"""
+
+import dataclasses
+from typing import Callable
+
+from tfjoint import errors
+from tfjoint._keras import keras, tf
+
+__all__ = ["Layout", "LayerChannels", "ChannelGroup", "ChannelPlan", "channel_layouts", "plan_channel_groups",
+           "zero_preserving"]
+
+# Activations f with f(0) = 0: a removed (all-zero) channel stays zero after them.
+_ZERO_PRESERVING = frozenset({
+    "linear", "relu", "relu6", "elu", "selu", "tanh", "swish", "silu", "gelu", "hard_swish", "hard_silu",
+    "leaky_relu", "softsign", "mish",
+})
+# Layers that pass every channel through unchanged (channels-last).
+_PASS_THROUGH = (
+    "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise", "GaussianDropout",
+    "AlphaDropout", "ActivityRegularization", "MaxPooling1D", "MaxPooling2D", "AveragePooling1D",
+    "AveragePooling2D", "GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalAveragePooling1D",
+    "GlobalAveragePooling2D", "ZeroPadding1D", "ZeroPadding2D", "Cropping1D", "Cropping2D", "UpSampling1D",
+    "UpSampling2D", "LeakyReLU", "ELU", "ExpandDims", "Squeeze", "QuantizeLayer", "JointQuantizeLayer",
+)
+_MERGES = ("Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum")
+_PRODUCERS = ("Conv1D", "Conv2D", "Dense")
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """Which group each channel (last axis) of a tensor belongs to.
+
+    `segments` are (group, size) runs in channel order; group None means
+    channels that are never removed. With `positions` > 0 the tensor is a
+    Flatten of `positions` spatial positions of those channels (feature
+    p * channels + c is channel c at position p).
+    """
+
+    segments: tuple[tuple[str | None, int], ...]
+    positions: int = 0
+
+    @property
+    def channels(self) -> int:
+        return sum(size for _, size in self.segments)
+
+    def groups(self) -> set[str]:
+        return {group for group, _ in self.segments if group is not None}
+
+    def renamed(self, find: Callable[[str], str]) -> "Layout":
+        return Layout(tuple((find(g) if g is not None else None, n) for g, n in self.segments), self.positions)
+
+
+def _fixed(channels: int) -> Layout:
+    return Layout(((None, int(channels)),))
+
+
+@dataclasses.dataclass
+class LayerChannels:
+    """One layer's channel layouts: of each input, and of its output."""
+
+    inputs: list[Layout]
+    output: Layout
+
+
+@dataclasses.dataclass
+class ChannelGroup:
+    """A set of channels removed together: the producers scored for it, and every member."""
+
+    name: str
+    channels: int
+    producers: list[str]
+    frozen_by: str | None = None  # why it keeps every channel, or None
+    reaches_output: bool = False
+
+
+@dataclasses.dataclass
+class ChannelPlan:
+    """The channel groups of a float model, and what each layer's channels belong to."""
+
+    groups: dict[str, ChannelGroup]
+    layers: dict[str, LayerChannels]
+
+    @property
+    def prunable_groups(self) -> dict[str, ChannelGroup]:
+        return {name: group for name, group in self.groups.items() if group.frozen_by is None}
+
+    def frozen_notes(self, include_outputs: bool = True) -> list[str]:
+        """Why each frozen group keeps every channel (the model's own outputs left out on request)."""
+        return [f"channels of {', '.join(repr(p) for p in g.producers)} kept whole: {g.frozen_by}"
+                for g in self.groups.values() if g.frozen_by is not None
+                and (include_outputs or not g.reaches_output)]
+
+    def layer_segments(self, layer_name: str) -> tuple[tuple[str | None, int], ...]:
+        """The (group, size) runs of a layer's channels (its output; for a producer, its own group)."""
+        return self.layers[layer_name].output.segments
+
+
+def zero_preserving(activation) -> bool:
+    """Whether an activation (function or name) maps 0 to 0."""
+    name = activation if isinstance(activation, str) else getattr(activation, "__name__", "")
+    return name in _ZERO_PRESERVING
+
+
+class _UnionFind:
+    def __init__(self):
+        self.parent: dict[str, str] = {}
+
+    def add(self, name: str) -> None:
+        self.parent.setdefault(name, name)
+
+    def find(self, name: str) -> str:
+        while self.parent[name] != name:
+            self.parent[name] = self.parent[self.parent[name]]
+            name = self.parent[name]
+        return name
+
+    def union(self, a: str, b: str) -> str:
+        a, b = self.find(a), self.find(b)
+        if a != b:
+            self.parent[b] = a
+        return a
+
+
+def _inner(layer):
+    """The layer a QuantizeWrapper wraps, or the layer itself."""
+    return layer.layer if hasattr(layer, "quantize_config") and hasattr(layer, "layer") else layer
+
+
+def _last_axis(axis, rank: int) -> bool:
+    axes = list(axis) if isinstance(axis, (list, tuple)) or hasattr(axis, "__iter__") else [axis]
+    return len(axes) == 1 and int(axes[0]) in (-1, rank - 1)
+
+
+def _topological_nodes(model) -> list:
+    nodes = []
+    for depth in sorted(model._nodes_by_depth, reverse=True):  # inputs have the highest depth
+        nodes.extend(model._nodes_by_depth[depth])
+    return nodes
+
+
+def _input_keys(node) -> list[tuple[str, int, int]]:
+    keys = []
+    for tensor in tf.nest.flatten(node.input_tensors):
+        history = tensor._keras_history
+        keys.append((history.layer.name, history.node_index, history.tensor_index))
+    return keys
+
+
+class _Walk:
+    """One pass over a model's graph computing every tensor's Layout (see `channel_layouts`).
+
+    `check_activations=False` (for a prepared model, whose activations TF-MOT
+    has wrapped) trusts the plan made on the float model.
+    """
+
+    def __init__(self, producer_group: Callable, freeze: Callable[[set[str], str], None], merge: Callable,
+                 check_activations: bool = True):
+        self.producer_group = producer_group
+        self.freeze = freeze
+        self.merge = merge
+        self.check_activations = check_activations
+
+    def _zero_preserving(self, activation) -> bool:
+        return not self.check_activations or zero_preserving(activation)
+
+    @staticmethod
+    def _name(activation) -> str:
+        return getattr(activation, "__name__", type(activation).__name__)
+
+    def output_layout(self, layer, inputs: list[Layout], output_shape) -> Layout:
+        inner = _inner(layer)
+        kind = type(inner).__name__
+        channels = output_shape[-1] if output_shape and output_shape[-1] is not None else 0
+        rank = len(output_shape) if output_shape else 0
+        first = inputs[0] if inputs else None
+
+        def opaque(reason: str) -> Layout:
+            for layout in inputs:
+                self.freeze(layout.groups(), f"layer '{inner.name}' ({kind}) {reason}")
+            return _fixed(channels)
+
+        if any(layout.positions for layout in inputs) and kind != "Dense":
+            return opaque("reads flattened channels")
+        if kind in _PRODUCERS:
+            group = self.producer_group(layer)
+            if kind == "Conv2D" and getattr(inner, "groups", 1) != 1:
+                return opaque("is a grouped convolution")
+            if group is None:
+                return _fixed(channels)
+            if not self._zero_preserving(inner.activation):
+                self.freeze({group}, f"layer '{inner.name}' has activation '{self._name(inner.activation)}', which "
+                                     "does not map 0 to 0")
+            return Layout(((group, channels),))
+        if kind == "DepthwiseConv2D":
+            if inner.depth_multiplier != 1:
+                return opaque("has depth_multiplier > 1")
+            if not self._zero_preserving(inner.activation):
+                return opaque(f"has activation '{self._name(inner.activation)}', which does not map 0 to 0")
+            return first
+        if kind in ("BatchNormalization", "SyncBatchNormalization"):
+            if not _last_axis(inner.axis, rank):
+                return opaque("normalizes another axis than the channels")
+            if not inner.scale and inner.center:  # (x - mean) / std is not 0 for a zero channel without gamma
+                return opaque("has center=True but scale=False")
+            return first
+        if kind == "ReLU":
+            if inner.negative_slope and inner.threshold > 0:
+                return opaque("maps 0 to a non-zero value")
+            return first
+        if kind == "Activation":
+            if not self._zero_preserving(inner.activation):
+                return opaque(f"applies '{self._name(inner.activation)}', which does not map 0 to 0")
+            return first
+        if kind == "Softmax":
+            return opaque("normalizes over the channels")
+        if kind in _PASS_THROUGH:
+            return first
+        if kind in _MERGES:
+            return self._merge(inner, inputs, opaque)
+        if kind == "Concatenate":
+            if not _last_axis(inner.axis, rank):
+                return opaque("concatenates along another axis than the channels")
+            return Layout(tuple(segment for layout in inputs for segment in layout.segments))
+        if kind == "Flatten":
+            positions = 1
+            for dim in layer.input_shape[1:-1]:
+                positions *= dim if dim is not None else 0
+            if not positions:
+                return opaque("flattens a tensor of unknown size")
+            return Layout(first.segments, positions)
+        if kind == "Reshape":
+            return self._reshape(inner, layer, first, opaque)
+        return opaque("is a layer whose channels tfjoint cannot follow")
+
+    def _merge(self, inner, inputs, opaque) -> Layout:
+        shapes = {tuple(size for _, size in layout.segments) for layout in inputs}
+        if len(shapes) != 1:
+            return opaque("merges inputs whose channels are grouped differently")
+        merged = []
+        for segments in zip(*(layout.segments for layout in inputs)):
+            groups = [group for group, _ in segments]
+            if any(group is None for group in groups):
+                self.freeze({g for g in groups if g is not None}, f"layer '{inner.name}' ({type(inner).__name__}) "
+                                                                   "adds them to channels that are never removed")
+                merged.append((None, segments[0][1]))
+                continue
+            merged.append((self.merge(groups), segments[0][1]))
+        return Layout(tuple(merged))
+
+    def _reshape(self, inner, layer, first, opaque) -> Layout:
+        target = tuple(inner.target_shape)
+        if target and target[-1] == first.channels:
+            return first  # the channel axis survives; only spatial axes are regrouped
+        if len(target) == 1:
+            positions = 1
+            for dim in layer.input_shape[1:-1]:
+                positions *= dim if dim is not None else 0
+            if positions:
+                return Layout(first.segments, positions)
+        return opaque("reshapes the channel axis away")
+
+
+def channel_layouts(model, producer_group: Callable, freeze: Callable[[set[str], str], None],
+                    merge: Callable[[list[str]], str], check_activations: bool = True) -> dict[str, LayerChannels]:
+    """The `Layout` of every layer's inputs and output, in graph order.
+
+    Args:
+      model: a Functional or Sequential model (float or prepared).
+      producer_group: layer -> the group its output channels start, or None.
+      freeze: called with groups that must keep every channel, and why.
+      merge: called with groups an elementwise merge couples; returns the
+        name of the merged group.
+      check_activations: freeze groups behind activations that do not map 0
+        to 0 (off for a prepared model, planned when it was a float model).
+
+    Raises:
+      errors.UnsupportedLayerError: a layer shared between several calls
+        (its channels cannot be rebuilt once per call).
+    """
+    walk = _Walk(producer_group, freeze, merge, check_activations)
+    layouts: dict[tuple[str, int, int], Layout] = {}
+    found: dict[str, LayerChannels] = {}
+    for node in _topological_nodes(model):
+        layer = node.layer
+        if isinstance(layer, keras.layers.InputLayer):
+            shape = layer.output_shape[0] if isinstance(layer.output_shape, list) else layer.output_shape
+            layouts[(layer.name, 0, 0)] = _fixed(shape[-1] or 0)
+            continue
+        if len(layer.inbound_nodes) > 1:
+            raise errors.UnsupportedLayerError(
+                f"layer '{layer.name}' is called more than once (a shared layer): channel pruning cannot rebuild "
+                "its channels for each call. Use channel_sparsity=0 for this model, or unshare the layer."
+            )
+        inputs = [layouts[key] for key in _input_keys(node)]
+        output_shape = layer.output_shape[0] if isinstance(layer.output_shape, list) else layer.output_shape
+        output = walk.output_layout(layer, inputs, tuple(output_shape))
+        layouts[(layer.name, 0, 0)] = output
+        found[layer.name] = LayerChannels(inputs, output)
+    return found
+
+
+def plan_channel_groups(model, producers: set[str]) -> ChannelPlan:
+    """The channel groups of a float model whose `producers` (layer names) may lose output channels.
+
+    Groups reaching a model output, or anything else that must keep every
+    channel, are frozen (see the module docstring); a frozen group is kept
+    whole in every layer it touches.
+    """
+    union = _UnionFind()
+    frozen: dict[str, str] = {}
+
+    def producer_group(layer):
+        if layer.name not in producers:
+            return None
+        union.add(layer.name)
+        return layer.name
+
+    def freeze(groups, reason):
+        for group in groups:
+            frozen.setdefault(union.find(group), reason)
+
+    def merge(groups):
+        root = groups[0]
+        for group in groups[1:]:
+            before = {union.find(root), union.find(group)}
+            root = union.union(root, group)
+            reasons = [frozen.pop(g) for g in before if g in frozen]
+            if reasons:
+                frozen[union.find(root)] = reasons[0]
+        return union.find(root)
+
+    layers = channel_layouts(model, producer_group, freeze, merge)
+    output_groups = set()
+    for output in model.outputs:
+        layer = output._keras_history.layer
+        reached = layers[layer.name].output.groups() if layer.name in layers else set()
+        freeze(reached, f"they reach the model output '{layer.name}'")
+        output_groups |= {union.find(g) for g in reached}
+    for name in list(layers):  # canonical group names, after every merge
+        entry = layers[name]
+        layers[name] = LayerChannels([layout.renamed(union.find) for layout in entry.inputs],
+                                     entry.output.renamed(union.find))
+    groups: dict[str, ChannelGroup] = {}
+    for name in producers:
+        if name not in union.parent:
+            continue
+        root = union.find(name)
+        group = groups.setdefault(root, ChannelGroup(root, layers[name].output.channels, []))
+        group.producers.append(name)
+    for root, reason in frozen.items():
+        if union.find(root) in groups:
+            groups[union.find(root)].frozen_by = groups[union.find(root)].frozen_by or reason
+    for group in groups.values():
+        group.producers.sort(key=list(layers).index)
+        group.reaches_output = group.name in output_groups
+    return ChannelPlan(groups, layers)

@@ -1,0 +1,119 @@
+"""Channel masks updated in the graph, once per training step, for every channel group at once.
+
+A channel group's mask cannot be chosen inside one layer's quantizer: its
+score is the sum over all the group's producers (the L1 or L2 norms of their
+filters), and every member (producers, BatchNorms, depthwise convolutions)
+must apply the same mask. So `JointModel`, the model `tfjoint.prepare` returns
+when `channel_sparsity > 0`, updates all channel masks at the start of each
+`train_step`, in the graph, on the schedule's PolynomialDecay: it keeps the
+`max(round(C * (1 - s)), 1)` channels of highest score, ranking the masked
+filters so a removed channel never returns. The weight masks inside the
+kernels' quantizers then keep `target_sparsity` within the kept channels.
+
+A custom training loop must call `update_channel_masks(model)` itself before
+each step's forward pass.
+"""
+
+import numpy as np
+
+from tfjoint._keras import keras, tf
+from tfjoint.prune.decay import JointPolynomialDecay
+from tfjoint.quantize.quantizers import register
+from tfjoint.train.inspect import channel_members
+
+__all__ = ["JointModel", "update_channel_masks", "group_masks"]
+
+
+def _filter_scores(member, criterion: str):
+    """Per-channel score of one producer's kernel, as the forward pass sees it (masks applied)."""
+    kernel = member.weight
+    if member.weight_mask is not None:
+        kernel = kernel * member.weight_mask
+    rank = kernel.shape.rank
+    axis = member.axis % rank
+    shape = [1] * rank
+    shape[axis] = -1
+    kernel = kernel * tf.reshape(member.channel_mask, shape)
+    reduce_axes = [a for a in range(rank) if a != axis]
+    if criterion == "l2":
+        return tf.sqrt(tf.reduce_sum(tf.square(kernel), axis=reduce_axes))
+    return tf.reduce_sum(tf.abs(kernel), axis=reduce_axes)
+
+
+def _new_group_masks(producers_by_group, sparsity):
+    masks = {}
+    for group, producers in producers_by_group.items():
+        score = tf.add_n([_filter_scores(p, p.criterion) for p in producers])
+        channels = int(score.shape[0])
+        keep = tf.cast(tf.maximum(tf.math.round(tf.cast(channels, tf.float32) * (1.0 - sparsity)), 1.0), tf.int32)
+        _, indices = tf.math.top_k(score, k=channels)
+        ranks = tf.scatter_nd(indices[:, None], tf.range(channels), [channels])
+        masks[group] = tf.cast(ranks < keep, tf.float32)
+    return masks
+
+
+def _member_mask(member, masks):
+    parts = [masks[group] if group in masks else tf.ones([size]) for group, size in member.segments]
+    return parts[0] if len(parts) == 1 else tf.concat(parts, axis=0)
+
+
+def update_channel_masks(model):
+    """Builds the in-graph update of every channel mask of `model` for the coming training step.
+
+    Call it once per training step before the forward pass (`JointModel`
+    does). Returns the update op, or None if the model prunes no channels.
+    """
+    members = channel_members(model)
+    producers_by_group: dict[str, list] = {}
+    for member in members:
+        if member.producer:
+            producers_by_group.setdefault(member.group, []).append(member)
+    if not producers_by_group:
+        return None
+    step_variable = next(m.step for m in members if m.producer and m.step is not None)
+    schedule = JointPolynomialDecay(**members[0].channel_schedule)
+
+    def update(distribution=None):
+        step = step_variable.read_value() + 1  # the forward pass of this step counts it
+        should_update, sparsity = schedule(step)
+
+        def assign():
+            masks = _new_group_masks(producers_by_group, sparsity)
+            assignments = []
+            for member in members:
+                value = _member_mask(member, masks)
+                if distribution is None:
+                    assignments.append(member.channel_mask.assign(value))
+                else:
+                    assignments.append(distribution.extended.update(member.channel_mask, lambda v, x: v.assign(x),
+                                                                    args=(value,)))
+            return tf.group(assignments)
+
+        return tf.cond(should_update, assign, tf.no_op)
+
+    context = tf.distribute.get_replica_context()
+    if context is not None:  # as TF-MOT's mask update: assign in cross-replica context
+        return context.merge_call(update)
+    return update()
+
+
+@register
+class JointModel(keras.Model):
+    """A prepared model that prunes channels: `train_step` first updates the channel masks.
+
+    Everything else is a plain tf_keras Functional model (saved and loaded as
+    one, registered as "tfjoint>JointModel").
+    """
+
+    def train_step(self, data):
+        update_channel_masks(self)
+        return super().train_step(data)
+
+
+def group_masks(model) -> dict[str, np.ndarray]:
+    """Each channel group's current mask (1 = kept), read from its first producer."""
+    found = {}
+    for member in channel_members(model):
+        if member.producer and member.group not in found:
+            found[member.group] = member.channel_mask.numpy()
+    return found
