@@ -10,7 +10,8 @@ import tfjoint
 from tfjoint import keras
 from tfjoint.app import flags as app_flags
 from tfjoint.app.flags import RunConfig
-from tfjoint.app.pipeline import infer_loss, run
+from tfjoint.app.pipeline import run
+from tfjoint.losses import infer_loss
 
 
 def _classifier(head: str) -> keras.Model:

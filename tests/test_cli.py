@@ -27,14 +27,19 @@ def test_embedded_default_writes_everything_and_passes(tmp_path):
     result = tfjoint_cli(f"--out={out}", *FAST)
     assert result.returncode == 0, result.stderr[-3000:]
     for name in ("model.tflite", "float_model.tflite", "report.json", "run_config.json",
-                 "sparsity_per_layer.png", "schedule.png", "weights_histogram.png"):
+                 "sparsity_per_layer.png", "schedule.png", "weights_histogram.png", "sensitivity.png"):
         assert (out / name).stat().st_size > 0, name
     report = json.loads((out / "report.json").read_text())
-    assert report["passed"] and report["fully_int8"]
-    assert report["weight_sparsity"] == pytest.approx(0.8, abs=0.005)
-    assert report["size_bytes"] == (out / "model.tflite").stat().st_size
     run_config = json.loads((out / "run_config.json").read_text())
-    assert run_config["epochs"] == 2 and run_config["resolved"]["schedule"]["target_sparsity"] == 0.8
+    assert report["passed"] and report["fully_int8"]
+    assert report["weight_sparsity"] == pytest.approx(0.8, abs=0.005)  # the plan's mean over the pruned weights
+    allocation = report["allocation"]
+    assert allocation["method"] == "sensitivity" and set(allocation["curves"]) == set(allocation["plan"])
+    for name, planned in allocation["plan"].items():
+        assert report["per_layer_sparsity"][name]["planned"] == pytest.approx(planned)
+        assert run_config["resolved"]["schedule"]["target_sparsity"][name] == pytest.approx(planned)
+    assert report["size_bytes"] == (out / "model.tflite").stat().st_size
+    assert run_config["epochs"] == 2 and run_config["allocation"] == "sensitivity"
     assert "int8 accuracy" in result.stdout and "fully int8" in result.stdout
     assert (out / "model.tflite").read_bytes()[4:8] == b"TFL3"
     # Quiet by default: no wall of TensorFlow logging.
@@ -164,3 +169,15 @@ def test_channel_sparsity_flag_removes_channels_from_the_file(tmp_path):
     assert channels["classes"]["tflite"] == 10  # the output keeps its channels
     assert json.loads((out / "run_config.json").read_text())["resolved"]["schedule"]["channel_sparsity"] == 0.5
     assert (out / "sparsity_per_layer.png").stat().st_size > 0
+
+
+def test_distillation_and_another_allocation_from_the_command(tmp_path):
+    out = tmp_path / "out"
+    result = tfjoint_cli(f"--out={out}", *FAST, "--allocation=erk", "--distill", "--distill_temperature=2",
+                         "--distill_alpha=0.5", "--target_sparsity=0.9", "--max_accuracy_drop=0.3")
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["allocation"]["method"] == "erk" and not (out / "sensitivity.png").exists()
+    assert report["weight_sparsity"] == pytest.approx(0.9, abs=0.005)
+    config = json.loads((out / "run_config.json").read_text())
+    assert config["distill"] is True and config["distill_temperature"] == 2.0

@@ -16,15 +16,16 @@ from conftest import run_python
 
 PACKAGE_DIR = os.path.dirname(tfjoint.__file__)
 # Small modules any stage may import.
-LEAVES = {"errors", "_keras", "_tfmot", "_files", "data", "export.measure"}
+LEAVES = {"errors", "_keras", "_tfmot", "_files", "data", "losses", "export.measure"}
 # Stages in data-flow order; within a stage, its modules in order. A module may
 # import leaves, any module of an earlier stage, and earlier modules of its own.
 STAGES = {
     "bridge": ["bridge.translate", "bridge.equivalence", "bridge.keras3"],
-    "prune": ["prune.layers", "prune.schedule", "prune.decay", "prune.channels"],
+    "prune": ["prune.layers", "prune.schedule", "prune.decay", "prune.channels", "prune.allocation"],
     "quantize": ["quantize.quantizers", "quantize.config", "quantize.layers", "quantize.transforms",
                  "quantize.scheme", "quantize.wrappers"],
-    "train": ["train.inspect", "train.channels", "train.prepare", "train.callbacks", "train.strip", "train.saving"],
+    "train": ["train.inspect", "train.channels", "train.prepare", "train.callbacks", "train.distill", "train.strip",
+              "train.saving"],
     "export": ["export.inspect", "export.report", "export.convert", "export.validate", "export.runtime",
                "export.tflite"],
     "app": ["app.flags", "app.digits", "app.plots", "app.pipeline", "app.cli"],
@@ -103,8 +104,9 @@ def test_docstring_examples_run():
     import tfjoint.train.prepare
 
     import tfjoint.bridge.keras3
+    import tfjoint.prune.allocation
 
-    for module in (tfjoint.train.prepare, tfjoint.prune.schedule, tfjoint.bridge.keras3):
+    for module in (tfjoint.train.prepare, tfjoint.prune.schedule, tfjoint.bridge.keras3, tfjoint.prune.allocation):
         results = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert results.attempted > 0 and results.failed == 0, module.__name__
 

@@ -112,3 +112,17 @@ def test_float_keras_file_loads(tmp_path):
 def test_missing_file_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.h5"):
         tfjoint.load_model(str(tmp_path / "nope.h5"))
+
+
+def test_a_frozen_layer_stays_frozen_and_saves(tmp_path):
+    """TF-MOT's wrapper trains a frozen layer's kernel anyway and cannot save it to .h5; prepared models can."""
+    model = small_cnn()
+    model.get_layer("conv").trainable = False
+    joint = compile_joint(tfjoint.prepare(model, target_sparsity=0.5, end_step=2, frequency=1), learning_rate=0.1)
+    conv = next(pk for pk in pruned_kernels(joint) if pk.layer_name == "conv")
+    before = conv.kernel.numpy().copy()
+    joint.fit(*image_data(n=16), batch_size=8, verbose=0)
+    np.testing.assert_array_equal(conv.kernel.numpy(), before)  # masked, never trained
+    assert np.mean(conv.mask.numpy() == 0) == pytest.approx(0.5, abs=0.02)
+    joint.save(str(tmp_path / "frozen.h5"))
+    assert training_step(tfjoint.load_model(str(tmp_path / "frozen.h5"))) == 2

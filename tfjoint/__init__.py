@@ -32,6 +32,8 @@ _EXPORTS = {
     "strip": "tfjoint.train.strip",
     "load_model": "tfjoint.train.saving",
     "JointModel": "tfjoint.train.channels",
+    "Distiller": "tfjoint.train.distill",
+    "allocate_sparsity": "tfjoint.prune.allocation",
     "update_channel_masks": "tfjoint.train.channels",
     "prunable_layers": "tfjoint.prune.layers",
     # Reading a prepared model back.
@@ -75,10 +77,12 @@ if TYPE_CHECKING:  # what IDEs and type checkers see; at run time the names load
     from tfjoint.export.report import ExportReport
     from tfjoint.export.tflite import export_tflite
     from tfjoint.export.validate import Tolerances
+    from tfjoint.prune.allocation import allocate_sparsity
     from tfjoint.prune.layers import prunable_layers
     from tfjoint.prune.schedule import JointSchedule, plan_schedule
     from tfjoint.train.callbacks import callbacks
     from tfjoint.train.channels import JointModel, update_channel_masks
+    from tfjoint.train.distill import Distiller
     from tfjoint.train.inspect import is_prepared, layer_sparsity, pruned_kernels, schedule_of, training_step
     from tfjoint.train.prepare import prepare
     from tfjoint.train.saving import load_model

@@ -16,10 +16,10 @@ from absl import flags
 
 from tfjoint import errors
 from tfjoint.export.validate import Tolerances
+from tfjoint.losses import LOSSES
 
 __all__ = ["RunConfig", "define_flags", "config_from_flags", "LOSSES"]
 
-LOSSES = ("auto", "sparse_categorical_crossentropy", "categorical_crossentropy", "binary_crossentropy", "mse")
 _TOLERANCES = Tolerances()
 
 
@@ -40,6 +40,14 @@ class RunConfig:
                                     lower=0.0, upper=0.99)
     channel_sparsity: float = _field(0.0, "Fraction of output channels (filters, units) removed from every pruned "
                                           "Conv/Dense layer: a smaller, faster int8 model.", lower=0.0, upper=0.95)
+    allocation: str = _field("sensitivity", "How the target is spread over layers: uniform, global (LAMP scores), "
+                                            "erk (from shapes), or sensitivity (a per-layer scan on the validation "
+                                            "data); the mean over pruned weights is the target either way.",
+                             choices=("uniform", "global", "erk", "sensitivity"))
+    distill: bool = _field(False, "Distill from the float model during fine-tuning (one extra forward per step).")
+    distill_temperature: float = _field(4.0, "Distillation temperature (> 0).", lower=0.01)
+    distill_alpha: float = _field(0.3, "Weight of the task loss in distillation (the rest goes to the teacher).",
+                                  lower=0.0, upper=1.0)
     epochs: int = _field(10, "Fine-tuning epochs (joint pruning + QAT, one fit).", lower=1)
     batch_size: int = _field(32, "Fine-tuning batch size.", lower=1)
     learning_rate: float = _field(1e-3, "Adam learning rate for fine-tuning.", lower=0.0)

@@ -24,10 +24,11 @@ from tfjoint._keras import check_float_model, tf
 from tfjoint.app import plots
 from tfjoint.app.flags import RunConfig
 from tfjoint.export.report import ExportReport
+from tfjoint.losses import infer_loss
 
 keras = tfjoint.keras
 
-__all__ = ["RunConfig", "RunResult", "run", "infer_loss", "steps_for", "distribution_strategy"]
+__all__ = ["RunConfig", "RunResult", "run", "steps_for", "distribution_strategy"]
 
 REQUIRED_KEYS = ("x_train", "y_train", "x_val", "y_val")
 
@@ -46,47 +47,6 @@ class RunResult:
 def steps_for(epochs: int, samples: int, batch_size: int) -> int:
     """Training steps `fit` runs for `epochs` over `samples` examples."""
     return epochs * math.ceil(samples / batch_size)
-
-
-def _outputs_probabilities(model) -> bool:
-    """Whether the model's (first) output layer ends in softmax or sigmoid, as an activation or a layer."""
-    layer = model.get_layer(model.output_names[0])
-    if isinstance(layer, keras.layers.Softmax):
-        return True
-    return getattr(getattr(layer, "activation", None), "__name__", "") in ("softmax", "sigmoid")
-
-
-def infer_loss(model, y: np.ndarray, requested: str):
-    """The loss (and metrics) to fine-tune with; 'auto' infers it from the labels and the output layer.
-
-    Integer labels: sparse categorical cross-entropy (binary cross-entropy for
-    0/1 labels and a one-unit output); one-hot labels: categorical; anything
-    else: mean squared error. `from_logits` is False when the output layer
-    ends in softmax/sigmoid (an activation argument, an `Activation` layer or a
-    `Softmax` layer), True otherwise.
-    """
-    from_logits = not _outputs_probabilities(model)
-    units = model.outputs[0].shape[-1]
-    if requested == "auto":
-        integer_labels = np.issubdtype(y.dtype, np.integer) or (
-            np.issubdtype(y.dtype, np.floating) and np.all(np.mod(y, 1) == 0) and y.ndim <= 2
-            and (y.ndim == 1 or y.shape[-1] == 1))
-        if integer_labels and (y.ndim == 1 or y.shape[-1] == 1) and units == 1 and np.all((y == 0) | (y == 1)):
-            requested = "binary_crossentropy"
-        elif integer_labels and (y.ndim == 1 or y.shape[-1] == 1) and units and units > 1:
-            requested = "sparse_categorical_crossentropy"
-        elif y.ndim == 2 and y.shape[-1] > 1 and np.all((y == 0) | (y == 1)) and np.all(y.sum(-1) == 1):
-            requested = "categorical_crossentropy"
-        else:
-            requested = "mse"
-    classes = {
-        "sparse_categorical_crossentropy": keras.losses.SparseCategoricalCrossentropy,
-        "categorical_crossentropy": keras.losses.CategoricalCrossentropy,
-        "binary_crossentropy": keras.losses.BinaryCrossentropy,
-    }
-    if requested in classes:
-        return classes[requested](from_logits=from_logits), ["accuracy"]
-    return keras.losses.MeanSquaredError(), []
 
 
 def _load_npz(path: str) -> dict[str, np.ndarray]:
@@ -165,16 +125,24 @@ def run(config: RunConfig) -> RunResult:
     x_train, y_train = data["x_train"].astype(np.float32), data["y_train"]
     loss, metrics = infer_loss(float_model, y_train, config.loss)
     total_steps = steps_for(config.epochs, len(x_train), config.batch_size)
-    schedule = tfjoint.plan_schedule(total_steps, config.target_sparsity, prune_end=config.prune_end,
-                                     quant_start=config.quant_start, channel_sparsity=config.channel_sparsity)
+    plan = tfjoint.allocate_sparsity(float_model, config.target_sparsity, method=config.allocation,
+                                     validation_data=(data["x_val"], data["y_val"]))
+    logging.info("Allocation (%s): %s.", config.allocation, dict(plan))
+    schedule = tfjoint.plan_schedule(total_steps, plan if config.allocation != "uniform" else config.target_sparsity,
+                                     prune_end=config.prune_end, quant_start=config.quant_start,
+                                     channel_sparsity=config.channel_sparsity)
     logging.info("Fine-tuning %d steps; schedule %s.", total_steps, schedule.to_dict())
 
     with strategy.scope():
         joint = tfjoint.prepare(float_model, schedule=schedule)
-        joint.compile(keras.optimizers.Adam(config.learning_rate), loss, metrics=metrics)
+        trained = joint
+        if config.distill:
+            trained = tfjoint.Distiller(joint, float_model, temperature=config.distill_temperature,
+                                        alpha=config.distill_alpha)
+        trained.compile(keras.optimizers.Adam(config.learning_rate), loss, metrics=metrics)
     recorder = _BatchLossRecorder()
-    history = joint.fit(x_train, y_train, epochs=config.epochs, batch_size=config.batch_size, verbose=1,
-                        callbacks=tfjoint.callbacks() + [recorder])
+    history = trained.fit(x_train, y_train, epochs=config.epochs, batch_size=config.batch_size, verbose=1,
+                          callbacks=tfjoint.callbacks() + [recorder])
     # Every worker strips: reading synchronized variables is collective under MultiWorkerMirroredStrategy.
     deployable = tfjoint.strip(joint)
     if not _is_chief(strategy):
@@ -182,10 +150,10 @@ def run(config: RunConfig) -> RunResult:
         return RunResult(report=None, out_dir=config.out, files={}, schedule=schedule, is_chief=False)
     resolved = {"loss": keras.losses.serialize(loss), "schedule": schedule.to_dict(),
                 "strategy": type(strategy).__name__, "replicas": strategy.num_replicas_in_sync}
-    return _export_and_plot(config, resolved, deployable, float_model, data, schedule, history, recorder)
+    return _export_and_plot(config, resolved, deployable, float_model, data, schedule, plan, history, recorder)
 
 
-def _export_and_plot(config, resolved, deployable, float_model, data, schedule, history, recorder) -> RunResult:
+def _export_and_plot(config, resolved, deployable, float_model, data, schedule, plan, history, recorder) -> RunResult:
     os.makedirs(config.out, exist_ok=True)
     files = {name: os.path.join(config.out, name) for name in (
         "model.tflite", "float_model.tflite", "report.json", "run_config.json", "sparsity_per_layer.png",
@@ -203,7 +171,11 @@ def _export_and_plot(config, resolved, deployable, float_model, data, schedule, 
         )
     except errors.ValidationError as error:
         report, failure = error.report, error
+    report.allocation = plan.to_dict()
     report.save_json(files["report.json"])
+    if plan.curves:
+        files["sensitivity.png"] = os.path.join(config.out, "sensitivity.png")
+        plots.sensitivity(files["sensitivity.png"], plan)
 
     plots.sparsity_per_layer(files["sparsity_per_layer.png"], schedule, report.per_layer_sparsity,
                              report.per_layer_channels)

@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["sparsity_per_layer", "schedule_and_loss", "weight_histograms"]
+__all__ = ["sparsity_per_layer", "schedule_and_loss", "weight_histograms", "sensitivity"]
 
 
 def _save(figure, path):
@@ -106,4 +106,25 @@ def weight_histograms(path: str, layer_name: str, before: np.ndarray, after_int8
     right.set_title(f"int8 in the .tflite ({zeros:.0%} zeros)")
     right.set_xlabel("int8 value")
     right.set_yscale("log")
+    _save(figure, path)
+
+
+def sensitivity(path: str, plan) -> None:
+    """The scan: validation loss with each layer alone pruned to each level, and the sparsity the plan chose."""
+    figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for index, (name, points) in enumerate(plan.curves.items()):
+        color = f"C{index % 10}"
+        levels = [p["sparsity"] for p in points]
+        loss_axis.plot(levels, [p["loss"] for p in points], "o-", color=color, label=f"{name} -> {plan[name]:.0%}")
+        loss_axis.axvline(plan[name], color=color, linestyle=":", alpha=0.6)
+        if points[0]["accuracy"] is not None:
+            accuracy_axis.plot(levels, [p["accuracy"] for p in points], "o-", color=color, label=name)
+    loss_axis.set_yscale("log")
+    loss_axis.set_xlabel("sparsity of this layer alone (no training)")
+    loss_axis.set_ylabel("validation loss")
+    loss_axis.set_title(f"Sensitivity scan; dotted: the plan ({plan.mean_sparsity:.0%} overall)")
+    loss_axis.legend(fontsize=7)
+    accuracy_axis.set_xlabel("sparsity of this layer alone (no training)")
+    accuracy_axis.set_ylabel("validation accuracy")
+    accuracy_axis.set_title("Accuracy with one layer pruned")
     _save(figure, path)

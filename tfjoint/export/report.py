@@ -47,6 +47,8 @@ class ExportReport:
     outputs: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     operator_counts: dict[str, int] = dataclasses.field(default_factory=dict)
     schedule: dict[str, Any] | None = None
+    # How the per-layer plan was made (`SparsityPlan.to_dict()`: method, curves), when the command allocated it.
+    allocation: dict[str, Any] | None = None
     float_size_bytes: int | None = None
     float_gzip_size_bytes: int | None = None
     num_validation_samples: int = 0

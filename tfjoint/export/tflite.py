@@ -28,7 +28,7 @@ from tfjoint.export.runtime import TFLiteModel
 from tfjoint.export.validate import Tolerances
 from tfjoint.prune.layers import prunable_weight
 from tfjoint.prune.schedule import JointSchedule
-from tfjoint.train.inspect import float_layer_name, is_prepared, schedule_of
+from tfjoint.train.inspect import float_layer_name, is_prepared, prepared_model, schedule_of
 from tfjoint.train.strip import strip
 
 __all__ = ["export_tflite", "Tolerances"]
@@ -255,6 +255,7 @@ def export_tflite(
     """
     # 0. Arguments, before any slow work.
     check_tf_keras_model(model)
+    model = prepared_model(model)  # a Distiller exports its student
     if float_model is not None:
         check_tf_keras_model(float_model, argument="float_model")
     path = checked_output_path(path, "path")

@@ -16,6 +16,10 @@ class, both in how variables are listed, not in what they hold:
   canonical order: the quantized weights, then the inner layer's other
   trainable variables.
 
+It also respects `trainable=False` (a frozen layer): TF-MOT's wrapper lists
+a frozen layer's kernel as trainable *and* non-trainable, so it is trained
+anyway and `.h5` saving fails on the duplicate.
+
 `tfjoint.prepare` gives every prepared model these two classes
 (`adopt_joint_layers`); they are registered under "tfjoint", behave exactly
 as TF-MOT's in training and inference, and `tfjoint.strip` returns TF-MOT's
@@ -62,6 +66,18 @@ class JointQuantizeWrapper(tfmot.quantization.keras.QuantizeWrapperV2):
         """Quantized weights first, then the inner layer's remaining trainable variables, each once."""
         quantized = [weight for weight, _, _ in getattr(self, "_weight_vars", [])]
         self._trainable_weights = _unique(quantized + list(self.layer._trainable_weights) + self._trainable_weights)
+
+    @property
+    def trainable_weights(self):
+        if not self.trainable:
+            return []
+        return _unique(self._trainable_weights + self.layer.trainable_weights)
+
+    @property
+    def non_trainable_weights(self):
+        trainable = {id(w) for w in self.trainable_weights}
+        every = _unique(self.layer.weights + self._trainable_weights + self._non_trainable_weights)
+        return [w for w in every if id(w) not in trainable]
 
 
 def adopt_joint_layers(model):

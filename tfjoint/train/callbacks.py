@@ -2,7 +2,7 @@
 
 The schedule itself runs in the graph (see `tfjoint.quantize.quantizers`), so `fit`
 without these callbacks still prunes and quantizes on schedule. What they add:
-`tfjoint/sparsity` (mean over pruned kernels, read from the masks),
+`tfjoint/sparsity` (zeros over all pruned kernels, read from the masks),
 `tfjoint/step` and `tfjoint/qat_active` in `logs` at the end of every epoch,
 so History, CSVLogger and TensorBoard pick them up; with `log_dir`, one
 TensorBoard scalar per pruned layer too. They also fail fast, with a clear
@@ -14,7 +14,15 @@ import numpy as np
 from tfjoint import errors
 from tfjoint._keras import keras, tf
 from tfjoint.train.channels import JointModel
-from tfjoint.train.inspect import channel_members, is_prepared, layer_sparsity, schedule_of, training_step
+from tfjoint.train.inspect import (
+    channel_members,
+    is_prepared,
+    layer_sparsity,
+    overall_sparsity,
+    prepared_model,
+    schedule_of,
+    training_step,
+)
 
 __all__ = ["callbacks", "JointMonitor", "SPARSITY_KEY", "STEP_KEY", "QAT_ACTIVE_KEY"]
 
@@ -31,31 +39,36 @@ class JointMonitor(keras.callbacks.Callback):
         self.log_dir = log_dir
         self._writer = None
 
+    @property
+    def _prepared(self):
+        """The prepared model being trained: the model itself, or a Distiller's student."""
+        return prepared_model(self.model)
+
     def on_train_begin(self, logs=None):
-        if not is_prepared(self.model):
+        if not is_prepared(self._prepared):
             raise errors.ModelStructureError(
                 f"tfjoint.callbacks() was given to fit() on model '{self.model.name}', which was not "
                 "prepared with tfjoint.prepare. Fit the model tfjoint.prepare returns."
             )
-        if channel_members(self.model) and not isinstance(self.model, JointModel) and not getattr(
+        if channel_members(self._prepared) and not isinstance(self.model, JointModel) and not getattr(
                 self.model, "updates_channel_masks", False):
             raise errors.ModelStructureError(
                 f"model '{self.model.name}' prunes channels, but it is a {type(self.model).__name__}, whose train_step "
                 "does not update channel masks. Fit the model tfjoint.prepare returned (a tfjoint JointModel), or "
                 "call tfjoint.update_channel_masks(model) before each step of your own training loop."
             )
-        self._schedule = schedule_of(self.model)
+        self._schedule = schedule_of(self._prepared)
         self._writer = tf.summary.create_file_writer(self.log_dir) if self.log_dir else None
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
             return
-        per_layer = layer_sparsity(self.model)
-        step = training_step(self.model)
+        per_layer = layer_sparsity(self._prepared)
+        step = training_step(self._prepared)
         if step is None:  # nothing in the model counts steps: the optimizer's count is the same here
             step = int(self.model.optimizer.iterations.numpy())
         qat_active = float(self._schedule.qat_active(step))
-        logs[SPARSITY_KEY] = float(np.mean(list(per_layer.values()))) if per_layer else 0.0
+        logs[SPARSITY_KEY] = overall_sparsity(self._prepared)
         logs[STEP_KEY] = float(step)
         logs[QAT_ACTIVE_KEY] = qat_active
         if self._writer is not None:

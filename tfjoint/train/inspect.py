@@ -33,6 +33,8 @@ __all__ = [
     "is_prepared",
     "layer_sparsity",
     "channel_masks",
+    "overall_sparsity",
+    "prepared_model",
     "schedule_of",
     "float_layer_name",
 ]
@@ -191,6 +193,19 @@ def quant_start_step(model) -> int:
 def layer_sparsity(model) -> dict[str, float]:
     """Fraction of zeros each pruned kernel has in the forward pass (weight and channel masks)."""
     return {pk.layer_name: float(np.mean(pk.masked_kernel() == 0)) for pk in pruned_kernels(model)}
+
+
+def overall_sparsity(model) -> float:
+    """Fraction of zeros over all pruned kernels together (each weighted by its size)."""
+    kernels = [pk.masked_kernel() for pk in pruned_kernels(model)]
+    total = sum(k.size for k in kernels)
+    return float(sum(np.count_nonzero(k == 0) for k in kernels) / total) if total else 0.0
+
+
+def prepared_model(model):
+    """The prepared model inside a wrapper that trains one (a `tfjoint.Distiller`'s student), or `model`."""
+    student = getattr(model, "student", None)
+    return student if student is not None and is_prepared(student) else model
 
 
 def channel_masks(model) -> dict[str, np.ndarray]:

@@ -24,7 +24,7 @@ from tfjoint.prune.channels import Layout, channel_layouts
 from tfjoint.quantize.config import JointQuantizeConfig, unwrap_config
 from tfjoint.quantize.quantizers import CHANNEL_MASK, ChannelMaskQuantizer, GatedQuantizer
 from tfjoint.train.channels import JointModel, group_masks
-from tfjoint.train.inspect import channel_members, is_prepared, pruned_kernels
+from tfjoint.train.inspect import channel_members, is_prepared, prepared_model, pruned_kernels
 
 __all__ = ["strip", "strips_cleanly", "kept_channels_per_layer"]
 
@@ -139,8 +139,9 @@ def strip(model: keras.Model) -> keras.Model:
     """Returns a copy of a prepared model with pruning baked in and removed (and pruned channels deleted).
 
     Args:
-      model: a model returned by `tfjoint.prepare` (trained or not), or one
-        loaded with `tfjoint.load_model`.
+      model: a model returned by `tfjoint.prepare` (trained or not), one
+        loaded with `tfjoint.load_model`, or a `tfjoint.Distiller` (its
+        student is stripped).
 
     Returns:
       A new, uncompiled tf_keras QAT model whose pruned kernels hold exact
@@ -151,6 +152,7 @@ def strip(model: keras.Model) -> keras.Model:
       errors.ModelStructureError: `model` was not prepared with tfjoint.
     """
     check_tf_keras_model(model)
+    model = prepared_model(model)
     if not is_prepared(model):
         raise errors.ModelStructureError(
             f"model '{model.name}' was not prepared with tfjoint.prepare, so there is nothing to "
