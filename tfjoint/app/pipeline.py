@@ -176,6 +176,10 @@ def _export_and_plot(config, resolved, deployable, float_model, data, schedule, 
     if plan.curves:
         files["sensitivity.png"] = os.path.join(config.out, "sensitivity.png")
         plots.sensitivity(files["sensitivity.png"], plan)
+    if report.per_layer_error:
+        files["per_layer_error.png"] = os.path.join(config.out, "per_layer_error.png")
+        plots.per_layer_error(files["per_layer_error.png"], report.per_layer_error,
+                              [layer.name for layer in float_model.layers])
 
     plots.sparsity_per_layer(files["sparsity_per_layer.png"], schedule, report.per_layer_sparsity,
                              report.per_layer_channels)

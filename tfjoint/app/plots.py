@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["sparsity_per_layer", "schedule_and_loss", "weight_histograms", "sensitivity"]
+__all__ = ["sparsity_per_layer", "schedule_and_loss", "weight_histograms", "sensitivity", "per_layer_error"]
 
 
 def _save(figure, path):
@@ -127,4 +127,37 @@ def sensitivity(path: str, plan) -> None:
     accuracy_axis.set_xlabel("sparsity of this layer alone (no training)")
     accuracy_axis.set_ylabel("validation accuracy")
     accuracy_axis.set_title("Accuracy with one layer pruned")
+    _save(figure, path)
+
+
+def per_layer_error(path: str, entries: list[dict], graph_order: list[str]) -> None:
+    """Each int8 layer's own SQNR against the float model (and the QAT model), and the SQNR so far, in graph order.
+
+    The own error is the layer's alone: both sides get the same input. Against
+    the float model it shows what compression changed in that layer (for a
+    QAT model that includes pruning and fine-tuning); against the QAT Keras
+    model, what the int8 conversion alone changed.
+    """
+    order = {name: i for i, name in enumerate(graph_order)}
+    entries = sorted(entries, key=lambda e: order.get(e["layer"], len(order)))
+    names = [e["layer"] for e in entries]
+
+    def finite(value):
+        return 60.0 if value is None or value == float("inf") else max(float(value), -20.0)
+
+    own = [finite(e["sqnr_db"]) if e["sqnr_db"] is not None else np.nan for e in entries]
+    qat = [finite(e["qat_sqnr_db"]) if e.get("qat_sqnr_db") is not None else np.nan for e in entries]
+    so_far = [finite(e.get("cumulative_sqnr_db")) for e in entries]
+    worst = int(np.nanargmin(own)) if not np.all(np.isnan(own)) else -1
+    positions = np.arange(len(names))
+    figure, axis = plt.subplots(figsize=(max(6, 0.7 * len(names) + 2), 4))
+    colors = ["tab:red" if i == worst else "tab:blue" for i in positions]
+    axis.bar(positions - 0.2, own, 0.4, color=colors, label="own SQNR vs float model (same input)")
+    if not np.all(np.isnan(qat)):
+        axis.bar(positions + 0.2, qat, 0.4, color="tab:gray", label="own SQNR vs QAT Keras model")
+    axis.plot(positions, so_far, "o-", color="black", label="SQNR so far vs float model")
+    axis.set_xticks(positions, names, rotation=45, ha="right", fontsize=8)
+    axis.set_ylabel("SQNR (dB), higher is better")
+    axis.set_title("Error each int8 layer adds" + (f": worst is '{names[worst]}'" if worst >= 0 else ""))
+    axis.legend(fontsize=8)
     _save(figure, path)

@@ -60,8 +60,11 @@ class ExportReport:
     sqnr_db: float | None = None
     float_sqnr_db: float | None = None
     per_output: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    per_layer_error: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    memory: dict[str, int | None] = dataclasses.field(default_factory=dict)
     int8_latency_ms: float | None = None
     float_latency_ms: float | None = None
+    latency_ms: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
     thresholds: dict[str, float] = dataclasses.field(default_factory=dict)
     failures: list[str] = dataclasses.field(default_factory=list)
     notes: list[str] = dataclasses.field(default_factory=list)
@@ -113,10 +116,38 @@ class ExportReport:
             ("size int8 (raw / gzip)", f"{kb(self.size_bytes)} / {kb(self.gzip_size_bytes)}"),
             ("size float32 (raw / gzip)", f"{kb(self.float_size_bytes)} / {kb(self.float_gzip_size_bytes)}"),
             ("compression (gzip, float/int8)", num(self.compression_ratio, "{:.2f}x")),
+            ("memory int8 (weights / activations)", f"{kb(self.memory.get('weights_bytes'))} / "
+                                                    f"{kb(self.memory.get('activation_bytes'))}"),
+            ("memory float32 (weights / activations)", f"{kb(self.memory.get('float_weights_bytes'))} / "
+                                                       f"{kb(self.memory.get('float_activation_bytes'))}"),
+            ("peak RSS running int8 / float32", f"{kb(self.memory.get('int8_peak_rss_bytes'))} / "
+                                                f"{kb(self.memory.get('float_peak_rss_bytes'))}"),
+            ("latency int8 (1 / 4 threads)", self._latency("int8")),
+            ("latency float32 (1 / 4 threads)", self._latency("float")),
             ("latency int8 / float32 (1 thread)", num(self.latency_ratio, "{:.2f}x")),
             ("validation samples", str(self.num_validation_samples)),
             ("passed", "yes" if self.passed else "NO"),
         ]
+
+    def _latency(self, kind: str) -> str:
+        times = self.latency_ms.get(kind)
+        if not times:
+            return "n/a"
+        return " / ".join(f"{times[t]:.3f} ms" for t in ("1", "4") if t in times)
+
+    def worst_layers(self, count: int = 3) -> list[dict[str, Any]]:
+        """The `count` layers whose int8 operators add the most error on their own."""
+        return self.per_layer_error[:count]
+
+    def _worst_layer_lines(self) -> list[str]:
+        def db(value):
+            return "n/a" if value is None else f"{value:.1f} dB"
+
+        lines = [f"{'worst int8 layers':<24} {'own SQNR':>10} {'vs QAT':>10} {'worst ch.':>10} {'so far':>10}"]
+        for entry in self.worst_layers():
+            lines.append(f"{entry['layer'][:24]:<24} {db(entry['sqnr_db']):>10} {db(entry.get('qat_sqnr_db')):>10} "
+                         f"{db(entry.get('worst_channel_sqnr_db')):>10} {db(entry.get('cumulative_sqnr_db')):>10}")
+        return lines
 
     def _io_lines(self) -> list[str]:
         lines = [f"{'tensor':<8} {'name':<28} {'shape':<16} {'dtype':<6} {'scale':>12} {'zero point':>10}"]
@@ -145,6 +176,8 @@ class ExportReport:
         if self.inputs or self.outputs:
             lines += [""] + self._io_lines()
         lines += self._output_metric_lines()
+        if self.per_layer_error:
+            lines += [""] + self._worst_layer_lines()
         if self.per_layer_sparsity:
             lines.append("")
             lines.append(f"{'pruned layer':<24} {'planned':>8} {'keras':>8} {'tflite':>8}")

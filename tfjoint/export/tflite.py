@@ -21,7 +21,7 @@ from tfjoint import errors
 from tfjoint._files import atomic_write_bytes, checked_output_path
 from tfjoint._keras import check_tf_keras_model, keras, weight_short_name
 from tfjoint.data import collect_inputs, split_validation
-from tfjoint.export import convert, measure, validate
+from tfjoint.export import convert, explain, measure, memory, validate
 from tfjoint.export.inspect import FlatbufferSummary, layer_of, read_flatbuffer
 from tfjoint.export.report import ExportReport
 from tfjoint.export.runtime import TFLiteModel
@@ -153,6 +153,34 @@ def _per_layer_channels(model, summary: FlatbufferSummary, reference) -> dict[st
     }
 
 
+def _memory(summary, float_content, measured_content) -> dict[str, int | None]:
+    """Weights and planned activation arena of the int8 file (and the float32 one), and measured peak RSS."""
+    int8 = memory.memory_use(summary)
+    result = {"weights_bytes": int8.weights_bytes, "activation_bytes": int8.activation_bytes,
+              "float_weights_bytes": None, "float_activation_bytes": None,
+              "int8_peak_rss_bytes": None, "float_peak_rss_bytes": None}
+    if float_content is not None:
+        float32 = memory.memory_use(read_flatbuffer(float_content))
+        result.update(float_weights_bytes=float32.weights_bytes, float_activation_bytes=float32.activation_bytes)
+    if measured_content is not None:
+        result["int8_peak_rss_bytes"] = memory.peak_rss_bytes(measured_content)
+        if float_content is not None:
+            result["float_peak_rss_bytes"] = memory.peak_rss_bytes(float_content)
+    return result
+
+
+def _measure_latency(report, int8_model, float_content, float_model) -> None:
+    """Median single-sample latency at 1 thread (the headline) and 4 threads, int8 and float32."""
+    runners = {"int8": int8_model}
+    if float_content is not None:
+        runners["float"] = TFLiteModel(float_content, float_model.input_names, list(float_model.output_names))
+    report.latency_ms = {kind: {str(threads): 1000 * runner.median_latency_s(num_threads=threads)
+                                for threads in (1, 4)} for kind, runner in runners.items()}
+    report.int8_latency_ms = report.latency_ms["int8"]["1"]
+    if "float" in report.latency_ms:
+        report.float_latency_ms = report.latency_ms["float"]["1"]
+
+
 def _as_list(outputs) -> list[np.ndarray]:
     return [np.asarray(o) for o in outputs] if isinstance(outputs, (list, tuple)) else [np.asarray(outputs)]
 
@@ -204,6 +232,7 @@ def export_tflite(
     min_sqnr_db: float | None = None,
     max_mse_increase: float | None = None,
     measure_latency: bool = False,
+    explain_layers: bool = True,
     keep_rejected: str | os.PathLike | None = None,
     float_path: str | os.PathLike | None = None,
     batch_size: int = 64,
@@ -235,8 +264,11 @@ def export_tflite(
       min_sqnr_db: smallest allowed SQNR of any int8 output against Keras.
       max_mse_increase: largest allowed relative increase of a real-valued
         output's MSE against its labels (int8 over float).
-      measure_latency: time single-sample invokes (median, 1 thread) of the
-        int8 and float32 files.
+      measure_latency: time single-sample invokes (median; 1 thread, the
+        headline, and 4) of the int8 and float32 files, and measure the peak
+        resident memory of running each (a short subprocess per file).
+      explain_layers: with validation data, compute `per_layer_error` (the
+        error each int8 operator adds on its own, worst first).
       keep_rejected: where to write the flatbuffer if validation fails.
       float_path: where to write the float32 .tflite of `float_model`, for
         comparison on device (written whether or not validation passes).
@@ -319,11 +351,16 @@ def export_tflite(
         _validate(report, int8_model, source, float_model, validation, summary, tolerances, batch_size, verbose)
     else:
         report.notes.append("no validation_data: the int8 file was checked for structure only")
+    if validation is not None and explain_layers:
+        reference = float_model if float_model is not None else source.model
+        if source.quantization == "qat" and float_model is None:
+            report.notes.append("per_layer_error compares with the QAT Keras model: pass float_model to compare "
+                                "every layer with the float model too")
+        report.per_layer_error = explain.per_layer_error(
+            content, summary, reference, validation[0], qat_model=source.model if source.quantization == "qat" else None)
+    report.memory = _memory(summary, float_content, content if measure_latency else None)
     if measure_latency:
-        report.int8_latency_ms = 1000 * int8_model.median_latency_s(num_threads=1)
-        if float_content is not None:
-            report.float_latency_ms = 1000 * TFLiteModel(
-                float_content, float_model.input_names, list(float_model.output_names)).median_latency_s(num_threads=1)
+        _measure_latency(report, int8_model, float_content, float_model)
 
     # 6. Write, or refuse.
     report.passed = not report.failures

@@ -160,9 +160,9 @@ def failures(per_output, tolerances: Tolerances) -> list[str]:
         if "mse_increase" in entry and entry["mse_increase"] > tolerances.max_mse_increase:
             reference = "float" if "float_mse" in entry else "Keras"
             found.append(
-                f"output '{name}': int8 MSE {entry['int8_mse']:.6g} is {entry['mse_increase']:.2f}x above the "
+                f"output '{name}': int8 MSE {entry['int8_mse']:.6g} is {entry['mse_increase']:.0%} above the "
                 f"{reference} model's {entry.get('float_mse', entry['qat_mse']):.6g} > max_mse_increase "
-                f"{tolerances.max_mse_increase}"
+                f"{tolerances.max_mse_increase} ({tolerances.max_mse_increase:.0%})"
             )
     return found
 

@@ -1,0 +1,204 @@
+"""Which layer did it: the error every int8 weight operator adds on its own, and the error so far.
+
+The int8 file runs once in LiteRT with `experimental_preserve_all_tensors=True`
+(and without XNNPACK, which would fuse operators away), so every intermediate
+tensor can be read back, as google-ai-edge/ai-edge-quantizer does. Each
+CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED operator is matched to the
+Keras layers it was converted from by its tensor names: the layer whose
+weights it holds, through the last layer fused into its output (a Conv ->
+BatchNorm -> ReLU block is one operator).
+
+* Own error: that chain of Keras layers is applied to the operator's own
+  input, dequantized from int8, and compared with the operator's dequantized
+  output. Both see the same input, so an error made upstream is not blamed on
+  this layer. Against the float model's layers (what compression cost this
+  layer: its int8 arithmetic, and for a QAT model also what pruning and
+  fine-tuning changed) and, when given, against the QAT Keras model's layers
+  (what conversion alone cost).
+* Cumulative error: the operator's output against the float model's output
+  of the same layer on the real inputs: how far off the network is there.
+* `worst_channel_sqnr_db`: activations are quantized per tensor, so one
+  channel with an outsized range can take the whole int8 grid and leave the
+  others coarse while the whole-tensor SQNR stays high; the worst channel's
+  SQNR shows it.
+
+Entries are sorted worst first (lowest own SQNR). Layers whose shapes no
+longer match the float model (channels pruned away) are compared with the
+QAT model only.
+"""
+
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+from tfjoint._keras import keras
+from tfjoint.export import measure
+from tfjoint.export.inspect import WEIGHT_OPS, FlatbufferSummary
+
+__all__ = ["per_layer_error"]
+
+_MAX_SAMPLES = 64
+
+
+def _base_name(name: str) -> str:
+    return name[len("quant_"):] if name.startswith("quant_") else name
+
+
+def _layers_named(tensor_name: str, known: set[str]) -> list[str]:
+    segments = {_base_name(part) for piece in tensor_name.split(";") for part in piece.split("/")}
+    return [name for name in known if name in segments]
+
+
+def _dequantized(values: np.ndarray, details) -> np.ndarray:
+    params = details.get("quantization_parameters") or {}
+    scales, zero_points = params.get("scales", ()), params.get("zero_points", ())
+    if not np.issubdtype(values.dtype, np.integer) or len(scales) != 1:
+        return values.astype(np.float32)
+    return (values.astype(np.float32) - zero_points[0]) * scales[0]
+
+
+def _run_preserving_all_tensors(content: bytes, inputs: list[np.ndarray], summary: FlatbufferSummary):
+    """Runs the file once on `inputs` (a batch), returning every tensor by index."""
+    interpreter = Interpreter(model_content=content, experimental_preserve_all_tensors=True,
+                              experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    batch = inputs[0].shape[0]
+    for io_tensor, array in zip(summary.inputs, inputs):
+        if io_tensor.shape and io_tensor.shape[0] == -1:
+            interpreter.resize_tensor_input(io_tensor.index, (batch,) + array.shape[1:])
+    interpreter.allocate_tensors()
+    for details, array in zip(interpreter.get_input_details(), inputs):
+        scale, zero_point = details["quantization"]
+        if np.issubdtype(details["dtype"], np.integer) and scale:
+            info = np.iinfo(details["dtype"])
+            array = np.clip(np.round(array / scale + zero_point), info.min, info.max)
+        interpreter.set_tensor(details["index"], array.astype(details["dtype"]))
+    interpreter.invoke()
+    details = {d["index"]: d for d in interpreter.get_tensor_details()}
+    return interpreter, details
+
+
+# Activations the converter fuses into CONV_2D / FULLY_CONNECTED; any other runs as an operator of its own.
+_FUSED_ACTIVATIONS = frozenset({"linear", "relu", "relu6"})
+
+
+def _activation_name(layer) -> str:
+    activation = getattr(layer, "activation", None)
+    activation = getattr(activation, "activation", activation)  # inside TF-MOT's QuantizeAwareActivation
+    return getattr(activation, "__name__", "linear")
+
+
+def _chain(model, first: str, last: str) -> list:
+    """The layers from `first` to `last` along single-consumer links (just `first` if `last` is elsewhere)."""
+    layers, layer = [model.get_layer(first)], model.get_layer(first)
+    while layer.name != last:
+        consumers = [node.outbound_layer for node in layer._outbound_nodes]
+        if len(consumers) != 1 or consumers[0] not in model.layers:
+            return [model.get_layer(first)]
+        layer = consumers[0]
+        layers.append(layer)
+    return layers
+
+
+def _apply(layers, values: np.ndarray, output_size: int):
+    """The chain on `values` (reshaped to the first layer's input), or None if the shapes do not fit.
+
+    An activation the converter does not fuse (softmax, sigmoid, ...) on the
+    last layer is left out: the weight operator's output is taken before it.
+    """
+    expected = layers[0].input_shape
+    if isinstance(expected, list) or int(np.prod([d for d in expected[1:] if d])) * values.shape[0] != values.size:
+        return None
+    x = values.reshape((values.shape[0],) + tuple(expected[1:]))
+    last = layers[-1]
+    inner = getattr(last, "layer", last)
+    unfused = hasattr(inner, "activation") and _activation_name(inner) not in _FUSED_ACTIVATIONS
+    if unfused and last is not inner:
+        return None  # a QAT wrapper applies its activation inside; there is no pre-activation to compare with
+    saved = last.activation if unfused else None
+    try:
+        if unfused:
+            last.activation = keras.activations.linear
+        for layer in layers:
+            x = layer(x, training=False)
+    finally:
+        if unfused:
+            last.activation = saved
+    result = np.asarray(x)
+    return result if result.size == output_size * values.shape[0] else None
+
+
+def _errors(reference, actual) -> dict:
+    if reference is None:
+        return {"sqnr_db": None, "cosine_similarity": None, "max_abs_error": None}
+    reference = reference.reshape(actual.shape)
+    return {"sqnr_db": measure.sqnr_db(reference, actual), "cosine_similarity": measure.cosine_similarity(reference, actual),
+            "max_abs_error": measure.max_abs_error(reference, actual)}
+
+
+def _worst_channel_sqnr(reference, actual) -> float | None:
+    if reference is None or actual.ndim < 2:
+        return None
+    reference = reference.reshape(actual.shape)
+    channels = actual.shape[-1]
+    values = [measure.sqnr_db(reference[..., c], actual[..., c]) for c in range(channels)]
+    finite = [v for v in values if np.isfinite(v)] or values
+    return float(min(finite))
+
+
+def per_layer_error(content: bytes, summary: FlatbufferSummary, float_model, inputs: list[np.ndarray],
+                    qat_model=None) -> list[dict]:
+    """One entry per int8 weight operator, worst first (see the module docstring)."""
+    inputs = [array[:_MAX_SAMPLES] for array in inputs]
+    interpreter, details = _run_preserving_all_tensors(content, inputs, summary)
+    float_names = {layer.name for layer in float_model.layers}
+    float_order = {layer.name: i for i, layer in enumerate(float_model.layers)}
+    qat_names = {_base_name(layer.name): layer.name for layer in qat_model.layers} if qat_model is not None else {}
+    found = []
+    for op in summary.ops:
+        if op.name not in WEIGHT_OPS or len(op.inputs) < 2:
+            continue
+        weight_layers = _layers_named(details[op.inputs[1]]["name"], float_names | set(qat_names))
+        output_layers = _layers_named(details[op.outputs[0]]["name"], float_names | set(qat_names))
+        if not weight_layers:
+            continue
+        own = max(weight_layers, key=len)
+        last = max(output_layers + [own], key=lambda n: float_order.get(n, -1))
+        x = _dequantized(interpreter.get_tensor(op.inputs[0]), details[op.inputs[0]])
+        y = _dequantized(interpreter.get_tensor(op.outputs[0]), details[op.outputs[0]])
+        size = int(np.prod(y.shape[1:]))
+        entry = {"layer": own, "op": op.name, "output_tensor": details[op.outputs[0]]["name"]}
+        reference = None
+        if own in float_names and last in float_names:
+            reference = _apply(_chain(float_model, own, last), x, size)
+        entry.update(_errors(reference, y))
+        entry["worst_channel_sqnr_db"] = _worst_channel_sqnr(reference, y)
+        if qat_model is not None and own in qat_names:
+            qat_reference = _apply(_chain(qat_model, qat_names[own], qat_names.get(last, qat_names[own])), x, size)
+            entry.update({f"qat_{k}": v for k, v in _errors(qat_reference, y).items()})
+        entry["_chain"] = _chain(float_model, own, last) if own in float_names and last in float_names else None
+        entry["_output"] = y
+        found.append(entry)
+    _add_cumulative(found, float_model, inputs)
+    return sorted(found, key=lambda e: (e["sqnr_db"] is None, e["sqnr_db"] if e["sqnr_db"] is not None else 0.0,
+                                        e.get("qat_sqnr_db") or 0.0))
+
+
+def _add_cumulative(entries, float_model, inputs) -> None:
+    """Each operator's output against the float model's at the same point, on the real inputs.
+
+    The float model runs up to the input of the operator's first layer; the
+    same chain of layers as for the own error then gives the reference.
+    """
+    firsts = sorted({e["_chain"][0].name for e in entries if e["_chain"]})
+    layer_inputs = {}
+    if firsts:
+        probe = keras.Model(float_model.inputs, [float_model.get_layer(n).input for n in firsts])
+        values = probe.predict(inputs if len(inputs) > 1 else inputs[0], verbose=0)
+        layer_inputs = dict(zip(firsts, values if len(firsts) > 1 else [values]))
+    for entry in entries:
+        actual, chain = entry.pop("_output"), entry.pop("_chain")
+        reference = None
+        if chain:
+            reference = _apply(chain, np.asarray(layer_inputs[chain[0].name]), int(np.prod(actual.shape[1:])))
+        cumulative = _errors(reference, actual)
+        entry["cumulative_sqnr_db"] = cumulative["sqnr_db"]
+        entry["cumulative_cosine_similarity"] = cumulative["cosine_similarity"]
