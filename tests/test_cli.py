@@ -27,7 +27,8 @@ def test_embedded_default_writes_everything_and_passes(tmp_path):
     result = tfjoint_cli(f"--out={out}", *FAST)
     assert result.returncode == 0, result.stderr[-3000:]
     for name in ("model.tflite", "float_model.tflite", "report.json", "run_config.json",
-                 "sparsity_per_layer.png", "schedule.png", "weights_histogram.png", "sensitivity.png"):
+                 "sparsity_per_layer.png", "schedule.png", "weights_histogram.png", "sensitivity.png",
+                 "per_layer_error.png", "model_data.h", "model_data.cc"):
         assert (out / name).stat().st_size > 0, name
     report = json.loads((out / "report.json").read_text())
     run_config = json.loads((out / "run_config.json").read_text())
@@ -41,6 +42,8 @@ def test_embedded_default_writes_everything_and_passes(tmp_path):
     assert report["size_bytes"] == (out / "model.tflite").stat().st_size
     assert run_config["epochs"] == 2 and run_config["allocation"] == "sensitivity"
     assert "int8 accuracy" in result.stdout and "fully int8" in result.stdout
+    assert "worst int8 layers" in result.stdout and "MicroMutableOpResolver" in result.stdout
+    assert str(len((out / "model.tflite").read_bytes())) in (out / "model_data.cc").read_text()
     assert (out / "model.tflite").read_bytes()[4:8] == b"TFL3"
     # Quiet by default: no wall of TensorFlow logging.
     assert "signature_serialization" not in result.stderr and "Assets written" not in result.stderr

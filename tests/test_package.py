@@ -27,7 +27,7 @@ STAGES = {
     "train": ["train.inspect", "train.channels", "train.prepare", "train.callbacks", "train.distill", "train.strip",
               "train.saving"],
     "export": ["export.inspect", "export.report", "export.convert", "export.validate", "export.runtime",
-               "export.tflite"],
+               "export.memory", "export.explain", "export.micro", "export.tflite"],
     "app": ["app.flags", "app.digits", "app.plots", "app.pipeline", "app.cli"],
 }
 ORDER = [module for modules in STAGES.values() for module in modules]

@@ -5,7 +5,8 @@ import tempfile
 
 from tfjoint import errors
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "checked_output_path"]
+__all__ = ["atomic_write_bytes", "atomic_write_files", "atomic_write_text", "atomic_write_texts",
+           "checked_output_path"]
 
 
 def checked_output_path(path, argument: str) -> str:
@@ -32,11 +33,8 @@ def checked_output_path(path, argument: str) -> str:
     return path
 
 
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Writes `data` to `path` via a temp file in the same directory and a rename.
-
-    Readers see either the old file or the whole new one, never a partial write.
-    """
+def _write_temporary(path: str, data: bytes) -> str:
+    """`data` in a new temp file beside `path`, flushed to disk; returns its name."""
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
     try:
@@ -44,13 +42,40 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        os.unlink(tmp)
         raise
+    return tmp
+
+
+def atomic_write_files(contents: dict[str, bytes]) -> None:
+    """Writes every file in full to a temp file first, then renames them all into place.
+
+    Readers see the old files or the whole new ones, never a partial write; if
+    any write fails, no file is replaced.
+    """
+    written: dict[str, str] = {}
+    try:
+        for path, data in contents.items():
+            written[path] = _write_temporary(path, data)
+        for path, tmp in written.items():
+            os.replace(tmp, path)
+    finally:
+        for tmp in written.values():
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    """Writes `data` to `path` via a temp file in the same directory and a rename."""
+    atomic_write_files({path: data})
 
 
 def atomic_write_text(path: str, text: str) -> None:
     """`atomic_write_bytes` for UTF-8 text."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_texts(texts: dict[str, str]) -> None:
+    """`atomic_write_files` for UTF-8 texts."""
+    atomic_write_files({path: text.encode("utf-8") for path, text in texts.items()})

@@ -202,4 +202,6 @@ def _export_and_plot(config, resolved, deployable, float_model, data, schedule, 
     if failure is not None:
         files.pop("model.tflite")
         raise failure
+    written = tfjoint.write_c_array(files["model.tflite"], config.out, "model_data")
+    files.update({"model_data.h": written.header, "model_data.cc": written.source})
     return RunResult(report=report, out_dir=config.out, files=files, schedule=schedule)

@@ -56,16 +56,19 @@ def _dequantized(values: np.ndarray, details) -> np.ndarray:
     return (values.astype(np.float32) - zero_points[0]) * scales[0]
 
 
-def _run_preserving_all_tensors(content: bytes, inputs: list[np.ndarray], summary: FlatbufferSummary):
-    """Runs the file once on `inputs` (a batch), returning every tensor by index."""
+def _run_preserving_all_tensors(content: bytes, inputs: dict[str, np.ndarray], summary: FlatbufferSummary):
+    """Runs the file once on `inputs` (a batch per input name), returning every tensor by index."""
     interpreter = Interpreter(model_content=content, experimental_preserve_all_tensors=True,
                               experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-    batch = inputs[0].shape[0]
-    for io_tensor, array in zip(summary.inputs, inputs):
+    by_index = {}
+    for io_tensor in summary.inputs:
+        name = io_tensor.signature_name if io_tensor.signature_name in inputs else next(iter(inputs))
+        by_index[io_tensor.index] = inputs[name]
         if io_tensor.shape and io_tensor.shape[0] == -1:
-            interpreter.resize_tensor_input(io_tensor.index, (batch,) + array.shape[1:])
+            interpreter.resize_tensor_input(io_tensor.index, inputs[name].shape)
     interpreter.allocate_tensors()
-    for details, array in zip(interpreter.get_input_details(), inputs):
+    for details in interpreter.get_input_details():
+        array = by_index[details["index"]]
         scale, zero_point = details["quantization"]
         if np.issubdtype(details["dtype"], np.integer) and scale:
             info = np.iinfo(details["dtype"])
@@ -146,9 +149,16 @@ def _worst_channel_sqnr(reference, actual) -> float | None:
 
 def per_layer_error(content: bytes, summary: FlatbufferSummary, float_model, inputs: list[np.ndarray],
                     qat_model=None) -> list[dict]:
-    """One entry per int8 weight operator, worst first (see the module docstring)."""
+    """One entry per int8 weight operator, worst first (see the module docstring).
+
+    `inputs` are in the order of `float_model.inputs`.
+    """
     inputs = [array[:_MAX_SAMPLES] for array in inputs]
-    interpreter, details = _run_preserving_all_tensors(content, inputs, summary)
+    names = [tensor.name.split(":")[0] for tensor in float_model.inputs]
+    fixed = [t.shape[0] for t in summary.inputs if t.shape and t.shape[0] > 0]
+    if fixed:  # a model converted with a fixed batch size runs exactly that many samples (repeated if fewer)
+        inputs = [np.resize(array, (fixed[0],) + array.shape[1:]) for array in inputs]
+    interpreter, details = _run_preserving_all_tensors(content, dict(zip(names, inputs)), summary)
     float_names = {layer.name for layer in float_model.layers}
     float_order = {layer.name: i for i, layer in enumerate(float_model.layers)}
     qat_names = {_base_name(layer.name): layer.name for layer in qat_model.layers} if qat_model is not None else {}

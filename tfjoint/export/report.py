@@ -46,6 +46,8 @@ class ExportReport:
     inputs: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     outputs: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     operator_counts: dict[str, int] = dataclasses.field(default_factory=dict)
+    # The MicroMutableOpResolver calls a TensorFlow Lite Micro build needs for this file.
+    micro_op_resolver: list[str] = dataclasses.field(default_factory=list)
     schedule: dict[str, Any] | None = None
     # How the per-layer plan was made (`SparsityPlan.to_dict()`: method, curves), when the command allocated it.
     allocation: dict[str, Any] | None = None
@@ -195,6 +197,9 @@ class ExportReport:
         if self.operator_counts:
             lines.append("")
             lines.append("operators: " + ", ".join(f"{op} x{n}" for op, n in sorted(self.operator_counts.items())))
+        if self.micro_op_resolver:
+            lines.append(f"TFLM MicroMutableOpResolver<{len(self.micro_op_resolver)}>: "
+                         + ", ".join(f"{call}()" for call in self.micro_op_resolver))
         for failure in self.failures:
             lines.append(f"FAILED: {failure}")
         for note in self.notes:

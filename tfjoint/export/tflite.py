@@ -21,7 +21,7 @@ from tfjoint import errors
 from tfjoint._files import atomic_write_bytes, checked_output_path
 from tfjoint._keras import check_tf_keras_model, keras, weight_short_name
 from tfjoint.data import collect_inputs, split_validation
-from tfjoint.export import convert, explain, measure, memory, validate
+from tfjoint.export import convert, explain, measure, memory, micro, validate
 from tfjoint.export.inspect import FlatbufferSummary, layer_of, read_flatbuffer
 from tfjoint.export.report import ExportReport
 from tfjoint.export.runtime import TFLiteModel
@@ -338,6 +338,7 @@ def export_tflite(
         inputs=[t.to_dict() for t in summary.inputs],
         outputs=[t.to_dict() for t in summary.outputs],
         operator_counts=summary.operator_counts,
+        micro_op_resolver=micro.micro_op_resolver_calls(summary.op_names),
         schedule=source.schedule,
         thresholds=tolerances.to_dict(),
         notes=list(source.notes),
