@@ -33,129 +33,41 @@ pruned (the target applies to them); "all weights" also counts kernels left
 dense (depthwise, or a layer excluded from pruning).
 """
 
-import gzip
 import json
-import math
 import os
-import statistics
 import sys
 import time
-from typing import NamedTuple
 
 import numpy as np
 from absl import app, flags
 
-import tfjoint  # noqa: F401  (selects tf_keras before TensorFlow loads)
-import tensorflow_model_optimization as tfmot
-from tfjoint import keras
-from tfjoint.app import digits
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import (  # noqa: E402
+    NO_TOLERANCE,
+    TASKS,
+    StepTimer,
+    Task,
+    entropy_bound_bytes,
+    float_clone,
+    gzip_size,
+    mean_spread,
+    pruned_layer_names,
+    steady_step_ratios,
+    write_text,
+)
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples"))
-import keyword_spotting_conv1d as kws  # noqa: E402
+import tfjoint  # noqa: E402
+import tensorflow_model_optimization as tfmot  # noqa: E402
+from tfjoint import keras  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out", "benchmarks/results", "Directory for results.json and table.md.")
-flags.DEFINE_list("models", ["digits", "conv1d", "conv1d_dense_head", "mobilenet"], "Which models to run.")
+flags.DEFINE_list("models", ["digits", "conv1d", "conv1d_dense_head", "conv1d_bn", "mobilenet"],
+                  "Which models to run.")
 flags.DEFINE_integer("seeds", 3, "Seeds per system (accuracy is reported as mean and spread).", lower_bound=1)
 flags.DEFINE_integer("epochs", 10, "Total fine-tuning epochs per system.", lower_bound=2)
 flags.DEFINE_float("target_sparsity", 0.8, "Target sparsity for every system.", lower_bound=0.0, upper_bound=0.99)
 flags.DEFINE_boolean("tiny", False, "Smoke-test sizes: 1 seed, 2 epochs, small data, tiny MobileNet.")
-
-NO_TOLERANCE = dict(max_accuracy_drop=1.0, min_agreement=0.0, min_sqnr_db=-1e9)
-
-
-class StepTimer(keras.callbacks.Callback):
-    """Wall time of every training batch, and of the whole fit."""
-
-    def on_train_begin(self, logs=None):
-        self.steps, self._fit_start = [], time.perf_counter()
-
-    def on_train_batch_begin(self, batch, logs=None):
-        self._start = time.perf_counter()
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.steps.append(time.perf_counter() - self._start)
-
-    def on_train_end(self, logs=None):
-        self.fit_seconds = time.perf_counter() - self._fit_start
-
-
-def steady_step_ratios(models: dict, data, batch, rounds: int, steps: int) -> tuple[dict, float]:
-    """Each already-trained model's step time as a ratio to the float model's, per round.
-
-    Every model trains on the same batches, after its schedule has finished
-    (no mask updates), in interleaved rounds. Each round gives every model's
-    median step divided by the float model's median step of that same round,
-    so that the machine's slow drifts cancel; the order within a round is
-    shuffled so no model always runs right after another. Each entry is (model, callbacks):
-    TF-MOT's pruning wrapper needs its own callback. Returns the per-round
-    ratios of each model, and the float model's median step in seconds.
-    """
-    x, y = data["x_train"][: batch * steps], data["y_train"][: batch * steps]
-    per_round = {name: [] for name in models}
-    order = np.random.default_rng(0)
-    for _ in range(rounds):
-        medians = {}
-        for name in order.permutation(list(models)):
-            model, callbacks = models[name]
-            timer = StepTimer()
-            model.fit(x, y, batch_size=batch, epochs=1, verbose=0, callbacks=list(callbacks) + [timer])
-            medians[name] = float(np.median(timer.steps[1:] or timer.steps))
-        for name, seconds in medians.items():
-            per_round[name].append(seconds / medians["float"])
-    return per_round, medians["float"]
-
-
-# --- Tasks ---------------------------------------------------------------------
-
-
-class Task(NamedTuple):
-    model: keras.Model  # the pre-trained float model (never trained further)
-    data: dict
-    batch: int
-    loss: str
-    dense: tuple[str, ...] = ()  # layers every system leaves unpruned
-    tfmot_qat: bool = True  # False: TF-MOT's QAT refuses the model (Conv1D)
-
-
-def digits_task(seed, tiny):
-    data = digits.load_digits(seed=seed)
-    model = digits.train_float_model(data, epochs=3 if tiny else 15, seed=seed)
-    return Task(model, data, 32, "sparse_categorical_crossentropy")
-
-
-def conv1d_task(seed, tiny, dense=()):
-    keras.utils.set_random_seed(seed)
-    x_train, y_train = kws.make_clips(400 if tiny else 2000, seed=seed + 1)
-    x_val, y_val = kws.make_clips(200 if tiny else 500, seed=seed + 100)
-    model = kws.build_model()
-    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
-    # Trained to convergence (checked once: 10 more float epochs moved the mean over the 3 seeds
-    # by 0.2 pt; from 8 epochs they gained 2.5 pt), so that fine-tuning cannot pass off extra
-    # float training as recovery.
-    model.fit(x_train, y_train, epochs=2 if tiny else 30, batch_size=64, verbose=0)
-    data = {"x_train": x_train, "y_train": y_train, "x_val": x_val, "y_val": y_val, "x_calib": x_train[:200]}
-    return Task(model, data, 64, "sparse_categorical_crossentropy", dense=tuple(dense), tfmot_qat=False)
-
-
-def conv1d_dense_head_task(seed, tiny):
-    """The Conv1D model with its 128-weight classifier left dense by every system."""
-    return conv1d_task(seed, tiny, dense=("keyword",))
-
-
-def mobilenet_task(seed, tiny):
-    keras.utils.set_random_seed(seed)
-    size, n = (32, 64) if tiny else (96, 640)
-    model = keras.applications.MobileNetV2(input_shape=(size, size, 3), alpha=0.35, weights=None, classes=10)
-    rng = np.random.default_rng(seed)
-    x = rng.random((n, size, size, 3), dtype=np.float32)
-    y = rng.integers(0, 10, n)
-    data = {"x_train": x, "y_train": y, "x_val": x[:64], "y_val": y[:64], "x_calib": x[:32]}  # timing and size only
-    return Task(model, data, 32, "sparse_categorical_crossentropy")
-
-
-TASKS = {"digits": digits_task, "conv1d": conv1d_task, "conv1d_dense_head": conv1d_dense_head_task,
-         "mobilenet": mobilenet_task}
 
 
 # --- Systems ---------------------------------------------------------------------
@@ -167,37 +79,6 @@ def _schedule(steps_per_epoch, prune_epochs):
     return max(frequency, prune_steps // frequency * frequency), frequency
 
 
-def _float_clone(model, loss):
-    clone = keras.models.clone_model(model)
-    clone.set_weights(model.get_weights())
-    clone.compile(keras.optimizers.Adam(1e-3), loss)
-    return clone
-
-
-def pruned_layer_names(task: Task) -> list[str]:
-    """The layers every system prunes: tfjoint's prunable layers, minus the task's dense ones."""
-    return [name for name in tfjoint.prunable_layers(task.model) if name not in task.dense]
-
-
-def gzip_size(data: bytes) -> int:
-    return len(gzip.compress(data, compresslevel=9, mtime=0))
-
-
-def entropy_bound_bytes(total: int, nonzero: int, bits_per_value: int = 8) -> float:
-    """Size floor for sparse weights: mask entropy plus `bits_per_value` per non-zero."""
-    if total == 0:
-        return 0.0
-    p = nonzero / total
-    entropy = 0.0 if p in (0.0, 1.0) else -(p * math.log2(p) + (1 - p) * math.log2(1 - p))
-    return (total * entropy + nonzero * bits_per_value) / 8.0
-
-
-def write_text(path: str, text: str) -> None:
-    with open(path + ".tmp", "w") as handle:
-        handle.write(text)
-    os.replace(path + ".tmp", path)
-
-
 def _export(model, path, data, float_model, representative=None):
     return tfjoint.export_tflite(model, path, representative_data=representative,
                                  validation_data=(data["x_val"], data["y_val"]), float_model=float_model,
@@ -206,7 +87,7 @@ def _export(model, path, data, float_model, representative=None):
 
 def run_tfmot_sequential(task: Task, epochs, sparsity, path):
     """TF-MOT's recipe on a copy of the task's model (prune_low_magnitude wraps, and trains, the layers it is given)."""
-    model, data, batch, loss = _float_clone(task.model, task.loss), task.data, task.batch, task.loss
+    model, data, batch, loss = float_clone(task.model, task.loss), task.data, task.batch, task.loss
     spe = int(np.ceil(len(data["x_train"]) / batch))
     prune_epochs = epochs // 2 if task.tfmot_qat else epochs
     end_step, frequency = _schedule(spe, epochs // 2)  # target reached halfway, as for tfjoint
@@ -243,7 +124,7 @@ def run_tfjoint(task: Task, epochs, sparsity, path, quant_start_fraction=0.0):
     data, batch = task.data, task.batch
     spe = int(np.ceil(len(data["x_train"]) / batch))
     end_step, frequency = _schedule(spe, epochs // 2)
-    joint = tfjoint.prepare(_float_clone(task.model, task.loss), target_sparsity=sparsity, end_step=end_step,
+    joint = tfjoint.prepare(float_clone(task.model, task.loss), target_sparsity=sparsity, end_step=end_step,
                             frequency=frequency, quant_start_step=int(quant_start_fraction * spe * epochs),
                             prune_only=pruned_layer_names(task))
     joint.compile(keras.optimizers.Adam(1e-3), task.loss, metrics=["accuracy"])
@@ -299,7 +180,7 @@ def run_model(task_name, seed, epochs, sparsity, tiny, out):
                ("tfjoint", lambda p: run_tfjoint(task, epochs, sparsity, p))]
     if task_name == "digits":
         systems.append(("tfjoint_qat_late", lambda p: run_tfjoint(task, epochs, sparsity, p, quant_start_fraction=0.5)))
-    rows, timed = [], {"float": (_float_clone(task.model, task.loss), [])}
+    rows, timed = [], {"float": (float_clone(task.model, task.loss), [])}
     reference_weights = [w.copy() for w in task.model.get_weights()]
     for name, run in systems:
         path = os.path.join(out, f"{task_name}_seed{seed}_{name}.tflite")
@@ -328,13 +209,6 @@ def run_model(task_name, seed, epochs, sparsity, tiny, out):
 # --- Summary ---------------------------------------------------------------------
 
 
-def _mean_spread(values):
-    values = [v for v in values if v is not None]
-    if not values:
-        return None, None
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
-
-
 def summarize(rows):
     groups = {}
     for row in rows:
@@ -346,7 +220,7 @@ def summarize(rows):
                     "pruned_sparsity", "gzip_size_bytes",
                     "size_bytes", "float_gzip_size_bytes", "fit_seconds", "prune_step_ratio", "qat_step_ratio",
                     "joint_step_ratio", "latency_ratio", "gzip_over_bound"):
-            entry[key], entry[key + "_sd"] = _mean_spread([r.get(key) for r in group])
+            entry[key], entry[key + "_sd"] = mean_spread([r.get(key) for r in group])
         paired = [ratio for r in group for ratio in r.get("joint_over_tfmot_qat_rounds", [])]
         if paired:
             entry["joint_over_tfmot_qat"] = float(np.median(paired))

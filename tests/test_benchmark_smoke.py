@@ -41,3 +41,40 @@ def test_benchmark_tiny_run_writes_results_and_table(tmp_path):
     assert "post-training" in conv1d["notes"][0]
     assert "| digits | tfjoint |" in (tmp_path / "table.md").read_text()
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tflite")]
+
+
+def _run_benchmark(script, *args, timeout=1200):
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", script), "--tiny", *args],
+                            capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+                            env=dict(os.environ, PYTHONPATH=ROOT))
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_channel_benchmark_tiny_run(tmp_path):
+    _run_benchmark("channels.py", "--models=digits", f"--out={tmp_path}")
+    data = json.loads((tmp_path / "channels.json").read_text())
+    by_config = {row["config"]: row for row in data["runs"]}
+    assert set(by_config) == {"unstructured", "channels50", "channels50_weights50"}
+    assert by_config["channels50"]["weight_params"] < 0.3 * by_config["unstructured"]["weight_params"]
+    assert by_config["channels50"]["channels"]["conv1"] == {"original": 32, "keras": 16, "tflite": 16}
+    assert all(row["fully_int8"] and row["latency_ratio_rounds"] for row in data["runs"])
+    assert "| digits | channels50 |" in (tmp_path / "channels.md").read_text()
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tflite")]
+
+
+def test_allocation_benchmark_tiny_run(tmp_path):
+    _run_benchmark("allocation.py", "--models=digits", "--sparsities=0.9", "--methods=uniform,sensitivity",
+                   f"--out={tmp_path}")
+    data = json.loads((tmp_path / "allocation.json").read_text())
+    assert {(r["method"], r["distill"]) for r in data["runs"]} == {
+        ("uniform", False), ("uniform", True), ("sensitivity", False), ("sensitivity", True)}
+    for row in data["runs"]:
+        assert row["plan_mean"] == pytest.approx(0.9, abs=0.005)
+        assert row["weight_sparsity_in_file"] == pytest.approx(0.9, abs=0.01)  # read back from the int8 file
+
+
+def test_xla_benchmark_tiny_run(tmp_path):
+    _run_benchmark("xla.py", "--models=digits", f"--out={tmp_path}")
+    data = json.loads((tmp_path / "xla.json").read_text())
+    median, low, high = data["results"]["digits"]["joint_xla_over_joint"]
+    assert 0 < low <= median <= high
