@@ -21,7 +21,7 @@ import numpy as np
 from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import NO_TOLERANCE, TASKS, float_clone, mean_spread, write_text  # noqa: E402
+from common import NO_TOLERANCE, TASKS, check_task_names, float_clone, mean_spread, write_text  # noqa: E402
 
 import tfjoint  # noqa: E402
 from tfjoint import keras  # noqa: E402
@@ -107,9 +107,7 @@ def markdown_table(summary) -> str:
 
 def main(argv):
     del argv
-    unknown = [m for m in FLAGS.models if m not in TASKS]
-    if unknown:
-        raise app.UsageError(f"--models: unknown {unknown}; choose from {sorted(TASKS)}")
+    check_task_names(FLAGS.models)
     os.makedirs(FLAGS.out, exist_ok=True)
     sparsities = [float(s) for s in FLAGS.sparsities]
     seeds, epochs = (1, 2) if FLAGS.tiny else (FLAGS.seeds, FLAGS.epochs)

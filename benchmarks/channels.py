@@ -28,8 +28,17 @@ import numpy as np
 from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import NO_TOLERANCE, TASKS, float_clone, gzip_size, mean_spread, median_and_quartiles, \
-    paired_latency_ratios, write_text  # noqa: E402
+from common import (  # noqa: E402
+    NO_TOLERANCE,
+    TASKS,
+    check_task_names,
+    float_clone,
+    gzip_size,
+    mean_spread,
+    median_and_quartiles,
+    paired_latency_ratios,
+    write_text,
+)
 
 import tfjoint  # noqa: E402
 from tfjoint import keras  # noqa: E402
@@ -131,9 +140,7 @@ def markdown_table(summary, measured_accuracy) -> str:
 
 def main(argv):
     del argv
-    unknown = [m for m in FLAGS.models if m not in TASKS]
-    if unknown:
-        raise app.UsageError(f"--models: unknown {unknown}; choose from {sorted(TASKS)}")
+    check_task_names(FLAGS.models)
     os.makedirs(FLAGS.out, exist_ok=True)
     started, rows = time.perf_counter(), []
     seeds, epochs, rounds = (1, 2, 2) if FLAGS.tiny else (FLAGS.seeds, FLAGS.epochs, FLAGS.rounds)

@@ -230,6 +230,15 @@ def mean_spread(values):
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
+def check_task_names(names) -> None:
+    """Refuses unknown --models with the known ones (absl usage error)."""
+    from absl import app
+
+    unknown = [name for name in names if name not in TASKS]
+    if unknown:
+        raise app.UsageError(f"--models: unknown {unknown}; choose from {sorted(TASKS)}")
+
+
 def median_and_quartiles(values) -> tuple[float, float, float]:
     low, median, high = np.percentile(values, [25, 50, 75])
     return float(median), float(low), float(high)

@@ -45,6 +45,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (  # noqa: E402
     NO_TOLERANCE,
     TASKS,
+    check_task_names,
     StepTimer,
     Task,
     entropy_bound_bytes,
@@ -265,9 +266,7 @@ def main(argv):
     del argv
     seeds, epochs = (1, 2) if FLAGS.tiny else (FLAGS.seeds, FLAGS.epochs)
     os.makedirs(FLAGS.out, exist_ok=True)
-    unknown = [m for m in FLAGS.models if m not in TASKS]
-    if unknown:
-        raise app.UsageError(f"--models: unknown {unknown}; choose from {sorted(TASKS)}")
+    check_task_names(FLAGS.models)
     started = time.perf_counter()
     rows = []
     for task_name in FLAGS.models:

@@ -19,11 +19,10 @@ import os
 import sys
 import time
 
-import numpy as np
 from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import TASKS, float_clone, median_and_quartiles, steady_step_ratios, write_text  # noqa: E402
+from common import TASKS, check_task_names, float_clone, median_and_quartiles, steady_step_ratios, write_text  # noqa: E402
 
 import tfjoint  # noqa: E402
 from tfjoint import keras  # noqa: E402
@@ -52,6 +51,7 @@ def timed_models(task):
 
 def main(argv):
     del argv
+    check_task_names(FLAGS.models)
     os.makedirs(FLAGS.out, exist_ok=True)
     started, results = time.perf_counter(), {}
     rounds = 2 if FLAGS.tiny else FLAGS.rounds

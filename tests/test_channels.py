@@ -9,8 +9,6 @@ from tfjoint.prune.channels import plan_channel_groups
 from tfjoint.prune.schedule import kept_channels
 from tfjoint.train.channels import group_masks
 
-from conftest import image_data
-
 
 def _residual_model():
     """Conv+BN+ReLU stem, a residual block (Add), a depthwise conv, a Concatenate, Flatten -> Dense."""

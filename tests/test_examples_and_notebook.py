@@ -40,6 +40,12 @@ def test_keras3_example(tmp_path):
     assert report.inputs[0]["float_range"][1] >= 15.9  # raw pixels in, as the Keras 3 model takes them
 
 
+def test_int8_outlier_example_names_the_layer(tmp_path):
+    report = _example("int8_outlier").main(str(tmp_path), float_epochs=6)
+    assert report.per_layer_error[0]["layer"] == "fc1" and not report.passed
+    assert (tmp_path / "per_layer_error.png").stat().st_size > 0 and not (tmp_path / "outlier.tflite").exists()
+
+
 def test_mobilenet_v2_example(tmp_path):
     report = _example("mobilenet_v2").main(str(tmp_path), steps=4, size=32)
     assert report.fully_int8

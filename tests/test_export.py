@@ -67,7 +67,6 @@ def test_file_is_fully_int8_when_read_back(exported):
 def test_zeros_survive_into_the_int8_weights(exported, joint):
     path, report = exported
     interpreter = _interpreter(path)
-    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
     zeros = total = 0
     for op in interpreter._get_ops_details():
         if op["op_name"] in ("CONV_2D", "FULLY_CONNECTED"):

@@ -50,7 +50,6 @@ def _describe_foreign_model(obj) -> str | None:
     """Explains why `obj` is not a tf_keras model, or None if it is one."""
     if is_tf_keras_model(obj):
         return None
-    module = type(obj).__module__ or ""
     if is_keras3_model(obj):
         return (
             f"model '{getattr(obj, 'name', '?')}' is a Keras 3 model ({type(obj).__module__}."

@@ -17,14 +17,16 @@ BatchNorm -> ReLU block is one operator).
   (what conversion alone cost).
 * Cumulative error: the operator's output against the float model's output
   of the same layer on the real inputs: how far off the network is there.
-* `worst_channel_sqnr_db`: activations are quantized per tensor, so one
-  channel with an outsized range can take the whole int8 grid and leave the
-  others coarse while the whole-tensor SQNR stays high; the worst channel's
-  SQNR shows it.
+* Per channel: activations are quantized per tensor, so one channel with an
+  outsized range can take the whole int8 grid and crush the others while the
+  whole-tensor SQNR, dominated by that channel's energy, stays high.
+  `mean_channel_sqnr_db` (the SQNR of each output channel, averaged; channels
+  the float layer leaves at zero are skipped) and `worst_channel_sqnr_db`
+  show it.
 
-Entries are sorted worst first (lowest own SQNR). Layers whose shapes no
-longer match the float model (channels pruned away) are compared with the
-QAT model only.
+Entries are sorted worst first, by the lower of `sqnr_db` and
+`mean_channel_sqnr_db`. Layers whose shapes no longer match the float model
+(channels pruned away) are compared with the QAT model only.
 """
 
 import numpy as np
@@ -137,14 +139,27 @@ def _errors(reference, actual) -> dict:
             "max_abs_error": measure.max_abs_error(reference, actual)}
 
 
-def _worst_channel_sqnr(reference, actual) -> float | None:
+def _channel_sqnrs(reference, actual) -> dict:
+    """Mean and worst per-channel SQNR over the output channels the float layer does not leave at zero."""
     if reference is None or actual.ndim < 2:
-        return None
-    reference = reference.reshape(actual.shape)
-    channels = actual.shape[-1]
-    values = [measure.sqnr_db(reference[..., c], actual[..., c]) for c in range(channels)]
-    finite = [v for v in values if np.isfinite(v)] or values
-    return float(min(finite))
+        return {"mean_channel_sqnr_db": None, "worst_channel_sqnr_db": None}
+    reference = reference.reshape(actual.shape).reshape(-1, actual.shape[-1]).astype(np.float64)
+    actual = actual.reshape(-1, actual.shape[-1]).astype(np.float64)
+    energy = np.sum(reference**2, axis=0)
+    live = energy > 1e-12 * max(float(energy.max()), 1e-30)
+    values = [measure.sqnr_db(reference[:, c], actual[:, c]) for c in np.flatnonzero(live)]
+    capped = [min(v, 100.0) for v in values]  # an exact channel counts as 100 dB, not infinity
+    if not capped:
+        return {"mean_channel_sqnr_db": None, "worst_channel_sqnr_db": None}
+    return {"mean_channel_sqnr_db": float(np.mean(capped)), "worst_channel_sqnr_db": float(min(capped))}
+
+
+def _ranking(entry) -> tuple:
+    """Worst first: by the lower of the whole-tensor and the mean per-channel SQNR; unknown last."""
+    values = [v for v in (entry["sqnr_db"], entry.get("mean_channel_sqnr_db")) if v is not None]
+    if not values:
+        values = [v for v in (entry.get("qat_sqnr_db"),) if v is not None]
+    return (not values, min(values) if values else 0.0)
 
 
 def per_layer_error(content: bytes, summary: FlatbufferSummary, float_model, inputs: list[np.ndarray],
@@ -180,7 +195,7 @@ def per_layer_error(content: bytes, summary: FlatbufferSummary, float_model, inp
         if own in float_names and last in float_names:
             reference = _apply(_chain(float_model, own, last), x, size)
         entry.update(_errors(reference, y))
-        entry["worst_channel_sqnr_db"] = _worst_channel_sqnr(reference, y)
+        entry.update(_channel_sqnrs(reference, y))
         if qat_model is not None and own in qat_names:
             qat_reference = _apply(_chain(qat_model, qat_names[own], qat_names.get(last, qat_names[own])), x, size)
             entry.update({f"qat_{k}": v for k, v in _errors(qat_reference, y).items()})
@@ -188,8 +203,7 @@ def per_layer_error(content: bytes, summary: FlatbufferSummary, float_model, inp
         entry["_output"] = y
         found.append(entry)
     _add_cumulative(found, float_model, inputs)
-    return sorted(found, key=lambda e: (e["sqnr_db"] is None, e["sqnr_db"] if e["sqnr_db"] is not None else 0.0,
-                                        e.get("qat_sqnr_db") or 0.0))
+    return sorted(found, key=_ranking)
 
 
 def _add_cumulative(entries, float_model, inputs) -> None:

@@ -141,15 +141,18 @@ class ExportReport:
         """The `count` layers whose int8 operators add the most error on their own."""
         return self.per_layer_error[:count]
 
-    def _worst_layer_lines(self) -> list[str]:
+    def worst_layers_table(self, count: int = 3) -> str:
+        """The `count` worst layers of `per_layer_error` as a small table (the command prints it)."""
         def db(value):
             return "n/a" if value is None else f"{value:.1f} dB"
 
-        lines = [f"{'worst int8 layers':<24} {'own SQNR':>10} {'vs QAT':>10} {'worst ch.':>10} {'so far':>10}"]
-        for entry in self.worst_layers():
-            lines.append(f"{entry['layer'][:24]:<24} {db(entry['sqnr_db']):>10} {db(entry.get('qat_sqnr_db')):>10} "
-                         f"{db(entry.get('worst_channel_sqnr_db')):>10} {db(entry.get('cumulative_sqnr_db')):>10}")
-        return lines
+        lines = [f"{'worst int8 layers':<24} {'own SQNR':>10} {'per chan.':>10} {'worst ch.':>10} {'vs QAT':>10} "
+                 f"{'so far':>10}"]
+        for entry in self.worst_layers(count):
+            lines.append(f"{entry['layer'][:24]:<24} {db(entry['sqnr_db']):>10} "
+                         f"{db(entry.get('mean_channel_sqnr_db')):>10} {db(entry.get('worst_channel_sqnr_db')):>10} "
+                         f"{db(entry.get('qat_sqnr_db')):>10} {db(entry.get('cumulative_sqnr_db')):>10}")
+        return "\n".join(lines)
 
     def _io_lines(self) -> list[str]:
         lines = [f"{'tensor':<8} {'name':<28} {'shape':<16} {'dtype':<6} {'scale':>12} {'zero point':>10}"]
@@ -179,7 +182,7 @@ class ExportReport:
             lines += [""] + self._io_lines()
         lines += self._output_metric_lines()
         if self.per_layer_error:
-            lines += [""] + self._worst_layer_lines()
+            lines += ["", self.worst_layers_table()]
         if self.per_layer_sparsity:
             lines.append("")
             lines.append(f"{'pruned layer':<24} {'planned':>8} {'keras':>8} {'tflite':>8}")

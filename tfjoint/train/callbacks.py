@@ -9,8 +9,6 @@ TensorBoard scalar per pruned layer too. They also fail fast, with a clear
 message, if the model being fit was never prepared.
 """
 
-import numpy as np
-
 from tfjoint import errors
 from tfjoint._keras import keras, tf
 from tfjoint.train.channels import JointModel
