@@ -144,7 +144,7 @@ class ExportReport:
     def worst_layers_table(self, count: int = 3) -> str:
         """The `count` worst layers of `per_layer_error` as a small table (the command prints it)."""
         def db(value):
-            return "n/a" if value is None else f"{value:.1f} dB"
+            return "n/a" if value is None else f"{value + 0.0:.1f} dB"  # + 0.0: never "-0.0"
 
         lines = [f"{'worst int8 layers':<24} {'own SQNR':>10} {'per chan.':>10} {'worst ch.':>10} {'vs QAT':>10} "
                  f"{'so far':>10}"]
