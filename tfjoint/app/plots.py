@@ -1,24 +1,26 @@
 """PNG plots of a run: per-layer sparsity, the schedule with the loss, weight histograms.
 
 Pure functions of numbers and of the `JointSchedule` (the int8 weights come
-from the report's flatbuffer summary, not from reading the file again);
-matplotlib's Agg backend, so they work with no display.
+from the report's flatbuffer summary, not from reading the file again).
+Figures are built with matplotlib's object API and saved directly: no
+display is needed, and pyplot's backend (a notebook's inline one, say) is
+left alone.
 """
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
+from matplotlib.figure import Figure
 
 __all__ = ["sparsity_per_layer", "schedule_and_loss", "weight_histograms", "sensitivity", "per_layer_error"]
+
+
+def _figure(rows: int = 1, columns: int = 1, **kwargs):
+    figure = Figure(figsize=kwargs.pop("figsize"))
+    return figure, figure.subplots(rows, columns, **kwargs)
 
 
 def _save(figure, path):
     figure.tight_layout()
     figure.savefig(path, dpi=110)
-    plt.close(figure)
 
 
 def sparsity_per_layer(path: str, schedule, per_layer: dict, per_layer_channels: dict | None = None) -> None:
@@ -37,7 +39,7 @@ def sparsity_per_layer(path: str, schedule, per_layer: dict, per_layer_channels:
     positions = np.arange(len(names))
     width = max(5, 1.2 * len(names) + 2)
     if pruned_channels:
-        figure, (axis, channel_axis) = plt.subplots(2, 1, figsize=(width, 6.4), sharex=True)
+        figure, (axis, channel_axis) = _figure(2, 1, figsize=(width, 6.4), sharex=True)
         kept = [channels[n]["tflite"] / channels[n]["original"] if n in channels else 1.0 for n in names]
         channel_axis.bar(positions, kept, 0.5, color="tab:green", label="output channels kept (int8 file)")
         channel_axis.axhline(1 - schedule.channel_sparsity, color="black", linestyle="--",
@@ -51,7 +53,7 @@ def sparsity_per_layer(path: str, schedule, per_layer: dict, per_layer_channels:
         channel_axis.legend(loc="upper center", ncol=2, fontsize=8)
         channel_axis.set_xticks(positions, names, rotation=30, ha="right")
     else:
-        figure, axis = plt.subplots(figsize=(width, 3.6))
+        figure, axis = _figure(figsize=(width, 3.6))
     axis.bar(positions - 0.27, planned, 0.27, label="planned", color="lightgray", edgecolor="black")
     axis.bar(positions, keras_values, 0.27, label="Keras kernel")
     axis.bar(positions + 0.27, tflite_values, 0.27, label="int8 .tflite")
@@ -73,7 +75,7 @@ def schedule_and_loss(path, *, schedule, total_steps, epoch_steps, epoch_sparsit
     """
     steps = np.arange(0, total_steps + 1)
     planned = [schedule.scheduled_sparsity(int(s), schedule.mean_target()) for s in steps]
-    figure, axis = plt.subplots(figsize=(7, 3.8))
+    figure, axis = _figure(figsize=(7, 3.8))
     axis.step(steps, planned, where="post", label="scheduled sparsity (PolynomialDecay)")
     if schedule.channel_sparsity:
         channels = [schedule.scheduled_sparsity(int(s), schedule.channel_sparsity) for s in steps]
@@ -97,7 +99,7 @@ def schedule_and_loss(path, *, schedule, total_steps, epoch_steps, epoch_sparsit
 
 def weight_histograms(path: str, layer_name: str, before: np.ndarray, after_int8: np.ndarray) -> None:
     """Float weights before compression beside the int8 weights shipped in the .tflite."""
-    figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
+    figure, (left, right) = _figure(1, 2, figsize=(9, 3.4))
     left.hist(np.ravel(before), bins=80, color="tab:blue")
     left.set_title(f"'{layer_name}' float32 before")
     left.set_xlabel("weight")
@@ -111,7 +113,7 @@ def weight_histograms(path: str, layer_name: str, before: np.ndarray, after_int8
 
 def sensitivity(path: str, plan) -> None:
     """The scan: validation loss with each layer alone pruned to each level, and the sparsity the plan chose."""
-    figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(10, 3.8))
+    figure, (loss_axis, accuracy_axis) = _figure(1, 2, figsize=(10, 3.8))
     for index, (name, points) in enumerate(plan.curves.items()):
         color = f"C{index % 10}"
         levels = [p["sparsity"] for p in points]
@@ -150,7 +152,7 @@ def per_layer_error(path: str, entries: list[dict], graph_order: list[str]) -> N
     so_far = [finite(e.get("cumulative_sqnr_db")) for e in entries]
     worst = int(np.nanargmin(own)) if not np.all(np.isnan(own)) else -1
     positions = np.arange(len(names))
-    figure, axis = plt.subplots(figsize=(max(6, 0.7 * len(names) + 2), 4))
+    figure, axis = _figure(figsize=(max(6, 0.7 * len(names) + 2), 4))
     colors = ["tab:red" if i == worst else "tab:blue" for i in positions]
     axis.bar(positions - 0.2, own, 0.4, color=colors, label="own SQNR vs float model (same input)")
     if not np.all(np.isnan(qat)):
