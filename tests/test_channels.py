@@ -128,7 +128,8 @@ def test_the_int8_file_has_fewer_channels_and_the_report_says_so(channel_pruned,
     assert "channels" in str(report) and "original" in str(report)
 
 
-@pytest.mark.parametrize("suffix", ["joint.h5", "joint.keras", pytest.param("joint_dir", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("suffix", ["joint.h5", "joint.keras", "joint_dir"])
 def test_a_channel_pruned_model_saved_mid_fit_resumes(tmp_path, suffix):
     def fresh():
         joint = tfjoint.prepare(_residual_model(), target_sparsity=0.5, end_step=8, frequency=2, channel_sparsity=0.5)

@@ -75,6 +75,7 @@ def test_the_tf_keras_rebuild_computes_what_the_keras3_model_computes(name):
         assert len(model.losses) == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("suffix", [".keras", ".h5"])
 def test_files_saved_by_keras3_load_as_tf_keras_models(tmp_path, suffix):
     model3, x = _trained("residual")

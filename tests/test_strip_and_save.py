@@ -61,7 +61,8 @@ def _run(steps_first, steps_then, save_path=None):
     return joint, history
 
 
-@pytest.mark.parametrize("suffix", ["model.h5", "model.keras", pytest.param("saved_model_dir", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("suffix", ["model.h5", pytest.param("model.keras", marks=pytest.mark.slow),
+                                    pytest.param("saved_model_dir", marks=pytest.mark.slow)])
 def test_save_load_resume_matches_an_uninterrupted_run(tmp_path, suffix):
     resumed, resumed_history = _run(4, 6, str(tmp_path / suffix))
     straight, straight_history = _run(4, 6)
