@@ -72,14 +72,12 @@ def paired_latency_ratios(contents: dict[str, bytes], reference: str, rounds: in
     Rounds shuffle the order, and each round's ratio is taken within the
     round, so the shared machine's drift cancels (as for the step times).
     """
-    from tfjoint.export.runtime import TFLiteModel
-
     runners = {}
     for name, content in contents.items():
         summary = tfjoint.read_flatbuffer(content)
         inputs = [t.signature_name for t in summary.inputs]
         outputs = [t.signature_name for t in summary.outputs]
-        runners[name] = TFLiteModel(content, inputs, outputs, num_threads=1)
+        runners[name] = tfjoint.TFLiteModel(content, inputs, outputs, num_threads=1)
     ratios = {name: [] for name in contents}
     order = np.random.default_rng(1)
     for _ in range(rounds):

@@ -47,6 +47,7 @@ _EXPORTS = {
     "Tolerances": "tfjoint.export.validate",
     "ExportReport": "tfjoint.export.report",
     "read_flatbuffer": "tfjoint.export.inspect",
+    "TFLiteModel": "tfjoint.export.runtime",
     "write_c_array": "tfjoint.export.micro",
     # Errors.
     "TfjointError": "tfjoint.errors",
@@ -77,6 +78,7 @@ if TYPE_CHECKING:  # what IDEs and type checkers see; at run time the names load
     from tfjoint.export.inspect import read_flatbuffer
     from tfjoint.export.micro import write_c_array
     from tfjoint.export.report import ExportReport
+    from tfjoint.export.runtime import TFLiteModel
     from tfjoint.export.tflite import export_tflite
     from tfjoint.export.validate import Tolerances
     from tfjoint.prune.allocation import allocate_sparsity

@@ -3,5 +3,6 @@
 This is the app, not the library: it needs matplotlib and scikit-learn
 (`pip install "tfjoint[app]"`), which `import tfjoint` does not.
 `tfjoint.app.digits` (scikit-learn's bundled handwritten digits and a small
-CNN) is public: the examples and the notebook use it as their data.
+CNN) and `tfjoint.app.plots` (the command's figures, as functions of a
+report) are public: the examples and the notebook use them.
 """

@@ -13,6 +13,10 @@ __all__ = ["TFLiteModel"]
 class TFLiteModel:
     """A flatbuffer loaded in LiteRT, called with float arrays in Keras input order.
 
+    Example:
+      int8 = tfjoint.TFLiteModel(open("model.tflite", "rb").read(), ["image"], ["quant_classes"])
+      probabilities = int8.predict([x_val])[0]
+
     Int8 inputs are quantized and int8 outputs dequantized with the scales
     stored in the flatbuffer, so outputs compare directly with Keras'.
 
