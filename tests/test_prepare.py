@@ -237,6 +237,15 @@ def test_multi_input_multi_output_functional_and_sequential():
 # --- Bad models get clear errors --------------------------------------------
 
 
+def test_a_schedule_object_or_the_keywords_not_both():
+    schedule = tfjoint.JointSchedule(target_sparsity=0.5, end_step=10, frequency=5)
+    assert tfjoint.schedule_of(tfjoint.prepare(small_cnn(), schedule=schedule)) == schedule
+    with pytest.raises(tfjoint.ConfigError, match="either `schedule` or `target_sparsity`, `frequency`, not both"):
+        tfjoint.prepare(small_cnn(), target_sparsity=0.5, frequency=2, schedule=schedule)
+    with pytest.raises(tfjoint.ConfigError, match="prepare needs `end_step`"):
+        tfjoint.prepare(small_cnn(), target_sparsity=0.5)
+
+
 def test_the_model_is_checked_before_the_arguments():
     """A wrong model and wrong arguments: the first error names the model, the real problem."""
     with pytest.raises(tfjoint.ModelTypeError, match="expected a Keras model.*str.*tfjoint.load_model"):

@@ -8,14 +8,14 @@ the graph on TF-MOT's PolynomialDecay schedule. No callback is needed for the
 schedule to run.
 """
 
+import dataclasses
 from typing import Callable, Iterable, Mapping, Union
 
 import tensorflow_model_optimization as tfmot
+from absl import logging
 
 from tfjoint import errors
 from tfjoint._keras import check_float_model, is_keras3_model, keras
-from absl import logging
-
 from tfjoint.bridge.keras3 import from_keras3
 from tfjoint.prune.channels import ChannelPlan, plan_channel_groups
 from tfjoint.prune.layers import prunable_layers, prunable_weight
@@ -38,6 +38,7 @@ _CHANNEL_AXES = {
 }
 
 LayerSelector = Union[Iterable[str], Callable[[keras.layers.Layer], bool], None]
+
 
 def _selected_names(model, selector: LayerSelector, argument: str) -> set[str] | None:
     """Resolves a list of names or a predicate to layer names; None means 'all'."""
@@ -125,12 +126,12 @@ def _channel_specs(model, plan: ChannelPlan, schedule: JointSchedule, criterion:
     return specs
 
 
-def _plan_channels(model, schedule, pruned, criterion) -> tuple[dict, dict]:
-    """Channel specs for the scheme, and the pruned weights extended to every channel producer."""
+def _plan_channels(model, schedule, pruned, criterion) -> dict[str, dict]:
+    """Channel specs for the scheme: the pruned Conv/Dense layers produce channel groups."""
     if criterion not in CHANNEL_CRITERIA:
         raise errors.ConfigError(f"`channel_criterion` must be one of {list(CHANNEL_CRITERIA)}; received {criterion!r}.")
     if not schedule.channel_sparsity:
-        return {}, pruned
+        return {}
     producers = {name for name in pruned if type(model.get_layer(name)).__name__ in ("Conv1D", "Conv2D", "Dense")}
     plan = plan_channel_groups(model, producers)
     for note in plan.frozen_notes(include_outputs=False):
@@ -142,7 +143,7 @@ def _plan_channels(model, schedule, pruned, criterion) -> tuple[dict, dict]:
             f"{reasons}. Use channel_sparsity=0 (weight sparsity still applies), or prune a model with hidden "
             "Conv/Dense layers."
         )
-    return _channel_specs(model, plan, schedule, criterion), pruned
+    return _channel_specs(model, plan, schedule, criterion)
 
 
 def _input_shapes(model) -> dict[str, tuple]:
@@ -154,10 +155,6 @@ def _input_shapes(model) -> dict[str, tuple]:
     return shapes
 
 
-_TIMING_DEFAULTS = dict(begin_step=0, initial_sparsity=0.0, power=3.0, frequency=100, quant_start_step=0,
-                        channel_sparsity=0.0)
-
-
 def _schedule_from_arguments(schedule, target_sparsity, end_step, timing) -> JointSchedule:
     if schedule is not None:
         if not isinstance(schedule, JointSchedule):
@@ -166,7 +163,8 @@ def _schedule_from_arguments(schedule, target_sparsity, end_step, timing) -> Joi
                 "Build one with tfjoint.JointSchedule(...) or tfjoint.plan_schedule(...)."
             )
         given = [name for name, value in (("target_sparsity", target_sparsity), ("end_step", end_step)) if value is not None]
-        given += [name for name, value in timing.items() if value != _TIMING_DEFAULTS[name]]
+        defaults = {field.name: field.default for field in dataclasses.fields(JointSchedule)}
+        given += [name for name, value in timing.items() if value != defaults[name]]
         if given:
             raise errors.ConfigError(
                 f"pass either `schedule` or {', '.join(f'`{n}`' for n in given)}, not both: the schedule already "
@@ -280,7 +278,7 @@ def prepare(
              quant_start_step=quant_start_step, channel_sparsity=channel_sparsity),
     )
     pruned = _pruned_weights(model, schedule, prune_depthwise, prune_only, exclude)
-    channel_specs, pruned = _plan_channels(model, schedule, pruned, channel_criterion)
+    channel_specs = _plan_channels(model, schedule, pruned, channel_criterion)
     scheme = JointQuantizeScheme(schedule, pruned, channel_specs, input_shapes=_input_shapes(model))
     annotated = tfmot.quantization.keras.quantize_annotate_model(model)
     with tfmot.quantization.keras.quantize_scope():
