@@ -47,8 +47,10 @@ class _Source:
 
 
 def _trained_on_several_workers(model) -> bool:
-    strategy = getattr(model, "_distribution_strategy", None) or getattr(model.weights[0], "_distribute_strategy",
-                                                                          None) if model.weights else None
+    """Whether the model's variables live in a MultiWorkerMirroredStrategy across several workers."""
+    strategy = getattr(model, "_distribution_strategy", None)
+    if strategy is None and model.weights:
+        strategy = getattr(model.weights[0], "_distribute_strategy", None)
     resolver = getattr(strategy, "cluster_resolver", None)
     if resolver is None:
         return False
@@ -286,43 +288,80 @@ def export_tflite(
       errors.ValidationError: a tolerance was violated; `.report` has everything.
     """
     # 0. Arguments, before any slow work.
-    check_tf_keras_model(model)
-    model = prepared_model(model)  # a Distiller exports its student
-    if float_model is not None:
-        check_tf_keras_model(float_model, argument="float_model")
+    model = prepared_model(_checked_model(model, "model"))  # a Distiller exports its student
+    float_model = None if float_model is None else _checked_model(float_model, "float_model")
     path = checked_output_path(path, "path")
     keep_rejected = None if keep_rejected is None else checked_output_path(keep_rejected, "keep_rejected")
-    if float_path is not None:
-        if float_model is None:
-            raise errors.ConfigError("`float_path` needs `float_model`: there is no float model to convert.")
-        float_path = checked_output_path(float_path, "float_path")
+    float_path = _checked_float_path(float_path, float_model)
     tolerances = _resolve_tolerances(tolerances, dict(
         max_accuracy_drop=max_accuracy_drop, min_agreement=min_agreement, min_sqnr_db=min_sqnr_db,
         max_mse_increase=max_mse_increase))
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise errors.ConfigError(f"`batch_size` must be an int >= 1; received {batch_size!r}.")
-    if schedule is not None and not isinstance(schedule, JointSchedule):
-        raise errors.ConfigError(f"`schedule` must be a tfjoint.JointSchedule; received {type(schedule).__name__}.")
+    _check_batch_size_and_schedule(batch_size, schedule)
 
-    # 1. What is converted, and the data checked against its inputs.
+    # 1. What is converted, and the data, checked against its inputs.
     source = _quantization_source(model, representative_data, schedule)
     representative = None
     if representative_data is not None:
         representative = collect_inputs(representative_data, source.model, "representative_data", _CALIBRATION_SAMPLES)
     validation = split_validation(validation_data, source.model) if validation_data is not None else None
 
-    # 2. Convert, and 3. read the bytes back.
+    # 2. Convert; 3. read the bytes back; 4. the report, from the bytes.
     content = convert.to_int8(source.model, representative if source.quantization == "post_training" else None)
+    summary = _read_back(content, source, keep_rejected)
+    float_content = convert.to_float32(float_model) if float_model is not None else None
+    if float_path is not None:
+        atomic_write_bytes(float_path, float_content)
+    report = _report(source, content, summary, float_content, float_model or (
+        model if source.model is not model else None), tolerances)
+
+    # 5. Validation and measurements in LiteRT.
+    int8_model = TFLiteModel(content, source.model.input_names, list(source.model.output_names))
+    if validation is not None:
+        _validate(report, int8_model, source, float_model, validation, summary, tolerances, batch_size, verbose)
+        if explain_layers:
+            _explain(report, content, summary, source, float_model, validation[0])
+    else:
+        report.notes.append("no validation_data: the int8 file was checked for structure only")
+    report.memory = _memory(summary, float_content, content if measure_latency else None)
+    if measure_latency:
+        _measure_latency(report, int8_model, float_content, float_model)
+
+    # 6. Write, or refuse.
+    return _write_or_refuse(report, content, path, keep_rejected)
+
+
+def _checked_model(model, argument: str):
+    check_tf_keras_model(model, argument=argument)
+    return model
+
+
+def _checked_float_path(float_path, float_model):
+    if float_path is None:
+        return None
+    if float_model is None:
+        raise errors.ConfigError("`float_path` needs `float_model`: there is no float model to convert.")
+    return checked_output_path(float_path, "float_path")
+
+
+def _check_batch_size_and_schedule(batch_size, schedule) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise errors.ConfigError(f"`batch_size` must be an int >= 1; received {batch_size!r}.")
+    if schedule is not None and not isinstance(schedule, JointSchedule):
+        raise errors.ConfigError(f"`schedule` must be a tfjoint.JointSchedule; received {type(schedule).__name__}.")
+
+
+def _read_back(content: bytes, source: _Source, keep_rejected) -> FlatbufferSummary:
+    """The flatbuffer's summary; a file that is not fully int8 is refused (and kept where asked)."""
     summary = read_flatbuffer(content)
     if not summary.fully_int8:
         if keep_rejected is not None:
             atomic_write_bytes(keep_rejected, content)
         raise _not_int8_error(summary, [layer.name for layer in source.model.layers])
-    float_content = convert.to_float32(float_model) if float_model is not None else None
-    if float_path is not None:
-        atomic_write_bytes(float_path, float_content)
+    return summary
 
-    # 4. The report, from the bytes; 5. validation in LiteRT.
+
+def _report(source, content, summary, float_content, reference, tolerances) -> ExportReport:
+    """What the bytes say: operators, sparsity, channels, I/O quantization, sizes."""
     report = ExportReport(
         tflite_path=None,
         quantization=source.quantization,
@@ -333,8 +372,7 @@ def export_tflite(
         float_ops=[{"op": op.name, "tensors": list(op.float_tensors)} for op in summary.float_ops],
         weight_sparsity=summary.weight_sparsity,
         per_layer_sparsity=_per_layer_sparsity(source.model, summary, source.schedule),
-        per_layer_channels=_per_layer_channels(source.model, summary, float_model or (model if source.model is not model
-                                                                                        else None)),
+        per_layer_channels=_per_layer_channels(source.model, summary, reference),
         inputs=[t.to_dict() for t in summary.inputs],
         outputs=[t.to_dict() for t in summary.outputs],
         operator_counts=summary.operator_counts,
@@ -347,23 +385,21 @@ def export_tflite(
     if float_content is not None:
         report.float_size_bytes = len(float_content)
         report.float_gzip_size_bytes = measure.gzip_size(float_content)
-    int8_model = TFLiteModel(content, source.model.input_names, list(source.model.output_names))
-    if validation is not None:
-        _validate(report, int8_model, source, float_model, validation, summary, tolerances, batch_size, verbose)
-    else:
-        report.notes.append("no validation_data: the int8 file was checked for structure only")
-    if validation is not None and explain_layers:
-        reference = float_model if float_model is not None else source.model
-        if source.quantization == "qat" and float_model is None:
-            report.notes.append("per_layer_error compares with the QAT Keras model: pass float_model to compare "
-                                "every layer with the float model too")
-        report.per_layer_error = explain.per_layer_error(
-            content, summary, reference, validation[0], qat_model=source.model if source.quantization == "qat" else None)
-    report.memory = _memory(summary, float_content, content if measure_latency else None)
-    if measure_latency:
-        _measure_latency(report, int8_model, float_content, float_model)
+    return report
 
-    # 6. Write, or refuse.
+
+def _explain(report, content, summary, source, float_model, inputs) -> None:
+    """`per_layer_error`: against the float model (the converted model itself for post-training int8)."""
+    reference = float_model if float_model is not None else source.model
+    if source.quantization == "qat" and float_model is None:
+        report.notes.append("per_layer_error compares with the QAT Keras model: pass float_model to compare every "
+                            "layer with the float model too")
+    report.per_layer_error = explain.per_layer_error(
+        content, summary, reference, inputs, qat_model=source.model if source.quantization == "qat" else None)
+
+
+def _write_or_refuse(report, content, path, keep_rejected) -> ExportReport:
+    """Writes the file atomically if every tolerance holds; else raises ValidationError, leaving `path` alone."""
     report.passed = not report.failures
     if not report.passed:
         if keep_rejected is not None:
