@@ -174,13 +174,13 @@ def test_channel_sparsity_flag_removes_channels_from_the_file(tmp_path):
     assert (out / "sparsity_per_layer.png").stat().st_size > 0
 
 
-def test_distillation_and_another_allocation_from_the_command(tmp_path):
+def test_distillation_another_allocation_and_xla_from_the_command(tmp_path):
     out = tmp_path / "out"
     result = tfjoint_cli(f"--out={out}", *FAST, "--allocation=erk", "--distill", "--distill_temperature=2",
-                         "--distill_alpha=0.5", "--target_sparsity=0.9", "--max_accuracy_drop=0.3")
+                         "--distill_alpha=0.5", "--target_sparsity=0.9", "--max_accuracy_drop=0.3", "--jit_compile")
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
     assert report["allocation"]["method"] == "erk" and not (out / "sensitivity.png").exists()
     assert report["weight_sparsity"] == pytest.approx(0.9, abs=0.005)
     config = json.loads((out / "run_config.json").read_text())
-    assert config["distill"] is True and config["distill_temperature"] == 2.0
+    assert config["distill"] is True and config["distill_temperature"] == 2.0 and config["jit_compile"] is True

@@ -48,6 +48,8 @@ class RunConfig:
     distill_temperature: float = _field(4.0, "Distillation temperature (> 0).", lower=0.01)
     distill_alpha: float = _field(0.3, "Weight of the task loss in distillation (the rest goes to the teacher).",
                                   lower=0.0, upper=1.0)
+    jit_compile: bool = _field(False, "Compile the fine-tuning step with XLA (see the README's benchmark: faster for "
+                                      "small models on CPU, slower for MobileNetV2).")
     epochs: int = _field(10, "Fine-tuning epochs (joint pruning + QAT, one fit).", lower=1)
     batch_size: int = _field(32, "Fine-tuning batch size.", lower=1)
     learning_rate: float = _field(1e-3, "Adam learning rate for fine-tuning.", lower=0.0)

@@ -139,7 +139,8 @@ def run(config: RunConfig) -> RunResult:
         if config.distill:
             trained = tfjoint.Distiller(joint, float_model, temperature=config.distill_temperature,
                                         alpha=config.distill_alpha)
-        trained.compile(keras.optimizers.Adam(config.learning_rate), loss, metrics=metrics)
+        trained.compile(keras.optimizers.Adam(config.learning_rate), loss, metrics=metrics,
+                        jit_compile=config.jit_compile)
     recorder = _BatchLossRecorder()
     history = trained.fit(x_train, y_train, epochs=config.epochs, batch_size=config.batch_size, verbose=1,
                           callbacks=tfjoint.callbacks() + [recorder])
