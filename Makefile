@@ -32,7 +32,7 @@ test-fast: $(STAMP)
 notebook: $(STAMP)
 	$(BIN)/python notebooks/execute.py notebooks/tutorial.ipynb
 
-# Every benchmark, one after the other (about 1.5 hours on 2 cores); results in benchmarks/results/.
+# Every benchmark, one after the other (about 45 minutes on 2 cores); results in benchmarks/results/.
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/joint_vs_sequential.py --out=benchmarks/results
 	$(BIN)/python benchmarks/channels.py --out=benchmarks/results
