@@ -11,7 +11,10 @@ BatchNorm -> ReLU block is one operator).
 * Own error: that chain of Keras layers is applied to the operator's own
   input, dequantized from int8, and compared with the operator's dequantized
   output. Both see the same input, so an error made upstream is not blamed on
-  this layer. Against the float model's layers (what compression cost this
+  this layer. The noise is measured against the signal the layer carries in
+  the float model on the real inputs: a layer whose input was crushed upstream
+  has a tiny output, which its int8 grid rounds to zero, and that must not
+  read as 0 dB of its own. Against the float model's layers (what compression cost this
   layer: its int8 arithmetic, and for a QAT model also what pruning and
   fine-tuning changed) and, when given, against the QAT Keras model's layers
   (what conversion alone cost).
@@ -139,19 +142,24 @@ def _errors(reference, actual) -> dict:
             "max_abs_error": measure.max_abs_error(reference, actual)}
 
 
-def _channel_sqnrs(reference, actual) -> dict:
-    """Mean and worst per-channel SQNR over the output channels the float layer does not leave at zero."""
-    if reference is None or actual.ndim < 2:
-        return {"mean_channel_sqnr_db": None, "worst_channel_sqnr_db": None}
-    reference = reference.reshape(actual.shape).reshape(-1, actual.shape[-1]).astype(np.float64)
-    actual = actual.reshape(-1, actual.shape[-1]).astype(np.float64)
-    energy = np.sum(reference**2, axis=0)
-    live = energy > 1e-12 * max(float(energy.max()), 1e-30)
-    values = [measure.sqnr_db(reference[:, c], actual[:, c]) for c in np.flatnonzero(live)]
-    capped = [min(v, 100.0) for v in values]  # an exact channel counts as 100 dB, not infinity
-    if not capped:
-        return {"mean_channel_sqnr_db": None, "worst_channel_sqnr_db": None}
-    return {"mean_channel_sqnr_db": float(np.mean(capped)), "worst_channel_sqnr_db": float(min(capped))}
+def _sqnrs(reference, actual, signal_reference) -> dict:
+    """SQNRs of `actual` against `reference`, whole tensor and per output channel, the signal from `signal_reference`.
+
+    Channels the signal leaves at zero are skipped; an exact channel counts as
+    100 dB, not infinity, in the mean.
+    """
+    shape = actual.shape
+    noise = (reference.reshape(shape).astype(np.float64) - actual) ** 2
+    signal = signal_reference.reshape(shape).astype(np.float64) ** 2
+    result = {"sqnr_db": measure.power_ratio_db(signal.sum(), noise.sum()),
+              "mean_channel_sqnr_db": None, "worst_channel_sqnr_db": None}
+    if actual.ndim >= 2:
+        noise, signal = noise.reshape(-1, shape[-1]).sum(axis=0), signal.reshape(-1, shape[-1]).sum(axis=0)
+        live = signal > 1e-12 * max(float(signal.max()), 1e-30)
+        capped = [min(measure.power_ratio_db(signal[c], noise[c]), 100.0) for c in np.flatnonzero(live)]
+        if capped:
+            result.update(mean_channel_sqnr_db=float(np.mean(capped)), worst_channel_sqnr_db=float(min(capped)))
+    return result
 
 
 def _ranking(entry) -> tuple:
@@ -195,7 +203,10 @@ def per_layer_error(content: bytes, summary: FlatbufferSummary, float_model, inp
         if own in float_names and last in float_names:
             reference = _apply(_chain(float_model, own, last), x, size)
         entry.update(_errors(reference, y))
-        entry.update(_channel_sqnrs(reference, y))
+        entry.update({"mean_channel_sqnr_db": None, "worst_channel_sqnr_db": None})
+        if reference is not None:
+            entry.update(_sqnrs(reference, y, reference))
+        entry["_own_reference"] = reference
         if qat_model is not None and own in qat_names:
             qat_reference = _apply(_chain(qat_model, qat_names[own], qat_names.get(last, qat_names[own])), x, size)
             entry.update({f"qat_{k}": v for k, v in _errors(qat_reference, y).items()})
@@ -219,10 +230,12 @@ def _add_cumulative(entries, float_model, inputs) -> None:
         values = probe.predict(inputs if len(inputs) > 1 else inputs[0], verbose=0)
         layer_inputs = dict(zip(firsts, values if len(firsts) > 1 else [values]))
     for entry in entries:
-        actual, chain = entry.pop("_output"), entry.pop("_chain")
+        actual, chain, own_reference = entry.pop("_output"), entry.pop("_chain"), entry.pop("_own_reference")
         reference = None
         if chain:
             reference = _apply(chain, np.asarray(layer_inputs[chain[0].name]), int(np.prod(actual.shape[1:])))
+        if reference is not None and own_reference is not None:
+            entry.update(_sqnrs(own_reference, actual, reference))  # the float model's signal
         cumulative = _errors(reference, actual)
         entry["cumulative_sqnr_db"] = cumulative["sqnr_db"]
         entry["cumulative_cosine_similarity"] = cumulative["cosine_similarity"]

@@ -39,8 +39,11 @@ def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
     the test is not.
     """
     reference = np.asarray(reference, dtype=np.float64)
-    noise = np.sum((reference - np.asarray(test, dtype=np.float64)) ** 2)
-    signal = np.sum(reference**2)
+    return power_ratio_db(np.sum(reference**2), np.sum((reference - np.asarray(test, dtype=np.float64)) ** 2))
+
+
+def power_ratio_db(signal: float, noise: float) -> float:
+    """10 log10(signal / noise): `inf` without noise, `-inf` for noise without signal."""
     if noise == 0:
         return math.inf
     if signal == 0:
