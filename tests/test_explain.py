@@ -115,3 +115,18 @@ def test_mse_tolerance_is_checked_and_named():
     assert failures == ["output 'value': int8 MSE 2 is 100% above the float model's 1 > max_mse_increase 0.5 (50%)"]
     with pytest.raises(tfjoint.ConfigError, match="`max_mse_increase` must be >= 0; received -1"):
         tfjoint.Tolerances(max_mse_increase=-1)
+
+
+def test_own_error_is_measured_against_the_float_models_signal():
+    # A layer whose input was crushed upstream: its float op on that input gives tiny values (0.01), which its
+    # int8 grid (calibrated for the normal outputs, ~1) rounds to 0. Against its own tiny output that is 0 dB;
+    # against the signal the layer normally carries it is a small error, and must not rank the layer as broken.
+    from tfjoint.export.explain import _sqnrs
+
+    own_reference = np.full((8, 4), 0.01)
+    int8_output = np.zeros((8, 4))
+    float_output = np.ones((8, 4))
+    assert _sqnrs(own_reference, int8_output, own_reference)["sqnr_db"] == pytest.approx(0.0)
+    against_float = _sqnrs(own_reference, int8_output, float_output)
+    assert against_float["sqnr_db"] == pytest.approx(40.0)
+    assert against_float["mean_channel_sqnr_db"] == pytest.approx(40.0)
