@@ -197,3 +197,25 @@ def test_conv1d_channels_are_removed_through_the_conv2d_rewrite():
     stripped = tfjoint.strip(joint)
     assert stripped.get_layer("quant_c1").layer.filters == 4 and stripped.get_layer("quant_c2").layer.filters == 4
     np.testing.assert_allclose(stripped.predict(x_data, verbose=0), joint.predict(x_data, verbose=0), atol=1e-5)
+
+
+def test_the_model_input_may_feed_a_residual_add():
+    """TF-MOT calls the input QuantizeLayer once per consumer: a second call on the same channels is not a
+    shared layer whose channels could differ, so the block's other convolutions are still pruned."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 4), name="image")
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="block")(inputs)
+    x = keras.layers.Add(name="residual")([x, inputs])
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="wide")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="out")(x))
+    joint = tfjoint.prepare(model, target_sparsity=0.0, end_step=2, frequency=1, channel_sparsity=0.5)
+    input_quantizers = [layer for layer in joint.layers if type(layer).__name__ == "JointQuantizeLayer"]
+    assert [len(layer.inbound_nodes) for layer in input_quantizers] == [2]  # the case this test is about
+    joint.compile("adam", "mse")
+    x_data = np.random.default_rng(0).random((16, 8, 8, 4), dtype=np.float32)
+    joint.fit(x_data, np.zeros((16, 2)), batch_size=8, verbose=0)
+    stripped = tfjoint.strip(joint)
+    # 'block' adds to the input, whose channels are never removed; 'wide' loses half of its own.
+    assert stripped.get_layer("quant_block").layer.filters == 4 and stripped.get_layer("quant_wide").layer.filters == 4
+    np.testing.assert_allclose(stripped.predict(x_data, verbose=0), joint.predict(x_data, verbose=0), atol=1e-5)

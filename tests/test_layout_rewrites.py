@@ -102,3 +102,110 @@ def test_rescaling_and_a_lone_batchnorm_are_int8_too(tmp_path):
     assert report.operator_counts["DEPTHWISE_CONV_2D"] == 2  # the Rescaling and the lone BatchNorm
     low, high = report.inputs[0]["float_range"]
     assert low <= 0.0 and high >= 15.9  # the int8 input takes raw pixels, as the float model does
+
+
+def _image_data(n, seed):
+    """Which quadrant of an 12x12x3 image is brightest: learnable by a small CNN in a few epochs."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 4, n)
+    images = rng.random((n, 12, 12, 3), dtype=np.float32)
+    for image, label in zip(images, labels):
+        row, col = divmod(int(label), 2)
+        image[row * 6:(row + 1) * 6, col * 6:(col + 1) * 6] += 1.0
+    return images, labels
+
+
+def _fit_prepare_export(model, path, epochs=3):
+    x, y = _image_data(384, 0)
+    x_val, y_val = _image_data(128, 1)
+    model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=epochs, batch_size=32, verbose=0)
+    joint = tfjoint.prepare(model, target_sparsity=0.5, end_step=24, frequency=4)
+    joint.compile(keras.optimizers.Adam(5e-4), "sparse_categorical_crossentropy")
+    joint.fit(x, y, epochs=2, batch_size=32, verbose=0)
+    return joint, tfjoint.export_tflite(joint, path, validation_data=(x_val, y_val), float_model=model)
+
+
+def test_a_separable_conv_keeps_its_wiring_in_a_model_whose_names_tf_keras_never_handed_out(tmp_path):
+    """TF-MOT names the two layers it splits a SeparableConv2D into from tf_keras's name counter; in a
+    model loaded from a file (here: a fresh session and explicit names) that gives 'conv2d' twice, and
+    TF-MOT's own quantize_model wires the wrong layers together."""
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((12, 12, 3), name="image")
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv2d")(inputs)
+    x = keras.layers.DepthwiseConv2D(3, padding="same", name="depthwise_conv2d")(x)
+    x = keras.layers.SeparableConv2D(16, 3, padding="same", use_bias=False, name="sep")(x)
+    x = keras.layers.BatchNormalization(name="sep_bn")(x)
+    x = keras.layers.ReLU(name="sep_relu")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    model = keras.Model(inputs, keras.layers.Dense(4, activation="softmax", name="head")(x))
+    joint, report = _fit_prepare_export(model, str(tmp_path / "sep.tflite"))
+    names = {layer.name for layer in joint.layers}
+    assert {"quant_conv2d", "quant_depthwise_conv2d", "quant_sep", "quant_sep_depthwise"} <= names
+    assert report.fully_int8 and report.passed
+    # The separable layer is a depthwise and a pointwise operator, its BatchNorm folded into the latter.
+    assert report.operator_counts["CONV_2D"] == 2 and report.operator_counts["DEPTHWISE_CONV_2D"] == 2
+    assert not {"MUL", "ADD", "DEQUANTIZE"} & set(report.operator_counts)
+    assert report.per_layer_channels["sep"]["tflite"] == 16
+
+
+def test_fused_swish_and_relu6_come_out_int8_and_are_explained_like_with_like(tmp_path):
+    """TF-MOT refuses a fused relu6 and leaves a fused swish's conv output, LOGISTIC and MUL in float."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((12, 12, 3), name="image")
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="swish", name="conv_swish")(inputs)
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu6", name="conv_relu6")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    x = keras.layers.Dense(16, activation="swish", name="fc_swish")(x)
+    model = keras.Model(inputs, keras.layers.Dense(4, activation="softmax", name="head")(x))
+    _, report = _fit_prepare_export(model, str(tmp_path / "act.tflite"))
+    assert report.fully_int8 and report.passed and not report.float_ops
+    assert report.operator_counts["LOGISTIC"] == 2 and report.operator_counts["MUL"] == 2  # the two swishes
+    assert "RELU6" not in report.operator_counts  # fused back into its CONV_2D
+    conversion_error = {entry["layer"]: entry["qat_sqnr_db"] for entry in report.per_layer_error}
+    for layer in ("conv_swish", "conv_relu6", "fc_swish"):
+        assert conversion_error[layer] is not None and conversion_error[layer] > 20, (layer, conversion_error)
+
+
+def test_an_activation_int8_cannot_run_is_named_with_what_to_do():
+    inputs = keras.Input((6,))
+    x = keras.layers.Dense(8, activation="elu", name="fc")(inputs)
+    x = keras.layers.Activation("softplus", name="soft")(x)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="out")(x))
+    with pytest.raises(tfjoint.UnsupportedLayerError, match=r"'fc' \(Dense, activation 'elu'\).*'soft' "
+                                                            r"\(Activation, activation 'softplus'\).*Use one"):
+        tfjoint.prepare(model, target_sparsity=0.5, end_step=4, frequency=2)
+
+
+def test_a_separable_conv1d_block_is_int8_and_saves(tmp_path):
+    """TF-MOT's SeparableConv1D transform builds Python Lambda layers, which tf_keras's safe mode refuses
+    to rebuild, so its quantize_apply fails; tfjoint rewrites the block as depthwise + pointwise Conv2D."""
+    x_train, y_train = _keyword_data(512, 0)
+    x_val, y_val = _keyword_data(256, 1)
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((40, 6), name="mfcc")
+    x = keras.layers.Conv1D(12, 5, activation="relu", name="conv")(inputs)
+    x = keras.layers.SeparableConv1D(16, 3, padding="same", use_bias=False, name="sep")(x)
+    x = keras.layers.BatchNormalization(name="sep_bn")(x)
+    x = keras.layers.ReLU(name="sep_relu")(x)
+    x = keras.layers.GlobalAveragePooling1D(name="gap")(x)
+    model = keras.Model(inputs, keras.layers.Dense(4, activation="softmax", name="keyword")(x))
+    model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
+    model.fit(x_train, y_train, epochs=4, batch_size=32, verbose=0)
+    joint = tfjoint.prepare(model, target_sparsity=0.5, end_step=32, frequency=4)
+    joint.compile(keras.optimizers.Adam(5e-4), "sparse_categorical_crossentropy")
+    joint.fit(x_train, y_train, epochs=2, batch_size=32, verbose=0)
+    assert {"quant_sep", "quant_sep_depthwise"} <= {layer.name for layer in joint.layers}
+    path = tmp_path / "joint.keras"
+    joint.save(str(path))
+    reloaded = tfjoint.load_model(str(path))
+    np.testing.assert_allclose(reloaded.predict(x_val, verbose=0), joint.predict(x_val, verbose=0), atol=1e-5)
+    report = tfjoint.export_tflite(reloaded, str(tmp_path / "sep1d.tflite"), validation_data=(x_val, y_val),
+                                   float_model=model)
+    assert report.fully_int8 and report.passed
+    assert report.operator_counts["DEPTHWISE_CONV_2D"] == 1 and report.operator_counts["CONV_2D"] == 2
+    assert not {"MUL", "ADD", "DEQUANTIZE"} & set(report.operator_counts)  # the BatchNorm folded
+    entry = next(e for e in report.per_layer_error if e["layer"] == "sep")
+    assert entry["sqnr_db"] is None  # its input is the depthwise half's output, no input of the float layer
+    assert entry["cumulative_sqnr_db"] is not None

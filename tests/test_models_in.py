@@ -47,7 +47,20 @@ def _conv1d():
     return keras3.Model(inputs, keras3.layers.Dense(3, activation="softmax", name="keyword")(x), name="kws")
 
 
-MODELS = {"mlp": (_mlp, (12,)), "residual": (_residual, (8, 8, 3)), "conv1d": (_conv1d, (40, 6))}
+def _renamed_arguments():
+    """Layers whose Keras 3 config differs from tf_keras's by more than format: a renamed argument
+    (LeakyReLU's negative_slope is tf_keras's alpha) and one read from **kwargs (LayerNormalization's
+    rms_scaling); the slope is not the default, so a dropped argument would change the outputs."""
+    keras3.utils.set_random_seed(3)
+    inputs = keras3.Input((10,), name="features")
+    x = keras3.layers.Dense(16, name="fc")(inputs)
+    x = keras3.layers.LeakyReLU(negative_slope=0.05, name="leaky")(x)
+    x = keras3.layers.LayerNormalization(name="ln")(x)
+    return keras3.Model(inputs, keras3.layers.Dense(3, activation="softmax", name="head")(x), name="renamed")
+
+
+MODELS = {"mlp": (_mlp, (12,)), "residual": (_residual, (8, 8, 3)), "conv1d": (_conv1d, (40, 6)),
+          "renamed_arguments": (_renamed_arguments, (10,))}
 
 
 def _trained(name):
@@ -73,6 +86,8 @@ def test_the_tf_keras_rebuild_computes_what_the_keras3_model_computes(name):
     assert max_relative_difference(model3.predict(x, verbose=0), model.predict(x, verbose=0)) <= 1e-5
     if name == "residual":  # the L2 regularizer came across, for fine-tuning
         assert len(model.losses) == 1
+    if name == "renamed_arguments":
+        assert model.get_layer("leaky").alpha == pytest.approx(0.05)
 
 
 @pytest.mark.slow

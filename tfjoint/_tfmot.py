@@ -25,6 +25,7 @@ __all__ = [
     "OutputOnlyConfig",
     "QuantizeLayer",
     "NoOpActivation",
+    "QuantizeAwareActivation",
     "Default8BitQuantizeConfig",
     "Default8BitOutputQuantizeConfig",
     "NoOpQuantizeConfig",
@@ -36,6 +37,7 @@ __all__ = [
 OutputOnlyConfig = quantize_config_lib.OutputOnlyConfig
 QuantizeLayer = quantize_layer.QuantizeLayer
 NoOpActivation = quantize_aware_activation.NoOpActivation
+QuantizeAwareActivation = quantize_aware_activation.QuantizeAwareActivation
 Default8BitQuantizeConfig = default_8bit_quantize_registry.Default8BitQuantizeConfig
 Default8BitOutputQuantizeConfig = default_8bit_quantize_configs.Default8BitOutputQuantizeConfig
 NoOpQuantizeConfig = default_8bit_quantize_configs.NoOpQuantizeConfig

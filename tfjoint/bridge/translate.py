@@ -7,6 +7,7 @@ layers, but not their config format. Translated here:
 * dtype policies: `{"class_name": "DTypePolicy", "config": {"name": ...}}` -> the name;
 * nested objects (initializers, regularizers, constraints): Keras 3's
   `{module, class_name, config, registered_name}` -> tf_keras's `{class_name, config}`;
+* renamed arguments (LeakyReLU's `negative_slope` is tf_keras's `alpha`);
 * config keys the tf_keras class does not take: dropped when they hold the
   Keras 3 default (e.g. Dense's `quantization_config=None`, an initializer's
   `input_axes=None`), an `UnsupportedLayerError` when they hold anything else;
@@ -33,6 +34,11 @@ _BASE_LAYER_KWARGS = frozenset({
     "weights", "activity_regularizer", "autocast", "implementation",
 })
 _KERAS_TENSOR = "__keras_tensor__"
+# Arguments Keras 3 renamed: layer class -> {Keras 3 name: tf_keras name}.
+_RENAMED_ARGUMENTS = {"LeakyReLU": {"negative_slope": "alpha"}}
+# Keras 3 arguments read from **kwargs (so not in the signature), with the
+# value that means "what tf_keras does".
+_KWARGS_DEFAULTS = {"LayerNormalization": {"rms_scaling": False}}
 
 
 def _accepted_arguments(cls) -> set[str]:
@@ -145,10 +151,14 @@ def _translated_layer_config(entry, layer3) -> tuple[type, dict]:
     cls = _layer_class(entry)
     where = f"layer '{entry['config'].get('name', entry.get('name'))}'"
     config = {k: _translate_value(v, f"{where} argument '{k}'") for k, v in entry["config"].items()}
+    for keras3_name, tf_keras_name in _RENAMED_ARGUMENTS.get(entry["class_name"], {}).items():
+        if keras3_name in config:
+            config[tf_keras_name] = config.pop(keras3_name)
     if "activation" in config and not _activation_ok(config["activation"]):
         raise _Untranslatable(f"its activation {config['activation']!r} is not one tf_keras knows")
     accepted = _accepted_arguments(cls)
-    keras3_defaults = _defaults(type(layer3)) if layer3 is not None else {}
+    keras3_defaults = dict(_defaults(type(layer3)) if layer3 is not None else {},
+                           **_KWARGS_DEFAULTS.get(entry["class_name"], {}))
     for key in sorted(set(config) - accepted):
         value = config.pop(key)
         if value is not None and key in keras3_defaults and not _same_value(value, keras3_defaults[key]):

@@ -38,6 +38,7 @@ from ai_edge_litert.interpreter import Interpreter, OpResolverType
 from tfjoint._keras import keras
 from tfjoint.export import measure
 from tfjoint.export.inspect import WEIGHT_OPS, FlatbufferSummary
+from tfjoint.quantize.transforms import ACTIVATION_SUFFIX
 
 __all__ = ["per_layer_error"]
 
@@ -104,6 +105,28 @@ def _chain(model, first: str, last: str) -> list:
         layer = consumers[0]
         layers.append(layer)
     return layers
+
+
+def _split_in_two(float_layer) -> bool:
+    """A separable conv runs as two operators; the pointwise one's input is no input of the float layer.
+
+    Its own error against the float model is then not measured (its error so
+    far, and its own error against the QAT model's layers, are).
+    """
+    return type(float_layer).__name__ in ("SeparableConv1D", "SeparableConv2D")
+
+
+def _with_split_activation(qat_model, layer_name: str) -> str:
+    """`layer_name`, or the Activation layer prepare split off it when the converter fuses it back.
+
+    `tfjoint.prepare` moves a fused relu6/swish into its own `<layer>_activation`
+    layer; relu6 fuses back into the int8 operator, so the QAT chain must
+    include it to compare like with like.
+    """
+    split = {layer.name: layer for layer in qat_model.layers}.get(f"quant_{_base_name(layer_name)}{ACTIVATION_SUFFIX}")
+    if split is not None and _activation_name(getattr(split, "layer", split)) in _FUSED_ACTIVATIONS:
+        return split.name
+    return layer_name
 
 
 def _apply(layers, values: np.ndarray, output_size: int):
@@ -200,7 +223,7 @@ def per_layer_error(content: bytes, summary: FlatbufferSummary, float_model, inp
         size = int(np.prod(y.shape[1:]))
         entry = {"layer": own, "op": op.name, "output_tensor": details[op.outputs[0]]["name"]}
         reference = None
-        if own in float_names and last in float_names:
+        if own in float_names and last in float_names and not _split_in_two(float_model.get_layer(own)):
             reference = _apply(_chain(float_model, own, last), x, size)
         entry.update(_errors(reference, y))
         entry.update({"mean_channel_sqnr_db": None, "worst_channel_sqnr_db": None})
@@ -208,7 +231,8 @@ def per_layer_error(content: bytes, summary: FlatbufferSummary, float_model, inp
             entry.update(_sqnrs(reference, y, reference))
         entry["_own_reference"] = reference
         if qat_model is not None and own in qat_names:
-            qat_reference = _apply(_chain(qat_model, qat_names[own], qat_names.get(last, qat_names[own])), x, size)
+            qat_last = _with_split_activation(qat_model, qat_names.get(last, qat_names[own]))
+            qat_reference = _apply(_chain(qat_model, qat_names[own], qat_last), x, size)
             entry.update({f"qat_{k}": v for k, v in _errors(qat_reference, y).items()})
         entry["_chain"] = _chain(float_model, own, last) if own in float_names and last in float_names else None
         entry["_output"] = y

@@ -313,17 +313,32 @@ def channel_layouts(model, producer_group: Callable, freeze: Callable[[set[str],
             shape = layer.output_shape[0] if isinstance(layer.output_shape, list) else layer.output_shape
             layouts[(layer.name, 0, 0)] = _fixed(shape[-1] or 0)
             continue
-        if len(layer.inbound_nodes) > 1:
-            raise errors.UnsupportedLayerError(
-                f"layer '{layer.name}' is called more than once (a shared layer): channel pruning cannot rebuild "
-                "its channels for each call. Use channel_sparsity=0 for this model, or unshare the layer."
-            )
         inputs = [layouts[key] for key in _input_keys(node)]
+        node_index = layer.inbound_nodes.index(node) if len(layer.inbound_nodes) > 1 else 0
+        if node_index and layer.name in found:
+            # A layer called again (e.g. the input QuantizeLayer TF-MOT calls once per consumer) is
+            # fine when the call changes no channels and sees the channels the first call saw.
+            first_call = found[layer.name]
+            if not _shares_cleanly(layer, first_call, inputs, producer_group):
+                raise errors.UnsupportedLayerError(
+                    f"layer '{layer.name}' ({type(layer).__name__}) is called more than once (a shared layer) on "
+                    "inputs whose channels are pruned differently, or it removes channels itself: channel pruning "
+                    "cannot rebuild its channels for each call. Use channel_sparsity=0 for this model, or unshare "
+                    "the layer (one layer per call)."
+                )
+            layouts[(layer.name, node_index, 0)] = first_call.output
+            continue
         output_shape = layer.output_shape[0] if isinstance(layer.output_shape, list) else layer.output_shape
         output = walk.output_layout(layer, inputs, tuple(output_shape))
-        layouts[(layer.name, 0, 0)] = output
+        layouts[(layer.name, node_index, 0)] = output
         found[layer.name] = LayerChannels(inputs, output)
     return found
+
+
+def _shares_cleanly(layer, first_call: "LayerChannels", inputs: list, producer_group: Callable) -> bool:
+    """Whether a second call of `layer` on `inputs` can share the first call's channels."""
+    return (list(inputs) == list(first_call.inputs) and producer_group(layer) is None
+            and first_call.output == (first_call.inputs[0] if first_call.inputs else None))
 
 
 def plan_channel_groups(model, producers: set[str]) -> ChannelPlan:

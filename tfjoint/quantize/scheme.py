@@ -30,7 +30,7 @@ from tfjoint.prune.schedule import JointSchedule
 from tfjoint.quantize.config import JointQuantizeConfig
 from tfjoint.quantize.quantizers import GatedQuantizer, serialize
 from tfjoint.quantize.layers import ExpandDims, Squeeze
-from tfjoint.quantize.transforms import batchnorm_transforms, rewrite_transforms
+from tfjoint.quantize.transforms import DEPTHWISE_SUFFIX, batchnorm_transforms, rewrite_transforms
 
 __all__ = ["JointQuantizeScheme", "JointQuantizeRegistry", "JointLayoutTransform", "default_8bit_transforms"]
 
@@ -141,6 +141,24 @@ class JointQuantizeRegistry(tfmot.quantization.keras.QuantizeRegistry):
         )
 
 
+# Activations TF-MOT's 8-bit scheme quantizes in an Activation layer
+# (Default8BitActivationQuantizeConfig's list, which TF-MOT does not expose).
+_ACTIVATION_LAYER_ACTIVATIONS = frozenset({"relu", "relu6", "swish", "gelu", "linear", "softmax", "sigmoid", "tanh"})
+
+
+def _unquantizable_activation(layer) -> str | None:
+    """The name of `layer`'s activation if TF-MOT's 8-bit scheme cannot quantize it there, else None."""
+    activation = getattr(layer, "activation", None)
+    if activation is None or not callable(activation):
+        return None
+    name = getattr(activation, "__name__", type(activation).__name__)
+    if isinstance(layer, keras.layers.Activation):
+        return None if name in _ACTIVATION_LAYER_ACTIVATIONS else name
+    fused = _tfmot.QuantizeAwareActivation  # what a quantized Conv/Dense accepts inside
+    accepted = fused._PRE_QUANT_ACTIVATIONS | fused._POST_QUANT_ACTIVATIONS | fused._NO_QUANTIZE_ACTIVATIONS
+    return None if name in accepted else name
+
+
 class _GatedInputLayerQuantize(_tfmot.default_8bit_transforms.InputLayerQuantize):
     """TF-MOT's InputLayerQuantize, with its input quantizer gated by the QAT start."""
 
@@ -161,6 +179,36 @@ class _GatedInputLayerQuantize(_tfmot.default_8bit_transforms.InputLayerQuantize
         return objects
 
 
+class _NamedSeparableConvQuantize(_tfmot.default_8bit_transforms.SeparableConvQuantize):
+    """TF-MOT's SeparableConv2D split, with the two new layers named after the one they replace.
+
+    TF-MOT leaves the names of the DepthwiseConv2D and the pointwise Conv2D to
+    tf_keras's global name counter ("depthwise_conv2d", "conv2d"). In a model
+    loaded from a file or bridged from Keras 3 the counter has never seen the
+    model's own names, so the new Conv2D can be named like an existing layer,
+    and the transformer then wires the wrong layers together (TF-MOT's
+    `quantize_model` fails the same way on such a model). Here the pointwise
+    Conv2D keeps the separable layer's name, so reports name the user's layer,
+    and the depthwise part is `<name>_depthwise`.
+    """
+
+    def replacement(self, match_layer):
+        node = super().replacement(match_layer)
+        if node is match_layer:
+            return node
+        name = match_layer.layer["config"]["name"]
+        for replaced, new_name in ((node, name), (node.input_layers[0], f"{name}{DEPTHWISE_SUFFIX}")):
+            replaced.layer["config"]["name"] = new_name
+            replaced.layer["name"] = new_name
+        return node
+
+
+def _with_named_separable_conv(transforms: list) -> list:
+    """`transforms` with TF-MOT's SeparableConvQuantize replaced by `_NamedSeparableConvQuantize`."""
+    return [_NamedSeparableConvQuantize() if type(transform) is _tfmot.default_8bit_transforms.SeparableConvQuantize
+            else transform for transform in transforms]
+
+
 class JointLayoutTransform(tfmot.quantization.keras.QuantizeLayoutTransform):
     """TF-MOT's default 8-bit layout transforms and the Conv1D+BN folds, every quantizer tfjoint's."""
 
@@ -171,8 +219,13 @@ class JointLayoutTransform(tfmot.quantization.keras.QuantizeLayoutTransform):
         self._input_shapes = dict(input_shapes or {})
 
     def transforms(self) -> list:
-        """In order: the input quantizer, tfjoint's rewrites, the rest of TF-MOT's list, lone BatchNorms."""
-        tfmot_transforms = default_8bit_transforms(_GatedInputLayerQuantize(self._quant_start_step))
+        """In order: the input quantizer, tfjoint's rewrites, the rest of TF-MOT's list, lone BatchNorms.
+
+        Two of TF-MOT's entries are subclassed: the input quantizer (gated by
+        the QAT start) and the SeparableConv2D split (named after the layer).
+        """
+        tfmot_transforms = _with_named_separable_conv(
+            default_8bit_transforms(_GatedInputLayerQuantize(self._quant_start_step)))
         return (tfmot_transforms[:1] + rewrite_transforms(self._input_shapes) + tfmot_transforms[1:]
                 + batchnorm_transforms(self._input_shapes))
 
@@ -194,6 +247,18 @@ class JointLayoutTransform(tfmot.quantization.keras.QuantizeLayoutTransform):
                 f"quantize: {listed}. Replace them with layers TFLite runs in int8 (Dense, Conv1D/2D, "
                 "DepthwiseConv2D, pooling, BatchNormalization, Add, Concatenate, ReLU, Reshape, ...), or "
                 "keep them out of the model you prepare (e.g. do that preprocessing outside the model)."
+            )
+        bad_activations = [
+            f"'{layer.name}' ({type(layer).__name__}, activation '{_unquantizable_activation(layer)}')"
+            for layer in transformed.layers
+            if (layer_quantize_map.get(layer.name) or {}).get("quantize_config") is None
+            and _unquantizable_activation(layer) is not None
+        ]
+        if bad_activations:
+            raise errors.UnsupportedLayerError(
+                f"model '{model.name}' has activations that TF-MOT's 8-bit quantization, and so tfjoint, cannot "
+                f"quantize: {', '.join(bad_activations)}. Use one it can (relu, relu6, swish, gelu, sigmoid, "
+                "tanh, softmax) and fine-tune the float model with it before preparing."
             )
         for name, entry in layer_quantize_map.items():
             if entry.get("quantize_config") is not None:

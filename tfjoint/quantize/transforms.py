@@ -28,6 +28,18 @@ reports and channel groups refer to the user's layer.
   during fine-tuning (the usual practice for QAT of a trained model); gamma
   and beta stay trainable as the depthwise kernel and bias.
 
+* `Conv/Dense(activation="swish" | "relu6")`: TF-MOT's QuantizeAwareActivation
+  refuses a fused relu6 (raw ValueError) and fake-quantizes a fused swish
+  only after it, so the converter leaves the conv output, LOGISTIC and MUL in
+  float. The same layer without its activation, then an `Activation` layer
+  named `<layer>_activation`, is quantized by TF-MOT's registry like any
+  Activation layer: relu6 fuses back into the CONV_2D, swish runs as int8
+  LOGISTIC and MUL.
+
+* `SeparableConv1D [-> BN [-> ReLU]]`: the same, as a (k, 1) DepthwiseConv2D
+  and a 1x1 Conv2D (TF-MOT's own transform uses Lambda layers, which
+  tf_keras's safe mode refuses).
+
 Causal or channels_first Conv1D, and BatchNorm/Normalization over another
 axis than the last, are left as they are.
 """
@@ -40,8 +52,9 @@ import tensorflow_model_optimization as tfmot
 from tfjoint._keras import keras
 from tfjoint.quantize.layers import ExpandDims, Squeeze
 
-__all__ = ["Conv1DAsConv2D", "DenseAsConv2D", "AffineAsDepthwise", "rewrite_transforms", "batchnorm_transforms",
-           "EXPAND_SUFFIX", "SQUEEZE_SUFFIX"]
+__all__ = ["Conv1DAsConv2D", "DenseAsConv2D", "AffineAsDepthwise", "ActivationAsLayer", "rewrite_transforms",
+           "batchnorm_transforms", "EXPAND_SUFFIX", "SQUEEZE_SUFFIX", "ACTIVATION_SUFFIX",
+           "DEPTHWISE_SUFFIX", "SeparableConv1DAsConv2D"]
 
 _transforms = tfmot.quantization.keras.graph_transformations.transforms
 LayerPattern = _transforms.LayerPattern
@@ -49,6 +62,8 @@ LayerNode = _transforms.LayerNode
 
 EXPAND_SUFFIX = "_as_2d"
 SQUEEZE_SUFFIX = "_as_1d"
+ACTIVATION_SUFFIX = "_activation"
+DEPTHWISE_SUFFIX = "_depthwise"
 _BATCH_NORM = "BatchNormalization|SyncBatchNormalization"
 # Longest patterns first, as in TF-MOT's own list.
 _CONV1D_FOLLOWERS = (("BatchNormalization", "ReLU"), ("BatchNormalization", "Activation"), ("BatchNormalization",), ())
@@ -144,6 +159,15 @@ class Conv1DAsConv2D(_transforms.Transform):
         config.pop("batch_input_shape", None)
         return config, np.expand_dims(kernel, 1)
 
+    def _core(self, config, weights) -> LayerNode:
+        """The Conv2D node standing for the matched layer."""
+        conv_config, kernel = self._conv2d(config, weights["kernel:0"])
+        conv2d_weights = collections.OrderedDict([("kernel:0", kernel)])
+        if "bias:0" in weights:
+            conv2d_weights["bias:0"] = weights["bias:0"]
+        return LayerNode(_serialized(keras.layers.Conv2D.from_config(conv_config)), weights=conv2d_weights,
+                         metadata={"quantize_config": None})
+
     def replacement(self, match_layer):
         chain = self._chain(match_layer)
         config = chain[0].layer["config"]
@@ -154,13 +178,7 @@ class Conv1DAsConv2D(_transforms.Transform):
             if node.layer["class_name"].endswith("BatchNormalization") and not _on_last_axis(
                     node.layer["config"]["axis"], rank):
                 return match_layer
-        weights = _weights_of(chain[0])
-        conv_config, kernel = self._conv2d(config, weights["kernel:0"])
-        conv2d_weights = collections.OrderedDict([("kernel:0", kernel)])
-        if "bias:0" in weights:
-            conv2d_weights["bias:0"] = weights["bias:0"]
-        node = LayerNode(_serialized(keras.layers.Conv2D.from_config(conv_config)), weights=conv2d_weights,
-                         metadata={"quantize_config": None})
+        node = self._core(config, _weights_of(chain[0]))
         for follower in chain[1:]:
             layer = dict(follower.layer, config=dict(follower.layer["config"]))
             if layer["class_name"].endswith("BatchNormalization"):
@@ -171,6 +189,38 @@ class Conv1DAsConv2D(_transforms.Transform):
 
     def custom_objects(self):
         return {"tfjoint>ExpandDims": ExpandDims, "tfjoint>Squeeze": Squeeze}
+
+
+class SeparableConv1DAsConv2D(Conv1DAsConv2D):
+    """A SeparableConv1D chain as ExpandDims -> DepthwiseConv2D -> 1x1 Conv2D [-> BN [-> ReLU]] -> Squeeze.
+
+    TF-MOT's own SeparableConv1D transform wraps it in Python `Lambda` layers,
+    which tf_keras's safe mode refuses to rebuild, so `quantize_apply` fails.
+    The depthwise part is named `<layer>_depthwise`; the pointwise Conv2D keeps
+    the layer's name (as TF-MOT's SeparableConv2D split does in tfjoint).
+    """
+
+    _LAYER = "SeparableConv1D"
+
+    def _core(self, config, weights) -> LayerNode:
+        k, stride, dilation = (_single(config[key]) for key in ("kernel_size", "strides", "dilation_rate"))
+        depthwise = keras.layers.DepthwiseConv2D(
+            (k, 1), strides=(stride, 1), padding=config["padding"], depth_multiplier=config["depth_multiplier"],
+            dilation_rate=(dilation, 1), use_bias=False, name=f"{config['name']}{DEPTHWISE_SUFFIX}",
+            trainable=config.get("trainable", True))
+        pointwise = keras.layers.Conv2D(
+            config["filters"], 1, activation=config["activation"], use_bias=config["use_bias"],
+            kernel_regularizer=config.get("pointwise_regularizer"), bias_regularizer=config.get("bias_regularizer"),
+            activity_regularizer=config.get("activity_regularizer"), name=config["name"],
+            trainable=config.get("trainable", True))
+        depthwise_node = LayerNode(
+            _serialized(depthwise), metadata={"quantize_config": None},
+            weights=collections.OrderedDict([("depthwise_kernel:0", np.expand_dims(weights["depthwise_kernel:0"], 1))]))
+        pointwise_weights = collections.OrderedDict([("kernel:0", np.expand_dims(weights["pointwise_kernel:0"], 0))])
+        if "bias:0" in weights:
+            pointwise_weights["bias:0"] = weights["bias:0"]
+        return LayerNode(_serialized(pointwise), weights=pointwise_weights, input_layers=[depthwise_node],
+                         metadata={"quantize_config": None})
 
 
 class DenseAsConv2D(Conv1DAsConv2D):
@@ -255,6 +305,23 @@ class AffineAsDepthwise(_transforms.Transform):
         return {"tfjoint>ExpandDims": ExpandDims, "tfjoint>Squeeze": Squeeze}
 
 
+class ActivationAsLayer(_transforms.Transform):
+    """A Conv/Dense layer with a fused swish or relu6, as the linear layer then an `Activation` layer."""
+
+    _LAYERS = "Conv1D|Conv2D|DepthwiseConv2D|SeparableConv1D|SeparableConv2D|Dense"
+    _ACTIVATIONS = "swish|silu|relu6"
+
+    def pattern(self):
+        return LayerPattern(self._LAYERS, config={"activation": self._ACTIVATIONS})
+
+    def replacement(self, match_layer):
+        config = match_layer.layer["config"]
+        linear = dict(match_layer.layer, config=dict(config, activation="linear"))
+        node = LayerNode(linear, weights=_weights_of(match_layer), metadata={"quantize_config": None})
+        activation = keras.layers.Activation(config["activation"], name=f"{config['name']}{ACTIVATION_SUFFIX}")
+        return LayerNode(_serialized(activation), input_layers=[node], metadata={"quantize_config": None})
+
+
 def batchnorm_transforms(input_shapes: dict[str, tuple] | None = None) -> list:
     """The lone-BatchNormalization rewrite, which must run after TF-MOT's Conv+BN transforms."""
     return [AffineAsDepthwise("BatchNormalization", input_shapes)]
@@ -264,7 +331,9 @@ def rewrite_transforms(input_shapes: dict[str, tuple] | None = None) -> list:
     """The rewrites above that must run before TF-MOT's transforms, in order."""
     ranks = {name: len(shape) for name, shape in (input_shapes or {}).items()}
     return (
-        [AffineAsDepthwise("Rescaling", input_shapes), AffineAsDepthwise("Normalization", input_shapes)]
+        [ActivationAsLayer()]
+        + [AffineAsDepthwise("Rescaling", input_shapes), AffineAsDepthwise("Normalization", input_shapes)]
         + [Conv1DAsConv2D(f) for f in _CONV1D_FOLLOWERS]
+        + [SeparableConv1DAsConv2D(f) for f in _CONV1D_FOLLOWERS]
         + [DenseAsConv2D(f, ranks) for f in _DENSE_FOLLOWERS]
     )
