@@ -280,3 +280,65 @@ def test_load_strip_export(joint, digits_data, tmp_path):
     assert report.weight_sparsity == pytest.approx(direct.weight_sparsity)
     for ours, theirs in zip(report.flatbuffer.weights, direct.weights):
         np.testing.assert_array_equal(ours.values, theirs.values)
+
+
+def test_a_keras3_model_with_named_outputs_validates_with_labels_by_those_names(tmp_path):
+    """Keras 3 writes dict outputs as a dict of endpoints; labels keyed by the user's output names match the
+    prepared model's 'quant_<name>' outputs."""
+    import keras as keras3
+
+    keras3.utils.set_random_seed(0)
+    inputs = keras3.Input((12,), name="features")
+    hidden = keras3.layers.Dense(32, activation="relu", name="hidden")(inputs)
+    model3 = keras3.Model(inputs, {"classes": keras3.layers.Dense(4, activation="softmax", name="classes")(hidden),
+                                   "value": keras3.layers.Dense(1, name="value")(hidden)})
+    rng = np.random.default_rng(0)
+    x = rng.random((256, 12), dtype=np.float32)
+    y = {"classes": x[:, :4].argmax(1), "value": x.sum(1, keepdims=True)}
+    losses = {"classes": "sparse_categorical_crossentropy", "value": "mse"}
+    model3.compile("adam", losses)
+    model3.fit(x, y, epochs=10, verbose=0)
+    joint = tfjoint.prepare(model3, target_sparsity=0.5, end_step=16, frequency=4, sample_inputs=x)
+    joint.compile("adam", losses)
+    joint.fit(x, y, epochs=2, batch_size=32, verbose=0)
+    report = tfjoint.export_tflite(joint, str(tmp_path / "named.tflite"), validation_data=(x, y),
+                                   max_accuracy_drop=0.2)
+    assert report.fully_int8 and report.passed
+    assert report.per_output["quant_classes"]["int8_accuracy"] == pytest.approx(report.int8_accuracy)
+    assert "int8_mse" in report.per_output["quant_value"]  # its labels reached it, by name
+    with pytest.raises(tfjoint.DataError, match=r"outputs \['nope'\].*\['classes', 'value'\]"):
+        tfjoint.export_tflite(joint, str(tmp_path / "bad.tflite"), validation_data=(x, {"nope": y["value"]}))
+
+
+def test_a_conv2d_transpose_model_keeps_its_signature(tmp_path):
+    """tf_keras cannot save the layer traces of TF-MOT's Conv2DTranspose QAT wrapper, and the converter then
+    silently writes a file with no signature (no named inputs/outputs); export converts through a serving
+    function instead."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 1), name="image")
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu", name="down")(inputs)
+    x = keras.layers.Conv2DTranspose(4, 2, strides=2, padding="same", activation="relu", name="up")(x)
+    model = keras.Model(inputs, keras.layers.Conv2D(1, 1, name="mask")(x))
+    x_data = np.random.default_rng(0).random((64, 8, 8, 1), dtype=np.float32)
+    joint = tfjoint.prepare(model, target_sparsity=0.5, end_step=4, frequency=2)
+    joint.compile("adam", "mse")
+    joint.fit(x_data, x_data, batch_size=16, verbose=0)
+    path = tmp_path / "unet.tflite"
+    report = tfjoint.export_tflite(joint, str(path), validation_data=(x_data, x_data))
+    from ai_edge_litert.interpreter import Interpreter
+
+    signatures = Interpreter(model_path=str(path)).get_signature_list()
+    assert signatures == {"serving_default": {"inputs": ["image"], "outputs": ["quant_mask"]}}
+    assert report.fully_int8 and report.operator_counts["TRANSPOSE_CONV"] == 1
+    assert report.per_output["quant_mask"]["sqnr_db"] > 20  # the int8 file computes what the QAT model does
+    entry = next(e for e in report.per_layer_error if e["layer"] == "up")
+    assert entry["qat_sqnr_db"] is not None and entry["qat_sqnr_db"] > 20  # its activations input, not its shape
+
+
+def test_integer_inputs_are_not_quantized_and_an_embedding_is_named():
+    inputs = keras.Input((12,), dtype="int32", name="tokens")
+    x = keras.layers.Embedding(100, 8, name="embedding")(inputs)
+    x = keras.layers.GlobalAveragePooling1D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax", name="out")(x))
+    with pytest.raises(tfjoint.UnsupportedLayerError, match=r"'embedding' \(Embedding\)"):
+        tfjoint.prepare(model, target_sparsity=0.5, end_step=4, frequency=2)

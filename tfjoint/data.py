@@ -15,12 +15,23 @@ import numpy as np
 from tfjoint import errors
 from tfjoint._keras import tf
 
-__all__ = ["model_inputs", "collect_inputs", "split_validation"]
+__all__ = ["model_inputs", "collect_inputs", "split_validation", "outputs_as_list"]
 
 
 def model_inputs(model) -> list[tuple[str, tuple]]:
     """(name, shape without batch) of each model input, in model order."""
     return [(t.name.split(":")[0], tuple(t.shape[1:])) for t in model.inputs]
+
+
+def outputs_as_list(outputs) -> list[np.ndarray]:
+    """What `model.predict` returned, one array per output in `model.outputs` order.
+
+    A dict (named outputs) comes back in sorted key order, which is how Keras
+    flattens it into `model.outputs`.
+    """
+    if isinstance(outputs, dict):
+        return [np.asarray(outputs[key]) for key in sorted(outputs)]
+    return [np.asarray(o) for o in outputs] if isinstance(outputs, (list, tuple)) else [np.asarray(outputs)]
 
 
 def _to_numpy(value) -> np.ndarray:

@@ -10,6 +10,7 @@ import numpy as np
 
 from tfjoint import errors
 from tfjoint._keras import keras
+from tfjoint.data import outputs_as_list
 
 __all__ = ["max_relative_difference", "check_equivalent", "first_diverging_layer"]
 
@@ -20,10 +21,6 @@ def max_relative_difference(a, b) -> float:
     if a.shape != b.shape:
         return float("inf")
     return float(np.max(np.abs(a - b)) / max(float(np.max(np.abs(a))), 1e-6)) if a.size else 0.0
-
-
-def _as_list(values) -> list:
-    return list(values) if isinstance(values, (list, tuple)) else [values]
 
 
 def _single_output_layers(model) -> list:
@@ -50,8 +47,8 @@ def first_diverging_layer(model3, model, inputs: list[np.ndarray], rtol: float) 
         return None, 0.0
     probe3 = keras3.Model(model3.inputs, [model3.get_layer(n).output for n in names])
     probe = keras.Model(model.inputs, [model.get_layer(n).output for n in names])
-    outputs3 = _as_list(probe3.predict(inputs if len(inputs) > 1 else inputs[0], verbose=0))
-    outputs = _as_list(probe.predict(inputs if len(inputs) > 1 else inputs[0], verbose=0))
+    outputs3 = outputs_as_list(probe3.predict(inputs if len(inputs) > 1 else inputs[0], verbose=0))
+    outputs = outputs_as_list(probe.predict(inputs if len(inputs) > 1 else inputs[0], verbose=0))
     for name, a, b in zip(names, outputs3, outputs):
         difference = max_relative_difference(a, b)
         if difference > rtol:
@@ -67,8 +64,8 @@ def check_equivalent(model3, model, inputs: list[np.ndarray], rtol: float = 1e-5
         message names the first diverging layer.
     """
     feed = inputs if len(inputs) > 1 else inputs[0]
-    outputs3 = _as_list(model3.predict(feed, verbose=0))
-    outputs = _as_list(model.predict(feed, verbose=0))
+    outputs3 = outputs_as_list(model3.predict(feed, verbose=0))
+    outputs = outputs_as_list(model.predict(feed, verbose=0))
     worst = max(max_relative_difference(a, b) for a, b in zip(outputs3, outputs))
     if worst <= rtol:
         return worst

@@ -214,10 +214,19 @@ def _references(value) -> list[tuple]:
 
 
 def _endpoints(spec) -> list[tuple]:
-    """Keras 3 writes one endpoint as [name, node, tensor] and several as a list of those."""
+    """Keras 3 writes one endpoint as [name, node, tensor], several as a list of those, or a dict of them."""
+    if isinstance(spec, dict):
+        return [tuple(item) for item in spec.values()]
     if spec and isinstance(spec[0], str):
         return [tuple(spec)]
     return [tuple(item) for item in spec]
+
+
+def _structured(spec, tensors: list):
+    """`tensors` (in `_endpoints(spec)` order) in the structure Keras 3 gave: a dict, a list or one tensor."""
+    if isinstance(spec, dict):
+        return dict(zip(spec, tensors))
+    return tensors if len(tensors) > 1 else tensors[0]
 
 
 def _rebuild_functional(model3, config) -> keras.Model:
@@ -251,7 +260,7 @@ def _rebuild_functional(model3, config) -> keras.Model:
             raise errors.UnsupportedLayerError(f"could not rebuild the connections of layers {stuck} in tf_keras.")
     inputs = [tensors[e] for e in _endpoints(config["input_layers"])]
     outputs = [tensors[e] for e in _endpoints(config["output_layers"])]
-    return keras.Model(inputs if len(inputs) > 1 else inputs[0], outputs if len(outputs) > 1 else outputs[0],
+    return keras.Model(_structured(config["input_layers"], inputs), _structured(config["output_layers"], outputs),
                        name=config.get("name", model3.name))
 
 

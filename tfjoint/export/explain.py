@@ -43,6 +43,8 @@ from tfjoint.quantize.transforms import ACTIVATION_SUFFIX
 __all__ = ["per_layer_error"]
 
 _MAX_SAMPLES = 64
+# The input that carries the activations, where it is not the first (TRANSPOSE_CONV: output_shape, weights, input).
+_DATA_INPUT = {"TRANSPOSE_CONV": 2}
 
 
 def _base_name(name: str) -> str:
@@ -218,7 +220,8 @@ def per_layer_error(content: bytes, summary: FlatbufferSummary, float_model, inp
             continue
         own = max(weight_layers, key=len)
         last = max(output_layers + [own], key=lambda n: float_order.get(n, -1))
-        x = _dequantized(interpreter.get_tensor(op.inputs[0]), details[op.inputs[0]])
+        data = op.inputs[_DATA_INPUT.get(op.name, 0)]
+        x = _dequantized(interpreter.get_tensor(data), details[data])
         y = _dequantized(interpreter.get_tensor(op.outputs[0]), details[op.outputs[0]])
         size = int(np.prod(y.shape[1:]))
         entry = {"layer": own, "op": op.name, "output_tensor": details[op.outputs[0]]["name"]}

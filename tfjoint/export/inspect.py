@@ -18,8 +18,10 @@ from ai_edge_litert.interpreter import Interpreter, OpResolverType
 __all__ = ["OpInfo", "TensorInfo", "WeightTensor", "IOTensor", "FlatbufferSummary", "read_flatbuffer", "layer_of",
            "WEIGHT_OPS"]
 
-# Operators whose input 1 is a weight (filter) tensor and input 2 the bias.
+# Operators whose input 1 is a weight (filter) tensor, and the input that is their bias (optional).
+# TRANSPOSE_CONV's inputs are (output_shape, weights, input, bias).
 WEIGHT_OPS = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV"})
+_BIAS_INPUT = {"TRANSPOSE_CONV": 3}
 _FLOAT_DTYPES = (np.float32, np.float16, np.float64)
 
 
@@ -227,7 +229,8 @@ def read_flatbuffer(model_content: bytes) -> FlatbufferSummary:
         if op["op_name"] in WEIGHT_OPS and len(op["inputs"]) > 1:
             filter_index = op["inputs"][1]
             values = interpreter.get_tensor(filter_index)
-            bias_index = op["inputs"][2] if len(op["inputs"]) > 2 else -1
+            bias_position = _BIAS_INPUT.get(op["op_name"], 2)
+            bias_index = op["inputs"][bias_position] if len(op["inputs"]) > bias_position else -1
             weights.append(
                 WeightTensor(
                     op_index=op["index"],

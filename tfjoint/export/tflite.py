@@ -20,7 +20,7 @@ import tensorflow_model_optimization as tfmot
 from tfjoint import errors
 from tfjoint._files import atomic_write_bytes, checked_output_path
 from tfjoint._keras import check_tf_keras_model, keras, weight_short_name
-from tfjoint.data import collect_inputs, split_validation
+from tfjoint.data import collect_inputs, outputs_as_list, split_validation
 from tfjoint.export import convert, explain, measure, memory, micro, validate
 from tfjoint.export.inspect import FlatbufferSummary, layer_of, read_flatbuffer
 from tfjoint.export.report import ExportReport
@@ -183,10 +183,6 @@ def _measure_latency(report, int8_model, float_content, float_model) -> None:
         report.float_latency_ms = report.latency_ms["float"]["1"]
 
 
-def _as_list(outputs) -> list[np.ndarray]:
-    return [np.asarray(o) for o in outputs] if isinstance(outputs, (list, tuple)) else [np.asarray(outputs)]
-
-
 def _resolve_tolerances(tolerances: Tolerances | None, overrides: dict) -> Tolerances:
     if tolerances is not None and not isinstance(tolerances, Tolerances):
         raise errors.ConfigError(f"`tolerances` must be a tfjoint.Tolerances; received {type(tolerances).__name__}.")
@@ -198,8 +194,8 @@ def _validate(report, int8_model, source, float_model, validation, summary, tole
     inputs, labels = validation
     output_names = int8_model.output_names
     int8_out = int8_model.predict(inputs, batch_size=batch_size, verbose=verbose)
-    keras_out = _as_list(source.model.predict(inputs, batch_size=batch_size, verbose=0))
-    float_out = _as_list(float_model.predict(inputs, batch_size=batch_size, verbose=0)) if float_model else None
+    keras_out = outputs_as_list(source.model.predict(inputs, batch_size=batch_size, verbose=0))
+    float_out = outputs_as_list(float_model.predict(inputs, batch_size=batch_size, verbose=0)) if float_model else None
     per_output = validate.compare_outputs(
         output_names, int8_out, keras_out, float_out, validate.labels_per_output(labels, output_names))
     primary = validate.primary_output(per_output)

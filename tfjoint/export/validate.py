@@ -14,6 +14,7 @@ import numpy as np
 
 from tfjoint import errors
 from tfjoint.export import measure
+from tfjoint.train.inspect import float_layer_name
 
 __all__ = ["Tolerances", "labels_per_output", "compare_outputs", "failures", "notes_on_outputs", "primary_output"]
 
@@ -66,13 +67,16 @@ def labels_per_output(labels, output_names) -> list:
     if labels is None:
         return [None] * len(output_names)
     if isinstance(labels, dict):
-        unknown = sorted(set(labels) - set(output_names))
+        # By output name, or by the user's layer name (a prepared model's outputs are 'quant_<name>').
+        by_name = {float_layer_name(name): name for name in output_names} | {name: name for name in output_names}
+        unknown = sorted(set(labels) - set(by_name))
         if unknown:
             raise errors.DataError(
                 f"`validation_data`: labels for outputs {unknown} that the model does not have; its outputs are "
-                f"{list(output_names)}."
+                f"{sorted({float_layer_name(name) for name in output_names})}."
             )
-        return [labels.get(name) for name in output_names]
+        named = {by_name[key]: value for key, value in labels.items()}
+        return [named.get(name) for name in output_names]
     if isinstance(labels, list):
         if len(labels) != len(output_names):
             raise errors.DataError(

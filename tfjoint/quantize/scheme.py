@@ -25,7 +25,7 @@ from typing import Mapping
 import tensorflow_model_optimization as tfmot
 
 from tfjoint import _tfmot, errors
-from tfjoint._keras import keras
+from tfjoint._keras import keras, tf
 from tfjoint.prune.schedule import JointSchedule
 from tfjoint.quantize.config import JointQuantizeConfig
 from tfjoint.quantize.quantizers import GatedQuantizer, serialize
@@ -160,13 +160,16 @@ def _unquantizable_activation(layer) -> str | None:
 
 
 class _GatedInputLayerQuantize(_tfmot.default_8bit_transforms.InputLayerQuantize):
-    """TF-MOT's InputLayerQuantize, with its input quantizer gated by the QAT start."""
+    """TF-MOT's InputLayerQuantize, with its input quantizer gated by the QAT start; integer inputs left alone."""
 
     def __init__(self, quant_start_step: int):
         super().__init__()
         self._quant_start_step = quant_start_step
 
     def replacement(self, match_layer):
+        dtype = match_layer.layer["config"].get("dtype") or "float32"
+        if not tf.as_dtype(dtype).is_floating:  # token ids, indices: nothing to quantize
+            return match_layer
         node = super().replacement(match_layer)
         config = node.layer["config"]
         inner = self.custom_objects()[config["quantizer"]["class_name"]].from_config(config["quantizer"]["config"])
