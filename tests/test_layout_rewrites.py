@@ -209,3 +209,31 @@ def test_a_separable_conv1d_block_is_int8_and_saves(tmp_path):
     entry = next(e for e in report.per_layer_error if e["layer"] == "sep")
     assert entry["sqnr_db"] is None  # its input is the depthwise half's output, no input of the float layer
     assert entry["cumulative_sqnr_db"] is not None
+
+
+@pytest.mark.parametrize("channel_sparsity", [0.0, 0.5])
+def test_a_dense_on_a_sequence_is_int8_and_keeps_its_name(tmp_path, channel_sparsity):
+    """The converter lowers a Dense on (batch, steps, features) to a Tensordot left in float."""
+    x_train, y_train = _keyword_data(512, 0)
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((40, 6), name="mfcc")
+    x = keras.layers.Conv1D(8, 5, activation="relu", name="conv")(inputs)
+    x = keras.layers.Dense(16, activation="relu", name="frame_fc")(x)
+    x = keras.layers.GlobalAveragePooling1D(name="gap")(x)
+    model = keras.Model(inputs, keras.layers.Dense(4, activation="softmax", name="keyword")(x))
+    model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
+    model.fit(x_train, y_train, epochs=2, batch_size=32, verbose=0)
+    joint = tfjoint.prepare(model, target_sparsity=0.5, end_step=16, frequency=4,
+                            channel_sparsity=channel_sparsity)
+    joint.compile(keras.optimizers.Adam(5e-4), "sparse_categorical_crossentropy")
+    joint.fit(x_train, y_train, epochs=1, batch_size=32, verbose=0)
+    # Pruning half the channels of a briefly trained model costs accuracy; that is not what is tested here.
+    report = tfjoint.export_tflite(joint, str(tmp_path / "seq.tflite"), validation_data=_keyword_data(128, 1),
+                                   float_model=model, max_accuracy_drop=1.0)
+    assert report.fully_int8 and report.passed and not report.float_ops
+    assert report.per_output["quant_keyword"]["sqnr_db"] > 20  # the int8 file computes what the QAT model does
+    assert report.per_layer_sparsity["frame_fc"]["tflite"] == pytest.approx(
+        report.per_layer_sparsity["frame_fc"]["keras"])
+    assert report.per_layer_channels["frame_fc"]["tflite"] == (8 if channel_sparsity else 16)
+    entry = next(e for e in report.per_layer_error if e["layer"] == "frame_fc")
+    assert entry["qat_sqnr_db"] is not None and entry["qat_sqnr_db"] > 20

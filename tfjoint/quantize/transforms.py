@@ -36,6 +36,8 @@ reports and channel groups refer to the user's layer.
   Activation layer: relu6 fuses back into the CONV_2D, swish runs as int8
   LOGISTIC and MUL.
 
+* `Dense` on a sequence (rank-3 input): the converter's Tensordot leaves it in
+  float; rewritten as ExpandDims -> 1x1 Conv2D -> Squeeze.
 * `SeparableConv1D [-> BN [-> ReLU]]`: the same, as a (k, 1) DepthwiseConv2D
   and a 1x1 Conv2D (TF-MOT's own transform uses Lambda layers, which
   tf_keras's safe mode refuses).
@@ -54,7 +56,7 @@ from tfjoint.quantize.layers import ExpandDims, Squeeze
 
 __all__ = ["Conv1DAsConv2D", "DenseAsConv2D", "AffineAsDepthwise", "ActivationAsLayer", "rewrite_transforms",
            "batchnorm_transforms", "EXPAND_SUFFIX", "SQUEEZE_SUFFIX", "ACTIVATION_SUFFIX",
-           "DEPTHWISE_SUFFIX", "SeparableConv1DAsConv2D"]
+           "DEPTHWISE_SUFFIX", "SeparableConv1DAsConv2D", "SequenceDenseAsConv2D"]
 
 _transforms = tfmot.quantization.keras.graph_transformations.transforms
 LayerPattern = _transforms.LayerPattern
@@ -244,6 +246,18 @@ class DenseAsConv2D(Conv1DAsConv2D):
         return conv, kernel[np.newaxis, np.newaxis]
 
 
+class SequenceDenseAsConv2D(DenseAsConv2D):
+    """A Dense on a sequence ((batch, steps, features) input) as ExpandDims -> 1x1 Conv2D -> Squeeze.
+
+    The converter lowers it to a Tensordot whose reshapes it leaves in float
+    (DEQUANTIZE, float FULLY_CONNECTED); as a 1x1 Conv2D it is int8, with
+    per-channel weights.
+    """
+
+    def _rank(self, name: str) -> int | None:
+        return 3 if self._input_ranks.get(name) == 3 else None
+
+
 class AffineAsDepthwise(_transforms.Transform):
     """Rewrites Rescaling / Normalization (over the last axis) as a 1x1 DepthwiseConv2D.
 
@@ -336,4 +350,5 @@ def rewrite_transforms(input_shapes: dict[str, tuple] | None = None) -> list:
         + [Conv1DAsConv2D(f) for f in _CONV1D_FOLLOWERS]
         + [SeparableConv1DAsConv2D(f) for f in _CONV1D_FOLLOWERS]
         + [DenseAsConv2D(f, ranks) for f in _DENSE_FOLLOWERS]
+        + [SequenceDenseAsConv2D((), ranks)]
     )
