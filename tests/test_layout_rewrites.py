@@ -237,3 +237,28 @@ def test_a_dense_on_a_sequence_is_int8_and_keeps_its_name(tmp_path, channel_spar
     assert report.per_layer_channels["frame_fc"]["tflite"] == (8 if channel_sparsity else 16)
     entry = next(e for e in report.per_layer_error if e["layer"] == "frame_fc")
     assert entry["qat_sqnr_db"] is not None and entry["qat_sqnr_db"] > 20
+
+
+def test_a_depthwise_conv1d_block_is_int8_with_its_batchnorm_folded(tmp_path):
+    """TF-MOT's 8-bit registry has no DepthwiseConv1D: it is rewritten as a (k, 1) DepthwiseConv2D."""
+    x_train, y_train = _keyword_data(512, 0)
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((40, 6), name="mfcc")
+    x = keras.layers.Conv1D(8, 5, activation="relu", name="conv")(inputs)
+    x = keras.layers.DepthwiseConv1D(3, padding="same", use_bias=False, name="dw")(x)
+    x = keras.layers.BatchNormalization(name="dw_bn")(x)
+    x = keras.layers.ReLU(name="dw_relu")(x)
+    x = keras.layers.GlobalAveragePooling1D(name="gap")(x)
+    model = keras.Model(inputs, keras.layers.Dense(4, activation="softmax", name="keyword")(x))
+    model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
+    model.fit(x_train, y_train, epochs=2, batch_size=32, verbose=0)
+    joint = tfjoint.prepare(model, target_sparsity=0.5, end_step=16, frequency=4)
+    joint.compile(keras.optimizers.Adam(5e-4), "sparse_categorical_crossentropy")
+    joint.fit(x_train, y_train, epochs=1, batch_size=32, verbose=0)
+    assert type(joint.get_layer("quant_dw").layer).__name__ == "DepthwiseConv2D"
+    report = tfjoint.export_tflite(joint, str(tmp_path / "dw1d.tflite"), validation_data=_keyword_data(128, 1),
+                                   float_model=model, max_accuracy_drop=1.0)
+    assert report.fully_int8 and report.passed
+    assert report.operator_counts["DEPTHWISE_CONV_2D"] == 1
+    assert not {"MUL", "ADD", "DEQUANTIZE"} & set(report.operator_counts)  # the BatchNorm folded
+    assert report.per_output["quant_keyword"]["sqnr_db"] > 20

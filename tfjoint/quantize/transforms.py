@@ -38,6 +38,8 @@ reports and channel groups refer to the user's layer.
 
 * `Dense` on a sequence (rank-3 input): the converter's Tensordot leaves it in
   float; rewritten as ExpandDims -> 1x1 Conv2D -> Squeeze.
+* `DepthwiseConv1D [-> BN [-> ReLU]]` (not in TF-MOT's registry): the same, as a
+  (k, 1) DepthwiseConv2D.
 * `SeparableConv1D [-> BN [-> ReLU]]`: the same, as a (k, 1) DepthwiseConv2D
   and a 1x1 Conv2D (TF-MOT's own transform uses Lambda layers, which
   tf_keras's safe mode refuses).
@@ -56,7 +58,8 @@ from tfjoint.quantize.layers import ExpandDims, Squeeze
 
 __all__ = ["Conv1DAsConv2D", "DenseAsConv2D", "AffineAsDepthwise", "ActivationAsLayer", "rewrite_transforms",
            "batchnorm_transforms", "EXPAND_SUFFIX", "SQUEEZE_SUFFIX", "ACTIVATION_SUFFIX",
-           "DEPTHWISE_SUFFIX", "SeparableConv1DAsConv2D", "SequenceDenseAsConv2D"]
+           "DEPTHWISE_SUFFIX", "SeparableConv1DAsConv2D", "SequenceDenseAsConv2D",
+           "DepthwiseConv1DAsConv2D"]
 
 _transforms = tfmot.quantization.keras.graph_transformations.transforms
 LayerPattern = _transforms.LayerPattern
@@ -225,6 +228,30 @@ class SeparableConv1DAsConv2D(Conv1DAsConv2D):
                          metadata={"quantize_config": None})
 
 
+class DepthwiseConv1DAsConv2D(Conv1DAsConv2D):
+    """A DepthwiseConv1D chain as ExpandDims -> (k, 1) DepthwiseConv2D [-> BN [-> ReLU]] -> Squeeze.
+
+    TF-MOT's 8-bit registry has no DepthwiseConv1D; as a DepthwiseConv2D it is
+    quantized per channel and its BatchNorm folds.
+    """
+
+    _LAYER = "DepthwiseConv1D"
+
+    def _core(self, config, weights) -> LayerNode:
+        k, stride, dilation = (_single(config[key]) for key in ("kernel_size", "strides", "dilation_rate"))
+        depthwise = keras.layers.DepthwiseConv2D(
+            (k, 1), strides=(stride, 1), padding=config["padding"], depth_multiplier=config["depth_multiplier"],
+            dilation_rate=(dilation, 1), activation=config["activation"], use_bias=config["use_bias"],
+            depthwise_regularizer=config.get("depthwise_regularizer"), bias_regularizer=config.get("bias_regularizer"),
+            activity_regularizer=config.get("activity_regularizer"), name=config["name"],
+            trainable=config.get("trainable", True))
+        depthwise_weights = collections.OrderedDict(
+            [("depthwise_kernel:0", np.expand_dims(weights["depthwise_kernel:0"], 1))])
+        if "bias:0" in weights:
+            depthwise_weights["bias:0"] = weights["bias:0"]
+        return LayerNode(_serialized(depthwise), weights=depthwise_weights, metadata={"quantize_config": None})
+
+
 class DenseAsConv2D(Conv1DAsConv2D):
     """Rewrites Dense -> BatchNormalization [-> ReLU] as a 1x1 Conv2D chain (rank-2 or rank-3 inputs)."""
 
@@ -322,7 +349,7 @@ class AffineAsDepthwise(_transforms.Transform):
 class ActivationAsLayer(_transforms.Transform):
     """A Conv/Dense layer with a fused swish or relu6, as the linear layer then an `Activation` layer."""
 
-    _LAYERS = "Conv1D|Conv2D|DepthwiseConv2D|SeparableConv1D|SeparableConv2D|Dense"
+    _LAYERS = "Conv1D|Conv2D|DepthwiseConv1D|DepthwiseConv2D|SeparableConv1D|SeparableConv2D|Dense"
     _ACTIVATIONS = "swish|silu|relu6"
 
     def pattern(self):
@@ -349,6 +376,7 @@ def rewrite_transforms(input_shapes: dict[str, tuple] | None = None) -> list:
         + [AffineAsDepthwise("Rescaling", input_shapes), AffineAsDepthwise("Normalization", input_shapes)]
         + [Conv1DAsConv2D(f) for f in _CONV1D_FOLLOWERS]
         + [SeparableConv1DAsConv2D(f) for f in _CONV1D_FOLLOWERS]
+        + [DepthwiseConv1DAsConv2D(f) for f in _CONV1D_FOLLOWERS]
         + [DenseAsConv2D(f, ranks) for f in _DENSE_FOLLOWERS]
         + [SequenceDenseAsConv2D((), ranks)]
     )
