@@ -178,24 +178,37 @@ def test_an_activation_int8_cannot_run_is_named_with_what_to_do():
         tfjoint.prepare(model, target_sparsity=0.5, end_step=4, frequency=2)
 
 
+def _keyword_block_model(block, conv_filters: int) -> keras.Model:
+    """mfcc -> Conv1D 'conv' -> `block` -> GlobalAveragePooling1D -> Dense 'keyword'."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((40, 6), name="mfcc")
+    x = block(keras.layers.Conv1D(conv_filters, 5, activation="relu", name="conv")(inputs))
+    x = keras.layers.GlobalAveragePooling1D(name="gap")(x)
+    return keras.Model(inputs, keras.layers.Dense(4, activation="softmax", name="keyword")(x))
+
+
+def _fine_tuned(model, float_epochs: int, end_step: int, epochs: int, **prepare_arguments):
+    """`model` trained in float on the keyword data, then prepared and fine-tuned."""
+    x_train, y_train = _keyword_data(512, 0)
+    model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
+    model.fit(x_train, y_train, epochs=float_epochs, batch_size=32, verbose=0)
+    joint = tfjoint.prepare(model, target_sparsity=0.5, end_step=end_step, frequency=4, **prepare_arguments)
+    joint.compile(keras.optimizers.Adam(5e-4), "sparse_categorical_crossentropy")
+    joint.fit(x_train, y_train, epochs=epochs, batch_size=32, verbose=0)
+    return joint
+
+
 def test_a_separable_conv1d_block_is_int8_and_saves(tmp_path):
     """TF-MOT's SeparableConv1D transform builds Python Lambda layers, which tf_keras's safe mode refuses
     to rebuild, so its quantize_apply fails; tfjoint rewrites the block as depthwise + pointwise Conv2D."""
-    x_train, y_train = _keyword_data(512, 0)
     x_val, y_val = _keyword_data(256, 1)
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((40, 6), name="mfcc")
-    x = keras.layers.Conv1D(12, 5, activation="relu", name="conv")(inputs)
-    x = keras.layers.SeparableConv1D(16, 3, padding="same", use_bias=False, name="sep")(x)
-    x = keras.layers.BatchNormalization(name="sep_bn")(x)
-    x = keras.layers.ReLU(name="sep_relu")(x)
-    x = keras.layers.GlobalAveragePooling1D(name="gap")(x)
-    model = keras.Model(inputs, keras.layers.Dense(4, activation="softmax", name="keyword")(x))
-    model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
-    model.fit(x_train, y_train, epochs=4, batch_size=32, verbose=0)
-    joint = tfjoint.prepare(model, target_sparsity=0.5, end_step=32, frequency=4)
-    joint.compile(keras.optimizers.Adam(5e-4), "sparse_categorical_crossentropy")
-    joint.fit(x_train, y_train, epochs=2, batch_size=32, verbose=0)
+
+    def block(x):
+        x = keras.layers.SeparableConv1D(16, 3, padding="same", use_bias=False, name="sep")(x)
+        return keras.layers.ReLU(name="sep_relu")(keras.layers.BatchNormalization(name="sep_bn")(x))
+
+    model = _keyword_block_model(block, 12)
+    joint = _fine_tuned(model, float_epochs=4, end_step=32, epochs=2)
     assert {"quant_sep", "quant_sep_depthwise"} <= {layer.name for layer in joint.layers}
     path = tmp_path / "joint.keras"
     joint.save(str(path))
@@ -214,19 +227,8 @@ def test_a_separable_conv1d_block_is_int8_and_saves(tmp_path):
 @pytest.mark.parametrize("channel_sparsity", [0.0, 0.5])
 def test_a_dense_on_a_sequence_is_int8_and_keeps_its_name(tmp_path, channel_sparsity):
     """The converter lowers a Dense on (batch, steps, features) to a Tensordot left in float."""
-    x_train, y_train = _keyword_data(512, 0)
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((40, 6), name="mfcc")
-    x = keras.layers.Conv1D(8, 5, activation="relu", name="conv")(inputs)
-    x = keras.layers.Dense(16, activation="relu", name="frame_fc")(x)
-    x = keras.layers.GlobalAveragePooling1D(name="gap")(x)
-    model = keras.Model(inputs, keras.layers.Dense(4, activation="softmax", name="keyword")(x))
-    model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
-    model.fit(x_train, y_train, epochs=2, batch_size=32, verbose=0)
-    joint = tfjoint.prepare(model, target_sparsity=0.5, end_step=16, frequency=4,
-                            channel_sparsity=channel_sparsity)
-    joint.compile(keras.optimizers.Adam(5e-4), "sparse_categorical_crossentropy")
-    joint.fit(x_train, y_train, epochs=1, batch_size=32, verbose=0)
+    model = _keyword_block_model(keras.layers.Dense(16, activation="relu", name="frame_fc"), 8)
+    joint = _fine_tuned(model, float_epochs=2, end_step=16, epochs=1, channel_sparsity=channel_sparsity)
     # Pruning half the channels of a briefly trained model costs accuracy; that is not what is tested here.
     report = tfjoint.export_tflite(joint, str(tmp_path / "seq.tflite"), validation_data=_keyword_data(128, 1),
                                    float_model=model, max_accuracy_drop=1.0)
@@ -241,20 +243,12 @@ def test_a_dense_on_a_sequence_is_int8_and_keeps_its_name(tmp_path, channel_spar
 
 def test_a_depthwise_conv1d_block_is_int8_with_its_batchnorm_folded(tmp_path):
     """TF-MOT's 8-bit registry has no DepthwiseConv1D: it is rewritten as a (k, 1) DepthwiseConv2D."""
-    x_train, y_train = _keyword_data(512, 0)
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((40, 6), name="mfcc")
-    x = keras.layers.Conv1D(8, 5, activation="relu", name="conv")(inputs)
-    x = keras.layers.DepthwiseConv1D(3, padding="same", use_bias=False, name="dw")(x)
-    x = keras.layers.BatchNormalization(name="dw_bn")(x)
-    x = keras.layers.ReLU(name="dw_relu")(x)
-    x = keras.layers.GlobalAveragePooling1D(name="gap")(x)
-    model = keras.Model(inputs, keras.layers.Dense(4, activation="softmax", name="keyword")(x))
-    model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
-    model.fit(x_train, y_train, epochs=2, batch_size=32, verbose=0)
-    joint = tfjoint.prepare(model, target_sparsity=0.5, end_step=16, frequency=4)
-    joint.compile(keras.optimizers.Adam(5e-4), "sparse_categorical_crossentropy")
-    joint.fit(x_train, y_train, epochs=1, batch_size=32, verbose=0)
+    def block(x):
+        x = keras.layers.DepthwiseConv1D(3, padding="same", use_bias=False, name="dw")(x)
+        return keras.layers.ReLU(name="dw_relu")(keras.layers.BatchNormalization(name="dw_bn")(x))
+
+    model = _keyword_block_model(block, 8)
+    joint = _fine_tuned(model, float_epochs=2, end_step=16, epochs=1)
     assert type(joint.get_layer("quant_dw").layer).__name__ == "DepthwiseConv2D"
     report = tfjoint.export_tflite(joint, str(tmp_path / "dw1d.tflite"), validation_data=_keyword_data(128, 1),
                                    float_model=model, max_accuracy_drop=1.0)
