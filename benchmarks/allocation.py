@@ -21,10 +21,10 @@ import numpy as np
 from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import NO_TOLERANCE, TASKS, check_task_names, float_clone, mean_spread, write_text  # noqa: E402
+from common import (  # noqa: E402
+    TASKS, check_task_names, fine_tune_and_export, float_clone, mean_spread, write_text)
 
 import tfjoint  # noqa: E402
-from tfjoint import keras  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out", "benchmarks/results", "Directory for allocation.json and allocation.md.")
@@ -37,16 +37,10 @@ flags.DEFINE_boolean("tiny", False, "Smoke-test sizes.")
 
 
 def run_one(task, plan, distill: bool, epochs: int, path: str) -> dict:
-    data, batch = task.data, task.batch
-    steps = epochs * int(np.ceil(len(data["x_train"]) / batch))
+    steps = epochs * int(np.ceil(len(task.data["x_train"]) / task.batch))
     student = tfjoint.prepare(float_clone(task.model, task.loss), schedule=tfjoint.plan_schedule(steps, plan))
     trained = tfjoint.Distiller(student, task.model) if distill else student
-    trained.compile(keras.optimizers.Adam(1e-3), task.loss, metrics=["accuracy"])
-    started = time.perf_counter()
-    trained.fit(data["x_train"], data["y_train"], batch_size=batch, epochs=epochs, verbose=0)
-    fit_seconds = time.perf_counter() - started
-    report = tfjoint.export_tflite(student, path, float_model=task.model, explain_layers=False,
-                                   validation_data=(data["x_val"], data["y_val"]), **NO_TOLERANCE)
+    report, fit_seconds = fine_tune_and_export(task, student, trained, epochs, path)
     os.remove(path)
     return {"int8_accuracy": report.int8_accuracy, "float_accuracy": report.float_accuracy,
             "weight_sparsity_in_file": report.weight_sparsity, "fit_seconds": fit_seconds,

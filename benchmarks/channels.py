@@ -29,9 +29,9 @@ from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (  # noqa: E402
-    NO_TOLERANCE,
     TASKS,
     check_task_names,
+    fine_tune_and_export,
     float_clone,
     gzip_size,
     mean_spread,
@@ -41,7 +41,6 @@ from common import (  # noqa: E402
 )
 
 import tfjoint  # noqa: E402
-from tfjoint import keras  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out", "benchmarks/results", "Directory for channels.json and channels.md.")
@@ -59,16 +58,10 @@ CONFIGS = {
 
 
 def run_config(task, config, epochs, path):
-    data, batch = task.data, task.batch
-    steps = epochs * int(np.ceil(len(data["x_train"]) / batch))
+    steps = epochs * int(np.ceil(len(task.data["x_train"]) / task.batch))
     schedule = tfjoint.plan_schedule(steps, config["target_sparsity"], channel_sparsity=config["channel_sparsity"])
     joint = tfjoint.prepare(float_clone(task.model, task.loss), schedule=schedule)
-    joint.compile(keras.optimizers.Adam(1e-3), task.loss, metrics=["accuracy"])
-    started = time.perf_counter()
-    joint.fit(data["x_train"], data["y_train"], batch_size=batch, epochs=epochs, verbose=0)
-    fit_seconds = time.perf_counter() - started
-    report = tfjoint.export_tflite(joint, path, float_model=task.model, explain_layers=False,
-                                   validation_data=(data["x_val"], data["y_val"]), **NO_TOLERANCE)
+    report, fit_seconds = fine_tune_and_export(task, joint, joint, epochs, path)
     with open(path, "rb") as handle:
         content = handle.read()
     weights = report.flatbuffer.weights

@@ -190,6 +190,21 @@ TASKS = {"digits": digits_task, "conv1d": conv1d_task, "conv1d_dense_head": conv
          "conv1d_bn": conv1d_bn_task, "residual": residual_task, "mobilenet": mobilenet_task}
 
 
+def fine_tune_and_export(task, student, trained, epochs: int, path: str):
+    """Fits `trained` (the prepared `student`, or a Distiller around it) and exports `student` to `path`.
+
+    Returns the export report and the fit's wall time in seconds.
+    """
+    data = task.data
+    trained.compile(keras.optimizers.Adam(1e-3), task.loss, metrics=["accuracy"])
+    started = time.perf_counter()
+    trained.fit(data["x_train"], data["y_train"], batch_size=task.batch, epochs=epochs, verbose=0)
+    fit_seconds = time.perf_counter() - started
+    report = tfjoint.export_tflite(student, path, float_model=task.model, explain_layers=False,
+                                   validation_data=(data["x_val"], data["y_val"]), **NO_TOLERANCE)
+    return report, fit_seconds
+
+
 def float_clone(model, loss):
     clone = keras.models.clone_model(model)
     clone.set_weights(model.get_weights())

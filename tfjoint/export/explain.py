@@ -37,14 +37,12 @@ from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 from tfjoint._keras import keras
 from tfjoint.export import measure
-from tfjoint.export.inspect import WEIGHT_OPS, FlatbufferSummary
+from tfjoint.export.inspect import WEIGHT_OPS, FlatbufferSummary, operand_position
 from tfjoint.quantize.transforms import ACTIVATION_SUFFIX
 
 __all__ = ["per_layer_error"]
 
 _MAX_SAMPLES = 64
-# The input that carries the activations, where it is not the first (TRANSPOSE_CONV: output_shape, weights, input).
-_DATA_INPUT = {"TRANSPOSE_CONV": 2}
 
 
 def _base_name(name: str) -> str:
@@ -220,7 +218,7 @@ def per_layer_error(content: bytes, summary: FlatbufferSummary, float_model, inp
             continue
         own = max(weight_layers, key=len)
         last = max(output_layers + [own], key=lambda n: float_order.get(n, -1))
-        data = op.inputs[_DATA_INPUT.get(op.name, 0)]
+        data = op.inputs[operand_position(op.name, "data")]
         x = _dequantized(interpreter.get_tensor(data), details[data])
         y = _dequantized(interpreter.get_tensor(op.outputs[0]), details[op.outputs[0]])
         size = int(np.prod(y.shape[1:]))

@@ -16,12 +16,19 @@ import numpy as np
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 __all__ = ["OpInfo", "TensorInfo", "WeightTensor", "IOTensor", "FlatbufferSummary", "read_flatbuffer", "layer_of",
-           "WEIGHT_OPS"]
+           "WEIGHT_OPS", "operand_position"]
 
-# Operators whose input 1 is a weight (filter) tensor, and the input that is their bias (optional).
-# TRANSPOSE_CONV's inputs are (output_shape, weights, input, bias).
+# Operators whose input 1 is a weight (filter) tensor.
 WEIGHT_OPS = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV"})
-_BIAS_INPUT = {"TRANSPOSE_CONV": 3}
+# Where a weight operator's activations and bias are among its inputs: (input, weights, bias), except
+# TRANSPOSE_CONV's (output_shape, weights, input, bias).
+_OPERAND_POSITIONS = {"data": 0, "bias": 2}
+_TRANSPOSE_CONV_POSITIONS = {"data": 2, "bias": 3}
+
+
+def operand_position(op_name: str, operand: str) -> int:
+    """Position of `operand` ("data" or "bias") among the inputs of the weight operator `op_name`."""
+    return (_TRANSPOSE_CONV_POSITIONS if op_name == "TRANSPOSE_CONV" else _OPERAND_POSITIONS)[operand]
 _FLOAT_DTYPES = (np.float32, np.float16, np.float64)
 
 
@@ -229,7 +236,7 @@ def read_flatbuffer(model_content: bytes) -> FlatbufferSummary:
         if op["op_name"] in WEIGHT_OPS and len(op["inputs"]) > 1:
             filter_index = op["inputs"][1]
             values = interpreter.get_tensor(filter_index)
-            bias_position = _BIAS_INPUT.get(op["op_name"], 2)
+            bias_position = operand_position(op["op_name"], "bias")
             bias_index = op["inputs"][bias_position] if len(op["inputs"]) > bias_position else -1
             weights.append(
                 WeightTensor(
