@@ -39,18 +39,15 @@ from tfjoint._keras import keras
 from tfjoint.export import measure
 from tfjoint.export.inspect import WEIGHT_OPS, FlatbufferSummary, operand_position
 from tfjoint.quantize.transforms import ACTIVATION_SUFFIX
+from tfjoint.train.inspect import float_layer_name
 
 __all__ = ["per_layer_error"]
 
 _MAX_SAMPLES = 64
 
 
-def _base_name(name: str) -> str:
-    return name[len("quant_"):] if name.startswith("quant_") else name
-
-
 def _layers_named(tensor_name: str, known: set[str]) -> list[str]:
-    segments = {_base_name(part) for piece in tensor_name.split(";") for part in piece.split("/")}
+    segments = {float_layer_name(part) for piece in tensor_name.split(";") for part in piece.split("/")}
     return [name for name in known if name in segments]
 
 
@@ -123,7 +120,8 @@ def _with_split_activation(qat_model, layer_name: str) -> str:
     layer; relu6 fuses back into the int8 operator, so the QAT chain must
     include it to compare like with like.
     """
-    split = {layer.name: layer for layer in qat_model.layers}.get(f"quant_{_base_name(layer_name)}{ACTIVATION_SUFFIX}")
+    split_name = f"quant_{float_layer_name(layer_name)}{ACTIVATION_SUFFIX}"
+    split = {layer.name: layer for layer in qat_model.layers}.get(split_name)
     if split is not None and _activation_name(getattr(split, "layer", split)) in _FUSED_ACTIVATIONS:
         return split.name
     return layer_name
@@ -207,7 +205,8 @@ def per_layer_error(content: bytes, summary: FlatbufferSummary, float_model, inp
     interpreter, details = _run_preserving_all_tensors(content, dict(zip(names, inputs)), summary)
     float_names = {layer.name for layer in float_model.layers}
     float_order = {layer.name: i for i, layer in enumerate(float_model.layers)}
-    qat_names = {_base_name(layer.name): layer.name for layer in qat_model.layers} if qat_model is not None else {}
+    qat_layers = qat_model.layers if qat_model is not None else []
+    qat_names = {float_layer_name(layer.name): layer.name for layer in qat_layers}
     found = []
     for op in summary.ops:
         if op.name not in WEIGHT_OPS or len(op.inputs) < 2:
