@@ -16,13 +16,14 @@ from conftest import run_python
 
 PACKAGE_DIR = os.path.dirname(tfjoint.__file__)
 # Small modules any stage may import.
-LEAVES = {"errors", "_keras", "_tfmot", "_files", "data", "losses", "export.measure"}
+LEAVES = {"errors", "_keras", "_tfmot", "_litert", "_files", "data", "losses", "export.measure"}
 # Stages in data-flow order; within a stage, its modules in order. A module may
 # import leaves, any module of an earlier stage, and earlier modules of its own.
 STAGES = {
+    "registry": ["registry.table", "registry.own_layers", "registry.builtin"],
     "bridge": ["bridge.translate", "bridge.equivalence", "bridge.keras3"],
-    "prune": ["prune.layers", "prune.schedule", "prune.decay", "prune.channels", "prune.allocation"],
-    "quantize": ["quantize.quantizers", "quantize.config", "quantize.layers", "quantize.transforms",
+    "prune": ["prune.schedule", "prune.channels", "prune.allocation"],
+    "quantize": ["quantize.quantizers", "quantize.config", "quantize.transforms",
                  "quantize.scheme", "quantize.wrappers"],
     "train": ["train.inspect", "train.channels", "train.prepare", "train.callbacks", "train.distill", "train.strip",
               "train.saving"],

@@ -5,7 +5,7 @@ import pytest
 import tensorflow_model_optimization as tfmot
 
 import tfjoint
-from tfjoint.prune.decay import JointPolynomialDecay
+from tfjoint._tfmot import JointPolynomialDecay
 from tfjoint.prune.schedule import expected_zero_fraction
 
 SCHEDULE = tfjoint.JointSchedule(target_sparsity=0.8, end_step=110, begin_step=10, initial_sparsity=0.1, power=3,

@@ -35,7 +35,12 @@ _EXPORTS = {
     "Distiller": "tfjoint.train.distill",
     "allocate_sparsity": "tfjoint.prune.allocation",
     "update_channel_masks": "tfjoint.train.channels",
-    "prunable_layers": "tfjoint.prune.layers",
+    "prunable_layers": "tfjoint.registry.table",
+    # What tfjoint knows about each kind of layer.
+    "LayerKind": "tfjoint.registry.table",
+    "Quantization": "tfjoint.registry.table",
+    "register_layer": "tfjoint.registry.table",
+    "kind_of": "tfjoint.registry.table",
     # Reading a prepared model back.
     "pruned_kernels": "tfjoint.train.inspect",
     "training_step": "tfjoint.train.inspect",
@@ -82,8 +87,8 @@ if TYPE_CHECKING:  # what IDEs and type checkers see; at run time the names load
     from tfjoint.export.tflite import export_tflite
     from tfjoint.export.validate import Tolerances
     from tfjoint.prune.allocation import allocate_sparsity
-    from tfjoint.prune.layers import prunable_layers
     from tfjoint.prune.schedule import JointSchedule, plan_schedule
+    from tfjoint.registry.table import LayerKind, Quantization, kind_of, prunable_layers, register_layer
     from tfjoint.train.callbacks import callbacks
     from tfjoint.train.channels import JointModel, update_channel_masks
     from tfjoint.train.distill import Distiller

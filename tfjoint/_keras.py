@@ -1,4 +1,4 @@
-"""The one place that imports Keras and checks what the user handed in.
+"""The one place that imports Keras, checks what the user handed in, and reads Keras internals.
 
 TF-MOT only works with Keras 2 (`tf_keras`). Setting `TF_USE_LEGACY_KERAS=1`
 here, before TensorFlow is imported, makes `tf.keras` resolve to `tf_keras`
@@ -19,13 +19,82 @@ from tfjoint import errors  # noqa: E402
 
 __all__ = [
     "keras", "tf", "check_float_model", "check_tf_keras_model", "is_tf_keras_model", "is_keras3_model",
-    "weight_short_name",
+    "weight_short_name", "serializable", "keras_history", "nodes_in_graph_order", "outbound_layers",
+    "distribution_strategy_of", "is_graph_network", "own_trainable_weights", "set_own_trainable_weights",
+    "own_non_trainable_weights", "is_keras3_functional", "PRIVATE_ATTRIBUTES", "PRIVATE_MODULES",
 ]
+
+# Registers a class tfjoint adds to models for Keras serialization, as "tfjoint>ClassName", so that
+# `load_model` needs no custom-object scope.
+serializable = keras.utils.register_keras_serializable(package="tfjoint")
 
 # Wrapper classes that mean "this model has already been through TF-MOT".
 _WRAPPER_CLASS_NAMES = frozenset(
     {"PruneLowMagnitude", "QuantizeWrapper", "QuantizeWrapperV2", "QuantizeAnnotate", "QuantizeLayer"}
 )
+
+
+# --- Keras internals tfjoint reads (tests/test_private_contracts.py checks each still exists) ------------
+
+# (what holds it, attribute): every private Keras attribute tfjoint reads, all through the functions below.
+PRIVATE_ATTRIBUTES = (
+    ("Functional model", "_nodes_by_depth"),
+    ("Functional model", "_is_graph_network"),
+    ("symbolic tensor", "_keras_history"),
+    ("layer", "_outbound_nodes"),
+    ("model", "_distribution_strategy"),
+    ("variable", "_distribute_strategy"),
+    ("layer", "_trainable_weights"),
+    ("layer", "_non_trainable_weights"),
+)
+
+
+# Private modules imported (Keras 3's).
+PRIVATE_MODULES = (("keras.src.models.functional", "Functional"),)
+
+
+def nodes_in_graph_order(model) -> list:
+    """The model's nodes from its inputs to its outputs (Keras's own depth order)."""
+    nodes = []
+    for depth in sorted(model._nodes_by_depth, reverse=True):  # inputs have the highest depth
+        nodes.extend(model._nodes_by_depth[depth])
+    return nodes
+
+
+def keras_history(tensor):
+    """(layer, node_index, tensor_index) of the layer call that produced a symbolic tensor."""
+    return tensor._keras_history
+
+
+def outbound_layers(layer) -> list:
+    """The layers that consume `layer`'s outputs, one per call."""
+    return [node.outbound_layer for node in layer._outbound_nodes]
+
+
+def distribution_strategy_of(model):
+    """The tf.distribute strategy a model's variables were created under, or None."""
+    strategy = getattr(model, "_distribution_strategy", None)
+    if strategy is None and model.weights:
+        strategy = getattr(model.weights[0], "_distribute_strategy", None)
+    return strategy
+
+
+def is_graph_network(model) -> bool:
+    """Whether a model is Functional (a graph of layers), as opposed to subclassed."""
+    return bool(getattr(model, "_is_graph_network", False))
+
+
+def own_trainable_weights(layer) -> list:
+    """The trainable variables a layer tracks itself (not those of layers it holds)."""
+    return layer._trainable_weights
+
+
+def set_own_trainable_weights(layer, variables: list) -> None:
+    layer._trainable_weights = list(variables)
+
+
+def own_non_trainable_weights(layer) -> list:
+    return layer._non_trainable_weights
 
 
 def weight_short_name(variable) -> str:
@@ -36,6 +105,13 @@ def weight_short_name(variable) -> str:
 def is_tf_keras_model(obj) -> bool:
     """True if `obj` is a `tf_keras.Model` (not a Keras 3 one)."""
     return isinstance(obj, keras.Model)
+
+
+def is_keras3_functional(model3) -> bool:
+    """Whether a Keras 3 model is Functional (Keras 3 exposes no public Functional class)."""
+    from keras.src.models.functional import Functional  # Keras 3's private module path
+
+    return isinstance(model3, Functional)
 
 
 def is_keras3_model(obj) -> bool:
@@ -78,7 +154,7 @@ def check_float_model(model, *, argument: str = "model") -> None:
         already holds TF-MOT pruning/quantization wrappers.
     """
     check_tf_keras_model(model, argument=argument)
-    if not isinstance(model, keras.Sequential) and not getattr(model, "_is_graph_network", False):
+    if not isinstance(model, keras.Sequential) and not is_graph_network(model):
         raise errors.ModelTypeError(
             f"`{argument}`: model '{model.name}' is a subclassed model ({type(model).__name__}). "
             "TF-MOT can only rewrite Sequential and Functional models: rebuild it with the "

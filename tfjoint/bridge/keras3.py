@@ -11,7 +11,7 @@ deliverable and runs the same whichever Keras trained it.
 import numpy as np
 
 from tfjoint import errors
-from tfjoint._keras import is_keras3_model, keras
+from tfjoint._keras import is_keras3_functional, is_keras3_model, keras
 from tfjoint.bridge.equivalence import check_equivalent
 from tfjoint.bridge.translate import rebuild_in_tf_keras
 from tfjoint.data import collect_inputs
@@ -27,9 +27,7 @@ def _keras3_model_kind(model3) -> str:
 
     if isinstance(model3, keras3.Sequential):
         return "sequential"
-    from keras.src.models.functional import Functional
-
-    return "functional" if isinstance(model3, Functional) else "subclassed"
+    return "functional" if is_keras3_functional(model3) else "subclassed"
 
 
 def _random_inputs(model3) -> list[np.ndarray]:

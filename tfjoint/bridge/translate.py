@@ -25,6 +25,7 @@ from typing import Any
 
 from tfjoint import errors
 from tfjoint._keras import keras, tf
+from tfjoint.registry import kind_of
 
 __all__ = ["rebuild_in_tf_keras", "untranslatable_layers"]
 
@@ -34,11 +35,6 @@ _BASE_LAYER_KWARGS = frozenset({
     "weights", "activity_regularizer", "autocast", "implementation",
 })
 _KERAS_TENSOR = "__keras_tensor__"
-# Arguments Keras 3 renamed: layer class -> {Keras 3 name: tf_keras name}.
-_RENAMED_ARGUMENTS = {"LeakyReLU": {"negative_slope": "alpha"}}
-# Keras 3 arguments read from **kwargs (so not in the signature), with the
-# value that means "what tf_keras does".
-_KWARGS_DEFAULTS = {"LayerNormalization": {"rms_scaling": False}}
 
 
 def _accepted_arguments(cls) -> set[str]:
@@ -149,16 +145,18 @@ def _activation_ok(value) -> bool:
 
 def _translated_layer_config(entry, layer3) -> tuple[type, dict]:
     cls = _layer_class(entry)
+    kind = kind_of(cls)  # its registry entry says which arguments Keras 3 renamed or reads from **kwargs
+    renamed = kind.keras3_renamed_arguments if kind is not None else {}
+    kwargs_defaults = kind.keras3_kwargs_defaults if kind is not None else {}
     where = f"layer '{entry['config'].get('name', entry.get('name'))}'"
     config = {k: _translate_value(v, f"{where} argument '{k}'") for k, v in entry["config"].items()}
-    for keras3_name, tf_keras_name in _RENAMED_ARGUMENTS.get(entry["class_name"], {}).items():
+    for keras3_name, tf_keras_name in renamed.items():
         if keras3_name in config:
             config[tf_keras_name] = config.pop(keras3_name)
     if "activation" in config and not _activation_ok(config["activation"]):
         raise _Untranslatable(f"its activation {config['activation']!r} is not one tf_keras knows")
     accepted = _accepted_arguments(cls)
-    keras3_defaults = dict(_defaults(type(layer3)) if layer3 is not None else {},
-                           **_KWARGS_DEFAULTS.get(entry["class_name"], {}))
+    keras3_defaults = dict(_defaults(type(layer3)) if layer3 is not None else {}, **kwargs_defaults)
     for key in sorted(set(config) - accepted):
         value = config.pop(key)
         if value is not None and key in keras3_defaults and not _same_value(value, keras3_defaults[key]):

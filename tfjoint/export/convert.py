@@ -11,7 +11,7 @@ import warnings
 from typing import Callable
 
 import numpy as np
-from ai_edge_litert.interpreter import Interpreter
+from tfjoint._litert import Interpreter
 
 from tfjoint import errors
 from tfjoint._keras import tf

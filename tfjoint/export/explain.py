@@ -33,12 +33,12 @@ Entries are sorted worst first, by the lower of `sqnr_db` and
 """
 
 import numpy as np
-from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-from tfjoint._keras import keras
+from tfjoint._keras import keras, outbound_layers
+from tfjoint._litert import Interpreter, OpResolverType
 from tfjoint.export import measure
 from tfjoint.export.inspect import WEIGHT_OPS, FlatbufferSummary, operand_position
 from tfjoint.quantize.transforms import ACTIVATION_SUFFIX
+from tfjoint.registry import kind_of
 from tfjoint.train.inspect import float_layer_name
 
 __all__ = ["per_layer_error"]
@@ -96,7 +96,7 @@ def _chain(model, first: str, last: str) -> list:
     """The layers from `first` to `last` along single-consumer links (just `first` if `last` is elsewhere)."""
     layers, layer = [model.get_layer(first)], model.get_layer(first)
     while layer.name != last:
-        consumers = [node.outbound_layer for node in layer._outbound_nodes]
+        consumers = outbound_layers(layer)
         if len(consumers) != 1 or consumers[0] not in model.layers:
             return [model.get_layer(first)]
         layer = consumers[0]
@@ -105,12 +105,13 @@ def _chain(model, first: str, last: str) -> list:
 
 
 def _split_in_two(float_layer) -> bool:
-    """A separable conv runs as two operators; the pointwise one's input is no input of the float layer.
+    """A layer that runs as two weight operators (a separable conv): the second one's input is no input of it.
 
     Its own error against the float model is then not measured (its error so
     far, and its own error against the QAT model's layers, are).
     """
-    return type(float_layer).__name__ in ("SeparableConv1D", "SeparableConv2D")
+    kind = kind_of(float_layer)
+    return kind is not None and sum(op in WEIGHT_OPS for op in kind.tflite_ops) > 1
 
 
 def _with_split_activation(qat_model, layer_name: str) -> str:

@@ -13,7 +13,7 @@ operators with one opaque DELEGATE node.
 import dataclasses
 
 import numpy as np
-from ai_edge_litert.interpreter import Interpreter, OpResolverType
+from tfjoint._litert import Interpreter, OpResolverType, ops_details
 
 __all__ = ["OpInfo", "TensorInfo", "WeightTensor", "IOTensor", "FlatbufferSummary", "read_flatbuffer", "layer_of",
            "WEIGHT_OPS", "operand_position"]
@@ -227,7 +227,7 @@ def read_flatbuffer(model_content: bytes) -> FlatbufferSummary:
             )
         )
     ops, weights = [], []
-    for op in interpreter._get_ops_details():  # the only API that lists operators
+    for op in ops_details(interpreter):
         inputs = tuple(int(i) for i in op["inputs"] if i >= 0)
         outputs = tuple(int(i) for i in op["outputs"] if i >= 0)
         used = inputs + outputs

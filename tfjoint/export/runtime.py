@@ -3,7 +3,7 @@
 import time
 
 import numpy as np
-from ai_edge_litert.interpreter import Interpreter
+from tfjoint._litert import Interpreter
 
 from tfjoint._keras import keras
 

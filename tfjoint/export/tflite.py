@@ -19,14 +19,14 @@ import tensorflow_model_optimization as tfmot
 
 from tfjoint import errors
 from tfjoint._files import atomic_write_bytes, checked_output_path
-from tfjoint._keras import check_tf_keras_model, keras, weight_short_name
+from tfjoint._keras import check_tf_keras_model, distribution_strategy_of, keras, weight_short_name
 from tfjoint.data import collect_inputs, outputs_as_list, split_validation
 from tfjoint.export import convert, explain, measure, memory, micro, validate
 from tfjoint.export.inspect import FlatbufferSummary, layer_of, read_flatbuffer
 from tfjoint.export.report import ExportReport
 from tfjoint.export.runtime import TFLiteModel
 from tfjoint.export.validate import Tolerances
-from tfjoint.prune.layers import prunable_weight
+from tfjoint.registry import output_channels, pruned_weight_name
 from tfjoint.prune.schedule import JointSchedule
 from tfjoint.train.inspect import float_layer_name, is_prepared, prepared_model, schedule_of
 from tfjoint.train.strip import strip
@@ -48,9 +48,7 @@ class _Source:
 
 def _trained_on_several_workers(model) -> bool:
     """Whether the model's variables live in a MultiWorkerMirroredStrategy across several workers."""
-    strategy = getattr(model, "_distribution_strategy", None)
-    if strategy is None and model.weights:
-        strategy = getattr(model.weights[0], "_distribute_strategy", None)
+    strategy = distribution_strategy_of(model)
     resolver = getattr(strategy, "cluster_resolver", None)
     if resolver is None:
         return False
@@ -95,8 +93,7 @@ def _not_int8_error(summary: FlatbufferSummary, layer_names) -> errors.ExportErr
 
 
 def _kernel_values(layer) -> np.ndarray | None:
-    inner = getattr(layer, "layer", layer)
-    weight_name = prunable_weight(inner, prune_depthwise=True)
+    weight_name = pruned_weight_name(layer, prune_depthwise=True)
     for weight in layer.weights:
         if weight_short_name(weight) == weight_name:
             return weight.numpy()
@@ -125,30 +122,19 @@ def _per_layer_sparsity(model, summary: FlatbufferSummary, schedule: dict | None
     return per_layer
 
 
-def _output_channels(layer) -> int | None:
-    """Output channels (filters, units, depthwise channels) of a Conv/Dense/Depthwise layer, else None."""
-    inner = getattr(layer, "layer", layer)
-    kind = type(inner).__name__
-    if kind in ("Conv1D", "Conv2D", "Dense"):
-        return int(inner.kernel.shape[-1]) if hasattr(inner, "kernel") and inner.built else None
-    if kind == "DepthwiseConv2D":
-        return int(inner.depthwise_kernel.shape[2] * inner.depthwise_kernel.shape[3]) if inner.built else None
-    return None
-
-
 def _per_layer_channels(model, summary: FlatbufferSummary, reference) -> dict[str, dict[str, int | None]]:
     """Output channels per weight layer: originally (`reference`), in the Keras model, and in the int8 file."""
     original = {}
     for layer in (reference.layers if reference is not None else []):
-        channels = _output_channels(layer)
+        channels = output_channels(layer)
         if channels is not None:
             original[float_layer_name(layer.name)] = channels
-    layers = [layer for layer in model.layers if _output_channels(layer) is not None]
+    layers = [layer for layer in model.layers if output_channels(layer) is not None]
     tensors = summary.weights_of([layer.name for layer in layers])
     return {
         float_layer_name(layer.name): {
             "original": original.get(float_layer_name(layer.name)),
-            "keras": _output_channels(layer),
+            "keras": output_channels(layer),
             "tflite": tensors[layer.name][0].output_channels if tensors.get(layer.name) else None,
         }
         for layer in layers

@@ -31,7 +31,9 @@ import dataclasses
 from typing import Callable
 
 from tfjoint import errors
-from tfjoint._keras import keras, tf
+from tfjoint._keras import keras_history, nodes_in_graph_order, tf
+from tfjoint.registry import is_input_layer, kind_of, unwrapped
+from tfjoint.registry.table import CONCATENATES, FLATTENS, FOLLOWS, MERGES, NEW, OPAQUE, RESHAPES
 
 __all__ = ["Layout", "LayerChannels", "ChannelGroup", "ChannelPlan", "channel_layouts", "plan_channel_groups",
            "zero_preserving"]
@@ -41,16 +43,6 @@ _ZERO_PRESERVING = frozenset({
     "linear", "relu", "relu6", "elu", "selu", "tanh", "swish", "silu", "gelu", "hard_swish", "hard_silu",
     "leaky_relu", "softsign", "mish",
 })
-# Layers that pass every channel through unchanged (channels-last).
-_PASS_THROUGH = (
-    "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise", "GaussianDropout",
-    "AlphaDropout", "ActivityRegularization", "MaxPooling1D", "MaxPooling2D", "AveragePooling1D",
-    "AveragePooling2D", "GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalAveragePooling1D",
-    "GlobalAveragePooling2D", "ZeroPadding1D", "ZeroPadding2D", "Cropping1D", "Cropping2D", "UpSampling1D",
-    "UpSampling2D", "LeakyReLU", "ELU", "ExpandDims", "Squeeze", "QuantizeLayer", "JointQuantizeLayer",
-)
-_MERGES = ("Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum")
-_PRODUCERS = ("Conv1D", "Conv2D", "Dense")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,27 +140,10 @@ class _UnionFind:
         return a
 
 
-def _inner(layer):
-    """The layer a QuantizeWrapper wraps, or the layer itself."""
-    return layer.layer if hasattr(layer, "quantize_config") and hasattr(layer, "layer") else layer
-
-
-def _last_axis(axis, rank: int) -> bool:
-    axes = list(axis) if isinstance(axis, (list, tuple)) or hasattr(axis, "__iter__") else [axis]
-    return len(axes) == 1 and int(axes[0]) in (-1, rank - 1)
-
-
-def _topological_nodes(model) -> list:
-    nodes = []
-    for depth in sorted(model._nodes_by_depth, reverse=True):  # inputs have the highest depth
-        nodes.extend(model._nodes_by_depth[depth])
-    return nodes
-
-
 def _input_keys(node) -> list[tuple[str, int, int]]:
     keys = []
     for tensor in tf.nest.flatten(node.input_tensors):
-        history = tensor._keras_history
+        history = keras_history(tensor)
         keys.append((history.layer.name, history.node_index, history.tensor_index))
     return keys
 
@@ -195,67 +170,48 @@ class _Walk:
         return getattr(activation, "__name__", type(activation).__name__)
 
     def output_layout(self, layer, inputs: list[Layout], output_shape) -> Layout:
-        inner = _inner(layer)
-        kind = type(inner).__name__
+        """The layout of `layer`'s output, from its inputs' layouts and its registry entry."""
+        inner = unwrapped(layer)
+        kind = kind_of(inner)
         channels = output_shape[-1] if output_shape and output_shape[-1] is not None else 0
         rank = len(output_shape) if output_shape else 0
         first = inputs[0] if inputs else None
+        rule = kind.channels if kind is not None else OPAQUE
 
         def opaque(reason: str) -> Layout:
             for layout in inputs:
-                self.freeze(layout.groups(), f"layer '{inner.name}' ({kind}) {reason}")
+                self.freeze(layout.groups(), f"layer '{inner.name}' ({type(inner).__name__}) {reason}")
             return _fixed(channels)
 
-        if any(layout.positions for layout in inputs) and kind != "Dense":
+        if any(layout.positions for layout in inputs) and rule != NEW:
             return opaque("reads flattened channels")
-        if kind in _PRODUCERS:
+        blocked = kind.channel_blocker(inner, rank) if kind is not None and kind.channel_blocker else None
+        if blocked:
+            return opaque(blocked)
+        activation = getattr(inner, "activation", None)
+        maps_zero_to_zero = activation is None or self._zero_preserving(activation)
+        if rule == NEW:
             group = self.producer_group(layer)
-            if kind == "Conv2D" and getattr(inner, "groups", 1) != 1:
-                return opaque("is a grouped convolution")
             if group is None:
                 return _fixed(channels)
-            if not self._zero_preserving(inner.activation):
-                self.freeze({group}, f"layer '{inner.name}' has activation '{self._name(inner.activation)}', which "
+            if not maps_zero_to_zero:
+                self.freeze({group}, f"layer '{inner.name}' has activation '{self._name(activation)}', which "
                                      "does not map 0 to 0")
             return Layout(((group, channels),))
-        if kind == "DepthwiseConv2D":
-            if inner.depth_multiplier != 1:
-                return opaque("has depth_multiplier > 1")
-            if not self._zero_preserving(inner.activation):
-                return opaque(f"has activation '{self._name(inner.activation)}', which does not map 0 to 0")
+        if rule == FOLLOWS:
+            if not maps_zero_to_zero:
+                return opaque(f"applies '{self._name(activation)}', which does not map 0 to 0")
             return first
-        if kind in ("BatchNormalization", "SyncBatchNormalization"):
-            if not _last_axis(inner.axis, rank):
-                return opaque("normalizes another axis than the channels")
-            if not inner.scale and inner.center:  # (x - mean) / std is not 0 for a zero channel without gamma
-                return opaque("has center=True but scale=False")
-            return first
-        if kind == "ReLU":
-            if inner.negative_slope and inner.threshold > 0:
-                return opaque("maps 0 to a non-zero value")
-            return first
-        if kind == "Activation":
-            if not self._zero_preserving(inner.activation):
-                return opaque(f"applies '{self._name(inner.activation)}', which does not map 0 to 0")
-            return first
-        if kind == "Softmax":
-            return opaque("normalizes over the channels")
-        if kind in _PASS_THROUGH:
-            return first
-        if kind in _MERGES:
+        if rule == MERGES:
             return self._merge(inner, inputs, opaque)
-        if kind == "Concatenate":
-            if not _last_axis(inner.axis, rank):
-                return opaque("concatenates along another axis than the channels")
+        if rule == CONCATENATES:
             return Layout(tuple(segment for layout in inputs for segment in layout.segments))
-        if kind == "Flatten":
-            positions = 1
-            for dim in layer.input_shape[1:-1]:
-                positions *= dim if dim is not None else 0
+        if rule == FLATTENS:
+            positions = _spatial_positions(layer)
             if not positions:
                 return opaque("flattens a tensor of unknown size")
             return Layout(first.segments, positions)
-        if kind == "Reshape":
+        if rule == RESHAPES:
             return self._reshape(inner, layer, first, opaque)
         return opaque("is a layer whose channels tfjoint cannot follow")
 
@@ -279,12 +235,18 @@ class _Walk:
         if target and target[-1] == first.channels:
             return first  # the channel axis survives; only spatial axes are regrouped
         if len(target) == 1:
-            positions = 1
-            for dim in layer.input_shape[1:-1]:
-                positions *= dim if dim is not None else 0
+            positions = _spatial_positions(layer)
             if positions:
                 return Layout(first.segments, positions)
         return opaque("reshapes the channel axis away")
+
+
+def _spatial_positions(layer) -> int:
+    """Positions per channel in the layer's input (0 if any dimension is unknown)."""
+    positions = 1
+    for dim in layer.input_shape[1:-1]:
+        positions *= dim if dim is not None else 0
+    return positions
 
 
 def channel_layouts(model, producer_group: Callable, freeze: Callable[[set[str], str], None],
@@ -307,9 +269,9 @@ def channel_layouts(model, producer_group: Callable, freeze: Callable[[set[str],
     walk = _Walk(producer_group, freeze, merge, check_activations)
     layouts: dict[tuple[str, int, int], Layout] = {}
     found: dict[str, LayerChannels] = {}
-    for node in _topological_nodes(model):
+    for node in nodes_in_graph_order(model):
         layer = node.layer
-        if isinstance(layer, keras.layers.InputLayer):
+        if is_input_layer(layer):
             shape = layer.output_shape[0] if isinstance(layer.output_shape, list) else layer.output_shape
             layouts[(layer.name, 0, 0)] = _fixed(shape[-1] or 0)
             continue
@@ -374,7 +336,7 @@ def plan_channel_groups(model, producers: set[str]) -> ChannelPlan:
     layers = channel_layouts(model, producer_group, freeze, merge)
     output_groups = set()
     for output in model.outputs:
-        layer = output._keras_history.layer
+        layer = keras_history(output).layer
         reached = layers[layer.name].output.groups() if layer.name in layers else set()
         freeze(reached, f"they reach the model output '{layer.name}'")
         output_groups |= {union.find(g) for g in reached}

@@ -5,7 +5,7 @@ from typing import Any, Mapping
 import tensorflow_model_optimization as tfmot
 
 from tfjoint import _tfmot
-from tfjoint._keras import weight_short_name
+from tfjoint._keras import serializable, weight_short_name
 from tfjoint.quantize.quantizers import (
     OUTPUT,
     ChannelMaskedOutputQuantizer,
@@ -13,7 +13,6 @@ from tfjoint.quantize.quantizers import (
     GatedQuantizer,
     PrunedKernelQuantizer,
     deserialize,
-    register,
     serialize,
 )
 
@@ -25,7 +24,7 @@ def _base_weight_names(config) -> tuple[str, ...]:
     return tuple(getattr(config, "weight_attrs", ()) or ())
 
 
-@register
+@serializable
 class JointQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
     """Wraps the QuantizeConfig TF-MOT chose for a layer with tfjoint's quantizers.
 

@@ -37,8 +37,8 @@ from typing import Any
 import tensorflow_model_optimization as tfmot
 
 from tfjoint import _tfmot
-from tfjoint._keras import keras, tf
-from tfjoint.prune.decay import JointPolynomialDecay
+from tfjoint._keras import keras, serializable, tf
+from tfjoint.registry.table import OUTPUT  # in a channel spec's axes: mask the layer's output instead of a weight
 
 __all__ = [
     "GatedQuantizer",
@@ -48,7 +48,6 @@ __all__ = [
     "OUTPUT",
     "serialize",
     "deserialize",
-    "register",
     "STEP",
     "MASK",
     "THRESHOLD",
@@ -59,14 +58,11 @@ STEP = "tfjoint_step"
 MASK = "tfjoint_mask"
 THRESHOLD = "tfjoint_threshold"
 CHANNEL_MASK = "tfjoint_channel_mask"
-OUTPUT = "__output__"  # in a channel spec's axes: mask the layer's output instead of a weight
 _OWN_KEYS = (STEP, MASK, THRESHOLD, CHANNEL_MASK)
 # Range given to a per-channel weight range that collapsed to [0, 0] (a fully
 # pruned channel). Its values are all zero, which any positive range maps to
 # exactly 0; the collapsed range itself makes XLA's fake quant return NaN.
 _DEGENERATE_RANGE = 1e-6
-
-register = keras.utils.register_keras_serializable(package="tfjoint")
 
 
 def serialize(obj) -> dict[str, Any]:
@@ -116,7 +112,7 @@ def count_step_once(step_variable):
     return counts[key][1]
 
 
-@register
+@serializable
 class GatedQuantizer(tfmot.quantization.keras.quantizers.Quantizer):
     """A TF-MOT quantizer that switches on at `quant_start_step` during training.
 
@@ -251,7 +247,7 @@ class _WithinKeptChannels:
         return should_prune, 1.0 - self._kept_fraction * (1.0 - sparsity)
 
 
-@register
+@serializable
 class PrunedKernelQuantizer(GatedQuantizer):
     """Prunes a kernel on TF-MOT's PolynomialDecay schedule, then gates its fake quant.
 
@@ -308,7 +304,7 @@ class PrunedKernelQuantizer(GatedQuantizer):
         # write (the forward pass only ever sees kernel * mask anyway).
         with tf.control_dependencies([steps_taken]):
             ranked = self._masked(inputs, weights)
-        schedule = JointPolynomialDecay(**self.schedule)
+        schedule = _tfmot.JointPolynomialDecay(**self.schedule)
         if self.channel_axis is not None:
             schedule = _WithinKeptChannels(schedule, weights[CHANNEL_MASK])
         pruning = _tfmot.Pruning(
@@ -331,7 +327,7 @@ class PrunedKernelQuantizer(GatedQuantizer):
         return config
 
 
-@register
+@serializable
 class ChannelMaskQuantizer(tfmot.quantization.keras.quantizers.Quantizer):
     """Multiplies a weight TF-MOT leaves unquantized (bias, gamma, beta) by a channel mask.
 
@@ -367,7 +363,7 @@ class ChannelMaskQuantizer(tfmot.quantization.keras.quantizers.Quantizer):
         return not self.__eq__(other)
 
 
-@register
+@serializable
 class ChannelMaskedOutputQuantizer(tfmot.quantization.keras.quantizers.Quantizer):
     """Multiplies a layer's output by a channel mask (last axis), then applies its output quantizer, if any.
 

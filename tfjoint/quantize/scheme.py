@@ -5,13 +5,12 @@ most layers) and the layout transforms (Conv+BatchNorm, activation fusing,
 Concat, and the input `QuantizeLayer`), which bypass the registry. This scheme
 wraps both, so every quantizer in the model is a tfjoint one:
 
-* `JointQuantizeRegistry` asks TF-MOT's `Default8BitQuantizeRegistry` for a
-  layer's config and wraps it in `JointQuantizeConfig`. It also covers layers
-  TF-MOT's 8-bit registry refuses but TFLite runs in int8, with TF-MOT's own
-  generic configs: Conv1D the transforms cannot rewrite (causal padding:
-  per-tensor weights, which the converter accepts when it lowers Conv1D to
-  EXPAND_DIMS + CONV_2D), MaxPooling1D, UpSampling1D,
-  and elementwise merges (Multiply, Subtract, Average, Maximum, Minimum).
+* `JointQuantizeRegistry` takes a layer's config from its registry entry
+  (`tfjoint.registry`: the kinds TF-MOT's 8-bit registry refuses but TFLite
+  runs in int8, with TF-MOT's own generic configs), else from TF-MOT's
+  `Default8BitQuantizeRegistry` (for a subclass, its nearest ancestor's), and
+  wraps it in `JointQuantizeConfig`. A kind the registry refuses is named
+  with its reason.
 * `JointLayoutTransform` runs TF-MOT's default 8-bit transforms after the
   rewrites of `tfjoint.quantize.transforms` (Conv1D and Dense+BN as Conv2D, so
   the BN folds; Rescaling, Normalization and a BatchNorm nothing folds as an
@@ -29,40 +28,12 @@ from tfjoint._keras import keras, tf
 from tfjoint.prune.schedule import JointSchedule
 from tfjoint.quantize.config import JointQuantizeConfig
 from tfjoint.quantize.quantizers import GatedQuantizer, serialize
-from tfjoint.quantize.layers import ExpandDims, Squeeze
+from tfjoint.registry import is_input_layer, kind_of
 from tfjoint.quantize.transforms import DEPTHWISE_SUFFIX, batchnorm_transforms, rewrite_transforms
 
 __all__ = ["JointQuantizeScheme", "JointQuantizeRegistry", "JointLayoutTransform", "default_8bit_transforms"]
 
 _model_transformer = tfmot.quantization.keras.graph_transformations.model_transformer
-
-
-def _output_quantized():
-    return _tfmot.Default8BitQuantizeConfig([], [], True)
-
-
-def _not_quantized():
-    return _tfmot.Default8BitQuantizeConfig([], [], False)
-
-
-# Layers TF-MOT's 8-bit registry refuses that tfjoint quantizes with TF-MOT's
-# own generic configs (each checked to convert to a fully int8 file).
-_EXTRA_CONFIGS = {
-    # Per-tensor weights: the converter lowers Conv1D through EXPAND_DIMS and
-    # rejects per-channel scales there ("'tfl.transpose' op has mismatched
-    # quantized axes").
-    keras.layers.Conv1D: lambda: _tfmot.Default8BitQuantizeConfig(["kernel"], ["activation"], False),
-    keras.layers.MaxPooling1D: _not_quantized,
-    keras.layers.UpSampling1D: _output_quantized,
-    keras.layers.Multiply: _output_quantized,
-    keras.layers.Subtract: _output_quantized,
-    keras.layers.Average: _output_quantized,
-    keras.layers.Maximum: _output_quantized,
-    keras.layers.Minimum: _output_quantized,
-    # Inserted by tfjoint's own transforms; they move no values.
-    ExpandDims: _not_quantized,
-    Squeeze: _not_quantized,
-}
 
 
 def default_8bit_transforms(input_transform=None) -> list:
@@ -115,13 +86,23 @@ class JointQuantizeRegistry(tfmot.quantization.keras.QuantizeRegistry):
         self._channel_specs = dict(channel_specs or {})
         self._default = tfmot.quantization.keras.default_8bit.Default8BitQuantizeRegistry()
 
-    def supports(self, layer) -> bool:
-        return type(layer) in _EXTRA_CONFIGS or self._default.supports(layer)
-
     def _float_config(self, layer):
+        """The TF-MOT config for `layer`: its registry entry's, TF-MOT's own, or its nearest known ancestor's."""
+        kind = kind_of(layer)
+        if kind is not None and kind.quantization.refused:
+            return None
+        if kind is not None and kind.quantization.config is not None:
+            return kind.quantization.config()
         if self._default.supports(layer):
             return self._default.get_quantize_config(layer)
-        return _EXTRA_CONFIGS[type(layer)]()
+        for ancestor in type(layer).__mro__[1:]:  # a subclass of a kind TF-MOT knows gets its config
+            config = _tfmot.default_config_for_class(self._default, ancestor)
+            if config is not None:
+                return config
+        return None
+
+    def supports(self, layer) -> bool:
+        return self._float_config(layer) is not None
 
     def get_quantize_config(self, layer):
         return self.wrap(layer.name, self._float_config(layer))
@@ -152,11 +133,10 @@ def _unquantizable_activation(layer) -> str | None:
     if activation is None or not callable(activation):
         return None
     name = getattr(activation, "__name__", type(activation).__name__)
-    if isinstance(layer, keras.layers.Activation):
+    kind = kind_of(layer)
+    if kind is not None and "activation" in kind.tags:
         return None if name in _ACTIVATION_LAYER_ACTIVATIONS else name
-    fused = _tfmot.QuantizeAwareActivation  # what a quantized Conv/Dense accepts inside
-    accepted = fused._PRE_QUANT_ACTIVATIONS | fused._POST_QUANT_ACTIVATIONS | fused._NO_QUANTIZE_ACTIVATIONS
-    return None if name in accepted else name
+    return None if name in _tfmot.fused_activation_names() else name
 
 
 class _GatedInputLayerQuantize(_tfmot.default_8bit_transforms.InputLayerQuantize):
@@ -239,17 +219,14 @@ class JointLayoutTransform(tfmot.quantization.keras.QuantizeLayoutTransform):
         unsupported = [
             layer
             for layer in transformed.layers
-            if not isinstance(layer, (keras.layers.InputLayer, _tfmot.QuantizeLayer))
+            if not is_input_layer(layer) and not isinstance(layer, _tfmot.QuantizeLayer)
             and (layer_quantize_map.get(layer.name) or {}).get("quantize_config") is None
             and not self._registry.supports(layer)
         ]
         if unsupported:
-            listed = ", ".join(f"'{layer.name}' ({type(layer).__name__})" for layer in unsupported)
             raise errors.UnsupportedLayerError(
                 f"model '{model.name}' has layers that TF-MOT's 8-bit quantization, and so tfjoint, cannot "
-                f"quantize: {listed}. Replace them with layers TFLite runs in int8 (Dense, Conv1D/2D, "
-                "DepthwiseConv2D, pooling, BatchNormalization, Add, Concatenate, ReLU, Reshape, ...), or "
-                "keep them out of the model you prepare (e.g. do that preprocessing outside the model)."
+                f"quantize: {_refusals(unsupported)}"
             )
         bad_activations = [
             f"'{layer.name}' ({type(layer).__name__}, activation '{_unquantizable_activation(layer)}')"
@@ -267,6 +244,23 @@ class JointLayoutTransform(tfmot.quantization.keras.QuantizeLayoutTransform):
             if entry.get("quantize_config") is not None:
                 entry["quantize_config"] = self._registry.wrap(name, entry["quantize_config"])
         return transformed, layer_quantize_map
+
+
+def _refusals(layers) -> str:
+    """Each unquantizable layer named, with its kind's reason and what to do; unknown kinds listed together."""
+    reasons: dict[str, list[str]] = {}
+    for layer in layers:
+        kind = kind_of(layer)
+        reason = kind.quantization.refused if kind is not None and kind.quantization.refused else None
+        reasons.setdefault(reason or "", []).append(f"'{layer.name}' ({type(layer).__name__})")
+    sentences = [f"{', '.join(names)}: {reason}." for reason, names in reasons.items() if reason]
+    if "" in reasons:
+        sentences.append(
+            f"{', '.join(reasons[''])}: tfjoint has no registry entry for this kind and TF-MOT's registry does not "
+            "know it. Replace it with layers TFLite runs in int8 (Dense, Conv1D/2D, DepthwiseConv2D, pooling, "
+            "BatchNormalization, Add, Concatenate, ReLU, Reshape, ...), or, for your own layer, register how it is "
+            "quantized with tfjoint.register_layer(YourLayer, quantization=tfjoint.Quantization(...)).")
+    return " ".join(sentences)
 
 
 class JointQuantizeScheme(tfmot.quantization.keras.QuantizeScheme):

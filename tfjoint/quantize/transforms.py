@@ -54,7 +54,10 @@ import numpy as np
 import tensorflow_model_optimization as tfmot
 
 from tfjoint._keras import keras
-from tfjoint.quantize.layers import ExpandDims, Squeeze
+from tfjoint.registry import class_names
+from tfjoint.registry.builtin import on_last_axis
+from tfjoint.registry.table import kind_named
+from tfjoint.registry.own_layers import ExpandDims, Squeeze
 
 __all__ = ["Conv1DAsConv2D", "DenseAsConv2D", "AffineAsDepthwise", "ActivationAsLayer", "rewrite_transforms",
            "batchnorm_transforms", "EXPAND_SUFFIX", "SQUEEZE_SUFFIX", "ACTIVATION_SUFFIX",
@@ -69,10 +72,13 @@ EXPAND_SUFFIX = "_as_2d"
 SQUEEZE_SUFFIX = "_as_1d"
 ACTIVATION_SUFFIX = "_activation"
 DEPTHWISE_SUFFIX = "_depthwise"
-_BATCH_NORM = "BatchNormalization|SyncBatchNormalization"
-# Longest patterns first, as in TF-MOT's own list.
-_CONV1D_FOLLOWERS = (("BatchNormalization", "ReLU"), ("BatchNormalization", "Activation"), ("BatchNormalization",), ())
-_DENSE_FOLLOWERS = (("BatchNormalization", "ReLU"), ("BatchNormalization", "Activation"), ("BatchNormalization",))
+# The layers a rewritten Conv/Dense may absorb, by their registry tags. Longest patterns first, as in TF-MOT's list.
+_CONV1D_FOLLOWERS = (("batch_norm", "relu"), ("batch_norm", "activation"), ("batch_norm",), ())
+_DENSE_FOLLOWERS = (("batch_norm", "relu"), ("batch_norm", "activation"), ("batch_norm",))
+
+
+def _is_batch_norm(class_name: str) -> bool:
+    return class_name in class_names(tag="batch_norm").split("|")
 
 
 def _serialized(layer) -> dict:
@@ -88,17 +94,6 @@ def _weights_of(node) -> collections.OrderedDict:
     if node.weights:
         return collections.OrderedDict(node.weights)
     return collections.OrderedDict((name.split("/")[-1], value) for name, value in node.names_and_weights)
-
-
-def _axes_of(axis) -> list[int]:
-    if axis is None:
-        return []
-    return [int(a) for a in axis] if isinstance(axis, (list, tuple)) or hasattr(axis, "__iter__") else [int(axis)]
-
-
-def _on_last_axis(axis, rank: int) -> bool:
-    axes = _axes_of(axis)
-    return len(axes) == 1 and axes[0] in (-1, rank - 1)
 
 
 def _unit_axes(rank: int) -> list[int]:
@@ -122,24 +117,24 @@ class Conv1DAsConv2D(_transforms.Transform):
     """Rewrites one Conv1D chain (see the module docstring) as its Conv2D equivalent.
 
     Args:
-      followers: the layer classes after the Conv1D that the pattern includes,
-        e.g. ("BatchNormalization", "ReLU").
+      followers: the registry tags of the layers after the Conv1D that the
+        pattern includes, e.g. ("batch_norm", "relu").
       input_ranks: layer name -> rank of its input, for layers whose rank the
         rewrite needs (Dense).
     """
 
-    _LAYER = "Conv1D"
+    REWRITE = "conv1d_as_conv2d"  # the kinds whose registry entry names this rewrite
 
     def __init__(self, followers: tuple[str, ...] = (), input_ranks: dict[str, int] | None = None):
         self._followers = tuple(followers)
         self._input_ranks = dict(input_ranks or {})
 
     def pattern(self):
-        pattern = LayerPattern(self._LAYER, config={"activation": "linear"} if self._followers else {})
+        pattern = LayerPattern(class_names(rewrite=self.REWRITE),
+                               config={"activation": "linear"} if self._followers else {})
         for follower in self._followers:
-            config = {"activation": "relu"} if follower == "Activation" else {}
-            pattern = LayerPattern(_BATCH_NORM if follower == "BatchNormalization" else follower, config=config,
-                                   inputs=[pattern])
+            config = {"activation": "relu"} if follower == "activation" else {}
+            pattern = LayerPattern(class_names(tag=follower), config=config, inputs=[pattern])
         return pattern
 
     def _chain(self, match_layer) -> list:
@@ -180,13 +175,13 @@ class Conv1DAsConv2D(_transforms.Transform):
         if rank is None or not self.convertible(config):
             return match_layer
         for node in chain[1:]:
-            if node.layer["class_name"].endswith("BatchNormalization") and not _on_last_axis(
+            if _is_batch_norm(node.layer["class_name"]) and not on_last_axis(
                     node.layer["config"]["axis"], rank):
                 return match_layer
         node = self._core(config, _weights_of(chain[0]))
         for follower in chain[1:]:
             layer = dict(follower.layer, config=dict(follower.layer["config"]))
-            if layer["class_name"].endswith("BatchNormalization"):
+            if _is_batch_norm(layer["class_name"]):
                 layer["config"]["axis"] = -1
             node = LayerNode(layer, weights=_weights_of(follower), input_layers=[node],
                              metadata={"quantize_config": None})
@@ -205,7 +200,7 @@ class SeparableConv1DAsConv2D(Conv1DAsConv2D):
     the layer's name (as TF-MOT's SeparableConv2D split does in tfjoint).
     """
 
-    _LAYER = "SeparableConv1D"
+    REWRITE = "separable_conv1d_as_conv2d"
 
     def _core(self, config, weights) -> LayerNode:
         k, stride, dilation = (_single(config[key]) for key in ("kernel_size", "strides", "dilation_rate"))
@@ -235,7 +230,7 @@ class DepthwiseConv1DAsConv2D(Conv1DAsConv2D):
     quantized per channel and its BatchNorm folds.
     """
 
-    _LAYER = "DepthwiseConv1D"
+    REWRITE = "depthwise_conv1d_as_conv2d"
 
     def _core(self, config, weights) -> LayerNode:
         k, stride, dilation = (_single(config[key]) for key in ("kernel_size", "strides", "dilation_rate"))
@@ -255,7 +250,7 @@ class DepthwiseConv1DAsConv2D(Conv1DAsConv2D):
 class DenseAsConv2D(Conv1DAsConv2D):
     """Rewrites Dense -> BatchNormalization [-> ReLU] as a 1x1 Conv2D chain (rank-2 or rank-3 inputs)."""
 
-    _LAYER = "Dense"
+    REWRITE = "dense_as_conv2d"
 
     def _rank(self, name: str) -> int | None:
         rank = self._input_ranks.get(name)
@@ -286,43 +281,37 @@ class SequenceDenseAsConv2D(DenseAsConv2D):
 
 
 class AffineAsDepthwise(_transforms.Transform):
-    """Rewrites Rescaling / Normalization (over the last axis) as a 1x1 DepthwiseConv2D.
+    """Rewrites a per-channel affine layer (Rescaling, Normalization, a lone BatchNorm) as a 1x1 DepthwiseConv2D.
+
+    Which layers it matches, and their per-channel `(scale, offset)`, come from
+    their registry entries (`LayerKind.affine_map`).
 
     Args:
-      class_name: "Rescaling" or "Normalization".
+      batch_norms: match the kinds tagged "batch_norm" (after TF-MOT's Conv+BN
+        folds) instead of the others (before TF-MOT's transforms).
       input_shapes: layer name -> its input shape (batch first), for the
         channel count and rank.
     """
 
-    def __init__(self, class_name: str, input_shapes: dict[str, tuple] | None = None):
-        self._class_name = class_name
+    REWRITE = "affine_as_depthwise"
+
+    def __init__(self, batch_norms: bool = False, input_shapes: dict[str, tuple] | None = None):
+        self._batch_norms = batch_norms
         self._input_shapes = dict(input_shapes or {})
 
     def pattern(self):
-        return LayerPattern(_BATCH_NORM if self._class_name == "BatchNormalization" else self._class_name)
+        names = class_names(rewrite=self.REWRITE).split("|")
+        batch_norms = set(class_names(tag="batch_norm").split("|"))
+        return LayerPattern("|".join(n for n in names if (n in batch_norms) == self._batch_norms))
 
     def _scale_and_offset(self, node, channels: int, rank: int):
-        config = node.layer["config"]
-        if self._class_name == "BatchNormalization":
-            if node.metadata.get("quantize_config") is not None or not _on_last_axis(config.get("axis"), rank):
-                return None  # folded by a Conv/Dense transform, or not over the channels
-            weights = _weights_of(node)
-            gamma = weights.get("gamma:0", np.ones(channels, np.float32))
-            beta = weights.get("beta:0", np.zeros(channels, np.float32))
-            scale = gamma / np.sqrt(weights["moving_variance:0"] + config["epsilon"])
-            return scale.astype(np.float32), (beta - weights["moving_mean:0"] * scale).astype(np.float32)
-        if self._class_name == "Rescaling":
-            scale = np.broadcast_to(np.asarray(config["scale"], np.float32), (channels,))
-            offset = np.broadcast_to(np.asarray(config["offset"], np.float32), (channels,))
-            return scale, offset
-        if config.get("invert") or not _on_last_axis(config.get("axis"), rank):
+        if node.metadata.get("quantize_config") is not None:
+            return None  # already quantized by a Conv/Dense transform (a folded BatchNorm)
+        kind = kind_named(node.layer["class_name"])
+        if kind is None or kind.affine_map is None:
             return None
-        weights = _weights_of(node)
-        mean = np.reshape(weights["mean:0"], (-1,)).astype(np.float32)
-        std = np.sqrt(np.maximum(np.reshape(weights["variance:0"], (-1,)), 1e-7)).astype(np.float32)
-        if mean.size == 1:
-            mean, std = np.full(channels, mean[0], np.float32), np.full(channels, std[0], np.float32)
-        return 1.0 / std, -mean / std
+        return kind.affine_map(node.layer["config"], {k.split(":")[0]: v for k, v in _weights_of(node).items()},
+                               channels, rank)
 
     def replacement(self, match_layer):
         name = match_layer.layer["config"]["name"]
@@ -349,11 +338,10 @@ class AffineAsDepthwise(_transforms.Transform):
 class ActivationAsLayer(_transforms.Transform):
     """A Conv/Dense layer with a fused swish or relu6, as the linear layer then an `Activation` layer."""
 
-    _LAYERS = "Conv1D|Conv2D|DepthwiseConv1D|DepthwiseConv2D|SeparableConv1D|SeparableConv2D|Dense"
     _ACTIVATIONS = "swish|silu|relu6"
 
     def pattern(self):
-        return LayerPattern(self._LAYERS, config={"activation": self._ACTIVATIONS})
+        return LayerPattern(class_names(tag="fused_activation"), config={"activation": self._ACTIVATIONS})
 
     def replacement(self, match_layer):
         config = match_layer.layer["config"]
@@ -365,7 +353,7 @@ class ActivationAsLayer(_transforms.Transform):
 
 def batchnorm_transforms(input_shapes: dict[str, tuple] | None = None) -> list:
     """The lone-BatchNormalization rewrite, which must run after TF-MOT's Conv+BN transforms."""
-    return [AffineAsDepthwise("BatchNormalization", input_shapes)]
+    return [AffineAsDepthwise(batch_norms=True, input_shapes=input_shapes)]
 
 
 def rewrite_transforms(input_shapes: dict[str, tuple] | None = None) -> list:
@@ -373,7 +361,7 @@ def rewrite_transforms(input_shapes: dict[str, tuple] | None = None) -> list:
     ranks = {name: len(shape) for name, shape in (input_shapes or {}).items()}
     return (
         [ActivationAsLayer()]
-        + [AffineAsDepthwise("Rescaling", input_shapes), AffineAsDepthwise("Normalization", input_shapes)]
+        + [AffineAsDepthwise(input_shapes=input_shapes)]
         + [Conv1DAsConv2D(f) for f in _CONV1D_FOLLOWERS]
         + [SeparableConv1DAsConv2D(f) for f in _CONV1D_FOLLOWERS]
         + [DepthwiseConv1DAsConv2D(f) for f in _CONV1D_FOLLOWERS]

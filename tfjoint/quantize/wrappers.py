@@ -29,7 +29,12 @@ own classes again.
 import tensorflow_model_optimization as tfmot
 
 from tfjoint import _tfmot
-from tfjoint.quantize.quantizers import register
+from tfjoint._keras import (
+    own_non_trainable_weights,
+    own_trainable_weights,
+    serializable,
+    set_own_trainable_weights,
+)
 
 __all__ = ["JointQuantizeLayer", "JointQuantizeWrapper", "adopt_joint_layers"]
 
@@ -43,7 +48,7 @@ def _unique(variables) -> list:
     return unique
 
 
-@register
+@serializable
 class JointQuantizeLayer(_tfmot.QuantizeLayer):
     """TF-MOT's input QuantizeLayer whose `build` runs once."""
 
@@ -54,7 +59,7 @@ class JointQuantizeLayer(_tfmot.QuantizeLayer):
         self.built = True
 
 
-@register
+@serializable
 class JointQuantizeWrapper(tfmot.quantization.keras.QuantizeWrapperV2):
     """TF-MOT's QuantizeWrapperV2 with its trainable variables in one canonical order."""
 
@@ -64,19 +69,20 @@ class JointQuantizeWrapper(tfmot.quantization.keras.QuantizeWrapperV2):
 
     def canonicalize_variables(self) -> None:
         """Quantized weights first, then the inner layer's remaining trainable variables, each once."""
-        quantized = [weight for weight, _, _ in getattr(self, "_weight_vars", [])]
-        self._trainable_weights = _unique(quantized + list(self.layer._trainable_weights) + self._trainable_weights)
+        quantized = [weight for weight, _, _ in _tfmot.weight_vars(self)]
+        set_own_trainable_weights(self, _unique(quantized + list(own_trainable_weights(self.layer))
+                                                + own_trainable_weights(self)))
 
     @property
     def trainable_weights(self):
         if not self.trainable:
             return []
-        return _unique(self._trainable_weights + self.layer.trainable_weights)
+        return _unique(own_trainable_weights(self) + self.layer.trainable_weights)
 
     @property
     def non_trainable_weights(self):
         trainable = {id(w) for w in self.trainable_weights}
-        every = _unique(self.layer.weights + self._trainable_weights + self._non_trainable_weights)
+        every = _unique(self.layer.weights + own_trainable_weights(self) + own_non_trainable_weights(self))
         return [w for w in every if id(w) not in trainable]
 
 

@@ -16,9 +16,8 @@ each step's forward pass.
 
 import numpy as np
 
-from tfjoint._keras import keras, tf
-from tfjoint.prune.decay import JointPolynomialDecay
-from tfjoint.quantize.quantizers import register
+from tfjoint import _tfmot
+from tfjoint._keras import keras, serializable, tf
 from tfjoint.train.inspect import channel_members
 
 __all__ = ["JointModel", "update_channel_masks", "group_masks"]
@@ -71,7 +70,7 @@ def update_channel_masks(model):
     if not producers_by_group:
         return None
     step_variable = next(m.step for m in members if m.producer and m.step is not None)
-    schedule = JointPolynomialDecay(**members[0].channel_schedule)
+    schedule = _tfmot.JointPolynomialDecay(**members[0].channel_schedule)
 
     def update(distribution=None):
         step = step_variable.read_value() + 1  # the forward pass of this step counts it
@@ -97,7 +96,7 @@ def update_channel_masks(model):
     return update()
 
 
-@register
+@serializable
 class JointModel(keras.Model):
     """A prepared model that prunes channels: `train_step` first updates the channel masks.
 

@@ -18,9 +18,8 @@ wrapping the reloaded student in a new Distiller.
 """
 
 from tfjoint import errors
-from tfjoint._keras import check_float_model, is_keras3_model, keras, tf
+from tfjoint._keras import check_float_model, is_keras3_model, keras, serializable, tf
 from tfjoint.losses import outputs_probabilities
-from tfjoint.quantize.quantizers import register
 from tfjoint.train.channels import update_channel_masks
 from tfjoint.train.inspect import is_prepared
 
@@ -33,7 +32,7 @@ def _logits(outputs, probabilities: bool):
     return tf.math.log(tf.clip_by_value(outputs, 1e-7, 1.0))
 
 
-@register
+@serializable
 class Distiller(keras.Model):
     """Trains a prepared `student` to match the labels and its float `teacher`.
 

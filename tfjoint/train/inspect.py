@@ -10,6 +10,7 @@ from typing import Iterator, NamedTuple
 import numpy as np
 import tensorflow_model_optimization as tfmot
 
+from tfjoint import _tfmot
 from tfjoint._keras import tf, weight_short_name
 from tfjoint.prune.schedule import JointSchedule
 from tfjoint.quantize.config import JointQuantizeConfig
@@ -92,7 +93,7 @@ def pruned_kernels(model) -> list[PrunedKernel]:
     """Every kernel that a prepared model prunes, in layer order."""
     found = []
     for wrapper in _wrappers(model):
-        for weight, quantizer, weights in getattr(wrapper, "_weight_vars", []):
+        for weight, quantizer, weights in _tfmot.weight_vars(wrapper):
             if isinstance(quantizer, PrunedKernelQuantizer):
                 found.append(
                     PrunedKernel(
@@ -115,7 +116,7 @@ def channel_members(model) -> list[ChannelMember]:
         config = wrapper.quantize_config
         if not isinstance(config, JointQuantizeConfig) or not config.channels:
             continue
-        for weight, quantizer, weights in getattr(wrapper, "_weight_vars", []):
+        for weight, quantizer, weights in _tfmot.weight_vars(wrapper):
             if CHANNEL_MASK not in (weights or {}):
                 continue
             name = weight_short_name(weight)
@@ -135,12 +136,12 @@ def channel_members(model) -> list[ChannelMember]:
                     criterion=config.channels["criterion"],
                 )
             )
-        for quantizer in getattr(wrapper, "_output_quantizers", []) or []:
+        for quantizer in _tfmot.output_quantizers(wrapper):
             if isinstance(quantizer, ChannelMaskedOutputQuantizer):
                 found.append(ChannelMember(
                     segments=tuple((group, size) for group, size in config.channels["segments"]),
                     layer_name=wrapper.layer.name, weight_name="output", weight=None,
-                    channel_mask=wrapper._output_quantizer_vars[CHANNEL_MASK], axis=-1, producer=False,
+                    channel_mask=_tfmot.output_quantizer_vars(wrapper)[CHANNEL_MASK], axis=-1, producer=False,
                     weight_mask=None, step=None, channel_schedule=config.channels["schedule"],
                     criterion=config.channels["criterion"]))
     return found
@@ -151,10 +152,10 @@ def _gated_quantizers(model) -> Iterator[tuple[GatedQuantizer, dict]]:
         if isinstance(getattr(layer, "quantizer", None), GatedQuantizer):
             yield layer.quantizer, layer.quantizer_vars
     for wrapper in _wrappers(model):
-        for quantizer in getattr(wrapper, "_output_quantizers", []) or []:
+        for quantizer in _tfmot.output_quantizers(wrapper):
             if isinstance(quantizer, GatedQuantizer):
-                yield quantizer, wrapper._output_quantizer_vars
-        for _, quantizer, weights in getattr(wrapper, "_weight_vars", []):
+                yield quantizer, _tfmot.output_quantizer_vars(wrapper)
+        for _, quantizer, weights in _tfmot.weight_vars(wrapper):
             if isinstance(quantizer, (GatedQuantizer, ChannelMaskQuantizer)):
                 yield quantizer, weights
 

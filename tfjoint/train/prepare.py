@@ -18,7 +18,8 @@ from tfjoint import errors
 from tfjoint._keras import check_float_model, is_keras3_model, keras
 from tfjoint.bridge.keras3 import from_keras3
 from tfjoint.prune.channels import ChannelPlan, plan_channel_groups
-from tfjoint.prune.layers import prunable_layers, prunable_weight
+from tfjoint.registry import kind_of, prunable_layers, pruned_weight_name
+from tfjoint.registry.table import NEW, OUTPUT
 from tfjoint.prune.schedule import JointSchedule
 from tfjoint.quantize.scheme import JointQuantizeScheme
 from tfjoint.quantize.wrappers import adopt_joint_layers
@@ -27,15 +28,6 @@ from tfjoint.train.channels import JointModel
 __all__ = ["prepare", "LayerSelector", "CHANNEL_CRITERIA"]
 
 CHANNEL_CRITERIA = ("l1", "l2")
-# Which weights of a layer in a channel group carry its channel mask, and on which axis.
-_CHANNEL_AXES = {
-    "Conv1D": {"kernel": -1, "bias": 0},
-    "Conv2D": {"kernel": -1, "bias": 0},
-    "Dense": {"kernel": -1, "bias": 0},
-    "DepthwiseConv2D": {"depthwise_kernel": 2, "bias": 0},
-    "BatchNormalization": {"__output__": -1},  # see ChannelMaskedOutputQuantizer
-    "SyncBatchNormalization": {"__output__": -1},
-}
 
 LayerSelector = Union[Iterable[str], Callable[[keras.layers.Layer], bool], None]
 
@@ -63,9 +55,11 @@ def _selected_names(model, selector: LayerSelector, argument: str) -> set[str] |
 
 
 def _unprunable_hint(layer) -> str:
-    if type(layer) is keras.layers.DepthwiseConv2D:
-        return "pass prune_depthwise=True to prune DepthwiseConv2D kernels"
-    return "tfjoint prunes Dense, Conv1D and Conv2D kernels (DepthwiseConv2D with prune_depthwise=True)"
+    kind = kind_of(layer)
+    if kind is not None and kind.pruned_on_request:
+        return f"pass prune_depthwise=True to prune its '{kind.pruned_weight}'"
+    return ("its kind has no pruned weight in tfjoint's registry (tfjoint prunes Dense, Conv1D and Conv2D kernels, "
+            "DepthwiseConv2D with prune_depthwise=True; register your own layer with tfjoint.register_layer)")
 
 
 def _check_per_layer_targets(model, schedule: JointSchedule, prune_depthwise: bool) -> None:
@@ -77,7 +71,7 @@ def _check_per_layer_targets(model, schedule: JointSchedule, prune_depthwise: bo
             f"Its prunable layers are: {sorted(prunable_layers(model, prune_depthwise))}."
         )
     for name in schedule.target_sparsity:
-        if prunable_weight(layers[name], prune_depthwise) is None:
+        if pruned_weight_name(layers[name], prune_depthwise) is None:
             raise errors.ConfigError(
                 f"`target_sparsity` gives layer '{name}' ({type(layers[name]).__name__}) a sparsity, but it "
                 f"cannot be pruned: {_unprunable_hint(layers[name])}. Remove it from the dict."
@@ -93,7 +87,7 @@ def _pruned_weights(
         _check_per_layer_targets(model, schedule, prune_depthwise)
     pruned = {}
     for layer in model.layers:
-        weight = prunable_weight(layer, prune_depthwise)
+        weight = pruned_weight_name(layer, prune_depthwise)
         if only is not None and layer.name in only and weight is None:
             raise errors.UnsupportedLayerError(
                 f"layer '{layer.name}' ({type(layer).__name__}) was asked to be pruned (`prune_only`) but cannot "
@@ -113,14 +107,15 @@ def _channel_specs(model, plan: ChannelPlan, schedule: JointSchedule, criterion:
     decay = schedule.decay_arguments(schedule.channel_sparsity)
     specs = {}
     for layer in model.layers:
-        axes = _CHANNEL_AXES.get(type(layer).__name__)
-        if axes is None or layer.name not in plan.layers:
+        kind = kind_of(layer)
+        axes = kind.channel_axes if kind is not None else {}
+        if not axes or layer.name not in plan.layers:
             continue
         segments = [[group if group in prunable else None, size] for group, size in plan.layer_segments(layer.name)]
         if all(group is None for group, _ in segments):
             continue
         present = {name: axis for name, axis in axes.items()
-                   if name == "__output__" or getattr(layer, name, None) is not None}
+                   if name == OUTPUT or getattr(layer, name, None) is not None}
         specs[layer.name] = {"segments": segments, "axes": present, "schedule": decay, "criterion": criterion,
                              "producer": any(layer.name in prunable[g].producers for g, _ in segments if g)}
     return specs
@@ -132,7 +127,7 @@ def _plan_channels(model, schedule, pruned, criterion) -> dict[str, dict]:
         raise errors.ConfigError(f"`channel_criterion` must be one of {list(CHANNEL_CRITERIA)}; received {criterion!r}.")
     if not schedule.channel_sparsity:
         return {}
-    producers = {name for name in pruned if type(model.get_layer(name)).__name__ in ("Conv1D", "Conv2D", "Dense")}
+    producers = {name for name in pruned if getattr(kind_of(model.get_layer(name)), "channels", None) == NEW}
     plan = plan_channel_groups(model, producers)
     for note in plan.frozen_notes(include_outputs=False):
         logging.warning("tfjoint channel pruning: %s.", note)

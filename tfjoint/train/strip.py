@@ -23,6 +23,7 @@ from tfjoint._keras import check_tf_keras_model, keras, weight_short_name
 from tfjoint.prune.channels import Layout, channel_layouts
 from tfjoint.quantize.config import JointQuantizeConfig, unwrap_config
 from tfjoint.quantize.quantizers import CHANNEL_MASK, ChannelMaskQuantizer, GatedQuantizer
+from tfjoint.registry import kind_of, unwrapped
 from tfjoint.train.channels import JointModel, group_masks
 from tfjoint.train.inspect import channel_members, is_prepared, prepared_model, pruned_kernels
 
@@ -30,12 +31,6 @@ __all__ = ["strip", "strips_cleanly", "kept_channels_per_layer"]
 
 _QuantizeWrapper = tfmot.quantization.keras.QuantizeWrapperV2
 _QuantizeLayer = _tfmot.QuantizeLayer
-_PRODUCERS = ("Conv1D", "Conv2D", "Dense")
-_BATCH_NORMS = ("BatchNormalization", "SyncBatchNormalization")
-
-
-def _inner(layer):
-    return layer.layer if isinstance(layer, tfmot.quantization.keras.QuantizeWrapper) else layer
 
 
 def _kept_indices(layout: Layout, masks: dict[str, np.ndarray]) -> np.ndarray:
@@ -69,17 +64,12 @@ def kept_channels_per_layer(model) -> dict[str, tuple[np.ndarray | None, np.ndar
 
 
 def _smaller_config(inner, keep_out: np.ndarray | None) -> dict:
+    """The layer's config with `keep_out` output channels, as its registry entry resizes it."""
     config = inner.get_config()
-    kind = type(inner).__name__
-    if keep_out is None:
+    kind = kind_of(inner)
+    if keep_out is None or kind is None or kind.resize is None:
         return config
-    if kind in ("Conv1D", "Conv2D"):
-        config["filters"] = int(keep_out.size)
-    elif kind == "Dense":
-        config["units"] = int(keep_out.size)
-    elif kind == "Reshape":
-        config["target_shape"] = tuple(config["target_shape"][:-1]) + (int(keep_out.size),)
-    return config
+    return kind.resize(config, int(keep_out.size))
 
 
 def _strip_layer(layer, kept):
@@ -99,22 +89,18 @@ def _take(value: np.ndarray, indices, axis: int) -> np.ndarray:
     return np.take(value, indices, axis=axis)
 
 
-def _sliced(kind: str, name: str, value: np.ndarray, keep_in, keep_out) -> np.ndarray:
-    """`value` of weight `name` of a layer of type `kind`, with the removed channels cut out."""
-    if kind in _PRODUCERS:
-        if name == "kernel":
-            return _take(_take(value, keep_in, value.ndim - 2), keep_out, value.ndim - 1)
-        if name == "bias":
-            return _take(value, keep_out, 0)
-    if kind == "DepthwiseConv2D":
-        if name == "depthwise_kernel":
-            return _take(value, keep_in, 2)
-        if name == "bias":
-            return _take(value, keep_in, 0)
-    if kind in _BATCH_NORMS and name in ("gamma", "beta", "moving_mean", "moving_variance"):
-        return _take(value, keep_in, 0)
+def _sliced(kind, name: str, value: np.ndarray, keep_in, keep_out) -> np.ndarray:
+    """`value` of weight `name` of a layer of registry kind `kind`, with the removed channels cut out."""
+    if kind is None:
+        return value
+    kept = {"in": keep_in, "out": keep_out}
+    axes = kind.sliced_weights.get(name)
+    if axes is not None:
+        for side, axis in axes.items():
+            value = _take(value, kept[side], axis % value.ndim)
+        return value
     if value.ndim == 1 and name.endswith(("_min", "_max")):  # a per-channel quantizer range
-        channels = keep_in if kind == "DepthwiseConv2D" else keep_out
+        channels = kept[kind.range_channels]
         if channels is not None and value.shape[0] > len(channels):
             return _take(value, channels, 0)
     return value
@@ -124,7 +110,7 @@ def _masked_values(model) -> dict[tuple[str, str], np.ndarray]:
     """Every weight that a mask multiplies in the forward pass, with its masks applied."""
     values = {(pk.layer_name, pk.weight_name): pk.masked_kernel() for pk in pruned_kernels(model)}
     for wrapper in model.layers:
-        for weight, quantizer, weights in getattr(wrapper, "_weight_vars", []):
+        for weight, quantizer, weights in _tfmot.weight_vars(wrapper):
             if isinstance(quantizer, ChannelMaskQuantizer) or (
                     isinstance(quantizer, GatedQuantizer) and quantizer.channel_axis is not None
                     and (wrapper.layer.name, weight_short_name(weight)) not in values):
@@ -168,10 +154,10 @@ def strip(model: keras.Model) -> keras.Model:
     source_layers = {layer.name: layer for layer in model.layers}
     for layer in stripped.layers:
         source = source_layers[layer.name]
-        kind = type(_inner(source)).__name__
+        kind = kind_of(source)
         keep_in, keep_out = kept.get(layer.name, (None, None))
         values = {weight_short_name(w): w.numpy() for w in source.weights}
-        inner_name = _inner(layer).name
+        inner_name = unwrapped(layer).name
         new_values = []
         for weight in layer.weights:
             key = weight_short_name(weight)

@@ -1,13 +1,14 @@
-"""Two shape-only Keras layers the layout transforms insert: `ExpandDims` and `Squeeze`.
+"""Keras layers tfjoint itself puts into models: the shape-only `ExpandDims` and `Squeeze`.
 
+The layout rewrites insert them around layers they run as Conv2D.
 `keras.layers.Reshape` with an unknown batch dimension converts to SHAPE,
 STRIDED_SLICE and PACK operators around every RESHAPE; these convert to a
 single EXPAND_DIMS / SQUEEZE, as the converter's own Conv1D lowering does.
-They change no values, so they are not quantized.
+They change no values, so they are not quantized (their registry entries, in
+`tfjoint.registry.builtin`, say so).
 """
 
-from tfjoint._keras import keras, tf
-from tfjoint.quantize.quantizers import register
+from tfjoint._keras import keras, serializable, tf
 
 __all__ = ["ExpandDims", "Squeeze"]
 
@@ -16,7 +17,7 @@ def _axes(axes) -> tuple[int, ...]:
     return tuple(int(a) for a in (axes if isinstance(axes, (list, tuple)) else [axes]))
 
 
-@register
+@serializable
 class ExpandDims(keras.layers.Layer):
     """Inserts unit axes at `axes` (positive, counted in the output)."""
 
@@ -39,7 +40,7 @@ class ExpandDims(keras.layers.Layer):
         return dict(super().get_config(), axes=list(self.axes))
 
 
-@register
+@serializable
 class Squeeze(keras.layers.Layer):
     """Removes the unit axes at `axes` (positive, counted in the input)."""
 

@@ -1,0 +1,250 @@
+"""The registry entries of tf_keras's built-in layers, TF-MOT's input QuantizeLayer and tfjoint's own layers.
+
+Each entry is what tfjoint knows about that kind (see `LayerKind`). Kinds not
+listed here are opaque to channel pruning and quantized only if TF-MOT's
+default 8-bit registry knows them.
+"""
+
+import numpy as np
+
+from tfjoint import _tfmot
+from tfjoint._keras import keras
+from tfjoint.registry.own_layers import ExpandDims, Squeeze
+from tfjoint.registry.table import (
+    CONCATENATES,
+    FLATTENS,
+    FOLLOWS,
+    MERGES,
+    NEW,
+    OPAQUE,
+    OUTPUT,
+    RESHAPES,
+    LayerKind,
+    Quantization,
+    register_layer,
+)
+
+__all__ = ["REWRITES"]
+
+# The layout rewrites of `tfjoint.quantize.transforms`, by name.
+REWRITES = ("conv1d_as_conv2d", "separable_conv1d_as_conv2d", "depthwise_conv1d_as_conv2d", "dense_as_conv2d",
+            "affine_as_depthwise")
+
+_layers = keras.layers
+
+
+def _axes_of(axis) -> list[int]:
+    if axis is None:
+        return []
+    return [int(a) for a in axis] if isinstance(axis, (list, tuple)) or hasattr(axis, "__iter__") else [int(axis)]
+
+
+def on_last_axis(axis, rank: int) -> bool:
+    """Whether `axis` (an int or a list of one) is the last axis of a rank-`rank` tensor."""
+    axes = _axes_of(axis)
+    return len(axes) == 1 and axes[0] in (-1, rank - 1)
+
+
+def _set(key: str):
+    def resize(config: dict, channels: int) -> dict:
+        return dict(config, **{key: int(channels)})
+
+    return resize
+
+
+def _last_axis_of(weight: str):
+    def channels(layer) -> int:
+        return int(getattr(layer, weight).shape[-1])
+
+    return channels
+
+
+def _grouped(layer, rank: int) -> str | None:
+    return "is a grouped convolution" if getattr(layer, "groups", 1) != 1 else None
+
+
+def _producer(ops: tuple[str, ...], resize_key: str, quantization: Quantization | None = None, blocker=None,
+              tags=("fused_activation",)) -> LayerKind:
+    return LayerKind(
+        channels=NEW, channel_blocker=blocker, pruned_weight="kernel", channel_axes={"kernel": -1, "bias": 0},
+        sliced_weights={"kernel": {"in": -2, "out": -1}, "bias": {"out": 0}}, resize=_set(resize_key),
+        output_channels=_last_axis_of("kernel"), quantization=quantization or Quantization(), tflite_ops=ops,
+        tags=frozenset(tags))
+
+
+# --- Producers: Dense and convolutions ---------------------------------------------------------------------------
+
+register_layer(_layers.Dense, _producer(("FULLY_CONNECTED",), "units", Quantization(rewrite="dense_as_conv2d")))
+# Per-tensor weights when the rewrite declines (causal padding): the converter lowers Conv1D through EXPAND_DIMS
+# and rejects per-channel scales there ("'tfl.transpose' op has mismatched quantized axes").
+register_layer(_layers.Conv1D, _producer(("CONV_2D",), "filters", Quantization(
+    config=lambda: _tfmot.Default8BitQuantizeConfig(["kernel"], ["activation"], False), rewrite="conv1d_as_conv2d")))
+register_layer(_layers.Conv2D, _producer(("CONV_2D",), "filters", blocker=_grouped))
+
+
+def _depthwise_channels(layer) -> int:
+    shape = layer.depthwise_kernel.shape
+    return int(shape[2] * shape[3])
+
+
+def _depth_multiplied(layer, rank: int) -> str | None:
+    return "has depth_multiplier > 1" if layer.depth_multiplier != 1 else None
+
+
+_DEPTHWISE = LayerKind(
+    channels=FOLLOWS, channel_blocker=_depth_multiplied, pruned_weight="depthwise_kernel", pruned_on_request=True,
+    channel_axes={"depthwise_kernel": 2, "bias": 0}, sliced_weights={"depthwise_kernel": {"in": 2}, "bias": {"in": 0}},
+    range_channels="in", output_channels=_depthwise_channels, tflite_ops=("DEPTHWISE_CONV_2D",),
+    tags=frozenset({"fused_activation"}))
+register_layer(_layers.DepthwiseConv2D, _DEPTHWISE)
+# Rewritten as a (k, 1) DepthwiseConv2D: TF-MOT's registry has no DepthwiseConv1D. Its channels are not followed.
+register_layer(_layers.DepthwiseConv1D, LayerKind(
+    quantization=Quantization(rewrite="depthwise_conv1d_as_conv2d"), tflite_ops=("DEPTHWISE_CONV_2D",),
+    tags=frozenset({"fused_activation"})))
+# Split by TF-MOT's transform (2D) or tfjoint's rewrite (1D) into depthwise + pointwise; quantized, not pruned.
+register_layer(_layers.SeparableConv2D, LayerKind(
+    tflite_ops=("DEPTHWISE_CONV_2D", "CONV_2D"), tags=frozenset({"fused_activation"})))
+register_layer(_layers.SeparableConv1D, LayerKind(
+    quantization=Quantization(rewrite="separable_conv1d_as_conv2d"), tflite_ops=("DEPTHWISE_CONV_2D", "CONV_2D"),
+    tags=frozenset({"fused_activation"})))
+# A Conv2D subclass whose kernel is (h, w, out, in): neither pruned nor followed, quantized by TF-MOT.
+register_layer(_layers.Conv2DTranspose, LayerKind(tflite_ops=("TRANSPOSE_CONV",)))
+register_layer(_layers.Conv1DTranspose, LayerKind(quantization=Quantization(
+    refused="TF-MOT's 8-bit scheme has no Conv1DTranspose: use a Conv2DTranspose with a (k, 1) kernel on a "
+            "Reshape'd input (batch, steps, 1, channels)")))
+
+
+# --- Normalization and affine maps ---------------------------------------------------------------------------------
+
+def _batch_norm_blocker(layer, rank: int) -> str | None:
+    if not on_last_axis(layer.axis, rank):
+        return "normalizes another axis than the channels"
+    if not layer.scale and layer.center:  # (x - mean) / std is not 0 for a zero channel without gamma
+        return "has center=True but scale=False"
+    return None
+
+
+def _batch_norm_affine(config: dict, weights: dict, channels: int, rank: int):
+    """Inference-time BatchNorm: gamma / sqrt(var + eps) and beta - mean * that."""
+    if not on_last_axis(config.get("axis"), rank):
+        return None
+    gamma = np.asarray(weights.get("gamma", np.ones(channels)), np.float32)
+    beta = np.asarray(weights.get("beta", np.zeros(channels)), np.float32)
+    scale = gamma / np.sqrt(np.asarray(weights["moving_variance"], np.float32) + config["epsilon"])
+    return scale.astype(np.float32), (beta - np.asarray(weights["moving_mean"], np.float32) * scale).astype(np.float32)
+
+
+def _rescaling_affine(config: dict, weights: dict, channels: int, rank: int):
+    scale = np.broadcast_to(np.asarray(config["scale"], np.float32), (channels,))
+    offset = np.broadcast_to(np.asarray(config["offset"], np.float32), (channels,))
+    return scale.copy(), offset.copy()
+
+
+def _normalization_affine(config: dict, weights: dict, channels: int, rank: int):
+    """(x - mean) / std per channel; mean and variance are weights once adapted, config values when given."""
+    if config.get("invert") or not on_last_axis(config.get("axis"), rank):
+        return None
+    if "mean" in weights and "variance" in weights:
+        mean, variance = weights["mean"], weights["variance"]
+    elif config.get("mean") is not None and config.get("variance") is not None:
+        mean, variance = config["mean"], config["variance"]
+    else:
+        return None
+    mean = np.reshape(np.asarray(mean, np.float32), (-1,))
+    std = np.sqrt(np.maximum(np.reshape(np.asarray(variance, np.float32), (-1,)), 1e-7)).astype(np.float32)
+    if mean.size == 1:
+        mean = np.full(channels, mean[0], np.float32)
+    if std.size == 1:
+        std = np.full(channels, std[0], np.float32)
+    return (1.0 / std).astype(np.float32), (-mean / std).astype(np.float32)
+
+
+_BATCH_NORM = LayerKind(
+    channels=FOLLOWS, channel_blocker=_batch_norm_blocker,
+    channel_axes={OUTPUT: -1},  # its output, not gamma: setattr of gamma breaks SavedModel tracking
+    sliced_weights={name: {"in": 0} for name in ("gamma", "beta", "moving_mean", "moving_variance")},
+    range_channels="in", quantization=Quantization(rewrite="affine_as_depthwise"), affine_map=_batch_norm_affine,
+    tflite_ops=("DEPTHWISE_CONV_2D",), tags=frozenset({"batch_norm"}))
+register_layer(_layers.BatchNormalization, _BATCH_NORM)
+register_layer(_layers.experimental.SyncBatchNormalization, _BATCH_NORM)
+register_layer(_layers.Rescaling, LayerKind(quantization=Quantization(rewrite="affine_as_depthwise"),
+                                            affine_map=_rescaling_affine, tflite_ops=("DEPTHWISE_CONV_2D",)))
+register_layer(_layers.Normalization, LayerKind(quantization=Quantization(rewrite="affine_as_depthwise"),
+                                                affine_map=_normalization_affine, tflite_ops=("DEPTHWISE_CONV_2D",)))
+register_layer(_layers.LayerNormalization, LayerKind(keras3_kwargs_defaults={"rms_scaling": False}))
+
+
+# --- Activations -------------------------------------------------------------------------------------------------
+
+def _relu_blocker(layer, rank: int) -> str | None:
+    return "maps 0 to a non-zero value" if layer.negative_slope and layer.threshold > 0 else None
+
+
+register_layer(_layers.ReLU, LayerKind(channels=FOLLOWS, channel_blocker=_relu_blocker, tflite_ops=("RELU",),
+                                       tags=frozenset({"relu"})))
+register_layer(_layers.Activation, LayerKind(channels=FOLLOWS, tags=frozenset({"activation"})))
+register_layer(_layers.LeakyReLU, LayerKind(channels=FOLLOWS, tflite_ops=("LEAKY_RELU",),
+                                            keras3_renamed_arguments={"negative_slope": "alpha"}))
+register_layer(_layers.Softmax, LayerKind(channel_blocker=lambda layer, rank: "normalizes over the channels",
+                                          tflite_ops=("SOFTMAX",)))
+register_layer(_layers.ELU, LayerKind(channels=FOLLOWS, quantization=Quantization(
+    refused="TF-MOT's 8-bit scheme cannot quantize an ELU layer: use ReLU (or relu6/swish) and fine-tune the float "
+            "model with it before preparing")))
+register_layer(_layers.PReLU, LayerKind(quantization=Quantization(
+    refused="TF-MOT's 8-bit scheme cannot quantize PReLU: use LeakyReLU or ReLU and fine-tune the float model with "
+            "it before preparing")))
+
+
+# --- Layers whose channels pass through --------------------------------------------------------------------------
+
+_PASS_THROUGH = LayerKind(channels=FOLLOWS)
+for _name in ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
+              "GaussianDropout", "AlphaDropout", "ActivityRegularization", "MaxPooling2D", "AveragePooling1D",
+              "AveragePooling2D", "GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalAveragePooling1D",
+              "GlobalAveragePooling2D", "ZeroPadding1D", "ZeroPadding2D", "Cropping1D", "Cropping2D", "UpSampling2D"):
+    register_layer(getattr(_layers, _name), _PASS_THROUGH)
+register_layer(_layers.MaxPooling1D, _PASS_THROUGH.replace(quantization=Quantization.values_unchanged()))
+register_layer(_layers.UpSampling1D, _PASS_THROUGH.replace(quantization=Quantization.output_only()))
+register_layer(_tfmot.QuantizeLayer, _PASS_THROUGH)  # TF-MOT's input quantizer (and tfjoint's subclass)
+register_layer(ExpandDims, _PASS_THROUGH.replace(quantization=Quantization.values_unchanged()))
+register_layer(Squeeze, _PASS_THROUGH.replace(quantization=Quantization.values_unchanged()))
+
+
+# --- Merges, concatenation, reshapes -----------------------------------------------------------------------------
+
+register_layer(_layers.Add, LayerKind(channels=MERGES, tflite_ops=("ADD",)))
+for _name, _op in (("Subtract", "SUB"), ("Multiply", "MUL"), ("Average", "ADD"), ("Maximum", "MAXIMUM"),
+                   ("Minimum", "MINIMUM")):
+    register_layer(getattr(_layers, _name), LayerKind(channels=MERGES, quantization=Quantization.output_only(),
+                                                      tflite_ops=(_op,)))
+
+
+def _concatenate_blocker(layer, rank: int) -> str | None:
+    return None if on_last_axis(layer.axis, rank) else "concatenates along another axis than the channels"
+
+
+register_layer(_layers.Concatenate, LayerKind(channels=CONCATENATES, channel_blocker=_concatenate_blocker,
+                                              tflite_ops=("CONCATENATION",)))
+register_layer(_layers.Flatten, LayerKind(channels=FLATTENS, tflite_ops=("RESHAPE",)))
+
+
+def _resize_reshape(config: dict, channels: int) -> dict:
+    return dict(config, target_shape=tuple(config["target_shape"][:-1]) + (int(channels),))
+
+
+register_layer(_layers.Reshape, LayerKind(channels=RESHAPES, resize=_resize_reshape, tflite_ops=("RESHAPE",)))
+
+
+# --- Refused, with what to do instead ----------------------------------------------------------------------------
+
+_RECURRENT = ("TF-MOT's 8-bit scheme cannot quantize recurrent layers. For a sequence model use a Conv1D block "
+              "(Conv1D + BatchNorm + ReLU, dilated for a long context), which tfjoint prunes and exports fully int8")
+for _name in ("LSTM", "GRU", "SimpleRNN", "RNN", "Bidirectional", "ConvLSTM1D", "ConvLSTM2D"):
+    register_layer(getattr(_layers, _name), LayerKind(quantization=Quantization(refused=_RECURRENT)))
+register_layer(_layers.Embedding, LayerKind(quantization=Quantization(
+    refused="TF-MOT's 8-bit scheme cannot quantize an Embedding: look the tokens up outside the model and feed the "
+            "embeddings as a float input, or use a Dense layer on one-hot inputs")))
+for _name in ("Conv3D", "Conv3DTranspose", "MaxPooling3D", "AveragePooling3D", "UpSampling3D", "ZeroPadding3D"):
+    register_layer(getattr(_layers, _name), LayerKind(quantization=Quantization(
+        refused="TFLite has no int8 kernel for 3-D convolutions and pooling here: fold the depth axis into the "
+                "channels or the batch and use the 2-D layer")))
