@@ -157,7 +157,7 @@ def measure_system(name, timings, report, path, pruned_names):
     row = {
         "system": name,
         "float_accuracy": report.float_accuracy,
-        "keras_accuracy": report.qat_accuracy,  # the exported Keras model, before conversion
+        "keras_accuracy": report.keras_accuracy,  # the exported Keras model, before conversion
         "int8_accuracy": report.int8_accuracy,
         "top1_agreement": report.top1_agreement,
         "weight_sparsity": report.weight_sparsity,

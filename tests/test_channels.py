@@ -7,7 +7,7 @@ import tfjoint
 from tfjoint import keras
 from tfjoint.prune.channels import plan_channel_groups
 from tfjoint.prune.schedule import kept_channels
-from tfjoint.train.channels import group_masks
+from tfjoint.train.prepared_model import group_masks
 
 
 def _residual_model():
@@ -69,12 +69,12 @@ def channel_pruned():
 
 
 def test_masks_follow_the_schedule_and_coupled_producers_share_them(channel_pruned):
-    assert isinstance(channel_pruned, tfjoint.JointModel)
+    assert isinstance(channel_pruned, tfjoint.PreparedModel)
     masks = group_masks(channel_pruned)
     assert set(masks) == {"stem", "side", "fc"}
     for group, mask in masks.items():
         assert mask.sum() == kept_channels(mask.size, 0.5), group
-    members = {m.layer_name: m.channel_mask.numpy() for m in tfjoint.train.inspect.channel_members(channel_pruned)}
+    members = {m.layer_name: m.channel_mask.numpy() for m in tfjoint.train.readback.channel_members(channel_pruned)}
     np.testing.assert_array_equal(members["stem"], members["branch"])  # the residual branches drop the same indices
     np.testing.assert_array_equal(members["stem_bn"], members["stem"])
     np.testing.assert_array_equal(members["dw"], members["stem"])
@@ -103,7 +103,7 @@ def test_filters_are_ranked_by_l1_norm():
 
 def test_strip_removes_the_channels_and_computes_the_same(channel_pruned):
     stripped = tfjoint.strip(channel_pruned)
-    assert not isinstance(stripped, tfjoint.JointModel)
+    assert not isinstance(stripped, tfjoint.PreparedModel)
     filters = {layer.layer.name: layer.layer.get_config().get("filters") or layer.layer.get_config().get("units")
                for layer in stripped.layers if hasattr(layer, "layer")}
     assert filters["stem"] == filters["branch"] == 4 and filters["side"] == 2 and filters["fc"] == 8
@@ -143,7 +143,7 @@ def test_a_channel_pruned_model_saved_mid_fit_resumes(tmp_path, suffix):
     interrupted.fit(x[:32], y[:32], batch_size=8, verbose=0)
     interrupted.save(str(tmp_path / suffix))
     resumed = tfjoint.load_model(str(tmp_path / suffix))
-    assert isinstance(resumed, tfjoint.JointModel)
+    assert isinstance(resumed, tfjoint.PreparedModel)
     for model in (straight, resumed):
         model.fit(x[32:], y[32:], batch_size=8, verbose=0, callbacks=tfjoint.callbacks())
     assert tfjoint.training_step(resumed) == tfjoint.training_step(straight) == 8
@@ -175,7 +175,7 @@ def test_a_model_with_no_removable_channels_is_refused_with_the_reason():
 
 def test_fitting_a_rewrapped_channel_model_fails_fast():
     joint = tfjoint.prepare(_residual_model(), target_sparsity=0.5, end_step=4, frequency=2, channel_sparsity=0.5)
-    plain = keras.Model(joint.inputs, joint.outputs)  # loses JointModel's train_step
+    plain = keras.Model(joint.inputs, joint.outputs)  # loses PreparedModel's train_step
     plain.compile("adam", "sparse_categorical_crossentropy")
     with pytest.raises(tfjoint.ModelStructureError, match="does not update channel masks"):
         plain.fit(*_data(8), verbose=0, callbacks=tfjoint.callbacks())

@@ -9,7 +9,7 @@ import pytest
 import tfjoint
 from tfjoint import keras
 from tfjoint.export import validate
-from tfjoint.export.memory import arena_peak_bytes
+from tfjoint.export.memory import planned_head_bytes
 
 pytestmark = pytest.mark.slow
 
@@ -52,14 +52,17 @@ def test_memory_and_threads_are_in_the_report_and_its_json(outlier_report, tmp_p
     saved = json.loads((tmp_path / "report.json").read_text())
     assert saved["per_layer_error"][0]["layer"] == "fc1" and saved["memory"]["activation_bytes"] > 0
     text = str(outlier_report)
-    assert "worst int8 layers" in text and "memory int8" in text and "1 / 4 threads" in text
+    assert "worst int8 layers" in text and "TFLM arena" in text and "1 / 4 threads" in text
 
 
-def test_the_arena_plan_is_the_greedy_by_size_planners():
-    # Three tensors: A (100 B) at steps 0-1, B (40 B) at 1-2, C (60 B) at 2-3.
+def test_the_arena_plan_is_tflms_greedy_planner():
+    # Three tensors: A (100 B) at scopes 0-1, B (40 B) at 1-2, C (60 B) at 2-3.
     # A and C never live together, so C reuses A's place; B sits above A.
-    assert arena_peak_bytes([(100, 0, 1), (40, 1, 2), (60, 2, 3)]) == 112 + 48
-    assert arena_peak_bytes([(10, 0, 0), (10, 1, 1)]) == 16  # one 16-byte slot, reused
+    assert planned_head_bytes([(100, 0, 1), (40, 1, 2), (60, 2, 3)]) == 112 + 48
+    assert planned_head_bytes([(10, 0, 0), (10, 1, 1)]) == 16  # one 16-byte slot, reused
+    # Equal sizes are placed in reverse order of addition, as TFLM's planner does: D, B, A, then C. Placing
+    # A first (first-seen order) would fit C beside B and need only 64 bytes.
+    assert planned_head_bytes([(32, 1, 3), (32, 2, 3), (16, 0, 1), (32, 0, 0)]) == 80
 
 
 def test_int8_activations_need_about_a_quarter_of_float32s(digits_joint, digits_float_model, digits_data, tmp_path):
@@ -95,7 +98,7 @@ def test_a_regression_output_gets_mse_mae_and_fails_on_a_coarse_int8_grid(tmp_pa
         tfjoint.export_tflite(model, str(tmp_path / "r.tflite"), representative_data=x, min_sqnr_db=0,
                               validation_data=(x[narrow], y[narrow]), max_mse_increase=0.1)
     entry = caught.value.report.per_output["value"]
-    assert entry["int8_mse"] > entry["qat_mse"] and entry["int8_mae"] > 0 and "mse_increase" in entry
+    assert entry["int8_mse"] > entry["keras_mse"] and entry["int8_mae"] > 0 and "mse_increase" in entry
     assert any("steps of" in note for note in caught.value.report.notes)
     assert not (tmp_path / "r.tflite").exists()
 
@@ -109,7 +112,7 @@ def test_an_exact_match_without_a_float_model_is_flagged():
 
 
 def test_mse_tolerance_is_checked_and_named():
-    entry = {"sqnr_db": 30.0, "classifier": False, "int8_mse": 2.0, "qat_mse": 1.0, "float_mse": 1.0,
+    entry = {"sqnr_db": 30.0, "classifier": False, "int8_mse": 2.0, "keras_mse": 1.0, "float_mse": 1.0,
              "mse_increase": 1.0}
     failures = validate.failures({"value": entry}, tfjoint.Tolerances(max_mse_increase=0.5))
     assert failures == ["output 'value': int8 MSE 2 is 100% above the float model's 1 > max_mse_increase 0.5 (50%)"]

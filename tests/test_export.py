@@ -60,8 +60,14 @@ def test_file_is_fully_int8_when_read_back(exported):
     for op in weight_ops:
         assert tensors[op["inputs"][1]]["dtype"] == np.int8
         assert tensors[op["inputs"][2]]["dtype"] == np.int32
-    assert report.fully_int8 and report.passed and report.quantization == "qat"
+    assert report.fully_int8 and report.passed
     assert "CONV_2D" in report.ops and "DEQUANTIZE" not in report.ops
+    # quantization="auto" with representative data: the QAT file and post-training quantization of the same pruned
+    # weights were both validated, and the better one shipped.
+    candidates = report.quantization_candidates
+    assert set(candidates) == {"qat", "post_training"}
+    assert candidates[report.quantization]["int8_accuracy"] == max(c["int8_accuracy"] for c in candidates.values())
+    assert report.int8_accuracy == candidates[report.quantization]["int8_accuracy"]
 
 
 def test_zeros_survive_into_the_int8_weights(exported, joint):
@@ -138,9 +144,9 @@ def test_multi_output_model_gets_metrics_per_output(tmp_path):
     joint.fit(x, [y_cls, y_val], epochs=4, batch_size=32, verbose=0)
     report = tfjoint.export_tflite(joint, str(tmp_path / "m.tflite"), validation_data=(x, [y_cls, None]),
                                    float_model=model, max_accuracy_drop=0.2)
-    assert set(report.per_output) == {"quant_classes", "quant_value"}
-    assert "int8_accuracy" in report.per_output["quant_classes"]
-    assert "int8_accuracy" not in report.per_output["quant_value"] and report.per_output["quant_value"]["sqnr_db"] > 15
+    assert set(report.per_output) == {"classes", "value"}
+    assert "int8_accuracy" in report.per_output["classes"]
+    assert "int8_accuracy" not in report.per_output["value"] and report.per_output["value"]["sqnr_db"] > 15
     assert report.fully_int8 and report.int8_accuracy is not None
 
 
@@ -189,7 +195,7 @@ def test_representative_data_as_dataset_or_generator(float_model, digits_data, t
 def test_a_float_flatbuffer_is_named_as_not_int8(float_model):
     summary = read_flatbuffer(to_float32(float_model))
     assert not summary.fully_int8
-    error = _not_int8_error(summary, [layer.name for layer in float_model.layers])
+    error = _not_int8_error(summary, [layer.name for layer in float_model.layers], "post_training")
     assert "CONV_2D (from layer 'conv1'" in str(error) and "Exclude or replace" in str(error)
 
 
@@ -304,8 +310,8 @@ def test_a_keras3_model_with_named_outputs_validates_with_labels_by_those_names(
     report = tfjoint.export_tflite(joint, str(tmp_path / "named.tflite"), validation_data=(x, y),
                                    max_accuracy_drop=0.2)
     assert report.fully_int8 and report.passed
-    assert report.per_output["quant_classes"]["int8_accuracy"] == pytest.approx(report.int8_accuracy)
-    assert "int8_mse" in report.per_output["quant_value"]  # its labels reached it, by name
+    assert report.per_output["classes"]["int8_accuracy"] == pytest.approx(report.int8_accuracy)
+    assert "int8_mse" in report.per_output["value"]  # its labels reached it, by name
     with pytest.raises(tfjoint.DataError, match=r"outputs \['nope'\].*\['classes', 'value'\]"):
         tfjoint.export_tflite(joint, str(tmp_path / "bad.tflite"), validation_data=(x, {"nope": y["value"]}))
 
@@ -328,9 +334,9 @@ def test_a_conv2d_transpose_model_keeps_its_signature(tmp_path):
     from ai_edge_litert.interpreter import Interpreter
 
     signatures = Interpreter(model_path=str(path)).get_signature_list()
-    assert signatures == {"serving_default": {"inputs": ["image"], "outputs": ["quant_mask"]}}
+    assert signatures == {"serving_default": {"inputs": ["image"], "outputs": ["mask"]}}
     assert report.fully_int8 and report.operator_counts["TRANSPOSE_CONV"] == 1
-    assert report.per_output["quant_mask"]["sqnr_db"] > 20  # the int8 file computes what the QAT model does
+    assert report.per_output["mask"]["sqnr_db"] > 20  # the int8 file computes what the QAT model does
     entry = next(e for e in report.per_layer_error if e["layer"] == "up")
     assert entry["qat_sqnr_db"] is not None and entry["qat_sqnr_db"] > 20  # its activations input, not its shape
 

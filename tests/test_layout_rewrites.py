@@ -233,7 +233,7 @@ def test_a_dense_on_a_sequence_is_int8_and_keeps_its_name(tmp_path, channel_spar
     report = tfjoint.export_tflite(joint, str(tmp_path / "seq.tflite"), validation_data=_keyword_data(128, 1),
                                    float_model=model, max_accuracy_drop=1.0)
     assert report.fully_int8 and report.passed and not report.float_ops
-    assert report.per_output["quant_keyword"]["sqnr_db"] > 20  # the int8 file computes what the QAT model does
+    assert report.per_output["keyword"]["sqnr_db"] > 20  # the int8 file computes what the QAT model does
     assert report.per_layer_sparsity["frame_fc"]["tflite"] == pytest.approx(
         report.per_layer_sparsity["frame_fc"]["keras"])
     assert report.per_layer_channels["frame_fc"]["tflite"] == (8 if channel_sparsity else 16)
@@ -255,4 +255,4 @@ def test_a_depthwise_conv1d_block_is_int8_with_its_batchnorm_folded(tmp_path):
     assert report.fully_int8 and report.passed
     assert report.operator_counts["DEPTHWISE_CONV_2D"] == 1
     assert not {"MUL", "ADD", "DEQUANTIZE"} & set(report.operator_counts)  # the BatchNorm folded
-    assert report.per_output["quant_keyword"]["sqnr_db"] > 20
+    assert report.per_output["keyword"]["sqnr_db"] > 20

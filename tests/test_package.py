@@ -16,19 +16,21 @@ from conftest import run_python
 
 PACKAGE_DIR = os.path.dirname(tfjoint.__file__)
 # Small modules any stage may import.
-LEAVES = {"errors", "_keras", "_tfmot", "_litert", "_files", "data", "losses", "export.measure"}
+LEAVES = {"errors", "_keras", "_tfmot", "_litert", "_files", "_progress", "data", "losses", "export.measure"}
 # Stages in data-flow order; within a stage, its modules in order. A module may
 # import leaves, any module of an earlier stage, and earlier modules of its own.
 STAGES = {
     "registry": ["registry.table", "registry.own_layers", "registry.builtin"],
     "bridge": ["bridge.translate", "bridge.equivalence", "bridge.keras3"],
-    "prune": ["prune.schedule", "prune.channels", "prune.allocation"],
+    "prune": ["prune.schedule", "prune.budget", "prune.channels", "prune.allocation"],
     "quantize": ["quantize.quantizers", "quantize.config", "quantize.transforms",
                  "quantize.scheme", "quantize.wrappers"],
-    "train": ["train.inspect", "train.channels", "train.prepare", "train.callbacks", "train.distill", "train.strip",
+    "train": ["train.readback", "train.prepared_model", "train.prepare", "train.callbacks", "train.distill", "train.strip",
               "train.saving"],
-    "export": ["export.inspect", "export.report", "export.convert", "export.validate", "export.runtime",
+    "export": ["export.flatbuffer", "export.report", "export.convert", "export.validate", "export.tflm",
+               "export.runtime",
                "export.memory", "export.explain", "export.micro", "export.tflite"],
+    "plan": ["plan.cost", "plan.for_budget"],
     "app": ["app.flags", "app.digits", "app.plots", "app.pipeline", "app.cli"],
 }
 ORDER = [module for modules in STAGES.values() for module in modules]

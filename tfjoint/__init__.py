@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 _EXPORTS = {
     "keras": "tfjoint._keras",
@@ -31,10 +31,12 @@ _EXPORTS = {
     "callbacks": "tfjoint.train.callbacks",
     "strip": "tfjoint.train.strip",
     "load_model": "tfjoint.train.saving",
-    "JointModel": "tfjoint.train.channels",
+    "PreparedModel": "tfjoint.train.prepared_model",
     "Distiller": "tfjoint.train.distill",
     "allocate_sparsity": "tfjoint.prune.allocation",
-    "update_channel_masks": "tfjoint.train.channels",
+    "Budget": "tfjoint.prune.budget",
+    "CompressionPlan": "tfjoint.prune.budget",
+    "update_channel_masks": "tfjoint.train.prepared_model",
     "prunable_layers": "tfjoint.registry.table",
     # What tfjoint knows about each kind of layer.
     "LayerKind": "tfjoint.registry.table",
@@ -42,17 +44,19 @@ _EXPORTS = {
     "register_layer": "tfjoint.registry.table",
     "kind_of": "tfjoint.registry.table",
     # Reading a prepared model back.
-    "pruned_kernels": "tfjoint.train.inspect",
-    "training_step": "tfjoint.train.inspect",
-    "layer_sparsity": "tfjoint.train.inspect",
-    "schedule_of": "tfjoint.train.inspect",
-    "is_prepared": "tfjoint.train.inspect",
+    "pruned_kernels": "tfjoint.train.readback",
+    "training_step": "tfjoint.train.readback",
+    "layer_sparsity": "tfjoint.train.readback",
+    "schedule_of": "tfjoint.train.readback",
+    "is_prepared": "tfjoint.train.readback",
     # Export.
     "export_tflite": "tfjoint.export.tflite",
     "Tolerances": "tfjoint.export.validate",
     "ExportReport": "tfjoint.export.report",
-    "read_flatbuffer": "tfjoint.export.inspect",
+    "read_flatbuffer": "tfjoint.export.flatbuffer",
     "TFLiteModel": "tfjoint.export.runtime",
+    "TFLMModel": "tfjoint.export.tflm",
+    "RUNTIMES": "tfjoint.export.runtime",
     "write_c_array": "tfjoint.export.micro",
     # Errors.
     "TfjointError": "tfjoint.errors",
@@ -80,19 +84,21 @@ if TYPE_CHECKING:  # what IDEs and type checkers see; at run time the names load
         UnsupportedLayerError,
         ValidationError,
     )
-    from tfjoint.export.inspect import read_flatbuffer
+    from tfjoint.export.flatbuffer import read_flatbuffer
     from tfjoint.export.micro import write_c_array
     from tfjoint.export.report import ExportReport
-    from tfjoint.export.runtime import TFLiteModel
+    from tfjoint.export.runtime import RUNTIMES, TFLiteModel
+    from tfjoint.export.tflm import TFLMModel
     from tfjoint.export.tflite import export_tflite
     from tfjoint.export.validate import Tolerances
     from tfjoint.prune.allocation import allocate_sparsity
+    from tfjoint.prune.budget import Budget, CompressionPlan
     from tfjoint.prune.schedule import JointSchedule, plan_schedule
     from tfjoint.registry.table import LayerKind, Quantization, kind_of, prunable_layers, register_layer
     from tfjoint.train.callbacks import callbacks
-    from tfjoint.train.channels import JointModel, update_channel_masks
+    from tfjoint.train.prepared_model import PreparedModel, update_channel_masks
     from tfjoint.train.distill import Distiller
-    from tfjoint.train.inspect import is_prepared, layer_sparsity, pruned_kernels, schedule_of, training_step
+    from tfjoint.train.readback import is_prepared, layer_sparsity, pruned_kernels, schedule_of, training_step
     from tfjoint.train.prepare import prepare
     from tfjoint.train.saving import load_model
     from tfjoint.train.strip import strip

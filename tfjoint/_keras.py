@@ -21,7 +21,7 @@ __all__ = [
     "keras", "tf", "check_float_model", "check_tf_keras_model", "is_tf_keras_model", "is_keras3_model",
     "weight_short_name", "serializable", "keras_history", "nodes_in_graph_order", "outbound_layers",
     "distribution_strategy_of", "is_graph_network", "own_trainable_weights", "set_own_trainable_weights",
-    "own_non_trainable_weights", "is_keras3_functional", "PRIVATE_ATTRIBUTES", "PRIVATE_MODULES",
+    "own_non_trainable_weights", "is_keras3_functional", "nested_inputs_and_outputs", "PRIVATE_ATTRIBUTES", "PRIVATE_MODULES",
 ]
 
 # Registers a class tfjoint adds to models for Keras serialization, as "tfjoint>ClassName", so that
@@ -46,6 +46,8 @@ PRIVATE_ATTRIBUTES = (
     ("variable", "_distribute_strategy"),
     ("layer", "_trainable_weights"),
     ("layer", "_non_trainable_weights"),
+    ("Functional model", "_nested_inputs"),
+    ("Functional model", "_nested_outputs"),
 )
 
 
@@ -59,6 +61,11 @@ def nodes_in_graph_order(model) -> list:
     for depth in sorted(model._nodes_by_depth, reverse=True):  # inputs have the highest depth
         nodes.extend(model._nodes_by_depth[depth])
     return nodes
+
+
+def nested_inputs_and_outputs(model):
+    """A Functional model's inputs and outputs in the structure it was built with (a dict of named outputs, say)."""
+    return model._nested_inputs, model._nested_outputs
 
 
 def keras_history(tensor):

@@ -15,17 +15,26 @@ layers, but not their config format. Translated here:
   "config": {"keras_history": [layer, node, tensor]}}], "kwargs": {...}}`) are
   replayed by calling the tf_keras layers on the tf_keras tensors they name.
 
-What cannot be translated (custom layers, Lambda, raw `keras.ops` calls,
-nested models, unknown activations) is collected and refused together, every
-offending layer named with its class.
+* nested models: flattened (their layers replayed in the outer graph);
+* raw `keras.ops` arithmetic on symbolic tensors: `x + 3.0` becomes an
+  `Affine` layer, `a + b` an `Add` (MobileNetV3, ConvNeXt);
+* the `hard_silu` / `hard_swish` activation, which tf_keras lacks: `HardSwish`;
+* keras.applications' own custom layers: `CustomScaleLayer` (an Affine and an
+  Add), `LayerScale` (an Affine holding its gamma).
+
+What cannot be translated (other custom layers, Lambda, other raw ops, unknown
+activations) is collected and refused together, every offending layer named
+with its class.
 """
 
+import dataclasses
 import inspect
-from typing import Any
+from typing import Any, Callable
 
 from tfjoint import errors
 from tfjoint._keras import keras, tf
 from tfjoint.registry import kind_of
+from tfjoint.registry.own_layers import Affine, HardSwish
 
 __all__ = ["rebuild_in_tf_keras", "untranslatable_layers"]
 
@@ -118,15 +127,14 @@ class _Untranslatable(Exception):
 def _layer_class(entry) -> type:
     class_name = entry["class_name"]
     module = entry.get("module") or ""
-    if class_name in ("Functional", "Sequential", "Model") or module.startswith("keras.src.models"):
-        raise _Untranslatable("it is a nested model: flatten it into the outer model (call its layers directly)")
     if class_name == "Lambda":
         raise _Untranslatable("Lambda layers hold Python code that cannot be moved between Keras versions: "
                               "replace it with a built-in layer")
     if not module.startswith("keras.layers") and not module.startswith("keras.src.layers"):
         what = f"'{entry.get('registered_name') or class_name}' from {module or 'an unknown module'}"
-        raise _Untranslatable(f"it is {what}, not a built-in Keras layer (custom layers and raw keras.ops calls "
-                              "cannot be translated): rewrite it with built-in layers")
+        raise _Untranslatable(f"it is {what}, not a built-in Keras layer: tfjoint rebuilds built-in layers, raw "
+                              "elementwise arithmetic and keras.applications' own layers, not custom code; rewrite "
+                              "it with built-in layers")
     cls = getattr(keras.layers, class_name, None)
     if not inspect.isclass(cls):
         raise _Untranslatable(f"tf_keras has no layer {class_name}")
@@ -164,21 +172,6 @@ def _translated_layer_config(entry, layer3) -> tuple[type, dict]:
         if value is not None and key not in keras3_defaults:
             raise _Untranslatable(f"its argument {key}={value!r} has no tf_keras equivalent")
     return cls, config
-
-
-def untranslatable_layers(model3) -> list[str]:
-    """'name' (Class): reason, for every layer of a Keras 3 model that cannot be rebuilt in tf_keras."""
-    problems = []
-    layers3 = {layer.name: layer for layer in model3.layers}
-    for entry in model3.get_config()["layers"]:
-        name = entry.get("name") or entry["config"].get("name")
-        if entry["class_name"] == "InputLayer":
-            continue
-        try:
-            _translated_layer_config(entry, layers3.get(name))
-        except _Untranslatable as reason:
-            problems.append(f"'{name}' ({entry['class_name']}): {reason}")
-    return problems
 
 
 def _input_tensor(entry):
@@ -227,63 +220,219 @@ def _structured(spec, tensors: list):
     return tensors if len(tensors) > 1 else tensors[0]
 
 
-def _rebuild_functional(model3, config) -> keras.Model:
-    layers3 = {layer.name: layer for layer in model3.layers}
-    tensors, layers, pending = {}, {}, []
-    for entry in config["layers"]:
-        name = entry.get("name") or entry["config"]["name"]
-        if entry["class_name"] == "InputLayer":
-            tensors[(name, 0, 0)] = _input_tensor(entry)
+# --- One Keras 3 layer (or raw op, or nested model) -> what replays it in tf_keras --------------------------
+
+@dataclasses.dataclass
+class _Rebuilt:
+    """How one entry of a Keras 3 config is replayed in tf_keras.
+
+    `call(args, kwargs)` takes the resolved call arguments of one inbound node
+    and returns its outputs; `weights` pairs each tf_keras layer with the Keras
+    3 layer whose weights it takes.
+    """
+
+    call: Callable[[list, dict], Any]
+    weights: list[tuple[Any, Any]]
+
+
+def _layer_call(layer) -> Callable[[list, dict], Any]:
+    return lambda args, kwargs: layer(*args, **kwargs)
+
+
+def _standard(entry, layer3) -> _Rebuilt:
+    cls, config = _translated_layer_config(entry, layer3)
+    layer = cls.from_config(config)
+    return _Rebuilt(_layer_call(layer), [(layer, layer3)] if layer3 is not None else [])
+
+
+def _hard_swish(entry, layer3) -> _Rebuilt:
+    layer = HardSwish(name=entry["config"]["name"], dtype=_translate_value(entry["config"].get("dtype"), "dtype"))
+    return _Rebuilt(_layer_call(layer), [])
+
+
+_TENSOR_OPS = {"Add": "Add", "Subtract": "Subtract", "Multiply": "Multiply", "Maximum": "Maximum",
+               "Minimum": "Minimum"}
+_SCALAR_OPS = ("Add", "Subtract", "Multiply", "Divide", "TrueDivide")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_raw_op(entry) -> None:
+    """A raw `keras.ops` call tfjoint can rebuild: elementwise arithmetic of two tensors, or of a tensor and a number."""
+    op = entry["class_name"]
+    for node in entry.get("inbound_nodes", []):
+        args = node.get("args", [])
+        if node.get("kwargs") or len(args) != 2:
+            raise _Untranslatable(f"it is a raw keras.ops.{op.lower()} call with arguments tfjoint cannot rebuild: "
+                                  "use a Keras layer (Add, Multiply, ...)")
+        tensors = [arg for arg in args if _references(arg)]
+        numbers = [arg for arg in args if _is_number(arg)]
+        if len(tensors) == 2 and op in _TENSOR_OPS:
             continue
-        cls, layer_config = _translated_layer_config(entry, layers3.get(name))
-        layers[name] = cls.from_config(layer_config)
-        pending.extend((name, index, node) for index, node in enumerate(entry["inbound_nodes"]))
-    done = {name: 0 for name in layers}
-    while pending:
-        progress = False
-        for item in list(pending):
-            name, index, node = item
-            if done[name] != index or not all(ref in tensors for ref in _references(node)):
-                continue
-            args = _resolve(node.get("args", []), tensors)
-            kwargs = {k: v for k, v in _resolve(node.get("kwargs", {}), tensors).items() if v is not None}
-            outputs = layers[name](*args, **kwargs)
-            for position, tensor in enumerate(tf.nest.flatten(outputs)):
-                tensors[(name, index, position)] = tensor
-            done[name] += 1
-            pending.remove(item)
-            progress = True
-        if not progress:
-            stuck = sorted({name for name, _, _ in pending})
-            raise errors.UnsupportedLayerError(f"could not rebuild the connections of layers {stuck} in tf_keras.")
-    inputs = [tensors[e] for e in _endpoints(config["input_layers"])]
-    outputs = [tensors[e] for e in _endpoints(config["output_layers"])]
-    return keras.Model(_structured(config["input_layers"], inputs), _structured(config["output_layers"], outputs),
-                       name=config.get("name", model3.name))
+        if len(tensors) == 1 and len(numbers) == 1 and op in _SCALAR_OPS:
+            continue
+        raise _Untranslatable(f"it is a raw keras.ops.{op.lower()} call on {len(tensors)} tensor(s) and "
+                              f"{len(numbers)} number(s); tfjoint rebuilds elementwise add, subtract, multiply, "
+                              "maximum and minimum of two tensors, and add, subtract, multiply or divide by a number: "
+                              "use a Keras layer for the rest")
 
 
-def _rebuild_sequential(model3, config) -> keras.Model:
-    layers3 = {layer.name: layer for layer in model3.layers}
-    model = keras.Sequential(name=config.get("name", model3.name))
-    entries = config["layers"]
-    if entries[0]["class_name"] == "InputLayer":
-        model.add(_input_tensor(entries[0]))
-        entries = entries[1:]
-    else:
-        model.add(keras.Input(batch_shape=tuple(model3.inputs[0].shape), name=model3.inputs[0].name))
-    for entry in entries:
-        cls, layer_config = _translated_layer_config(entry, layers3.get(entry["config"]["name"]))
-        model.add(cls.from_config(layer_config))
-    return model
+def _raw_op(entry, layer3) -> _Rebuilt:
+    """`x + 3.0` becomes an `Affine` layer; `a + b` of two tensors the matching merge layer (named like the op)."""
+    _check_raw_op(entry)
+    op, name = entry["class_name"], entry["config"].get("name", entry.get("name"))
+
+    def call(args, kwargs):
+        tensors = [arg for arg in args if not _is_number(arg)]
+        if len(tensors) == 2:
+            return getattr(keras.layers, _TENSOR_OPS[op])(name=name)(tensors)
+        number = float(next(arg for arg in args if _is_number(arg)))
+        tensor_first = not _is_number(args[0])
+        scale, offset = {
+            "Add": (1.0, number),
+            "Subtract": (1.0, -number) if tensor_first else (-1.0, number),
+            "Multiply": (number, 0.0),
+        }.get(op, (1.0 / number, 0.0) if tensor_first else (None, None))
+        if scale is None:
+            raise errors.UnsupportedLayerError(f"raw op '{name}' divides a number by a tensor, which tfjoint cannot "
+                                               "quantize: use a Keras layer.")
+        return Affine(scale=scale, offset=offset, name=name)(tensors[0])
+
+    return _Rebuilt(call, [])
 
 
-def _copy_weights(model3, model) -> None:
-    layers = {layer.name: layer for layer in model.layers}
-    for layer3 in model3.layers:
+def _custom_scale(entry, layer3) -> _Rebuilt:
+    """InceptionResNetV2's `CustomScaleLayer` (`inputs[0] + inputs[1] * scale`): an Affine, then an Add."""
+    name, scale = entry["config"]["name"], float(entry["config"]["scale"])
+
+    def call(args, kwargs):
+        first, second = args[0]
+        return keras.layers.Add(name=name)([first, Affine(scale=scale, name=f"{name}_scale")(second)])
+
+    return _Rebuilt(call, [])
+
+
+def _layer_scale(entry, layer3) -> _Rebuilt:
+    """ConvNeXt's `LayerScale` (`x * gamma`, one gamma per channel): an Affine with its gamma."""
+    name = entry["config"]["name"]
+    gamma = layer3.get_weights()[0] if layer3 is not None and layer3.get_weights() else None
+    if gamma is None:
+        raise _Untranslatable("its gamma weight is missing (build the model before bridging it)")
+    layer = Affine(scale=gamma, name=name)
+    return _Rebuilt(_layer_call(layer), [])
+
+
+# Keras 3's own custom layers in keras.applications, by registered name: what rebuilds each.
+_KERAS3_CUSTOM_LAYERS = {"CustomScaleLayer": _custom_scale, "LayerScale": _layer_scale}
+_HARD_SWISH_NAMES = ("hard_silu", "hard_swish")
+
+
+def _nested(entry, layer3) -> _Rebuilt:
+    """A Keras 3 model used as a layer: its layers are replayed in the outer graph (flattened)."""
+    if layer3 is None:
+        raise _Untranslatable("it is a nested model whose layers are not available")
+    graph = _Graph(layer3, entry["config"])
+    if graph.problems:
+        raise _Untranslatable("; ".join(graph.problems))
+    return _Rebuilt(lambda args, kwargs: graph.replay(args[0] if len(args) == 1 else list(args)), graph.weights)
+
+
+def _is_nested_model(entry) -> bool:
+    module = entry.get("module") or ""
+    return entry["class_name"] in ("Functional", "Sequential", "Model") or module.startswith("keras.src.models") \
+        or (module == "keras" and entry["class_name"] in ("Sequential", "Functional"))
+
+
+def _rebuilder(entry, layer3) -> _Rebuilt:
+    """The rebuilder of one config entry; raises `_Untranslatable` with the reason."""
+    module = entry.get("module") or ""
+    if _is_nested_model(entry):
+        return _nested(entry, layer3)
+    if module.startswith("keras.src.ops"):
+        return _raw_op(entry, layer3)
+    custom = _KERAS3_CUSTOM_LAYERS.get(entry.get("registered_name") or entry["class_name"])
+    if custom is not None and module.startswith("keras.src.applications"):
+        return custom(entry, layer3)
+    if entry["class_name"] == "Activation" and entry["config"].get("activation") in _HARD_SWISH_NAMES:
+        return _hard_swish(entry, layer3)
+    return _standard(entry, layer3)
+
+
+class _Graph:
+    """A Keras 3 Functional or Sequential (sub)model, rebuilt layer by layer in tf_keras.
+
+    Every entry that cannot be rebuilt is collected in `problems` (all named
+    at once); `replay(inputs)` runs the rebuilt layers on tf_keras tensors.
+    """
+
+    def __init__(self, model3, config):
+        self.config = config
+        self.functional = "input_layers" in config
+        layers3 = {layer.name: layer for layer in getattr(model3, "layers", [])}
+        self.entries = [entry for entry in config["layers"] if entry["class_name"] != "InputLayer"]
+        self.inputs = [entry for entry in config["layers"] if entry["class_name"] == "InputLayer"]
+        self.rebuilt: dict[str, _Rebuilt] = {}
+        self.problems: list[str] = []
+        for entry in self.entries:
+            name = entry.get("name") or entry["config"].get("name")
+            try:
+                self.rebuilt[name] = _rebuilder(entry, layers3.get(name))
+            except _Untranslatable as reason:
+                self.problems.append(f"'{name}' ({entry['class_name']}): {reason}")
+
+    @property
+    def weights(self) -> list[tuple[Any, Any]]:
+        return [pair for rebuilt in self.rebuilt.values() for pair in rebuilt.weights]
+
+    def replay(self, inputs):
+        """The rebuilt layers called on `inputs` (a tensor or a list, in the model's input order)."""
+        if not self.functional:
+            x = inputs
+            for entry in self.entries:
+                x = self.rebuilt[entry.get("name") or entry["config"]["name"]].call([x], {})
+            return x
+        given = inputs if isinstance(inputs, (list, tuple)) else [inputs]
+        tensors = dict(zip(_endpoints(self.config["input_layers"]), given))
+        return self._run(tensors)
+
+    def _run(self, tensors: dict):
+        pending = [(name, index, node) for entry in self.entries
+                   for name in [entry.get("name") or entry["config"]["name"]]
+                   for index, node in enumerate(entry["inbound_nodes"])]
+        done = {name: 0 for name in self.rebuilt}
+        while pending:
+            progress = False
+            for item in list(pending):
+                name, index, node = item
+                if done[name] != index or not all(ref in tensors for ref in _references(node)):
+                    continue
+                args = _resolve(node.get("args", []), tensors)
+                kwargs = {k: v for k, v in _resolve(node.get("kwargs", {}), tensors).items() if v is not None}
+                outputs = self.rebuilt[name].call(args, kwargs)
+                for position, tensor in enumerate(tf.nest.flatten(outputs)):
+                    tensors[(name, index, position)] = tensor
+                done[name] += 1
+                pending.remove(item)
+                progress = True
+            if not progress:
+                stuck = sorted({name for name, _, _ in pending})
+                raise errors.UnsupportedLayerError(f"could not rebuild the connections of layers {stuck} in tf_keras.")
+        outputs = [tensors[e] for e in _endpoints(self.config["output_layers"])]
+        return _structured(self.config["output_layers"], outputs)
+
+
+def untranslatable_layers(model3) -> list[str]:
+    """'name' (Class): reason, for every layer of a Keras 3 model that cannot be rebuilt in tf_keras."""
+    return _Graph(model3, model3.get_config()).problems
+
+
+def _copy_weights(pairs) -> None:
+    for target, layer3 in pairs:
         values = layer3.get_weights()
         if not values:
             continue
-        target = layers[layer3.name]
         expected = [tuple(w.shape) for w in target.weights]
         received = [tuple(v.shape) for v in values]
         if expected != received:
@@ -297,20 +446,31 @@ def _copy_weights(model3, model) -> None:
 def rebuild_in_tf_keras(model3) -> keras.Model:
     """The tf_keras twin of a built Keras 3 Sequential/Functional model, with its weights.
 
+    Nested models are flattened into it; raw `keras.ops` arithmetic, Keras 3's
+    `hard_silu` activation and keras.applications' own custom layers are
+    rebuilt with tfjoint's layers (`Affine`, `HardSwish`).
+
     Raises:
       errors.UnsupportedLayerError: layers that cannot be translated, all named.
-      errors.ModelTypeError: a subclassed Keras 3 model.
     """
-    problems = untranslatable_layers(model3)
-    if problems:
+    config = model3.get_config()
+    graph = _Graph(model3, config)
+    if graph.problems:
         raise errors.UnsupportedLayerError(
             f"Keras 3 model '{model3.name}' has layers tfjoint cannot rebuild in tf_keras (which TF-MOT needs): "
-            + "; ".join(problems) + "."
+            + "; ".join(graph.problems) + "."
         )
-    config = model3.get_config()
-    if "layers" in config and "input_layers" in config:
-        model = _rebuild_functional(model3, config)
+    name = config.get("name", model3.name)
+    if graph.functional:
+        inputs = {endpoint: _input_tensor(entry) for entry in graph.inputs
+                  for endpoint in [((entry.get("name") or entry["config"]["name"]), 0, 0)]}
+        ordered = [inputs[e] for e in _endpoints(config["input_layers"])]
+        outputs = graph._run(dict(inputs))
+        model = keras.Model(_structured(config["input_layers"], ordered), outputs, name=name)
     else:
-        model = _rebuild_sequential(model3, config)
-    _copy_weights(model3, model)
+        first = graph.inputs[0] if graph.inputs else None
+        inputs = _input_tensor(first) if first is not None else keras.Input(
+            batch_shape=tuple(model3.inputs[0].shape), name=model3.inputs[0].name)
+        model = keras.Model(inputs, graph.replay(inputs), name=name)
+    _copy_weights(graph.weights)
     return model

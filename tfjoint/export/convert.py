@@ -4,19 +4,43 @@ A QAT model converts to full int8 from its trained ranges, with no
 representative data. A float model needs a representative dataset and
 `TFLITE_BUILTINS_INT8` for full-integer post-training quantization. Both get
 int8 input and output tensors.
+
+Every conversion goes through a SavedModel that holds only the model's
+variables and one `serving_default` function (not `from_keras_model`, which
+saves a traced function per layer): about 3x faster, and it works for layers
+whose traces tf_keras cannot save (TF-MOT's Conv2DTranspose wrapper, for
+which `from_keras_model` silently writes a file with no signature). The
+file's inputs and outputs keep the Keras model's order and the user's names
+(a prepared model's `quant_classes` output is `classes` in the file): the
+converter sorts signature entries by name, so the subgraph's input and
+output lists are put back in Keras order afterwards.
 """
 
+import struct
 import tempfile
 import warnings
 from typing import Callable
 
+import flatbuffers
 import numpy as np
-from tfjoint._litert import Interpreter
 
 from tfjoint import errors
 from tfjoint._keras import tf
+from tfjoint._litert import Interpreter
 
-__all__ = ["to_int8", "to_float32"]
+__all__ = ["to_int8", "to_float32", "keras_names"]
+
+_QUANT_PREFIX = "quant_"
+
+
+def _user_name(name: str) -> str:
+    return name[len(_QUANT_PREFIX):] if name.startswith(_QUANT_PREFIX) else name
+
+
+def keras_names(model) -> tuple[list[str], list[str]]:
+    """The model's input and output names as the file names them (the user's names, in Keras order)."""
+    inputs = [t.name.split(":")[0] for t in model.inputs]
+    return inputs, [_user_name(name) for name in model.output_names]
 
 
 def _converter_error(error: Exception, model) -> errors.ExportError:
@@ -27,50 +51,70 @@ def _converter_error(error: Exception, model) -> errors.ExportError:
     )
 
 
-def _signature_count(content: bytes) -> int:
-    return len(Interpreter(model_content=content).get_signature_list())
-
-
 def _save_serving_function(model, directory: str) -> None:
-    """A SavedModel holding only the model's variables and one `serving_default` function.
-
-    `from_keras_model` saves the Keras model, with a traced function per
-    layer. When a layer's trace cannot be saved (TF-MOT's Conv2DTranspose
-    QAT wrapper hands its inner layer a transposed kernel tensor that tf_keras
-    cannot capture), the converter silently falls back to a path that writes
-    no signature, and the file then has no named inputs and outputs. Saving
-    just the serving function avoids the layer traces.
-    """
+    """A SavedModel holding only the model's variables and one `serving_default` function."""
     module = tf.Module()
     module.model_variables = list(model.variables)
-    specs = [tf.TensorSpec((None,) + tuple(t.shape[1:]), t.dtype, name=t.name.split(":")[0]) for t in model.inputs]
+    input_names, output_names = keras_names(model)
+    specs = [tf.TensorSpec((None,) + tuple(t.shape[1:]), t.dtype, name=name)
+             for t, name in zip(model.inputs, input_names)]
 
     @tf.function(input_signature=specs)
     def serve(*inputs):
         outputs = model(list(inputs) if len(inputs) > 1 else inputs[0], training=False)
-        return dict(zip(model.output_names, tf.nest.flatten(outputs)))
+        return dict(zip(output_names, tf.nest.flatten(outputs)))
 
     module.serve = serve
     tf.saved_model.save(module, directory, signatures={"serving_default": serve})
 
 
+# Field slots (vtable offsets) of the TFLite schema's tables, for the in-place edit below.
+_MODEL_SUBGRAPHS, _SUBGRAPH_INPUTS, _SUBGRAPH_OUTPUTS = 8, 6, 8
+
+
+def _rewrite_int_vector(buffer: bytearray, table: flatbuffers.table.Table, slot: int, values: list[int]) -> None:
+    offset = table.Offset(slot)
+    start = table.Vector(offset)
+    if table.VectorLen(offset) != len(values):
+        raise errors.ExportError("the converted file's subgraph has an unexpected number of inputs or outputs.")
+    for position, value in enumerate(values):
+        struct.pack_into("<i", buffer, start + 4 * position, int(value))
+
+
+def _in_keras_order(content: bytes, model) -> bytes:
+    """`content` with its subgraph inputs and outputs listed in the Keras model's order (same bytes otherwise)."""
+    interpreter = Interpreter(model_content=content)
+    signatures = interpreter.get_signature_list()
+    if len(signatures) != 1:
+        return content
+    runner = interpreter.get_signature_runner(next(iter(signatures)))
+    by_name_in = {name: d["index"] for name, d in runner.get_input_details().items()}
+    by_name_out = {name: d["index"] for name, d in runner.get_output_details().items()}
+    input_names, output_names = keras_names(model)
+    if sorted(by_name_in) != sorted(input_names) or sorted(by_name_out) != sorted(output_names):
+        return content
+    buffer = bytearray(content)
+    root = flatbuffers.table.Table(buffer, flatbuffers.encode.Get(flatbuffers.packer.uoffset, buffer, 0))
+    subgraphs = root.Vector(root.Offset(_MODEL_SUBGRAPHS))
+    subgraph = flatbuffers.table.Table(buffer, root.Indirect(subgraphs))
+    _rewrite_int_vector(buffer, subgraph, _SUBGRAPH_INPUTS, [by_name_in[name] for name in input_names])
+    _rewrite_int_vector(buffer, subgraph, _SUBGRAPH_OUTPUTS, [by_name_out[name] for name in output_names])
+    return bytes(buffer)
+
+
 def _convert(model, configure: Callable) -> bytes:
-    """`model` through a configured TFLiteConverter, always with a `serving_default` signature."""
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    configure(converter)
+    """`model` through a configured TFLiteConverter, with a `serving_default` signature in Keras order."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
         try:
-            content = converter.convert()
-            if _signature_count(content) == 0:
-                with tempfile.TemporaryDirectory() as directory:
-                    _save_serving_function(model, directory)
-                    converter = tf.lite.TFLiteConverter.from_saved_model(directory)
-                    configure(converter)
-                    content = converter.convert()
-            return content
+            with tempfile.TemporaryDirectory() as directory:
+                _save_serving_function(model, directory)
+                converter = tf.lite.TFLiteConverter.from_saved_model(directory)
+                configure(converter)
+                content = converter.convert()
         except Exception as error:  # the converter raises ConverterError and others
             raise _converter_error(error, model) from error
+    return _in_keras_order(content, model)
 
 
 def to_int8(model, representative: list[np.ndarray] | None = None) -> bytes:
@@ -86,9 +130,11 @@ def to_int8(model, representative: list[np.ndarray] | None = None) -> bytes:
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
         if representative is not None:
-            def samples():
+            names = keras_names(model)[0]
+
+            def samples():  # by input name: the signature's inputs are sorted by name, not in Keras order
                 for i in range(representative[0].shape[0]):
-                    yield [array[i : i + 1] for array in representative]
+                    yield {name: array[i : i + 1] for name, array in zip(names, representative)}
 
             converter.representative_dataset = samples
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]

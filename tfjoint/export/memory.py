@@ -1,21 +1,28 @@
-"""How much memory a flatbuffer needs: its weights, and the peak of its activation arena.
+"""How much memory and compute a flatbuffer needs: weights, the activation arena TFLM plans, MACs, peak RSS.
 
-`weights_bytes` sums the constant tensors (weights, biases, constants) of the
-file. `activation_bytes` is *computed, not measured*: every other tensor
-(inputs, outputs, intermediates) lives from the operator that writes it (the
-start, for model inputs) to the last operator that reads it (the end, for
-model outputs), and the tensors are placed in one arena with TensorFlow Lite
-Micro's greedy-by-size planner (largest first, each at the lowest
-16-byte-aligned offset where it overlaps no tensor that is alive at the same
-time). The peak offset is the arena an interpreter needs for activations,
-without operator scratch buffers (im2col and the like), at batch size 1.
-
-`peak_rss_bytes` is measured: the peak resident memory of a fresh Python
-process that imports LiteRT, loads the file and runs it once. It includes the
-interpreter's own footprint (tens of MB of Python and LiteRT), so compare the
-int8 and float32 figures with each other rather than reading either alone.
+* `weights_bytes`: the constant tensors (weights, biases, constants) of the file.
+* `planned_head_bytes`: an *estimate* of TensorFlow Lite Micro's planned
+  activations ("head"), following its `GreedyMemoryPlanner` exactly: every
+  non-constant tensor, its size rounded up to 16 bytes, lives from the
+  operator that writes it to the last one that reads it (TFLM's allocation
+  scopes: model inputs from scope 0, operator i at scope i + 1); tensors are
+  placed largest first, equal sizes in reverse tensor order (TFLM fills its
+  sort buffer from the tail and bubble-sorts it), each at the lowest offset
+  where it overlaps no tensor alive at the same time. What the file alone
+  cannot show is left out: operator scratch buffers (reference kernels
+  request few; optimized kernels such as CMSIS-NN request more) and TFLM's
+  persistent "tail". `tfjoint.export.tflm.measure_arena` measures both in
+  TFLM itself.
+* `macs`: multiply-accumulates per weight operator (CONV_2D,
+  DEPTHWISE_CONV_2D, FULLY_CONNECTED, TRANSPOSE_CONV), from the tensor shapes:
+  the cost device latency follows.
+* `peak_rss_bytes` is measured: the peak resident memory of a fresh Python
+  process that imports LiteRT, loads the file and runs it once. It includes
+  the interpreter's own footprint (tens of MB), so compare the int8 and
+  float32 figures with each other rather than reading either alone.
 """
 
+import bisect
 import dataclasses
 import json
 import os
@@ -23,57 +30,121 @@ import subprocess
 import sys
 import tempfile
 
-from tfjoint.export.inspect import FlatbufferSummary
+import numpy as np
 
-__all__ = ["MemoryUse", "memory_use", "arena_peak_bytes", "peak_rss_bytes", "ALIGNMENT"]
+from tfjoint.export.flatbuffer import FlatbufferSummary
 
-ALIGNMENT = 16
+__all__ = ["MemoryUse", "memory_use", "planned_head_bytes", "op_macs", "peak_rss_bytes", "ALIGNMENT"]
+
+ALIGNMENT = 16  # TFLM's MicroArenaBufferAlignment()
 
 
 @dataclasses.dataclass(frozen=True)
 class MemoryUse:
+    """What a file needs, read from its tensors alone (no runtime)."""
+
     weights_bytes: int
-    activation_bytes: int
+    planned_head_bytes: int
+    macs: int
 
 
 def _aligned(size: int) -> int:
-    return -(-size // ALIGNMENT) * ALIGNMENT
+    return -(-int(size) // ALIGNMENT) * ALIGNMENT
 
 
-def arena_peak_bytes(lifetimes: list[tuple[int, int, int]]) -> int:
-    """Peak of a greedy-by-size arena for tensors given as (size, first step, last step)."""
-    placed: list[tuple[int, int, int, int]] = []  # offset, size, first, last
-    peak = 0
-    for size, first, last in sorted(lifetimes, key=lambda t: -t[0]):
-        size = _aligned(size)
-        offset = 0
-        for other_offset, other_size, other_first, other_last in sorted(placed):
-            overlaps_in_time = not (last < other_first or first > other_last)
-            if overlaps_in_time and offset + size > other_offset and offset < other_offset + other_size:
-                offset = _aligned(other_offset + other_size)
-        placed.append((offset, size, first, last))
-        peak = max(peak, offset + size)
-    return peak
+def planned_head_bytes(buffers: list[tuple[int, int, int]]) -> int:
+    """Peak of TFLM's GreedyMemoryPlanner for buffers `(size, first scope, last scope)` in TFLM's add order.
+
+    Sizes are aligned to 16 bytes as TFLM does before planning.
+    """
+    if not buffers:
+        return 0
+    sizes = [_aligned(size) for size, _, _ in buffers]
+    # TFLM writes the buffers into its sort arrays from the tail, then bubble-sorts by size (stable, descending).
+    order = sorted(reversed(range(len(buffers))), key=lambda i: -sizes[i])
+    placed_offsets: list[int] = []  # sorted by offset; equal offsets in insertion order
+    placed: list[int] = []  # buffer ids, parallel to placed_offsets
+    offsets: dict[int, int] = {}
+
+    def overlaps(other: int, first: int, last: int) -> bool:
+        return not (buffers[other][1] > last or first > buffers[other][2])
+
+    for buffer in order:
+        size, first, last = sizes[buffer], buffers[buffer][1], buffers[buffer][2]
+        candidate = 0
+        if placed:
+            position = -1  # index in `placed` of the prior simultaneously active entry
+            while True:
+                following = next((j for j in range(position + 1, len(placed))
+                                  if overlaps(placed[j], first, last)), None)
+                if position >= 0:
+                    prior = placed[position]
+                    candidate = max(candidate, offsets[prior] + sizes[prior])
+                if following is None:
+                    break
+                if offsets[placed[following]] - candidate >= size:
+                    break
+                position = following
+        offsets[buffer] = candidate
+        index = bisect.bisect_right(placed_offsets, candidate)
+        placed_offsets.insert(index, candidate)
+        placed.insert(index, buffer)
+    return max(offsets[b] + sizes[b] for b in offsets)
+
+
+def _tflm_buffers(summary: FlatbufferSummary) -> list[tuple[int, int, int]]:
+    """Every tensor TFLM plans into its arena, in tensor order, with its lifetime in TFLM's scopes."""
+    constants = {t.index for t in summary.constant_tensors}
+    first: dict[int, int] = {}
+    last: dict[int, int] = {}
+    for tensor in summary.inputs:
+        first.setdefault(tensor.index, 0)
+        last[tensor.index] = 0
+    for position, op in enumerate(summary.ops):
+        scope = position + 1
+        for index in op.outputs:
+            first.setdefault(index, scope)
+        for index in op.inputs:
+            last[index] = scope
+        for index in op.outputs:
+            last[index] = scope
+    end = len(summary.ops)
+    for tensor in summary.outputs:
+        first.setdefault(tensor.index, end)
+        last[tensor.index] = end
+    buffers = []
+    for tensor in summary.tensors:  # TFLM adds them in tensor index order
+        if tensor.index in constants or tensor.nbytes == 0 or tensor.index not in first:
+            continue
+        buffers.append((tensor.nbytes, first[tensor.index], last.get(tensor.index, first[tensor.index])))
+    return buffers
+
+
+def op_macs(op_name: str, input_shapes: list[tuple[int, ...]], output_shape: tuple[int, ...]) -> int:
+    """Multiply-accumulates of one weight operator from its shapes (0 for other operators)."""
+    if len(input_shapes) < 2 or not output_shape:
+        return 0
+    outputs = int(np.prod(output_shape, dtype=np.int64))
+    weights = input_shapes[1]
+    if op_name == "CONV_2D" and len(weights) == 4:  # filter (out, h, w, in)
+        return outputs * int(weights[1] * weights[2] * weights[3])
+    if op_name == "DEPTHWISE_CONV_2D" and len(weights) == 4:  # filter (1, h, w, channels)
+        return outputs * int(weights[1] * weights[2])
+    if op_name == "FULLY_CONNECTED" and len(weights) == 2:  # filter (units, features)
+        return outputs * int(weights[1])
+    if op_name == "TRANSPOSE_CONV" and len(weights) == 4 and len(input_shapes) > 2:  # filter (out, h, w, in)
+        return int(np.prod(input_shapes[2], dtype=np.int64)) * int(weights[0] * weights[1] * weights[2])
+    return 0
 
 
 def memory_use(summary: FlatbufferSummary) -> MemoryUse:
-    """Weights and planned activation arena of a flatbuffer, from its tensors and operator order."""
-    constants = {t.index for t in summary.constant_tensors}
+    """Weights, TFLM's planned activations (an estimate) and the MACs of a flatbuffer, from its tensors."""
     weights = sum(t.nbytes for t in summary.constant_tensors)
-    end = len(summary.ops)
-    first: dict[int, int] = {t.index: 0 for t in summary.inputs}
-    last: dict[int, int] = {t.index: end for t in summary.outputs}
-    for step, op in enumerate(summary.ops):
-        for index in op.outputs:
-            first.setdefault(index, step)
-            last[index] = max(last.get(index, step), step)
-        for index in op.inputs:
-            if index not in constants:
-                first.setdefault(index, step)
-                last[index] = max(last.get(index, step), step)
-    sizes = {t.index: t.nbytes for t in summary.tensors}
-    lifetimes = [(sizes[i], first[i], last[i]) for i in first if i not in constants and i in sizes]
-    return MemoryUse(weights_bytes=int(weights), activation_bytes=int(arena_peak_bytes(lifetimes)))
+    shapes = {t.index: t.shape for t in summary.tensors}
+    macs = sum(op_macs(op.name, [shapes.get(i, ()) for i in op.inputs], shapes.get(op.outputs[0], ()) if op.outputs
+                       else ()) for op in summary.ops)
+    return MemoryUse(weights_bytes=int(weights), planned_head_bytes=int(planned_head_bytes(_tflm_buffers(summary))),
+                     macs=int(macs))
 
 
 # VmHWM (this process's own high-water mark), not ru_maxrss, which Linux carries over from the parent

@@ -1,13 +1,16 @@
-"""`tfjoint.export_tflite`: a fully int8 flatbuffer, checked and validated before it is written.
+"""`tfjoint.export_tflite`: a fully int8 flatbuffer, checked and validated where it will run, before it is written.
 
-The stages, one module each, in the order data flows through them:
+The stages, each a short function, in the order data flows through them:
 
-    source (strip a prepared model, or choose post-training quantization)
-      -> convert   (model -> flatbuffer bytes)
-      -> inspect   (read the bytes back once: ops, dtypes, int8 weights, I/O quantization)
-      -> validate  (run in LiteRT, compare with Keras and the float model, apply `Tolerances`)
-      -> report    (`ExportReport`)
-      -> write     (atomically; or raise `ValidationError` and leave any existing file alone)
+    source     strip a prepared model (or take a QAT model, or a float one for post-training quantization)
+    convert    one candidate file per quantization: QAT, and (with representative data) post-training
+               quantization of the same pruned float weights
+    read back  each file, once: operators, dtypes, int8 weights, I/O quantization (refuse one not fully int8)
+    validate   each candidate in each runtime (LiteRT, its reference kernels, TFLM) against Keras, the float
+               model and the labels; ship the better candidate
+    measure    the shipped file: weights, flash, the arena (in TFLM), MACs, latency, per-layer error, budgets
+    report     `ExportReport`, built once from what the stages returned
+    write      atomically; or raise `ValidationError` and leave any existing file alone
 """
 
 import dataclasses
@@ -17,80 +20,211 @@ from typing import Any
 import numpy as np
 import tensorflow_model_optimization as tfmot
 
-from tfjoint import errors
+from tfjoint import _progress, errors
 from tfjoint._files import atomic_write_bytes, checked_output_path
 from tfjoint._keras import check_tf_keras_model, distribution_strategy_of, keras, weight_short_name
 from tfjoint.data import collect_inputs, outputs_as_list, split_validation
-from tfjoint.export import convert, explain, measure, memory, micro, validate
-from tfjoint.export.inspect import FlatbufferSummary, layer_of, read_flatbuffer
+from tfjoint.export import convert, explain, measure, memory, micro, tflm, validate
+from tfjoint.export.flatbuffer import FlatbufferSummary, layer_of, read_flatbuffer
 from tfjoint.export.report import ExportReport
-from tfjoint.export.runtime import TFLiteModel
+from tfjoint.export.runtime import TFLiteModel, check_runtimes, runtime_model
 from tfjoint.export.validate import Tolerances
-from tfjoint.registry import output_channels, pruned_weight_name
+from tfjoint.prune.budget import Budget
 from tfjoint.prune.schedule import JointSchedule
-from tfjoint.train.inspect import float_layer_name, is_prepared, prepared_model, schedule_of
-from tfjoint.train.strip import strip
+from tfjoint.registry import kind_of, output_channels, pruned_weight_name
+from tfjoint.train.readback import (
+    float_layer_name,
+    is_prepared,
+    original_channels,
+    prepared_model,
+    pruning_plan,
+    schedule_of,
+)
+from tfjoint.train.strip import float_twin, strip
 
-__all__ = ["export_tflite", "Tolerances"]
+__all__ = ["export_tflite", "Tolerances", "QUANTIZATIONS"]
 
+QUANTIZATIONS = ("auto", "qat", "ptq")
 _CALIBRATION_SAMPLES = 500
+QAT, POST_TRAINING = "qat", "post_training"
 
+
+# --- What is converted ------------------------------------------------------------------------------------------
 
 @dataclasses.dataclass
 class _Source:
-    """The Keras model that is converted, and how it is quantized."""
+    """The Keras model(s) that are converted, and what the report says about how they were trained."""
 
-    model: Any
-    quantization: str  # "qat" or "post_training"
-    schedule: dict | None
+    qat_model: Any | None  # a quantization-aware model, or None for a float model
+    float_model: Any | None  # the float weights for post-training quantization (a stripped model's twin)
+    schedule: JointSchedule | None
+    plan: dict[str, float] | None  # the final sparsity of every pruned kernel, when known
+    original_channels: dict[str, int]  # output channels before channel pruning, by layer (when known)
     notes: list[str]
 
 
 def _trained_on_several_workers(model) -> bool:
     """Whether the model's variables live in a MultiWorkerMirroredStrategy across several workers."""
-    strategy = distribution_strategy_of(model)
-    resolver = getattr(strategy, "cluster_resolver", None)
+    resolver = getattr(distribution_strategy_of(model), "cluster_resolver", None)
     if resolver is None:
         return False
     return sum(len(tasks) for tasks in resolver.cluster_spec().as_dict().values()) > 1
 
 
-def _quantization_source(model, representative_data, schedule) -> _Source:
-    """Strips a prepared model (the one place this happens); a float model falls back to PTQ."""
+def _schedule_of(model, schedule):
+    if schedule is not None:
+        return schedule
+    try:
+        return schedule_of(model)
+    except errors.ModelStructureError:
+        return None
+
+
+def _quantization_source(model, schedule, quantization: str, representative_given: bool) -> _Source:
+    """Strips a prepared model (the one place this happens); a float model is post-training quantized."""
     if is_prepared(model) and _trained_on_several_workers(model):
         raise errors.ConfigError(
             f"model '{model.name}' was trained with MultiWorkerMirroredStrategy: reading its synchronized variables "
             "is a collective operation every worker must join. Call tfjoint.strip(model) on every worker, then "
             "export_tflite the stripped model on the chief only."
         )
-    planned = None if schedule is None else schedule.to_dict()
-    if is_prepared(model):
-        return _Source(strip(model), "qat", planned or schedule_of(model).to_dict(), [])
-    if any(isinstance(layer, tfmot.quantization.keras.QuantizeWrapper) for layer in model.layers):
-        return _Source(model, "qat", planned, [])
-    if representative_data is None:
-        raise errors.ModelStructureError(
-            f"model '{model.name}' is neither prepared with tfjoint nor quantization-aware, so it has no trained "
-            "int8 ranges. Prepare and fit it with tfjoint first, or pass `representative_data` for full-integer "
-            "post-training quantization."
-        )
-    note = "model was not quantization-aware: used full-integer post-training quantization with representative_data"
-    return _Source(model, "post_training", planned, [note])
+    quantization_aware = is_prepared(model) or any(
+        isinstance(layer, tfmot.quantization.keras.QuantizeWrapper) for layer in model.layers)
+    if not quantization_aware:
+        if not representative_given:
+            raise errors.ModelStructureError(
+                f"model '{model.name}' is neither prepared with tfjoint nor quantization-aware, so it has no trained "
+                "int8 ranges. Prepare and fit it with tfjoint first, or pass `representative_data` for full-integer "
+                "post-training quantization.")
+        if quantization == QAT:
+            raise errors.ConfigError(
+                f"`quantization`='qat' but model '{model.name}' is a float model: it has no trained int8 ranges. "
+                "Prepare and fit it with tfjoint first, or use quantization='ptq' (or 'auto') with "
+                "`representative_data`.")
+        note = "model was not quantization-aware: used full-integer post-training quantization with representative_data"
+        return _Source(None, model, _schedule_of(model, schedule), None, {}, [note])
+    planned_schedule, plan = _schedule_of(model, schedule), pruning_plan(model)
+    qat_model = strip(model) if is_prepared(model) else model
+    twin = float_twin(qat_model) if representative_given and quantization != QAT else None
+    return _Source(qat_model, twin, planned_schedule, plan, original_channels(model), [])
 
 
-def _not_int8_error(summary: FlatbufferSummary, layer_names) -> errors.ExportError:
+@dataclasses.dataclass
+class _Candidate:
+    """One converted file: its quantization, the Keras model it came from, its bytes read back."""
+
+    quantization: str
+    keras_model: Any
+    content: bytes
+    summary: FlatbufferSummary
+    validations: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)  # runtime -> results
+
+    @property
+    def failures(self) -> list[str]:
+        return [failure for result in self.validations.values() for failure in result["failures"]]
+
+
+def _not_int8_error(summary: FlatbufferSummary, layer_names, quantization: str) -> errors.ExportError:
     problems = []
     for op in summary.float_ops[:5]:
         layer = next((layer_of(t, layer_names) for t in op.tensor_names if layer_of(t, layer_names)), None)
-        origin = f"from layer '{layer}'" if layer else "layer not identifiable from its tensor names"
+        origin = f"from layer '{float_layer_name(layer)}'" if layer else "layer not identifiable from its tensor names"
         problems.append(f"{op.name} ({origin}, float tensor '{op.float_tensors[0]}')")
     if not problems:
         problems.append(f"input dtypes {summary.input_dtypes}, output dtypes {summary.output_dtypes}")
+    how = "quantization-aware" if quantization == QAT else "post-training quantized"
     return errors.ExportError(
-        "the converted model is not fully int8: " + "; ".join(problems) + ". Exclude or replace those layers "
-        "(e.g. use an activation/op TFLite supports in int8), or make them quantization-aware."
+        f"the converted ({how}) model is not fully int8: " + "; ".join(problems) + ". Exclude or replace those "
+        "layers (e.g. use an activation/op TFLite supports in int8), or make them quantization-aware."
     )
 
+
+def _convert(source: _Source, quantization: str, representative, phases) -> list[_Candidate]:
+    """The candidate files: QAT and/or post-training quantization, each read back and checked fully int8."""
+    candidates = []
+    if source.qat_model is not None and quantization in ("auto", QAT):
+        with phases.run("conversion", "quantization-aware"):
+            content = convert.to_int8(source.qat_model)
+        summary = read_flatbuffer(content)
+        if not summary.fully_int8:
+            raise _not_int8_error(summary, [layer.name for layer in source.qat_model.layers], QAT)
+        candidates.append(_Candidate(QAT, source.qat_model, content, summary))
+    if source.float_model is not None and representative is not None and quantization in ("auto", "ptq"):
+        with phases.run("conversion", "post-training quantization"):
+            try:
+                content = convert.to_int8(source.float_model, representative)
+            except errors.ExportError as error:
+                if candidates:  # QAT converted: post-training is only the comparison
+                    source.notes.append(f"post-training quantization was not compared: {error}")
+                    return candidates
+                raise
+        summary = read_flatbuffer(content)
+        if summary.fully_int8:
+            candidates.append(_Candidate(POST_TRAINING, source.float_model, content, summary))
+        elif not candidates:
+            raise _not_int8_error(summary, [layer.name for layer in source.float_model.layers], POST_TRAINING)
+        else:
+            source.notes.append("post-training quantization was not compared: its file is not fully int8")
+    if not candidates:
+        raise errors.ConfigError(
+            "`quantization`='ptq' needs `representative_data` (samples to calibrate the int8 ranges on)."
+            if quantization == "ptq" else
+            "a float model needs `representative_data` for full-integer post-training quantization: prepare and fit "
+            "it with tfjoint first, or pass representative_data=x_calib.")
+    return candidates
+
+
+# --- Validation -------------------------------------------------------------------------------------------------
+
+def _validate(candidates: list[_Candidate], runtimes, validation, float_model, tolerances, batch_size, verbose,
+              phases) -> list[np.ndarray] | None:
+    """Fills each candidate's per-runtime results; returns the float model's outputs (None without one)."""
+    inputs, labels = validation
+    float_out = None
+    if float_model is not None:
+        float_out = outputs_as_list(float_model.predict(inputs, batch_size=batch_size, verbose=0))
+    for candidate in candidates:
+        keras_out = outputs_as_list(candidate.keras_model.predict(inputs, batch_size=batch_size, verbose=0))
+        names = convert.keras_names(candidate.keras_model)
+        per_output_labels = validate.labels_per_output(labels, names[1])
+        for runtime in runtimes:
+            with phases.run("validation", f"{candidate.quantization} file in {runtime}"):
+                model = runtime_model(runtime, candidate.content, candidate.summary, *names)
+                int8_out = model.predict(inputs, batch_size=batch_size, verbose=verbose)
+            per_output = validate.compare_outputs(names[1], int8_out, keras_out, float_out, per_output_labels)
+            candidate.validations[runtime] = dict(
+                validate.headline(per_output), per_output=per_output,
+                failures=validate.failures(per_output, tolerances, runtime if len(runtimes) > 1 else None),
+                notes=validate.notes_on_outputs(per_output, keras_out, {t.signature_name: t.scale
+                                                                       for t in candidate.summary.outputs},
+                                                float_out is not None))
+    return float_out
+
+
+def _score(candidate: _Candidate, runtime: str) -> tuple:
+    """Higher is better: passes validation, then accuracy, then (negated) MSE, then SQNR against the float model."""
+    result = candidate.validations.get(runtime, {})
+    primary = validate.primary_output(result.get("per_output", {}))
+    sqnr = result.get("float_sqnr_db")
+    return (not candidate.failures, primary.get("int8_accuracy", 0.0), -primary.get("int8_mse", 0.0),
+            sqnr if sqnr is not None else 0.0, candidate.quantization == QAT)
+
+
+def _choose(candidates: list[_Candidate], runtimes, notes: list[str]) -> _Candidate:
+    if len(candidates) == 1:
+        return candidates[0]
+    if not candidates[0].validations:
+        notes.append("no validation_data: shipped the quantization-aware file without comparing it with post-training "
+                     "quantization")
+        return candidates[0]
+    shipped = max(candidates, key=lambda c: _score(c, runtimes[0]))
+    others = [c.quantization for c in candidates if c is not shipped]
+    notes.append(f"shipped the {shipped.quantization} file: it scored better in {runtimes[0]} than {', '.join(others)} "
+                 "(see quantization_candidates)")
+    return shipped
+
+
+# --- Measurements of the shipped file ---------------------------------------------------------------------------
 
 def _kernel_values(layer) -> np.ndarray | None:
     weight_name = pruned_weight_name(layer, prune_depthwise=True)
@@ -100,20 +234,25 @@ def _kernel_values(layer) -> np.ndarray | None:
     return None
 
 
-def _per_layer_sparsity(model, summary: FlatbufferSummary, schedule: dict | None) -> dict[str, dict[str, Any]]:
-    """Zeros per weight layer: planned, in the Keras kernel, and in the flatbuffer's int8 weights."""
+def _per_layer_sparsity(model, summary: FlatbufferSummary, plan: dict[str, float] | None) -> dict[str, dict]:
+    """Zeros per pruned layer (only those): planned, in the Keras kernel, and in the flatbuffer's int8 weights.
+
+    Without a plan (a model trained elsewhere), the layers whose kernels hold zeros are listed, planned unknown.
+    """
     layers = [layer for layer in model.layers if _kernel_values(layer) is not None]
     tensors = summary.weights_of([layer.name for layer in layers])
-    targets = (schedule or {}).get("target_sparsity")
     per_layer = {}
     for layer in layers:
+        name = float_layer_name(layer.name)
         kernel = _kernel_values(layer)
+        if plan is not None and name not in plan:
+            continue
+        if plan is None and not np.any(kernel == 0):
+            continue
         found = tensors.get(layer.name, [])
         size = sum(t.size for t in found)
-        name = float_layer_name(layer.name)
-        planned = targets.get(name) if isinstance(targets, dict) else targets
         per_layer[name] = {
-            "planned": planned,
+            "planned": plan.get(name) if plan is not None else None,
             "keras": measure.zero_fraction(kernel),
             "tflite": sum(t.zeros for t in found) / size if size else None,
             "tflite_tensors": [t.tensor_name for t in found],
@@ -122,13 +261,8 @@ def _per_layer_sparsity(model, summary: FlatbufferSummary, schedule: dict | None
     return per_layer
 
 
-def _per_layer_channels(model, summary: FlatbufferSummary, reference) -> dict[str, dict[str, int | None]]:
-    """Output channels per weight layer: originally (`reference`), in the Keras model, and in the int8 file."""
-    original = {}
-    for layer in (reference.layers if reference is not None else []):
-        channels = output_channels(layer)
-        if channels is not None:
-            original[float_layer_name(layer.name)] = channels
+def _per_layer_channels(model, summary: FlatbufferSummary, original: dict) -> dict[str, dict[str, int | None]]:
+    """Output channels per weight layer: before pruning, in the Keras model, and in the int8 file."""
     layers = [layer for layer in model.layers if output_channels(layer) is not None]
     tensors = summary.weights_of([layer.name for layer in layers])
     return {
@@ -141,66 +275,78 @@ def _per_layer_channels(model, summary: FlatbufferSummary, reference) -> dict[st
     }
 
 
-def _memory(summary, float_content, measured_content) -> dict[str, int | None]:
-    """Weights and planned activation arena of the int8 file (and the float32 one), and measured peak RSS."""
+def _per_layer_macs(model, summary: FlatbufferSummary) -> dict[str, int]:
+    """MACs of each layer's weight operators in the file (by the user's layer names)."""
+    shapes = {t.index: t.shape for t in summary.tensors}
+    names = [layer.name for layer in model.layers]
+    per_layer: dict[str, int] = {}
+    for op in summary.ops:
+        macs = memory.op_macs(op.name, [shapes.get(i, ()) for i in op.inputs],
+                              shapes.get(op.outputs[0], ()) if op.outputs else ())
+        if not macs:
+            continue
+        weight_tensor = next((t for t in summary.weights if t.op_index == op.index), None)
+        layer = layer_of(weight_tensor.tensor_name, names) if weight_tensor is not None else None
+        key = float_layer_name(layer) if layer else f"{op.name}#{op.index}"
+        per_layer[key] = per_layer.get(key, 0) + macs
+    return per_layer
+
+
+def _memory(summary: FlatbufferSummary, content: bytes, float_content, measure_rss: bool, notes, phases) -> dict:
+    """Flash, weights, the TFLM arena (measured when tflite-micro is installed, else the planner estimate), RSS."""
     int8 = memory.memory_use(summary)
-    result = {"weights_bytes": int8.weights_bytes, "activation_bytes": int8.activation_bytes,
-              "float_weights_bytes": None, "float_activation_bytes": None,
-              "int8_peak_rss_bytes": None, "float_peak_rss_bytes": None}
+    result: dict[str, Any] = {
+        "flash_bytes": len(content), "weights_bytes": int8.weights_bytes, "activation_bytes": int8.planned_head_bytes,
+        "tflm_arena_bytes": None, "tflm_arena_head_bytes": None, "tflm_arena_tail_bytes": None,
+        "tflm_arena_measured_by": None, "float_weights_bytes": None, "float_activation_bytes": None,
+        "int8_peak_rss_bytes": None, "float_peak_rss_bytes": None,
+    }
+    if tflm.tflm_available():
+        with phases.run("TFLM arena"):
+            try:
+                arena = tflm.measure_arena(content)
+                result.update(tflm_arena_bytes=arena.total_bytes, tflm_arena_head_bytes=arena.head_bytes,
+                              tflm_arena_tail_bytes=arena.tail_bytes,
+                              tflm_arena_measured_by="TensorFlow Lite Micro on this 64-bit host (the tail is smaller "
+                                                     "on a 32-bit MCU)")
+            except errors.ExportError as error:
+                notes.append(f"TensorFlow Lite Micro could not run this file: {error}")
+    else:
+        notes.append("memory['activation_bytes'] is an estimate (TFLM's planner, followed exactly, without scratch "
+                     "buffers or TFLM's own persistent memory): install tflite-micro to measure the arena in TFLM "
+                     f"({tflm.INSTALL_HINT})")
     if float_content is not None:
         float32 = memory.memory_use(read_flatbuffer(float_content))
-        result.update(float_weights_bytes=float32.weights_bytes, float_activation_bytes=float32.activation_bytes)
-    if measured_content is not None:
-        result["int8_peak_rss_bytes"] = memory.peak_rss_bytes(measured_content)
+        result.update(float_weights_bytes=float32.weights_bytes, float_activation_bytes=float32.planned_head_bytes)
+    if measure_rss:
+        result["int8_peak_rss_bytes"] = memory.peak_rss_bytes(content)
         if float_content is not None:
             result["float_peak_rss_bytes"] = memory.peak_rss_bytes(float_content)
     return result
 
 
-def _measure_latency(report, int8_model, float_content, float_model) -> None:
-    """Median single-sample latency at 1 thread (the headline) and 4 threads, int8 and float32."""
-    runners = {"int8": int8_model}
+def _latency(candidate: _Candidate, float_content, float_model) -> dict[str, dict[str, float]]:
+    """Median single-sample latency: int8 with XNNPACK (1 and 4 threads) and builtin kernels, float32 likewise."""
+    names = convert.keras_names(candidate.keras_model)
+    runners = {"int8": TFLiteModel(candidate.content, *names)}
     if float_content is not None:
-        runners["float"] = TFLiteModel(float_content, float_model.input_names, list(float_model.output_names))
-    report.latency_ms = {kind: {str(threads): 1000 * runner.median_latency_s(num_threads=threads)
-                                for threads in (1, 4)} for kind, runner in runners.items()}
-    report.int8_latency_ms = report.latency_ms["int8"]["1"]
-    if "float" in report.latency_ms:
-        report.float_latency_ms = report.latency_ms["float"]["1"]
+        runners["float"] = TFLiteModel(float_content, *convert.keras_names(float_model))
+    latency = {kind: {str(threads): 1000 * runner.median_latency_s(num_threads=threads) for threads in (1, 4)}
+               for kind, runner in runners.items()}
+    # On small models XNNPACK's per-call overhead hides the compute: LiteRT's builtin kernels show it.
+    builtin = TFLiteModel(candidate.content, *names, kernels="builtin")
+    latency["int8_builtin"] = {"1": 1000 * builtin.median_latency_s(num_threads=1)}
+    return latency
 
 
-def _resolve_tolerances(tolerances: Tolerances | None, overrides: dict) -> Tolerances:
-    if tolerances is not None and not isinstance(tolerances, Tolerances):
-        raise errors.ConfigError(f"`tolerances` must be a tfjoint.Tolerances; received {type(tolerances).__name__}.")
-    return (tolerances or Tolerances()).replace(**overrides)
+def _check_budget(budget: Budget | None, memory_figures: dict, macs: int) -> tuple[dict, list[str]]:
+    """Each budget against its figure measured on the file; a sentence per missed budget."""
+    if budget is None:
+        return {}, []
+    return budget.check(memory_figures, macs)
 
 
-def _validate(report, int8_model, source, float_model, validation, summary, tolerances, batch_size, verbose):
-    """Runs the int8 file on the validation data and fills the report's comparisons and failures."""
-    inputs, labels = validation
-    output_names = int8_model.output_names
-    int8_out = int8_model.predict(inputs, batch_size=batch_size, verbose=verbose)
-    keras_out = outputs_as_list(source.model.predict(inputs, batch_size=batch_size, verbose=0))
-    float_out = outputs_as_list(float_model.predict(inputs, batch_size=batch_size, verbose=0)) if float_model else None
-    per_output = validate.compare_outputs(
-        output_names, int8_out, keras_out, float_out, validate.labels_per_output(labels, output_names))
-    primary = validate.primary_output(per_output)
-    report.per_output = per_output
-    report.num_validation_samples = int(inputs[0].shape[0])
-    report.float_accuracy = primary.get("float_accuracy")
-    report.qat_accuracy = primary.get("qat_accuracy")
-    report.int8_accuracy = primary.get("int8_accuracy")
-    agreements = [e["top1_agreement"] for e in per_output.values() if "top1_agreement" in e]
-    report.top1_agreement = min(agreements) if agreements else None
-    float_agreements = [e["float_top1_agreement"] for e in per_output.values() if "float_top1_agreement" in e]
-    report.float_top1_agreement = min(float_agreements) if float_agreements else None
-    report.sqnr_db = min(e["sqnr_db"] for e in per_output.values())
-    if float_out is not None:
-        report.float_sqnr_db = min(e["float_sqnr_db"] for e in per_output.values())
-    scales = {t.signature_name: t.scale for t in summary.outputs}
-    report.notes.extend(validate.notes_on_outputs(per_output, keras_out, scales, float_out is not None))
-    report.failures = validate.failures(per_output, tolerances)
-
+# --- The public entry point -------------------------------------------------------------------------------------
 
 def export_tflite(
     model: keras.Model,
@@ -210,36 +356,54 @@ def export_tflite(
     validation_data=None,
     float_model: keras.Model | None = None,
     schedule: JointSchedule | None = None,
+    quantization: str = "auto",
+    runtimes=("litert",),
+    budget: Budget | None = None,
     tolerances: Tolerances | None = None,
     max_accuracy_drop: float | None = None,
     min_agreement: float | None = None,
     min_sqnr_db: float | None = None,
     max_mse_increase: float | None = None,
     measure_latency: bool = False,
-    explain_layers: bool = True,
+    explain_layers: bool | None = None,
     keep_rejected: str | os.PathLike | None = None,
     float_path: str | os.PathLike | None = None,
     batch_size: int = 64,
     verbose: bool = False,
 ) -> ExportReport:
-    """Converts to a fully int8 .tflite, validates it in LiteRT, and writes it atomically.
+    """Converts to a fully int8 .tflite, validates it where it will run, and writes it atomically.
 
     Args:
       model: a model from `tfjoint.prepare` (stripped here), one already
         stripped, any TF-MOT quantization-aware model, or a float model (then
-        full-integer post-training quantization with `representative_data`,
-        stated in the report's `quantization` and `notes`).
+        full-integer post-training quantization with `representative_data`).
       path: where to write the .tflite. Written only if validation passes.
       representative_data: samples of the model input (array, list of arrays
-        or dict for multi-input, tf.data.Dataset or generator). Checked against
-        the model's inputs; used for calibration in the post-training fallback.
+        or dict for multi-input, tf.data.Dataset or generator). Used to
+        calibrate post-training quantization: of a float model, or of a
+        prepared model's pruned float weights for comparison with QAT.
       validation_data: `x` or `(x, y)`; `y` may be one array, a list (one per
         output, None for outputs without labels) or a dict by output name.
       float_model: the original float model, to measure what compression cost
         (accuracy, agreement, SQNR, float32 TFLite size and latency).
       schedule: the `JointSchedule` the model was trained with, for the
-        report's planned sparsity per layer; read from `model` itself when it
-        is a prepared model (give it when exporting a stripped one).
+        report. Defaults to the one the model carries (a prepared model, or
+        one `tfjoint.strip` returned).
+      quantization: "auto" (default): with `representative_data` and a
+        quantization-aware model, also convert its pruned float weights with
+        full-integer post-training quantization, validate both files in the
+        same runtimes, and ship the better (both scores are in the report's
+        `quantization_candidates`); "qat": the quantization-aware file only;
+        "ptq": post-training quantization only. Pruned zeros are exact in
+        either file.
+      runtimes: where to validate: "litert" (LiteRT's default interpreter with
+        XNNPACK, as phones run it), "litert_reference" (LiteRT's reference
+        kernels), "tflm" (the TensorFlow Lite Micro interpreter, as
+        microcontrollers run it; needs `tfjoint[micro]`). Validation fails if
+        any of them breaks a tolerance; the headline figures are the first's.
+      budget: a `tfjoint.Budget` (flash, arena, MACs) the file must meet,
+        checked on the file itself (the arena in TFLM): a missed budget is a
+        validation failure.
       tolerances: a `Tolerances` (defaults: `Tolerances()`); the four keywords
         below override single fields of it.
       max_accuracy_drop: largest allowed float-minus-int8 accuracy (fraction).
@@ -249,10 +413,13 @@ def export_tflite(
       max_mse_increase: largest allowed relative increase of a real-valued
         output's MSE against its labels (int8 over float).
       measure_latency: time single-sample invokes (median; 1 thread, the
-        headline, and 4) of the int8 and float32 files, and measure the peak
-        resident memory of running each (a short subprocess per file).
+        headline, and 4; and LiteRT's builtin kernels) of the int8 and float32
+        files, and measure the peak resident memory of running each.
       explain_layers: with validation data, compute `per_layer_error` (the
-        error each int8 operator adds on its own, worst first).
+        error each int8 operator adds on its own, worst first). Defaults to
+        on for files up to 200 weight operators (the per-layer pass costs
+        about one Keras forward per operator); the report says when it was
+        skipped.
       keep_rejected: where to write the flatbuffer if validation fails.
       float_path: where to write the float32 .tflite of `float_model`, for
         comparison on device (written whether or not validation passes).
@@ -264,10 +431,11 @@ def export_tflite(
 
     Raises:
       errors.ModelTypeError: `model` or `float_model` is not a tf_keras model.
-      errors.ConfigError: a bad path or tolerance.
+      errors.ConfigError: a bad path, tolerance, runtime or quantization; TFLM
+        asked for but not installed.
       errors.DataError: bad representative or validation data.
       errors.ExportError: conversion failed or the result is not fully int8.
-      errors.ValidationError: a tolerance was violated; `.report` has everything.
+      errors.ValidationError: a tolerance or budget was violated; `.report` has everything.
     """
     # 0. Arguments, before any slow work.
     model = prepared_model(_checked_model(model, "model"))  # a Distiller exports its student
@@ -278,38 +446,56 @@ def export_tflite(
     tolerances = _resolve_tolerances(tolerances, dict(
         max_accuracy_drop=max_accuracy_drop, min_agreement=min_agreement, min_sqnr_db=min_sqnr_db,
         max_mse_increase=max_mse_increase))
-    _check_batch_size_and_schedule(batch_size, schedule)
+    _check_arguments(batch_size, schedule, quantization, budget)
+    runtimes = check_runtimes(runtimes)
+    phases = _progress.Phases("tfjoint export")
 
     # 1. What is converted, and the data, checked against its inputs.
-    source = _quantization_source(model, representative_data, schedule)
+    with phases.run("preparing the source"):
+        source = _quantization_source(model, schedule, quantization, representative_data is not None)
+    inputs_of = source.qat_model or source.float_model
     representative = None
     if representative_data is not None:
-        representative = collect_inputs(representative_data, source.model, "representative_data", _CALIBRATION_SAMPLES)
-    validation = split_validation(validation_data, source.model) if validation_data is not None else None
+        representative = collect_inputs(representative_data, inputs_of, "representative_data", _CALIBRATION_SAMPLES)
+    validation = split_validation(validation_data, inputs_of) if validation_data is not None else None
 
-    # 2. Convert; 3. read the bytes back; 4. the report, from the bytes.
-    content = convert.to_int8(source.model, representative if source.quantization == "post_training" else None)
-    summary = _read_back(content, source, keep_rejected)
-    float_content = convert.to_float32(float_model) if float_model is not None else None
+    # 2. Convert and read back; 3. validate each candidate where it will run, and choose.
+    candidates = _convert(source, quantization, representative, phases)
+    float_content = None
+    if float_model is not None:
+        with phases.run("conversion", "float32 reference"):
+            float_content = convert.to_float32(float_model)
     if float_path is not None:
         atomic_write_bytes(float_path, float_content)
-    report = _report(source, content, summary, float_content, float_model or (
-        model if source.model is not model else None), tolerances)
-
-    # 5. Validation and measurements in LiteRT.
-    int8_model = TFLiteModel(content, source.model.input_names, list(source.model.output_names))
+    notes = list(source.notes)
     if validation is not None:
-        _validate(report, int8_model, source, float_model, validation, summary, tolerances, batch_size, verbose)
-        if explain_layers:
-            _explain(report, content, summary, source, float_model, validation[0])
+        _validate(candidates, runtimes, validation, float_model, tolerances, batch_size, verbose, phases)
     else:
-        report.notes.append("no validation_data: the int8 file was checked for structure only")
-    report.memory = _memory(summary, float_content, content if measure_latency else None)
-    if measure_latency:
-        _measure_latency(report, int8_model, float_content, float_model)
+        notes.append("no validation_data: the int8 file was checked for structure only")
+    shipped = _choose(candidates, runtimes, notes)
 
-    # 6. Write, or refuse.
-    return _write_or_refuse(report, content, path, keep_rejected)
+    # 4. Measure the shipped file.
+    memory_figures = _memory(shipped.summary, shipped.content, float_content, measure_latency, notes, phases)
+    per_layer_error = []
+    if validation is not None and _explains(explain_layers, shipped.summary, notes):
+        with phases.run("per-layer error"):
+            per_layer_error = _explain(shipped, source, float_model, validation[0], notes)
+    latency = {}
+    if measure_latency:
+        with phases.run("latency"):
+            latency = _latency(shipped, float_content, float_model)
+    macs = memory.memory_use(shipped.summary).macs
+    budget_figures, budget_failures = _check_budget(budget, memory_figures, macs)
+
+    # 5. The report, once; 6. write, or refuse.
+    report = _build_report(shipped, candidates, quantization, runtimes, source, float_model, float_content,
+                           validation, tolerances, memory_figures, macs, per_layer_error, latency, budget_figures,
+                           budget_failures, notes, phases)
+    if validation is not None and not report.passed:
+        report.notes.extend(validate.input_range_notes(validation[0], shipped.summary.inputs, "validation_data"))
+    if representative is not None:
+        report.notes.extend(validate.input_range_notes(representative, shipped.summary.inputs, "representative_data"))
+    return _write_or_refuse(report, shipped.content, path, keep_rejected)
 
 
 def _checked_model(model, argument: str):
@@ -325,59 +511,129 @@ def _checked_float_path(float_path, float_model):
     return checked_output_path(float_path, "float_path")
 
 
-def _check_batch_size_and_schedule(batch_size, schedule) -> None:
+def _resolve_tolerances(tolerances: Tolerances | None, overrides: dict) -> Tolerances:
+    if tolerances is not None and not isinstance(tolerances, Tolerances):
+        raise errors.ConfigError(f"`tolerances` must be a tfjoint.Tolerances; received {type(tolerances).__name__}.")
+    return (tolerances or Tolerances()).replace(**overrides)
+
+
+def _check_arguments(batch_size, schedule, quantization, budget) -> None:
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise errors.ConfigError(f"`batch_size` must be an int >= 1; received {batch_size!r}.")
     if schedule is not None and not isinstance(schedule, JointSchedule):
         raise errors.ConfigError(f"`schedule` must be a tfjoint.JointSchedule; received {type(schedule).__name__}.")
+    if quantization not in QUANTIZATIONS:
+        raise errors.ConfigError(f"`quantization` must be one of {list(QUANTIZATIONS)}; received {quantization!r}.")
+    if budget is not None and not isinstance(budget, Budget):
+        raise errors.ConfigError(f"`budget` must be a tfjoint.Budget; received {type(budget).__name__}.")
+    if budget is not None and budget.arena_bytes is not None:
+        tflm.require_tflm("budget.arena_bytes (the arena is measured in TensorFlow Lite Micro)")
 
 
-def _read_back(content: bytes, source: _Source, keep_rejected) -> FlatbufferSummary:
-    """The flatbuffer's summary; a file that is not fully int8 is refused (and kept where asked)."""
-    summary = read_flatbuffer(content)
-    if not summary.fully_int8:
-        if keep_rejected is not None:
-            atomic_write_bytes(keep_rejected, content)
-        raise _not_int8_error(summary, [layer.name for layer in source.model.layers])
-    return summary
+_EXPLAIN_MAX_WEIGHT_OPS = 200
 
 
-def _report(source, content, summary, float_content, reference, tolerances) -> ExportReport:
-    """What the bytes say: operators, sparsity, channels, I/O quantization, sizes."""
+def _explains(explain_layers: bool | None, summary: FlatbufferSummary, notes: list[str]) -> bool:
+    if explain_layers is not None:
+        return bool(explain_layers)
+    if len(summary.weights) > _EXPLAIN_MAX_WEIGHT_OPS:
+        notes.append(f"per_layer_error was skipped: the file has {len(summary.weights)} weight operators (more than "
+                     f"{_EXPLAIN_MAX_WEIGHT_OPS}); pass explain_layers=True to compute it anyway")
+        return False
+    return True
+
+
+def _explain(shipped: _Candidate, source: _Source, float_model, inputs, notes) -> list[dict]:
+    """`per_layer_error`: against the float model (the converted float weights themselves without one)."""
+    reference = float_model if float_model is not None else (source.float_model or shipped.keras_model)
+    if shipped.quantization == QAT and float_model is None:
+        notes.append("per_layer_error compares with the QAT Keras model: pass float_model to compare every "
+                     "layer with the float model too")
+    return explain.per_layer_error(shipped.content, shipped.summary, reference, inputs,
+                                   qat_model=shipped.keras_model if shipped.quantization == QAT else None)
+
+
+def _originals(source: _Source, float_model) -> dict[str, int]:
+    """Output channels before pruning: the float model's if given, else what the source recorded, else the file's."""
+    found = dict(source.original_channels)
+    for layer in (float_model.layers if float_model is not None else []):
+        channels = output_channels(layer)
+        if channels is not None:
+            found.setdefault(float_layer_name(layer.name), channels)
+    model = source.qat_model or source.float_model
+    for layer in model.layers:
+        channels = output_channels(layer)
+        if channels is not None:
+            found.setdefault(float_layer_name(layer.name), channels)
+    return found
+
+
+def _candidate_summary(candidate: _Candidate, runtimes) -> dict[str, Any]:
+    result = candidate.validations.get(runtimes[0], {})
+    return {"size_bytes": len(candidate.content), "int8_accuracy": result.get("int8_accuracy"),
+            "top1_agreement": result.get("top1_agreement"), "sqnr_db": result.get("sqnr_db"),
+            "float_sqnr_db": result.get("float_sqnr_db"), "failures": candidate.failures,
+            "per_runtime": {runtime: {k: v for k, v in r.items() if k not in ("per_output", "notes")}
+                            for runtime, r in candidate.validations.items()}}
+
+
+def _build_report(shipped, candidates, quantization, runtimes, source, float_model, float_content, validation,
+                  tolerances, memory_figures, macs, per_layer_error, latency, budget_figures, budget_failures, notes,
+                  phases) -> ExportReport:
+    """The report, once, from what the stages measured."""
+    summary = shipped.summary
+    first = shipped.validations.get(runtimes[0], {})
+    failures = shipped.failures + budget_failures
+    notes = notes + [note for result in shipped.validations.values() for note in result.get("notes", [])]
+    if "tflm" in runtimes and source.plan and any(v > 0 for v in source.plan.values()):
+        notes.append("TensorFlow Lite Micro stores weights dense: unstructured zeros shrink the download (gzip), not "
+                     "flash or RAM on a microcontroller; channel_sparsity (or a tfjoint.Budget) removes whole filters, "
+                     "which shrinks both")
     report = ExportReport(
         tflite_path=None,
-        quantization=source.quantization,
-        size_bytes=len(content),
-        gzip_size_bytes=measure.gzip_size(content),
+        quantization=shipped.quantization,
+        quantization_requested=quantization,
+        quantization_candidates={c.quantization: _candidate_summary(c, runtimes) for c in candidates},
+        size_bytes=len(shipped.content),
+        gzip_size_bytes=measure.gzip_size(shipped.content),
         fully_int8=summary.fully_int8,
         ops=summary.op_names,
         float_ops=[{"op": op.name, "tensors": list(op.float_tensors)} for op in summary.float_ops],
         weight_sparsity=summary.weight_sparsity,
-        per_layer_sparsity=_per_layer_sparsity(source.model, summary, source.schedule),
-        per_layer_channels=_per_layer_channels(source.model, summary, reference),
+        per_layer_sparsity=_per_layer_sparsity(shipped.keras_model, summary, source.plan),
+        per_layer_channels=_per_layer_channels(shipped.keras_model, summary, _originals(source, float_model)),
+        per_layer_macs=_per_layer_macs(shipped.keras_model, summary),
         inputs=[t.to_dict() for t in summary.inputs],
         outputs=[t.to_dict() for t in summary.outputs],
         operator_counts=summary.operator_counts,
         micro_op_resolver=micro.micro_op_resolver_calls(summary.op_names),
-        schedule=source.schedule,
+        schedule=source.schedule.to_dict() if source.schedule is not None else None,
+        budget=budget_figures,
+        float_size_bytes=len(float_content) if float_content is not None else None,
+        float_gzip_size_bytes=measure.gzip_size(float_content) if float_content is not None else None,
+        num_validation_samples=int(validation[0][0].shape[0]) if validation is not None else 0,
+        runtimes=list(runtimes) if validation is not None else [],
+        per_runtime={runtime: {k: v for k, v in result.items() if k != "notes"}
+                     for runtime, result in shipped.validations.items()},
+        float_accuracy=first.get("float_accuracy"),
+        keras_accuracy=first.get("keras_accuracy"),
+        int8_accuracy=first.get("int8_accuracy"),
+        top1_agreement=first.get("top1_agreement"),
+        float_top1_agreement=first.get("float_top1_agreement"),
+        sqnr_db=first.get("sqnr_db"),
+        float_sqnr_db=first.get("float_sqnr_db"),
+        per_output=first.get("per_output", {}),
+        per_layer_error=per_layer_error,
+        memory=memory_figures,
+        macs=macs,
+        latency_ms=latency,
+        stage_seconds={name: round(seconds, 3) for name, seconds in phases.seconds.items()},
         thresholds=tolerances.to_dict(),
-        notes=list(source.notes),
+        failures=failures,
+        notes=list(dict.fromkeys(notes)),
         flatbuffer=summary,
     )
-    if float_content is not None:
-        report.float_size_bytes = len(float_content)
-        report.float_gzip_size_bytes = measure.gzip_size(float_content)
     return report
-
-
-def _explain(report, content, summary, source, float_model, inputs) -> None:
-    """`per_layer_error`: against the float model (the converted model itself for post-training int8)."""
-    reference = float_model if float_model is not None else source.model
-    if source.quantization == "qat" and float_model is None:
-        report.notes.append("per_layer_error compares with the QAT Keras model: pass float_model to compare every "
-                            "layer with the float model too")
-    report.per_layer_error = explain.per_layer_error(
-        content, summary, reference, inputs, qat_model=source.model if source.quantization == "qat" else None)
 
 
 def _write_or_refuse(report, content, path, keep_rejected) -> ExportReport:
@@ -388,9 +644,10 @@ def _write_or_refuse(report, content, path, keep_rejected) -> ExportReport:
             atomic_write_bytes(keep_rejected, content)
             report.tflite_path = keep_rejected
             report.notes.append(f"rejected flatbuffer kept at {keep_rejected}")
+        hints = [note for note in report.notes if note.startswith(("`validation_data`", "`representative_data`"))]
         raise errors.ValidationError(
             f"export to '{path}' failed validation ({len(report.failures)} problem(s)); nothing was written there: "
-            + "; ".join(report.failures),
+            + "; ".join(report.failures) + (f". Note: {hints[0]}" if hints else ""),
             report,
         )
     atomic_write_bytes(path, content)

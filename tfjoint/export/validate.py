@@ -14,9 +14,13 @@ import numpy as np
 
 from tfjoint import errors
 from tfjoint.export import measure
-from tfjoint.train.inspect import float_layer_name
+from tfjoint.train.readback import float_layer_name
 
-__all__ = ["Tolerances", "labels_per_output", "compare_outputs", "failures", "notes_on_outputs", "primary_output"]
+__all__ = ["Tolerances", "labels_per_output", "compare_outputs", "failures", "notes_on_outputs", "primary_output",
+           "input_range_notes", "headline"]
+
+# Differences this small are rounding, not a violation: 0.9260 - 0.9060 = 0.020000000000000018 meets 0.02.
+_SLACK = 1e-9
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,43 +133,48 @@ def compare_outputs(output_names, int8_out, keras_out, float_out, labels) -> dic
             label = np.asarray(label)
             if classifier or _is_binary(keras_out[i], label):
                 entry["int8_accuracy"] = measure.accuracy(int8_out[i], label)
-                entry["qat_accuracy"] = measure.accuracy(keras_out[i], label)
+                entry["keras_accuracy"] = measure.accuracy(keras_out[i], label)
                 if float_out is not None:
                     entry["float_accuracy"] = measure.accuracy(float_out[i], label)
             elif label.size == int8_out[i].size:
                 _regression_metrics(entry, "int8", int8_out[i], label)
-                _regression_metrics(entry, "qat", keras_out[i], label)
+                _regression_metrics(entry, "keras", keras_out[i], label)
                 if float_out is not None:
                     _regression_metrics(entry, "float", float_out[i], label)
-                reference = entry.get("float_mse", entry["qat_mse"])
+                reference = entry.get("float_mse", entry["keras_mse"])
                 entry["mse_increase"] = measure.relative_increase(entry["int8_mse"], reference)
         per_output[name] = entry
     return per_output
 
 
-def failures(per_output, tolerances: Tolerances) -> list[str]:
-    """Every tolerance an output violates, as a sentence naming the output, the value and the limit."""
+def failures(per_output, tolerances: Tolerances, runtime: str | None = None) -> list[str]:
+    """Every tolerance an output violates, as a sentence naming the runtime, the output, the value and the limit.
+
+    Values within 1e-9 of a limit meet it (floating-point rounding is not a violation).
+    """
     found = []
+    where = f"in {runtime}: " if runtime else ""
     for name, entry in per_output.items():
-        if "top1_agreement" in entry and entry["top1_agreement"] < tolerances.min_agreement:
+        if "top1_agreement" in entry and entry["top1_agreement"] < tolerances.min_agreement - _SLACK:
             found.append(
-                f"output '{name}': top-1 agreement of int8 with its Keras model {entry['top1_agreement']:.4f} "
+                f"{where}output '{name}': top-1 agreement of int8 with its Keras model {entry['top1_agreement']:.4f} "
                 f"< min_agreement {tolerances.min_agreement}"
             )
-        if entry["sqnr_db"] < tolerances.min_sqnr_db:
-            found.append(f"output '{name}': SQNR {entry['sqnr_db']:.2f} dB < min_sqnr_db {tolerances.min_sqnr_db}")
+        if entry["sqnr_db"] < tolerances.min_sqnr_db - _SLACK:
+            found.append(f"{where}output '{name}': SQNR {entry['sqnr_db']:.2f} dB < min_sqnr_db "
+                         f"{tolerances.min_sqnr_db}")
         if "float_accuracy" in entry:
             drop = entry["float_accuracy"] - entry["int8_accuracy"]
-            if drop > tolerances.max_accuracy_drop:
+            if drop > tolerances.max_accuracy_drop + _SLACK:
                 found.append(
-                    f"output '{name}': int8 accuracy {entry['int8_accuracy']:.4f} is {drop:.4f} below float "
+                    f"{where}output '{name}': int8 accuracy {entry['int8_accuracy']:.4f} is {drop:.4f} below float "
                     f"{entry['float_accuracy']:.4f} > max_accuracy_drop {tolerances.max_accuracy_drop}"
                 )
-        if "mse_increase" in entry and entry["mse_increase"] > tolerances.max_mse_increase:
+        if "mse_increase" in entry and entry["mse_increase"] > tolerances.max_mse_increase + _SLACK:
             reference = "float" if "float_mse" in entry else "Keras"
             found.append(
-                f"output '{name}': int8 MSE {entry['int8_mse']:.6g} is {entry['mse_increase']:.0%} above the "
-                f"{reference} model's {entry.get('float_mse', entry['qat_mse']):.6g} > max_mse_increase "
+                f"{where}output '{name}': int8 MSE {entry['int8_mse']:.6g} is {entry['mse_increase']:.0%} above the "
+                f"{reference} model's {entry.get('float_mse', entry['keras_mse']):.6g} > max_mse_increase "
                 f"{tolerances.max_mse_increase} ({tolerances.max_mse_increase:.0%})"
             )
     return found
@@ -183,7 +192,7 @@ def notes_on_outputs(per_output, keras_out, output_scales: dict[str, float | Non
             )
         scale = output_scales.get(name)
         values = np.asarray(keras_out[i], np.float64)
-        if scale and values.size:
+        if scale and values.size and not entry["classifier"]:  # probabilities move in 1/256 steps by design
             low, high = np.percentile(values, [1, 99])
             steps = (high - low) / scale
             if steps < 64:
@@ -194,6 +203,48 @@ def notes_on_outputs(per_output, keras_out, output_scales: dict[str, float | Non
                     "or keep this output in float."
                 )
     return notes
+
+
+def input_range_notes(inputs: list[np.ndarray], io_tensors, argument: str) -> list[str]:
+    """Notes for data whose values the int8 input cannot represent (0-255 pixels into a model trained on 0-1).
+
+    The int8 input clips everything outside `float_range`; a few outliers are
+    normal, a large share means the data is not preprocessed as the model
+    was trained.
+    """
+    notes = []
+    for array, tensor in zip(inputs, io_tensors):
+        float_range = tensor.float_range
+        if float_range is None or not array.size:
+            continue
+        low, high = float_range
+        margin = (tensor.scale or 0.0) / 2
+        outside = float(np.mean((array < low - margin) | (array > high + margin)))
+        if outside > 0.01:
+            name = tensor.signature_name or tensor.name
+            notes.append(
+                f"`{argument}`: {outside:.0%} of input '{name}''s values lie outside [{low:.4g}, {high:.4g}], the "
+                f"range its int8 input can represent (the data spans [{float(array.min()):.4g}, "
+                f"{float(array.max()):.4g}]); they are clipped. Preprocess the data as for training (e.g. scale pixels "
+                "to the model's range) before validating, calibrating or deploying.")
+    return notes
+
+
+def headline(per_output) -> dict[str, Any]:
+    """The report's headline figures from one runtime's outputs: the primary output's, the worst agreement/SQNR."""
+    primary = primary_output(per_output)
+    agreements = [e["top1_agreement"] for e in per_output.values() if "top1_agreement" in e]
+    float_agreements = [e["float_top1_agreement"] for e in per_output.values() if "float_top1_agreement" in e]
+    float_sqnrs = [e["float_sqnr_db"] for e in per_output.values() if "float_sqnr_db" in e]
+    return {
+        "float_accuracy": primary.get("float_accuracy"),
+        "keras_accuracy": primary.get("keras_accuracy"),
+        "int8_accuracy": primary.get("int8_accuracy"),
+        "top1_agreement": min(agreements) if agreements else None,
+        "float_top1_agreement": min(float_agreements) if float_agreements else None,
+        "sqnr_db": min(e["sqnr_db"] for e in per_output.values()) if per_output else None,
+        "float_sqnr_db": min(float_sqnrs) if float_sqnrs else None,
+    }
 
 
 def primary_output(per_output) -> dict[str, Any]:

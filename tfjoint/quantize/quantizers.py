@@ -22,7 +22,7 @@ and plugs in at its documented extension point, the `Quantizer`:
 
 Either quantizer can hold a channel mask (`channel_axis`): one copy per
 weight, all copies of a channel group assigned together by
-`tfjoint.train.channels.update_channel_masks`.
+`tfjoint.train.prepared_model.update_channel_masks`.
 
 A quantizer whose behaviour depends on the step keeps a step counter among
 the weights it builds (never on `self`: TF-MOT shares one config object between

@@ -9,7 +9,7 @@ import numpy as np
 
 from tfjoint import _tfmot
 from tfjoint._keras import keras
-from tfjoint.registry.own_layers import ExpandDims, Squeeze
+from tfjoint.registry.own_layers import Affine, ExpandDims, HardSwish, Squeeze
 from tfjoint.registry.table import (
     CONCATENATES,
     FLATTENS,
@@ -171,7 +171,12 @@ register_layer(_layers.Rescaling, LayerKind(quantization=Quantization(rewrite="a
                                             affine_map=_rescaling_affine, tflite_ops=("DEPTHWISE_CONV_2D",)))
 register_layer(_layers.Normalization, LayerKind(quantization=Quantization(rewrite="affine_as_depthwise"),
                                                 affine_map=_normalization_affine, tflite_ops=("DEPTHWISE_CONV_2D",)))
-register_layer(_layers.LayerNormalization, LayerKind(keras3_kwargs_defaults={"rms_scaling": False}))
+register_layer(_layers.LayerNormalization, LayerKind(keras3_kwargs_defaults={"rms_scaling": False}, quantization=Quantization(
+    refused="TF-MOT's 8-bit scheme cannot make LayerNormalization quantization-aware (it normalizes each sample by "
+            "statistics it computes, which TFLite runs as MEAN, SQUARED_DIFFERENCE and RSQRT operators whose int8 "
+            "ranges QAT does not learn), and TensorFlow Lite Micro has no GELU, which such models often use. Use "
+            "BatchNormalization (folded into the convolution, exact in int8) and ReLU/swish, and fine-tune the float "
+            "model with them before preparing")))
 
 
 # --- Activations -------------------------------------------------------------------------------------------------
@@ -199,15 +204,37 @@ register_layer(_layers.PReLU, LayerKind(quantization=Quantization(
 
 _PASS_THROUGH = LayerKind(channels=FOLLOWS)
 for _name in ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
-              "GaussianDropout", "AlphaDropout", "ActivityRegularization", "MaxPooling2D", "AveragePooling1D",
-              "AveragePooling2D", "GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalAveragePooling1D",
+              "GaussianDropout", "AlphaDropout", "ActivityRegularization", "MaxPooling2D", "GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalAveragePooling1D",
               "GlobalAveragePooling2D", "ZeroPadding1D", "ZeroPadding2D", "Cropping1D", "Cropping2D", "UpSampling2D"):
     register_layer(getattr(_layers, _name), _PASS_THROUGH)
 register_layer(_layers.MaxPooling1D, _PASS_THROUGH.replace(quantization=Quantization.values_unchanged()))
+# TFLite's int8 AVERAGE_POOL_2D needs one scale on its input and output (the converter refuses two: "quantization
+# parameters violate the same scale constraint"); an average of int8 values stays in their range, so its output
+# keeps its input's scale instead of a range of its own.
+for _name, _op in (("AveragePooling1D", "AVERAGE_POOL_2D"), ("AveragePooling2D", "AVERAGE_POOL_2D")):
+    register_layer(getattr(_layers, _name), _PASS_THROUGH.replace(quantization=Quantization.values_unchanged(),
+                                                                  tflite_ops=(_op,)))
 register_layer(_layers.UpSampling1D, _PASS_THROUGH.replace(quantization=Quantization.output_only()))
 register_layer(_tfmot.QuantizeLayer, _PASS_THROUGH)  # TF-MOT's input quantizer (and tfjoint's subclass)
 register_layer(ExpandDims, _PASS_THROUGH.replace(quantization=Quantization.values_unchanged()))
 register_layer(Squeeze, _PASS_THROUGH.replace(quantization=Quantization.values_unchanged()))
+
+
+def _affine_of_config(config: dict, weights: dict, channels: int, rank: int):
+    scale = np.broadcast_to(np.asarray(config["scale"], np.float32), (channels,)).copy()
+    offset = np.broadcast_to(np.asarray(config["offset"], np.float32), (channels,)).copy()
+    return scale, offset
+
+
+def _adds_a_constant(layer, rank: int) -> str | None:
+    return "adds a constant, so a removed channel would not stay zero" if np.any(np.asarray(layer.offset)) else None
+
+
+register_layer(Affine, LayerKind(channels=FOLLOWS, channel_blocker=_adds_a_constant,
+                                 quantization=Quantization(rewrite="affine_as_depthwise"), affine_map=_affine_of_config,
+                                 tflite_ops=("DEPTHWISE_CONV_2D",)))
+register_layer(HardSwish, LayerKind(channels=FOLLOWS, quantization=Quantization.output_only(),
+                                    tflite_ops=("HARD_SWISH",)))
 
 
 # --- Merges, concatenation, reshapes -----------------------------------------------------------------------------

@@ -1,16 +1,21 @@
-"""Keras layers tfjoint itself puts into models: the shape-only `ExpandDims` and `Squeeze`.
+"""Keras layers tfjoint itself puts into models.
 
-The layout rewrites insert them around layers they run as Conv2D.
+* `ExpandDims` and `Squeeze`: shape only. The layout rewrites insert them
+  around layers they run as Conv2D.
 `keras.layers.Reshape` with an unknown batch dimension converts to SHAPE,
 STRIDED_SLICE and PACK operators around every RESHAPE; these convert to a
 single EXPAND_DIMS / SQUEEZE, as the converter's own Conv1D lowering does.
 They change no values, so they are not quantized (their registry entries, in
 `tfjoint.registry.builtin`, say so).
+* `Affine` and `HardSwish`: what the Keras 3 bridge rebuilds Keras 3's raw
+  arithmetic and `hard_silu` activation as.
 """
+
+import numpy as np
 
 from tfjoint._keras import keras, serializable, tf
 
-__all__ = ["ExpandDims", "Squeeze"]
+__all__ = ["ExpandDims", "Squeeze", "Affine", "HardSwish"]
 
 
 def _axes(axes) -> tuple[int, ...]:
@@ -57,3 +62,48 @@ class Squeeze(keras.layers.Layer):
 
     def get_config(self):
         return dict(super().get_config(), axes=list(self.axes))
+
+
+def _number_or_list(value):
+    """A JSON-friendly constant: a float, or a list of floats (one per channel)."""
+    array = np.asarray(value, np.float32)
+    return float(array) if array.ndim == 0 else [float(v) for v in array.reshape(-1)]
+
+
+@serializable
+class Affine(keras.layers.Layer):
+    """`y = x * scale + offset`, with constants: numbers, or one per channel (the last axis).
+
+    The Keras 3 bridge rebuilds raw `keras.ops` arithmetic with a constant
+    (`x + 3.0`, `x * (1 / 6)`) and per-channel scales (ConvNeXt's
+    `LayerScale`) as this layer; `tfjoint.prepare` then runs it as an exact
+    int8 1x1 DepthwiseConv2D (the "affine_as_depthwise" rewrite).
+    """
+
+    def __init__(self, scale=1.0, offset=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.scale = _number_or_list(scale)
+        self.offset = _number_or_list(offset)
+
+    def call(self, inputs):
+        return inputs * tf.constant(self.scale, inputs.dtype) + tf.constant(self.offset, inputs.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return dict(super().get_config(), scale=self.scale, offset=self.offset)
+
+
+@serializable
+class HardSwish(keras.layers.Layer):
+    """`x * relu6(x + 3) / 6`: Keras 3's `hard_silu` / `hard_swish` activation, which tf_keras lacks.
+
+    The converter turns it into TFLite's int8 HARD_SWISH operator.
+    """
+
+    def call(self, inputs):
+        return inputs * tf.nn.relu6(inputs + 3.0) * (1.0 / 6.0)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape

@@ -11,8 +11,8 @@ message, if the model being fit was never prepared.
 
 from tfjoint import errors
 from tfjoint._keras import keras, tf
-from tfjoint.train.channels import JointModel
-from tfjoint.train.inspect import (
+from tfjoint.train.prepared_model import PreparedModel
+from tfjoint.train.readback import (
     channel_members,
     is_prepared,
     layer_sparsity,
@@ -48,11 +48,11 @@ class JointMonitor(keras.callbacks.Callback):
                 f"tfjoint.callbacks() was given to fit() on model '{self.model.name}', which was not "
                 "prepared with tfjoint.prepare. Fit the model tfjoint.prepare returns."
             )
-        if channel_members(self._prepared) and not isinstance(self.model, JointModel) and not getattr(
+        if channel_members(self._prepared) and not isinstance(self.model, PreparedModel) and not getattr(
                 self.model, "updates_channel_masks", False):
             raise errors.ModelStructureError(
                 f"model '{self.model.name}' prunes channels, but it is a {type(self.model).__name__}, whose train_step "
-                "does not update channel masks. Fit the model tfjoint.prepare returned (a tfjoint JointModel), or "
+                "does not update channel masks. Fit the model tfjoint.prepare returned (a tfjoint PreparedModel), or "
                 "call tfjoint.update_channel_masks(model) before each step of your own training loop."
             )
         self._schedule = schedule_of(self._prepared)

@@ -20,8 +20,8 @@ wrapping the reloaded student in a new Distiller.
 from tfjoint import errors
 from tfjoint._keras import check_float_model, is_keras3_model, keras, serializable, tf
 from tfjoint.losses import outputs_probabilities
-from tfjoint.train.channels import update_channel_masks
-from tfjoint.train.inspect import is_prepared
+from tfjoint.train.prepared_model import update_channel_masks
+from tfjoint.train.readback import is_prepared
 
 __all__ = ["Distiller"]
 

@@ -15,7 +15,7 @@ import tensorflow_model_optimization as tfmot
 from absl import logging
 
 from tfjoint import errors
-from tfjoint._keras import check_float_model, is_keras3_model, keras
+from tfjoint._keras import check_float_model, is_keras3_model, keras, nested_inputs_and_outputs
 from tfjoint.bridge.keras3 import from_keras3
 from tfjoint.prune.channels import ChannelPlan, plan_channel_groups
 from tfjoint.registry import kind_of, prunable_layers, pruned_weight_name
@@ -23,7 +23,7 @@ from tfjoint.registry.table import NEW, OUTPUT
 from tfjoint.prune.schedule import JointSchedule
 from tfjoint.quantize.scheme import JointQuantizeScheme
 from tfjoint.quantize.wrappers import adopt_joint_layers
-from tfjoint.train.channels import JointModel
+from tfjoint.train.prepared_model import PreparedModel
 
 __all__ = ["prepare", "LayerSelector", "CHANNEL_CRITERIA"]
 
@@ -216,6 +216,8 @@ def prepare(
       >>> joint = tfjoint.prepare(model, target_sparsity=0.5, end_step=100)
       >>> [type(layer).__name__ for layer in joint.layers]
       ['InputLayer', 'JointQuantizeLayer', 'JointQuantizeWrapper']
+      >>> joint.schedule.end_step
+      100
 
     Args:
       model: a built Sequential or Functional float model, usually
@@ -240,7 +242,7 @@ def prepare(
         Dense); channels that reach a model output are kept, and every layer
         keeps at least one channel. `tfjoint.strip` removes them from the
         model, so the int8 file is smaller and faster. The model returned is
-        then a `JointModel`, whose `train_step` updates the channel masks.
+        then updated by the `PreparedModel`'s `train_step`.
       schedule: a ready `JointSchedule` instead of the seven arguments above.
       channel_criterion: how filters are ranked for removal: "l1" (sum of
         absolute weights) or "l2" norm, summed over a group's producers.
@@ -252,9 +254,10 @@ def prepare(
         on (default: seeded random values; see `tfjoint.from_keras3`).
 
     Returns:
-      A new tf_keras model to compile and fit (also for a Keras 3 input: the
+      A new `tfjoint.PreparedModel` (a tf_keras Functional model that stores
+      its `JointSchedule`) to compile and fit, also for a Keras 3 input: the
       models `prepare` and `strip` return, and `load_model` loads, are
-      tf_keras models; the `.tflite` is the deliverable).
+      tf_keras models; the `.tflite` is the deliverable.
 
     Raises:
       errors.ModelTypeError: not a Keras model, or a subclassed one (checked
@@ -278,6 +281,5 @@ def prepare(
     annotated = tfmot.quantization.keras.quantize_annotate_model(model)
     with tfmot.quantization.keras.quantize_scope():
         prepared = adopt_joint_layers(tfmot.quantization.keras.quantize_apply(annotated, scheme))
-    if channel_specs:
-        prepared = JointModel(inputs=prepared.inputs, outputs=prepared.outputs, name=prepared.name)
-    return prepared
+    inputs, outputs = nested_inputs_and_outputs(prepared)  # a dict of named outputs stays a dict
+    return PreparedModel(inputs=inputs, outputs=outputs, name=prepared.name, schedule=schedule)

@@ -20,7 +20,7 @@ from tfjoint._keras import keras
 from tfjoint.bridge.keras3 import from_keras3
 from tfjoint.quantize import config as _config  # noqa: F401  (registers tfjoint's Keras objects)
 from tfjoint.quantize import wrappers as _wrappers  # noqa: F401  (registers tfjoint's Keras objects)
-from tfjoint.train.channels import JointModel
+from tfjoint.train.prepared_model import PreparedModel
 
 __all__ = ["load_model", "saved_keras_version"]
 
@@ -79,7 +79,7 @@ def _load_tf_keras(path: str, compile: bool):
     try:
         with tfmot.quantization.keras.quantize_scope():
             # .h5 files name a model class by its bare class name, not its registered one.
-            return keras.models.load_model(path, compile=compile, custom_objects={"JointModel": JointModel})
+            return keras.models.load_model(path, compile=compile, custom_objects={"PreparedModel": PreparedModel})
     except errors.TfjointError:
         raise
     except Exception as error:  # tf_keras raises ValueError, KeyError, TypeError ...

@@ -19,15 +19,24 @@ import numpy as np
 import tensorflow_model_optimization as tfmot
 
 from tfjoint import _tfmot, errors
-from tfjoint._keras import check_tf_keras_model, keras, weight_short_name
+from tfjoint._keras import check_tf_keras_model, keras, nested_inputs_and_outputs, weight_short_name
 from tfjoint.prune.channels import Layout, channel_layouts
+from tfjoint.prune.schedule import JointSchedule
 from tfjoint.quantize.config import JointQuantizeConfig, unwrap_config
 from tfjoint.quantize.quantizers import CHANNEL_MASK, ChannelMaskQuantizer, GatedQuantizer
 from tfjoint.registry import kind_of, unwrapped
-from tfjoint.train.channels import JointModel, group_masks
-from tfjoint.train.inspect import channel_members, is_prepared, prepared_model, pruned_kernels
+from tfjoint.train.prepared_model import PreparedModel, group_masks
+from tfjoint.train.readback import (
+    carry_schedule,
+    channel_members,
+    is_prepared,
+    original_channels,
+    prepared_model,
+    pruned_kernels,
+    pruning_plan,
+)
 
-__all__ = ["strip", "strips_cleanly", "kept_channels_per_layer"]
+__all__ = ["strip", "strips_cleanly", "kept_channels_per_layer", "float_twin"]
 
 _QuantizeWrapper = tfmot.quantization.keras.QuantizeWrapperV2
 _QuantizeLayer = _tfmot.QuantizeLayer
@@ -131,7 +140,9 @@ def strip(model: keras.Model) -> keras.Model:
 
     Returns:
       A new, uncompiled tf_keras QAT model whose pruned kernels hold exact
-      zeros and whose pruned channels are gone.
+      zeros and whose pruned channels are gone. It carries the schedule it was
+      trained with (`tfjoint.schedule_of` reads it, `export_tflite` reports it)
+      for as long as the object lives; a file of it keeps none.
 
     Raises:
       errors.ModelTypeError: `model` is not a tf_keras model.
@@ -147,8 +158,12 @@ def strip(model: keras.Model) -> keras.Model:
     kept = kept_channels_per_layer(model) if channel_members(model) else {}
     with tfmot.quantization.keras.quantize_scope():
         stripped = keras.models.clone_model(model, clone_function=lambda layer: _strip_layer(layer, kept))
-    if isinstance(stripped, JointModel):  # the stripped model needs no channel-mask train_step
-        stripped = keras.Model(stripped.inputs, stripped.outputs, name=stripped.name)
+    if isinstance(stripped, PreparedModel):  # a plain Functional model of TF-MOT's layers
+        inputs, outputs = nested_inputs_and_outputs(stripped)
+        stripped = keras.Model(inputs, outputs, name=stripped.name)
+    if isinstance(getattr(model, "schedule", None), JointSchedule):
+        # So that export_tflite(strip(joint)) reports the schedule, the plan and the channels before pruning.
+        carry_schedule(stripped, model.schedule, pruning_plan(model), original_channels(model))
 
     masked = _masked_values(model)
     source_layers = {layer.name: layer for layer in model.layers}
@@ -175,3 +190,44 @@ def strips_cleanly(model: keras.Model) -> bool:
         if isinstance(getattr(layer, "quantizer", None), GatedQuantizer):
             return False
     return not any("tfjoint" in w.name for w in model.weights)
+
+
+def _float_layer(layer):
+    """The float layer a TF-MOT layer stands for: a wrapper's inner layer, an identity for the input quantizer."""
+    if isinstance(layer, tfmot.quantization.keras.QuantizeWrapper):
+        return layer.layer.__class__.from_config(layer.layer.get_config())
+    if isinstance(layer, _QuantizeLayer):
+        return keras.layers.Activation("linear", name=layer.name)  # converts to no operator at all
+    return layer.__class__.from_config(layer.get_config())
+
+
+def float_twin(model: keras.Model) -> keras.Model:
+    """The float model a TF-MOT quantization-aware model quantizes, with its (pruned) weights.
+
+    Every QuantizeWrapper becomes the layer it wraps, named as the user named
+    it, with the wrapper's values of that layer's weights (a stripped model's
+    pruned zeros included); the input quantizer becomes an identity. Full-integer
+    post-training quantization of this model is the alternative to converting
+    the QAT model that `export_tflite(quantization="auto")` compares.
+
+    Raises:
+      errors.ModelStructureError: `model` is a prepared model (strip it first).
+    """
+    check_tf_keras_model(model)
+    if is_prepared(model):
+        raise errors.ModelStructureError(
+            f"model '{model.name}' still holds tfjoint's pruning state; call tfjoint.strip(model) first.")
+    with tfmot.quantization.keras.quantize_scope():
+        twin = keras.models.clone_model(model, clone_function=_float_layer)
+    inputs, outputs = nested_inputs_and_outputs(twin)
+    twin = keras.Model(inputs, outputs, name=model.name)
+    sources = {layer.name: layer for layer in model.layers}
+    for layer in twin.layers:
+        source = sources.get(layer.name)
+        if source is None:
+            source = next((s for s in model.layers if unwrapped(s).name == layer.name), None)
+        if source is None or not layer.weights:
+            continue
+        values = {weight_short_name(w): w.numpy() for w in source.weights}
+        layer.set_weights([values[weight_short_name(w)] for w in layer.weights])
+    return twin

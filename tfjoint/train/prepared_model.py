@@ -1,10 +1,15 @@
-"""Channel masks updated in the graph, once per training step, for every channel group at once.
+"""`PreparedModel`, the model `tfjoint.prepare` returns, and its channel masks updated in the graph.
 
+A `PreparedModel` is a tf_keras Functional model that carries its
+`JointSchedule` (saved in its config, so it survives `.keras`, `.h5` and
+SavedModel round trips) and whose `train_step` updates the channel masks.
+
+Channel masks are updated once per training step, for every channel group at once.
 A channel group's mask cannot be chosen inside one layer's quantizer: its
 score is the sum over all the group's producers (the L1 or L2 norms of their
 filters), and every member (producers, BatchNorms, depthwise convolutions)
-must apply the same mask. So `JointModel`, the model `tfjoint.prepare` returns
-when `channel_sparsity > 0`, updates all channel masks at the start of each
+must apply the same mask. So `PreparedModel`, when `channel_sparsity > 0`,
+updates all channel masks at the start of each
 `train_step`, in the graph, on the schedule's PolynomialDecay: it keeps the
 `max(round(C * (1 - s)), 1)` channels of highest score, ranking the masked
 filters so a removed channel never returns. The weight masks inside the
@@ -18,9 +23,10 @@ import numpy as np
 
 from tfjoint import _tfmot
 from tfjoint._keras import keras, serializable, tf
-from tfjoint.train.inspect import channel_members
+from tfjoint.prune.schedule import JointSchedule
+from tfjoint.train.readback import channel_members
 
-__all__ = ["JointModel", "update_channel_masks", "group_masks"]
+__all__ = ["PreparedModel", "update_channel_masks", "group_masks"]
 
 
 def _filter_scores(member, criterion: str):
@@ -59,7 +65,7 @@ def _member_mask(member, masks):
 def update_channel_masks(model):
     """Builds the in-graph update of every channel mask of `model` for the coming training step.
 
-    Call it once per training step before the forward pass (`JointModel`
+    Call it once per training step before the forward pass (`PreparedModel`
     does). Returns the update op, or None if the model prunes no channels.
     """
     members = channel_members(model)
@@ -96,17 +102,52 @@ def update_channel_masks(model):
     return update()
 
 
-@serializable
-class JointModel(keras.Model):
-    """A prepared model that prunes channels: `train_step` first updates the channel masks.
+_SCHEDULE_KEY = "tfjoint_schedule"
 
-    Everything else is a plain tf_keras Functional model (saved and loaded as
-    one, registered as "tfjoint>JointModel").
+
+@serializable
+class PreparedModel(keras.Model):
+    """The model `tfjoint.prepare` returns: a Functional model that carries its `JointSchedule`.
+
+    `train_step` first updates the channel masks (when channels are pruned),
+    then is tf_keras's own. Everything else is a plain tf_keras Functional
+    model, saved and loaded as one (registered as "tfjoint>PreparedModel"),
+    with the schedule in its config.
+
+    Args:
+      inputs, outputs, name, trainable: those of `keras.Model(inputs, outputs)`
+        (the same signature, so tf_keras saves it as a Functional model).
+      schedule: (keyword) the `JointSchedule` the model's quantizers were
+        built from.
     """
+
+    def __init__(self, inputs, outputs, name=None, trainable=True, **kwargs):
+        schedule = kwargs.pop("schedule", None)
+        super().__init__(inputs, outputs, name=name, trainable=trainable, **kwargs)
+        self._tfjoint_schedule = schedule
+
+    @property
+    def schedule(self) -> JointSchedule | None:
+        """The `JointSchedule` this model trains on."""
+        return self._tfjoint_schedule
 
     def train_step(self, data):
         update_channel_masks(self)
         return super().train_step(data)
+
+    def get_config(self):
+        config = super().get_config()
+        if self._tfjoint_schedule is not None:
+            config[_SCHEDULE_KEY] = self._tfjoint_schedule.to_dict()
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        schedule = config.pop(_SCHEDULE_KEY, None)
+        model = super().from_config(config, custom_objects)
+        model._tfjoint_schedule = JointSchedule.from_dict(schedule) if schedule is not None else None
+        return model
 
 
 def group_masks(model) -> dict[str, np.ndarray]:

@@ -5,15 +5,17 @@ works the same on a model fresh from `tfjoint.prepare` and on one reloaded
 with `tfjoint.load_model`.
 """
 
+import weakref
 from typing import Iterator, NamedTuple
 
 import numpy as np
 import tensorflow_model_optimization as tfmot
 
-from tfjoint import _tfmot
+from tfjoint import _tfmot, errors
 from tfjoint._keras import tf, weight_short_name
 from tfjoint.prune.schedule import JointSchedule
 from tfjoint.quantize.config import JointQuantizeConfig
+from tfjoint.registry import output_channels
 from tfjoint.quantize.quantizers import (
     CHANNEL_MASK,
     MASK,
@@ -30,13 +32,14 @@ __all__ = [
     "pruned_kernels",
     "channel_members",
     "training_step",
-    "quant_start_step",
     "is_prepared",
     "layer_sparsity",
-    "channel_masks",
     "overall_sparsity",
     "prepared_model",
     "schedule_of",
+    "carry_schedule",
+    "pruning_plan",
+    "original_channels",
     "float_layer_name",
 ]
 
@@ -169,7 +172,9 @@ def is_prepared(model) -> bool:
 
 def _require_prepared(model) -> None:
     if not is_prepared(model):
-        raise ValueError(f"model '{model.name}' was not prepared with tfjoint.prepare: it has no tfjoint quantizer.")
+        raise errors.ModelStructureError(
+            f"model '{model.name}' was not prepared with tfjoint.prepare: it has no tfjoint quantizer. Pass the "
+            "model tfjoint.prepare returned (or tfjoint.load_model loaded).")
 
 
 def training_step(model) -> int | None:
@@ -177,18 +182,13 @@ def training_step(model) -> int | None:
 
     None if nothing in the model depends on the step (no pruned kernel and
     `quant_start_step=0`), so nothing counts it.
+
+    Raises:
+      errors.ModelStructureError: `model` was not prepared with tfjoint.
     """
     _require_prepared(model)
     steps = [int(w[STEP].numpy()) for _, w in _gated_quantizers(model) if STEP in w]
     return max(steps) if steps else None
-
-
-def quant_start_step(model) -> int:
-    """The step at which the prepared model's fake quantization switches on."""
-    for quantizer, _ in _gated_quantizers(model):
-        if isinstance(quantizer, GatedQuantizer):
-            return quantizer.quant_start_step
-    raise ValueError(f"model '{model.name}' was not prepared with tfjoint.prepare.")
 
 
 def layer_sparsity(model) -> dict[str, float]:
@@ -209,44 +209,70 @@ def prepared_model(model):
     return student if student is not None and is_prepared(student) else model
 
 
-def channel_masks(model) -> dict[str, np.ndarray]:
-    """The channel mask of every channel-pruned layer's output, keyed by layer name (1 = kept)."""
-    masks = {}
-    for member in channel_members(model):
-        if member.layer_name not in masks:
-            masks[member.layer_name] = member.channel_mask.numpy()
-    return masks
-
-
 def float_layer_name(name: str) -> str:
     """The user's layer name for a name in a quantized model ('quant_conv1' -> 'conv1')."""
     return name[len("quant_"):] if name.startswith("quant_") else name
 
 
+# Stripped models are TF-MOT's own classes (they load with quantize_scope() alone), so the schedule they were
+# trained with travels beside them, in memory, rather than in their config.
+_CARRIED_SCHEDULES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def carry_schedule(model, schedule: JointSchedule, plan: dict[str, float], original_channels: dict[str, int]) -> None:
+    """Records, for the life of the `model` object, its schedule, pruning plan and channels before pruning.
+
+    `tfjoint.strip` does, so that `export_tflite(tfjoint.strip(joint))` reports them.
+    """
+    _CARRIED_SCHEDULES[model] = (schedule, dict(plan), dict(original_channels))
+
+
+def original_channels(model) -> dict[str, int]:
+    """Output channels of each channel-carrying layer before channel pruning, by the user's layer name.
+
+    Read from a prepared model, or carried by a stripped one (empty if unknown).
+    """
+    model = prepared_model(model)
+    if is_prepared(model):
+        found = {float_layer_name(layer.name): output_channels(layer) for layer in model.layers}
+        return {name: channels for name, channels in found.items() if channels is not None}
+    carried = _CARRIED_SCHEDULES.get(model)
+    return dict(carried[2]) if carried is not None else {}
+
+
+def pruning_plan(model) -> dict[str, float] | None:
+    """The final sparsity of every kernel a model prunes, by the user's layer name (None if unknown).
+
+    Read from a prepared model's quantizers, or carried by a stripped one.
+    """
+    model = prepared_model(model)
+    if is_prepared(model):
+        return {pk.layer_name: float(pk.quantizer.schedule["final_sparsity"]) for pk in pruned_kernels(model)}
+    carried = _CARRIED_SCHEDULES.get(model)
+    return dict(carried[1]) if carried is not None else None
+
+
 def schedule_of(model) -> JointSchedule:
-    """The `JointSchedule` a prepared model runs, read back from its quantizers.
+    """The `JointSchedule` a model was prepared with (a `tfjoint.Distiller`: its student's).
+
+    The prepared model stores it (and `.keras`, `.h5` and SavedModel files of
+    it keep it); a model returned by `tfjoint.strip` carries its source's.
 
     Raises:
-      ValueError: `model` was not prepared with tfjoint.
+      errors.ModelStructureError: the model was not prepared with tfjoint, or
+        is a stripped model reloaded from a file (which keeps no schedule).
     """
-    _require_prepared(model)
-    kernels = pruned_kernels(model)
-    decay = kernels[0].quantizer.schedule if kernels else None
-    targets = {pk.layer_name: float(pk.quantizer.schedule["final_sparsity"]) for pk in kernels}
-    members = channel_members(model)
-    channel = members[0].channel_schedule if members else None
-    timing = decay or channel
-    if timing is None:  # nothing pruned: only the QAT start is known
-        return JointSchedule(target_sparsity={}, end_step=1, quant_start_step=quant_start_step(model))
-    uniform = len(set(targets.values())) <= 1 and len(targets) > 0
-    initial = max((pk.quantizer.schedule["initial_sparsity"] for pk in kernels), default=0.0)
-    return JointSchedule(
-        target_sparsity=next(iter(targets.values())) if uniform else targets,
-        end_step=int(timing["end_step"]),
-        begin_step=int(timing["begin_step"]),
-        initial_sparsity=float(initial),
-        power=float(timing["power"]),
-        frequency=int(timing["frequency"]),
-        quant_start_step=quant_start_step(model),
-        channel_sparsity=float(channel["final_sparsity"]) if channel else 0.0,
-    )
+    model = prepared_model(model)
+    schedule = getattr(model, "schedule", None)
+    if isinstance(schedule, JointSchedule):
+        return schedule
+    carried = _CARRIED_SCHEDULES.get(model)
+    if carried is not None:
+        return carried[0]
+    if is_prepared(model):
+        raise errors.ModelStructureError(
+            f"model '{model.name}' holds tfjoint quantizers but no schedule (a model built before tfjoint 0.3 or "
+            "rewrapped in a new keras.Model): fit and export the model tfjoint.prepare returned.")
+    raise errors.ModelStructureError(
+        f"model '{model.name}' carries no tfjoint schedule: it was not prepared with tfjoint.prepare, or it is a "
+        "stripped model loaded from a file. Pass `schedule=` (the JointSchedule you trained with) where you need it.")

@@ -1,0 +1,131 @@
+"""Each pattern the keras.applications zoo brought, on a 3-layer model: bridged, prepared, trained, fully int8.
+
+The zoo itself runs in `benchmarks/zoo.py` (minutes per model); here every
+fix has a small model that failed before it (MobileNetV3's hard_silu and
+raw-op arithmetic, EfficientNetV2's fixed Normalization, DenseNet's average
+pooling, ConvNeXt's nested stem and LayerScale, InceptionResNetV2's
+CustomScaleLayer).
+"""
+
+import keras as keras3
+import numpy as np
+import pytest
+
+import tfjoint
+from tfjoint import keras
+
+pytestmark = pytest.mark.slow  # conversions
+
+
+def _data(shape=(8, 8, 3), n=48, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.random((n,) + shape, dtype=np.float32), rng.integers(0, 4, n)
+
+
+def _through(model, tmp_path, x, y, **prepare_kwargs):
+    """prepare -> one short fit -> strip -> export: the report of a fully int8 file."""
+    joint = tfjoint.prepare(model, target_sparsity=0.5, end_step=4, frequency=1, sample_inputs=x[:8],
+                            **prepare_kwargs)
+    joint.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    joint.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    report = tfjoint.export_tflite(tfjoint.strip(joint), str(tmp_path / "m.tflite"), validation_data=(x, y),
+                                   min_agreement=0.5, min_sqnr_db=5.0, max_accuracy_drop=1.0)
+    read_back = tfjoint.read_flatbuffer(open(tmp_path / "m.tflite", "rb").read())
+    assert read_back.fully_int8, [op.name for op in read_back.float_ops]
+    return report
+
+
+def _head(x):
+    x = keras3.layers.GlobalAveragePooling2D(name="pool")(x)
+    return keras3.layers.Dense(4, activation="softmax", name="classes")(x)
+
+
+def test_hard_silu_and_raw_op_arithmetic_become_int8_hard_swish_and_depthwise(tmp_path):
+    """MobileNetV3: Activation('hard_silu') and a squeeze-excite gate built from raw ops (relu6(x + 3) / 6)."""
+    inputs = keras3.Input((8, 8, 3), name="image")
+    x = keras3.layers.Conv2D(8, 3, padding="same", name="conv")(inputs)
+    x = keras3.layers.Activation("hard_silu", name="hs")(x)
+    gate = keras3.layers.Conv2D(8, 1, name="gate_conv")(keras3.layers.GlobalAveragePooling2D(keepdims=True)(x))
+    gate = keras3.layers.ReLU(6.0, name="gate_relu")(gate + 3.0) * (1.0 / 6.0)
+    x = keras3.layers.Multiply(name="excite")([x, gate])
+    model3 = keras3.Model(inputs, _head(x))
+    rebuilt = tfjoint.from_keras3(model3)  # checks the outputs match Keras 3's
+    kinds = {type(layer).__name__ for layer in rebuilt.layers}
+    assert {"HardSwish", "Affine"} <= kinds
+    x_data, y_data = _data()
+    report = _through(model3, tmp_path, x_data, y_data)
+    assert "HARD_SWISH" in report.ops and report.ops.count("DEPTHWISE_CONV_2D") == 2  # + 3 and / 6
+
+
+def test_a_raw_op_adding_two_tensors_becomes_an_add_layer():
+    inputs = keras3.Input((6,))
+    a = keras3.layers.Dense(6, name="a")(inputs)
+    model3 = keras3.Model(inputs, keras3.layers.Dense(2, name="head")(a + inputs))
+    rebuilt = tfjoint.from_keras3(model3)
+    assert any(type(layer).__name__ == "Add" for layer in rebuilt.layers)
+
+
+def test_a_fixed_value_normalization_is_int8(tmp_path):
+    """EfficientNetV2's preprocessing: Normalization(mean=..., variance=...) holds constants, not adapted weights."""
+    inputs = keras3.Input((8, 8, 3))
+    x = keras3.layers.Normalization(mean=[0.4, 0.5, 0.6], variance=[0.05, 0.06, 0.07], name="norm")(inputs)
+    x = keras3.layers.Conv2D(8, 3, activation="relu", name="conv")(x)
+    x_data, y_data = _data()
+    report = _through(keras3.Model(inputs, _head(x)), tmp_path, x_data, y_data)
+    assert report.ops[0] == "DEPTHWISE_CONV_2D"  # the normalization, as an exact 1x1 depthwise
+
+
+def test_average_pooling_after_a_conv_is_int8(tmp_path):
+    """DenseNet's transition: Conv -> AveragePooling2D (the converter wants one scale across the pooling)."""
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.BatchNormalization(name="bn")(inputs)
+    x = keras.layers.ReLU(name="relu")(x)
+    x = keras.layers.Conv2D(8, 1, use_bias=False, name="conv")(x)
+    x = keras.layers.AveragePooling2D(2, strides=2, name="avg")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(4, activation="softmax", name="classes")(x))
+    x_data, y_data = _data()
+    report = _through(model, tmp_path, x_data, y_data)
+    assert "AVERAGE_POOL_2D" in report.ops
+
+
+def test_a_nested_stem_and_layer_scale_are_flattened(tmp_path):
+    """ConvNeXt: a Sequential stem inside the Functional model, and LayerScale (a per-channel gamma)."""
+    from keras.src.applications.convnext import LayerScale
+
+    stem = keras3.Sequential([keras3.layers.Conv2D(8, 2, strides=2, name="stem_conv"),
+                              keras3.layers.BatchNormalization(name="stem_bn")], name="stem")
+    inputs = keras3.Input((8, 8, 3))
+    x = stem(inputs)
+    x = LayerScale(0.5, 8, name="scale")(keras3.layers.Conv2D(8, 1, name="mix")(x)) + x
+    model3 = keras3.Model(inputs, _head(x))
+    rebuilt = tfjoint.from_keras3(model3)
+    names = [layer.name for layer in rebuilt.layers]
+    assert "stem_conv" in names and "stem_bn" in names and "stem" not in names
+    x_data, y_data = _data()
+    _through(model3, tmp_path, x_data, y_data)
+
+
+def test_custom_scale_layer_is_an_affine_and_an_add(tmp_path):
+    """InceptionResNetV2's residual `CustomScaleLayer(scale)([x, branch])` = x + branch * scale."""
+    from keras.src.applications.inception_resnet_v2 import CustomScaleLayer
+
+    inputs = keras3.Input((8, 8, 3))
+    x = keras3.layers.Conv2D(8, 3, padding="same", name="conv")(inputs)
+    branch = keras3.layers.Conv2D(8, 1, name="branch")(x)
+    x = CustomScaleLayer(0.17, name="residual")([x, branch])
+    model3 = keras3.Model(inputs, _head(x))
+    rebuilt = tfjoint.from_keras3(model3)
+    assert type(rebuilt.get_layer("residual")).__name__ == "Add"
+    assert rebuilt.get_layer("residual_scale").scale == pytest.approx(0.17)
+    x_data, y_data = _data()
+    _through(model3, tmp_path, x_data, y_data)
+
+
+def test_layer_normalization_is_refused_before_training_with_the_reason():
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(8, 3, name="conv")(inputs)
+    x = keras.layers.LayerNormalization(name="ln")(x)
+    model = keras.Model(inputs, keras.layers.Dense(4, name="classes")(keras.layers.Flatten()(x)))
+    with pytest.raises(tfjoint.UnsupportedLayerError, match="'ln' \\(LayerNormalization\\).*BatchNormalization"):
+        tfjoint.prepare(model, target_sparsity=0.5, end_step=4)

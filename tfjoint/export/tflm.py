@@ -1,0 +1,257 @@
+"""Run a flatbuffer in TensorFlow Lite Micro (the `tflite-micro` package), and measure the arena it needs.
+
+TFLM is the interpreter microcontrollers run: its reference kernels compute
+what LiteRT's `BUILTIN_REF` kernels compute (within a few int8 steps), not what
+LiteRT's default XNNPACK delegate computes. `TFLMModel` runs a file one
+sample at a time, as a device does; `measure_arena` finds the smallest arena
+TFLM accepts, and reads TFLM's own account of it: the planned activations
+("head", the same on every platform) and TFLM's persistent structures
+("tail": tensor structs, quantization parameters, operator data), which this
+64-bit host measures larger than a 32-bit MCU needs (pointers are 8 bytes here).
+
+`tflite-micro` is optional (`pip install "tfjoint[micro]"`); without it,
+`require_tflm` raises an error saying what to install.
+"""
+
+import contextlib
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+from tfjoint import errors
+
+__all__ = ["TFLMModel", "TFLMArena", "measure_arena", "tflm_available", "require_tflm", "INSTALL_HINT"]
+
+INSTALL_HINT = 'pip install "tfjoint[micro]" (the tflite-micro package, TensorFlow Lite Micro\'s interpreter)'
+_ALIGNMENT = 16
+
+
+def tflm_available() -> bool:
+    """Whether the TFLM interpreter (`tflite_micro`) can be imported."""
+    try:
+        import tflite_micro  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def require_tflm(argument: str):
+    """The `tflite_micro.runtime` module, or a ConfigError naming `argument` and what to install."""
+    try:
+        from tflite_micro import runtime
+    except ImportError as error:
+        raise errors.ConfigError(
+            f"`{argument}` asks for TensorFlow Lite Micro, which is not installed here ({error}). Install it with: "
+            f"{INSTALL_HINT}.") from error
+    return runtime
+
+
+@contextlib.contextmanager
+def _captured_stderr():
+    """Redirects file descriptor 2 (where TFLM's C++ code prints) into a buffer: yields a callable reading it."""
+    with tempfile.TemporaryFile() as captured:
+        saved = os.dup(2)
+        try:
+            os.dup2(captured.fileno(), 2)
+            def read() -> str:
+                captured.seek(0)
+                return captured.read().decode(errors="replace")
+
+            yield read
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def _interpreter(runtime, content: bytes, arena_size: int):
+    return runtime.Interpreter.from_bytes(content, arena_size=int(arena_size))
+
+
+@dataclasses.dataclass(frozen=True)
+class TFLMArena:
+    """The arena TFLM needs for a file, measured by TFLM on this host.
+
+    Attributes:
+      total_bytes: the smallest arena with which TFLM allocates the model
+        (found by search: a smaller one fails).
+      head_bytes: the part that is the same on every platform: planned
+        activations and scratch buffers, or the temporary planning memory
+        `AllocateTensors` needs, whichever is larger (total minus tail).
+      tail_bytes: TFLM's persistent structures (tensor structs, quantization
+        parameters, operator data), as its `RecordingMicroAllocator` reports
+        them on this 64-bit host; a 32-bit MCU, whose pointers are half as
+        wide, needs less.
+      planned_bytes: the planned activations and scratch buffers alone.
+    """
+
+    total_bytes: int
+    head_bytes: int
+    tail_bytes: int
+    planned_bytes: int
+
+    def to_dict(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+
+# Measured in a separate, single-threaded process: a TFLM interpreter built on too small an arena can crash
+# (segfault) instead of failing, so every size tried is tried in a forked child.
+_ARENA_PROBE = r"""
+import json, os, re, sys, tempfile
+import numpy as np
+from tflite_micro import runtime
+
+content = open(sys.argv[1], "rb").read()
+upper = int(sys.argv[2])
+
+
+def allocates(size):
+    pid = os.fork()
+    if pid == 0:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        try:
+            runtime.Interpreter.from_bytes(content, arena_size=size)
+        except BaseException:
+            os._exit(1)
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
+high = 1 << 16
+while not allocates(high):
+    if high >= upper:
+        try:
+            runtime.Interpreter.from_bytes(content, arena_size=high)
+            reason = "unknown"
+        except BaseException as error:
+            reason = str(error)
+        print(json.dumps({"error": reason}))
+        sys.exit(0)
+    high *= 2
+low = 0
+while low < high:
+    middle = (low + high) // 2
+    if allocates(middle):
+        high = middle
+    else:
+        low = middle + 1
+interpreter = runtime.Interpreter.from_bytes(content, arena_size=high)
+index = 0
+while True:  # one inference, so the account includes everything Invoke allocates
+    try:
+        details = interpreter.get_input_details(index)
+    except BaseException:
+        break
+    interpreter.set_input(np.zeros(details["shape"], details["dtype"]), index)
+    index += 1
+interpreter.invoke()
+with tempfile.TemporaryFile() as captured:
+    sys.stderr.flush()
+    saved = os.dup(2)
+    os.dup2(captured.fileno(), 2)
+    interpreter.print_allocations()
+    os.dup2(saved, 2)
+    captured.seek(0)
+    text = captured.read().decode(errors="replace")
+recorded = {k: int(v) for k, v in re.findall(r"Arena allocation (total|head|tail) (\d+) bytes", text)}
+print(json.dumps({"total": high, "recorded": recorded}))
+"""
+
+
+def measure_arena(content: bytes, upper_bound: int = 1 << 31) -> TFLMArena:
+    """The smallest arena TFLM allocates `content` with, and TFLM's own account of its parts.
+
+    Searches the arena size in a separate process (each size in a forked
+    child: TFLM can crash on too small an arena), then reads the
+    `RecordingMicroAllocator`'s account after one inference.
+
+    Raises:
+      errors.ConfigError: tflite-micro is not installed.
+      errors.ExportError: TFLM cannot allocate the model at any size (an
+        operator it has no kernel for, say); the message has TFLM's reason.
+    """
+    require_tflm("runtimes")
+    with tempfile.TemporaryDirectory() as directory:
+        path = os.path.join(directory, "model.tflite")
+        with open(path, "wb") as handle:
+            handle.write(content)
+        result = subprocess.run([sys.executable, "-c", _ARENA_PROBE, path, str(upper_bound)], capture_output=True,
+                                text=True, timeout=1800)
+    line = next((line for line in reversed(result.stdout.splitlines()) if line.startswith("{")), None)
+    if result.returncode != 0 or line is None:
+        raise errors.ExportError(f"measuring the arena in TensorFlow Lite Micro failed: "
+                                 f"{(result.stderr.strip().splitlines() or ['no output'])[-1][:400]}")
+    measured = json.loads(line)
+    if "error" in measured:
+        raise errors.ExportError(f"TensorFlow Lite Micro cannot allocate this model with any arena up to "
+                                 f"{upper_bound} bytes: {measured['error']}")
+    total, recorded = int(measured["total"]), measured["recorded"]
+    tail = int(recorded.get("tail", 0))
+    return TFLMArena(total_bytes=total, head_bytes=total - tail, tail_bytes=tail,
+                     planned_bytes=int(recorded.get("head", 0)))
+
+
+class TFLMModel:
+    """A flatbuffer in the TFLM interpreter, called like `TFLiteModel`: float arrays in, float arrays out.
+
+    TFLM has no signatures: inputs and outputs are addressed by their position
+    in the file, which `input_order` / `output_order` map from the Keras
+    names. Samples run one at a time (batch 1), as on a device.
+
+    Args:
+      model_content: the flatbuffer bytes.
+      input_names: Keras input names, in the file's input order.
+      output_names: Keras output names, in the file's output order.
+      arena_bytes: the arena to allocate (default: measured).
+    """
+
+    def __init__(self, model_content: bytes, input_names, output_names, arena_bytes: int | None = None):
+        runtime = require_tflm("runtimes")
+        self._arena = arena_bytes or measure_arena(model_content).total_bytes
+        with _captured_stderr():
+            self._interpreter = _interpreter(runtime, model_content, self._arena)
+        self.input_names = list(input_names)
+        self.output_names = list(output_names)
+        self._inputs = [self._interpreter.get_input_details(i) for i in range(len(self.input_names))]
+        self._outputs = [self._interpreter.get_output_details(i) for i in range(len(self.output_names))]
+
+    @staticmethod
+    def _scale(details) -> tuple[float, int] | None:
+        params = details.get("quantization_parameters") or {}
+        scales, zero_points = params.get("scales", []), params.get("zero_points", [])
+        if len(scales) == 0 or not np.issubdtype(details["dtype"], np.integer):
+            return None
+        return float(scales[0]), int(zero_points[0])
+
+    def _quantized(self, details, values: np.ndarray) -> np.ndarray:
+        dtype = details["dtype"]
+        scale = self._scale(details)
+        if scale is not None:
+            info = np.iinfo(dtype)
+            values = np.clip(np.round(values / scale[0] + scale[1]), info.min, info.max)
+        return values.astype(dtype)
+
+    def _dequantized(self, details, values: np.ndarray) -> np.ndarray:
+        scale = self._scale(details)
+        if scale is None:
+            return values.astype(np.float32)
+        return (values.astype(np.float32) - scale[1]) * scale[0]
+
+    def predict(self, inputs: list[np.ndarray], batch_size: int = 1, verbose: bool = False) -> list[np.ndarray]:
+        """Outputs (dequantized, float32) for every sample, one array per output, in `output_names` order."""
+        del batch_size, verbose  # one sample at a time, as on a device
+        results: list[list[np.ndarray]] = [[] for _ in self._outputs]
+        for sample in range(inputs[0].shape[0]):
+            for position, details in enumerate(self._inputs):
+                self._interpreter.set_input(self._quantized(details, inputs[position][sample:sample + 1]), position)
+            self._interpreter.invoke()
+            for position, details in enumerate(self._outputs):
+                results[position].append(self._dequantized(details, np.asarray(self._interpreter.get_output(position))))
+        return [np.concatenate(parts) for parts in results]

@@ -1,0 +1,197 @@
+"""What a channel plan costs on the device, predicted without training: flash, TFLM arena and MACs.
+
+The model is prepared (nothing pruned) and converted once to the int8 file
+`export_tflite` would write; its tensors are read back and each tensor axis
+that carries channels is tied to the channel groups of the layer it comes
+from (`tfjoint.prune.channels`). A plan that keeps `k` of a group's `C`
+channels shrinks every axis the group spans accordingly; the prediction
+replays, on the shrunk tensors:
+
+* flash: the file's bytes minus the weights, biases and per-channel
+  quantization parameters that go;
+* arena: TFLM's planner on the shrunk activations (`export.memory`, the
+  planner followed exactly) plus TFLM's persistent tail, measured once on the
+  full file in TFLM and reduced by the per-channel operator data of the removed
+  filters (an estimate when tflite-micro is not installed);
+* MACs: per weight operator, from the shrunk shapes.
+
+Everything here is a prediction; `export_tflite(budget=...)` measures the
+real file and refuses one that misses a budget.
+"""
+
+import dataclasses
+
+import numpy as np
+
+from tfjoint.export import convert, memory, tflm
+from tfjoint.export.flatbuffer import FlatbufferSummary, layer_of, read_flatbuffer
+from tfjoint.prune.channels import ChannelPlan, Layout
+from tfjoint.prune.schedule import kept_channels
+from tfjoint.train.prepare import prepare
+from tfjoint.train.readback import float_layer_name
+from tfjoint.train.strip import strip
+
+__all__ = ["CostModel", "build_cost_model", "PER_CHANNEL_QUANTIZATION_BYTES", "PER_CHANNEL_OP_DATA_BYTES"]
+
+# A per-channel quantized tensor stores a float32 scale and an int64 zero point per channel.
+PER_CHANNEL_QUANTIZATION_BYTES = 12
+# TFLM's CONV_2D / DEPTHWISE_CONV_2D keep an int32 multiplier and shift per output channel in persistent memory.
+PER_CHANNEL_OP_DATA_BYTES = 8
+_PER_CHANNEL_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Axis:
+    """One tensor axis that carries channels: its layout (groups side by side, maybe flattened positions)."""
+
+    axis: int
+    layout: Layout
+
+
+def _kept(layout: Layout, kept_by_group: dict[str, int]) -> int:
+    channels = sum(kept_by_group.get(group, size) if group is not None else size for group, size in layout.segments)
+    return channels * max(layout.positions, 1)
+
+
+class CostModel:
+    """Predicts flash bytes, TFLM arena bytes and MACs of the int8 file for a channel plan.
+
+    Attributes:
+      groups: channel group -> its channel count (the prunable groups only).
+      full: the figures of the unpruned int8 file (flash and MACs read from
+        it; the arena measured in TFLM when installed, else estimated).
+    """
+
+    def __init__(self, summary: FlatbufferSummary, content: bytes, axes: dict[int, list[_Axis]],
+                 groups: dict[str, int], tail_bytes: int | None, arena_measured: bool):
+        self._summary = summary
+        self._axes = axes
+        self._constants = {t.index for t in summary.constant_tensors}
+        self._file_bytes = len(content)
+        self._tail = tail_bytes or 0
+        self._per_channel = {t.index for t in summary.tensors if len(t.scales) > 1}
+        self.groups = dict(groups)
+        self.arena_measured = arena_measured
+        self.full = self.predict({})
+
+    def _shapes(self, kept_by_group: dict[str, int]) -> dict[int, tuple[int, ...]]:
+        shapes = {}
+        for tensor in self._summary.tensors:
+            shape = list(tensor.shape)
+            for axis in self._axes.get(tensor.index, []):
+                if shape and -len(shape) <= axis.axis < len(shape):
+                    shape[axis.axis] = _kept(axis.layout, kept_by_group)
+            shapes[tensor.index] = tuple(shape)
+        return shapes
+
+    def kept_channels(self, fractions: dict[str, float]) -> dict[str, int]:
+        """Channels each group keeps when `fractions` of them are removed (TF-MOT's rounding, at least one)."""
+        return {group: kept_channels(size, fractions.get(group, 0.0)) for group, size in self.groups.items()}
+
+    def predict(self, fractions: dict[str, float]) -> dict[str, int]:
+        """`{"flash_bytes", "arena_bytes", "head_bytes", "macs"}` of the int8 file with `fractions` of each group removed."""
+        kept = self.kept_channels(fractions)
+        shapes = self._shapes(kept)
+        by_index = {t.index: t for t in self._summary.tensors}
+        flash = self._file_bytes
+        removed_op_channels = 0
+        for index in self._constants:
+            tensor = by_index[index]
+            new_size = int(np.prod(shapes[index], dtype=np.int64)) if shapes[index] else 1
+            old_size = int(np.prod(tensor.shape, dtype=np.int64)) if tensor.shape else 1
+            itemsize = tensor.nbytes // old_size if old_size else 0
+            flash -= (old_size - new_size) * itemsize
+            if index in self._per_channel and tensor.shape:
+                axis_removed = len(tensor.scales) - self._scaled_channel_count(tensor, shapes[index])
+                flash -= axis_removed * PER_CHANNEL_QUANTIZATION_BYTES
+        macs = 0
+        for op in self._summary.ops:
+            inputs = [shapes.get(i, ()) for i in op.inputs]
+            output = shapes.get(op.outputs[0], ()) if op.outputs else ()
+            macs += memory.op_macs(op.name, inputs, output)
+            if op.name in _PER_CHANNEL_OPS and op.outputs:
+                original = by_index[op.outputs[0]].shape
+                if original and output:
+                    removed_op_channels += int(original[-1]) - int(output[-1])
+        buffers = []
+        for size, first, last, index in self._buffers():
+            tensor = by_index[index]
+            old = int(np.prod(tensor.shape, dtype=np.int64)) if tensor.shape else 1
+            new = int(np.prod(shapes[index], dtype=np.int64)) if shapes[index] else 1
+            buffers.append((size * new // old if old else size, first, last))
+        head = memory.planned_head_bytes(buffers)
+        tail = max(self._tail - PER_CHANNEL_OP_DATA_BYTES * removed_op_channels, 0)
+        return {"flash_bytes": int(flash), "arena_bytes": int(head + tail), "head_bytes": int(head), "macs": int(macs)}
+
+    @staticmethod
+    def _scaled_channel_count(tensor, shape) -> int:
+        """Channels of a per-channel quantized tensor after shrinking (the axis whose length was the scale count)."""
+        for axis, length in enumerate(tensor.shape):
+            if length == len(tensor.scales):
+                return int(shape[axis])
+        return len(tensor.scales)
+
+    def _buffers(self) -> list[tuple[int, int, int, int]]:
+        """The arena buffers of the full file (size, first, last, tensor index), in TFLM's order."""
+        indexed = memory.tflm_buffers(self._summary, with_index=True)
+        return [(size, first, last, index) for size, first, last, index in indexed]
+
+
+def _axes_of(summary: FlatbufferSummary, plan: ChannelPlan, layer_names: list[str]) -> dict[int, list[_Axis]]:
+    """For every tensor of the file, which of its axes carry which channel layouts."""
+    by_user_name = {float_layer_name(name): name for name in layer_names}
+    layers = {name: entry for name, entry in plan.layers.items() if name in by_user_name}
+    found: dict[int, list[_Axis]] = {}
+
+    def add(index: int, axis: int, layout: Layout | None):
+        if layout is not None and layout.groups():
+            found.setdefault(index, []).append(_Axis(axis, layout))
+
+    def layer_for(tensor_name: str):
+        layer = layer_of(tensor_name, layer_names)
+        return layers.get(float_layer_name(layer)) if layer else None
+
+    names = {t.index: t.name for t in summary.tensors}
+    weight_ops = {w.op_index for w in summary.weights}
+    for op in summary.ops:
+        if op.index in weight_ops and len(op.inputs) > 1:
+            entry = layer_for(names[op.inputs[1]])
+            if entry is not None:
+                input_layout = entry.inputs[0] if len(entry.inputs) == 1 else None
+                if op.name == "DEPTHWISE_CONV_2D":
+                    add(op.inputs[1], 3, entry.output)
+                elif op.name == "CONV_2D":
+                    add(op.inputs[1], 0, entry.output)
+                    add(op.inputs[1], 3, input_layout)
+                elif op.name == "FULLY_CONNECTED":
+                    add(op.inputs[1], 0, entry.output)
+                    add(op.inputs[1], 1, input_layout)
+                if len(op.inputs) > 2 and op.name != "TRANSPOSE_CONV":
+                    add(op.inputs[2], 0, entry.output)
+        for index in op.outputs:
+            entry = layer_for(names[index])
+            if entry is not None and index not in found:
+                add(index, -1, entry.output)
+    return found
+
+
+def build_cost_model(model, plan: ChannelPlan) -> CostModel:
+    """Prepares `model` (nothing pruned), converts it once to int8 and ties its tensors to `plan`'s groups.
+
+    Args:
+      model: the tf_keras float model the plan was made on.
+      plan: its channel groups (`tfjoint.prune.channels.plan_channel_groups`).
+    """
+    joint = prepare(model, target_sparsity=0.0, end_step=1)
+    qat = strip(joint)
+    content = convert.to_int8(qat)
+    summary = read_flatbuffer(content)
+    tail, measured = None, False
+    if tflm.tflm_available():
+        try:
+            tail, measured = tflm.measure_arena(content).tail_bytes, True
+        except Exception:  # a file TFLM cannot run: the arena is the planner's estimate alone
+            tail = None
+    axes = _axes_of(summary, plan, [layer.name for layer in qat.layers])
+    groups = {name: group.channels for name, group in plan.prunable_groups.items()}
+    return CostModel(summary, content, axes, groups, tail, measured)

@@ -1,0 +1,263 @@
+"""`tfjoint.plan_for_budget`: the channels to remove so a model meets flash, RAM and compute budgets.
+
+1. The channel groups of the float model (`prune.channels`): which filters go together.
+2. A cost model (`plan.cost`) of the int8 file: flash, TFLM arena and MACs as a
+   function of the channels each group keeps, from one conversion.
+3. A sensitivity scan: each group alone loses its weakest channels (by the L1
+   or L2 norm of its producers' filters) at several fractions, and the
+   validation loss is measured with no training.
+4. Greedy: repeatedly remove another step of channels from the group whose
+   loss rises least per unit of budget freed (the excess over each budget, in
+   proportion to that budget), until every budget is met.
+
+A budget no plan can meet (every group down to one channel) is refused here,
+before any training, with the smallest figure reachable.
+"""
+
+import time
+
+import numpy as np
+
+from tfjoint import _progress, errors
+from tfjoint._keras import check_float_model, is_keras3_model, keras, tf
+from tfjoint.data import collect_inputs, split_validation
+from tfjoint.losses import infer_loss
+from tfjoint.plan.cost import CostModel, build_cost_model
+from tfjoint.prune.budget import Budget, CompressionPlan
+from tfjoint.prune.channels import ChannelPlan, plan_channel_groups
+from tfjoint.registry import kind_of, pruned_weight_name
+from tfjoint.registry.table import NEW
+
+__all__ = ["plan_for_budget", "channel_groups_of", "STEPS"]
+
+STEPS = 16  # a group's channels are removed in sixteenths
+_SCAN_FRACTIONS = (0.25, 0.5, 0.75, 0.9)
+_MAX_FRACTION = 15 / 16
+
+
+def channel_groups_of(model) -> ChannelPlan:
+    """The channel groups `prepare` would prune in `model` (every Conv/Dense kind that makes channels)."""
+    producers = {layer.name for layer in model.layers
+                 if getattr(kind_of(layer), "channels", None) == NEW and pruned_weight_name(layer) is not None}
+    return plan_channel_groups(model, producers)
+
+
+def _filter_norms(model, plan: ChannelPlan, criterion: str) -> dict[str, np.ndarray]:
+    """Per group, the summed L1 (or L2) norm of each output channel's filters over its producers."""
+    norms = {}
+    for name, group in plan.prunable_groups.items():
+        total = np.zeros(group.channels)
+        for producer in group.producers:
+            kernel = getattr(model.get_layer(producer), pruned_weight_name(model.get_layer(producer)))
+            values = np.reshape(kernel.numpy(), (-1, kernel.shape[-1]))
+            total += np.abs(values).sum(0) if criterion == "l1" else np.sqrt((values ** 2).sum(0))
+        norms[name] = total
+    return norms
+
+
+def _members(model, plan: ChannelPlan, group: str) -> list:
+    """Every layer whose output channels include `group`'s, with the channel offsets of the group in it."""
+    found = []
+    for name, entry in plan.layers.items():
+        offset = 0
+        for segment, size in entry.output.segments:
+            if segment == group:
+                found.append((model.get_layer(name), offset, size))
+            offset += size
+    return found
+
+
+def _zero_channels(model, plan: ChannelPlan, group: str, channels: np.ndarray) -> list:
+    """Zeroes `channels` of `group` wherever they are made (producer filters and biases, BatchNorm scale and shift).
+
+    Returns the (variable, original value) pairs to restore.
+    """
+    saved = []
+    for layer, offset, _ in _members(model, plan, group):
+        kind = kind_of(layer)
+        if kind is None:
+            continue
+        names = [kind.pruned_weight, "bias"] if kind.channels == NEW else ["gamma", "beta", "moving_mean"]
+        for weight_name in names:
+            variable = getattr(layer, weight_name, None)
+            if variable is None or not isinstance(variable, tf.Variable):
+                continue
+            value = variable.numpy()
+            saved.append((variable, value))
+            zeroed = value.copy()
+            zeroed[..., offset + channels] = 0.0
+            variable.assign(zeroed)
+    return saved
+
+
+def _loss(forward, inputs, labels, loss_fn, batch_size) -> float:
+    outputs = np.concatenate([forward([a[i:i + batch_size] for a in inputs]).numpy()
+                              for i in range(0, inputs[0].shape[0], batch_size)])
+    return float(loss_fn(labels, outputs).numpy())
+
+
+def _sensitivity(model, plan: ChannelPlan, norms, validation_data, batch_size, phases) -> dict[str, tuple]:
+    """Per group: (fractions, loss increases) with the weakest channels of that group alone removed."""
+    inputs, labels = split_validation(validation_data, model)
+    if labels is None or isinstance(labels, (list, dict)):
+        raise errors.DataError("`validation_data` must be (x, y) with one label array: the plan measures the "
+                               "validation loss of each group's channels. Pass (x_val, y_val).")
+    loss_fn, _ = infer_loss(model, labels)
+    forward = tf.function(lambda x: model(x if len(x) > 1 else x[0], training=False))
+    baseline = _loss(forward, inputs, labels, loss_fn, batch_size)
+    curves = {}
+    with phases.run("sensitivity scan", f"{len(norms)} channel groups x {len(_SCAN_FRACTIONS)} fractions"):
+        for group, norm in norms.items():
+            order = np.argsort(norm, kind="stable")
+            losses = [0.0]
+            for fraction in _SCAN_FRACTIONS:
+                removed = order[: len(norm) - max(int(round(len(norm) * (1 - fraction))), 1)]
+                saved = _zero_channels(model, plan, group, removed)
+                try:
+                    losses.append(max(_loss(forward, inputs, labels, loss_fn, batch_size) - baseline, 0.0))
+                finally:
+                    for variable, value in saved:
+                        variable.assign(value)
+            increases = np.maximum.accumulate(np.array(losses))
+            curves[group] = (np.array((0.0,) + _SCAN_FRACTIONS + (1.0,)),
+                             np.append(increases, increases[-1] * 10 + 10))  # all channels gone is never cheap
+    return curves
+
+
+def _excess(figures: dict, budget: Budget, margin: float) -> float:
+    """How far `figures` are over the budgets, each in proportion to its limit (0 when every budget is met)."""
+    total = 0.0
+    for name in budget.given:
+        limit = getattr(budget, name) * (1.0 - margin)
+        total += max(figures[name] - limit, 0.0) / limit
+    return total
+
+
+def _greedy(cost: CostModel, curves, budget: Budget, margin: float) -> tuple[dict[str, float], dict]:
+    """Remove channels, a step at a time, where the loss rises least per unit of excess budget freed."""
+    fractions = {group: 0.0 for group in cost.groups}
+    figures = cost.predict(fractions)
+    while _excess(figures, budget, margin) > 0:
+        excess = _excess(figures, budget, margin)
+        best = None
+        for group in cost.groups:
+            step = fractions[group] + 1.0 / STEPS
+            if step > _MAX_FRACTION + 1e-9:
+                continue
+            trial = dict(fractions, **{group: step})
+            freed = excess - _excess(cost.predict(trial), budget, margin)
+            if freed <= 0:
+                continue
+            levels, increases = curves[group]
+            rise = float(np.interp(step, levels, increases) - np.interp(fractions[group], levels, increases))
+            score = (max(rise, 0.0) + 1e-9) / freed
+            if best is None or score < best[0]:
+                best = (score, group, step)
+        if best is None:
+            break
+        fractions[best[1]] = best[2]
+        figures = cost.predict(fractions)
+    return fractions, figures
+
+
+def plan_for_budget(
+    model: keras.Model,
+    flash_bytes: int | None = None,
+    arena_bytes: int | None = None,
+    macs: int | None = None,
+    *,
+    validation_data=None,
+    criterion: str = "l1",
+    margin: float = 0.02,
+    batch_size: int = 256,
+) -> CompressionPlan:
+    """The channels to remove from each channel group so the int8 file meets every budget given.
+
+    Example:
+      plan = tfjoint.plan_for_budget(float_model, flash_bytes=64 * 1024, arena_bytes=16 * 1024,
+                                     validation_data=(x_val, y_val))
+      joint = tfjoint.prepare(float_model, plan=plan, end_step=2000)
+      ...
+      tfjoint.export_tflite(tfjoint.strip(joint), "model.tflite", budget=plan.budget, runtimes=("tflm",))
+
+    Args:
+      model: the float model (tf_keras or Keras 3), trained.
+      flash_bytes: largest .tflite file.
+      arena_bytes: largest tensor arena (TFLM's head + tail).
+      macs: most multiply-accumulates per inference.
+      validation_data: `(x, y)`: the channels whose removal costs least loss
+        there go first.
+      criterion: which filters of a group go first: "l1" or "l2" norm.
+      margin: plan to this fraction below each budget, for what the cost
+        model cannot see exactly (the arena is verified in TFLM at export).
+      batch_size: samples per forward pass in the scan.
+
+    Returns:
+      A `CompressionPlan` with the fraction of channels to remove per group,
+      the budget, and the predicted figures.
+
+    Raises:
+      errors.ConfigError: no budget, a budget that is not positive, or one no
+        plan can reach (the smallest reachable figure is named).
+      errors.DataError: `validation_data` missing or not `(x, y)`.
+    """
+    budget = Budget(flash_bytes=flash_bytes, arena_bytes=arena_bytes, macs=macs)
+    if criterion not in ("l1", "l2"):
+        raise errors.ConfigError(f"`criterion` must be 'l1' or 'l2'; received {criterion!r}.")
+    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0.0 <= margin < 0.5:
+        raise errors.ConfigError(f"`margin` must be a fraction in [0, 0.5); received {margin!r}.")
+    if validation_data is None:
+        raise errors.DataError("`validation_data` is required: plan_for_budget measures which channels cost least "
+                               "loss on it. Pass (x_val, y_val).")
+    if is_keras3_model(model):
+        from tfjoint.bridge.keras3 import from_keras3
+
+        model = from_keras3(model)
+    check_float_model(model)
+    collect_inputs(validation_data[0] if isinstance(validation_data, tuple) else validation_data, model,
+                   "validation_data", max_samples=1)
+    started = time.perf_counter()
+    phases = _progress.Phases("tfjoint plan")
+    plan = channel_groups_of(model)
+    with phases.run("cost model", "one int8 conversion"):
+        cost = build_cost_model(model, plan)
+    _check_reachable(cost, budget)
+    notes = []
+    if not cost.arena_measured and budget.arena_bytes is not None:
+        notes.append("the arena is predicted from TFLM's planner without TFLM's persistent memory (tflite-micro is not "
+                     "installed): the plan may miss arena_bytes, which export_tflite checks in TFLM")
+    met = _excess(cost.full, budget, margin) == 0
+    curves = {} if met else _sensitivity(model, plan, _filter_norms(model, plan, criterion), validation_data,
+                                         batch_size, phases)
+    fractions, figures = ({group: 0.0 for group in cost.groups}, cost.full) if met else _greedy(
+        cost, curves, budget, margin)
+    if met:
+        notes.append("the unpruned model already meets every budget: nothing is removed")
+    elif _excess(figures, budget, 0.0) > 0:
+        raise errors.ConfigError(f"no channel plan of model '{model.name}' meets {_describe(budget)}: "
+                                 f"{_describe_figures(figures, budget)} at best.")
+    predicted = dict(figures, full=cost.full, arena_measured=cost.arena_measured,
+                     seconds=time.perf_counter() - started, stage_seconds=dict(phases.seconds))
+    return CompressionPlan(channel_fractions={g: f for g, f in fractions.items() if f > 0}, budget=budget,
+                           predicted=predicted, notes=tuple(notes))
+
+
+def _describe(budget: Budget) -> str:
+    return ", ".join(f"{name}={getattr(budget, name)}" for name in budget.given)
+
+
+def _describe_figures(figures: dict, budget: Budget) -> str:
+    return ", ".join(f"{name} {figures[name]}" for name in budget.given)
+
+
+def _check_reachable(cost: CostModel, budget: Budget) -> None:
+    """Refuses a budget that even one channel per group cannot meet, naming the smallest figure reachable."""
+    smallest = cost.predict({group: 1.0 - 1e-9 for group in cost.groups})  # every group down to one channel
+    missed = budget.misses(smallest)
+    if missed:
+        details = "; ".join(f"`{name}`={getattr(budget, name)} is below {value}, the smallest reachable "
+                            f"(every channel group down to one channel; unpruned: {cost.full[name]})"
+                            for name, value in missed.items())
+        raise errors.ConfigError(f"no channel plan can meet this budget: {details}. Raise the budget, or use a "
+                                 "smaller architecture.")
+

@@ -1,0 +1,159 @@
+"""`Budget` (what the device allows) and `CompressionPlan` (what to remove to fit it).
+
+A microcontroller developer has flash, RAM and time budgets, not sparsity
+ratios. `Budget` holds them: the file's bytes (flash: TFLM runs the
+flatbuffer in place), the tensor arena TFLM needs (RAM), and the
+multiply-accumulates of one inference (time). `tfjoint.plan_for_budget`
+turns a budget into a `CompressionPlan` (a fraction of channels kept per
+channel group, optionally a weight sparsity per layer), `tfjoint.prepare`
+trains it, and `tfjoint.export_tflite(budget=...)` measures the file (the
+arena in TFLM itself) and refuses one that misses any budget.
+
+Plain Python: no TensorFlow here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+from typing import Any, Mapping
+
+from tfjoint import errors
+
+__all__ = ["Budget", "CompressionPlan", "BUDGET_FIGURES"]
+
+# Budget field -> the report figure it is checked against.
+BUDGET_FIGURES = {"flash_bytes": "flash_bytes", "arena_bytes": "tflm_arena_bytes", "macs": "macs"}
+
+
+def _positive_int_or_none(name: str, value) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise errors.ConfigError(f"`{name}` must be a positive number of {'MACs' if name == 'macs' else 'bytes'}; "
+                                 f"received {value!r}.")
+    return int(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """What the device allows one model: any subset of flash, arena (RAM) and MACs (time).
+
+    Example:
+      >>> import tfjoint
+      >>> budget = tfjoint.Budget(flash_bytes=256 * 1024, arena_bytes=64 * 1024)
+      >>> budget.given
+      ('flash_bytes', 'arena_bytes')
+
+    Attributes:
+      flash_bytes: largest .tflite file (TFLM reads it from flash in place).
+      arena_bytes: largest tensor arena, as TensorFlow Lite Micro measures it
+        (planned activations + its persistent structures).
+      macs: most multiply-accumulates per inference (CONV, DEPTHWISE_CONV,
+        FULLY_CONNECTED, TRANSPOSE_CONV), the cost device latency follows.
+    """
+
+    flash_bytes: int | None = None
+    arena_bytes: int | None = None
+    macs: int | None = None
+
+    def __post_init__(self):
+        for name in BUDGET_FIGURES:
+            object.__setattr__(self, name, _positive_int_or_none(name, getattr(self, name)))
+        if not self.given:
+            raise errors.ConfigError("a Budget needs at least one of `flash_bytes`, `arena_bytes`, `macs`.")
+
+    @property
+    def given(self) -> tuple[str, ...]:
+        """The budgets set, in field order."""
+        return tuple(name for name in BUDGET_FIGURES if getattr(self, name) is not None)
+
+    def to_dict(self) -> dict[str, int | None]:
+        return {name: getattr(self, name) for name in BUDGET_FIGURES}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Budget:
+        unknown = sorted(set(data) - set(BUDGET_FIGURES))
+        if unknown:
+            raise errors.ConfigError(f"unknown Budget fields {unknown}; known: {sorted(BUDGET_FIGURES)}.")
+        return cls(**data)
+
+    def misses(self, figures: Mapping[str, int | None]) -> dict[str, int]:
+        """The budgets `figures` (by budget name) exceed, with the figure."""
+        return {name: int(figures[name]) for name in self.given
+                if figures.get(name) is not None and figures[name] > getattr(self, name)}
+
+    def check(self, memory: Mapping[str, Any], macs: int) -> tuple[dict[str, dict[str, Any]], list[str]]:
+        """Each budget against the file's measured figure: the report's `budget` section and the failures.
+
+        Args:
+          memory: the report's `memory` (flash_bytes, tflm_arena_bytes, ...).
+          macs: the file's MACs.
+        """
+        measured = {"flash_bytes": memory.get("flash_bytes"), "arena_bytes": memory.get("tflm_arena_bytes"),
+                    "macs": macs}
+        where = {"flash_bytes": "the .tflite file's size",
+                 "arena_bytes": "TensorFlow Lite Micro, measured on this host",
+                 "macs": "the file's weight operators"}
+        section, failures = {}, []
+        for name in self.given:
+            limit, figure = getattr(self, name), measured[name]
+            if figure is None:
+                failures.append(f"budget {name}={limit}: the figure could not be measured (is tflite-micro "
+                                "installed and able to run the file?)")
+                continue
+            margin = (limit - figure) / limit
+            section[name] = {"limit": limit, "measured": int(figure), "margin": margin, "measured_by": where[name]}
+            if figure > limit:
+                failures.append(f"budget {name}: the file needs {int(figure)}, {int(figure) - limit} "
+                                f"({figure / limit - 1:.1%}) over the limit {limit} (measured by {where[name]})")
+        return section, failures
+
+
+@dataclasses.dataclass(frozen=True)
+class CompressionPlan:
+    """What to remove so a model fits a `Budget`: channels per channel group, and weight sparsity per layer.
+
+    `tfjoint.prepare(model, plan=plan)` trains it in one fit, with QAT.
+
+    Attributes:
+      channel_fractions: channel group (named after its first producer
+        layer) -> fraction of its channels removed, in [0, 1).
+      weight_sparsity: layer -> fraction of its kernel's weights zeroed
+        within the kept channels (unstructured; shrinks the download, not
+        flash or RAM on TFLM). Empty for channels only.
+      budget: the budget it was planned for, if any.
+      predicted: the figures the cost model predicts for the int8 file
+        (flash_bytes, arena_bytes, macs, and what they are measured on).
+      notes: what the planner had to say (budgets met by default, caps).
+    """
+
+    channel_fractions: Mapping[str, float]
+    weight_sparsity: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    budget: Budget | None = None
+    predicted: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        for field in ("channel_fractions", "weight_sparsity"):
+            values = dict(getattr(self, field))
+            for name, value in values.items():
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+                    raise errors.ConfigError(f"`{field}['{name}']` must be a fraction in [0, 1); received {value!r}.")
+            object.__setattr__(self, field, types.MappingProxyType({k: float(v) for k, v in values.items()}))
+        object.__setattr__(self, "predicted", types.MappingProxyType(dict(self.predicted)))
+        object.__setattr__(self, "notes", tuple(self.notes))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"channel_fractions": dict(self.channel_fractions), "weight_sparsity": dict(self.weight_sparsity),
+                "budget": self.budget.to_dict() if self.budget else None, "predicted": dict(self.predicted),
+                "notes": list(self.notes)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CompressionPlan:
+        data = dict(data)
+        budget = data.pop("budget", None)
+        return cls(budget=Budget.from_dict({k: v for k, v in budget.items() if v is not None}) if budget else None,
+                   **{k: v for k, v in data.items() if k in ("channel_fractions", "weight_sparsity", "predicted",
+                                                              "notes")})
