@@ -10,7 +10,7 @@ from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 import tfjoint
 from tfjoint import keras, read_flatbuffer
-from tfjoint.export.convert import to_float32
+from tfjoint.tflite.convert import to_float32
 from tfjoint.export.tflite import _not_int8_error
 
 pytestmark = pytest.mark.slow
@@ -281,7 +281,7 @@ def test_load_strip_export(joint, digits_data, tmp_path):
     stripped = tfjoint.strip(tfjoint.load_model(saved))
     report = tfjoint.export_tflite(stripped, str(tmp_path / "m.tflite"),
                                    validation_data=(digits_data["x_val"], digits_data["y_val"]))
-    direct = read_flatbuffer(tfjoint.export.convert.to_int8(tfjoint.strip(joint)))
+    direct = read_flatbuffer(tfjoint.tflite.convert.to_int8(tfjoint.strip(joint)))
     assert report.fully_int8 and report.passed
     assert report.weight_sparsity == pytest.approx(direct.weight_sparsity)
     for ours, theirs in zip(report.flatbuffer.weights, direct.weights):

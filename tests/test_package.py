@@ -16,7 +16,7 @@ from conftest import run_python
 
 PACKAGE_DIR = os.path.dirname(tfjoint.__file__)
 # Small modules any stage may import.
-LEAVES = {"errors", "_keras", "_tfmot", "_litert", "_files", "_progress", "data", "losses", "export.measure"}
+LEAVES = {"errors", "_keras", "_tfmot", "_litert", "_files", "_progress", "_names", "data", "losses", "export.measure"}
 # Stages in data-flow order; within a stage, its modules in order. A module may
 # import leaves, any module of an earlier stage, and earlier modules of its own.
 STAGES = {
@@ -25,11 +25,11 @@ STAGES = {
     "prune": ["prune.schedule", "prune.budget", "prune.channels", "prune.allocation"],
     "quantize": ["quantize.quantizers", "quantize.config", "quantize.transforms",
                  "quantize.scheme", "quantize.wrappers"],
+    "tflite": ["tflite.flatbuffer", "tflite.convert"],
     "train": ["train.readback", "train.prepared_model", "train.prepare", "train.callbacks", "train.distill", "train.strip",
               "train.saving"],
-    "export": ["export.flatbuffer", "export.report", "export.convert", "export.validate", "export.tflm",
-               "export.runtime",
-               "export.memory", "export.explain", "export.micro", "export.tflite"],
+    "export": ["export.report", "export.validate", "export.tflm", "export.runtime", "export.memory",
+               "export.explain", "export.micro", "export.tflite"],
     "plan": ["plan.cost", "plan.for_budget"],
     "app": ["app.flags", "app.digits", "app.plots", "app.pipeline", "app.cli"],
 }

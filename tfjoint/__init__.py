@@ -35,6 +35,7 @@ _EXPORTS = {
     "Distiller": "tfjoint.train.distill",
     "allocate_sparsity": "tfjoint.prune.allocation",
     "Budget": "tfjoint.prune.budget",
+    "plan_for_budget": "tfjoint.plan.for_budget",
     "CompressionPlan": "tfjoint.prune.budget",
     "update_channel_masks": "tfjoint.train.prepared_model",
     "prunable_layers": "tfjoint.registry.table",
@@ -53,7 +54,7 @@ _EXPORTS = {
     "export_tflite": "tfjoint.export.tflite",
     "Tolerances": "tfjoint.export.validate",
     "ExportReport": "tfjoint.export.report",
-    "read_flatbuffer": "tfjoint.export.flatbuffer",
+    "read_flatbuffer": "tfjoint.tflite.flatbuffer",
     "TFLiteModel": "tfjoint.export.runtime",
     "TFLMModel": "tfjoint.export.tflm",
     "RUNTIMES": "tfjoint.export.runtime",
@@ -84,7 +85,7 @@ if TYPE_CHECKING:  # what IDEs and type checkers see; at run time the names load
         UnsupportedLayerError,
         ValidationError,
     )
-    from tfjoint.export.flatbuffer import read_flatbuffer
+    from tfjoint.tflite.flatbuffer import read_flatbuffer
     from tfjoint.export.micro import write_c_array
     from tfjoint.export.report import ExportReport
     from tfjoint.export.runtime import RUNTIMES, TFLiteModel
@@ -92,6 +93,7 @@ if TYPE_CHECKING:  # what IDEs and type checkers see; at run time the names load
     from tfjoint.export.tflite import export_tflite
     from tfjoint.export.validate import Tolerances
     from tfjoint.prune.allocation import allocate_sparsity
+    from tfjoint.plan.for_budget import plan_for_budget
     from tfjoint.prune.budget import Budget, CompressionPlan
     from tfjoint.prune.schedule import JointSchedule, plan_schedule
     from tfjoint.registry.table import LayerKind, Quantization, kind_of, prunable_layers, register_layer

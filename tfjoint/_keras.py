@@ -9,6 +9,7 @@ active, `tf.keras` stays Keras 3, but tfjoint (and TF-MOT, which also picks
 
 import os
 import sys
+from typing import Callable, Iterable, Union
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
@@ -21,7 +22,8 @@ __all__ = [
     "keras", "tf", "check_float_model", "check_tf_keras_model", "is_tf_keras_model", "is_keras3_model",
     "weight_short_name", "serializable", "keras_history", "nodes_in_graph_order", "outbound_layers",
     "distribution_strategy_of", "is_graph_network", "own_trainable_weights", "set_own_trainable_weights",
-    "own_non_trainable_weights", "is_keras3_functional", "nested_inputs_and_outputs", "PRIVATE_ATTRIBUTES", "PRIVATE_MODULES",
+    "own_non_trainable_weights", "is_keras3_functional", "nested_inputs_and_outputs", "selected_layer_names", "LayerSelector",
+    "PRIVATE_ATTRIBUTES", "PRIVATE_MODULES",
 ]
 
 # Registers a class tfjoint adds to models for Keras serialization, as "tfjoint>ClassName", so that
@@ -102,6 +104,35 @@ def set_own_trainable_weights(layer, variables: list) -> None:
 
 def own_non_trainable_weights(layer) -> list:
     return layer._non_trainable_weights
+
+
+LayerSelector = Union[Iterable[str], Callable[[keras.layers.Layer], bool], None]
+
+
+def selected_layer_names(model, selector: LayerSelector, argument: str) -> set[str] | None:
+    """The names of the layers a list of names or a predicate selects; None (all) for None.
+
+    Raises:
+      errors.ConfigError: a bare string, or names the model does not have.
+    """
+    if selector is None:
+        return None
+    if callable(selector):
+        return {layer.name for layer in model.layers if selector(layer)}
+    if isinstance(selector, str):
+        raise errors.ConfigError(
+            f"`{argument}` must be a list of layer names or a predicate; received the string {selector!r}. "
+            f"Write [{selector!r}]."
+        )
+    names = set(selector)
+    known = {layer.name for layer in model.layers}
+    unknown = sorted(names - known)
+    if unknown:
+        raise errors.ConfigError(
+            f"`{argument}` names layers that model '{model.name}' does not have: {unknown}. "
+            f"Its layers are: {sorted(known)}."
+        )
+    return names
 
 
 def weight_short_name(variable) -> str:

@@ -36,10 +36,10 @@ import numpy as np
 from tfjoint._keras import keras, outbound_layers
 from tfjoint._litert import Interpreter, OpResolverType
 from tfjoint.export import measure
-from tfjoint.export.flatbuffer import WEIGHT_OPS, FlatbufferSummary, operand_position
+from tfjoint.tflite.flatbuffer import WEIGHT_OPS, FlatbufferSummary, operand_position
 from tfjoint.quantize.transforms import ACTIVATION_SUFFIX
 from tfjoint.registry import kind_of
-from tfjoint.train.readback import float_layer_name
+from tfjoint._names import float_layer_name
 
 __all__ = ["per_layer_error"]
 

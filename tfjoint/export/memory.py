@@ -32,9 +32,9 @@ import tempfile
 
 import numpy as np
 
-from tfjoint.export.flatbuffer import FlatbufferSummary
+from tfjoint.tflite.flatbuffer import FlatbufferSummary
 
-__all__ = ["MemoryUse", "memory_use", "planned_head_bytes", "op_macs", "peak_rss_bytes", "ALIGNMENT"]
+__all__ = ["MemoryUse", "memory_use", "planned_head_bytes", "tflm_buffers", "op_macs", "peak_rss_bytes", "ALIGNMENT"]
 
 ALIGNMENT = 16  # TFLM's MicroArenaBufferAlignment()
 
@@ -92,8 +92,8 @@ def planned_head_bytes(buffers: list[tuple[int, int, int]]) -> int:
     return max(offsets[b] + sizes[b] for b in offsets)
 
 
-def _tflm_buffers(summary: FlatbufferSummary) -> list[tuple[int, int, int]]:
-    """Every tensor TFLM plans into its arena, in tensor order, with its lifetime in TFLM's scopes."""
+def tflm_buffers(summary: FlatbufferSummary, with_index: bool = False) -> list[tuple]:
+    """Every tensor TFLM plans into its arena, in tensor order: (bytes, first scope, last scope[, tensor index])."""
     constants = {t.index for t in summary.constant_tensors}
     first: dict[int, int] = {}
     last: dict[int, int] = {}
@@ -116,7 +116,8 @@ def _tflm_buffers(summary: FlatbufferSummary) -> list[tuple[int, int, int]]:
     for tensor in summary.tensors:  # TFLM adds them in tensor index order
         if tensor.index in constants or tensor.nbytes == 0 or tensor.index not in first:
             continue
-        buffers.append((tensor.nbytes, first[tensor.index], last.get(tensor.index, first[tensor.index])))
+        lifetime = (tensor.nbytes, first[tensor.index], last.get(tensor.index, first[tensor.index]))
+        buffers.append(lifetime + (tensor.index,) if with_index else lifetime)
     return buffers
 
 
@@ -143,7 +144,7 @@ def memory_use(summary: FlatbufferSummary) -> MemoryUse:
     shapes = {t.index: t.shape for t in summary.tensors}
     macs = sum(op_macs(op.name, [shapes.get(i, ()) for i in op.inputs], shapes.get(op.outputs[0], ()) if op.outputs
                        else ()) for op in summary.ops)
-    return MemoryUse(weights_bytes=int(weights), planned_head_bytes=int(planned_head_bytes(_tflm_buffers(summary))),
+    return MemoryUse(weights_bytes=int(weights), planned_head_bytes=int(planned_head_bytes(tflm_buffers(summary))),
                      macs=int(macs))
 
 

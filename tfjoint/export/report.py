@@ -12,7 +12,7 @@ import math
 from typing import Any
 
 from tfjoint._files import atomic_write_text
-from tfjoint.export.flatbuffer import FlatbufferSummary
+from tfjoint.tflite.flatbuffer import FlatbufferSummary
 
 __all__ = ["ExportReport"]
 

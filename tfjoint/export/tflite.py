@@ -24,16 +24,17 @@ from tfjoint import _progress, errors
 from tfjoint._files import atomic_write_bytes, checked_output_path
 from tfjoint._keras import check_tf_keras_model, distribution_strategy_of, keras, weight_short_name
 from tfjoint.data import collect_inputs, outputs_as_list, split_validation
-from tfjoint.export import convert, explain, measure, memory, micro, tflm, validate
-from tfjoint.export.flatbuffer import FlatbufferSummary, layer_of, read_flatbuffer
+from tfjoint.export import explain, measure, memory, micro, tflm, validate
+from tfjoint.tflite import convert
+from tfjoint.tflite.flatbuffer import FlatbufferSummary, float_op_problems, layer_of, read_flatbuffer
 from tfjoint.export.report import ExportReport
 from tfjoint.export.runtime import TFLiteModel, check_runtimes, runtime_model
 from tfjoint.export.validate import Tolerances
 from tfjoint.prune.budget import Budget
 from tfjoint.prune.schedule import JointSchedule
 from tfjoint.registry import kind_of, output_channels, pruned_weight_name
+from tfjoint._names import float_layer_name
 from tfjoint.train.readback import (
-    float_layer_name,
     is_prepared,
     original_channels,
     prepared_model,
@@ -118,20 +119,16 @@ class _Candidate:
     content: bytes
     summary: FlatbufferSummary
     validations: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)  # runtime -> results
+    budget_failures: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def failures(self) -> list[str]:
-        return [failure for result in self.validations.values() for failure in result["failures"]]
+        return [failure for result in self.validations.values() for failure in result["failures"]] + \
+            self.budget_failures
 
 
 def _not_int8_error(summary: FlatbufferSummary, layer_names, quantization: str) -> errors.ExportError:
-    problems = []
-    for op in summary.float_ops[:5]:
-        layer = next((layer_of(t, layer_names) for t in op.tensor_names if layer_of(t, layer_names)), None)
-        origin = f"from layer '{float_layer_name(layer)}'" if layer else "layer not identifiable from its tensor names"
-        problems.append(f"{op.name} ({origin}, float tensor '{op.float_tensors[0]}')")
-    if not problems:
-        problems.append(f"input dtypes {summary.input_dtypes}, output dtypes {summary.output_dtypes}")
+    problems = float_op_problems(summary, layer_names)
     how = "quantization-aware" if quantization == QAT else "post-training quantized"
     return errors.ExportError(
         f"the converted ({how}) model is not fully int8: " + "; ".join(problems) + ". Exclude or replace those "
@@ -194,7 +191,7 @@ def _validate(candidates: list[_Candidate], runtimes, validation, float_model, t
             per_output = validate.compare_outputs(names[1], int8_out, keras_out, float_out, per_output_labels)
             candidate.validations[runtime] = dict(
                 validate.headline(per_output), per_output=per_output,
-                failures=validate.failures(per_output, tolerances, runtime if len(runtimes) > 1 else None),
+                failures=validate.failures(per_output, tolerances, runtime),
                 notes=validate.notes_on_outputs(per_output, keras_out, {t.signature_name: t.scale
                                                                        for t in candidate.summary.outputs},
                                                 float_out is not None))
@@ -213,7 +210,7 @@ def _score(candidate: _Candidate, runtime: str) -> tuple:
 def _choose(candidates: list[_Candidate], runtimes, notes: list[str]) -> _Candidate:
     if len(candidates) == 1:
         return candidates[0]
-    if not candidates[0].validations:
+    if not candidates[0].validations and not any(c.budget_failures for c in candidates):
         notes.append("no validation_data: shipped the quantization-aware file without comparing it with post-training "
                      "quantization")
         return candidates[0]
@@ -472,10 +469,17 @@ def export_tflite(
         _validate(candidates, runtimes, validation, float_model, tolerances, batch_size, verbose, phases)
     else:
         notes.append("no validation_data: the int8 file was checked for structure only")
+    measured = {}
+    if budget is not None:  # every candidate against the budget, so that one meeting it ships
+        for candidate in candidates:
+            measured[id(candidate)] = _memory(candidate.summary, candidate.content, float_content, False, notes, phases)
+            _, candidate.budget_failures = budget.check(measured[id(candidate)],
+                                                        memory.memory_use(candidate.summary).macs)
     shipped = _choose(candidates, runtimes, notes)
 
     # 4. Measure the shipped file.
-    memory_figures = _memory(shipped.summary, shipped.content, float_content, measure_latency, notes, phases)
+    memory_figures = _memory(shipped.summary, shipped.content, float_content, measure_latency, notes, phases) \
+        if measure_latency or id(shipped) not in measured else measured[id(shipped)]
     per_layer_error = []
     if validation is not None and _explains(explain_layers, shipped.summary, notes):
         with phases.run("per-layer error"):
@@ -485,12 +489,12 @@ def export_tflite(
         with phases.run("latency"):
             latency = _latency(shipped, float_content, float_model)
     macs = memory.memory_use(shipped.summary).macs
-    budget_figures, budget_failures = _check_budget(budget, memory_figures, macs)
+    budget_figures, _ = _check_budget(budget, memory_figures, macs)
 
     # 5. The report, once; 6. write, or refuse.
     report = _build_report(shipped, candidates, quantization, runtimes, source, float_model, float_content,
                            validation, tolerances, memory_figures, macs, per_layer_error, latency, budget_figures,
-                           budget_failures, notes, phases)
+                           notes, phases)
     if validation is not None and not report.passed:
         report.notes.extend(validate.input_range_notes(validation[0], shipped.summary.inputs, "validation_data"))
     if representative is not None:
@@ -578,12 +582,12 @@ def _candidate_summary(candidate: _Candidate, runtimes) -> dict[str, Any]:
 
 
 def _build_report(shipped, candidates, quantization, runtimes, source, float_model, float_content, validation,
-                  tolerances, memory_figures, macs, per_layer_error, latency, budget_figures, budget_failures, notes,
+                  tolerances, memory_figures, macs, per_layer_error, latency, budget_figures, notes,
                   phases) -> ExportReport:
     """The report, once, from what the stages measured."""
     summary = shipped.summary
     first = shipped.validations.get(runtimes[0], {})
-    failures = shipped.failures + budget_failures
+    failures = shipped.failures
     notes = notes + [note for result in shipped.validations.values() for note in result.get("notes", [])]
     if "tflm" in runtimes and source.plan and any(v > 0 for v in source.plan.values()):
         notes.append("TensorFlow Lite Micro stores weights dense: unstructured zeros shrink the download (gzip), not "

@@ -14,7 +14,7 @@ import numpy as np
 
 from tfjoint import errors
 from tfjoint.export import measure
-from tfjoint.train.readback import float_layer_name
+from tfjoint._names import float_layer_name
 
 __all__ = ["Tolerances", "labels_per_output", "compare_outputs", "failures", "notes_on_outputs", "primary_output",
            "input_range_notes", "headline"]

@@ -23,12 +23,13 @@ import dataclasses
 
 import numpy as np
 
-from tfjoint.export import convert, memory, tflm
-from tfjoint.export.flatbuffer import FlatbufferSummary, layer_of, read_flatbuffer
+from tfjoint.export import memory, tflm
+from tfjoint.tflite import convert
+from tfjoint.tflite.flatbuffer import FlatbufferSummary, layer_of, read_flatbuffer
 from tfjoint.prune.channels import ChannelPlan, Layout
 from tfjoint.prune.schedule import kept_channels
 from tfjoint.train.prepare import prepare
-from tfjoint.train.readback import float_layer_name
+from tfjoint._names import float_layer_name
 from tfjoint.train.strip import strip
 
 __all__ = ["CostModel", "build_cost_model", "PER_CHANNEL_QUANTIZATION_BYTES", "PER_CHANNEL_OP_DATA_BYTES"]

@@ -35,7 +35,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from tfjoint import errors
-from tfjoint._keras import check_float_model, is_keras3_model, keras, tf
+from tfjoint._keras import check_float_model, is_keras3_model, keras, selected_layer_names, tf
 from tfjoint.data import split_validation
 from tfjoint.losses import infer_loss
 from tfjoint.registry import prunable_layers, pruned_weight_name
@@ -241,10 +241,7 @@ def _curve_arrays(points) -> tuple[np.ndarray, np.ndarray]:
 
 def _planned_layers(model, prune_depthwise, exclude) -> dict[str, int]:
     sizes = prunable_layers(model, prune_depthwise)
-    excluded = set(exclude or ())
-    unknown = sorted(excluded - {layer.name for layer in model.layers})
-    if unknown:
-        raise errors.ConfigError(f"`exclude` names layers that model '{model.name}' does not have: {unknown}.")
+    excluded = selected_layer_names(model, exclude, "exclude") or set()  # names or a predicate, as in prepare
     return {name: size for name, size in sizes.items() if name not in excluded}
 
 
@@ -292,7 +289,8 @@ def allocate_sparsity(
       max_sparsity: no layer is pruned beyond this.
       protect_first_last: cap the first and last pruned layers at half the
         target (ignored by "uniform").
-      exclude: layer names to leave dense (not in the plan).
+      exclude: layer names (or a predicate on layers, as for `prepare`) to
+        leave dense (not in the plan).
       prune_depthwise: plan DepthwiseConv2D kernels too.
       levels: the sparsities the scan tries per layer.
       batch_size: samples per forward pass in the scan.

@@ -27,7 +27,6 @@ from tfjoint import errors
 __all__ = ["JointSchedule", "plan_schedule", "expected_zero_fraction", "SCHEDULE_VERSION"]
 
 SCHEDULE_VERSION = 2
-CHANNEL_SPARSITY_CAP = 0.99
 
 
 def _check_number(name: str, value, expected: str = "a number") -> None:
@@ -64,8 +63,11 @@ class JointSchedule:
         switches on (0: every step is fake-quantized). At inference fake quant
         is always on, so evaluation shows the int8 model.
       channel_sparsity: fraction of output channels (filters) removed from each
-        prunable Conv1D/Conv2D/Dense layer, on the same PolynomialDecay ramp;
-        `target_sparsity` then applies within the kept channels.
+        channel group (the filters of prunable Conv1D/Conv2D/Dense layers that
+        go together), on the same PolynomialDecay ramp; or a dict `{group:
+        fraction}` (from `tfjoint.plan_for_budget`) for each group its own,
+        groups not named keeping every channel. `target_sparsity` then
+        applies within the kept channels.
     """
 
     target_sparsity: float | Mapping[str, float]
@@ -75,19 +77,21 @@ class JointSchedule:
     power: float = 3.0
     frequency: int = 100
     quant_start_step: int = 0
-    channel_sparsity: float = 0.0
+    channel_sparsity: float | Mapping[str, float] = 0.0
     version: int = SCHEDULE_VERSION
 
     def __post_init__(self):
-        if isinstance(self.target_sparsity, Mapping):
-            targets = dict(self.target_sparsity)
-            for name, value in targets.items():
-                if not isinstance(name, str):
-                    raise errors.ConfigError(f"`target_sparsity` keys must be layer names; received {name!r}.")
-                _check_fraction(f"target_sparsity['{name}']", value)
-            object.__setattr__(self, "target_sparsity", types.MappingProxyType({k: float(v) for k, v in targets.items()}))
-        else:
-            _check_fraction("target_sparsity", self.target_sparsity)
+        for field in ("target_sparsity", "channel_sparsity"):
+            value = getattr(self, field)
+            if isinstance(value, Mapping):
+                targets = dict(value)
+                for name, target in targets.items():
+                    if not isinstance(name, str):
+                        raise errors.ConfigError(f"`{field}` keys must be layer (group) names; received {name!r}.")
+                    _check_fraction(f"{field}['{name}']", target)
+                object.__setattr__(self, field, types.MappingProxyType({k: float(v) for k, v in targets.items()}))
+            else:
+                _check_fraction(field, value)
         for name in ("end_step", "begin_step", "frequency", "quant_start_step"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
@@ -95,7 +99,6 @@ class JointSchedule:
             object.__setattr__(self, name, int(value))
         _check_number("power", self.power)
         _check_fraction("initial_sparsity", self.initial_sparsity)
-        _check_fraction("channel_sparsity", self.channel_sparsity)
         if self.begin_step < 0:
             raise errors.ConfigError(f"`begin_step` must be >= 0; received {self.begin_step}.")
         if self.end_step <= self.begin_step:
@@ -129,6 +132,19 @@ class JointSchedule:
         if self.per_layer:
             return self.target_sparsity.get(layer_name)
         return float(self.target_sparsity)
+
+    @property
+    def prunes_channels(self) -> bool:
+        """Whether any channel group loses channels."""
+        if isinstance(self.channel_sparsity, Mapping):
+            return any(value > 0 for value in self.channel_sparsity.values())
+        return self.channel_sparsity > 0
+
+    def channel_target_for(self, group: str) -> float:
+        """The fraction of `group`'s channels removed at the end (0 for a group a per-group plan does not name)."""
+        if isinstance(self.channel_sparsity, Mapping):
+            return float(self.channel_sparsity.get(group, 0.0))
+        return float(self.channel_sparsity)
 
     def mean_target(self, sizes: Mapping[str, int] | None = None) -> float:
         """The target, or for a per-layer plan its mean weighted by `sizes` (plain mean without)."""
@@ -197,11 +213,10 @@ class JointSchedule:
 
     def to_dict(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        if self.per_layer:
-            data["target_sparsity"] = dict(self.target_sparsity)
+        for field in ("target_sparsity", "channel_sparsity"):
+            if isinstance(data[field], Mapping):
+                data[field] = dict(data[field])
         return data
-
-    get_config = to_dict
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "JointSchedule":
@@ -210,8 +225,6 @@ class JointSchedule:
         if unknown:
             raise errors.ConfigError(f"unknown JointSchedule fields {unknown}; known: {sorted(known)}.")
         return cls(**data)
-
-    from_config = from_dict
 
     def replace(self, **changes) -> "JointSchedule":
         """A copy with some fields changed (validated again)."""

@@ -4,12 +4,13 @@ from typing import Any, Mapping
 
 import tensorflow_model_optimization as tfmot
 
-from tfjoint import _tfmot
+from tfjoint import _tfmot, errors
 from tfjoint._keras import serializable, weight_short_name
 from tfjoint.quantize.quantizers import (
     OUTPUT,
     ChannelMaskedOutputQuantizer,
     ChannelMaskQuantizer,
+    EqualByConfig,
     GatedQuantizer,
     PrunedKernelQuantizer,
     deserialize,
@@ -25,7 +26,7 @@ def _base_weight_names(config) -> tuple[str, ...]:
 
 
 @serializable
-class JointQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
+class JointQuantizeConfig(EqualByConfig, tfmot.quantization.keras.QuantizeConfig):
     """Wraps the QuantizeConfig TF-MOT chose for a layer with tfjoint's quantizers.
 
     Args:
@@ -52,7 +53,7 @@ class JointQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
         self.schedule = dict(schedule) if schedule else None
         self.channels = _normalized_channels(channels)
         if self.pruned_weights and not self.schedule:
-            raise ValueError("JointQuantizeConfig: `schedule` is required when `pruned_weights` is set.")
+            raise errors.ConfigError("JointQuantizeConfig: `schedule` is required when `pruned_weights` is set.")
 
     @property
     def channel_axes(self) -> dict[str, int]:
@@ -112,11 +113,6 @@ class JointQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
     def from_config(cls, config):
         return cls(**config)
 
-    def __eq__(self, other):
-        return type(other) is type(self) and other.get_config() == self.get_config()
-
-    def __ne__(self, other):
-        return not self.__eq__(other)
 
 
 def _normalized_channels(channels: Mapping | None) -> dict | None:

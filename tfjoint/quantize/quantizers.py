@@ -52,6 +52,8 @@ __all__ = [
     "MASK",
     "THRESHOLD",
     "CHANNEL_MASK",
+    "mask_shape",
+    "EqualByConfig",
 ]
 
 STEP = "tfjoint_step"
@@ -81,11 +83,16 @@ def own_weights_removed(weights: dict | None) -> dict:
     return {k: v for k, v in (weights or {}).items() if k not in _OWN_KEYS}
 
 
-def _broadcast(channel_mask, rank: int, axis: int):
-    """Reshapes a [channels] mask to broadcast along `axis` of a rank-`rank` tensor."""
+def mask_shape(rank: int, axis: int) -> list[int]:
+    """The shape a [channels] mask takes to broadcast along `axis` of a rank-`rank` tensor (numpy or TF)."""
     shape = [1] * rank
     shape[axis % rank] = -1
-    return tf.reshape(channel_mask, shape)
+    return shape
+
+
+def _broadcast(channel_mask, rank: int, axis: int):
+    """Reshapes a [channels] mask to broadcast along `axis` of a rank-`rank` tensor."""
+    return tf.reshape(channel_mask, mask_shape(rank, axis))
 
 
 _STEP_COUNTS_ATTRIBUTE = "_tfjoint_step_counts"
@@ -112,8 +119,20 @@ def count_step_once(step_variable):
     return counts[key][1]
 
 
+class EqualByConfig:
+    """Equality by class and `get_config()`, as TF-MOT compares quantizers and quantize configs."""
+
+    def __eq__(self, other):
+        return type(other) is type(self) and other.get_config() == self.get_config()
+
+    def __ne__(self, other):
+        return not self.__eq__(other)
+
+    __hash__ = None  # mutable configs: equal objects need not hash alike
+
+
 @serializable
-class GatedQuantizer(tfmot.quantization.keras.quantizers.Quantizer):
+class GatedQuantizer(EqualByConfig, tfmot.quantization.keras.quantizers.Quantizer):
     """A TF-MOT quantizer that switches on at `quant_start_step` during training.
 
     Before the start step, training still runs the wrapped quantizer (so
@@ -222,11 +241,6 @@ class GatedQuantizer(tfmot.quantization.keras.quantizers.Quantizer):
             config["channel_axis"] = self.channel_axis
         return config
 
-    def __eq__(self, other):
-        return type(other) is type(self) and other.get_config() == self.get_config()
-
-    def __ne__(self, other):
-        return not self.__eq__(other)
 
 
 class _WithinKeptChannels:
@@ -328,7 +342,7 @@ class PrunedKernelQuantizer(GatedQuantizer):
 
 
 @serializable
-class ChannelMaskQuantizer(tfmot.quantization.keras.quantizers.Quantizer):
+class ChannelMaskQuantizer(EqualByConfig, tfmot.quantization.keras.quantizers.Quantizer):
     """Multiplies a weight TF-MOT leaves unquantized (bias, gamma, beta) by a channel mask.
 
     No fake quantization: the converter quantizes biases itself and folds
@@ -356,15 +370,10 @@ class ChannelMaskQuantizer(tfmot.quantization.keras.quantizers.Quantizer):
     def get_config(self):
         return {"channel_axis": self.channel_axis}
 
-    def __eq__(self, other):
-        return type(other) is type(self) and other.get_config() == self.get_config()
-
-    def __ne__(self, other):
-        return not self.__eq__(other)
 
 
 @serializable
-class ChannelMaskedOutputQuantizer(tfmot.quantization.keras.quantizers.Quantizer):
+class ChannelMaskedOutputQuantizer(EqualByConfig, tfmot.quantization.keras.quantizers.Quantizer):
     """Multiplies a layer's output by a channel mask (last axis), then applies its output quantizer, if any.
 
     Used for BatchNormalization: masking its output zeroes a removed channel
@@ -397,8 +406,3 @@ class ChannelMaskedOutputQuantizer(tfmot.quantization.keras.quantizers.Quantizer
     def get_config(self):
         return {"quantizer": serialize(self.quantizer) if self.quantizer else None}
 
-    def __eq__(self, other):
-        return type(other) is type(self) and other.get_config() == self.get_config()
-
-    def __ne__(self, other):
-        return not self.__eq__(other)

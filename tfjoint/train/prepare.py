@@ -9,49 +9,36 @@ schedule to run.
 """
 
 import dataclasses
-from typing import Callable, Iterable, Mapping, Union
+from typing import Mapping
 
 import tensorflow_model_optimization as tfmot
 from absl import logging
 
-from tfjoint import errors
-from tfjoint._keras import check_float_model, is_keras3_model, keras, nested_inputs_and_outputs
+from tfjoint import _progress, errors
+from tfjoint._keras import (
+    LayerSelector,
+    check_float_model,
+    is_keras3_model,
+    keras,
+    nested_inputs_and_outputs,
+    selected_layer_names,
+)
 from tfjoint.bridge.keras3 import from_keras3
+from tfjoint.prune.budget import CompressionPlan
 from tfjoint.prune.channels import ChannelPlan, plan_channel_groups
 from tfjoint.registry import kind_of, prunable_layers, pruned_weight_name
 from tfjoint.registry.table import NEW, OUTPUT
 from tfjoint.prune.schedule import JointSchedule
 from tfjoint.quantize.scheme import JointQuantizeScheme
 from tfjoint.quantize.wrappers import adopt_joint_layers
+from tfjoint.tflite import convert
+from tfjoint.tflite.flatbuffer import float_op_problems, read_flatbuffer
 from tfjoint.train.prepared_model import PreparedModel
 
 __all__ = ["prepare", "LayerSelector", "CHANNEL_CRITERIA"]
 
 CHANNEL_CRITERIA = ("l1", "l2")
 
-LayerSelector = Union[Iterable[str], Callable[[keras.layers.Layer], bool], None]
-
-
-def _selected_names(model, selector: LayerSelector, argument: str) -> set[str] | None:
-    """Resolves a list of names or a predicate to layer names; None means 'all'."""
-    if selector is None:
-        return None
-    if callable(selector):
-        return {layer.name for layer in model.layers if selector(layer)}
-    if isinstance(selector, str):
-        raise errors.ConfigError(
-            f"`{argument}` must be a list of layer names or a predicate; received the string {selector!r}. "
-            f"Write [{selector!r}]."
-        )
-    names = set(selector)
-    known = {layer.name for layer in model.layers}
-    unknown = sorted(names - known)
-    if unknown:
-        raise errors.ConfigError(
-            f"`{argument}` names layers that model '{model.name}' does not have: {unknown}. "
-            f"Its layers are: {sorted(known)}."
-        )
-    return names
 
 
 def _unprunable_hint(layer) -> str:
@@ -81,8 +68,8 @@ def _check_per_layer_targets(model, schedule: JointSchedule, prune_depthwise: bo
 def _pruned_weights(
     model, schedule: JointSchedule, prune_depthwise: bool, prune_only: LayerSelector, exclude: LayerSelector
 ) -> dict[str, tuple[str, ...]]:
-    only = _selected_names(model, prune_only, "prune_only")
-    excluded = _selected_names(model, exclude, "exclude") or set()
+    only = selected_layer_names(model, prune_only, "prune_only")
+    excluded = selected_layer_names(model, exclude, "exclude") or set()
     if schedule.per_layer:
         _check_per_layer_targets(model, schedule, prune_depthwise)
     pruned = {}
@@ -103,8 +90,7 @@ def _pruned_weights(
 
 def _channel_specs(model, plan: ChannelPlan, schedule: JointSchedule, criterion: str) -> dict[str, dict]:
     """The channel spec (see `JointQuantizeConfig`) of every layer whose weights carry a channel mask."""
-    prunable = plan.prunable_groups
-    decay = schedule.decay_arguments(schedule.channel_sparsity)
+    prunable = {name: group for name, group in plan.prunable_groups.items() if schedule.channel_target_for(name) > 0}
     specs = {}
     for layer in model.layers:
         kind = kind_of(layer)
@@ -116,29 +102,79 @@ def _channel_specs(model, plan: ChannelPlan, schedule: JointSchedule, criterion:
             continue
         present = {name: axis for name, axis in axes.items()
                    if name == OUTPUT or getattr(layer, name, None) is not None}
+        own = next((g for g, _ in segments if g and layer.name in prunable[g].producers), None)
+        # A producer's schedule ramps its own group; every other member follows the masks its groups' producers set.
+        decay = schedule.decay_arguments(schedule.channel_target_for(own or next(g for g, _ in segments if g)))
         specs[layer.name] = {"segments": segments, "axes": present, "schedule": decay, "criterion": criterion,
-                             "producer": any(layer.name in prunable[g].producers for g, _ in segments if g)}
+                             "producer": own is not None}
     return specs
 
 
-def _plan_channels(model, schedule, pruned, criterion) -> dict[str, dict]:
-    """Channel specs for the scheme: the pruned Conv/Dense layers produce channel groups."""
+def _per_group_targets(plan: ChannelPlan, targets: Mapping[str, float], model) -> dict[str, float]:
+    """A per-group channel plan keyed by this model's group names (a key may name any producer of its group)."""
+    owner = {producer: name for name, group in plan.groups.items() for producer in group.producers}
+    resolved, unknown = {}, []
+    for key, fraction in targets.items():
+        group = key if key in plan.groups else owner.get(key)
+        if group is None:
+            unknown.append(key)
+        elif group in plan.prunable_groups:
+            resolved[group] = float(fraction)
+    if unknown:
+        raise errors.ConfigError(
+            f"the channel plan names groups that model '{model.name}' does not have: {sorted(unknown)}. Its channel "
+            f"groups are {sorted(plan.prunable_groups)}: plan for this model (tfjoint.plan_for_budget(model, ...)).")
+    return resolved
+
+
+def _plan_channels(model, schedule, pruned, criterion) -> tuple[JointSchedule, dict[str, dict]]:
+    """Channel specs for the scheme (the pruned Conv/Dense layers produce channel groups), and the schedule
+    with a per-group plan keyed by this model's group names."""
     if criterion not in CHANNEL_CRITERIA:
         raise errors.ConfigError(f"`channel_criterion` must be one of {list(CHANNEL_CRITERIA)}; received {criterion!r}.")
-    if not schedule.channel_sparsity:
-        return {}
+    per_group = isinstance(schedule.channel_sparsity, Mapping)
+    if not per_group and not schedule.prunes_channels:
+        return schedule, {}
     producers = {name for name in pruned if getattr(kind_of(model.get_layer(name)), "channels", None) == NEW}
     plan = plan_channel_groups(model, producers)
     for note in plan.frozen_notes(include_outputs=False):
         logging.warning("tfjoint channel pruning: %s.", note)
-    if not plan.prunable_groups:
+    if per_group:
+        schedule = schedule.replace(channel_sparsity=_per_group_targets(plan, schedule.channel_sparsity, model))
+    elif not plan.prunable_groups:
         reasons = "; ".join(plan.frozen_notes()) or "it has no Conv1D, Conv2D or Dense layer to prune"
         raise errors.ConfigError(
             f"`channel_sparsity`={schedule.channel_sparsity} but no channels of model '{model.name}' can be removed: "
             f"{reasons}. Use channel_sparsity=0 (weight sparsity still applies), or prune a model with hidden "
             "Conv/Dense layers."
         )
-    return _channel_specs(model, plan, schedule, criterion)
+    return schedule, _channel_specs(model, plan, schedule, criterion)
+
+
+def refuse_what_export_would(prepared) -> None:
+    """Converts the prepared model once, as `export_tflite` will, and refuses now what it would refuse after training.
+
+    The int8 file's structure does not depend on trained values: a layer the
+    converter rejects, or leaves in float, is rejected now, naming the user's
+    layer instead of an MLIR location.
+
+    Raises:
+      errors.UnsupportedLayerError: the converter fails, or the file would
+        not be fully int8; the message names the layers.
+    """
+    try:
+        content = convert.to_int8(prepared)
+    except errors.ExportError as error:
+        raise errors.UnsupportedLayerError(
+            f"model '{prepared.name}' would not export to int8 (found before training, by converting the prepared "
+            f"model once): {error}"
+        ) from error
+    summary = read_flatbuffer(content)
+    if not summary.fully_int8:
+        problems = float_op_problems(summary, [layer.name for layer in prepared.layers])
+        raise errors.UnsupportedLayerError(
+            f"model '{prepared.name}' would not export fully int8 (found before training, by converting the prepared "
+            f"model once): {'; '.join(problems)}. Replace or exclude those layers with ones TFLite runs in int8.")
 
 
 def _input_shapes(model) -> dict[str, tuple]:
@@ -148,6 +184,24 @@ def _input_shapes(model) -> dict[str, tuple]:
         if len(layer.inbound_nodes) == 1 and not isinstance(layer.input_shape, list):
             shapes[layer.name] = tuple(layer.input_shape)
     return shapes
+
+
+def _schedule_from_plan(plan: CompressionPlan, target_sparsity, end_step, timing) -> JointSchedule:
+    """The schedule that trains a `CompressionPlan`: its channels per group, its weight sparsity per layer."""
+    if not isinstance(plan, CompressionPlan):
+        raise errors.ConfigError(f"`plan` must be a tfjoint.CompressionPlan (from tfjoint.plan_for_budget); received "
+                                 f"{type(plan).__name__}.")
+    given = [name for name, value in (("target_sparsity", target_sparsity),) if value is not None]
+    if timing["channel_sparsity"]:
+        given.append("channel_sparsity")
+    if given:
+        raise errors.ConfigError(f"pass either `plan` or {', '.join(f'`{n}`' for n in given)}, not both: the plan "
+                                 "says which channels and weights go.")
+    if end_step is None:
+        raise errors.ConfigError("prepare(plan=...) needs `end_step` (the step at which the plan is reached).")
+    weight_targets = dict(plan.weight_sparsity) if plan.weight_sparsity else 0.0
+    return JointSchedule(target_sparsity=weight_targets, end_step=end_step,
+                         **dict(timing, channel_sparsity=dict(plan.channel_fractions)))
 
 
 def _schedule_from_arguments(schedule, target_sparsity, end_step, timing) -> JointSchedule:
@@ -186,11 +240,13 @@ def prepare(
     quant_start_step: int = 0,
     channel_sparsity: float = 0.0,
     schedule: JointSchedule | None = None,
+    plan: CompressionPlan | None = None,
     channel_criterion: str = "l1",
     prune_depthwise: bool = False,
     prune_only: LayerSelector = None,
     exclude: LayerSelector = None,
     sample_inputs=None,
+    check_conversion: bool = True,
 ) -> keras.Model:
     """Wraps a float model for joint magnitude pruning and QAT in one fit.
 
@@ -244,6 +300,10 @@ def prepare(
         model, so the int8 file is smaller and faster. The model returned is
         then updated by the `PreparedModel`'s `train_step`.
       schedule: a ready `JointSchedule` instead of the seven arguments above.
+      plan: a `tfjoint.CompressionPlan` (from `tfjoint.plan_for_budget`)
+        instead of `target_sparsity` and `channel_sparsity`: the fraction of
+        channels each channel group loses, and the weight sparsity per layer;
+        `end_step` and the other timing arguments still apply.
       channel_criterion: how filters are ranked for removal: "l1" (sum of
         absolute weights) or "l2" norm, summed over a group's producers.
       prune_depthwise: also prune DepthwiseConv2D kernels.
@@ -252,6 +312,10 @@ def prepare(
       exclude: layer names (or a predicate) never to prune.
       sample_inputs: for a Keras 3 model, inputs to check its tf_keras rebuild
         on (default: seeded random values; see `tfjoint.from_keras3`).
+      check_conversion: convert the prepared model once, as the export will,
+        so that a layer the int8 export would refuse is refused now, before
+        any training (see the README for what it costs; off saves that time
+        when the same architecture already exported).
 
     Returns:
       A new `tfjoint.PreparedModel` (a tf_keras Functional model that stores
@@ -264,22 +328,29 @@ def prepare(
         first, so the first error names the real problem).
       errors.ModelStructureError: unbuilt, nested, or already pruned/quantized.
       errors.ConfigError: an argument is out of range.
-      errors.UnsupportedLayerError: a layer cannot be quantized, or cannot be
-        pruned although `prune_only` asks for it.
+      errors.UnsupportedLayerError: a layer cannot be quantized, would not
+        convert to int8, or cannot be pruned although `prune_only` asks for it.
     """
     if is_keras3_model(model):
         model = from_keras3(model, sample_inputs)
     check_float_model(model)
-    schedule = _schedule_from_arguments(
-        schedule, target_sparsity, end_step,
-        dict(begin_step=begin_step, initial_sparsity=initial_sparsity, power=power, frequency=frequency,
-             quant_start_step=quant_start_step, channel_sparsity=channel_sparsity),
-    )
+    timing = dict(begin_step=begin_step, initial_sparsity=initial_sparsity, power=power, frequency=frequency,
+                  quant_start_step=quant_start_step, channel_sparsity=channel_sparsity)
+    if plan is not None:
+        if schedule is not None:
+            raise errors.ConfigError("pass either `plan` or `schedule`, not both.")
+        schedule = _schedule_from_plan(plan, target_sparsity, end_step, timing)
+    else:
+        schedule = _schedule_from_arguments(schedule, target_sparsity, end_step, timing)
     pruned = _pruned_weights(model, schedule, prune_depthwise, prune_only, exclude)
-    channel_specs = _plan_channels(model, schedule, pruned, channel_criterion)
+    schedule, channel_specs = _plan_channels(model, schedule, pruned, channel_criterion)
     scheme = JointQuantizeScheme(schedule, pruned, channel_specs, input_shapes=_input_shapes(model))
     annotated = tfmot.quantization.keras.quantize_annotate_model(model)
     with tfmot.quantization.keras.quantize_scope():
         prepared = adopt_joint_layers(tfmot.quantization.keras.quantize_apply(annotated, scheme))
     inputs, outputs = nested_inputs_and_outputs(prepared)  # a dict of named outputs stays a dict
-    return PreparedModel(inputs=inputs, outputs=outputs, name=prepared.name, schedule=schedule)
+    prepared = PreparedModel(inputs=inputs, outputs=outputs, name=prepared.name, schedule=schedule)
+    if check_conversion:
+        with _progress.Phases("tfjoint prepare").run("conversion check", "the export's converter, once"):
+            refuse_what_export_would(prepared)
+    return prepared

@@ -24,6 +24,7 @@ import numpy as np
 from tfjoint import _tfmot
 from tfjoint._keras import keras, serializable, tf
 from tfjoint.prune.schedule import JointSchedule
+from tfjoint.quantize.quantizers import mask_shape
 from tfjoint.train.readback import channel_members
 
 __all__ = ["PreparedModel", "update_channel_masks", "group_masks"]
@@ -36,18 +37,17 @@ def _filter_scores(member, criterion: str):
         kernel = kernel * member.weight_mask
     rank = kernel.shape.rank
     axis = member.axis % rank
-    shape = [1] * rank
-    shape[axis] = -1
-    kernel = kernel * tf.reshape(member.channel_mask, shape)
+    kernel = kernel * tf.reshape(member.channel_mask, mask_shape(rank, axis))
     reduce_axes = [a for a in range(rank) if a != axis]
     if criterion == "l2":
         return tf.sqrt(tf.reduce_sum(tf.square(kernel), axis=reduce_axes))
     return tf.reduce_sum(tf.abs(kernel), axis=reduce_axes)
 
 
-def _new_group_masks(producers_by_group, sparsity):
+def _new_group_masks(producers_by_group, sparsities):
     masks = {}
     for group, producers in producers_by_group.items():
+        sparsity = sparsities[group]
         score = tf.add_n([_filter_scores(p, p.criterion) for p in producers])
         channels = int(score.shape[0])
         keep = tf.cast(tf.maximum(tf.math.round(tf.cast(channels, tf.float32) * (1.0 - sparsity)), 1.0), tf.int32)
@@ -76,14 +76,17 @@ def update_channel_masks(model):
     if not producers_by_group:
         return None
     step_variable = next(m.step for m in members if m.producer and m.step is not None)
-    schedule = _tfmot.JointPolynomialDecay(**members[0].channel_schedule)
+    # Every group ramps on the same timing; a per-group plan gives each group its own final sparsity.
+    schedules = {group: _tfmot.JointPolynomialDecay(**producers[0].channel_schedule)
+                 for group, producers in producers_by_group.items()}
 
     def update(distribution=None):
         step = step_variable.read_value() + 1  # the forward pass of this step counts it
-        should_update, sparsity = schedule(step)
+        decisions = {group: schedule(step) for group, schedule in schedules.items()}
+        should_update = next(iter(decisions.values()))[0]
 
         def assign():
-            masks = _new_group_masks(producers_by_group, sparsity)
+            masks = _new_group_masks(producers_by_group, {group: d[1] for group, d in decisions.items()})
             assignments = []
             for member in members:
                 value = _member_mask(member, masks)

@@ -12,6 +12,7 @@ import numpy as np
 import tensorflow_model_optimization as tfmot
 
 from tfjoint import _tfmot, errors
+from tfjoint._names import float_layer_name
 from tfjoint._keras import tf, weight_short_name
 from tfjoint.prune.schedule import JointSchedule
 from tfjoint.quantize.config import JointQuantizeConfig
@@ -24,6 +25,7 @@ from tfjoint.quantize.quantizers import (
     ChannelMaskQuantizer,
     GatedQuantizer,
     PrunedKernelQuantizer,
+    mask_shape,
 )
 
 __all__ = [
@@ -59,8 +61,7 @@ class PrunedKernel(NamedTuple):
         """The kernel as the forward pass sees it: weight mask and channel mask applied."""
         values = self.kernel.numpy() * self.mask.numpy()
         if CHANNEL_MASK in self.quantizer_weights:
-            shape = [1] * values.ndim
-            shape[self.quantizer.channel_axis % values.ndim] = -1
+            shape = mask_shape(values.ndim, self.quantizer.channel_axis)
             values = values * self.quantizer_weights[CHANNEL_MASK].numpy().reshape(shape)
         return values
 
@@ -207,11 +208,6 @@ def prepared_model(model):
     """The prepared model inside a wrapper that trains one (a `tfjoint.Distiller`'s student), or `model`."""
     student = getattr(model, "student", None)
     return student if student is not None and is_prepared(student) else model
-
-
-def float_layer_name(name: str) -> str:
-    """The user's layer name for a name in a quantized model ('quant_conv1' -> 'conv1')."""
-    return name[len("quant_"):] if name.startswith("quant_") else name
 
 
 # Stripped models are TF-MOT's own classes (they load with quantize_scope() alone), so the schedule they were

@@ -23,7 +23,7 @@ from tfjoint._keras import check_tf_keras_model, keras, nested_inputs_and_output
 from tfjoint.prune.channels import Layout, channel_layouts
 from tfjoint.prune.schedule import JointSchedule
 from tfjoint.quantize.config import JointQuantizeConfig, unwrap_config
-from tfjoint.quantize.quantizers import CHANNEL_MASK, ChannelMaskQuantizer, GatedQuantizer
+from tfjoint.quantize.quantizers import CHANNEL_MASK, ChannelMaskQuantizer, GatedQuantizer, mask_shape
 from tfjoint.registry import kind_of, unwrapped
 from tfjoint.train.prepared_model import PreparedModel, group_masks
 from tfjoint.train.readback import (
@@ -123,9 +123,7 @@ def _masked_values(model) -> dict[tuple[str, str], np.ndarray]:
             if isinstance(quantizer, ChannelMaskQuantizer) or (
                     isinstance(quantizer, GatedQuantizer) and quantizer.channel_axis is not None
                     and (wrapper.layer.name, weight_short_name(weight)) not in values):
-                shape = [1] * weight.shape.rank
-                shape[quantizer.channel_axis % weight.shape.rank] = -1
-                mask = weights[CHANNEL_MASK].numpy().reshape(shape)
+                mask = weights[CHANNEL_MASK].numpy().reshape(mask_shape(weight.shape.rank, quantizer.channel_axis))
                 values[(wrapper.layer.name, weight_short_name(weight))] = weight.numpy() * mask
     return values
 

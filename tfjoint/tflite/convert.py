@@ -16,6 +16,7 @@ converter sorts signature entries by name, so the subgraph's input and
 output lists are put back in Keras order afterwards.
 """
 
+import re
 import struct
 import tempfile
 import warnings
@@ -26,28 +27,38 @@ import numpy as np
 
 from tfjoint import errors
 from tfjoint._keras import tf
+from tfjoint._names import float_layer_name
+from tfjoint.registry import unwrapped
 from tfjoint._litert import Interpreter
 
-__all__ = ["to_int8", "to_float32", "keras_names"]
-
-_QUANT_PREFIX = "quant_"
-
-
-def _user_name(name: str) -> str:
-    return name[len(_QUANT_PREFIX):] if name.startswith(_QUANT_PREFIX) else name
-
+__all__ = ["to_int8", "to_float32", "keras_names", "layers_named_in"]
 
 def keras_names(model) -> tuple[list[str], list[str]]:
     """The model's input and output names as the file names them (the user's names, in Keras order)."""
     inputs = [t.name.split(":")[0] for t in model.inputs]
-    return inputs, [_user_name(name) for name in model.output_names]
+    return inputs, [float_layer_name(name) for name in model.output_names]
+
+
+_LOCATION = re.compile(r"loc\((?:[^()]|\([^()]*\))*\)")
+
+
+def layers_named_in(text: str, model) -> list:
+    """The model's layers whose names appear as path segments in `text` (a converter error's MLIR locations)."""
+    segments = set(re.split(r"[/\"@;:\s\[\](),]+", text))
+    return [layer for layer in model.layers if layer.name in segments]
 
 
 def _converter_error(error: Exception, model) -> errors.ExportError:
-    lines = [line for line in str(error).splitlines() if "error:" in line] or str(error).splitlines()[:1]
+    """The converter's first error line, without its MLIR location, and the user's layers it names."""
+    text = str(error)
+    lines = [line for line in text.splitlines() if "error:" in line] or text.splitlines()[:1]
+    message = _LOCATION.sub("", lines[0]).replace("error:", "").strip(" :") if lines else type(error).__name__
+    layers = layers_named_in(text, model)
+    where = (" at layer " + ", ".join(f"'{float_layer_name(layer.name)}' ({type(unwrapped(layer)).__name__})"
+                                      for layer in layers[:3])) if layers else ""
     return errors.ExportError(
-        f"the TFLite converter failed on model '{model.name}': {lines[0].strip() if lines else type(error).__name__}. "
-        "Check that every layer is one TFLite supports in int8 (exclude or replace the layer named above)."
+        f"the TFLite converter failed on model '{model.name}'{where}: {message}. Replace or exclude that layer "
+        "(with one TFLite runs in int8), or report the model."
     )
 
 

@@ -14,9 +14,10 @@ import dataclasses
 
 import numpy as np
 from tfjoint._litert import Interpreter, OpResolverType, ops_details
+from tfjoint._names import float_layer_name
 
 __all__ = ["OpInfo", "TensorInfo", "WeightTensor", "IOTensor", "FlatbufferSummary", "read_flatbuffer", "layer_of",
-           "WEIGHT_OPS", "operand_position"]
+           "WEIGHT_OPS", "operand_position", "float_op_problems"]
 
 # Operators whose input 1 is a weight (filter) tensor.
 WEIGHT_OPS = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV"})
@@ -259,6 +260,18 @@ def read_flatbuffer(model_content: bytes) -> FlatbufferSummary:
         inputs=tuple(_io_tensor(d, input_names) for d in interpreter.get_input_details()),
         outputs=tuple(_io_tensor(d, output_names) for d in interpreter.get_output_details()),
     )
+
+
+def float_op_problems(summary: FlatbufferSummary, layer_names, limit: int = 5) -> list[str]:
+    """One sentence per operator left in float (`OP (from layer 'x', float tensor 't')`), or the I/O dtypes."""
+    problems = []
+    for op in summary.float_ops[:limit]:
+        layer = next((layer_of(t, layer_names) for t in op.tensor_names if layer_of(t, layer_names)), None)
+        origin = f"from layer '{float_layer_name(layer)}'" if layer else "layer not identifiable from its tensor names"
+        problems.append(f"{op.name} ({origin}, float tensor '{op.float_tensors[0]}')")
+    if not problems:
+        problems.append(f"input dtypes {summary.input_dtypes}, output dtypes {summary.output_dtypes}")
+    return problems
 
 
 def layer_of(tensor_name: str, layer_names) -> str | None:

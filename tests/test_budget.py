@@ -1,0 +1,104 @@
+"""Budgets in, a per-group channel plan out, verified in TFLM: plan_for_budget, prepare(plan=...), export(budget=...)."""
+
+import numpy as np
+import pytest
+
+import tfjoint
+from tfjoint import keras
+from tfjoint.export.tflm import measure_arena
+from tfjoint.plan.cost import build_cost_model
+from tfjoint.plan.for_budget import channel_groups_of
+from tfjoint.prune.schedule import JointSchedule
+
+pytestmark = pytest.mark.slow  # conversions and TFLM
+
+
+@pytest.fixture(scope="module")
+def full_figures(digits_float_model, digits_data):
+    """The unpruned digits CNN's int8 figures, as the cost model predicts them."""
+    plan = channel_groups_of(digits_float_model)
+    return build_cost_model(digits_float_model, plan).full
+
+
+@pytest.fixture(scope="module")
+def planned(digits_float_model, digits_data, full_figures):
+    plan = tfjoint.plan_for_budget(digits_float_model, flash_bytes=int(full_figures["flash_bytes"] * 0.5),
+                                   arena_bytes=int(full_figures["arena_bytes"] * 0.5),
+                                   validation_data=(digits_data["x_val"], digits_data["y_val"]))
+    return plan
+
+
+def test_the_cost_model_of_the_unpruned_model_is_the_file(digits_float_model, full_figures, tmp_path):
+    joint = tfjoint.prepare(digits_float_model, target_sparsity=0.0, end_step=1)
+    report = tfjoint.export_tflite(tfjoint.strip(joint), str(tmp_path / "m.tflite"), quantization="qat")
+    assert full_figures["flash_bytes"] == report.size_bytes
+    assert full_figures["macs"] == report.macs
+    assert full_figures["arena_bytes"] == report.memory["tflm_arena_bytes"]
+
+
+def test_a_plan_meets_its_budgets_in_tflm_and_the_report_says_by_how_much(digits_float_model, digits_data, planned,
+                                                                        tmp_path):
+    assert planned.channel_fractions and set(planned.budget.given) == {"flash_bytes", "arena_bytes"}
+    joint = tfjoint.prepare(digits_float_model, plan=planned, end_step=40, frequency=10)
+    assert joint.schedule.channel_sparsity == planned.channel_fractions  # stored with the model, by group
+    joint.compile(keras.optimizers.Adam(5e-4), "sparse_categorical_crossentropy")
+    joint.fit(digits_data["x_train"], digits_data["y_train"], epochs=2, verbose=0)
+    path = tmp_path / "m.tflite"
+    report = tfjoint.export_tflite(tfjoint.strip(joint), str(path), budget=planned.budget, runtimes=("tflm",),
+                                   validation_data=(digits_data["x_val"], digits_data["y_val"]),
+                                   float_model=digits_float_model, max_accuracy_drop=0.3)
+    content = path.read_bytes()
+    assert len(content) <= planned.budget.flash_bytes
+    assert measure_arena(content).total_bytes <= planned.budget.arena_bytes  # TFLM itself, on the written file
+    for name in ("flash_bytes", "arena_bytes"):
+        entry = report.budget[name]
+        assert entry["measured"] <= entry["limit"] == getattr(planned.budget, name)
+        assert entry["margin"] == pytest.approx((entry["limit"] - entry["measured"]) / entry["limit"])
+    # The cost model predicted the file it planned, within a few percent.
+    assert planned.predicted["flash_bytes"] == pytest.approx(len(content), rel=0.05)
+    assert planned.predicted["arena_bytes"] == pytest.approx(measure_arena(content).total_bytes, rel=0.05)
+    assert planned.predicted["macs"] == report.macs
+    # Each group kept the planned share of its channels in the file.
+    for group, fraction in planned.channel_fractions.items():
+        channels = report.per_layer_channels[group]
+        assert channels["tflite"] == max(round(channels["original"] * (1 - fraction)), 1)
+
+
+def test_a_missed_budget_fails_validation_naming_it_and_writes_nothing(digits_joint, digits_data, tmp_path):
+    path = tmp_path / "m.tflite"
+    with pytest.raises(tfjoint.ValidationError, match=r"budget macs: the file needs \d+, \d+ \(.*%\) over the limit 1000"):
+        tfjoint.export_tflite(digits_joint, str(path), budget=tfjoint.Budget(macs=1000), max_accuracy_drop=1.0,
+                              validation_data=(digits_data["x_val"], digits_data["y_val"]))
+    assert not path.exists()
+
+
+def test_an_unreachable_budget_is_refused_before_training_with_the_smallest_figure(digits_float_model, digits_data):
+    with pytest.raises(tfjoint.ConfigError, match=r"`flash_bytes`=1000 is below \d+, the smallest reachable"):
+        tfjoint.plan_for_budget(digits_float_model, flash_bytes=1000,
+                                validation_data=(digits_data["x_val"], digits_data["y_val"]))
+
+
+@pytest.mark.parametrize("budget,match", [
+    (dict(flash_bytes=0), "`flash_bytes` must be a positive number of bytes; received 0"),
+    (dict(arena_bytes=-5), "`arena_bytes` must be a positive number of bytes; received -5"),
+    (dict(macs="many"), "`macs` must be a positive number of MACs; received 'many'"),
+    (dict(), "at least one of `flash_bytes`, `arena_bytes`, `macs`"),
+])
+def test_bad_budgets_are_refused_naming_the_argument(digits_float_model, digits_data, budget, match):
+    with pytest.raises(tfjoint.ConfigError, match=match):
+        tfjoint.plan_for_budget(digits_float_model, validation_data=(digits_data["x_val"], digits_data["y_val"]),
+                                **budget)
+
+
+def test_a_plan_for_another_model_names_the_groups_that_do_not_match(digits_float_model):
+    plan = tfjoint.CompressionPlan(channel_fractions={"conv1": 0.5, "not_a_layer": 0.5})
+    with pytest.raises(tfjoint.ConfigError, match=r"names groups that model 'digits_cnn' does not have: \['not_a_layer'\]"):
+        tfjoint.prepare(digits_float_model, plan=plan, end_step=10)
+
+
+def test_a_per_group_channel_plan_round_trips_in_the_schedule():
+    schedule = JointSchedule(target_sparsity=0.5, end_step=10, channel_sparsity={"conv1": 0.25, "fc1": 0.5})
+    again = JointSchedule.from_dict(schedule.to_dict())
+    assert again == schedule and again.channel_target_for("conv1") == 0.25 and again.channel_target_for("x") == 0.0
+    with pytest.raises(tfjoint.ConfigError, match=r"`channel_sparsity\['fc1'\]` must be in \[0, 1\)"):
+        JointSchedule(target_sparsity=0.5, end_step=10, channel_sparsity={"fc1": 1.5})
