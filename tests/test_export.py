@@ -348,3 +348,17 @@ def test_integer_inputs_are_not_quantized_and_an_embedding_is_named():
     model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax", name="out")(x))
     with pytest.raises(tfjoint.UnsupportedLayerError, match=r"'embedding' \(Embedding\)"):
         tfjoint.prepare(model, target_sparsity=0.5, end_step=4, frequency=2)
+
+
+def test_a_converter_error_names_the_users_layer_not_an_mlir_location():
+    from tfjoint.tflite.convert import _converter_error
+
+    inputs = keras.Input((8, 8, 3))
+    model = keras.Model(inputs, keras.layers.AveragePooling2D(name="pool1")(keras.layers.Conv2D(4, 1)(inputs)))
+    raw = ("/x.py:3:1: error: loc(callsite(fused[\"AvgPool:\", \"model/quant_pool1/AvgPool@__inference_serve_12\"] at "
+           "fused[\"StatefulPartitionedCall:\", \"StatefulPartitionedCall\"])): 'tfl.average_pool_2d' op quantization "
+           "parameters violate the same scale constraint")
+    message = str(_converter_error(RuntimeError(raw), model))
+    assert "at layer 'pool1' (AveragePooling2D)" in message
+    assert "'tfl.average_pool_2d' op quantization parameters violate the same scale constraint" in message
+    assert "loc(" not in message and "__inference" not in message

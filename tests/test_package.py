@@ -16,11 +16,11 @@ from conftest import run_python
 
 PACKAGE_DIR = os.path.dirname(tfjoint.__file__)
 # Small modules any stage may import.
-LEAVES = {"errors", "_keras", "_tfmot", "_litert", "_files", "_progress", "_names", "data", "losses", "export.measure"}
+LEAVES = {"errors", "_keras", "_tfmot", "_litert", "_files", "_progress", "_names", "_capture", "data", "losses", "export.measure"}
 # Stages in data-flow order; within a stage, its modules in order. A module may
 # import leaves, any module of an earlier stage, and earlier modules of its own.
 STAGES = {
-    "registry": ["registry.table", "registry.own_layers", "registry.builtin"],
+    "registry": ["registry.table", "registry.own_layers", "registry.own_configs", "registry.builtin"],
     "bridge": ["bridge.translate", "bridge.equivalence", "bridge.keras3"],
     "prune": ["prune.schedule", "prune.budget", "prune.channels", "prune.allocation"],
     "quantize": ["quantize.quantizers", "quantize.config", "quantize.transforms",
@@ -31,7 +31,7 @@ STAGES = {
     "export": ["export.report", "export.validate", "export.tflm", "export.runtime", "export.memory",
                "export.explain", "export.micro", "export.tflite"],
     "plan": ["plan.cost", "plan.for_budget"],
-    "app": ["app.flags", "app.digits", "app.plots", "app.pipeline", "app.cli"],
+    "app": ["app.flags", "app.digits", "app.plots", "app.datasets", "app.pipeline", "app.cli"],
 }
 ORDER = [module for modules in STAGES.values() for module in modules]
 

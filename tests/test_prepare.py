@@ -300,7 +300,7 @@ def test_unknown_layer_names_are_refused():
 
 def test_unquantizable_layer_is_named():
     inputs = keras.Input((5, 3))
-    x = keras.layers.LSTM(4, name="lstm")(inputs)
+    x = keras.layers.GRU(4, name="gru")(inputs)
     model = keras.Model(inputs, keras.layers.Dense(2)(x))
-    with pytest.raises(tfjoint.UnsupportedLayerError, match="'lstm' \\(LSTM\\)"):
+    with pytest.raises(tfjoint.UnsupportedLayerError, match="'gru' \\(GRU\\)"):
         tfjoint.prepare(model, target_sparsity=0.5, end_step=100)

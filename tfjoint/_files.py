@@ -33,11 +33,23 @@ def checked_output_path(path, argument: str) -> str:
     return path
 
 
+def _umask() -> int:
+    """The process's file-creation mask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _write_temporary(path: str, data: bytes) -> str:
-    """`data` in a new temp file beside `path`, flushed to disk; returns its name."""
+    """`data` in a new temp file beside `path`, flushed to disk; returns its name.
+
+    `mkstemp` creates files readable by their owner only; the file gets the
+    permissions `open()` would have given it (0666 minus the umask).
+    """
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()

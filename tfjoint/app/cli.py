@@ -2,12 +2,16 @@
 
 Exit status: 0 passed validation, 1 failed validation (report still written),
 2 bad arguments or unreadable inputs, each with one line naming the flag or file.
-TensorFlow's C++ logging is silenced unless --verbosity is 1 or more.
+`--help` lists the command's own flags by group. TensorFlow's own log lines
+(C++ and Python) are silenced unless --verbosity is 1 or more; tfjoint's
+progress (what runs, for how long) is shown either way.
 """
 
 import importlib
 import os
+import re
 import sys
+import threading
 
 from absl import app, flags, logging
 
@@ -18,7 +22,16 @@ EXIT_PASSED, EXIT_FAILED_VALIDATION, EXIT_BAD_INPUT = 0, 1, 2
 APP_REQUIREMENTS = {"matplotlib": "matplotlib", "sklearn": "scikit-learn"}
 
 
+_HELP = ("--help", "-h", "-?", "--helpshort")
+
+
 def _parse_flags(argv):
+    if any(arg in _HELP for arg in argv[1:]):  # absl would list only the main module's flags: none
+        try:
+            print(tfjoint_flags.help_text("tfjoint"))
+        except BrokenPipeError:  # `tfjoint --help | head`
+            pass
+        sys.exit(EXIT_PASSED)
     try:
         return flags.FLAGS(argv)
     except flags.Error as error:
@@ -41,6 +54,54 @@ def _import_silenced(module_name: str):
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
+
+
+# What TensorFlow, the converter and LiteRT print from C++ straight to stderr, whatever TF_CPP_MIN_LOG_LEVEL says.
+_CHATTER = re.compile(r"^(fully_quantize: |INFO: Created TensorFlow Lite|WARNING: All log messages before absl|"
+                      r"[IWE]\d{4} [\d:. ]+\d+ \S+\.cc:\d+\]|To enable the following instructions)")
+
+
+class _QuietStderr:
+    """Forwards what is written to file descriptor 2, C++ included, except TensorFlow's chatter (`_CHATTER`)."""
+
+    def __enter__(self):
+        sys.stderr.flush()
+        self._real = os.dup(2)
+        read_end, write_end = os.pipe()
+        os.dup2(write_end, 2)
+        os.close(write_end)
+        self._reader = os.fdopen(read_end, "rb")
+        self._thread = threading.Thread(target=self._forward, daemon=True)
+        self._thread.start()
+        return self
+
+    def _forward(self):
+        for line in self._reader:
+            if not _CHATTER.match(line.decode(errors="replace")):
+                os.write(self._real, line)
+
+    def __exit__(self, *exc):
+        sys.stderr.flush()
+        os.dup2(self._real, 2)  # closes the pipe's last write end: the reader sees the end
+        self._thread.join(timeout=5)
+        os.close(self._real)
+        return False
+
+
+class _OwnMessagesOnly(logging.logging.Filter):
+    """absl's handler passes tfjoint's progress and anything at WARNING or above, not TensorFlow's INFO lines."""
+
+    def filter(self, record):
+        return record.levelno >= logging.logging.WARNING or str(record.getMessage()).startswith("tfjoint")
+
+
+class _ProgressFormatter(logging.PythonFormatter):
+    """Progress lines as `tfjoint: <message>` with the time, not absl's `I1128 05:00:00.000 ...` prefix."""
+
+    def format(self, record):
+        import time
+
+        return f"[{time.strftime('%H:%M:%S', time.localtime(record.created))}] {record.getMessage()}"
 
 
 def missing_app_requirements() -> list[str]:
@@ -71,8 +132,18 @@ def main(argv):
     from tfjoint import errors  # imports TensorFlow: after the log level is set
     from tfjoint.app.pipeline import run
 
-    if quiet:  # TensorFlow's Python side logs through absl at INFO (SavedModel, converter chatter)
-        logging.set_verbosity(logging.WARNING)
+    # tfjoint's progress goes through absl at INFO; TensorFlow's Python side logs (SavedModel, converter
+    # chatter) through its own "tensorflow" logger, quieted here unless asked for.
+    logging.set_verbosity(logging.INFO)
+    logging.get_absl_handler().setFormatter(_ProgressFormatter())
+    if quiet:
+        logging.get_absl_handler().addFilter(_OwnMessagesOnly())
+        import logging as python_logging
+
+        import tensorflow as tf
+
+        tf.get_logger().setLevel(python_logging.ERROR)
+        tf.autograph.set_verbosity(0)
 
     try:
         config = tfjoint_flags.config_from_flags()
@@ -91,14 +162,21 @@ def main(argv):
         return EXIT_PASSED
     print(result.report)
     print(f"tfjoint: wrote {', '.join(sorted(os.path.basename(p) for p in result.files.values()))} to {result.out_dir}")
-    logging.info("done")
+    logging.info("tfjoint: done")
     return EXIT_PASSED
+
+
+def _main_quietly(argv):
+    if flags.FLAGS.verbosity >= 1:
+        return main(argv)
+    with _QuietStderr():
+        return main(argv)
 
 
 def run_main():
     """Console-script entry point."""
     tfjoint_flags.define_flags()
-    app.run(main, flags_parser=_parse_flags)
+    app.run(_main_quietly, flags_parser=_parse_flags)
 
 
 if __name__ == "__main__":

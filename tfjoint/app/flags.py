@@ -10,6 +10,8 @@ This module imports neither TensorFlow nor the heavy parts of tfjoint, so
 """
 
 import dataclasses
+import textwrap
+import typing
 from typing import Any
 
 from absl import flags
@@ -18,14 +20,21 @@ from tfjoint import errors
 from tfjoint.export.validate import Tolerances
 from tfjoint.losses import LOSSES
 
-__all__ = ["RunConfig", "define_flags", "config_from_flags", "LOSSES"]
+__all__ = ["RunConfig", "define_flags", "config_from_flags", "help_text", "GROUPS", "LOSSES"]
 
 _TOLERANCES = Tolerances()
 
 
-def _field(default, help: str, *, lower=None, upper=None, choices=None):
+# The groups `tfjoint --help` lists the flags in, in this order.
+GROUPS = ("model and data", "schedule", "channels, allocation and budgets", "device and validation", "outputs")
+
+
+def _field(default, help: str, *, group: str, lower=None, upper=None, choices=None):
     return dataclasses.field(default=default, metadata={"help": help, "lower": lower, "upper": upper,
-                                                        "choices": choices})
+                                                        "choices": choices, "group": group})
+
+
+_DATA, _SCHEDULE, _CHANNELS, _DEVICE, _OUTPUTS = GROUPS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,51 +42,82 @@ class RunConfig:
     """Everything one run of the `tfjoint` command needs; saved as run_config.json beside the outputs."""
 
     model: str | None = _field(None, "Saved float model: tf_keras or Keras 3, as .keras, .h5 or a SavedModel "
-                                     "directory. Omit (with --data) to run the embedded digits default.")
-    data: str | None = _field(None, ".npz file with x_train, y_train, x_val, y_val (and optionally x_calib).")
-    out: str = _field("tfjoint_out", "Output directory (created if missing).")
+                                     "directory. Omit (with --data) to run the embedded digits default.",
+                               group=_DATA)
+    data: str | None = _field(None, "Training data: an .npz with x_train, y_train, x_val, y_val (and optionally "
+                                    "x_calib), or a folder of images with one sub-folder per class (as "
+                                    "keras.utils.image_dataset_from_directory reads it; needs --image_size).",
+                              group=_DATA)
+    image_size: str | None = _field(None, "For an image folder: the size images are resized to, as HEIGHTxWIDTH "
+                                          "(or one number for square images), e.g. 96x96.", group=_DATA)
+    validation_split: float = _field(0.2, "For an image folder: the share of images held out for validation "
+                                          "(seeded by --seed); calibration samples come from the training share.",
+                                     group=_DATA, lower=0.05, upper=0.5)
+    loss: str = _field("auto", "Fine-tuning loss; auto: sparse categorical for integer labels, categorical for "
+                               "one-hot, mse otherwise (from_logits from the output layer).", choices=LOSSES,
+                       group=_DATA)
+    float_epochs: int = _field(15, "Embedded default only: epochs to train the float digits CNN.", lower=1,
+                               group=_DATA)
+    seed: int = _field(0, "Random seed.", group=_DATA)
     target_sparsity: float = _field(0.8, "Fraction of zeros in every pruned kernel (within its kept channels).",
-                                    lower=0.0, upper=0.99)
+                                    lower=0.0, upper=0.99, group=_SCHEDULE)
+    epochs: int = _field(10, "Fine-tuning epochs (joint pruning + QAT, one fit).", lower=1, group=_SCHEDULE)
+    batch_size: int = _field(32, "Fine-tuning batch size.", lower=1, group=_SCHEDULE)
+    learning_rate: float = _field(1e-3, "Adam learning rate for fine-tuning.", lower=0.0, group=_SCHEDULE)
+    quant_start: float = _field(0.0, "When fake quantization starts, as a fraction of the fine-tuning steps "
+                                     "(0 = from the first step).", lower=0.0, upper=1.0, group=_SCHEDULE)
+    prune_end: float = _field(0.5, "When target sparsity is reached, as a fraction of the fine-tuning steps.",
+                              lower=0.01, upper=1.0, group=_SCHEDULE)
+    distill: bool = _field(False, "Distill from the float model during fine-tuning (one extra forward per step).",
+                           group=_SCHEDULE)
+    distill_temperature: float = _field(4.0, "Distillation temperature (> 0).", lower=0.01, group=_SCHEDULE)
+    distill_alpha: float = _field(0.3, "Weight of the task loss in distillation (the rest goes to the teacher).",
+                                  lower=0.0, upper=1.0, group=_SCHEDULE)
+    jit_compile: bool = _field(False, "Compile the fine-tuning step with XLA (see the README's benchmark: faster for "
+                                      "small models on CPU, slower for MobileNetV2).", group=_SCHEDULE)
     channel_sparsity: float = _field(0.0, "Fraction of output channels (filters, units) removed from every pruned "
-                                          "Conv/Dense layer: a smaller, faster int8 model.", lower=0.0, upper=0.95)
+                                          "Conv/Dense layer: a smaller, faster int8 model.", lower=0.0, upper=0.95,
+                                     group=_CHANNELS)
     allocation: str = _field("sensitivity", "How the target is spread over layers: uniform, global (LAMP scores), "
                                             "erk (from shapes), or sensitivity (a per-layer scan on the validation "
                                             "data); the mean over pruned weights is the target either way.",
-                             choices=("uniform", "global", "erk", "sensitivity"))
-    distill: bool = _field(False, "Distill from the float model during fine-tuning (one extra forward per step).")
-    distill_temperature: float = _field(4.0, "Distillation temperature (> 0).", lower=0.01)
-    distill_alpha: float = _field(0.3, "Weight of the task loss in distillation (the rest goes to the teacher).",
-                                  lower=0.0, upper=1.0)
-    jit_compile: bool = _field(False, "Compile the fine-tuning step with XLA (see the README's benchmark: faster for "
-                                      "small models on CPU, slower for MobileNetV2).")
-    epochs: int = _field(10, "Fine-tuning epochs (joint pruning + QAT, one fit).", lower=1)
-    batch_size: int = _field(32, "Fine-tuning batch size.", lower=1)
-    learning_rate: float = _field(1e-3, "Adam learning rate for fine-tuning.", lower=0.0)
-    quant_start: float = _field(0.0, "When fake quantization starts, as a fraction of the fine-tuning steps "
-                                     "(0 = from the first step).", lower=0.0, upper=1.0)
-    prune_end: float = _field(0.5, "When target sparsity is reached, as a fraction of the fine-tuning steps.",
-                              lower=0.01, upper=1.0)
+                             choices=("uniform", "global", "erk", "sensitivity"), group=_CHANNELS)
+    max_sparsity: float = _field(0.98, "No layer's weight sparsity above this, whatever the allocation.",
+                                 lower=0.0, upper=0.99, group=_CHANNELS)
+    flash_kb: float | None = _field(None, "Budget: largest .tflite file, in KiB. With --arena_kb and/or --mmacs, "
+                                          "tfjoint plans which channels to remove (per layer group) to meet them, "
+                                          "and checks the file against them (the arena in TFLM).", lower=0.001,
+                                    group=_CHANNELS)
+    arena_kb: float | None = _field(None, "Budget: largest TensorFlow Lite Micro tensor arena, in KiB (measured in "
+                                          "TFLM).", lower=0.001, group=_CHANNELS)
+    mmacs: float | None = _field(None, "Budget: most multiply-accumulates per inference, in millions.", lower=1e-6,
+                                 group=_CHANNELS)
+    target: str = _field("phone", "Where the model runs. phone: validate in LiteRT (XNNPACK, as Android and Linux "
+                                  "apps run it). micro: validate in TensorFlow Lite Micro (needs tfjoint[micro]) and "
+                                  "write model_data.h/.cc with kTensorArenaSize.", choices=("phone", "micro"),
+                         group=_DEVICE)
+    quantization: str = _field("auto", "auto: ship the better of the QAT file and post-training quantization of the "
+                                       "same pruned weights (both validated); qat or ptq: only that one.",
+                               choices=("auto", "qat", "ptq"), group=_DEVICE)
     max_accuracy_drop: float = _field(_TOLERANCES.max_accuracy_drop,
                                       "Fail if int8 accuracy is more than this below float (fraction).",
-                                      lower=0.0, upper=1.0)
+                                      lower=0.0, upper=1.0, group=_DEVICE)
     min_agreement: float = _field(_TOLERANCES.min_agreement,
                                   "Fail if top-1 agreement of int8 with its Keras model is below this.",
-                                  lower=0.0, upper=1.0)
+                                  lower=0.0, upper=1.0, group=_DEVICE)
     min_sqnr_db: float = _field(_TOLERANCES.min_sqnr_db,
-                                "Fail if any int8 output's SQNR against its Keras model is below this (dB).")
+                                "Fail if any int8 output's SQNR against its Keras model is below this (dB).",
+                                group=_DEVICE)
     max_mse_increase: float = _field(_TOLERANCES.max_mse_increase,
                                      "Fail if a real-valued output's int8 MSE against the labels is more than "
-                                     "this fraction above the float model's.", lower=0.0)
-    loss: str = _field("auto", "Fine-tuning loss; auto: sparse categorical for integer labels, categorical for "
-                               "one-hot, mse otherwise (from_logits from the output layer).", choices=LOSSES)
-    float_epochs: int = _field(15, "Embedded default only: epochs to train the float digits CNN.", lower=1)
-    seed: int = _field(0, "Random seed.")
+                                     "this fraction above the float model's.", lower=0.0, group=_DEVICE)
+    out: str = _field("tfjoint_out", "Output directory (created if missing).", group=_OUTPUTS)
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
             value, meta = getattr(self, field.name), field.metadata
             kind = _flag_kind(field)
-            if value is None and kind == "string":
+            if value is None and (kind == "string" or field.default is None):
                 continue
             expected = {"string": str, "enum": str, "float": (int, float), "integer": int, "boolean": bool}[kind]
             if (kind != "boolean" and isinstance(value, bool)) or not isinstance(value, expected):
@@ -92,6 +132,27 @@ class RunConfig:
         if (self.model is None) != (self.data is None):
             given, missing = ("--model", "--data") if self.model else ("--data", "--model")
             raise errors.ConfigError(f"{given} needs {missing} too (or give neither to run the embedded digits default).")
+        if self.image_size is not None:
+            self.image_shape  # checks the format
+
+    @property
+    def image_shape(self) -> tuple[int, int] | None:
+        """--image_size as (height, width)."""
+        if self.image_size is None:
+            return None
+        parts = str(self.image_size).lower().replace(",", "x").split("x")
+        try:
+            sides = [int(part) for part in parts]
+        except ValueError:
+            sides = []
+        if len(sides) not in (1, 2) or min(sides, default=0) < 1:
+            raise errors.ConfigError(f"--image_size must be HEIGHTxWIDTH (e.g. 96x96) or one number; received "
+                                     f"{self.image_size!r}.")
+        return (sides[0], sides[-1])
+
+    @property
+    def budget_given(self) -> bool:
+        return any(value is not None for value in (self.flash_kb, self.arena_kb, self.mmacs))
 
     @property
     def tolerances(self) -> Tolerances:
@@ -105,7 +166,34 @@ class RunConfig:
 def _flag_kind(field) -> str:
     if field.metadata.get("choices"):
         return "enum"
-    return {str: "string", float: "float", int: "integer", bool: "boolean"}.get(field.type, "string")  # str | None
+    kinds = {str: "string", float: "float", int: "integer", bool: "boolean"}
+    types = [t for t in typing.get_args(field.type) if t is not type(None)] or [field.type]  # X | None -> X
+    return kinds.get(types[0], "string")
+
+
+def help_text(program: str = "tfjoint") -> str:
+    """The command's own flags, by group, with their defaults (what `tfjoint --help` prints)."""
+    lines = [
+        f"usage: {program} [--model=float.keras --data=data.npz|images/] [--out=DIR] [flags]",
+        "",
+        "Prunes and quantizes a Keras model in one fit, then exports a fully int8 .tflite validated where it will",
+        "run (LiteRT on a phone, TensorFlow Lite Micro on a microcontroller). Without --model and --data it runs",
+        "the embedded digits example (about 30 s).",
+    ]
+    fields = dataclasses.fields(RunConfig)
+    for group in GROUPS:
+        lines += ["", f"{group}:"]
+        for field in (f for f in fields if f.metadata["group"] == group):
+            meta = field.metadata
+            choices = f" One of: {', '.join(meta['choices'])}." if meta.get("choices") else ""
+            default = "none" if field.default is None else str(field.default).lower() if isinstance(
+                field.default, bool) else field.default
+            lines.append(f"  --{field.name}  (default: {default})")
+            lines += textwrap.wrap(f"{meta['help']}{choices}", width=100, initial_indent="      ",
+                                   subsequent_indent="      ")
+    lines += ["", "Also: --verbosity=1 shows TensorFlow's own log lines; --helpfull lists absl's flags too.",
+              "Exit status: 0 passed validation, 1 failed validation (report still written), 2 bad flags or input."]
+    return "\n".join(lines)
 
 
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:

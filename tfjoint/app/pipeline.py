@@ -21,17 +21,16 @@ import tfjoint
 from tfjoint import errors
 from tfjoint._files import atomic_write_text
 from tfjoint._keras import check_float_model, tf
-from tfjoint.app import plots
+from tfjoint._progress import Phases
+from tfjoint.app import datasets, plots
 from tfjoint.app.flags import RunConfig
+from tfjoint.export import tflm
 from tfjoint.export.report import ExportReport
 from tfjoint.losses import infer_loss
 
 keras = tfjoint.keras
 
-__all__ = ["RunConfig", "RunResult", "run", "steps_for", "distribution_strategy"]
-
-REQUIRED_KEYS = ("x_train", "y_train", "x_val", "y_val")
-
+__all__ = ["RunConfig", "RunResult", "run", "steps_for", "distribution_strategy", "RUNTIMES_FOR_TARGET"]
 
 @dataclasses.dataclass
 class RunResult:
@@ -49,24 +48,10 @@ def steps_for(epochs: int, samples: int, batch_size: int) -> int:
     return epochs * math.ceil(samples / batch_size)
 
 
-def _load_npz(path: str) -> dict[str, np.ndarray]:
-    if not os.path.isfile(path):
-        raise errors.DataError(f"--data: no file at '{path}' (expected an .npz with {', '.join(REQUIRED_KEYS)}).")
+def _load_float_model(path: str):
+    """The --model file as a tf_keras float model (a Keras 3 file is rebuilt and checked)."""
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            data = {key: archive[key] for key in archive.files}
-    except Exception as error:
-        raise errors.DataError(f"--data: cannot read '{path}' as .npz: {error}") from error
-    missing = [key for key in REQUIRED_KEYS if key not in data]
-    if missing:
-        raise errors.DataError(f"--data: '{path}' lacks {missing}; it has {sorted(data)}.")
-    return data
-
-
-def _load_float_model(path: str, sample_inputs):
-    """The --model file as a tf_keras float model (a Keras 3 file is rebuilt and checked on `sample_inputs`)."""
-    try:
-        model = tfjoint.load_model(path, compile=False, sample_inputs=sample_inputs)
+        model = tfjoint.load_model(path, compile=False)
     except FileNotFoundError as error:
         raise errors.DataError(f"--model: {error}") from error
     check_float_model(model, argument="--model")
@@ -104,15 +89,49 @@ class _BatchLossRecorder(keras.callbacks.Callback):
         self.losses.append(float((logs or {}).get("loss", np.nan)))
 
 
-def _inputs(config: RunConfig):
+def _inputs(config: RunConfig, phases):
     if config.model is None:
         from tfjoint.app import digits
 
-        logging.info("No --model/--data: training the embedded digits CNN (%d epochs).", config.float_epochs)
-        data = digits.load_digits(seed=config.seed)
-        return data, digits.train_float_model(data, epochs=config.float_epochs, seed=config.seed)
-    data = _load_npz(config.data)
-    return data, _load_float_model(config.model, data.get("x_calib", data["x_train"][:256]))
+        with phases.run("float training", f"the embedded digits CNN, {config.float_epochs} epochs"):
+            data = digits.load_digits(seed=config.seed)
+            return data, digits.train_float_model(data, epochs=config.float_epochs, seed=config.seed)
+    with phases.run("loading", f"{config.model} and {config.data}"):
+        data = datasets.load_data(config.data, config.image_shape, config.validation_split, config.seed)
+        model = _load_float_model(config.model)
+        datasets.check_against_model(data, model, config.data)
+    return data, model
+
+
+def _allocation(config: RunConfig, float_model, data, phases):
+    """The per-layer weight sparsity plan; its errors name the flags a command user can change."""
+    with phases.run("allocation", config.allocation):
+        try:
+            return tfjoint.allocate_sparsity(float_model, config.target_sparsity, method=config.allocation,
+                                             max_sparsity=config.max_sparsity,
+                                             validation_data=(data["x_val"], data["y_val"]))
+        except errors.ConfigError as error:
+            if "cannot be reached" in str(error):
+                raise errors.ConfigError(
+                    f"--target_sparsity={config.target_sparsity} cannot be reached with every layer at most "
+                    f"--max_sparsity={config.max_sparsity} (the layers it may prune are too small a share): lower "
+                    "--target_sparsity, raise --max_sparsity, or use --allocation=uniform.") from error
+            raise
+
+
+def _budget_plan(config: RunConfig, float_model, data, phases):
+    """With --flash_kb/--arena_kb/--mmacs: the channels to remove to meet them (None without budgets)."""
+    if not config.budget_given:
+        return None
+    if config.channel_sparsity:
+        raise errors.ConfigError(f"--channel_sparsity={config.channel_sparsity} and a budget (--flash_kb, --arena_kb, "
+                                 "--mmacs) both say which channels go: drop --channel_sparsity, the budget plans them.")
+    with phases.run("budget plan"):
+        return tfjoint.plan_for_budget(
+            float_model, flash_bytes=None if config.flash_kb is None else int(config.flash_kb * 1024),
+            arena_bytes=None if config.arena_kb is None else int(config.arena_kb * 1024),
+            macs=None if config.mmacs is None else int(config.mmacs * 1e6),
+            validation_data=(data["x_val"], data["y_val"]))
 
 
 def run(config: RunConfig) -> RunResult:
@@ -120,20 +139,25 @@ def run(config: RunConfig) -> RunResult:
     if not isinstance(config, RunConfig):
         raise errors.ConfigError(f"run() takes a RunConfig; received {type(config).__name__}.")
     keras.utils.set_random_seed(config.seed)
+    phases = Phases("tfjoint")
     strategy = distribution_strategy()
-    data, float_model = _inputs(config)
+    if config.target == "micro":
+        tflm.require_tflm("--target=micro")
+    data, float_model = _inputs(config, phases)
     x_train, y_train = data["x_train"].astype(np.float32), data["y_train"]
     loss, metrics = infer_loss(float_model, y_train, config.loss)
     total_steps = steps_for(config.epochs, len(x_train), config.batch_size)
-    plan = tfjoint.allocate_sparsity(float_model, config.target_sparsity, method=config.allocation,
-                                     validation_data=(data["x_val"], data["y_val"]))
-    logging.info("Allocation (%s): %s.", config.allocation, dict(plan))
+    budget_plan = _budget_plan(config, float_model, data, phases)
+    plan = _allocation(config, float_model, data, phases)
+    logging.info("tfjoint: weight sparsity per layer (%s): %s", config.allocation,
+                 {name: round(value, 3) for name, value in plan.items()})
     schedule = tfjoint.plan_schedule(total_steps, plan if config.allocation != "uniform" else config.target_sparsity,
                                      prune_end=config.prune_end, quant_start=config.quant_start,
-                                     channel_sparsity=config.channel_sparsity)
-    logging.info("Fine-tuning %d steps; schedule %s.", total_steps, schedule.to_dict())
+                                     channel_sparsity=dict(budget_plan.channel_fractions) if budget_plan
+                                     else config.channel_sparsity)
+    logging.info("tfjoint: fine-tuning %d steps; schedule %s", total_steps, schedule.to_dict())
 
-    with strategy.scope():
+    with strategy.scope(), phases.run("prepare", "pruning + QAT wrappers, and a conversion check"):
         joint = tfjoint.prepare(float_model, schedule=schedule)
         trained = joint
         if config.distill:
@@ -150,11 +174,19 @@ def run(config: RunConfig) -> RunResult:
         logging.info("Worker done; the chief writes the outputs.")
         return RunResult(report=None, out_dir=config.out, files={}, schedule=schedule, is_chief=False)
     resolved = {"loss": keras.losses.serialize(loss), "schedule": schedule.to_dict(),
-                "strategy": type(strategy).__name__, "replicas": strategy.num_replicas_in_sync}
-    return _export_and_plot(config, resolved, deployable, float_model, data, schedule, plan, history, recorder)
+                "strategy": type(strategy).__name__, "replicas": strategy.num_replicas_in_sync,
+                "runtimes": list(RUNTIMES_FOR_TARGET[config.target]),
+                "budget_plan": budget_plan.to_dict() if budget_plan else None}
+    return _export_and_plot(config, resolved, deployable, float_model, data, schedule, plan, budget_plan, history,
+                            recorder)
 
 
-def _export_and_plot(config, resolved, deployable, float_model, data, schedule, plan, history, recorder) -> RunResult:
+# Where --target validates the file.
+RUNTIMES_FOR_TARGET = {"phone": ("litert",), "micro": ("tflm",)}
+
+
+def _export_and_plot(config, resolved, deployable, float_model, data, schedule, plan, budget_plan, history,
+                     recorder) -> RunResult:
     os.makedirs(config.out, exist_ok=True)
     files = {name: os.path.join(config.out, name) for name in (
         "model.tflite", "float_model.tflite", "report.json", "run_config.json", "sparsity_per_layer.png",
@@ -167,13 +199,19 @@ def _export_and_plot(config, resolved, deployable, float_model, data, schedule, 
         report = tfjoint.export_tflite(
             deployable, files["model.tflite"], schedule=schedule, representative_data=calibration,
             validation_data=(data["x_val"], data["y_val"]), float_model=float_model, tolerances=config.tolerances,
+            quantization=config.quantization, runtimes=RUNTIMES_FOR_TARGET[config.target],
+            budget=budget_plan.budget if budget_plan else None,
             measure_latency=True, keep_rejected=os.path.join(config.out, "model.rejected.tflite"),
-            float_path=files["float_model.tflite"], verbose=True,
+            float_path=files["float_model.tflite"], verbose=False,
         )
     except errors.ValidationError as error:
         report, failure = error.report, error
     report.allocation = plan.to_dict()
+    report.plan = budget_plan.to_dict() if budget_plan else None
     report.save_json(files["report.json"])
+    if budget_plan is not None:
+        files["budget.png"] = os.path.join(config.out, "budget.png")
+        plots.channels_for_budget(files["budget.png"], report.per_layer_channels, report.budget, budget_plan)
     if plan.curves:
         files["sensitivity.png"] = os.path.join(config.out, "sensitivity.png")
         plots.sensitivity(files["sensitivity.png"], plan)
@@ -185,8 +223,8 @@ def _export_and_plot(config, resolved, deployable, float_model, data, schedule, 
     plots.sparsity_per_layer(files["sparsity_per_layer.png"], schedule, report.per_layer_sparsity,
                              report.per_layer_channels)
     plots.schedule_and_loss(
-        files["schedule.png"], schedule=schedule, total_steps=steps_for(config.epochs, len(data["x_train"]),
-                                                                        config.batch_size),
+        files["schedule.png"], schedule=schedule, sizes=plan.sizes,
+        total_steps=steps_for(config.epochs, len(data["x_train"]), config.batch_size),
         epoch_steps=history.history.get("tfjoint/step", []), epoch_sparsity=history.history.get("tfjoint/sparsity", []),
         batch_losses=recorder.losses,
     )
@@ -203,6 +241,8 @@ def _export_and_plot(config, resolved, deployable, float_model, data, schedule, 
     if failure is not None:
         files.pop("model.tflite")
         raise failure
-    written = tfjoint.write_c_array(files["model.tflite"], config.out, "model_data")
-    files.update({"model_data.h": written.header, "model_data.cc": written.source})
+    if config.target == "micro":
+        written = tfjoint.write_c_array(files["model.tflite"], config.out, "model_data",
+                                        arena_bytes=report.memory.get("tflm_arena_bytes"))
+        files.update({"model_data.h": written.header, "model_data.cc": written.source})
     return RunResult(report=report, out_dir=config.out, files=files, schedule=schedule)

@@ -10,7 +10,8 @@ left alone.
 import numpy as np
 from matplotlib.figure import Figure
 
-__all__ = ["sparsity_per_layer", "schedule_and_loss", "weight_histograms", "sensitivity", "per_layer_error"]
+__all__ = ["sparsity_per_layer", "schedule_and_loss", "scheduled_curve", "weight_histograms", "sensitivity", "per_layer_error",
+           "channels_for_budget"]
 
 
 def _figure(rows: int = 1, columns: int = 1, **kwargs):
@@ -42,8 +43,9 @@ def sparsity_per_layer(path: str, schedule, per_layer: dict, per_layer_channels:
         figure, (axis, channel_axis) = _figure(2, 1, figsize=(width, 6.4), sharex=True)
         kept = [channels[n]["tflite"] / channels[n]["original"] if n in channels else 1.0 for n in names]
         channel_axis.bar(positions, kept, 0.5, color="tab:green", label="output channels kept (int8 file)")
-        channel_axis.axhline(1 - schedule.channel_sparsity, color="black", linestyle="--",
-                             label=f"target {1 - schedule.channel_sparsity:.0%} kept")
+        if not schedule.per_group_channels:
+            channel_axis.axhline(1 - schedule.channel_sparsity, color="black", linestyle="--",
+                                 label=f"target {1 - schedule.channel_sparsity:.0%} kept")
         for position, name in zip(positions, names):
             if name in channels:
                 channel_axis.text(position, kept[position] + 0.03, f"{channels[name]['tflite']}/"
@@ -68,17 +70,30 @@ def sparsity_per_layer(path: str, schedule, per_layer: dict, per_layer_channels:
     _save(figure, path)
 
 
-def schedule_and_loss(path, *, schedule, total_steps, epoch_steps, epoch_sparsity, batch_losses) -> None:
+def scheduled_curve(schedule, total_steps: int, sizes=None) -> list[float]:
+    """The share of all pruned weights the schedule holds at zero after each step (0 .. total_steps).
+
+    For a per-layer plan, each layer's target weighted by its kernel's size
+    (`sizes`), as the measured sparsity counts them.
+    """
+    target = schedule.mean_target(sizes)
+    return [schedule.scheduled_sparsity(int(step), target) for step in range(total_steps + 1)]
+
+
+def schedule_and_loss(path, *, schedule, total_steps, epoch_steps, epoch_sparsity, batch_losses, sizes=None) -> None:
     """The scheduled sparsity over steps, measured points, the QAT start, and the training loss.
 
-    For a per-layer plan the curve is the plain mean of the layers' targets.
+    For a per-layer plan the curve is the mean of the layers' targets weighted
+    by their kernels' sizes (`sizes`): the share of all pruned weights that are
+    zero, which is what the measured points show.
     """
     steps = np.arange(0, total_steps + 1)
-    planned = [schedule.scheduled_sparsity(int(s), schedule.mean_target()) for s in steps]
+    planned = scheduled_curve(schedule, total_steps, sizes)
     figure, axis = _figure(figsize=(7, 3.8))
-    axis.step(steps, planned, where="post", label="scheduled sparsity (PolynomialDecay)")
-    if schedule.channel_sparsity:
-        channels = [schedule.scheduled_sparsity(int(s), schedule.channel_sparsity) for s in steps]
+    label = "scheduled sparsity, all pruned weights" + (" (size-weighted mean of the plan)" if schedule.per_layer else "")
+    axis.step(steps, planned, where="post", label=label)
+    if schedule.prunes_channels and not schedule.per_group_channels:
+        channels = [schedule.scheduled_sparsity(int(s), float(schedule.channel_sparsity)) for s in steps]
         axis.step(steps, channels, where="post", label="scheduled channel sparsity")
     if epoch_steps:
         axis.plot(epoch_steps, epoch_sparsity, "o", label="measured (epoch end)")
@@ -162,4 +177,33 @@ def per_layer_error(path: str, entries: list[dict], graph_order: list[str]) -> N
     axis.set_ylabel("SQNR (dB), higher is better")
     axis.set_title("Error each int8 layer adds" + (f": worst is '{names[worst]}'" if worst >= 0 else ""))
     axis.legend(fontsize=8)
+    _save(figure, path)
+
+
+def channels_for_budget(path: str, per_layer_channels: dict, budget: dict, plan) -> None:
+    """Channels kept per layer in the int8 file, and each budget against the figure measured on the file."""
+    layers = {name: e for name, e in per_layer_channels.items() if e.get("original") and e.get("tflite") is not None}
+    names = list(layers)
+    kept = [layers[n]["tflite"] / layers[n]["original"] for n in names]
+    figure, (axis, budget_axis) = _figure(1, 2, figsize=(max(7, 0.6 * len(names) + 5), 3.8),
+                                          gridspec_kw={"width_ratios": [3, 1]})
+    positions = np.arange(len(names))
+    axis.bar(positions, kept, 0.6, color="tab:green")
+    for position, name in zip(positions, names):
+        axis.text(position, kept[position] + 0.02, f"{layers[name]['tflite']}/{layers[name]['original']}",
+                  ha="center", fontsize=7)
+    axis.set_xticks(positions, names, rotation=45, ha="right", fontsize=8)
+    axis.set_ylim(0, 1.15)
+    axis.set_ylabel("fraction of output channels kept")
+    axis.set_title("Channels kept per layer (int8 file)")
+    entries = list(budget.items())
+    budget_positions = np.arange(len(entries))
+    used = [entry["measured"] / entry["limit"] for _, entry in entries]
+    budget_axis.bar(budget_positions, used, 0.5, color=["tab:blue" if u <= 1 else "tab:red" for u in used])
+    budget_axis.axhline(1.0, color="black", linestyle="--", label="budget")
+    budget_axis.set_xticks(budget_positions, [name.replace("_bytes", "") for name, _ in entries])
+    budget_axis.set_ylim(0, max(used + [1.0]) * 1.15)
+    budget_axis.set_ylabel("measured / budget")
+    budget_axis.set_title("Budgets (measured)")
+    budget_axis.legend(fontsize=8)
     _save(figure, path)

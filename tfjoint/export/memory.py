@@ -14,8 +14,8 @@
   persistent "tail". `tfjoint.export.tflm.measure_arena` measures both in
   TFLM itself.
 * `macs`: multiply-accumulates per weight operator (CONV_2D,
-  DEPTHWISE_CONV_2D, FULLY_CONNECTED, TRANSPOSE_CONV), from the tensor shapes:
-  the cost device latency follows.
+  DEPTHWISE_CONV_2D, FULLY_CONNECTED, TRANSPOSE_CONV, and an LSTM's gates),
+  from the tensor shapes: the cost device latency follows.
 * `peak_rss_bytes` is measured: the peak resident memory of a fresh Python
   process that imports LiteRT, loads the file and runs it once. It includes
   the interpreter's own footprint (tens of MB), so compare the int8 and
@@ -135,6 +135,9 @@ def op_macs(op_name: str, input_shapes: list[tuple[int, ...]], output_shape: tup
         return outputs * int(weights[1])
     if op_name == "TRANSPOSE_CONV" and len(weights) == 4 and len(input_shapes) > 2:  # filter (out, h, w, in)
         return int(np.prod(input_shapes[2], dtype=np.int64)) * int(weights[0] * weights[1] * weights[2])
+    if op_name == "UNIDIRECTIONAL_SEQUENCE_LSTM" and len(input_shapes) > 8 and len(input_shapes[0]) == 3:
+        steps = int(input_shapes[0][0] * input_shapes[0][1])  # batch x time steps, each through the eight gates
+        return steps * sum(int(np.prod(shape, dtype=np.int64)) for shape in input_shapes[1:9] if shape)
     return 0
 
 

@@ -32,7 +32,7 @@ from tfjoint.export.runtime import TFLiteModel, check_runtimes, runtime_model
 from tfjoint.export.validate import Tolerances
 from tfjoint.prune.budget import Budget
 from tfjoint.prune.schedule import JointSchedule
-from tfjoint.registry import kind_of, output_channels, pruned_weight_name
+from tfjoint.registry import kind_of, needs_calibration, output_channels, pruned_weight_name, unwrapped
 from tfjoint._names import float_layer_name
 from tfjoint.train.readback import (
     is_prepared,
@@ -140,8 +140,10 @@ def _convert(source: _Source, quantization: str, representative, phases) -> list
     """The candidate files: QAT and/or post-training quantization, each read back and checked fully int8."""
     candidates = []
     if source.qat_model is not None and quantization in ("auto", QAT):
-        with phases.run("conversion", "quantization-aware"):
-            content = convert.to_int8(source.qat_model)
+        calibrated = needs_calibration(source.qat_model)  # an LSTM: its ranges are calibrated in the conversion
+        with phases.run("conversion", "quantization-aware" + (", calibrating " + ", ".join(
+                f"'{float_layer_name(layer.name)}'" for layer in calibrated) if calibrated else "")):
+            content = convert.to_int8(source.qat_model, representative if calibrated else None)
         summary = read_flatbuffer(content)
         if not summary.fully_int8:
             raise _not_int8_error(summary, [layer.name for layer in source.qat_model.layers], QAT)
@@ -231,18 +233,31 @@ def _kernel_values(layer) -> np.ndarray | None:
     return None
 
 
+def _layer_of_unnamed_ops(model, summary: FlatbufferSummary) -> dict[str, str]:
+    """Operators whose weights the converter names after nothing (`arith.constant`), tied to the one layer whose
+    registry kind becomes that operator, when there is exactly one such layer and one such operator."""
+    claims: dict[str, list[str]] = {}
+    for layer in model.layers:
+        for op in getattr(kind_of(layer), "tflite_ops", ()):
+            claims.setdefault(op, []).append(layer.name)
+    counts = {}
+    for op in summary.ops:
+        counts[op.name] = counts.get(op.name, 0) + 1
+    return {op: layers[0] for op, layers in claims.items() if len(layers) == 1 and counts.get(op) == 1}
+
+
 def _per_layer_sparsity(model, summary: FlatbufferSummary, plan: dict[str, float] | None) -> dict[str, dict]:
     """Zeros per pruned layer (only those): planned, in the Keras kernel, and in the flatbuffer's int8 weights.
 
     Without a plan (a model trained elsewhere), the layers whose kernels hold zeros are listed, planned unknown.
     """
     layers = [layer for layer in model.layers if _kernel_values(layer) is not None]
-    tensors = summary.weights_of([layer.name for layer in layers])
+    tensors = summary.weights_of([layer.name for layer in layers], _layer_of_unnamed_ops(model, summary))
     per_layer = {}
     for layer in layers:
         name = float_layer_name(layer.name)
         kernel = _kernel_values(layer)
-        if plan is not None and name not in plan:
+        if plan is not None and not plan.get(name):  # not pruned, or planned to stay dense
             continue
         if plan is None and not np.any(kernel == 0):
             continue
@@ -444,6 +459,7 @@ def export_tflite(
         max_accuracy_drop=max_accuracy_drop, min_agreement=min_agreement, min_sqnr_db=min_sqnr_db,
         max_mse_increase=max_mse_increase))
     _check_arguments(batch_size, schedule, quantization, budget)
+    _check_calibration(model, representative_data)
     runtimes = check_runtimes(runtimes)
     phases = _progress.Phases("tfjoint export")
 
@@ -532,6 +548,16 @@ def _check_arguments(batch_size, schedule, quantization, budget) -> None:
         raise errors.ConfigError(f"`budget` must be a tfjoint.Budget; received {type(budget).__name__}.")
     if budget is not None and budget.arena_bytes is not None:
         tflm.require_tflm("budget.arena_bytes (the arena is measured in TensorFlow Lite Micro)")
+
+
+def _check_calibration(model, representative_data) -> None:
+    """A model with layers whose int8 ranges come from calibration (an LSTM) needs representative data."""
+    calibrated = needs_calibration(model)
+    if calibrated and representative_data is None:
+        names = ", ".join(f"'{float_layer_name(layer.name)}' ({type(unwrapped(layer)).__name__})"
+                          for layer in calibrated)
+        raise errors.ConfigError(f"model '{model.name}' has layers whose int8 ranges the converter calibrates ({names}): "
+                                 "pass `representative_data` (a few hundred typical inputs).")
 
 
 _EXPLAIN_MAX_WEIGHT_OPS = 200

@@ -13,7 +13,6 @@ TFLM accepts, and reads TFLM's own account of it: the planned activations
 `require_tflm` raises an error saying what to install.
 """
 
-import contextlib
 import dataclasses
 import json
 import os
@@ -24,6 +23,7 @@ import tempfile
 import numpy as np
 
 from tfjoint import errors
+from tfjoint._capture import captured_output
 
 __all__ = ["TFLMModel", "TFLMArena", "measure_arena", "tflm_available", "require_tflm", "INSTALL_HINT"]
 
@@ -49,23 +49,6 @@ def require_tflm(argument: str):
             f"`{argument}` asks for TensorFlow Lite Micro, which is not installed here ({error}). Install it with: "
             f"{INSTALL_HINT}.") from error
     return runtime
-
-
-@contextlib.contextmanager
-def _captured_stderr():
-    """Redirects file descriptor 2 (where TFLM's C++ code prints) into a buffer: yields a callable reading it."""
-    with tempfile.TemporaryFile() as captured:
-        saved = os.dup(2)
-        try:
-            os.dup2(captured.fileno(), 2)
-            def read() -> str:
-                captured.seek(0)
-                return captured.read().decode(errors="replace")
-
-            yield read
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
 
 
 def _interpreter(runtime, content: bytes, arena_size: int):
@@ -215,7 +198,7 @@ class TFLMModel:
     def __init__(self, model_content: bytes, input_names, output_names, arena_bytes: int | None = None):
         runtime = require_tflm("runtimes")
         self._arena = arena_bytes or measure_arena(model_content).total_bytes
-        with _captured_stderr():
+        with captured_output((2,)):
             self._interpreter = _interpreter(runtime, model_content, self._arena)
         self.input_names = list(input_names)
         self.output_names = list(output_names)

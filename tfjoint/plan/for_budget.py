@@ -25,7 +25,7 @@ from tfjoint.losses import infer_loss
 from tfjoint.plan.cost import CostModel, build_cost_model
 from tfjoint.prune.budget import Budget, CompressionPlan
 from tfjoint.prune.channels import ChannelPlan, plan_channel_groups
-from tfjoint.registry import kind_of, pruned_weight_name
+from tfjoint.registry import kind_of, pruned_variable, pruned_weight_name
 from tfjoint.registry.table import NEW
 
 __all__ = ["plan_for_budget", "channel_groups_of", "STEPS"]
@@ -48,7 +48,7 @@ def _filter_norms(model, plan: ChannelPlan, criterion: str) -> dict[str, np.ndar
     for name, group in plan.prunable_groups.items():
         total = np.zeros(group.channels)
         for producer in group.producers:
-            kernel = getattr(model.get_layer(producer), pruned_weight_name(model.get_layer(producer)))
+            kernel = pruned_variable(model.get_layer(producer))
             values = np.reshape(kernel.numpy(), (-1, kernel.shape[-1]))
             total += np.abs(values).sum(0) if criterion == "l1" else np.sqrt((values ** 2).sum(0))
         norms[name] = total

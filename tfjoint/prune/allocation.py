@@ -38,7 +38,7 @@ from tfjoint import errors
 from tfjoint._keras import check_float_model, is_keras3_model, keras, selected_layer_names, tf
 from tfjoint.data import split_validation
 from tfjoint.losses import infer_loss
-from tfjoint.registry import prunable_layers, pruned_weight_name
+from tfjoint.registry import prunable_layers, pruned_variable
 
 __all__ = ["allocate_sparsity", "SparsityPlan", "METHODS", "DEFAULT_LEVELS"]
 
@@ -209,7 +209,7 @@ def sensitivity_curves(model, names, validation_data, levels, batch_size, prune_
     progress = keras.utils.Progbar(len(names) * len(levels), unit_name="scan") if verbose else None
     curves = {}
     for name in names:
-        variable = getattr(model.get_layer(name), pruned_weight_name(model.get_layer(name), prune_depthwise))
+        variable = pruned_variable(model.get_layer(name), prune_depthwise)
         original = variable.numpy()
         order = np.argsort(np.abs(original).ravel(), kind="stable")
         points = [{"sparsity": 0.0, "loss": baseline[0], "accuracy": baseline[1]}]
@@ -345,7 +345,7 @@ def allocate_sparsity(
         )
     curves = {}
     layers = {n: model.get_layer(n) for n in names}
-    kernels = {n: getattr(layers[n], pruned_weight_name(layers[n], prune_depthwise)).numpy() for n in names}
+    kernels = {n: pruned_variable(layers[n], prune_depthwise).numpy() for n in names}
     if method == "erk":
         propose = _erk_proposer({n: kernels[n].shape for n in names})
         plan = _fit_under_caps(lambda free, mean: propose(free, mean, sizes), names, sizes, target_sparsity, caps)

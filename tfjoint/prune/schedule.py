@@ -134,6 +134,11 @@ class JointSchedule:
         return float(self.target_sparsity)
 
     @property
+    def per_group_channels(self) -> bool:
+        """True when `channel_sparsity` is a dict of per-group fractions (a budget plan)."""
+        return isinstance(self.channel_sparsity, Mapping)
+
+    @property
     def prunes_channels(self) -> bool:
         """Whether any channel group loses channels."""
         if isinstance(self.channel_sparsity, Mapping):

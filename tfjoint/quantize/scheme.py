@@ -24,7 +24,7 @@ from typing import Mapping
 import tensorflow_model_optimization as tfmot
 
 from tfjoint import _tfmot, errors
-from tfjoint._keras import keras, tf
+from tfjoint._keras import keras, outbound_layers, tf
 from tfjoint.prune.schedule import JointSchedule
 from tfjoint.quantize.config import JointQuantizeConfig
 from tfjoint.quantize.quantizers import GatedQuantizer, serialize
@@ -140,15 +140,24 @@ def _unquantizable_activation(layer) -> str | None:
 
 
 class _GatedInputLayerQuantize(_tfmot.default_8bit_transforms.InputLayerQuantize):
-    """TF-MOT's InputLayerQuantize, with its input quantizer gated by the QAT start; integer inputs left alone."""
+    """TF-MOT's InputLayerQuantize, with its input quantizer gated by the QAT start.
 
-    def __init__(self, quant_start_step: int):
+    Integer inputs (token ids) are left alone, and so are inputs read only by
+    layers whose ranges the converter calibrates (an LSTM on the input): their
+    input's range is calibrated with them, and a fake quantizer there would
+    leave a DEQUANTIZE / QUANTIZE pair in the file.
+    """
+
+    def __init__(self, quant_start_step: int, calibrated_inputs=()):
         super().__init__()
         self._quant_start_step = quant_start_step
+        self._calibrated_inputs = set(calibrated_inputs)
 
     def replacement(self, match_layer):
         dtype = match_layer.layer["config"].get("dtype") or "float32"
         if not tf.as_dtype(dtype).is_floating:  # token ids, indices: nothing to quantize
+            return match_layer
+        if match_layer.layer["config"].get("name") in self._calibrated_inputs:
             return match_layer
         node = super().replacement(match_layer)
         config = node.layer["config"]
@@ -200,6 +209,7 @@ class JointLayoutTransform(tfmot.quantization.keras.QuantizeLayoutTransform):
         self._registry = registry
         self._quant_start_step = quant_start_step
         self._input_shapes = dict(input_shapes or {})
+        self._calibrated_inputs: set[str] = set()
 
     def transforms(self) -> list:
         """In order: the input quantizer, tfjoint's rewrites, the rest of TF-MOT's list, lone BatchNorms.
@@ -208,11 +218,15 @@ class JointLayoutTransform(tfmot.quantization.keras.QuantizeLayoutTransform):
         the QAT start) and the SeparableConv2D split (named after the layer).
         """
         tfmot_transforms = _with_named_separable_conv(
-            default_8bit_transforms(_GatedInputLayerQuantize(self._quant_start_step)))
+            default_8bit_transforms(_GatedInputLayerQuantize(self._quant_start_step, self._calibrated_inputs)))
         return (tfmot_transforms[:1] + rewrite_transforms(self._input_shapes) + tfmot_transforms[1:]
                 + batchnorm_transforms(self._input_shapes))
 
     def apply(self, model, layer_quantize_map):
+        self._calibrated_inputs = {
+            layer.name for layer in model.layers if is_input_layer(layer) and outbound_layers(layer)
+            and all(getattr(kind_of(consumer), "quantization", None) is not None
+                    and kind_of(consumer).quantization.calibrated for consumer in outbound_layers(layer))}
         transformed, layer_quantize_map = _model_transformer.ModelTransformer(
             model, self.transforms(), set(layer_quantize_map.keys()), layer_quantize_map
         ).transform()

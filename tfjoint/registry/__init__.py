@@ -20,12 +20,17 @@ from tfjoint.registry.table import (
     class_names,
     is_input_layer,
     kind_of,
+    needs_calibration,
+    needs_static_batch,
     output_channels,
     prunable_layers,
+    pruned_variable,
     pruned_weight_name,
+    pruned_weight_names,
     register_layer,
     unwrapped,
 )
 
 __all__ = ["CHANNEL_RULES", "LayerKind", "Quantization", "class_names", "is_input_layer", "kind_of",
-           "output_channels", "prunable_layers", "pruned_weight_name", "register_layer", "unwrapped"]
+           "needs_calibration", "needs_static_batch", "output_channels", "prunable_layers", "pruned_variable",
+           "pruned_weight_name", "pruned_weight_names", "register_layer", "unwrapped"]

@@ -9,6 +9,7 @@ import numpy as np
 
 from tfjoint import _tfmot
 from tfjoint._keras import keras
+from tfjoint.registry.own_configs import CellWeightsConfig
 from tfjoint.registry.own_layers import Affine, ExpandDims, HardSwish, Squeeze
 from tfjoint.registry.table import (
     CONCATENATES,
@@ -266,8 +267,15 @@ register_layer(_layers.Reshape, LayerKind(channels=RESHAPES, resize=_resize_resh
 
 _RECURRENT = ("TF-MOT's 8-bit scheme cannot quantize recurrent layers. For a sequence model use a Conv1D block "
               "(Conv1D + BatchNorm + ReLU, dilated for a long context), which tfjoint prunes and exports fully int8")
-for _name in ("LSTM", "GRU", "SimpleRNN", "RNN", "Bidirectional", "ConvLSTM1D", "ConvLSTM2D"):
-    register_layer(getattr(_layers, _name), LayerKind(quantization=Quantization(refused=_RECURRENT)))
+for _name in ("GRU", "SimpleRNN", "RNN", "Bidirectional", "ConvLSTM1D", "ConvLSTM2D"):
+    register_layer(getattr(_layers, _name), LayerKind(quantization=Quantization(
+        refused=_RECURRENT + "; or an LSTM, which TFLite runs as an integer kernel that tfjoint calibrates")))
+# TFLite runs an LSTM as one integer UNIDIRECTIONAL_SEQUENCE_LSTM (int8 weights, a 16-bit cell state) from ranges
+# calibrated in the conversion: its kernels are pruned, not fake-quantized; the converter needs a fixed batch size.
+register_layer(_layers.LSTM, LayerKind(
+    pruned_weight="kernel", also_pruned=("recurrent_kernel",), weights_holder=lambda layer: layer.cell,
+    static_batch=True, quantization=Quantization(config=CellWeightsConfig, calibrated=True),
+    tflite_ops=("UNIDIRECTIONAL_SEQUENCE_LSTM",)))
 register_layer(_layers.Embedding, LayerKind(quantization=Quantization(
     refused="TF-MOT's 8-bit scheme cannot quantize an Embedding: look the tokens up outside the model and feed the "
             "embeddings as a float input, or use a Dense layer on one-hot inputs")))

@@ -20,7 +20,8 @@ from tfjoint._keras import keras
 __all__ = ["LayerKind", "Quantization", "CHANNEL_RULES", "NEW", "FOLLOWS", "CONCATENATES", "MERGES", "FLATTENS",
            "RESHAPES", "OPAQUE", "OUTPUT", "register_layer", "kind_of", "unwrapped", "class_names",
            "pruned_weight_name", "output_channels", "is_input_layer", "kind_named", "registered_class",
-           "prunable_layers"]
+           "prunable_layers", "pruned_weight_names", "pruned_variable", "weight_variable", "needs_static_batch",
+           "needs_calibration"]
 
 # How a layer's output channels relate to its input channels (channels last).
 NEW = "new"                    # it makes new channels from all of its input (Conv, Dense): a producer
@@ -110,6 +111,13 @@ class LayerKind:
       pruned_weight: the weight magnitude pruning zeroes (e.g. "kernel"), or None.
       pruned_on_request: prune `pruned_weight` only with
         `prepare(prune_depthwise=True)` (TF-MOT leaves depthwise kernels dense).
+      also_pruned: further weights pruned to the same target (an LSTM's
+        recurrent kernel).
+      weights_holder: `layer -> object` holding the weights by those names
+        (an RNN layer's cell); the layer itself by default.
+      static_batch: the converter lowers this kind only with a fixed batch
+        size (an LSTM becomes UNIDIRECTIONAL_SEQUENCE_LSTM), so the file is
+        converted for batch 1.
       channel_axes: weights that carry a channel mask, with the axis the mask
         broadcasts along (`OUTPUT` masks the layer's output).
       sliced_weights: when channels go, weight name -> {"in": axis, "out":
@@ -136,6 +144,9 @@ class LayerKind:
     channel_blocker: Callable[[Any, int], str | None] | None = None
     pruned_weight: str | None = None
     pruned_on_request: bool = False
+    also_pruned: tuple[str, ...] = ()
+    weights_holder: Callable[[Any], Any] | None = None
+    static_batch: bool = False
     channel_axes: Mapping[str, int] = dataclasses.field(default_factory=dict)
     sliced_weights: Mapping[str, Mapping[str, int]] = dataclasses.field(default_factory=dict)
     range_channels: str = "out"
@@ -159,7 +170,7 @@ class LayerKind:
         if self.channels == NEW and self.pruned_weight is None:
             raise errors.ConfigError("a kind with channels='new' (a producer) needs `pruned_weight`: its filters are "
                                      "ranked by that weight's magnitude.")
-        for name in ("channel_blocker", "resize", "output_channels", "affine_map"):
+        for name in ("channel_blocker", "resize", "output_channels", "affine_map", "weights_holder"):
             value = getattr(self, name)
             if value is not None and not callable(value):
                 raise errors.ConfigError(f"`{name}` must be a function or None; received {value!r}.")
@@ -167,6 +178,7 @@ class LayerKind:
             object.__setattr__(self, name, _frozen(getattr(self, name)))
         object.__setattr__(self, "sliced_weights", _frozen({k: _frozen(v) for k, v in self.sliced_weights.items()}))
         object.__setattr__(self, "tflite_ops", tuple(self.tflite_ops))
+        object.__setattr__(self, "also_pruned", tuple(self.also_pruned))
         object.__setattr__(self, "tags", frozenset(self.tags))
 
     def replace(self, **changes) -> LayerKind:
@@ -279,6 +291,37 @@ def pruned_weight_name(layer, prune_depthwise: bool = False) -> str | None:
     return kind.pruned_weight
 
 
+def pruned_weight_names(layer, prune_depthwise: bool = False) -> tuple[str, ...]:
+    """Every weight tfjoint prunes in `layer` (the ranked one first), or () if none."""
+    main = pruned_weight_name(layer, prune_depthwise)
+    return (main,) + kind_of(layer).also_pruned if main is not None else ()
+
+
+def weight_variable(layer, name: str):
+    """The variable named `name` of a (wrapped) layer, from the object its kind says holds it (an RNN's cell)."""
+    inner = unwrapped(layer)
+    kind = kind_of(inner)
+    holder = kind.weights_holder(inner) if kind is not None and kind.weights_holder else inner
+    return getattr(holder, name)
+
+
+def pruned_variable(layer, prune_depthwise: bool = False):
+    """The variable of the weight tfjoint ranks and prunes in `layer`, or None."""
+    name = pruned_weight_name(layer, prune_depthwise)
+    return weight_variable(layer, name) if name is not None else None
+
+
+def needs_static_batch(model) -> bool:
+    """Whether any layer of `model` converts only with a fixed batch size (see `LayerKind.static_batch`)."""
+    return any(getattr(kind_of(layer), "static_batch", False) for layer in model.layers)
+
+
+def needs_calibration(model) -> list:
+    """The layers of `model` whose int8 ranges come from calibration in the conversion, not from QAT."""
+    return [layer for layer in model.layers if getattr(kind_of(layer), "quantization", None) is not None
+            and kind_of(layer).quantization.calibrated]
+
+
 def prunable_layers(model, prune_depthwise: bool = False) -> dict[str, int]:
     """Layers tfjoint can prune in `model`, with the size of the weight it prunes.
 
@@ -292,9 +335,9 @@ def prunable_layers(model, prune_depthwise: bool = False) -> dict[str, int]:
     """
     sizes = {}
     for layer in model.layers:
-        weight = pruned_weight_name(layer, prune_depthwise)
-        if weight is not None:
-            sizes[layer.name] = int(getattr(unwrapped(layer), weight).shape.num_elements())
+        variable = pruned_variable(layer, prune_depthwise)
+        if variable is not None:
+            sizes[layer.name] = int(variable.shape.num_elements())
     return sizes
 
 

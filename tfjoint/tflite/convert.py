@@ -26,9 +26,10 @@ import flatbuffers
 import numpy as np
 
 from tfjoint import errors
+from tfjoint._capture import captured_output
 from tfjoint._keras import tf
 from tfjoint._names import float_layer_name
-from tfjoint.registry import unwrapped
+from tfjoint.registry import needs_static_batch, unwrapped
 from tfjoint._litert import Interpreter
 
 __all__ = ["to_int8", "to_float32", "keras_names", "layers_named_in"]
@@ -39,20 +40,35 @@ def keras_names(model) -> tuple[list[str], list[str]]:
     return inputs, [float_layer_name(name) for name in model.output_names]
 
 
-_LOCATION = re.compile(r"loc\((?:[^()]|\([^()]*\))*\)")
+def _without_locations(line: str) -> str:
+    """An MLIR error line without its `loc(...)` parts (nested parentheses included) and `<unknown>:0:`."""
+    out, index = [], 0
+    while index < len(line):
+        if line.startswith("loc(", index):
+            depth, index = 0, index + 3
+            while index < len(line):
+                depth += {"(": 1, ")": -1}.get(line[index], 0)
+                index += 1
+                if depth == 0:
+                    break
+            continue
+        out.append(line[index])
+        index += 1
+    text = re.sub(r"<unknown>:\d+:|^\S+:\d+:\d+:|error:", "", "".join(out))
+    return re.sub(r"^[\s:]+", "", text).strip()
 
 
 def layers_named_in(text: str, model) -> list:
     """The model's layers whose names appear as path segments in `text` (a converter error's MLIR locations)."""
-    segments = set(re.split(r"[/\"@;:\s\[\](),]+", text))
-    return [layer for layer in model.layers if layer.name in segments]
+    segments = {float_layer_name(part) for part in re.split(r"[/\"@;:\s\[\](),]+", text)}
+    return [layer for layer in model.layers if float_layer_name(layer.name) in segments]
 
 
 def _converter_error(error: Exception, model) -> errors.ExportError:
     """The converter's first error line, without its MLIR location, and the user's layers it names."""
     text = str(error)
     lines = [line for line in text.splitlines() if "error:" in line] or text.splitlines()[:1]
-    message = _LOCATION.sub("", lines[0]).replace("error:", "").strip(" :") if lines else type(error).__name__
+    message = _without_locations(lines[0]) if lines else type(error).__name__
     layers = layers_named_in(text, model)
     where = (" at layer " + ", ".join(f"'{float_layer_name(layer.name)}' ({type(unwrapped(layer)).__name__})"
                                       for layer in layers[:3])) if layers else ""
@@ -67,7 +83,8 @@ def _save_serving_function(model, directory: str) -> None:
     module = tf.Module()
     module.model_variables = list(model.variables)
     input_names, output_names = keras_names(model)
-    specs = [tf.TensorSpec((None,) + tuple(t.shape[1:]), t.dtype, name=name)
+    batch = 1 if needs_static_batch(model) else None  # an LSTM converts to one fused operator only at a fixed batch
+    specs = [tf.TensorSpec((batch,) + tuple(t.shape[1:]), t.dtype, name=name)
              for t, name in zip(model.inputs, input_names)]
 
     @tf.function(input_signature=specs)
@@ -114,11 +131,16 @@ def _in_keras_order(content: bytes, model) -> bytes:
 
 
 def _convert(model, configure: Callable) -> bytes:
-    """`model` through a configured TFLiteConverter, with a `serving_default` signature in Keras order."""
+    """`model` through a configured TFLiteConverter, with a `serving_default` signature in Keras order.
+
+    What the converter's C++ code prints to standard output is captured, not shown (its log lines go to
+    stderr, as TensorFlow's do: TF_CPP_MIN_LOG_LEVEL quiets them).
+    """
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
+        warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
         try:
-            with tempfile.TemporaryDirectory() as directory:
+            with tempfile.TemporaryDirectory() as directory, captured_output((1,)):
                 _save_serving_function(model, directory)
                 converter = tf.lite.TFLiteConverter.from_saved_model(directory)
                 configure(converter)
@@ -134,7 +156,10 @@ def to_int8(model, representative: list[np.ndarray] | None = None) -> bytes:
     Args:
       model: a quantization-aware model (its ranges are used), or a float model
         with `representative` (full-integer post-training quantization).
-      representative: calibration samples, one array per model input.
+      representative: calibration samples, one array per model input. With a
+        quantization-aware model, they calibrate the layers QAT leaves float
+        (an LSTM) in the same conversion; the fake-quantized ones keep their
+        trained ranges.
     """
     def configure(converter):
         converter.optimizations = [tf.lite.Optimize.DEFAULT]

@@ -31,6 +31,8 @@ def operand_position(op_name: str, operand: str) -> int:
     """Position of `operand` ("data" or "bias") among the inputs of the weight operator `op_name`."""
     return (_TRANSPOSE_CONV_POSITIONS if op_name == "TRANSPOSE_CONV" else _OPERAND_POSITIONS)[operand]
 _FLOAT_DTYPES = (np.float32, np.float16, np.float64)
+# UNIDIRECTIONAL_SEQUENCE_LSTM's weights: input-to-{input, forget, cell, output} gates, then recurrent-to-the-same.
+_LSTM_WEIGHT_POSITIONS = tuple(range(1, 9))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,11 +171,15 @@ class FlatbufferSummary:
             counts[op.name] = counts.get(op.name, 0) + 1
         return counts
 
-    def weights_of(self, layer_names) -> dict[str, list[WeightTensor]]:
-        """Weight tensors per Keras layer name (by the names the converter gave them)."""
+    def weights_of(self, layer_names, layer_of_op: dict[str, str] | None = None) -> dict[str, list[WeightTensor]]:
+        """Weight tensors per Keras layer name, by the names the converter gave them.
+
+        `layer_of_op` attributes weights whose names say nothing (an LSTM's are
+        `arith.constant*`) by their operator: {"UNIDIRECTIONAL_SEQUENCE_LSTM": "lstm"}.
+        """
         found: dict[str, list[WeightTensor]] = {}
         for weight in self.weights:
-            layer = layer_of(weight.tensor_name, layer_names)
+            layer = layer_of(weight.tensor_name, layer_names) or (layer_of_op or {}).get(weight.op_name)
             if layer is not None:
                 found.setdefault(layer, []).append(weight)
         return found
@@ -203,6 +209,57 @@ def _signature_names(interpreter) -> tuple[dict[int, str], dict[int, str]]:
     return inputs, outputs
 
 
+def _tensor_info(index: int, t: dict) -> TensorInfo:
+    params = t.get("quantization_parameters") or {}
+    shape = tuple(int(d) for d in t["shape"])
+    dtype = np.dtype(t["dtype"])
+    return TensorInfo(
+        index=index,
+        name=t["name"],
+        shape=shape,
+        dtype=dtype.name,
+        nbytes=int(np.prod(shape, dtype=np.int64)) * dtype.itemsize if shape else dtype.itemsize,
+        scales=tuple(float(s) for s in params.get("scales", ())),
+        zero_points=tuple(int(z) for z in params.get("zero_points", ())),
+    )
+
+
+def _op_info(op: dict, details: dict) -> OpInfo:
+    inputs = tuple(int(i) for i in op["inputs"] if i >= 0)
+    outputs = tuple(int(i) for i in op["outputs"] if i >= 0)
+    used = inputs + outputs
+    floats = tuple(details[i]["name"] for i in used if np.dtype(details[i]["dtype"]).type in _FLOAT_DTYPES)
+    return OpInfo(op["index"], op["op_name"], inputs, outputs, floats, tuple(details[i]["name"] for i in used))
+
+
+def _weight_positions(op: dict) -> list[int]:
+    """The input positions of an operator that hold weights: the filter of a conv or FC, an LSTM's eight gates."""
+    if op["op_name"] in WEIGHT_OPS and len(op["inputs"]) > 1:
+        return [1]
+    return [p for p in _LSTM_WEIGHT_POSITIONS if p < len(op["inputs"]) and op["inputs"][p] >= 0] \
+        if op["op_name"] == "UNIDIRECTIONAL_SEQUENCE_LSTM" else []
+
+
+def _weight_tensor(interpreter, op: dict, position: int, details: dict) -> WeightTensor:
+    index = op["inputs"][position]
+    values = interpreter.get_tensor(index)
+    bias_index = -1
+    if op["op_name"] in WEIGHT_OPS:
+        bias_position = operand_position(op["op_name"], "bias")
+        bias_index = op["inputs"][bias_position] if len(op["inputs"]) > bias_position else -1
+    return WeightTensor(
+        op_index=op["index"],
+        op_name=op["op_name"],
+        tensor_name=details[index]["name"],
+        dtype=np.dtype(details[index]["dtype"]).name,
+        size=int(values.size),
+        zeros=int(np.count_nonzero(values == 0)),
+        bias_dtype=np.dtype(details[bias_index]["dtype"]).name if bias_index >= 0 else None,
+        shape=tuple(int(d) for d in values.shape),
+        values=values,
+    )
+
+
 def read_flatbuffer(model_content: bytes) -> FlatbufferSummary:
     """Operators, tensors, the I/O quantization, and every weight tensor with its int8 values."""
     interpreter = Interpreter(
@@ -211,52 +268,15 @@ def read_flatbuffer(model_content: bytes) -> FlatbufferSummary:
     )
     interpreter.allocate_tensors()
     details = {t["index"]: t for t in interpreter.get_tensor_details()}
-    tensors = []
-    for index, t in sorted(details.items()):
-        params = t.get("quantization_parameters") or {}
-        shape = tuple(int(d) for d in t["shape"])
-        dtype = np.dtype(t["dtype"])
-        tensors.append(
-            TensorInfo(
-                index=index,
-                name=t["name"],
-                shape=shape,
-                dtype=dtype.name,
-                nbytes=int(np.prod(shape, dtype=np.int64)) * dtype.itemsize if shape else dtype.itemsize,
-                scales=tuple(float(s) for s in params.get("scales", ())),
-                zero_points=tuple(int(z) for z in params.get("zero_points", ())),
-            )
-        )
     ops, weights = [], []
     for op in ops_details(interpreter):
-        inputs = tuple(int(i) for i in op["inputs"] if i >= 0)
-        outputs = tuple(int(i) for i in op["outputs"] if i >= 0)
-        used = inputs + outputs
-        floats = tuple(details[i]["name"] for i in used if np.dtype(details[i]["dtype"]).type in _FLOAT_DTYPES)
-        ops.append(OpInfo(op["index"], op["op_name"], inputs, outputs, floats, tuple(details[i]["name"] for i in used)))
-        if op["op_name"] in WEIGHT_OPS and len(op["inputs"]) > 1:
-            filter_index = op["inputs"][1]
-            values = interpreter.get_tensor(filter_index)
-            bias_position = operand_position(op["op_name"], "bias")
-            bias_index = op["inputs"][bias_position] if len(op["inputs"]) > bias_position else -1
-            weights.append(
-                WeightTensor(
-                    op_index=op["index"],
-                    op_name=op["op_name"],
-                    tensor_name=details[filter_index]["name"],
-                    dtype=np.dtype(details[filter_index]["dtype"]).name,
-                    size=int(values.size),
-                    zeros=int(np.count_nonzero(values == 0)),
-                    bias_dtype=np.dtype(details[bias_index]["dtype"]).name if bias_index >= 0 else None,
-                    shape=tuple(int(d) for d in values.shape),
-                    values=values,
-                )
-            )
+        ops.append(_op_info(op, details))
+        weights += [_weight_tensor(interpreter, op, position, details) for position in _weight_positions(op)]
     input_names, output_names = _signature_names(interpreter)
     return FlatbufferSummary(
         ops=tuple(ops),
         weights=tuple(weights),
-        tensors=tuple(tensors),
+        tensors=tuple(_tensor_info(index, t) for index, t in sorted(details.items())),
         inputs=tuple(_io_tensor(d, input_names) for d in interpreter.get_input_details()),
         outputs=tuple(_io_tensor(d, output_names) for d in interpreter.get_output_details()),
     )

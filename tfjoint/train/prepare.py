@@ -11,6 +11,8 @@ schedule to run.
 import dataclasses
 from typing import Mapping
 
+import numpy as np
+
 import tensorflow_model_optimization as tfmot
 from absl import logging
 
@@ -26,7 +28,7 @@ from tfjoint._keras import (
 from tfjoint.bridge.keras3 import from_keras3
 from tfjoint.prune.budget import CompressionPlan
 from tfjoint.prune.channels import ChannelPlan, plan_channel_groups
-from tfjoint.registry import kind_of, prunable_layers, pruned_weight_name
+from tfjoint.registry import kind_of, needs_calibration, prunable_layers, pruned_weight_name, pruned_weight_names
 from tfjoint.registry.table import NEW, OUTPUT
 from tfjoint.prune.schedule import JointSchedule
 from tfjoint.quantize.scheme import JointQuantizeScheme
@@ -74,7 +76,8 @@ def _pruned_weights(
         _check_per_layer_targets(model, schedule, prune_depthwise)
     pruned = {}
     for layer in model.layers:
-        weight = pruned_weight_name(layer, prune_depthwise)
+        weights = pruned_weight_names(layer, prune_depthwise)
+        weight = weights[0] if weights else None
         if only is not None and layer.name in only and weight is None:
             raise errors.UnsupportedLayerError(
                 f"layer '{layer.name}' ({type(layer).__name__}) was asked to be pruned (`prune_only`) but cannot "
@@ -84,7 +87,7 @@ def _pruned_weights(
             continue
         if schedule.target_for(layer.name) is None:  # a per-layer plan that leaves it dense
             continue
-        pruned[layer.name] = (weight,)
+        pruned[layer.name] = weights
     return pruned
 
 
@@ -162,8 +165,13 @@ def refuse_what_export_would(prepared) -> None:
       errors.UnsupportedLayerError: the converter fails, or the file would
         not be fully int8; the message names the layers.
     """
+    representative = None
+    if needs_calibration(prepared):  # the export calibrates them; the file's structure needs only some inputs
+        rng = np.random.default_rng(0)
+        representative = [rng.random((4,) + tuple(d or 1 for d in t.shape[1:]), dtype=np.float32)
+                          for t in prepared.inputs]
     try:
-        content = convert.to_int8(prepared)
+        content = convert.to_int8(prepared, representative)
     except errors.ExportError as error:
         raise errors.UnsupportedLayerError(
             f"model '{prepared.name}' would not export to int8 (found before training, by converting the prepared "
