@@ -78,3 +78,16 @@ def test_xla_benchmark_tiny_run(tmp_path):
     data = json.loads((tmp_path / "xla.json").read_text())
     median, low, high = data["results"]["digits"]["joint_xla_over_joint"]
     assert 0 < low <= median <= high
+
+
+def test_budget_benchmark_tiny_run(tmp_path):
+    _run_benchmark("budget.py", "--models=digits", "--seeds=1", f"--out={tmp_path}")
+    data = json.loads((tmp_path / "budget.json").read_text())
+    systems = {(row["level"], row["system"].split()[0]) for row in data["rows"]}
+    assert {("50%", "planned"), ("30%", "planned")} <= systems
+    for row in data["rows"]:
+        assert set(row["measured"]) == {"flash_bytes", "arena_bytes", "macs"}  # measured on the file, in TFLM
+        if row["system"] == "planned":
+            assert row["met"] and all(row["measured"][k] <= row["budget"][k] for k in row["measured"])
+    assert "| digits | 30% | planned |" in (tmp_path / "budget.md").read_text()
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tflite")]

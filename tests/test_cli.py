@@ -28,8 +28,9 @@ def test_embedded_default_writes_everything_and_passes(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     for name in ("model.tflite", "float_model.tflite", "report.json", "run_config.json",
                  "sparsity_per_layer.png", "schedule.png", "weights_histogram.png", "sensitivity.png",
-                 "per_layer_error.png", "model_data.h", "model_data.cc"):
+                 "per_layer_error.png"):
         assert (out / name).stat().st_size > 0, name
+    assert not (out / "model_data.h").exists()  # --target=phone (the default): no C array
     report = json.loads((out / "report.json").read_text())
     run_config = json.loads((out / "run_config.json").read_text())
     assert report["passed"] and report["fully_int8"]
@@ -37,16 +38,59 @@ def test_embedded_default_writes_everything_and_passes(tmp_path):
     allocation = report["allocation"]
     assert allocation["method"] == "sensitivity" and set(allocation["curves"]) == set(allocation["plan"])
     for name, planned in allocation["plan"].items():
-        assert report["per_layer_sparsity"][name]["planned"] == pytest.approx(planned)
+        if planned > 0:  # the table lists only what is pruned
+            assert report["per_layer_sparsity"][name]["planned"] == pytest.approx(planned)
+        else:
+            assert name not in report["per_layer_sparsity"]
         assert run_config["resolved"]["schedule"]["target_sparsity"][name] == pytest.approx(planned)
     assert report["size_bytes"] == (out / "model.tflite").stat().st_size
     assert run_config["epochs"] == 2 and run_config["allocation"] == "sensitivity"
     assert "int8 accuracy" in result.stdout and "fully int8" in result.stdout
     assert "worst int8 layers" in result.stdout and "MicroMutableOpResolver" in result.stdout
-    assert str(len((out / "model.tflite").read_bytes())) in (out / "model_data.cc").read_text()
+    assert report["runtimes"] == ["litert"]
     assert (out / "model.tflite").read_bytes()[4:8] == b"TFL3"
-    # Quiet by default: no wall of TensorFlow logging.
+    # Quiet by default: none of TensorFlow's log lines (C++ or Python), but progress for every phase.
+    assert not [line for line in result.stderr.splitlines() if line[:5] in ("I0000", "W0000", "E0000")], result.stderr
     assert "signature_serialization" not in result.stderr and "Assets written" not in result.stderr
+    assert "cuInit" not in result.stderr and "fully_quantize" not in result.stderr
+    for phase in ("float training", "allocation", "prepare", "conversion", "validation", "per-layer error",
+                  "latency"):
+        assert f"{phase} done in" in result.stderr, phase
+
+
+def test_micro_target_validates_in_tflm_and_sizes_the_arena_in_the_c_header(tmp_path):
+    out = tmp_path / "out"
+    result = tfjoint_cli(f"--out={out}", *FAST, "--target=micro", "--max_accuracy_drop=0.1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["runtimes"] == ["tflm"] and report["per_runtime"]["tflm"]["int8_accuracy"] > 0.5
+    arena = report["memory"]["tflm_arena_bytes"]
+    header = (out / "model_data.h").read_text()
+    assert f"constexpr int kTensorArenaSize = {-(-arena // 16) * 16};" in header
+    assert str(len((out / "model.tflite").read_bytes())) in (out / "model_data.cc").read_text()
+
+
+def test_help_lists_the_commands_flags_by_group_with_defaults():
+    result = tfjoint_cli("--help")
+    assert result.returncode == 0
+    text = result.stdout
+    for group in ("model and data:", "schedule:", "channels, allocation and budgets:", "device and validation:",
+                  "outputs:"):
+        assert group in text
+    assert "--target_sparsity  (default: 0.8)" in text and "--target  (default: phone)" in text
+    assert "--arena_kb" in text and "--image_size" in text and "Try --helpfull" not in text
+
+
+def test_budgets_on_the_command_line_are_planned_and_met_in_tflm(tmp_path):
+    out = tmp_path / "out"
+    result = tfjoint_cli(f"--out={out}", *FAST, "--target=micro", "--flash_kb=60", "--arena_kb=7",
+                         "--max_accuracy_drop=0.3")
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["budget"]["flash_bytes"]["measured"] <= 60 * 1024 == report["budget"]["flash_bytes"]["limit"]
+    assert report["budget"]["arena_bytes"]["measured"] <= 7 * 1024
+    assert report["plan"]["channel_fractions"] and (out / "budget.png").stat().st_size > 0
+    assert (out / "model.tflite").stat().st_size <= 60 * 1024
 
 
 @pytest.fixture(scope="module")
@@ -109,6 +153,9 @@ def test_failed_validation_exits_1_and_still_writes_the_report(saved_inputs, tmp
         (["--model=/nonexistent/model.h5", "--data=/nonexistent/data.npz"], "/nonexistent/data.npz"),
         (["--data=/tmp/x.npz"], "--model"),
         (["positional"], "unexpected arguments"),
+        (["--target_sparsity=0.99", "--max_sparsity=0.9"], "--max_sparsity"),
+        (["--flash_kb=1"], "`flash_bytes`=1024 is below"),
+        (["--image_size=big"], "--image_size"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(args, named, tmp_path):
@@ -184,3 +231,42 @@ def test_distillation_another_allocation_and_xla_from_the_command(tmp_path):
     assert report["weight_sparsity"] == pytest.approx(0.9, abs=0.005)
     config = json.loads((out / "run_config.json").read_text())
     assert config["distill"] is True and config["distill_temperature"] == 2.0 and config["jit_compile"] is True
+
+
+def test_a_wrongly_shaped_npz_array_is_named_by_its_key(saved_inputs, digits_data, tmp_path):
+    np.savez(tmp_path / "bad.npz", x_train=digits_data["x_train"][:, :4], y_train=digits_data["y_train"],
+             x_val=digits_data["x_val"], y_val=digits_data["y_val"])
+    result = tfjoint_cli(f"--model={saved_inputs / 'float.h5'}", f"--data={tmp_path / 'bad.npz'}",
+                         f"--out={tmp_path / 'out'}")
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert "--data" in last and "'x_train'" in last and "sample_inputs" not in last
+
+
+def test_an_image_folder_is_data_with_image_size(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for label, colour in (("red", 0), ("blue", 2)):
+        (tmp_path / "images" / label).mkdir(parents=True)
+        for index in range(16):
+            pixels = rng.integers(0, 60, (20, 20, 3)).astype(np.uint8)
+            pixels[..., colour] = rng.integers(180, 255, (20, 20))
+            Image.fromarray(pixels).save(tmp_path / "images" / label / f"{index}.png")
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((16, 16, 3), name="image")
+    x = keras.layers.Rescaling(1 / 255.0, name="scale")(inputs)
+    x = keras.layers.Conv2D(8, 3, activation="relu", name="conv")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax", name="classes")(x))
+    model.save(str(tmp_path / "float.keras"))
+    out = tmp_path / "out"
+    result = tfjoint_cli(f"--model={tmp_path / 'float.keras'}", f"--data={tmp_path / 'images'}", "--image_size=16",
+                         f"--out={out}", "--epochs=2", "--target_sparsity=0.5", "--max_accuracy_drop=1.0",
+                         "--min_agreement=0", "--min_sqnr_db=0", "--allocation=uniform")
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["num_validation_samples"] == round(32 * 0.2) and report["fully_int8"]
+    missing = tfjoint_cli(f"--model={tmp_path / 'float.keras'}", f"--data={tmp_path / 'images'}",
+                          f"--out={tmp_path / 'out2'}")
+    assert missing.returncode == 2 and "--image_size" in missing.stderr.strip().splitlines()[-1]

@@ -8,6 +8,7 @@ the graph on TF-MOT's PolynomialDecay schedule. No callback is needed for the
 schedule to run.
 """
 
+import contextlib
 import dataclasses
 from typing import Mapping
 
@@ -24,6 +25,7 @@ from tfjoint._keras import (
     keras,
     nested_inputs_and_outputs,
     selected_layer_names,
+    weight_short_name,
 )
 from tfjoint.bridge.keras3 import from_keras3
 from tfjoint.prune.budget import CompressionPlan
@@ -154,6 +156,41 @@ def _plan_channels(model, schedule, pruned, criterion) -> tuple[JointSchedule, d
     return schedule, _channel_specs(model, plan, schedule, criterion)
 
 
+def _sample_inputs(model, count: int = 4) -> list[np.ndarray]:
+    """Seeded inputs of the model's shapes (uniform [0, 1), zeros for integer inputs): the file's structure
+    does not depend on their values."""
+    rng = np.random.default_rng(0)
+    samples = []
+    for tensor in model.inputs:
+        shape = (count,) + tuple(d or 1 for d in tensor.shape[1:])
+        dtype = tensor.dtype.as_numpy_dtype
+        samples.append(rng.random(shape).astype(dtype) if np.issubdtype(dtype, np.floating) else np.zeros(shape, dtype))
+    return samples
+
+
+@contextlib.contextmanager
+def _ranges_initialized(prepared, samples):
+    """The prepared model after one training-mode step on `samples`, and exactly as before afterwards.
+
+    A freshly prepared model's quantizer ranges are their initial values, and
+    an untrained model's biases are exactly zero, which the converter treats
+    unlike trained values (a TRANSPOSE_CONV with an all-zero bias stays float);
+    one step gives the ranges real values, and all-zero biases a small one.
+    Every variable (ranges, biases, BatchNorm statistics, masks, step
+    counters) is put back after.
+    """
+    saved = [variable.numpy() for variable in prepared.variables]
+    try:
+        for variable, value in zip(prepared.variables, saved):
+            if weight_short_name(variable) == "bias" and not np.any(value):
+                variable.assign(np.full_like(value, 1e-3))
+        prepared(samples if len(samples) > 1 else samples[0], training=True)
+        yield
+    finally:
+        for variable, value in zip(prepared.variables, saved):
+            variable.assign(value)
+
+
 def refuse_what_export_would(prepared) -> None:
     """Converts the prepared model once, as `export_tflite` will, and refuses now what it would refuse after training.
 
@@ -165,13 +202,11 @@ def refuse_what_export_would(prepared) -> None:
       errors.UnsupportedLayerError: the converter fails, or the file would
         not be fully int8; the message names the layers.
     """
-    representative = None
-    if needs_calibration(prepared):  # the export calibrates them; the file's structure needs only some inputs
-        rng = np.random.default_rng(0)
-        representative = [rng.random((4,) + tuple(d or 1 for d in t.shape[1:]), dtype=np.float32)
-                          for t in prepared.inputs]
+    samples = _sample_inputs(prepared)
+    representative = samples if needs_calibration(prepared) else None  # the export calibrates those layers
     try:
-        content = convert.to_int8(prepared, representative)
+        with _ranges_initialized(prepared, samples):
+            content = convert.to_int8(prepared, representative)
     except errors.ExportError as error:
         raise errors.UnsupportedLayerError(
             f"model '{prepared.name}' would not export to int8 (found before training, by converting the prepared "
