@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast notebook benchmark install clean
+.PHONY: demo test test-fast lint notebook benchmark install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,12 +20,17 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/tfjoint --out=demo_out
 
-# The full suite: what CI runs.
-test: $(STAMP)
+# The full suite: what CI runs. Lint and type checks first (seconds), then every test.
+test: lint $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# ruff (style, imports, the 120-character limit) and mypy (the library's types).
+lint: $(STAMP)
+	$(BIN)/python -m ruff check tfjoint tests benchmarks examples
+	$(BIN)/python -m mypy tfjoint
+
 # The inner loop: no conversions, CLI subprocesses, examples or notebook.
-test-fast: $(STAMP)
+test-fast: lint $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
 # Re-executes the tutorial in place, so the committed notebook shows its outputs.

@@ -21,8 +21,7 @@ import numpy as np
 from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import (  # noqa: E402
-    TASKS, check_task_names, fine_tune_and_export, float_clone, mean_spread, write_text)
+from common import TASKS, check_task_names, fine_tune_and_export, float_clone, mean_spread, write_text  # noqa: E402
 
 import tfjoint  # noqa: E402
 

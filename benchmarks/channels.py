@@ -147,7 +147,8 @@ def main(argv):
     command = "python benchmarks/channels.py " + " ".join(sys.argv[1:])
     seconds = time.perf_counter() - started
     write_text(os.path.join(FLAGS.out, "channels.json"), json.dumps(
-        {"command": command, "seconds": seconds, "configs": CONFIGS, "summary": summary, "runs": rows}, indent=2) + "\n")
+        {"command": command, "seconds": seconds, "configs": CONFIGS, "summary": summary, "runs": rows},
+        indent=2) + "\n")
     write_text(os.path.join(FLAGS.out, "channels.md"), f"`{command}` ({seconds:.0f} s)\n\n{table}\n")
     print(table)
 

@@ -81,7 +81,8 @@ def paired_latency_ratios(contents: dict[str, bytes], reference: str, rounds: in
     ratios = {name: [] for name in contents}
     order = np.random.default_rng(1)
     for _ in range(rounds):
-        medians = {name: runners[name].median_latency_s(runs=100, warmup=10) for name in order.permutation(list(runners))}
+        medians = {name: runners[name].median_latency_s(runs=100, warmup=10)
+                   for name in order.permutation(list(runners))}
         for name, seconds in medians.items():
             ratios[name].append(seconds / medians[reference])
     return ratios

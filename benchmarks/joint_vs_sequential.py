@@ -42,12 +42,13 @@ import numpy as np
 from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import tensorflow_model_optimization as tfmot  # noqa: E402
 from common import (  # noqa: E402
     NO_TOLERANCE,
     TASKS,
-    check_task_names,
     StepTimer,
     Task,
+    check_task_names,
     entropy_bound_bytes,
     float_clone,
     gzip_size,
@@ -58,7 +59,6 @@ from common import (  # noqa: E402
 )
 
 import tfjoint  # noqa: E402
-import tensorflow_model_optimization as tfmot  # noqa: E402
 from tfjoint import keras  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -115,7 +115,8 @@ def run_tfmot_sequential(task: Task, epochs, sparsity, path):
         tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme())
     qat.compile(keras.optimizers.Adam(1e-3), loss, metrics=["accuracy"])
     qat_timer = StepTimer()
-    qat.fit(data["x_train"], data["y_train"], batch_size=batch, epochs=epochs - prune_epochs, verbose=0, callbacks=[qat_timer])
+    qat.fit(data["x_train"], data["y_train"], batch_size=batch, epochs=epochs - prune_epochs, verbose=0,
+            callbacks=[qat_timer])
     result["fit_seconds"] += qat_timer.fit_seconds
     result["timed"]["qat"] = (qat, [])
     return result, _export(qat, path, data, task.model)
@@ -256,7 +257,8 @@ def markdown_table(summary) -> str:
         size = f"{e['gzip_size_bytes'] / 1024:.1f} ({(e['float_gzip_size_bytes'] or 0) / 1024:.0f})"
         sparsity = f"{pct(e, 'pruned_sparsity')} ({num(e, 'weight_sparsity', '{:.2%}')})"
         cells = [e["model"], e["system"], pct(e, "float_accuracy"), pct(e, "keras_accuracy"), pct(e, "int8_accuracy"),
-                 pct(e, "top1_agreement"), sparsity, size, num(e, "gzip_over_bound") + "x", num(e, "fit_seconds", "{:.1f}"),
+                 pct(e, "top1_agreement"), sparsity, size, num(e, "gzip_over_bound") + "x",
+                 num(e, "fit_seconds", "{:.1f}"),
                  steps, num(e, "latency_ratio"), "yes" if e["fully_int8"] else "NO"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -38,7 +38,8 @@ def main(out: str, float_epochs: int = 15) -> tfjoint.ExportReport:
                                        validation_data=(data["x_val"], data["y_val"]), float_model=broken)
     except tfjoint.ValidationError as error:  # expected: int8 lost too much, nothing was written
         report = error.report
-    print(f"float accuracy: {report.float_accuracy:.4f} (the float model is unchanged); int8: {report.int8_accuracy:.4f}")
+    print(f"float accuracy: {report.float_accuracy:.4f} (the float model is unchanged); "
+          f"int8: {report.int8_accuracy:.4f}")
     print(report.worst_layers_table())
     plots.per_layer_error(os.path.join(out, "per_layer_error.png"), report.per_layer_error,
                           [layer.name for layer in broken.layers])

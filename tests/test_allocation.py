@@ -60,11 +60,12 @@ def test_erk_densities_follow_the_shapes(trained):
 
 
 def test_lamp_scores_follow_the_formula():
-    weights = np.array([0.5, -2.0, 1.0, 0.1])
-    squares = np.array([0.25, 4.0, 1.0, 0.01])
+    weights = np.array([0.5, -2.0, 1.0, 0.1])  # squares 0.25, 4, 1, 0.01
     expected = [0.25 / (0.25 + 1 + 4), 4 / 4, 1 / (1 + 4), 0.01 / (0.01 + 0.25 + 1 + 4)]
     np.testing.assert_allclose(lamp_scores(weights), expected)
-    assert squares.sum() > 0  # (documenting the squares used above)
+    # Scores rank weights as magnitudes do within a layer, and the largest weight of any layer scores 1.
+    assert list(np.argsort(lamp_scores(weights))) == list(np.argsort(np.abs(weights)))
+    assert lamp_scores(np.array([3.0, 0.2]))[0] == 1.0
 
 
 def test_sensitivity_scans_each_layer_and_spends_the_budget_where_it_is_cheap(trained):

@@ -1,6 +1,8 @@
-"""Budgets in, a per-group channel plan out, verified in TFLM: plan_for_budget, prepare(plan=...), export(budget=...)."""
+"""Budgets in, a per-group channel plan out, verified in TFLM.
 
-import numpy as np
+plan_for_budget -> prepare(plan=...) -> export_tflite(budget=...).
+"""
+
 import pytest
 
 import tfjoint
@@ -66,7 +68,8 @@ def test_a_plan_meets_its_budgets_in_tflm_and_the_report_says_by_how_much(digits
 
 def test_a_missed_budget_fails_validation_naming_it_and_writes_nothing(digits_joint, digits_data, tmp_path):
     path = tmp_path / "m.tflite"
-    with pytest.raises(tfjoint.ValidationError, match=r"budget macs: the file needs \d+, \d+ \(.*%\) over the limit 1000"):
+    with pytest.raises(tfjoint.ValidationError,
+                       match=r"budget macs: the file needs \d+, \d+ \(.*%\) over the limit 1000"):
         tfjoint.export_tflite(digits_joint, str(path), budget=tfjoint.Budget(macs=1000), max_accuracy_drop=1.0,
                               validation_data=(digits_data["x_val"], digits_data["y_val"]))
     assert not path.exists()
@@ -92,7 +95,8 @@ def test_bad_budgets_are_refused_naming_the_argument(digits_float_model, digits_
 
 def test_a_plan_for_another_model_names_the_groups_that_do_not_match(digits_float_model):
     plan = tfjoint.CompressionPlan(channel_fractions={"conv1": 0.5, "not_a_layer": 0.5})
-    with pytest.raises(tfjoint.ConfigError, match=r"names groups that model 'digits_cnn' does not have: \['not_a_layer'\]"):
+    with pytest.raises(tfjoint.ConfigError,
+                       match=r"names groups that model 'digits_cnn' does not have: \['not_a_layer'\]"):
         tfjoint.prepare(digits_float_model, plan=plan, end_step=10)
 
 

@@ -4,16 +4,16 @@ import glob
 
 import numpy as np
 import pytest
+from conftest import compile_joint, image_data, small_cnn
 
 import tfjoint
 from tfjoint import keras
 from tfjoint.train.callbacks import QAT_ACTIVE_KEY, SPARSITY_KEY, STEP_KEY
 
-from conftest import compile_joint, image_data, small_cnn
-
 
 def test_logs_hold_sparsity_step_and_qat_state_each_epoch(tmp_path):
-    joint = compile_joint(tfjoint.prepare(small_cnn(), target_sparsity=0.5, end_step=4, frequency=2, quant_start_step=6))
+    joint = compile_joint(tfjoint.prepare(small_cnn(), target_sparsity=0.5, end_step=4, frequency=2,
+                                          quant_start_step=6))
     x, y = image_data(n=32)
     csv = tmp_path / "log.csv"
     history = joint.fit(x, y, batch_size=8, epochs=3, verbose=0,
@@ -40,13 +40,16 @@ def test_callbacks_returns_a_fresh_list_and_instances_are_reusable():
     first, second = tfjoint.callbacks(), tfjoint.callbacks()
     assert first is not second and first[0] is not second[0]
     joint = compile_joint(tfjoint.prepare(small_cnn(), target_sparsity=0.5, end_step=4, frequency=2))
-    for _ in range(2):
+    for fit in (1, 2):  # the same callback instance, reused: it resets its state on each fit
         history = joint.fit(*image_data(n=16), batch_size=8, verbose=0, callbacks=first)
-        assert STEP_KEY in history.history
+        assert history.history[STEP_KEY] == [2.0 * fit]  # 2 batches per fit; steps continue across fits
+        schedule = tfjoint.schedule_of(joint)
+        assert history.history[SPARSITY_KEY][-1] == pytest.approx(schedule.scheduled_sparsity(2 * fit), abs=0.02)
 
 
 def test_step_comes_from_the_optimizer_when_nothing_counts_steps():
-    joint = compile_joint(tfjoint.prepare(small_cnn(), target_sparsity=0.5, end_step=4, frequency=2, exclude=["conv", "fc"]))
+    joint = compile_joint(tfjoint.prepare(small_cnn(), target_sparsity=0.5, end_step=4, frequency=2,
+                                          exclude=["conv", "fc"]))
     history = joint.fit(*image_data(n=16), batch_size=8, epochs=2, verbose=0, callbacks=tfjoint.callbacks())
     assert history.history[STEP_KEY] == [2.0, 4.0]
     assert history.history[QAT_ACTIVE_KEY] == [1.0, 1.0]

@@ -7,10 +7,9 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import ROOT
 
 from tfjoint import keras
-
-from conftest import ROOT
 
 pytestmark = pytest.mark.slow
 FAST = ["--epochs=2", "--float_epochs=3"]

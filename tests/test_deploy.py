@@ -9,12 +9,11 @@ import subprocess
 import numpy as np
 import pytest
 from ai_edge_litert.interpreter import Interpreter
+from conftest import ROOT
 
 import tfjoint
 from tfjoint import keras
 from tfjoint.export.runtime import TFLiteModel
-
-from conftest import ROOT
 
 pytestmark = pytest.mark.slow
 

@@ -4,13 +4,13 @@ Every figure here is read from the `tflite-micro` interpreter itself (outputs,
 the arena it accepts) or from the file, against tfjoint's report.
 """
 
-import os
 import subprocess
 import sys
 import textwrap
 
 import numpy as np
 import pytest
+from conftest import run_python
 from tflite_micro import runtime  # noqa: F401  (installed by `make test`: the real TFLM interpreter)
 
 import tfjoint
@@ -20,8 +20,6 @@ from tfjoint.export.memory import memory_use
 from tfjoint.export.micro import micro_op_resolver_method
 from tfjoint.export.runtime import runtime_model
 from tfjoint.tflite.flatbuffer import read_flatbuffer
-
-from conftest import run_python
 
 pytestmark = pytest.mark.slow  # conversions and TFLM interpreters
 
@@ -42,8 +40,8 @@ def _residual_model():
 @pytest.fixture(scope="module")
 def digits_file(digits_joint, digits_data, tmp_path_factory):
     path = tmp_path_factory.mktemp("digits") / "model.tflite"
-    report = tfjoint.export_tflite(digits_joint, str(path), validation_data=(digits_data["x_val"], digits_data["y_val"]),
-                                   runtimes=("litert", "tflm"), max_accuracy_drop=1.0)
+    report = tfjoint.export_tflite(digits_joint, str(path), runtimes=("litert", "tflm"), max_accuracy_drop=1.0,
+                                   validation_data=(digits_data["x_val"], digits_data["y_val"]))
     return path.read_bytes(), report
 
 

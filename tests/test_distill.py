@@ -2,11 +2,10 @@
 
 import numpy as np
 import pytest
+from conftest import image_data, small_cnn
 
 import tfjoint
 from tfjoint import keras
-
-from conftest import image_data, small_cnn
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import ROOT, run_python
 
 pytestmark = pytest.mark.slow
@@ -74,7 +73,8 @@ rng = np.random.default_rng(0)
 x_train, y_train = rng.random((128, 8, 8, 1), dtype=np.float32), rng.integers(0, 10, 128)
 joint.fit(x_train, y_train, batch_size=16, epochs=2, verbose=0)
 np.savez(os.path.join(out, f"worker{task['index']}.npz"),
-         step=tfjoint.training_step(joint), **{pk.layer_name: pk.masked_kernel() for pk in tfjoint.pruned_kernels(joint)})
+         step=tfjoint.training_step(joint),
+         **{pk.layer_name: pk.masked_kernel() for pk in tfjoint.pruned_kernels(joint)})
 if task["index"] == 0:
     try:  # exporting the prepared model on the chief alone would wait forever for the other worker
         tfjoint.export_tflite(joint, os.path.join(out, "never.tflite"))

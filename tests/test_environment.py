@@ -1,7 +1,6 @@
 """Keras-version handling: tfjoint works whichever was imported first, each case in a fresh interpreter."""
 
 import pytest
-
 from conftest import run_python
 
 pytestmark = pytest.mark.slow  # fresh interpreters

@@ -10,8 +10,8 @@ from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 import tfjoint
 from tfjoint import keras, read_flatbuffer
-from tfjoint.tflite.convert import to_float32
 from tfjoint.export.tflite import _not_int8_error
+from tfjoint.tflite.convert import to_float32
 
 pytestmark = pytest.mark.slow
 
@@ -43,7 +43,8 @@ def exported(joint, float_model, digits_data, tmp_path_factory):
 
 
 def _interpreter(path):
-    interpreter = Interpreter(model_path=path, experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    interpreter = Interpreter(model_path=path,
+                              experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     interpreter.allocate_tensors()
     return interpreter
 
@@ -94,7 +95,8 @@ def test_reported_accuracy_is_what_litert_computes(exported, digits_data):
     (out_name, out_details), = runner.get_output_details().items()
     scale, zero_point = in_details["quantization"]
     x = np.clip(np.round(digits_data["x_val"] / scale + zero_point), -128, 127).astype(np.int8)
-    predictions = np.concatenate([np.argmax(runner(**{in_name: x[i : i + 50]})[out_name], -1) for i in range(0, len(x), 50)])
+    predictions = np.concatenate([np.argmax(runner(**{in_name: x[i : i + 50]})[out_name], -1)
+                                  for i in range(0, len(x), 50)])
     assert report.int8_accuracy == pytest.approx(np.mean(predictions == digits_data["y_val"]))
     assert report.num_validation_samples == len(x)
     assert report.top1_agreement > 0.95 and report.sqnr_db > 15
@@ -109,7 +111,8 @@ def test_report_sizes_latency_and_json(exported, tmp_path):
     data = report.to_dict()
     assert REQUIRED_KEYS <= set(data)
     report.save_json(str(tmp_path / "report.json"))
-    assert json.loads((tmp_path / "report.json").read_text())["weight_sparsity"] == pytest.approx(report.weight_sparsity)
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["weight_sparsity"] == pytest.approx(report.weight_sparsity)
     text = str(report)
     assert "fully int8" in text and "conv1" in text
 
@@ -171,7 +174,8 @@ def test_conv1d_model_exports_fully_int8_with_its_zeros(tmp_path):
 
 
 def test_float_model_falls_back_to_post_training_quantization(float_model, digits_data, tmp_path):
-    report = tfjoint.export_tflite(float_model, str(tmp_path / "ptq.tflite"), representative_data=digits_data["x_calib"],
+    report = tfjoint.export_tflite(float_model, str(tmp_path / "ptq.tflite"),
+                                   representative_data=digits_data["x_calib"],
                                    validation_data=(digits_data["x_val"], digits_data["y_val"]))
     assert report.quantization == "post_training" and report.fully_int8
     assert any("post-training" in note for note in report.notes)
@@ -229,7 +233,8 @@ def test_bad_path_and_model_are_named(joint, tmp_path):
 def test_fixed_batch_model_is_validated_in_padded_batches(tmp_path):
     keras.utils.set_random_seed(0)
     inputs = keras.Input((12,), batch_size=4, name="features")
-    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="head")(keras.layers.Dense(16, activation="relu")(inputs)))
+    hidden = keras.layers.Dense(16, activation="relu")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="head")(hidden))
     x = np.random.default_rng(0).random((40, 12), dtype=np.float32)
     joint = tfjoint.prepare(model, target_sparsity=0.5, end_step=4, frequency=2)
     joint.compile("adam", "sparse_categorical_crossentropy")

@@ -3,7 +3,6 @@
 Each test here failed on the previous release (see the issue "first hour").
 """
 
-import json
 import os
 import stat
 
@@ -140,7 +139,8 @@ def test_inputs_outside_the_int8_inputs_range_are_named(digits_float_model, digi
     """0-255 pixels into a model trained on 0-1: the report says so, not only that accuracy fell."""
     pixels = digits_data["x_val"] * 255.0
     with pytest.raises(tfjoint.ValidationError) as caught:
-        tfjoint.export_tflite(digits_float_model, str(tmp_path / "m.tflite"), representative_data=digits_data["x_calib"],
+        tfjoint.export_tflite(digits_float_model, str(tmp_path / "m.tflite"),
+                              representative_data=digits_data["x_calib"],
                               validation_data=(pixels, digits_data["y_val"]), float_model=digits_float_model)
     assert "`validation_data`" in str(caught.value) and "outside" in str(caught.value)
     note = next(n for n in caught.value.report.notes if n.startswith("`validation_data`"))

@@ -1,4 +1,7 @@
-"""Layers TF-MOT leaves in float come out fully int8: Conv1D+BN, Dense+BN, a lone BatchNorm, Rescaling, Normalization."""
+"""Layers TF-MOT leaves in float come out fully int8.
+
+Conv1D+BN, Dense+BN, a lone BatchNorm, Rescaling, Normalization.
+"""
 
 import numpy as np
 import pytest

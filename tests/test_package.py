@@ -5,18 +5,17 @@ import doctest
 import importlib
 import inspect
 import os
-import pkgutil
 import textwrap
 
 import pytest
+from conftest import run_python
 
 import tfjoint
 
-from conftest import run_python
-
 PACKAGE_DIR = os.path.dirname(tfjoint.__file__)
 # Small modules any stage may import.
-LEAVES = {"errors", "_keras", "_tfmot", "_litert", "_files", "_progress", "_names", "_capture", "data", "losses", "export.measure"}
+LEAVES = {"errors", "_keras", "_tfmot", "_litert", "_files", "_progress", "_names", "_capture", "data", "losses",
+          "export.measure"}
 # Stages in data-flow order; within a stage, its modules in order. A module may
 # import leaves, any module of an earlier stage, and earlier modules of its own.
 STAGES = {
@@ -26,7 +25,8 @@ STAGES = {
     "quantize": ["quantize.quantizers", "quantize.config", "quantize.transforms",
                  "quantize.scheme", "quantize.wrappers"],
     "tflite": ["tflite.flatbuffer", "tflite.convert"],
-    "train": ["train.readback", "train.prepared_model", "train.prepare", "train.callbacks", "train.distill", "train.strip",
+    "train": ["train.readback", "train.prepared_model", "train.prepare", "train.callbacks", "train.distill",
+              "train.strip",
               "train.saving"],
     "export": ["export.report", "export.validate", "export.tflm", "export.runtime", "export.memory",
                "export.explain", "export.micro", "export.tflite"],
@@ -79,12 +79,14 @@ def test_stages_only_import_earlier_stages_and_leaves():
 
 
 def test_public_names_are_the_documented_objects_even_after_every_submodule_is_imported():
-    for module in pkgutil.walk_packages([PACKAGE_DIR], prefix="tfjoint."):
-        if not module.name.endswith("__main__"):
-            importlib.import_module(module.name)
-    for name in ("prepare", "callbacks", "strip", "load_model", "export_tflite", "plan_schedule", "pruned_kernels",
-                 "training_step", "read_flatbuffer", "schedule_of", "layer_sparsity", "from_keras3", "prunable_layers"):
-        assert inspect.isfunction(getattr(tfjoint, name)), name
+    for module in sorted(_library_modules()):  # every .py file, packages with or without __init__ alike
+        if module not in ("__main__",) and not module.endswith("__init__"):
+            importlib.import_module(f"tfjoint.{module}")
+    for name, module in tfjoint._EXPORTS.items():
+        assert getattr(tfjoint, name) is getattr(importlib.import_module(module), name), name
+        obj = getattr(tfjoint, name)
+        if inspect.isfunction(obj) or inspect.isclass(obj):
+            assert obj.__module__ == module, f"tfjoint.{name} is defined in {obj.__module__}, listed as {module}"
     assert tfjoint.keras.__name__.startswith("tf_keras")
     assert issubclass(tfjoint.ConfigError, ValueError) and issubclass(tfjoint.ModelTypeError, TypeError)
     assert set(dir(tfjoint)) >= set(tfjoint.__all__)
@@ -103,13 +105,15 @@ def test_type_checkers_see_every_public_name():
 
 
 def test_docstring_examples_run():
-    import tfjoint.prune.schedule
-    import tfjoint.train.prepare
-
     import tfjoint.bridge.keras3
     import tfjoint.prune.allocation
+    import tfjoint.prune.budget
+    import tfjoint.prune.schedule
+    import tfjoint.registry.table
+    import tfjoint.train.prepare
 
-    for module in (tfjoint.train.prepare, tfjoint.prune.schedule, tfjoint.bridge.keras3, tfjoint.prune.allocation):
+    for module in (tfjoint.train.prepare, tfjoint.prune.schedule, tfjoint.bridge.keras3, tfjoint.prune.allocation,
+                   tfjoint.registry.table, tfjoint.prune.budget):
         results = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert results.attempted > 0 and results.failed == 0, module.__name__
 
@@ -154,3 +158,45 @@ def test_the_command_says_what_to_install_without_its_extras():
     """)
     assert result.returncode == 2, result.stderr[-3000:]
     assert 'pip install "tfjoint[app]"' in result.stderr and "matplotlib and scikit-learn" in result.stderr
+
+
+def _keras_layer_class_names() -> set[str]:
+    from tfjoint import keras
+
+    names = {name for name in dir(keras.layers) if inspect.isclass(getattr(keras.layers, name))
+             and issubclass(getattr(keras.layers, name), keras.layers.Layer)}
+    return (names | {"SyncBatchNormalization"}) - {"Layer"}
+
+
+# Strings that happen to spell a layer class: the prefix of TFLM's MicroMutableOpResolver methods ("AddConv2D").
+_NOT_CLASS_NAMES = {("export.micro", "Add")}
+
+
+def test_no_module_outside_the_registry_names_a_keras_layer_class():
+    """What tfjoint knows about a kind of layer lives in its registry entry; stages ask the registry.
+
+    Building layers (`keras.layers.Conv2D(...)`, as the layout rewrites and the app's example model do) is
+    fine; matching on a class (a class-name string, `isinstance`, `type(x) is`) outside the registry is not.
+    The bridge is exempt: it reads Keras 3 configs, whose class names it must read.
+    """
+    classes = _keras_layer_class_names()
+    offences = []
+    for module in sorted(_library_modules()):
+        if module.startswith(("registry.", "bridge.", "app.")) or module in ("__init__", "__main__"):
+            continue
+        tree = ast.parse(open(os.path.join(PACKAGE_DIR, *module.split(".")) + ".py").read())
+        called = set()  # keras.layers.X(...) and keras.layers.X.from_config(...) build a layer
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call):
+                called.add(id(node.func))
+                if isinstance(node.func, ast.Attribute):
+                    called.add(id(node.func.value))
+        for node in ast.walk(tree):
+            if (module, getattr(node, "value", None)) in _NOT_CLASS_NAMES:
+                continue
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in classes:
+                offences.append(f"{module}:{node.lineno} '{node.value}'")
+            if (isinstance(node, ast.Attribute) and node.attr in classes and id(node) not in called
+                    and isinstance(node.value, ast.Attribute) and node.value.attr == "layers"):
+                offences.append(f"{module}:{node.lineno} keras.layers.{node.attr}")
+    assert not offences, offences

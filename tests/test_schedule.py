@@ -97,7 +97,8 @@ def test_unknown_fields_are_refused():
         tfjoint.JointSchedule.from_dict({"target_sparsity": 0.5, "end_step": 100, "sparsity": 0.3})
 
 
-@pytest.mark.parametrize("size,sparsity", [(72, 0.8), (2880, 0.8), (2880, 0.7888888), (10, 0.55), (7, 0.99), (1001, 0.4995)])
+@pytest.mark.parametrize("size,sparsity",
+                         [(72, 0.8), (2880, 0.8), (2880, 0.7888888), (10, 0.55), (7, 0.99), (1001, 0.4995)])
 def test_expected_zero_fraction_matches_tfmot_rounding(size, sparsity):
     import tensorflow as tf
 

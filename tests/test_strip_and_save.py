@@ -3,13 +3,12 @@
 import numpy as np
 import pytest
 import tensorflow_model_optimization as tfmot
+from conftest import compile_joint, image_data, small_cnn
 
 import tfjoint
-from tfjoint import keras, pruned_kernels, training_step
+from tfjoint import pruned_kernels, training_step
 from tfjoint.quantize.config import JointQuantizeConfig
 from tfjoint.train.strip import strips_cleanly
-
-from conftest import compile_joint, image_data, small_cnn
 
 
 @pytest.fixture(scope="module")
@@ -32,16 +31,20 @@ def test_strip_bakes_zeros_into_kernels_and_removes_pruning_state(trained_joint)
 
 def test_stripped_model_predicts_like_the_prepared_one(trained_joint):
     x, _ = image_data(n=16, seed=5)
-    np.testing.assert_allclose(tfjoint.strip(trained_joint).predict(x, verbose=0), trained_joint.predict(x, verbose=0), atol=1e-6)
+    np.testing.assert_allclose(tfjoint.strip(trained_joint).predict(x, verbose=0), trained_joint.predict(x, verbose=0),
+                               atol=1e-6)
 
 
 def test_stripped_configs_are_tfmot_default_8bit(trained_joint):
     stripped = tfjoint.strip(trained_joint)
     reference = tfmot.quantization.keras.quantize_model(small_cnn())
-    ours = {l.name: type(l.quantize_config).__name__ for l in stripped.layers if hasattr(l, "quantize_config")}
-    theirs = {l.name: type(l.quantize_config).__name__ for l in reference.layers if hasattr(l, "quantize_config")}
-    assert ours == theirs
-    assert not any(isinstance(getattr(l, "quantize_config", None), JointQuantizeConfig) for l in stripped.layers)
+    def configs(model):
+        return {layer.name: type(layer.quantize_config).__name__ for layer in model.layers
+                if hasattr(layer, "quantize_config")}
+
+    assert configs(stripped) == configs(reference)
+    assert not any(isinstance(getattr(layer, "quantize_config", None), JointQuantizeConfig)
+                   for layer in stripped.layers)
 
 
 def test_strip_refuses_an_unprepared_model():
@@ -50,7 +53,8 @@ def test_strip_refuses_an_unprepared_model():
 
 
 def _run(steps_first, steps_then, save_path=None):
-    joint = compile_joint(tfjoint.prepare(small_cnn(), target_sparsity=0.6, end_step=12, frequency=3, quant_start_step=5))
+    joint = compile_joint(tfjoint.prepare(small_cnn(), target_sparsity=0.6, end_step=12, frequency=3,
+                                          quant_start_step=5))
     x, y = image_data(n=8 * max(steps_first, 1))
     joint.fit(x[: 8 * steps_first], y[: 8 * steps_first], batch_size=8, verbose=0)
     if save_path is not None:
@@ -104,10 +108,32 @@ def test_a_prepared_model_round_trips_through_the_keras_format(tmp_path):
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), joint.predict(x, verbose=0))
 
 
-def test_float_keras_file_loads(tmp_path):
+def test_float_keras_file_loads_with_its_weights_and_computes_the_same(tmp_path):
     path = str(tmp_path / "float.keras")
-    small_cnn().save(path)
-    assert isinstance(tfjoint.load_model(path), keras.Model)
+    model = small_cnn()
+    model.save(path)
+    loaded = tfjoint.load_model(path)
+    assert [layer.name for layer in loaded.layers] == [layer.name for layer in model.layers]
+    for a, b in zip(model.get_weights(), loaded.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    x, _ = image_data(n=8, seed=3)
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def test_a_prepared_model_stores_its_schedule_through_save_and_load_and_strip_carries_it(tmp_path):
+    schedule = tfjoint.JointSchedule(target_sparsity={"conv": 0.6, "fc": 0.3}, end_step=12, frequency=3,
+                                     quant_start_step=2)
+    joint = compile_joint(tfjoint.prepare(small_cnn(), schedule=schedule))
+    assert tfjoint.schedule_of(joint) == schedule
+    for suffix in (".keras", ".h5"):
+        path = str(tmp_path / f"joint{suffix}")
+        joint.save(path)
+        assert tfjoint.schedule_of(tfjoint.load_model(path)) == schedule, suffix
+    stripped = tfjoint.strip(joint)
+    assert tfjoint.schedule_of(stripped) == schedule  # export_tflite(tfjoint.strip(joint)) reports it
+    report = tfjoint.export_tflite(stripped, str(tmp_path / "m.tflite"), quantization="qat")
+    assert report.schedule == schedule.to_dict()
+    assert {name: entry["planned"] for name, entry in report.per_layer_sparsity.items()} == {"conv": 0.6, "fc": 0.3}
 
 
 def test_missing_file_is_named(tmp_path):

@@ -57,8 +57,69 @@ def test_tfjoints_list_is_tfmots_after_its_own_rewrites():
         "_GatedInputLayerQuantize", "_NamedSeparableConvQuantize"]
 
 
-def test_private_names_still_exist():
-    for name in _tfmot.__all__:
-        assert getattr(_tfmot, name) is not None, name
+def _holders():
+    """A real object for every holder named in the PRIVATE_ATTRIBUTES lists: a built QAT wrapper, a model, ..."""
+    import tensorflow as tf
+
+    from tfjoint import keras
+    from tfjoint._litert import Interpreter
+    from tfjoint.tflite.convert import to_float32
+
+    inputs = keras.Input((4,))
+    dense = keras.layers.Dense(2, name="dense")
+    model = keras.Model(inputs, keras.layers.ReLU(name="relu")(dense(inputs)))
+    qat = tfmot.quantization.keras.quantize_model(model)
+    return {
+        "QuantizeWrapperV2 (built)": qat.get_layer("quant_dense"),
+        "QuantizeWrapperV2 (output-quantized)": qat.get_layer("quant_relu"),
+        "QuantizeAwareActivation": _tfmot.QuantizeAwareActivation,
+        "PolynomialDecay": tfmot.sparsity.keras.PolynomialDecay,
+        "Default8BitQuantizeRegistry": tfmot.quantization.keras.default_8bit.Default8BitQuantizeRegistry(),
+        "Functional model": model,
+        "model": model,
+        "symbolic tensor": model.outputs[0],
+        "layer": dense,
+        "variable": tf.Variable(1.0),
+        "Interpreter": Interpreter(model_content=to_float32(model)),
+    }
+
+
+def test_every_private_attribute_tfjoint_reads_still_exists():
+    """Each library's one module lists the private attributes it reads; each must still be there."""
+    from tfjoint import _keras, _litert
+
+    holders = _holders()
+    listed = list(_tfmot.PRIVATE_ATTRIBUTES) + list(_keras.PRIVATE_ATTRIBUTES) + list(_litert.PRIVATE_ATTRIBUTES)
+    for holder, attribute in listed:
+        assert hasattr(holders[holder], attribute), f"{holder}.{attribute} is gone: update the module that reads it"
+    import importlib
+
+    for module, name in _keras.PRIVATE_MODULES:
+        assert hasattr(importlib.import_module(module), name), f"{module}.{name} is gone"
     assert issubclass(_tfmot.Default8BitQuantizeConfig, tfmot.quantization.keras.QuantizeConfig)
-    assert hasattr(_tfmot.Pruning, "conditional_mask_update")
+    assert callable(_tfmot.Pruning.conditional_mask_update)
+
+
+def test_private_attributes_are_read_only_where_they_are_listed():
+    """No module but the three listing modules reads an attribute `._name` of an object it does not own."""
+    import ast
+    import os
+
+    import tfjoint
+
+    package = os.path.dirname(tfjoint.__file__)
+    allowed = {"_tfmot.py", "_keras.py", "_litert.py"}
+    offences = []
+    for path, _, files in os.walk(package):
+        for name in files:
+            if not name.endswith(".py") or name in allowed:
+                continue
+            tree = ast.parse(open(os.path.join(path, name)).read())
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+                    owner = node.value
+                    if isinstance(owner, ast.Name) and owner.id in ("self", "cls", "_tfmot", "_keras", "_litert",
+                                                                      "errors"):
+                        continue
+                    offences.append(f"{os.path.relpath(os.path.join(path, name), package)}:{node.lineno} .{node.attr}")
+    assert not offences, offences

@@ -7,11 +7,10 @@ returned NaN, so an XLA-compiled model predicted (and trained) garbage.
 
 import numpy as np
 import pytest
+from conftest import image_data
 
 import tfjoint
 from tfjoint import keras
-
-from conftest import image_data
 
 
 def _cnn(seed=0):

@@ -85,23 +85,23 @@ if TYPE_CHECKING:  # what IDEs and type checkers see; at run time the names load
         UnsupportedLayerError,
         ValidationError,
     )
-    from tfjoint.tflite.flatbuffer import read_flatbuffer
     from tfjoint.export.micro import write_c_array
     from tfjoint.export.report import ExportReport
     from tfjoint.export.runtime import RUNTIMES, TFLiteModel
-    from tfjoint.export.tflm import TFLMModel
     from tfjoint.export.tflite import export_tflite
+    from tfjoint.export.tflm import TFLMModel
     from tfjoint.export.validate import Tolerances
-    from tfjoint.prune.allocation import allocate_sparsity
     from tfjoint.plan.for_budget import plan_for_budget
+    from tfjoint.prune.allocation import allocate_sparsity
     from tfjoint.prune.budget import Budget, CompressionPlan
     from tfjoint.prune.schedule import JointSchedule, plan_schedule
     from tfjoint.registry.table import LayerKind, Quantization, kind_of, prunable_layers, register_layer
+    from tfjoint.tflite.flatbuffer import read_flatbuffer
     from tfjoint.train.callbacks import callbacks
-    from tfjoint.train.prepared_model import PreparedModel, update_channel_masks
     from tfjoint.train.distill import Distiller
-    from tfjoint.train.readback import is_prepared, layer_sparsity, pruned_kernels, schedule_of, training_step
     from tfjoint.train.prepare import prepare
+    from tfjoint.train.prepared_model import PreparedModel, update_channel_masks
+    from tfjoint.train.readback import is_prepared, layer_sparsity, pruned_kernels, schedule_of, training_step
     from tfjoint.train.saving import load_model
     from tfjoint.train.strip import strip
 

@@ -25,7 +25,8 @@ def checked_output_path(path, argument: str) -> str:
         )
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
-        raise errors.ConfigError(f"`{argument}`: directory '{directory}' does not exist; create it first (os.makedirs).")
+        raise errors.ConfigError(
+            f"`{argument}`: directory '{directory}' does not exist; create it first (os.makedirs).")
     if not os.access(directory, os.W_OK):
         raise errors.ConfigError(
             f"`{argument}`: directory '{directory}' is not writable; choose a directory you can write to."

@@ -22,7 +22,8 @@ __all__ = [
     "keras", "tf", "check_float_model", "check_tf_keras_model", "is_tf_keras_model", "is_keras3_model",
     "weight_short_name", "serializable", "keras_history", "nodes_in_graph_order", "outbound_layers",
     "distribution_strategy_of", "is_graph_network", "own_trainable_weights", "set_own_trainable_weights",
-    "own_non_trainable_weights", "is_keras3_functional", "nested_inputs_and_outputs", "selected_layer_names", "LayerSelector",
+    "own_non_trainable_weights", "is_keras3_functional", "nested_inputs_and_outputs", "selected_layer_names",
+    "LayerSelector",
     "PRIVATE_ATTRIBUTES", "PRIVATE_MODULES",
 ]
 

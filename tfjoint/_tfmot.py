@@ -9,20 +9,21 @@ tests/test_private_contracts.py says which name (`PRIVATE_ATTRIBUTES` lists
 every private attribute read below).
 """
 
-from tfjoint._keras import tf  # sets TF_USE_LEGACY_KERAS before TensorFlow loads
 import tensorflow_model_optimization as tfmot
-from tensorflow_model_optimization.python.core.quantization.keras import quantize_aware_activation
+from tensorflow_model_optimization.python.core.quantization.keras import quantize_aware_activation, quantize_layer
 from tensorflow_model_optimization.python.core.quantization.keras import quantize_config as quantize_config_lib
-from tensorflow_model_optimization.python.core.quantization.keras import quantize_layer
-from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import default_8bit_quantize_configs
-from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import default_8bit_quantize_registry
-from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
-    default_8bit_quantize_layout_transform,
-)
+
 # The public `tfmot.quantization.keras.default_8bit.default_8bit_transforms`
 # lacks the Dense+BatchNorm transforms that TF-MOT's own list uses.
-from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import default_8bit_transforms
+from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
+    default_8bit_quantize_configs,
+    default_8bit_quantize_layout_transform,
+    default_8bit_quantize_registry,
+    default_8bit_transforms,
+)
 from tensorflow_model_optimization.python.core.sparsity.keras import pruning_impl
+
+from tfjoint._keras import tf  # sets TF_USE_LEGACY_KERAS before TensorFlow loads
 
 __all__ = [
     "OutputOnlyConfig",
@@ -57,7 +58,7 @@ Pruning = pruning_impl.Pruning
 PRIVATE_ATTRIBUTES = (
     ("QuantizeWrapperV2 (built)", "_weight_vars"),
     ("QuantizeWrapperV2 (built)", "_output_quantizers"),
-    ("QuantizeWrapperV2 (built)", "_output_quantizer_vars"),
+    ("QuantizeWrapperV2 (output-quantized)", "_output_quantizer_vars"),
     ("QuantizeAwareActivation", "_PRE_QUANT_ACTIVATIONS"),
     ("QuantizeAwareActivation", "_POST_QUANT_ACTIVATIONS"),
     ("QuantizeAwareActivation", "_NO_QUANTIZE_ACTIVATIONS"),

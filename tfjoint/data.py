@@ -45,7 +45,8 @@ def _as_input_list(element, specs, argument) -> list:
     if isinstance(element, dict):
         missing = [n for n in names if n not in element]
         if missing:
-            raise errors.DataError(f"`{argument}`: dict is missing model inputs {missing}; it has keys {sorted(element)}.")
+            raise errors.DataError(
+                f"`{argument}`: dict is missing model inputs {missing}; it has keys {sorted(element)}.")
         return [element[n] for n in names]
     if len(specs) == 1:
         return [element]
@@ -79,7 +80,8 @@ def _check_arrays(arrays, specs, argument) -> list[np.ndarray]:
     for array, (name, shape) in zip(arrays, specs):
         array = _to_numpy(array)
         if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
-            raise errors.DataError(f"`{argument}`: input '{name}' has dtype {array.dtype}; give numeric arrays (float32).")
+            raise errors.DataError(
+                f"`{argument}`: input '{name}' has dtype {array.dtype}; give numeric arrays (float32).")
         if array.ndim == len(shape) and all(e is None or e == a for e, a in zip(shape, array.shape)):
             array = array[None]  # a single sample
         expected = (None,) + shape
@@ -93,7 +95,8 @@ def _check_arrays(arrays, specs, argument) -> list[np.ndarray]:
         array = array.astype(np.float32)
         if not np.all(np.isfinite(array)):
             bad = int(np.count_nonzero(~np.isfinite(array)))
-            raise errors.DataError(f"`{argument}`: input '{name}' holds {bad} NaN/inf values; clean or drop those samples.")
+            raise errors.DataError(
+                f"`{argument}`: input '{name}' holds {bad} NaN/inf values; clean or drop those samples.")
         checked.append(array)
     counts = {a.shape[0] for a in checked}
     if len(counts) > 1:
@@ -118,7 +121,8 @@ def _collect_stream(data, specs, argument, max_samples) -> tuple[list[np.ndarray
     chunks, labels, count = [], [], 0
     for element in itertools.islice(_iterate(data, argument), 100000):
         y = None
-        if isinstance(element, tuple) and len(element) == 2 and not (len(specs) == 2 and _looks_like_inputs(element, specs)):
+        two_inputs = len(specs) == 2 and _looks_like_inputs(element, specs)
+        if isinstance(element, tuple) and len(element) == 2 and not two_inputs:
             element, y = element
         arrays = _check_arrays(_as_input_list(element, specs, argument), specs, argument)
         chunks.append(arrays)
@@ -130,8 +134,9 @@ def _collect_stream(data, specs, argument, max_samples) -> tuple[list[np.ndarray
         raise errors.DataError(f"`{argument}` yielded no samples; give at least one.")
     inputs = [np.concatenate([c[i] for c in chunks])[:max_samples] for i in range(len(specs))]
     y = None
-    if all(label is not None for label in labels):
-        y = np.concatenate([np.atleast_1d(label) for label in labels])[: inputs[0].shape[0]]
+    given = [label for label in labels if label is not None]
+    if len(given) == len(labels):
+        y = np.concatenate([np.atleast_1d(label) for label in given])[: inputs[0].shape[0]]
     return inputs, y
 
 
@@ -155,6 +160,7 @@ def split_validation(validation_data, model, argument: str = "validation_data"):
         x, y = validation_data
     inputs = _check_arrays(_as_input_list(x, specs, argument), specs, argument)
     if y is not None:
+        labels: Any
         if isinstance(y, dict):
             labels = {k: None if v is None else _to_numpy(v) for k, v in y.items()}
             given = [v for v in labels.values() if v is not None]

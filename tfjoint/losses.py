@@ -15,11 +15,10 @@ LOSSES = ("auto", "sparse_categorical_crossentropy", "categorical_crossentropy",
 
 def outputs_probabilities(model, output_index: int = 0) -> bool:
     """Whether a model output ends in softmax or sigmoid: as an activation, an `Activation` or a `Softmax` layer."""
-    from tfjoint._keras import keras
+    from tfjoint.registry import kind_of, unwrapped
 
-    layer = model.get_layer(model.output_names[output_index])
-    layer = getattr(layer, "layer", layer)  # a QuantizeWrapper's inner layer
-    if isinstance(layer, keras.layers.Softmax):
+    layer = unwrapped(model.get_layer(model.output_names[output_index]))
+    if "probabilities" in getattr(kind_of(layer), "tags", ()):  # a Softmax layer
         return True
     activation = getattr(layer, "activation", None)
     activation = getattr(activation, "activation", activation)  # TF-MOT's QuantizeAwareActivation
@@ -27,7 +26,8 @@ def outputs_probabilities(model, output_index: int = 0) -> bool:
 
 
 def _integer_valued(y: np.ndarray) -> bool:
-    return np.issubdtype(y.dtype, np.integer) or (np.issubdtype(y.dtype, np.floating) and np.all(np.mod(y, 1) == 0))
+    return bool(np.issubdtype(y.dtype, np.integer)
+                or (np.issubdtype(y.dtype, np.floating) and np.all(np.mod(y, 1) == 0)))
 
 
 def infer_loss(model, y: np.ndarray, requested: str = "auto"):

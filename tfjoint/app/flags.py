@@ -131,7 +131,8 @@ class RunConfig:
                 raise errors.ConfigError(f"--{field.name} must be <= {meta['upper']}; received {value!r}.")
         if (self.model is None) != (self.data is None):
             given, missing = ("--model", "--data") if self.model else ("--data", "--model")
-            raise errors.ConfigError(f"{given} needs {missing} too (or give neither to run the embedded digits default).")
+            raise errors.ConfigError(
+                f"{given} needs {missing} too (or give neither to run the embedded digits default).")
         if self.image_size is not None:
             self.image_shape  # checks the format
 

@@ -79,7 +79,7 @@ def _is_chief(strategy) -> bool:
     return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
 
 
-class _BatchLossRecorder(keras.callbacks.Callback):
+class _BatchLossRecorder(keras.callbacks.Callback):  # type: ignore[name-defined]  # tf_keras has no type stubs
     """Keeps the training loss of every batch, for the schedule plot."""
 
     def on_train_begin(self, logs=None):
@@ -96,6 +96,7 @@ def _inputs(config: RunConfig, phases):
         with phases.run("float training", f"the embedded digits CNN, {config.float_epochs} epochs"):
             data = digits.load_digits(seed=config.seed)
             return data, digits.train_float_model(data, epochs=config.float_epochs, seed=config.seed)
+    assert config.data is not None  # RunConfig requires --data with --model
     with phases.run("loading", f"{config.model} and {config.data}"):
         data = datasets.load_data(config.data, config.image_shape, config.validation_split, config.seed)
         model = _load_float_model(config.model)
@@ -230,9 +231,10 @@ def _export_and_plot(config, resolved, deployable, float_model, data, schedule, 
     )
     pruned = {name: entry for name, entry in report.per_layer_sparsity.items() if entry.get("planned")}
     largest = max(pruned, key=lambda n: pruned[n]["size"], default=None)
-    if largest is not None:
+    if largest is not None and report.flatbuffer is not None:
         tensors = set(pruned[largest]["tflite_tensors"])
-        after = [w.values.ravel() for w in report.flatbuffer.weights if w.tensor_name in tensors]
+        after = [w.values.ravel() for w in report.flatbuffer.weights
+                 if w.tensor_name in tensors and w.values is not None]
         plots.weight_histograms(files["weights_histogram.png"], largest,
                                 float_model.get_layer(largest).get_weights()[0],
                                 np.concatenate(after) if after else np.zeros(0, np.int8))

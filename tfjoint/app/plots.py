@@ -10,7 +10,8 @@ left alone.
 import numpy as np
 from matplotlib.figure import Figure
 
-__all__ = ["sparsity_per_layer", "schedule_and_loss", "scheduled_curve", "weight_histograms", "sensitivity", "per_layer_error",
+__all__ = ["sparsity_per_layer", "schedule_and_loss", "scheduled_curve", "weight_histograms", "sensitivity",
+           "per_layer_error",
            "channels_for_budget"]
 
 
@@ -90,7 +91,8 @@ def schedule_and_loss(path, *, schedule, total_steps, epoch_steps, epoch_sparsit
     steps = np.arange(0, total_steps + 1)
     planned = scheduled_curve(schedule, total_steps, sizes)
     figure, axis = _figure(figsize=(7, 3.8))
-    label = "scheduled sparsity, all pruned weights" + (" (size-weighted mean of the plan)" if schedule.per_layer else "")
+    label = "scheduled sparsity, all pruned weights" + (
+        " (size-weighted mean of the plan)" if schedule.per_layer else "")
     axis.step(steps, planned, where="post", label=label)
     if schedule.prunes_channels and not schedule.per_group_channels:
         channels = [schedule.scheduled_sparsity(int(s), float(schedule.channel_sparsity)) for s in steps]

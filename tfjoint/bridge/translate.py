@@ -241,7 +241,7 @@ def _layer_call(layer) -> Callable[[list, dict], Any]:
 
 def _standard(entry, layer3) -> _Rebuilt:
     cls, config = _translated_layer_config(entry, layer3)
-    layer = cls.from_config(config)
+    layer = cls.from_config(config)  # type: ignore[attr-defined]  # a tf_keras layer class
     return _Rebuilt(_layer_call(layer), [(layer, layer3)] if layer3 is not None else [])
 
 
@@ -260,7 +260,7 @@ def _is_number(value) -> bool:
 
 
 def _check_raw_op(entry) -> None:
-    """A raw `keras.ops` call tfjoint can rebuild: elementwise arithmetic of two tensors, or of a tensor and a number."""
+    """A raw `keras.ops` call tfjoint can rebuild: elementwise arithmetic of two tensors, or a tensor and a number."""
     op = entry["class_name"]
     for node in entry.get("inbound_nodes", []):
         args = node.get("args", [])
@@ -395,9 +395,10 @@ class _Graph:
             return x
         given = inputs if isinstance(inputs, (list, tuple)) else [inputs]
         tensors = dict(zip(_endpoints(self.config["input_layers"]), given))
-        return self._run(tensors)
+        return self.run(tensors)
 
-    def _run(self, tensors: dict):
+    def run(self, tensors: dict):
+        """Replays every node once its inputs exist in `tensors` ((layer, node, index) -> tensor); the outputs."""
         pending = [(name, index, node) for entry in self.entries
                    for name in [entry.get("name") or entry["config"]["name"]]
                    for index, node in enumerate(entry["inbound_nodes"])]
@@ -465,7 +466,7 @@ def rebuild_in_tf_keras(model3) -> keras.Model:
         inputs = {endpoint: _input_tensor(entry) for entry in graph.inputs
                   for endpoint in [((entry.get("name") or entry["config"]["name"]), 0, 0)]}
         ordered = [inputs[e] for e in _endpoints(config["input_layers"])]
-        outputs = graph._run(dict(inputs))
+        outputs = graph.run(dict(inputs))
         model = keras.Model(_structured(config["input_layers"], ordered), outputs, name=name)
     else:
         first = graph.inputs[0] if graph.inputs else None

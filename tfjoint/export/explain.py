@@ -33,13 +33,14 @@ Entries are sorted worst first, by the lower of `sqnr_db` and
 """
 
 import numpy as np
+
 from tfjoint._keras import keras, outbound_layers
 from tfjoint._litert import Interpreter, OpResolverType
+from tfjoint._names import float_layer_name
 from tfjoint.export import measure
-from tfjoint.tflite.flatbuffer import WEIGHT_OPS, FlatbufferSummary, operand_position
 from tfjoint.quantize.transforms import ACTIVATION_SUFFIX
 from tfjoint.registry import kind_of
-from tfjoint._names import float_layer_name
+from tfjoint.tflite.flatbuffer import WEIGHT_OPS, FlatbufferSummary, operand_position
 
 __all__ = ["per_layer_error"]
 
@@ -160,7 +161,8 @@ def _errors(reference, actual) -> dict:
     if reference is None:
         return {"sqnr_db": None, "cosine_similarity": None, "max_abs_error": None}
     reference = reference.reshape(actual.shape)
-    return {"sqnr_db": measure.sqnr_db(reference, actual), "cosine_similarity": measure.cosine_similarity(reference, actual),
+    return {"sqnr_db": measure.sqnr_db(reference, actual),
+            "cosine_similarity": measure.cosine_similarity(reference, actual),
             "max_abs_error": measure.max_abs_error(reference, actual)}
 
 

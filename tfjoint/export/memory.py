@@ -113,11 +113,11 @@ def tflm_buffers(summary: FlatbufferSummary, with_index: bool = False) -> list[t
         first.setdefault(tensor.index, end)
         last[tensor.index] = end
     buffers = []
-    for tensor in summary.tensors:  # TFLM adds them in tensor index order
-        if tensor.index in constants or tensor.nbytes == 0 or tensor.index not in first:
+    for info in summary.tensors:  # TFLM adds them in tensor index order
+        if info.index in constants or info.nbytes == 0 or info.index not in first:
             continue
-        lifetime = (tensor.nbytes, first[tensor.index], last.get(tensor.index, first[tensor.index]))
-        buffers.append(lifetime + (tensor.index,) if with_index else lifetime)
+        lifetime = (info.nbytes, first[info.index], last.get(info.index, first[info.index]))
+        buffers.append(lifetime + (info.index,) if with_index else lifetime)
     return buffers
 
 

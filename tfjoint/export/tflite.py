@@ -23,17 +23,17 @@ import tensorflow_model_optimization as tfmot
 from tfjoint import _progress, errors
 from tfjoint._files import atomic_write_bytes, checked_output_path
 from tfjoint._keras import check_tf_keras_model, distribution_strategy_of, keras, weight_short_name
+from tfjoint._names import float_layer_name
 from tfjoint.data import collect_inputs, outputs_as_list, split_validation
 from tfjoint.export import explain, measure, memory, micro, tflm, validate
-from tfjoint.tflite import convert
-from tfjoint.tflite.flatbuffer import FlatbufferSummary, float_op_problems, layer_of, read_flatbuffer
 from tfjoint.export.report import ExportReport
 from tfjoint.export.runtime import TFLiteModel, check_runtimes, runtime_model
 from tfjoint.export.validate import Tolerances
 from tfjoint.prune.budget import Budget
 from tfjoint.prune.schedule import JointSchedule
 from tfjoint.registry import kind_of, needs_calibration, output_channels, pruned_weight_name, unwrapped
-from tfjoint._names import float_layer_name
+from tfjoint.tflite import convert
+from tfjoint.tflite.flatbuffer import FlatbufferSummary, float_op_problems, layer_of, read_flatbuffer
 from tfjoint.train.readback import (
     is_prepared,
     original_channels,
@@ -194,7 +194,7 @@ def _validate(candidates: list[_Candidate], runtimes, validation, float_model, t
             candidate.validations[runtime] = dict(
                 validate.headline(per_output), per_output=per_output,
                 failures=validate.failures(per_output, tolerances, runtime),
-                notes=validate.notes_on_outputs(per_output, keras_out, {t.signature_name: t.scale
+                notes=validate.notes_on_outputs(per_output, keras_out, {t.signature_name or t.name: t.scale
                                                                        for t in candidate.summary.outputs},
                                                 float_out is not None))
     return float_out
@@ -240,7 +240,7 @@ def _layer_of_unnamed_ops(model, summary: FlatbufferSummary) -> dict[str, str]:
     for layer in model.layers:
         for op in getattr(kind_of(layer), "tflite_ops", ()):
             claims.setdefault(op, []).append(layer.name)
-    counts = {}
+    counts: dict[str, int] = {}
     for op in summary.ops:
         counts[op.name] = counts.get(op.name, 0) + 1
     return {op: layers[0] for op, layers in claims.items() if len(layers) == 1 and counts.get(op) == 1}
@@ -257,7 +257,7 @@ def _per_layer_sparsity(model, summary: FlatbufferSummary, plan: dict[str, float
     for layer in layers:
         name = float_layer_name(layer.name)
         kernel = _kernel_values(layer)
-        if plan is not None and not plan.get(name):  # not pruned, or planned to stay dense
+        if kernel is None or (plan is not None and not plan.get(name)):  # not pruned, or planned to stay dense
             continue
         if plan is None and not np.any(kernel == 0):
             continue
@@ -478,7 +478,7 @@ def export_tflite(
     if float_model is not None:
         with phases.run("conversion", "float32 reference"):
             float_content = convert.to_float32(float_model)
-    if float_path is not None:
+    if float_path is not None and float_content is not None:
         atomic_write_bytes(float_path, float_content)
     notes = list(source.notes)
     if validation is not None:
@@ -523,7 +523,7 @@ def _checked_model(model, argument: str):
     return model
 
 
-def _checked_float_path(float_path, float_model):
+def _checked_float_path(float_path, float_model) -> str | None:
     if float_path is None:
         return None
     if float_model is None:
@@ -556,8 +556,8 @@ def _check_calibration(model, representative_data) -> None:
     if calibrated and representative_data is None:
         names = ", ".join(f"'{float_layer_name(layer.name)}' ({type(unwrapped(layer)).__name__})"
                           for layer in calibrated)
-        raise errors.ConfigError(f"model '{model.name}' has layers whose int8 ranges the converter calibrates ({names}): "
-                                 "pass `representative_data` (a few hundred typical inputs).")
+        raise errors.ConfigError(f"model '{model.name}' has layers whose int8 ranges the converter calibrates "
+                                 f"({names}): pass `representative_data` (a few hundred typical inputs).")
 
 
 _EXPLAIN_MAX_WEIGHT_OPS = 200
@@ -591,7 +591,7 @@ def _originals(source: _Source, float_model) -> dict[str, int]:
         if channels is not None:
             found.setdefault(float_layer_name(layer.name), channels)
     model = source.qat_model or source.float_model
-    for layer in model.layers:
+    for layer in (model.layers if model is not None else []):
         channels = output_channels(layer)
         if channels is not None:
             found.setdefault(float_layer_name(layer.name), channels)

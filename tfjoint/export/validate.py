@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 from tfjoint import errors
-from tfjoint.export import measure
 from tfjoint._names import float_layer_name
+from tfjoint.export import measure
 
 __all__ = ["Tolerances", "labels_per_output", "compare_outputs", "failures", "notes_on_outputs", "primary_output",
            "input_range_notes", "headline"]
@@ -98,7 +98,7 @@ def labels_per_output(labels, output_names) -> list:
 
 def _is_binary(outputs: np.ndarray, labels: np.ndarray) -> bool:
     """A one-unit probability output with 0/1 labels."""
-    return (
+    return bool(
         outputs.ndim == 2 and outputs.shape[1] == 1 and np.all((labels == 0) | (labels == 1))
         and float(np.min(outputs)) >= 0.0 and float(np.max(outputs)) <= 1.0
     )

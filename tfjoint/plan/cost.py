@@ -23,13 +23,13 @@ import dataclasses
 
 import numpy as np
 
+from tfjoint._names import float_layer_name
 from tfjoint.export import memory, tflm
-from tfjoint.tflite import convert
-from tfjoint.tflite.flatbuffer import FlatbufferSummary, layer_of, read_flatbuffer
 from tfjoint.prune.channels import ChannelPlan, Layout
 from tfjoint.prune.schedule import kept_channels
+from tfjoint.tflite import convert
+from tfjoint.tflite.flatbuffer import FlatbufferSummary, layer_of, read_flatbuffer
 from tfjoint.train.prepare import prepare
-from tfjoint._names import float_layer_name
 from tfjoint.train.strip import strip
 
 __all__ = ["CostModel", "build_cost_model", "PER_CHANNEL_QUANTIZATION_BYTES", "PER_CHANNEL_OP_DATA_BYTES"]
@@ -90,7 +90,7 @@ class CostModel:
         return {group: kept_channels(size, fractions.get(group, 0.0)) for group, size in self.groups.items()}
 
     def predict(self, fractions: dict[str, float]) -> dict[str, int]:
-        """`{"flash_bytes", "arena_bytes", "head_bytes", "macs"}` of the int8 file with `fractions` of each group removed."""
+        """Flash, arena (and its head) and MACs of the int8 file with `fractions` of each group's channels removed."""
         kept = self.kept_channels(fractions)
         shapes = self._shapes(kept)
         by_index = {t.index: t for t in self._summary.tensors}

@@ -77,7 +77,7 @@ def _zero_channels(model, plan: ChannelPlan, group: str, channels: np.ndarray) -
         kind = kind_of(layer)
         if kind is None:
             continue
-        names = [kind.pruned_weight, "bias"] if kind.channels == NEW else ["gamma", "beta", "moving_mean"]
+        names = [kind.pruned_weight or "kernel", "bias"] if kind.channels == NEW else ["gamma", "beta", "moving_mean"]
         for weight_name in names:
             variable = getattr(layer, weight_name, None)
             if variable is None or not isinstance(variable, tf.Variable):

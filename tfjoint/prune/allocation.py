@@ -155,7 +155,7 @@ def _greedy(curves, sizes, target, caps) -> dict[str, float]:
     sparsity = {n: 0.0 for n in sizes}
     budget = target * sum(sizes.values())
     removed = 0.0
-    heap = []
+    heap: list[tuple[float, str, float]] = []
 
     def push(name):
         s = sparsity[name]

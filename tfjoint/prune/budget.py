@@ -81,8 +81,12 @@ class Budget:
 
     def misses(self, figures: Mapping[str, int | None]) -> dict[str, int]:
         """The budgets `figures` (by budget name) exceed, with the figure."""
-        return {name: int(figures[name]) for name in self.given
-                if figures.get(name) is not None and figures[name] > getattr(self, name)}
+        missed = {}
+        for name in self.given:
+            figure = figures.get(name)
+            if figure is not None and figure > getattr(self, name):
+                missed[name] = int(figure)
+        return missed
 
     def check(self, memory: Mapping[str, Any], macs: int) -> tuple[dict[str, dict[str, Any]], list[str]]:
         """Each budget against the file's measured figure: the report's `budget` section and the failures.

@@ -175,7 +175,7 @@ class _Walk:
         kind = kind_of(inner)
         channels = output_shape[-1] if output_shape and output_shape[-1] is not None else 0
         rank = len(output_shape) if output_shape else 0
-        first = inputs[0] if inputs else None
+        first = inputs[0] if inputs else _fixed(channels)
         rule = kind.channels if kind is not None else OPAQUE
 
         def opaque(reason: str) -> Layout:

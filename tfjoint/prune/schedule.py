@@ -129,7 +129,7 @@ class JointSchedule:
 
     def target_for(self, layer_name: str) -> float | None:
         """The final sparsity of `layer_name`'s kernel (None: a per-layer plan that leaves it dense)."""
-        if self.per_layer:
+        if isinstance(self.target_sparsity, Mapping):
             return self.target_sparsity.get(layer_name)
         return float(self.target_sparsity)
 
@@ -153,13 +153,14 @@ class JointSchedule:
 
     def mean_target(self, sizes: Mapping[str, int] | None = None) -> float:
         """The target, or for a per-layer plan its mean weighted by `sizes` (plain mean without)."""
-        if not self.per_layer:
-            return float(self.target_sparsity)
-        if not self.target_sparsity:
+        targets = self.target_sparsity
+        if not isinstance(targets, Mapping):
+            return float(targets)
+        if not targets:
             return 0.0
-        weights = {name: (sizes or {}).get(name, 1) for name in self.target_sparsity}
+        weights = {name: (sizes or {}).get(name, 1) for name in targets}
         total = sum(weights.values())
-        return sum(self.target_sparsity[n] * w for n, w in weights.items()) / total
+        return sum(targets[n] * w for n, w in weights.items()) / total
 
     def decay_arguments(self, final_sparsity: float) -> dict[str, Any]:
         """Keyword arguments of TF-MOT's `PolynomialDecay` for one kernel with this target."""
@@ -176,7 +177,10 @@ class JointSchedule:
 
     def sparsity_at(self, step: int, target: float | None = None) -> float:
         """PolynomialDecay's value at `step` (whether or not masks update then)."""
-        target = float(self.target_sparsity) if target is None else float(target)
+        if target is None:
+            if isinstance(self.target_sparsity, Mapping):
+                raise errors.ConfigError("a per-layer schedule has one target per layer: pass `target`.")
+            target = float(self.target_sparsity)
         initial = min(float(self.initial_sparsity), target)
         progress = min(1.0, max(0.0, (step - self.begin_step) / (self.end_step - self.begin_step)))
         return target + (initial - target) * (1.0 - progress) ** self.power
@@ -242,7 +246,7 @@ def plan_schedule(
     *,
     prune_end: float = 0.5,
     quant_start: float = 0.0,
-    channel_sparsity: float = 0.0,
+    channel_sparsity: float | Mapping[str, float] = 0.0,
     updates: int = 16,
 ) -> JointSchedule:
     """A schedule for a fit of `total_steps` training steps.

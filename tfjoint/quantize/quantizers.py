@@ -128,7 +128,7 @@ class EqualByConfig:
     def __ne__(self, other):
         return not self.__eq__(other)
 
-    __hash__ = None  # mutable configs: equal objects need not hash alike
+    __hash__ = None  # type: ignore[assignment]  # mutable configs: equal objects need not hash alike
 
 
 @serializable

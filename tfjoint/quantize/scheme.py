@@ -24,12 +24,12 @@ from typing import Mapping
 import tensorflow_model_optimization as tfmot
 
 from tfjoint import _tfmot, errors
-from tfjoint._keras import keras, outbound_layers, tf
+from tfjoint._keras import outbound_layers, tf
 from tfjoint.prune.schedule import JointSchedule
 from tfjoint.quantize.config import JointQuantizeConfig
 from tfjoint.quantize.quantizers import GatedQuantizer, serialize
-from tfjoint.registry import is_input_layer, kind_of
 from tfjoint.quantize.transforms import DEPTHWISE_SUFFIX, batchnorm_transforms, rewrite_transforms
+from tfjoint.registry import is_input_layer, kind_of
 
 __all__ = ["JointQuantizeScheme", "JointQuantizeRegistry", "JointLayoutTransform", "default_8bit_transforms"]
 
@@ -117,7 +117,7 @@ class JointQuantizeRegistry(tfmot.quantization.keras.QuantizeRegistry):
             config,
             quant_start_step=self._schedule.quant_start_step,
             pruned_weights=pruned,
-            schedule=self._schedule.decay_arguments(target) if pruned else None,
+            schedule=self._schedule.decay_arguments(target) if pruned and target is not None else None,
             channels=self._channel_specs.get(layer_name),
         )
 

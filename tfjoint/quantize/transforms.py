@@ -49,6 +49,7 @@ axis than the last, are left as they are.
 """
 
 import collections
+from typing import Any
 
 import numpy as np
 import tensorflow_model_optimization as tfmot
@@ -56,8 +57,8 @@ import tensorflow_model_optimization as tfmot
 from tfjoint._keras import keras
 from tfjoint.registry import class_names
 from tfjoint.registry.builtin import on_last_axis
-from tfjoint.registry.table import kind_named
 from tfjoint.registry.own_layers import ExpandDims, Squeeze
+from tfjoint.registry.table import kind_named
 
 __all__ = ["Conv1DAsConv2D", "DenseAsConv2D", "AffineAsDepthwise", "ActivationAsLayer", "rewrite_transforms",
            "batchnorm_transforms", "EXPAND_SUFFIX", "SQUEEZE_SUFFIX", "ACTIVATION_SUFFIX",
@@ -65,8 +66,10 @@ __all__ = ["Conv1DAsConv2D", "DenseAsConv2D", "AffineAsDepthwise", "ActivationAs
            "DepthwiseConv1DAsConv2D"]
 
 _transforms = tfmot.quantization.keras.graph_transformations.transforms
-LayerPattern = _transforms.LayerPattern
-LayerNode = _transforms.LayerNode
+# TF-MOT's graph-transformation classes, typed as Any: TF-MOT ships no type information for them.
+LayerPattern: Any = _transforms.LayerPattern
+LayerNode: Any = _transforms.LayerNode
+_Transform: Any = _transforms.Transform
 
 EXPAND_SUFFIX = "_as_2d"
 SQUEEZE_SUFFIX = "_as_1d"
@@ -113,7 +116,7 @@ def _wrap_in_2d(name: str, rank: int, core: LayerNode, last_name: str) -> LayerN
     return LayerNode(_serialized(squeeze), input_layers=[core], metadata={"quantize_config": None})
 
 
-class Conv1DAsConv2D(_transforms.Transform):
+class Conv1DAsConv2D(_Transform):
     """Rewrites one Conv1D chain (see the module docstring) as its Conv2D equivalent.
 
     Args:
@@ -280,7 +283,7 @@ class SequenceDenseAsConv2D(DenseAsConv2D):
         return 3 if self._input_ranks.get(name) == 3 else None
 
 
-class AffineAsDepthwise(_transforms.Transform):
+class AffineAsDepthwise(_Transform):
     """Rewrites a per-channel affine layer (Rescaling, Normalization, a lone BatchNorm) as a 1x1 DepthwiseConv2D.
 
     Which layers it matches, and their per-channel `(scale, offset)`, come from
@@ -335,7 +338,7 @@ class AffineAsDepthwise(_transforms.Transform):
         return {"tfjoint>ExpandDims": ExpandDims, "tfjoint>Squeeze": Squeeze}
 
 
-class ActivationAsLayer(_transforms.Transform):
+class ActivationAsLayer(_Transform):
     """A Conv/Dense layer with a fused swish or relu6, as the linear layer then an `Activation` layer."""
 
     _ACTIVATIONS = "swish|silu|relu6"

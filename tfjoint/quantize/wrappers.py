@@ -26,6 +26,8 @@ as TF-MOT's in training and inference, and `tfjoint.strip` returns TF-MOT's
 own classes again.
 """
 
+from typing import Any
+
 import tensorflow_model_optimization as tfmot
 
 from tfjoint import _tfmot
@@ -48,8 +50,11 @@ def _unique(variables) -> list:
     return unique
 
 
+_QuantizeLayer: Any = _tfmot.QuantizeLayer  # typed as Any: TF-MOT ships no type information
+
+
 @serializable
-class JointQuantizeLayer(_tfmot.QuantizeLayer):
+class JointQuantizeLayer(_QuantizeLayer):
     """TF-MOT's input QuantizeLayer whose `build` runs once."""
 
     def build(self, input_shape):

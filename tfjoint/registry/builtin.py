@@ -17,7 +17,6 @@ from tfjoint.registry.table import (
     FOLLOWS,
     MERGES,
     NEW,
-    OPAQUE,
     OUTPUT,
     RESHAPES,
     LayerKind,
@@ -172,7 +171,8 @@ register_layer(_layers.Rescaling, LayerKind(quantization=Quantization(rewrite="a
                                             affine_map=_rescaling_affine, tflite_ops=("DEPTHWISE_CONV_2D",)))
 register_layer(_layers.Normalization, LayerKind(quantization=Quantization(rewrite="affine_as_depthwise"),
                                                 affine_map=_normalization_affine, tflite_ops=("DEPTHWISE_CONV_2D",)))
-register_layer(_layers.LayerNormalization, LayerKind(keras3_kwargs_defaults={"rms_scaling": False}, quantization=Quantization(
+register_layer(_layers.LayerNormalization, LayerKind(
+    keras3_kwargs_defaults={"rms_scaling": False}, quantization=Quantization(
     refused="TF-MOT's 8-bit scheme cannot make LayerNormalization quantization-aware (it normalizes each sample by "
             "statistics it computes, which TFLite runs as MEAN, SQUARED_DIFFERENCE and RSQRT operators whose int8 "
             "ranges QAT does not learn), and TensorFlow Lite Micro has no GELU, which such models often use. Use "
@@ -192,7 +192,7 @@ register_layer(_layers.Activation, LayerKind(channels=FOLLOWS, tags=frozenset({"
 register_layer(_layers.LeakyReLU, LayerKind(channels=FOLLOWS, tflite_ops=("LEAKY_RELU",),
                                             keras3_renamed_arguments={"negative_slope": "alpha"}))
 register_layer(_layers.Softmax, LayerKind(channel_blocker=lambda layer, rank: "normalizes over the channels",
-                                          tflite_ops=("SOFTMAX",)))
+                                          tflite_ops=("SOFTMAX",), tags=frozenset({"probabilities"})))
 register_layer(_layers.ELU, LayerKind(channels=FOLLOWS, quantization=Quantization(
     refused="TF-MOT's 8-bit scheme cannot quantize an ELU layer: use ReLU (or relu6/swish) and fine-tune the float "
             "model with it before preparing")))
@@ -205,7 +205,8 @@ register_layer(_layers.PReLU, LayerKind(quantization=Quantization(
 
 _PASS_THROUGH = LayerKind(channels=FOLLOWS)
 for _name in ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
-              "GaussianDropout", "AlphaDropout", "ActivityRegularization", "MaxPooling2D", "GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalAveragePooling1D",
+              "GaussianDropout", "AlphaDropout", "ActivityRegularization", "MaxPooling2D", "GlobalMaxPooling1D",
+              "GlobalMaxPooling2D", "GlobalAveragePooling1D",
               "GlobalAveragePooling2D", "ZeroPadding1D", "ZeroPadding2D", "Cropping1D", "Cropping2D", "UpSampling2D"):
     register_layer(getattr(_layers, _name), _PASS_THROUGH)
 register_layer(_layers.MaxPooling1D, _PASS_THROUGH.replace(quantization=Quantization.values_unchanged()))

@@ -133,8 +133,9 @@ class LayerKind:
         axis); the "affine_as_depthwise" rewrite runs it as a DepthwiseConv2D.
       tflite_ops: the TFLite operators it becomes, in order (a
         SeparableConv2D is DEPTHWISE_CONV_2D then CONV_2D).
-      tags: roles the layout rewrites match on ("batch_norm", "relu",
-        "activation", "fused_activation").
+      tags: roles other stages ask about: the layout rewrites match on
+        "batch_norm", "relu", "activation", "fused_activation"; the loss on
+        "probabilities" (a layer whose output sums to 1).
       keras3_renamed_arguments: Keras 3 argument name -> tf_keras name.
       keras3_kwargs_defaults: Keras 3 arguments read from **kwargs, with the
         value that means what tf_keras does.
@@ -294,7 +295,8 @@ def pruned_weight_name(layer, prune_depthwise: bool = False) -> str | None:
 def pruned_weight_names(layer, prune_depthwise: bool = False) -> tuple[str, ...]:
     """Every weight tfjoint prunes in `layer` (the ranked one first), or () if none."""
     main = pruned_weight_name(layer, prune_depthwise)
-    return (main,) + kind_of(layer).also_pruned if main is not None else ()
+    kind = kind_of(layer)
+    return (main,) + kind.also_pruned if main is not None and kind is not None else ()
 
 
 def weight_variable(layer, name: str):
@@ -318,8 +320,8 @@ def needs_static_batch(model) -> bool:
 
 def needs_calibration(model) -> list:
     """The layers of `model` whose int8 ranges come from calibration in the conversion, not from QAT."""
-    return [layer for layer in model.layers if getattr(kind_of(layer), "quantization", None) is not None
-            and kind_of(layer).quantization.calibrated]
+    kinds = [(layer, kind_of(layer)) for layer in model.layers]
+    return [layer for layer, kind in kinds if kind is not None and kind.quantization.calibrated]
 
 
 def prunable_layers(model, prune_depthwise: bool = False) -> dict[str, int]:

@@ -28,9 +28,9 @@ import numpy as np
 from tfjoint import errors
 from tfjoint._capture import captured_output
 from tfjoint._keras import tf
+from tfjoint._litert import Interpreter
 from tfjoint._names import float_layer_name
 from tfjoint.registry import needs_static_batch, unwrapped
-from tfjoint._litert import Interpreter
 
 __all__ = ["to_int8", "to_float32", "keras_names", "layers_named_in"]
 

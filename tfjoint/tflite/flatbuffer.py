@@ -13,6 +13,7 @@ operators with one opaque DELEGATE node.
 import dataclasses
 
 import numpy as np
+
 from tfjoint._litert import Interpreter, OpResolverType, ops_details
 from tfjoint._names import float_layer_name
 
@@ -68,7 +69,7 @@ class WeightTensor:
     zeros: int
     bias_dtype: str | None
     shape: tuple[int, ...] = ()
-    values: np.ndarray = dataclasses.field(default=None, repr=False, compare=False)
+    values: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
     def output_channels(self) -> int:
@@ -97,7 +98,7 @@ class IOTensor:
     @property
     def float_range(self) -> tuple[float, float] | None:
         """The float values the integer type can represent, [(qmin - zp) * s, (qmax - zp) * s]."""
-        if self.scale is None or not np.issubdtype(np.dtype(self.dtype), np.integer):
+        if self.scale is None or self.zero_point is None or not np.issubdtype(np.dtype(self.dtype), np.integer):
             return None
         info = np.iinfo(np.dtype(self.dtype))
         return (float((info.min - self.zero_point) * self.scale), float((info.max - self.zero_point) * self.scale))

@@ -13,7 +13,6 @@ import dataclasses
 from typing import Mapping
 
 import numpy as np
-
 import tensorflow_model_optimization as tfmot
 from absl import logging
 
@@ -30,11 +29,11 @@ from tfjoint._keras import (
 from tfjoint.bridge.keras3 import from_keras3
 from tfjoint.prune.budget import CompressionPlan
 from tfjoint.prune.channels import ChannelPlan, plan_channel_groups
-from tfjoint.registry import kind_of, needs_calibration, prunable_layers, pruned_weight_name, pruned_weight_names
-from tfjoint.registry.table import NEW, OUTPUT
 from tfjoint.prune.schedule import JointSchedule
 from tfjoint.quantize.scheme import JointQuantizeScheme
 from tfjoint.quantize.wrappers import adopt_joint_layers
+from tfjoint.registry import kind_of, needs_calibration, prunable_layers, pruned_weight_name, pruned_weight_names
+from tfjoint.registry.table import NEW, OUTPUT
 from tfjoint.tflite import convert
 from tfjoint.tflite.flatbuffer import float_op_problems, read_flatbuffer
 from tfjoint.train.prepared_model import PreparedModel
@@ -53,15 +52,15 @@ def _unprunable_hint(layer) -> str:
             "DepthwiseConv2D with prune_depthwise=True; register your own layer with tfjoint.register_layer)")
 
 
-def _check_per_layer_targets(model, schedule: JointSchedule, prune_depthwise: bool) -> None:
+def _check_per_layer_targets(model, targets: Mapping[str, float], prune_depthwise: bool) -> None:
     layers = {layer.name: layer for layer in model.layers}
-    unknown = sorted(set(schedule.target_sparsity) - set(layers))
+    unknown = sorted(set(targets) - set(layers))
     if unknown:
         raise errors.ConfigError(
             f"`target_sparsity` names layers that model '{model.name}' does not have: {unknown}. "
             f"Its prunable layers are: {sorted(prunable_layers(model, prune_depthwise))}."
         )
-    for name in schedule.target_sparsity:
+    for name in targets:
         if pruned_weight_name(layers[name], prune_depthwise) is None:
             raise errors.ConfigError(
                 f"`target_sparsity` gives layer '{name}' ({type(layers[name]).__name__}) a sparsity, but it "
@@ -74,8 +73,8 @@ def _pruned_weights(
 ) -> dict[str, tuple[str, ...]]:
     only = selected_layer_names(model, prune_only, "prune_only")
     excluded = selected_layer_names(model, exclude, "exclude") or set()
-    if schedule.per_layer:
-        _check_per_layer_targets(model, schedule, prune_depthwise)
+    if isinstance(schedule.target_sparsity, Mapping):
+        _check_per_layer_targets(model, schedule.target_sparsity, prune_depthwise)
     pruned = {}
     for layer in model.layers:
         weights = pruned_weight_names(layer, prune_depthwise)
@@ -102,14 +101,16 @@ def _channel_specs(model, plan: ChannelPlan, schedule: JointSchedule, criterion:
         axes = kind.channel_axes if kind is not None else {}
         if not axes or layer.name not in plan.layers:
             continue
-        segments = [[group if group in prunable else None, size] for group, size in plan.layer_segments(layer.name)]
-        if all(group is None for group, _ in segments):
+        segments: list[tuple[str | None, int]] = [(group if group in prunable else None, size)
+                                                  for group, size in plan.layer_segments(layer.name)]
+        groups = [group for group, _ in segments if group is not None]
+        if not groups:
             continue
         present = {name: axis for name, axis in axes.items()
                    if name == OUTPUT or getattr(layer, name, None) is not None}
-        own = next((g for g, _ in segments if g and layer.name in prunable[g].producers), None)
+        own = next((g for g in groups if layer.name in prunable[g].producers), None)
         # A producer's schedule ramps its own group; every other member follows the masks its groups' producers set.
-        decay = schedule.decay_arguments(schedule.channel_target_for(own or next(g for g, _ in segments if g)))
+        decay = schedule.decay_arguments(schedule.channel_target_for(own or groups[0]))
         specs[layer.name] = {"segments": segments, "axes": present, "schedule": decay, "criterion": criterion,
                              "producer": own is not None}
     return specs
@@ -136,7 +137,8 @@ def _plan_channels(model, schedule, pruned, criterion) -> tuple[JointSchedule, d
     """Channel specs for the scheme (the pruned Conv/Dense layers produce channel groups), and the schedule
     with a per-group plan keyed by this model's group names."""
     if criterion not in CHANNEL_CRITERIA:
-        raise errors.ConfigError(f"`channel_criterion` must be one of {list(CHANNEL_CRITERIA)}; received {criterion!r}.")
+        raise errors.ConfigError(
+            f"`channel_criterion` must be one of {list(CHANNEL_CRITERIA)}; received {criterion!r}.")
     per_group = isinstance(schedule.channel_sparsity, Mapping)
     if not per_group and not schedule.prunes_channels:
         return schedule, {}
@@ -220,6 +222,23 @@ def refuse_what_export_would(prepared) -> None:
             f"model once): {'; '.join(problems)}. Replace or exclude those layers with ones TFLite runs in int8.")
 
 
+def _check_custom_layers_serializable(model) -> None:
+    """A custom layer TF-MOT must clone has to be registered for Keras serialization; say so before TF-MOT fails."""
+    unregistered = []
+    for layer in model.layers:
+        cls = type(layer)
+        if cls.__module__.split(".")[0] in ("tf_keras", "keras", "tfjoint", "tensorflow_model_optimization"):
+            continue
+        if keras.utils.get_registered_object(keras.utils.get_registered_name(cls)) is not cls:
+            unregistered.append(f"'{layer.name}' ({cls.__name__})")
+    if unregistered:
+        raise errors.UnsupportedLayerError(
+            f"model '{model.name}' has custom layers that are not registered for Keras serialization: "
+            f"{', '.join(unregistered)}. TF-MOT rebuilds the model from its config, so decorate each class with "
+            "@keras.utils.register_keras_serializable(package=...), and tell tfjoint how to prune and quantize it "
+            "with tfjoint.register_layer(YourLayer, ...).")
+
+
 def _input_shapes(model) -> dict[str, tuple]:
     """Each single-input, unshared layer's input shape, for the layout rewrites that need it."""
     shapes = {}
@@ -254,7 +273,8 @@ def _schedule_from_arguments(schedule, target_sparsity, end_step, timing) -> Joi
                 f"`schedule` must be a tfjoint.JointSchedule; received {type(schedule).__name__}. "
                 "Build one with tfjoint.JointSchedule(...) or tfjoint.plan_schedule(...)."
             )
-        given = [name for name, value in (("target_sparsity", target_sparsity), ("end_step", end_step)) if value is not None]
+        given = [name for name, value in (("target_sparsity", target_sparsity), ("end_step", end_step))
+                 if value is not None]
         defaults = {field.name: field.default for field in dataclasses.fields(JointSchedule)}
         given += [name for name, value in timing.items() if value != defaults[name]]
         if given:
@@ -385,6 +405,7 @@ def prepare(
         schedule = _schedule_from_plan(plan, target_sparsity, end_step, timing)
     else:
         schedule = _schedule_from_arguments(schedule, target_sparsity, end_step, timing)
+    _check_custom_layers_serializable(model)
     pruned = _pruned_weights(model, schedule, prune_depthwise, prune_only, exclude)
     schedule, channel_specs = _plan_channels(model, schedule, pruned, channel_criterion)
     scheme = JointQuantizeScheme(schedule, pruned, channel_specs, input_shapes=_input_shapes(model))

@@ -149,14 +149,18 @@ class PreparedModel(keras.Model):
         config = dict(config)
         schedule = config.pop(_SCHEDULE_KEY, None)
         model = super().from_config(config, custom_objects)
-        model._tfjoint_schedule = JointSchedule.from_dict(schedule) if schedule is not None else None
+        model.set_schedule(JointSchedule.from_dict(schedule) if schedule is not None else None)
         return model
+
+    def set_schedule(self, schedule: JointSchedule | None) -> None:
+        """Records the schedule (loading does; its quantizers were built from it)."""
+        self._tfjoint_schedule = schedule
 
 
 def group_masks(model) -> dict[str, np.ndarray]:
     """Each channel group's current mask (1 = kept), read from its first producer."""
-    found = {}
+    found: dict[str, np.ndarray] = {}
     for member in channel_members(model):
-        if member.producer and member.group not in found:
+        if member.producer and member.group is not None and member.group not in found:
             found[member.group] = member.channel_mask.numpy()
     return found

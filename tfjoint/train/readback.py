@@ -12,11 +12,10 @@ import numpy as np
 import tensorflow_model_optimization as tfmot
 
 from tfjoint import _tfmot, errors
-from tfjoint._names import float_layer_name
 from tfjoint._keras import tf, weight_short_name
+from tfjoint._names import float_layer_name
 from tfjoint.prune.schedule import JointSchedule
 from tfjoint.quantize.config import JointQuantizeConfig
-from tfjoint.registry import output_channels
 from tfjoint.quantize.quantizers import (
     CHANNEL_MASK,
     MASK,
@@ -27,6 +26,7 @@ from tfjoint.quantize.quantizers import (
     PrunedKernelQuantizer,
     mask_shape,
 )
+from tfjoint.registry import output_channels
 
 __all__ = [
     "PrunedKernel",
@@ -60,7 +60,7 @@ class PrunedKernel(NamedTuple):
     def masked_kernel(self) -> np.ndarray:
         """The kernel as the forward pass sees it: weight mask and channel mask applied."""
         values = self.kernel.numpy() * self.mask.numpy()
-        if CHANNEL_MASK in self.quantizer_weights:
+        if CHANNEL_MASK in self.quantizer_weights and self.quantizer.channel_axis is not None:
             shape = mask_shape(values.ndim, self.quantizer.channel_axis)
             values = values * self.quantizer_weights[CHANNEL_MASK].numpy().reshape(shape)
         return values

@@ -120,10 +120,11 @@ def _masked_values(model) -> dict[tuple[str, str], np.ndarray]:
     values = {(pk.layer_name, pk.weight_name): pk.masked_kernel() for pk in pruned_kernels(model)}
     for wrapper in model.layers:
         for weight, quantizer, weights in _tfmot.weight_vars(wrapper):
-            if isinstance(quantizer, ChannelMaskQuantizer) or (
-                    isinstance(quantizer, GatedQuantizer) and quantizer.channel_axis is not None
-                    and (wrapper.layer.name, weight_short_name(weight)) not in values):
-                mask = weights[CHANNEL_MASK].numpy().reshape(mask_shape(weight.shape.rank, quantizer.channel_axis))
+            axis = getattr(quantizer, "channel_axis", None)
+            if axis is not None and (isinstance(quantizer, ChannelMaskQuantizer) or (
+                    isinstance(quantizer, GatedQuantizer)
+                    and (wrapper.layer.name, weight_short_name(weight)) not in values)):
+                mask = weights[CHANNEL_MASK].numpy().reshape(mask_shape(weight.shape.rank, axis))
                 values[(wrapper.layer.name, weight_short_name(weight))] = weight.numpy() * mask
     return values
 
@@ -161,7 +162,7 @@ def strip(model: keras.Model) -> keras.Model:
         stripped = keras.Model(inputs, outputs, name=stripped.name)
     if isinstance(getattr(model, "schedule", None), JointSchedule):
         # So that export_tflite(strip(joint)) reports the schedule, the plan and the channels before pruning.
-        carry_schedule(stripped, model.schedule, pruning_plan(model), original_channels(model))
+        carry_schedule(stripped, model.schedule, pruning_plan(model) or {}, original_channels(model))
 
     masked = _masked_values(model)
     source_layers = {layer.name: layer for layer in model.layers}
