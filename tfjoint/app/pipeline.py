@@ -210,6 +210,19 @@ def _export_and_plot(config, resolved, deployable, float_model, data, schedule, 
     report.allocation = plan.to_dict()
     report.plan = budget_plan.to_dict() if budget_plan else None
     report.save_json(files["report.json"])
+    _plot(config, files, report, float_model, data, schedule, plan, budget_plan, history, recorder)
+    if failure is not None:
+        files.pop("model.tflite")
+        raise failure
+    if config.target == "micro":
+        written = tfjoint.write_c_array(files["model.tflite"], config.out, "model_data",
+                                        arena_bytes=report.memory.get("tflm_arena_bytes"))
+        files.update({"model_data.h": written.header, "model_data.cc": written.source})
+    return RunResult(report=report, out_dir=config.out, files=files, schedule=schedule)
+
+
+def _plot(config, files, report, float_model, data, schedule, plan, budget_plan, history, recorder) -> None:
+    """The run's figures, from the report and the training history (each path added to `files`)."""
     if budget_plan is not None:
         files["budget.png"] = os.path.join(config.out, "budget.png")
         plots.channels_for_budget(files["budget.png"], report.per_layer_channels, report.budget, budget_plan)
@@ -240,11 +253,3 @@ def _export_and_plot(config, resolved, deployable, float_model, data, schedule, 
                                 np.concatenate(after) if after else np.zeros(0, np.int8))
     else:
         files.pop("weights_histogram.png")
-    if failure is not None:
-        files.pop("model.tflite")
-        raise failure
-    if config.target == "micro":
-        written = tfjoint.write_c_array(files["model.tflite"], config.out, "model_data",
-                                        arena_bytes=report.memory.get("tflm_arena_bytes"))
-        files.update({"model_data.h": written.header, "model_data.cc": written.source})
-    return RunResult(report=report, out_dir=config.out, files=files, schedule=schedule)

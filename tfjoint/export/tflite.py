@@ -485,17 +485,47 @@ def export_tflite(
         _validate(candidates, runtimes, validation, float_model, tolerances, batch_size, verbose, phases)
     else:
         notes.append("no validation_data: the int8 file was checked for structure only")
-    measured = {}
-    if budget is not None:  # every candidate against the budget, so that one meeting it ships
-        for candidate in candidates:
-            measured[id(candidate)] = _memory(candidate.summary, candidate.content, float_content, False, notes, phases)
-            _, candidate.budget_failures = budget.check(measured[id(candidate)],
-                                                        memory.memory_use(candidate.summary).macs)
+    measured = _check_budgets(candidates, budget, float_content, notes, phases)
     shipped = _choose(candidates, runtimes, notes)
 
-    # 4. Measure the shipped file.
-    memory_figures = _memory(shipped.summary, shipped.content, float_content, measure_latency, notes, phases) \
-        if measure_latency or id(shipped) not in measured else measured[id(shipped)]
+    # 4. Measure the shipped file; 5. the report, once; 6. write, or refuse.
+    figures = _measure(shipped, source, validation, float_model, float_content, measured.get(id(shipped)), budget,
+                       measure_latency, explain_layers, notes, phases)
+    report = _build_report(shipped, candidates, quantization, runtimes, source, float_model, float_content,
+                           validation, tolerances, figures, notes, phases)
+    for data, argument in ((validation[0] if validation else None, "validation_data"),
+                           (representative, "representative_data")):
+        if data is not None:
+            report.notes.extend(validate.input_range_notes(data, shipped.summary.inputs, argument))
+    return _write_or_refuse(report, shipped.content, path, keep_rejected)
+
+
+def _check_budgets(candidates, budget, float_content, notes, phases) -> dict[int, dict]:
+    """Every candidate's memory figures against the budget (so that one meeting it ships), by id(candidate)."""
+    measured: dict[int, dict] = {}
+    if budget is None:
+        return measured
+    for candidate in candidates:
+        measured[id(candidate)] = _memory(candidate.summary, candidate.content, float_content, False, notes, phases)
+        _, candidate.budget_failures = budget.check(measured[id(candidate)], memory.memory_use(candidate.summary).macs)
+    return measured
+
+
+@dataclasses.dataclass(frozen=True)
+class _Measurements:
+    """What the shipped file needs and does: memory, MACs, per-layer error, latency, each budget."""
+
+    memory: dict
+    macs: int
+    per_layer_error: list
+    latency: dict
+    budget: dict
+
+
+def _measure(shipped, source, validation, float_model, float_content, memory_figures, budget, measure_latency,
+             explain_layers, notes, phases) -> _Measurements:
+    if memory_figures is None or measure_latency:  # not measured for the budget, or the RSS is wanted too
+        memory_figures = _memory(shipped.summary, shipped.content, float_content, measure_latency, notes, phases)
     per_layer_error = []
     if validation is not None and _explains(explain_layers, shipped.summary, notes):
         with phases.run("per-layer error"):
@@ -506,16 +536,7 @@ def export_tflite(
             latency = _latency(shipped, float_content, float_model)
     macs = memory.memory_use(shipped.summary).macs
     budget_figures, _ = _check_budget(budget, memory_figures, macs)
-
-    # 5. The report, once; 6. write, or refuse.
-    report = _build_report(shipped, candidates, quantization, runtimes, source, float_model, float_content,
-                           validation, tolerances, memory_figures, macs, per_layer_error, latency, budget_figures,
-                           notes, phases)
-    if validation is not None and not report.passed:
-        report.notes.extend(validate.input_range_notes(validation[0], shipped.summary.inputs, "validation_data"))
-    if representative is not None:
-        report.notes.extend(validate.input_range_notes(representative, shipped.summary.inputs, "representative_data"))
-    return _write_or_refuse(report, shipped.content, path, keep_rejected)
+    return _Measurements(memory_figures, macs, per_layer_error, latency, budget_figures)
 
 
 def _checked_model(model, argument: str):
@@ -608,8 +629,7 @@ def _candidate_summary(candidate: _Candidate, runtimes) -> dict[str, Any]:
 
 
 def _build_report(shipped, candidates, quantization, runtimes, source, float_model, float_content, validation,
-                  tolerances, memory_figures, macs, per_layer_error, latency, budget_figures, notes,
-                  phases) -> ExportReport:
+                  tolerances, figures: _Measurements, notes, phases) -> ExportReport:
     """The report, once, from what the stages measured."""
     summary = shipped.summary
     first = shipped.validations.get(runtimes[0], {})
@@ -638,7 +658,7 @@ def _build_report(shipped, candidates, quantization, runtimes, source, float_mod
         operator_counts=summary.operator_counts,
         micro_op_resolver=micro.micro_op_resolver_calls(summary.op_names),
         schedule=source.schedule.to_dict() if source.schedule is not None else None,
-        budget=budget_figures,
+        budget=figures.budget,
         float_size_bytes=len(float_content) if float_content is not None else None,
         float_gzip_size_bytes=measure.gzip_size(float_content) if float_content is not None else None,
         num_validation_samples=int(validation[0][0].shape[0]) if validation is not None else 0,
@@ -653,10 +673,10 @@ def _build_report(shipped, candidates, quantization, runtimes, source, float_mod
         sqnr_db=first.get("sqnr_db"),
         float_sqnr_db=first.get("float_sqnr_db"),
         per_output=first.get("per_output", {}),
-        per_layer_error=per_layer_error,
-        memory=memory_figures,
-        macs=macs,
-        latency_ms=latency,
+        per_layer_error=figures.per_layer_error,
+        memory=figures.memory,
+        macs=figures.macs,
+        latency_ms=figures.latency,
         stage_seconds={name: round(seconds, 3) for name, seconds in phases.seconds.items()},
         thresholds=tolerances.to_dict(),
         failures=failures,

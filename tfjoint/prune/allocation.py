@@ -242,7 +242,13 @@ def _curve_arrays(points) -> tuple[np.ndarray, np.ndarray]:
 def _planned_layers(model, prune_depthwise, exclude) -> dict[str, int]:
     sizes = prunable_layers(model, prune_depthwise)
     excluded = selected_layer_names(model, exclude, "exclude") or set()  # names or a predicate, as in prepare
-    return {name: size for name, size in sizes.items() if name not in excluded}
+    planned = {name: size for name, size in sizes.items() if name not in excluded}
+    if not planned:
+        raise errors.ConfigError(
+            f"model '{model.name}' has no layer to plan: tfjoint prunes Dense, Conv1D and Conv2D kernels "
+            "(DepthwiseConv2D with prune_depthwise=True), and none is left (check `exclude`)."
+        )
+    return planned
 
 
 def _caps(names, target, max_sparsity, protect_first_last) -> tuple[dict, list[str]]:
@@ -316,45 +322,52 @@ def allocate_sparsity(
             "method='sensitivity' prunes each layer alone and measures the validation loss: pass "
             "validation_data=(x_val, y_val), or use method='global' or 'erk', which need no data."
         )
+    model = _float_model(model)
+    sizes = _planned_layers(model, prune_depthwise, exclude)
+    started = time.perf_counter()
+    if method == "uniform":
+        return SparsityPlan({n: float(target_sparsity) for n in sizes}, method=method, target=target_sparsity,
+                            sizes=sizes, seconds=time.perf_counter() - started)
+    caps, notes = _reachable_caps(list(sizes), sizes, target_sparsity, max_sparsity, protect_first_last)
+    plan, curves = _plan_by_method(method, model, sizes, target_sparsity, caps, validation_data, levels, batch_size,
+                                   prune_depthwise, verbose)
+    return SparsityPlan(plan, method=method, target=target_sparsity, sizes=sizes, curves=curves, notes=notes,
+                        seconds=time.perf_counter() - started)
+
+
+def _float_model(model):
+    """The tf_keras float model to plan on (a Keras 3 model rebuilt and checked)."""
     if is_keras3_model(model):
         from tfjoint.bridge.keras3 import from_keras3
 
         model = from_keras3(model)
     check_float_model(model)
-    sizes = _planned_layers(model, prune_depthwise, exclude)
-    if not sizes:
-        raise errors.ConfigError(
-            f"model '{model.name}' has no layer to plan: tfjoint prunes Dense, Conv1D and Conv2D kernels "
-            "(DepthwiseConv2D with prune_depthwise=True), and none is left (check `exclude`)."
-        )
-    names = list(sizes)
-    started = time.perf_counter()
+    return model
+
+
+def _reachable_caps(names, sizes, target, max_sparsity, protect_first_last) -> tuple[dict, list[str]]:
+    """Each layer's cap; the first and last held at half the target unless that makes the target unreachable."""
+    caps, protected = _caps(names, target, max_sparsity, protect_first_last)
     notes = []
-    if method == "uniform":
-        return SparsityPlan({n: float(target_sparsity) for n in names}, method=method, target=target_sparsity,
-                            sizes=sizes, seconds=time.perf_counter() - started)
-    caps, protected = _caps(names, target_sparsity, max_sparsity, protect_first_last)
-    if sum(caps[n] * sizes[n] for n in names) < target_sparsity * sum(sizes.values()) - 1e-9:
+    if sum(caps[n] * sizes[n] for n in names) < target * sum(sizes.values()) - 1e-9:
         caps = {n: max_sparsity for n in names}
         notes.append(f"the first and last layers ({', '.join(protected)}) could not be held at half the target "
-                     f"and still reach {target_sparsity:.0%} overall: they are capped at {max_sparsity} like the rest")
-    if sum(caps[n] * sizes[n] for n in names) < target_sparsity * sum(sizes.values()) - 1e-9:
+                     f"and still reach {target:.0%} overall: they are capped at {max_sparsity} like the rest")
+    if sum(caps[n] * sizes[n] for n in names) < target * sum(sizes.values()) - 1e-9:
         raise errors.ConfigError(
-            f"target_sparsity={target_sparsity} cannot be reached with every layer at most max_sparsity="
+            f"target_sparsity={target} cannot be reached with every layer at most max_sparsity="
             f"{max_sparsity}. Lower the target or raise max_sparsity."
         )
-    curves = {}
-    layers = {n: model.get_layer(n) for n in names}
-    kernels = {n: pruned_variable(layers[n], prune_depthwise).numpy() for n in names}
-    if method == "erk":
-        propose = _erk_proposer({n: kernels[n].shape for n in names})
-        plan = _fit_under_caps(lambda free, mean: propose(free, mean, sizes), names, sizes, target_sparsity, caps)
-    elif method == "global":
-        propose = _lamp_proposer(kernels)
-        plan = _fit_under_caps(lambda free, mean: propose(free, mean, sizes), names, sizes, target_sparsity, caps)
-    else:
-        curves = sensitivity_curves(model, names, validation_data, tuple(levels), batch_size, prune_depthwise,
-                                    verbose)
-        plan = _greedy({n: _curve_arrays(curves[n]) for n in names}, sizes, target_sparsity, caps)
-    return SparsityPlan(plan, method=method, target=target_sparsity, sizes=sizes, curves=curves, notes=notes,
-                        seconds=time.perf_counter() - started)
+    return caps, notes
+
+
+def _plan_by_method(method, model, sizes, target, caps, validation_data, levels, batch_size, prune_depthwise,
+                    verbose) -> tuple[dict[str, float], dict]:
+    """The plan of "erk", "global" or "sensitivity" under `caps` (with the scan's curves for the last)."""
+    names = list(sizes)
+    kernels = {n: pruned_variable(model.get_layer(n), prune_depthwise).numpy() for n in names}
+    if method in ("erk", "global"):
+        propose = _erk_proposer({n: kernels[n].shape for n in names}) if method == "erk" else _lamp_proposer(kernels)
+        return _fit_under_caps(lambda free, mean: propose(free, mean, sizes), names, sizes, target, caps), {}
+    curves = sensitivity_curves(model, names, validation_data, tuple(levels), batch_size, prune_depthwise, verbose)
+    return _greedy({n: _curve_arrays(curves[n]) for n in names}, sizes, target, caps), curves
