@@ -43,6 +43,9 @@ benchmark: $(STAMP)
 	$(BIN)/python benchmarks/channels.py --out=benchmarks/results
 	$(BIN)/python benchmarks/allocation.py --out=benchmarks/results
 	$(BIN)/python benchmarks/xla.py --out=benchmarks/results
+	$(BIN)/python benchmarks/joint_step.py --out=benchmarks/results
+	$(BIN)/python benchmarks/budget.py --out=benchmarks/results
+	$(BIN)/python benchmarks/zoo.py --out=benchmarks/results
 
 clean:
 	rm -rf $(VENV) demo_out build *.egg-info

@@ -14,14 +14,15 @@ pytestmark = pytest.mark.slow
 def test_benchmark_tiny_run_writes_results_and_table(tmp_path):
     result = subprocess.run(
         [sys.executable, os.path.join(ROOT, "benchmarks", "joint_vs_sequential.py"), "--tiny",
-         "--models=digits,conv1d_dense_head", f"--out={tmp_path}"],
+         "--models=digits,conv1d_dense_head", "--quant_starts=0,0.5", f"--out={tmp_path}"],
         capture_output=True, text=True, timeout=1200, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     data = json.loads((tmp_path / "results.json").read_text())
     systems = {(row["model"], row["system"]) for row in data["summary"]}
-    assert systems == {("digits", "tfmot_sequential"), ("digits", "tfjoint"), ("digits", "tfjoint_qat_late"),
-                       ("conv1d_dense_head", "tfmot_sequential"), ("conv1d_dense_head", "tfjoint")}
+    assert systems == {("digits", "tfmot_prune_qat"), ("digits", "tfmot_prune_ptq"), ("digits", "tfjoint_qs0.00"),
+                       ("digits", "tfjoint_qs0.50"), ("conv1d_dense_head", "tfmot_prune_ptq"),
+                       ("conv1d_dense_head", "tfjoint_qs0.00"), ("conv1d_dense_head", "tfjoint_qs0.50")}
     for row in data["runs"]:
         assert row["reference_unchanged"]  # no system may train the shared float reference
         assert row["fully_int8"]
@@ -30,16 +31,31 @@ def test_benchmark_tiny_run_writes_results_and_table(tmp_path):
             assert row["weight_sparsity"] < row["pruned_sparsity"] - 0.005
         else:
             assert row["weight_sparsity"] == pytest.approx(row["pruned_sparsity"])
-        assert 0.0 <= row["keras_accuracy"] <= 1.0
+        assert 0.0 <= row["int8_accuracy"] <= 1.0  # the shipped file on the test split
         assert row["gzip_over_bound"] >= 1.0  # gzip cannot beat the entropy bound
         assert row["float_step_s"] > 0 and row["fit_seconds"] > 0
-    joint = next(r for r in data["runs"] if r["system"] == "tfjoint" and r["model"] == "digits")
-    sequential = next(r for r in data["runs"] if r["system"] == "tfmot_sequential" and r["model"] == "digits")
-    assert joint["joint_step_ratio"] > 0 and sequential["prune_step_ratio"] > 0 and sequential["qat_step_ratio"] > 0
-    conv1d = next(r for r in data["runs"] if r["system"] == "tfmot_sequential" and r["model"] == "conv1d_dense_head")
-    assert "post-training" in conv1d["notes"][0]
-    assert "| digits | tfjoint |" in (tmp_path / "table.md").read_text()
+        if row["system"].startswith("tfjoint"):  # auto: both files converted and validated, one shipped
+            assert row["qat_file_accuracy"] is not None and row["ptq_file_accuracy"] is not None
+            assert row["shipped"] in ("qat", "post_training")
+    joint = next(r for r in data["runs"] if r["system"] == "tfjoint_qs0.00" and r["model"] == "digits")
+    assert joint["joint_step_ratio"] > 0 and len(joint["joint_over_tfmot_qat_rounds"]) == 1
+    assert len(joint["joint_over_tfmot_prune_rounds"]) == 1
+    by_system = {e["system"]: e for e in data["summary"] if e["model"] == "digits"}
+    assert by_system["tfjoint_qs0.50"]["tfmot_best"] in ("tfmot_prune_qat", "tfmot_prune_ptq")
+    assert by_system["tfjoint_qs0.50"]["wall_over_best"] > 0
+    assert "| digits | tfjoint_qs0.50 |" in (tmp_path / "table.md").read_text()
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tflite")]
+
+
+def test_joint_step_profile_tiny_run(tmp_path):
+    _run_benchmark("joint_step.py", "--models=digits", f"--out={tmp_path}")
+    data = json.loads((tmp_path / "joint_step.json").read_text())
+    for phase in ("steady", "ramp"):
+        summary = data["results"]["digits"][phase]["summary"]
+        assert set(summary) >= {"float", "tfmot_prune", "tfmot_qat", "tfjoint_float_phase", "tfjoint_qat_only",
+                                "tfjoint_joint", "joint_over_tfmot_qat", "joint_over_tfmot_prune"}
+        median, low, high = summary["tfjoint_joint"]
+        assert 0 < low <= median <= high
 
 
 def _run_benchmark(script, *args, timeout=1200):

@@ -168,7 +168,11 @@ def test_the_readme_device_snippets_quote_what_tfjoint_writes(exported, tmp_path
         assert symbol in cpp and symbol in header
     calls = re.findall(r"resolver\.(Add\w+)\(\)", cpp)
     assert calls == saved["micro_op_resolver"] and f"MicroMutableOpResolver<{len(calls)}>" in cpp
-    assert "activation_bytes" in cpp and "activation_bytes" in saved["memory"]
+    assert "tflm_arena_bytes" in cpp and saved["memory"]["tflm_arena_bytes"] > 0  # measured in TFLM
+    assert "tensor_arena[kTensorArenaSize]" in cpp and "kTensorArenaSize" not in header  # no arena_bytes given
+    with_arena = tfjoint.write_c_array(folder / "model.tflite", tmp_path / "micro", "model_data",
+                                       arena_bytes=saved["memory"]["tflm_arena_bytes"])
+    assert "constexpr int kTensorArenaSize" in open(with_arena.header).read()
     kotlin = _readme_block("kotlin", "Android")
     assert '"model.tflite"' in kotlin and "quantizationParams()" in kotlin
     prose = open(os.path.join(ROOT, "README.md")).read().split("## Deploying the model")[1].split("```")[0]

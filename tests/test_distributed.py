@@ -32,18 +32,23 @@ def test_mirrored_strategy_with_two_logical_cpus():
             x = keras.layers.Conv2D(8, 3, activation="relu")(inputs)
             x = keras.layers.Flatten()(x)
             model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x))
-            joint = tfjoint.prepare(model, target_sparsity=0.8, end_step=6, frequency=2)
+            # steps 1-4 float, 5-8 quantized: one train function per phase, traced per replica
+            joint = tfjoint.prepare(model, target_sparsity=0.8, end_step=6, frequency=2, quant_start_step=4)
             joint.compile("adam", "sparse_categorical_crossentropy")
         rng = np.random.default_rng(0)
         joint.fit(rng.random((64, 8, 8, 1)), rng.integers(0, 10, 64), batch_size=16, epochs=2, verbose=0)
         print(tfjoint.training_step(joint))
+        print(sorted(joint.train_function._functions))
+        ranges = [float(w.numpy()) for w in joint.weights if "post_activation_m" in w.name]
+        print(len(ranges), all(abs(r) != 6.0 for r in ranges))  # warm-started from a batch
         for pk in tfjoint.pruned_kernels(joint):
             q = pk.quantizer(pk.kernel, False, pk.quantizer_weights).numpy()
             print(pk.layer_name, float(np.mean(pk.mask.numpy() == 0)), float(np.mean(q == 0)))
     """)
     lines = out.strip().splitlines()
     assert int(lines[0]) == 8
-    for line in lines[1:]:
+    assert lines[1] == "[False, True]" and lines[2] == "2 True"
+    for line in lines[3:]:
         _, mask_zeros, quantized_zeros = line.split()
         assert abs(float(mask_zeros) - 0.8) < 0.01
         assert float(quantized_zeros) >= float(mask_zeros)

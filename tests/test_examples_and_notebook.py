@@ -26,6 +26,18 @@ def test_digits_api_example(tmp_path):
     assert report.weight_sparsity == pytest.approx(0.8, abs=0.005)
 
 
+def test_microcontroller_budget_example(tmp_path):
+    report = _example("microcontroller_budget").main(str(tmp_path), float_epochs=3, epochs=2, max_accuracy_drop=0.3)
+    assert report.passed and report.fully_int8 and report.runtimes == ["tflm"]
+    assert set(report.budget) == {"flash_bytes", "arena_bytes", "macs"}
+    for name, entry in report.budget.items():  # measured on the file (the arena by TFLM), within the limit
+        assert entry["measured"] <= entry["limit"], name
+    assert report.budget["flash_bytes"]["measured"] == (tmp_path / "model.tflite").stat().st_size
+    header = (tmp_path / "model_data.h").read_text()
+    arena = report.memory["tflm_arena_bytes"]
+    assert f"kTensorArenaSize = {-(-arena // 16) * 16};" in header  # TFLM's measured arena, 16-byte aligned
+
+
 def test_conv1d_example(tmp_path):
     report = _example("keyword_spotting_conv1d").main(str(tmp_path), epochs=2, max_accuracy_drop=0.2)
     assert report.fully_int8 and report.per_layer_sparsity["conv1d_1"]["tflite"] == pytest.approx(0.7, abs=0.01)

@@ -66,20 +66,38 @@ def test_pruned_weights_stay_zero_in_quantized_weights_after_end_step():
             assert np.mean(quantized == 0) >= 0.75 - 1 / quantized.size
 
 
+def _output_range(model, layer: str) -> tuple[float, float]:
+    """A layer's output range (a MovingAverageQuantizer's variables)."""
+    [low] = [w.numpy() for w in model.weights if w.name == f"quant_{layer}/output_min:0"]
+    [high] = [w.numpy() for w in model.weights if w.name == f"quant_{layer}/output_max:0"]
+    return float(low), float(high)
+
+
 def test_fake_quant_switches_on_at_quant_start_step():
-    """Training-mode outputs equal the float model before the start, and differ after it."""
+    """Before the start: the float model, quantizers not even run; at it: ranges from that batch."""
     model = small_cnn()
     joint = tfjoint.prepare(model, target_sparsity=0.5, begin_step=100, end_step=200, quant_start_step=3)
     compile_joint(joint, learning_rate=0.0)  # weights never change: only the quantization state does
-    x, y = image_data(n=8)
-    float_out = model(x, training=True).numpy()
+    relu_output = keras.Model(model.inputs, model.get_layer("relu").output)
+    x, _ = image_data(n=8)
+    previous_max = 0.0
     for step in range(5):
-        before = joint(x, training=True).numpy()  # the call counts as a step too
+        scaled = x * (step + 1)  # a different range each call
+        before = joint(scaled, training=True).numpy()  # the call counts as a step too
+        float_out = model(scaled, training=True).numpy()
         # The call above was the (step+1)-th; it is quantized when step >= 3.
         if step < 3:
             np.testing.assert_allclose(before, float_out, atol=1e-5)
-        else:
-            assert np.max(np.abs(before - float_out)) > 1e-4
+            assert _output_range(joint, "relu") == (-6.0, 6.0)  # TF-MOT's initial range, never updated
+            continue
+        assert np.max(np.abs(before - float_out)) > 1e-4
+        relu_max = float(np.max(relu_output(scaled, training=True)))
+        # (rel=0.01: the quantized model's ReLU sees a fake-quantized conv, the float model's a float one)
+        if step == 3:  # warm start: the first quantized batch's range
+            assert _output_range(joint, "relu") == pytest.approx((0.0, relu_max), rel=0.01)
+        else:  # the second quantized step: decay min(0.999, 1 - 1/2), the mean of the two batch ranges
+            assert _output_range(joint, "relu")[1] == pytest.approx(0.5 * previous_max + 0.5 * relu_max, rel=0.01)
+        previous_max = _output_range(joint, "relu")[1]
     assert training_step(joint) == 5
 
 
@@ -87,22 +105,56 @@ def _step_counters(model) -> list[str]:
     return [w.name for w in model.weights if "tfjoint_step" in w.name]
 
 
+def _range_variables(model) -> list:
+    return [w for w in model.weights if w.name.endswith(("_min:0", "_max:0"))]
+
+
 def test_only_quantizers_that_read_the_step_count_it():
-    """Default quant_start_step=0: one counter per pruned kernel, none on activation quantizers."""
+    """Pruned kernels and moving-average activation quantizers count steps; the others do not."""
     default = tfjoint.prepare(small_cnn(), target_sparsity=0.5, end_step=100)
-    assert len(_step_counters(default)) == len(pruned_kernels(default)) == 2
-    gated = tfjoint.prepare(small_cnn(), target_sparsity=0.5, end_step=100, quant_start_step=3)
-    assert len(_step_counters(gated)) > len(pruned_kernels(gated))
+    # ReLU output and fc pre-activation: warm-started on their first step. The input (AllValuesQuantizer) is not.
+    activation_counters = sorted(n for n in _step_counters(default) if "kernel" not in n)
+    assert activation_counters == ["quant_fc/pre_activation_tfjoint_step:0", "quant_relu/output_tfjoint_step:0"]
+    assert len(_step_counters(default)) == len(pruned_kernels(default)) + 2 == 4
     nothing_pruned = tfjoint.prepare(small_cnn(), target_sparsity=0.5, end_step=100, exclude=["conv", "fc"])
-    assert _step_counters(nothing_pruned) == [] and training_step(nothing_pruned) is None
+    assert len(_step_counters(nothing_pruned)) == 2 and training_step(nothing_pruned) == 0
+    compile_joint(nothing_pruned).fit(*image_data(n=16), batch_size=8, verbose=0)
+    assert training_step(nothing_pruned) == 2
 
 
-def test_unpruned_training_forward_is_tfmot_quantize_model():
-    """Nothing pruned and quant_start_step=0: the same fake-quant graph as TF-MOT's quantize_model."""
+def test_ranges_follow_tfmots_moving_average_past_its_horizon():
+    """From the 1000th quantized step on, a range moves as TF-MOT's MovingAverageQuantizer's: decay 0.999."""
+    model = small_cnn()
+    joint = tfjoint.prepare(model, target_sparsity=0.5, end_step=100, exclude=["conv", "fc"])
     x, _ = image_data(n=8)
-    ours = tfjoint.prepare(small_cnn(), target_sparsity=0.5, end_step=100, exclude=["conv", "fc"])
+    joint(x, training=True)
+    [counter] = [w for w in joint.weights if w.name == "quant_relu/output_tfjoint_step:0"]
+    for steps_before, weight_of_new in ((1, 1 / 2), (9, 1 / 10), (5000, 1 - 0.999)):
+        counter.assign(steps_before)
+        previous = _output_range(joint, "relu")[1]
+        scaled = x * 3  # a wider batch range than before
+        joint(scaled, training=True)
+        relu_max = float(np.max(keras.Model(model.inputs, model.get_layer("relu").output)(scaled, training=True)))
+        expected = (1 - weight_of_new) * previous + weight_of_new * relu_max
+        assert _output_range(joint, "relu")[1] == pytest.approx(expected, rel=0.005), steps_before
+
+
+def test_unpruned_training_forward_is_tfmot_quantize_model_after_the_warm_start():
+    """Nothing pruned: TF-MOT's quantize_model graph, with the first 1000 ranges averaged (then TF-MOT's EMA)."""
+    x, _ = image_data(n=8)
+    model = small_cnn()
+    ours = tfjoint.prepare(model, target_sparsity=0.5, end_step=100, exclude=["conv", "fc"])
     theirs = tfmot.quantization.keras.quantize_model(small_cnn())
-    for _ in range(3):  # training calls move the activation ranges alike
+    ours(x, training=True)
+    relu_max = float(np.max(keras.Model(model.inputs, model.get_layer("relu").output)(x, training=True)))
+    assert _output_range(ours, "relu") == pytest.approx((0.0, relu_max), rel=0.01)  # TF-MOT's: 0.999 * [-6, 6] + ...
+    # TF-MOT's model takes ours' state after that step (ranges, BatchNorm statistics): only the counters are ours.
+    ours_state = [w for w in ours.weights if "tfjoint_step" not in w.name]
+    assert [w.shape for w in ours_state] == [w.shape for w in theirs.weights]
+    assert len(_range_variables(ours)) == len(_range_variables(theirs)) == 10
+    for mine, their in zip(ours_state, theirs.weights):
+        their.assign(mine)
+    for _ in range(3):  # on the same batch the mean of its ranges is its range: TF-MOT's (after the copy) too
         np.testing.assert_allclose(ours(x, training=True).numpy(), theirs(x, training=True).numpy(), atol=1e-6)
     np.testing.assert_allclose(ours(x, training=False).numpy(), theirs(x, training=False).numpy(), atol=1e-6)
 

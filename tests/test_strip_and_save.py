@@ -129,6 +129,7 @@ def test_a_prepared_model_stores_its_schedule_through_save_and_load_and_strip_ca
         path = str(tmp_path / f"joint{suffix}")
         joint.save(path)
         assert tfjoint.schedule_of(tfjoint.load_model(path)) == schedule, suffix
+    joint.fit(*image_data(n=32), batch_size=8, verbose=0)  # past quant_start_step: the ranges trained
     stripped = tfjoint.strip(joint)
     assert tfjoint.schedule_of(stripped) == schedule  # export_tflite(tfjoint.strip(joint)) reports it
     report = tfjoint.export_tflite(stripped, str(tmp_path / "m.tflite"), quantization="qat")

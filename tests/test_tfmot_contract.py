@@ -98,6 +98,11 @@ def test_every_private_attribute_tfjoint_reads_still_exists():
         assert hasattr(importlib.import_module(module), name), f"{module}.{name} is gone"
     assert issubclass(_tfmot.Default8BitQuantizeConfig, tfmot.quantization.keras.QuantizeConfig)
     assert callable(_tfmot.Pruning.conditional_mask_update)
+    import inspect
+
+    # GatedQuantizer's range warm start passes these to TF-MOT's moving-average fake quant.
+    parameters = inspect.signature(_tfmot.MovingAvgQuantize).parameters
+    assert {"per_channel", "ema_decay", "is_training", "num_bits", "symmetric", "narrow_range"} <= set(parameters)
 
 
 def test_private_attributes_are_read_only_where_they_are_listed():

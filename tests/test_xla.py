@@ -82,7 +82,9 @@ def test_pruned_weights_quantize_to_zero_under_xla_too(pair):
 @pytest.mark.slow
 def test_an_xla_trained_model_exports_a_fully_int8_file_that_agrees_with_it(pair, tmp_path):
     x, _ = image_data(n=64, seed=5)
-    report = tfjoint.export_tflite(pair[1], str(tmp_path / "xla.tflite"), validation_data=x)
+    # Six steps on random labels leave near-uniform outputs: the int8 softmax's 1/256 grid ties some of
+    # them, so top-1 agreement is loose here; SQNR is the measure of the file matching the model.
+    report = tfjoint.export_tflite(pair[1], str(tmp_path / "xla.tflite"), validation_data=x, min_agreement=0.85)
     assert report.fully_int8 and report.passed
-    assert report.top1_agreement >= 0.95 and report.sqnr_db > 20
+    assert report.top1_agreement >= 0.85 and report.sqnr_db > 30
     assert report.per_layer_sparsity["conv"]["tflite"] == pytest.approx(report.per_layer_sparsity["conv"]["keras"])

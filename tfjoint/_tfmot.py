@@ -10,7 +10,11 @@ every private attribute read below).
 """
 
 import tensorflow_model_optimization as tfmot
-from tensorflow_model_optimization.python.core.quantization.keras import quantize_aware_activation, quantize_layer
+from tensorflow_model_optimization.python.core.quantization.keras import (
+    quant_ops,
+    quantize_aware_activation,
+    quantize_layer,
+)
 from tensorflow_model_optimization.python.core.quantization.keras import quantize_config as quantize_config_lib
 
 # The public `tfmot.quantization.keras.default_8bit.default_8bit_transforms`
@@ -34,6 +38,7 @@ __all__ = [
     "Default8BitOutputQuantizeConfig",
     "NoOpQuantizeConfig",
     "Pruning",
+    "MovingAvgQuantize",
     "JointPolynomialDecay",
     "default_8bit_quantize_layout_transform",
     "default_8bit_transforms",
@@ -53,6 +58,8 @@ Default8BitQuantizeConfig = default_8bit_quantize_registry.Default8BitQuantizeCo
 Default8BitOutputQuantizeConfig = default_8bit_quantize_configs.Default8BitOutputQuantizeConfig
 NoOpQuantizeConfig = default_8bit_quantize_configs.NoOpQuantizeConfig
 Pruning = pruning_impl.Pruning
+# The fake-quant op behind MovingAverageQuantizer; GatedQuantizer calls it with ema_decay=0 to warm-start a range.
+MovingAvgQuantize = quant_ops.MovingAvgQuantize
 
 # (what holds it, attribute): the private attributes read below.
 PRIVATE_ATTRIBUTES = (

@@ -39,6 +39,7 @@ from tfjoint.train.readback import (
     original_channels,
     prepared_model,
     pruning_plan,
+    quantized_steps,
     schedule_of,
 )
 from tfjoint.train.strip import float_twin, strip
@@ -107,7 +108,18 @@ def _quantization_source(model, schedule, quantization: str, representative_give
     planned_schedule, plan = _schedule_of(model, schedule), pruning_plan(model)
     qat_model = strip(model) if is_prepared(model) else model
     twin = float_twin(qat_model) if representative_given and quantization != QAT else None
-    return _Source(qat_model, twin, planned_schedule, plan, original_channels(model), [])
+    notes = []
+    if quantized_steps(model) == 0 and planned_schedule is not None:
+        # Fake quantization never ran: the ranges are TF-MOT's initial [-6, 6], not trained ones.
+        never = (f"model '{model.name}' never trained with fake quantization: its training stopped before "
+                 f"quant_start_step={planned_schedule.quant_start_step}, so its int8 ranges were never observed")
+        if twin is None:
+            raise errors.ConfigError(
+                f"{never}. Train past step {planned_schedule.quant_start_step}, or pass `representative_data` "
+                "(with quantization='auto' or 'ptq') to calibrate post-training.")
+        notes.append(f"{never}: post-training quantization only")
+        qat_model = None
+    return _Source(qat_model, twin, planned_schedule, plan, original_channels(model), notes)
 
 
 @dataclasses.dataclass

@@ -6,9 +6,12 @@ a layer from `quantize_apply` breaks its layout transforms (Conv+BatchNorm,
 activation fusing). So tfjoint keeps TF-MOT's whole `quantize_apply` pipeline
 and plugs in at its documented extension point, the `Quantizer`:
 
-* `GatedQuantizer` wraps any TF-MOT `Quantizer`: it always updates the
-  quantizer's range variables during training, but passes values through in
-  float until `quant_start_step`. At inference it is the wrapped quantizer,
+* `GatedQuantizer` wraps any TF-MOT `Quantizer`: during training it passes
+  values through in float, without running the quantizer, until
+  `quant_start_step`; the float steps cost what pruning alone costs. An
+  activation quantizer with a moving-average range (TF-MOT's
+  `MovingAverageQuantizer`) averages the ranges of the batches it has seen
+  instead of starting from TF-MOT's [-6, 6] (see `GatedQuantizer`). At inference it is the wrapped quantizer,
   so the converter sees TF-MOT's graph (no `tf.cond`).
 * `PrunedKernelQuantizer` is a `GatedQuantizer` for a prunable kernel that also
   owns the pruning mask and threshold. Each training step it runs TF-MOT's own
@@ -32,6 +35,7 @@ Every training-mode forward pass of the model is one step; a layer called
 twice in one traced step (a shared layer) counts once.
 """
 
+import contextlib
 from typing import Any
 
 import tensorflow_model_optimization as tfmot
@@ -54,6 +58,7 @@ __all__ = [
     "CHANNEL_MASK",
     "mask_shape",
     "EqualByConfig",
+    "training_phase",
 ]
 
 STEP = "tfjoint_step"
@@ -65,6 +70,12 @@ _OWN_KEYS = (STEP, MASK, THRESHOLD, CHANNEL_MASK)
 # pruned channel). Its values are all zero, which any positive range maps to
 # exactly 0; the collapsed range itself makes XLA's fake quant return NaN.
 _DEGENERATE_RANGE = 1e-6
+# TF-MOT quantizers whose range is a moving average from [-6, 6] (averaged from the first quantized batch on).
+_RANGE_TRACKING_QUANTIZERS = (tfmot.quantization.keras.quantizers.MovingAverageQuantizer,)
+# Quantizers build plain graph code (tf.cond, tf.where; no Python `if` on tensors). Left to AutoGraph, every
+# call inside a training step is transpiled, TF-MOT's pruning code with it: most of a small model's trace time.
+_NOT_AUTOGRAPHED = tf.autograph.experimental.do_not_convert
+_TFMOT_EMA_DECAY = 0.999  # MovingAverageQuantizer's (tests/test_prepare.py checks training matches TF-MOT's)
 
 
 def serialize(obj) -> dict[str, Any]:
@@ -131,14 +142,49 @@ class EqualByConfig:
     __hash__ = None  # type: ignore[assignment]  # mutable configs: equal objects need not hash alike
 
 
+# Set while a training function is traced for one phase (see `training_phase`); None: decided in the graph.
+# Module-wide, not thread-local: MirroredStrategy traces each replica's step in a thread of its own.
+_TRACED_PHASE: list[bool | None] = [None]
+
+
+@contextlib.contextmanager
+def training_phase(quantizing: bool):
+    """Training-mode calls of gated quantizers made within fake-quantize (True) or pass values through (False).
+
+    `tfjoint.train.phases` traces one training function per phase within
+    this, so the gate is decided in Python, and no `tf.cond` per quantizer
+    is traced (cond_v2 keeps every branch intermediate for the gradient).
+    Outside it (a custom training loop calling the model), each quantizer
+    decides in the graph from its step counter. Step counters count either
+    way.
+    """
+    previous = _TRACED_PHASE[0]
+    _TRACED_PHASE[0] = bool(quantizing)
+    try:
+        yield
+    finally:
+        _TRACED_PHASE[0] = previous
+
+
 @serializable
 class GatedQuantizer(EqualByConfig, tfmot.quantization.keras.quantizers.Quantizer):
     """A TF-MOT quantizer that switches on at `quant_start_step` during training.
 
-    Before the start step, training still runs the wrapped quantizer (so
-    moving-average activation ranges are observed and warm when fake quant
-    switches on) but returns the float values. After it, and always at
-    inference, the output is exactly the wrapped quantizer's.
+    Before the start step, training passes values through in float and does
+    not run the wrapped quantizer at all, so those steps cost no more than
+    pruning alone. After it, and always at inference, the output is the
+    wrapped quantizer's.
+
+    Range warm start: TF-MOT's `MovingAverageQuantizer` (layer outputs)
+    starts from the range [-6, 6] and forgets it at 0.1% per step, so after a
+    fine-tune of 500 steps 60% of the range the converter uses is still the
+    initial one: a ReLU output in [0, 2] keeps 1/5 of its int8 codes. Such a
+    quantizer here runs TF-MOT's own `MovingAvgQuantize` with the decay
+    bias-corrected: on its t-th quantized step min(0.999, 1 - 1/t), so the
+    range is the mean of the batch ranges seen so far (with 0 included,
+    symmetric where the quantizer is) until TF-MOT's 0.999 takes over.
+    (`AllValuesQuantizer`, on model inputs, starts from [0, 0] and only
+    widens: it needs no warm start.)
 
     Args:
       quantizer: the TF-MOT quantizer (object or serialized dict).
@@ -155,9 +201,14 @@ class GatedQuantizer(EqualByConfig, tfmot.quantization.keras.quantizers.Quantize
         self.channel_axis = None if channel_axis is None else int(channel_axis)
 
     @property
+    def warm_starts(self) -> bool:
+        """Whether the wrapped quantizer keeps a moving-average range (then averaged from its first batch on)."""
+        return isinstance(self.quantizer, _RANGE_TRACKING_QUANTIZERS)
+
+    @property
     def counts_steps(self) -> bool:
         """Whether this quantizer needs to know the training step."""
-        return self.quant_start_step > 0
+        return self.quant_start_step > 0 or self.warm_starts
 
     def build(self, tensor_shape, name, layer):
         weights = dict(self.quantizer.build(tensor_shape, name, layer) or {})
@@ -216,17 +267,42 @@ class GatedQuantizer(EqualByConfig, tfmot.quantization.keras.quantizers.Quantize
             return self._fake_quantize(values, training, weights)
         return self.quantizer(values, training, weights=own_weights_removed(weights))
 
+    def _moving_average_quantized(self, values, weights, steps_taken):
+        """TF-MOT's MovingAverageQuantizer on `values`, its range a running mean over its first 1000 steps.
+
+        On the t-th quantized step the EMA decay is min(0.999, 1 - 1/t): the
+        range is the mean of the batch ranges seen so far (the first batch's
+        on step 1), and TF-MOT's EMA once t passes its horizon. The decay is
+        a scalar, not a `tf.cond`, so no branch is traced.
+        """
+        inner = own_weights_removed(weights)
+        quantizer = self.quantizer
+        quantized_step = tf.cast(steps_taken - self.quant_start_step, tf.float32)
+        decay = tf.minimum(_TFMOT_EMA_DECAY, 1.0 - 1.0 / tf.maximum(quantized_step, 1.0))
+        return _tfmot.MovingAvgQuantize(
+            values, inner["min_var"], inner["max_var"], per_channel=quantizer.per_axis, ema_decay=decay,
+            is_training=True, num_bits=quantizer.num_bits, symmetric=quantizer.symmetric,
+            narrow_range=quantizer.narrow_range)
+
     def _gate(self, values, weights, steps_taken):
         """Fake-quantizes `values` once `quant_start_step` float steps have run."""
-        quantized = self._quantize(values, True, weights)
-        if self.quant_start_step == 0:  # known statically: every training step is quantized
-            return quantized
-        # tf.cond over two ready tensors forwards one of them; a tf.where would
-        # cost a full elementwise pass over every activation (+40% step time on
-        # MobileNetV2). The quantizer runs either way, so ranges are observed
-        # before QAT starts.
-        return tf.cond(steps_taken > self.quant_start_step, lambda: quantized, lambda: tf.identity(values))
 
+        def quantized():
+            if self.warm_starts:
+                return self._moving_average_quantized(values, weights, steps_taken)
+            return self._quantize(values, True, weights)
+
+        phase = _TRACED_PHASE[0]
+        if self.quant_start_step == 0 or phase is True:  # known statically: this step is quantized
+            return quantized()
+        if phase is False:
+            return values
+        # The quantizer runs inside the branch, so float steps skip it. A
+        # tf.where instead would run both and cost a full elementwise pass
+        # over every activation (+40% step time on MobileNetV2).
+        return tf.cond(steps_taken > self.quant_start_step, quantized, lambda: tf.identity(values))
+
+    @_NOT_AUTOGRAPHED
     def __call__(self, inputs, training, weights, **kwargs):
         inputs = self._mask_channels(inputs, weights)
         if not training:
@@ -307,6 +383,7 @@ class PrunedKernelQuantizer(GatedQuantizer):
     def _masked(self, inputs, weights):
         return self._mask_channels(tf.math.multiply(inputs, weights[MASK]), weights)
 
+    @_NOT_AUTOGRAPHED
     def __call__(self, inputs, training, weights, **kwargs):
         if not training:
             return self._quantize(self._masked(inputs, weights), False, weights)
@@ -364,6 +441,7 @@ class ChannelMaskQuantizer(EqualByConfig, tfmot.quantization.keras.quantizers.Qu
             )
         }
 
+    @_NOT_AUTOGRAPHED
     def __call__(self, inputs, training, weights, **kwargs):
         return tf.math.multiply(inputs, _broadcast(weights[CHANNEL_MASK], inputs.shape.rank, self.channel_axis))
 
@@ -397,6 +475,7 @@ class ChannelMaskedOutputQuantizer(EqualByConfig, tfmot.quantization.keras.quant
         )
         return weights
 
+    @_NOT_AUTOGRAPHED
     def __call__(self, inputs, training, weights, **kwargs):
         masked = tf.math.multiply(inputs, weights[CHANNEL_MASK])
         if self.quantizer is None:

@@ -20,6 +20,7 @@ wrapping the reloaded student in a new Distiller.
 from tfjoint import errors
 from tfjoint._keras import check_float_model, is_keras3_model, keras, serializable, tf
 from tfjoint.losses import outputs_probabilities
+from tfjoint.train.phases import PhaseSwitchedTraining
 from tfjoint.train.prepared_model import update_channel_masks
 from tfjoint.train.readback import is_prepared
 
@@ -33,7 +34,7 @@ def _logits(outputs, probabilities: bool):
 
 
 @serializable
-class Distiller(keras.Model):
+class Distiller(PhaseSwitchedTraining, keras.Model):
     """Trains a prepared `student` to match the labels and its float `teacher`.
 
     Example:
@@ -79,6 +80,9 @@ class Distiller(keras.Model):
         self.alpha = float(alpha)
         self.updates_channel_masks = True  # train_step below does (see tfjoint.callbacks)
         self._probabilities = [outputs_probabilities(student, i) for i in range(len(student.outputs))]
+
+    def _phase_model(self):
+        return self.student  # its schedule and step counters decide float or quantized steps
 
     def call(self, inputs, training=None):
         return self.student(inputs, training=training)

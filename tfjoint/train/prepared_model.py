@@ -25,6 +25,7 @@ from tfjoint import _tfmot
 from tfjoint._keras import keras, serializable, tf
 from tfjoint.prune.schedule import JointSchedule
 from tfjoint.quantize.quantizers import mask_shape
+from tfjoint.train.phases import PhaseSwitchedTraining
 from tfjoint.train.readback import channel_members
 
 __all__ = ["PreparedModel", "update_channel_masks", "group_masks"]
@@ -109,11 +110,13 @@ _SCHEDULE_KEY = "tfjoint_schedule"
 
 
 @serializable
-class PreparedModel(keras.Model):
+class PreparedModel(PhaseSwitchedTraining, keras.Model):
     """The model `tfjoint.prepare` returns: a Functional model that carries its `JointSchedule`.
 
     `train_step` first updates the channel masks (when channels are pruned),
-    then is tf_keras's own. Everything else is a plain tf_keras Functional
+    then is tf_keras's own. With `quant_start_step > 0`, `fit` traces it once
+    for the float steps and once for the quantized ones
+    (`tfjoint.train.phases`). Everything else is a plain tf_keras Functional
     model, saved and loaded as one (registered as "tfjoint>PreparedModel"),
     with the schedule in its config.
 

@@ -40,6 +40,7 @@ __all__ = [
     "prepared_model",
     "schedule_of",
     "carry_schedule",
+    "quantized_steps",
     "pruning_plan",
     "original_channels",
     "float_layer_name",
@@ -215,12 +216,32 @@ def prepared_model(model):
 _CARRIED_SCHEDULES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
-def carry_schedule(model, schedule: JointSchedule, plan: dict[str, float], original_channels: dict[str, int]) -> None:
-    """Records, for the life of the `model` object, its schedule, pruning plan and channels before pruning.
+def carry_schedule(model, schedule: JointSchedule, plan: dict[str, float], original_channels: dict[str, int],
+                   steps_taken: int | None = None) -> None:
+    """Records, for the life of the `model` object, its schedule, pruning plan, channels before pruning and steps.
 
     `tfjoint.strip` does, so that `export_tflite(tfjoint.strip(joint))` reports them.
     """
-    _CARRIED_SCHEDULES[model] = (schedule, dict(plan), dict(original_channels))
+    _CARRIED_SCHEDULES[model] = (schedule, dict(plan), dict(original_channels), steps_taken)
+
+
+def quantized_steps(model) -> int | None:
+    """Training steps that ran with fake quantization (0: the int8 ranges never trained); None if unknown.
+
+    Read from a prepared model's step counters, or carried by a stripped one.
+    """
+    model = prepared_model(model)
+    try:
+        schedule = schedule_of(model)
+    except errors.ModelStructureError:
+        return None
+    if is_prepared(model):
+        steps = training_step(model)
+    else:
+        steps = _CARRIED_SCHEDULES[model][3] if model in _CARRIED_SCHEDULES else None
+    if steps is None:
+        return None
+    return max(0, steps - schedule.quant_start_step)
 
 
 def original_channels(model) -> dict[str, int]:

@@ -34,6 +34,7 @@ from tfjoint.train.readback import (
     prepared_model,
     pruned_kernels,
     pruning_plan,
+    training_step,
 )
 
 __all__ = ["strip", "strips_cleanly", "kept_channels_per_layer", "float_twin"]
@@ -162,7 +163,8 @@ def strip(model: keras.Model) -> keras.Model:
         stripped = keras.Model(inputs, outputs, name=stripped.name)
     if isinstance(getattr(model, "schedule", None), JointSchedule):
         # So that export_tflite(strip(joint)) reports the schedule, the plan and the channels before pruning.
-        carry_schedule(stripped, model.schedule, pruning_plan(model) or {}, original_channels(model))
+        carry_schedule(stripped, model.schedule, pruning_plan(model) or {}, original_channels(model),
+                       training_step(model))
 
     masked = _masked_values(model)
     source_layers = {layer.name: layer for layer in model.layers}

@@ -1,0 +1,112 @@
+"""`fit` traces one train function for the float steps and one for the quantized steps (tfjoint.train.phases)."""
+
+import collections
+
+import numpy as np
+import pytest
+from conftest import compile_joint, image_data, small_cnn
+
+import tfjoint
+from tfjoint import keras, training_step
+from tfjoint._keras import tf
+
+
+def _op_counts(function) -> collections.Counter:
+    """Op types in every concrete function of a tf.function, branch and gradient functions included."""
+    counts: collections.Counter = collections.Counter()
+    for concrete in function._list_all_concrete_functions_for_serialization():
+        graph = concrete.graph.as_graph_def()
+        counts.update(node.op for node in graph.node)
+        for library_function in graph.library.function:
+            counts.update(node.op for node in library_function.node_def)
+    return counts
+
+
+def _fake_quant_ops(counts) -> int:
+    return sum(n for op, n in counts.items() if op.startswith("FakeQuant"))
+
+
+def _relu_range(model) -> tuple[float, float]:
+    values = {w.name: float(w.numpy()) for w in model.weights if w.name.startswith("quant_relu/output_m")}
+    return values["quant_relu/output_min:0"], values["quant_relu/output_max:0"]
+
+
+def test_float_steps_trace_no_fake_quant_and_quantized_steps_no_gate():
+    joint = compile_joint(tfjoint.prepare(small_cnn(), target_sparsity=0.5, end_step=4, frequency=2,
+                                          quant_start_step=3))
+    x, y = image_data(n=16)
+    joint.fit(x, y, batch_size=8, verbose=0)  # steps 1, 2: float
+    dispatch = joint.train_function
+    assert list(dispatch._functions) == [False]
+    assert _relu_range(joint) == (-6.0, 6.0)  # the activation quantizers did not run
+    joint.fit(x, y, batch_size=8, verbose=0)  # step 3 float, step 4 quantized (the count continues across fits)
+    assert joint.train_function is dispatch and set(dispatch._functions) == {False, True}
+    assert training_step(joint) == 4
+    assert _relu_range(joint) != (-6.0, 6.0)  # warm-started on step 4
+    float_ops, quantized_ops = _op_counts(dispatch._functions[False]), _op_counts(dispatch._functions[True])
+    assert _fake_quant_ops(float_ops) == 0 and _fake_quant_ops(quantized_ops) > 0
+    # Only the two kernels' mask updates branch: no tf.cond per quantizer in either phase.
+    assert float_ops["If"] == quantized_ops["If"] == 2
+    assert quantized_ops["OptionalFromValue"] == 0  # no cond gradient keeping branch intermediates
+
+
+def test_phase_switched_fit_trains_as_the_in_graph_gates_do():
+    """fit (one function per phase) and a custom loop (a tf.cond per quantizer) give the same model."""
+    x, y = image_data(n=48)
+    schedule = dict(target_sparsity=0.5, end_step=4, frequency=2, quant_start_step=3)
+    fitted = compile_joint(tfjoint.prepare(small_cnn(), **schedule))
+    fitted.fit(x, y, batch_size=8, shuffle=False, verbose=0)
+    looped = tfjoint.prepare(small_cnn(), **schedule)
+    optimizer = keras.optimizers.Adam(1e-3)
+    loss = keras.losses.SparseCategoricalCrossentropy()
+
+    @tf.function
+    def step(xb, yb):
+        with tf.GradientTape() as tape:
+            value = loss(yb, looped(xb, training=True))
+        optimizer.apply_gradients(zip(tape.gradient(value, looped.trainable_variables), looped.trainable_variables))
+
+    for start in range(0, len(x), 8):
+        step(x[start:start + 8], y[start:start + 8])
+    assert training_step(fitted) == training_step(looped) == 6
+    for ours, theirs in zip(fitted.weights, looped.weights):
+        np.testing.assert_allclose(ours.numpy(), theirs.numpy(), atol=1e-5, err_msg=ours.name)
+
+
+def test_several_steps_per_call_keep_the_in_graph_gates():
+    joint = tfjoint.prepare(small_cnn(), target_sparsity=0.5, end_step=4, frequency=2, quant_start_step=3)
+    joint.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", steps_per_execution=2)
+    joint.fit(*image_data(n=32), batch_size=8, verbose=0)
+    assert not hasattr(joint.train_function, "_functions")  # tf_keras's own function
+    assert training_step(joint) == 4 and _relu_range(joint) != (-6.0, 6.0)
+
+
+def test_distiller_switches_phases_on_its_students_schedule():
+    model = small_cnn()
+    joint = tfjoint.prepare(model, target_sparsity=0.5, end_step=4, frequency=2, quant_start_step=100)
+    distiller = tfjoint.Distiller(joint, teacher=model)
+    distiller.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    distiller.fit(*image_data(n=16), batch_size=8, verbose=0)
+    assert list(distiller.train_function._functions) == [False]
+    assert _fake_quant_ops(_op_counts(distiller.train_function._functions[False])) == 0
+    assert training_step(joint) == 2
+
+
+def test_export_of_a_model_whose_fake_quant_never_ran(tmp_path):
+    """Stopped before quant_start_step: no QAT file (its ranges are TF-MOT's initial ones); post-training only."""
+    joint = compile_joint(tfjoint.prepare(small_cnn(), target_sparsity=0.5, end_step=4, frequency=2,
+                                          quant_start_step=50))
+    x, y = image_data(n=32)
+    joint.fit(x, y, batch_size=8, verbose=0)
+    stripped = tfjoint.strip(joint)
+    with pytest.raises(tfjoint.ConfigError, match=r"never trained with fake quantization.*quant_start_step=50"):
+        tfjoint.export_tflite(stripped, str(tmp_path / "qat.tflite"), quantization="qat")
+    assert not (tmp_path / "qat.tflite").exists()
+    with pytest.raises(tfjoint.ConfigError, match="representative_data"):
+        tfjoint.export_tflite(stripped, str(tmp_path / "auto.tflite"))
+    report = tfjoint.export_tflite(stripped, str(tmp_path / "auto.tflite"), representative_data=x,
+                                   validation_data=(x, y), max_accuracy_drop=1.0, min_agreement=0.0,
+                                   min_sqnr_db=-1e9)
+    assert report.quantization == "post_training" and list(report.quantization_candidates) == ["post_training"]
+    assert any("never trained with fake quantization" in note for note in report.notes)
+    assert tfjoint.read_flatbuffer((tmp_path / "auto.tflite").read_bytes()).fully_int8
