@@ -9,8 +9,13 @@ arena and flash and 40% of its MACs ("50%"), then 30% / 30% / 40% ("30%").
 Two systems trained with the same fine-tuning (epochs, schedule, QAT):
 
 * planned: `tfjoint.plan_for_budget` -> `prepare(plan=...)`;
-* uniform: the smallest single `channel_sparsity` (in 1/32 steps) whose file
-  the same cost model says meets the budgets.
+* uniform: the smallest single `channel_sparsity` (in 1/32 steps) whose file,
+  built untrained and measured in TFLM (`plan.cost.measure_plan`), meets the
+  budgets.
+
+A level that no plan can reach (the arena's TFLM tail and planning memory do
+not shrink with channels) is refused by the planner before training; the row
+records the refusal and the smallest reachable figure.
 
 Both files are exported with `budget=` and validated in TensorFlow Lite Micro;
 the table shows accuracy in TFLM, whether every budget was met (measured on
@@ -31,7 +36,7 @@ from common import TASKS, check_task_names, mean_spread, write_text  # noqa: E40
 
 import tfjoint  # noqa: E402
 from tfjoint import keras  # noqa: E402
-from tfjoint.plan.cost import build_cost_model  # noqa: E402
+from tfjoint.plan.cost import build_cost_model, measure_plan  # noqa: E402
 from tfjoint.plan.for_budget import channel_groups_of  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -50,13 +55,17 @@ def budget_for(full: dict, level: dict) -> tfjoint.Budget:
                           arena_bytes=int(full["arena_bytes"] * level["arena"]), macs=int(full["macs"] * level["macs"]))
 
 
-def smallest_uniform(cost, budget: tfjoint.Budget, margin: float = 0.02) -> float | None:
-    """The smallest channel_sparsity (1/32 steps) the cost model says meets `budget` (with the planner's margin)."""
+def smallest_uniform(model, cost, budget: tfjoint.Budget, margin: float = 0.02) -> float | None:
+    """The smallest channel_sparsity (1/32 steps) whose file, measured in TFLM, meets `budget`.
+
+    The cost model proposes (with the planner's margin); the built file decides.
+    """
     for step in range(0, 32):
         fraction = step / 32
         figures = cost.predict({group: fraction for group in cost.groups})
         if all(figures[name] <= getattr(budget, name) * (1 - margin) for name in budget.given):
-            return fraction
+            if not budget.misses(measure_plan(model, {group: fraction for group in cost.groups})):
+                return fraction
     return None
 
 
@@ -85,12 +94,20 @@ def run_model(name, seed, epochs, tiny, out):
     for level_name, level in LEVELS.items():
         budget = budget_for(full, level)
         started = time.perf_counter()
-        plan = tfjoint.plan_for_budget(task.model, **budget.to_dict(),
-                                       validation_data=(task.data["x_val"], task.data["y_val"]))
+        try:
+            plan = tfjoint.plan_for_budget(task.model, **budget.to_dict(),
+                                           validation_data=(task.data["x_val"], task.data["y_val"]))
+        except tfjoint.ConfigError as error:  # unreachable: refused before training, as a user would see it
+            rows.append({"model": name, "seed": seed, "level": level_name, "system": "planned", "budget":
+                         budget.to_dict(), "full": full, "refused": str(error), "measured": {}, "met": False,
+                         "tflm_accuracy": None, "plan_seconds": time.perf_counter() - started,
+                         "plan_seconds_beyond_scan": None})
+            print(json.dumps({k: rows[-1][k] for k in ("model", "seed", "level", "refused")}), flush=True)
+            continue
         plan_seconds = time.perf_counter() - started
         scan = plan.predicted["stage_seconds"].get("sensitivity scan", 0.0)
-        cost = build_cost_model(task.model, channel_groups_of(task.model))
-        uniform = smallest_uniform(cost, budget)
+        cost = build_cost_model(task.model, channel_groups_of(task.model), measure_floor=True)
+        uniform = smallest_uniform(task.model, cost, budget)
         systems = {"planned": dict(plan=plan)}
         if uniform is not None:
             systems[f"uniform {uniform:.3f}"] = dict(target_sparsity=0.0, channel_sparsity=uniform)
@@ -99,7 +116,7 @@ def run_model(name, seed, epochs, tiny, out):
             report, fit_seconds = train_and_export(task, kwargs, epochs, budget, path)
             rows.append({
                 "model": name, "seed": seed, "level": level_name, "system": system,
-                "budget": budget.to_dict(), "full": full,
+                "budget": budget.to_dict(), "full": full, "refused": None,
                 "measured": {k: v["measured"] for k, v in report.budget.items()},
                 "met": not any(f.startswith("budget") for f in report.failures),
                 "tflm_accuracy": report.per_runtime.get("tflm", {}).get("int8_accuracy"),
@@ -120,6 +137,11 @@ def markdown(rows, measured_accuracy) -> str:
                   key=lambda k: (k[0], k[1], k[2] != "planned"))
     for model, level, system in keys:
         group = [r for r in rows if (r["model"], r["level"], r["system"].split()[0]) == (model, level, system)]
+        if all(r["refused"] for r in group):
+            reason = group[0]["refused"].split(": ", 1)[-1].split(". Raise")[0]
+            lines.append(f"| {model} | {level} | {system} | refused before training: {reason} | | | |")
+            continue
+        group = [r for r in group if not r["refused"]]
         mean, spread = mean_spread([r["tflm_accuracy"] for r in group])
         accuracy = f"{100 * mean:.2f} ± {100 * spread:.2f}" if model in measured_accuracy and mean else "n/a"
         used = " / ".join(f"{100 * np.mean([r['measured'].get(k, np.nan) / r['budget'][k] for r in group]):.0f}%"

@@ -100,9 +100,14 @@ def test_budget_benchmark_tiny_run(tmp_path):
     data = json.loads((tmp_path / "budget.json").read_text())
     systems = {(row["level"], row["system"].split()[0]) for row in data["rows"]}
     assert {("50%", "planned"), ("30%", "planned")} <= systems
-    for row in data["rows"]:
+    trained = [row for row in data["rows"] if not row["refused"]]
+    assert any(row["level"] == "50%" and row["system"] == "planned" for row in trained)
+    for row in trained:
         assert set(row["measured"]) == {"flash_bytes", "arena_bytes", "macs"}  # measured on the file, in TFLM
         if row["system"] == "planned":
             assert row["met"] and all(row["measured"][k] <= row["budget"][k] for k in row["measured"])
+    for row in data["rows"]:
+        if row["refused"]:  # an unreachable level is refused before training, naming the smallest figure
+            assert row["system"] == "planned" and "smallest reachable" in row["refused"]
     assert "| digits | 30% | planned |" in (tmp_path / "budget.md").read_text()
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tflite")]

@@ -8,7 +8,7 @@ import pytest
 import tfjoint
 from tfjoint import keras
 from tfjoint.export.tflm import measure_arena
-from tfjoint.plan.cost import build_cost_model
+from tfjoint.plan.cost import ONE_CHANNEL, build_cost_model, measure_plan
 from tfjoint.plan.for_budget import channel_groups_of
 from tfjoint.prune.schedule import JointSchedule
 
@@ -64,6 +64,26 @@ def test_a_plan_meets_its_budgets_in_tflm_and_the_report_says_by_how_much(digits
     for group, fraction in planned.channel_fractions.items():
         channels = report.per_layer_channels[group]
         assert channels["tflite"] == max(round(channels["original"] * (1 - fraction)), 1)
+
+
+def test_the_arena_of_a_small_plan_is_the_one_tflm_needs(digits_float_model):
+    """At a few channels per group, TFLM's planning memory (not the activations) sets the head: the floor."""
+    cost = build_cost_model(digits_float_model, channel_groups_of(digits_float_model), measure_floor=True)
+    for fractions in ({group: ONE_CHANNEL for group in cost.groups}, {group: 0.9 for group in cost.groups}):
+        predicted, measured = cost.predict(fractions), measure_plan(digits_float_model, fractions)
+        assert predicted["arena_bytes"] >= measured["arena_bytes"] * 0.97  # never far under TFLM's own figure
+        assert predicted["arena_bytes"] == pytest.approx(measured["arena_bytes"], rel=0.1)
+        assert predicted["flash_bytes"] == pytest.approx(measured["flash_bytes"], rel=0.05)
+        assert predicted["macs"] == measured["macs"]
+    assert cost.head_floor_bytes > cost.predict({group: ONE_CHANNEL for group in cost.groups})["head_bytes"] - 1
+    without_floor = build_cost_model(digits_float_model, channel_groups_of(digits_float_model))
+    assert without_floor.predict({g: ONE_CHANNEL for g in cost.groups})["head_bytes"] < cost.head_floor_bytes
+
+
+def test_the_planner_checks_its_plan_in_tflm(planned):
+    measured = planned.predicted["measured_in_tflm"]  # the plan's file, built untrained and measured in TFLM
+    assert not planned.budget.misses(measured)
+    assert set(measured) >= {"flash_bytes", "arena_bytes", "macs"}
 
 
 def test_a_missed_budget_fails_validation_naming_it_and_writes_nothing(digits_joint, digits_data, tmp_path):

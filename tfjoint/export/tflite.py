@@ -109,8 +109,11 @@ def _quantization_source(model, schedule, quantization: str, representative_give
     qat_model = strip(model) if is_prepared(model) else model
     twin = float_twin(qat_model) if representative_given and quantization != QAT else None
     notes = []
-    if quantized_steps(model) == 0 and planned_schedule is not None:
-        # Fake quantization never ran: the ranges are TF-MOT's initial [-6, 6], not trained ones.
+    steps = quantized_steps(model)
+    if steps == 0 and planned_schedule is not None and planned_schedule.quant_start_step == 0:
+        notes.append(f"model '{model.name}' was never trained: its int8 activation ranges are the initial ones")
+    elif steps == 0 and planned_schedule is not None:
+        # Trained, but fake quantization never ran: the ranges are the initial ones, not trained ones.
         never = (f"model '{model.name}' never trained with fake quantization: its training stopped before "
                  f"quant_start_step={planned_schedule.quant_start_step}, so its int8 ranges were never observed")
         if twin is None:

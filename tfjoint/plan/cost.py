@@ -10,29 +10,41 @@ replays, on the shrunk tensors:
 * flash: the file's bytes minus the weights, biases and per-channel
   quantization parameters that go;
 * arena: TFLM's planner on the shrunk activations (`export.memory`, the
-  planner followed exactly) plus TFLM's persistent tail, measured once on the
-  full file in TFLM and reduced by the per-channel operator data of the removed
-  filters (an estimate when tflite-micro is not installed);
+  planner followed exactly), but never below the head TFLM needed for the
+  smallest plan (every group at one channel, built and measured in TFLM: the
+  planner's own working memory and the kernels' temporaries set a floor that
+  no activation size shows), plus TFLM's persistent tail, measured on the full
+  file and reduced by the per-channel operator data of the removed filters (an
+  estimate when tflite-micro is not installed);
 * MACs: per weight operator, from the shrunk shapes.
 
-Everything here is a prediction; `export_tflite(budget=...)` measures the
-real file and refuses one that misses a budget.
+Everything here is a prediction. `measure_plan` builds the file a plan gives
+(the masks set where the schedule ends, untrained) and measures it, so the
+planner can check its prediction in TFLM; `export_tflite(budget=...)` measures
+the real file and refuses one that misses a budget.
 """
 
 import dataclasses
 
 import numpy as np
 
+from tfjoint._keras import keras
 from tfjoint._names import float_layer_name
 from tfjoint.export import memory, tflm
+from tfjoint.prune.budget import CompressionPlan
 from tfjoint.prune.channels import ChannelPlan, Layout
 from tfjoint.prune.schedule import kept_channels
 from tfjoint.tflite import convert
 from tfjoint.tflite.flatbuffer import FlatbufferSummary, layer_of, read_flatbuffer
 from tfjoint.train.prepare import prepare
+from tfjoint.train.prepared_model import finish_channel_pruning
 from tfjoint.train.strip import strip
 
-__all__ = ["CostModel", "build_cost_model", "PER_CHANNEL_QUANTIZATION_BYTES", "PER_CHANNEL_OP_DATA_BYTES"]
+__all__ = ["CostModel", "build_cost_model", "measure_plan", "ONE_CHANNEL", "PER_CHANNEL_QUANTIZATION_BYTES",
+           "PER_CHANNEL_OP_DATA_BYTES"]
+
+# The channel fraction that leaves one channel in any group (TF-MOT's rounding keeps at least one).
+ONE_CHANNEL = 1.0 - 1e-9
 
 # A per-channel quantized tensor stores a float32 scale and an int64 zero point per channel.
 PER_CHANNEL_QUANTIZATION_BYTES = 12
@@ -64,7 +76,7 @@ class CostModel:
     """
 
     def __init__(self, summary: FlatbufferSummary, content: bytes, axes: dict[int, list[_Axis]],
-                 groups: dict[str, int], tail_bytes: int | None, arena_measured: bool):
+                 groups: dict[str, int], tail_bytes: int | None, arena_measured: bool, head_floor_bytes: int = 0):
         self._summary = summary
         self._axes = axes
         self._constants = {t.index for t in summary.constant_tensors}
@@ -73,6 +85,7 @@ class CostModel:
         self._per_channel = {t.index for t in summary.tensors if len(t.scales) > 1}
         self.groups = dict(groups)
         self.arena_measured = arena_measured
+        self.head_floor_bytes = int(head_floor_bytes)
         self.full = self.predict({})
 
     def _shapes(self, kept_by_group: dict[str, int]) -> dict[int, tuple[int, ...]]:
@@ -120,7 +133,7 @@ class CostModel:
             old = int(np.prod(tensor.shape, dtype=np.int64)) if tensor.shape else 1
             new = int(np.prod(shapes[index], dtype=np.int64)) if shapes[index] else 1
             buffers.append((size * new // old if old else size, first, last))
-        head = memory.planned_head_bytes(buffers)
+        head = max(memory.planned_head_bytes(buffers), self.head_floor_bytes)
         tail = max(self._tail - PER_CHANNEL_OP_DATA_BYTES * removed_op_channels, 0)
         return {"flash_bytes": int(flash), "arena_bytes": int(head + tail), "head_bytes": int(head), "macs": int(macs)}
 
@@ -176,23 +189,63 @@ def _axes_of(summary: FlatbufferSummary, plan: ChannelPlan, layer_names: list[st
     return found
 
 
-def build_cost_model(model, plan: ChannelPlan) -> CostModel:
+def _plan_file(model, fractions: dict[str, float]) -> tuple[bytes, "keras.Model"]:
+    """The int8 file (and the stripped model) `model` gives with `fractions` of each group's channels removed.
+
+    Nothing is trained: the masks are set where the schedule ends, so the
+    shapes (not the values) are those the trained plan will have.
+    """
+    kept = {group: fraction for group, fraction in fractions.items() if fraction > 0}
+    if kept:
+        joint = prepare(model, plan=CompressionPlan(channel_fractions=kept), end_step=1, check_conversion=False)
+        finish_channel_pruning(joint)
+    else:
+        joint = prepare(model, target_sparsity=0.0, end_step=1, check_conversion=False)
+    stripped = strip(joint)
+    return convert.to_int8(stripped), stripped
+
+
+def _figures(content: bytes) -> dict[str, int]:
+    """Flash and MACs read from a file, and the arena TFLM allocates it with (head and tail)."""
+    summary = read_flatbuffer(content)
+    arena = tflm.measure_arena(content)
+    return {"flash_bytes": len(content), "arena_bytes": arena.total_bytes, "head_bytes": arena.head_bytes,
+            "tail_bytes": arena.tail_bytes, "macs": memory.memory_use(summary).macs}
+
+
+def measure_plan(model, fractions: dict[str, float]) -> dict[str, int]:
+    """Flash, TFLM arena and MACs of the int8 file a channel plan gives, measured on the built file in TFLM.
+
+    Args:
+      model: the tf_keras float model.
+      fractions: channel group -> fraction of its channels removed.
+
+    Raises:
+      errors.ConfigError: tflite-micro is not installed.
+    """
+    return _figures(_plan_file(model, fractions)[0])
+
+
+def build_cost_model(model, plan: ChannelPlan, measure_floor: bool = False) -> CostModel:
     """Prepares `model` (nothing pruned), converts it once to int8 and ties its tensors to `plan`'s groups.
 
     Args:
       model: the tf_keras float model the plan was made on.
       plan: its channel groups (`tfjoint.prune.channels.plan_channel_groups`).
+      measure_floor: also build the smallest plan (every group at one
+        channel) and measure its arena in TFLM: the floor under every
+        predicted head (one more conversion; needs tflite-micro).
     """
-    joint = prepare(model, target_sparsity=0.0, end_step=1)
-    qat = strip(joint)
-    content = convert.to_int8(qat)
+    content, qat = _plan_file(model, {})
     summary = read_flatbuffer(content)
-    tail, measured = None, False
+    tail, measured, floor = None, False, 0
+    groups = {name: group.channels for name, group in plan.prunable_groups.items()}
     if tflm.tflm_available():
         try:
             tail, measured = tflm.measure_arena(content).tail_bytes, True
         except Exception:  # a file TFLM cannot run: the arena is the planner's estimate alone
             tail = None
+        if measured and measure_floor and groups:
+            floor = measure_plan(model, {group: ONE_CHANNEL for group in groups})["head_bytes"]
     axes = _axes_of(summary, plan, [layer.name for layer in qat.layers])
-    groups = {name: group.channels for name, group in plan.prunable_groups.items()}
-    return CostModel(summary, content, axes, groups, tail, measured)
+    return CostModel(summary, content, axes, groups, tail, measured, head_floor_bytes=floor)

@@ -9,6 +9,9 @@
 4. Greedy: repeatedly remove another step of channels from the group whose
    loss rises least per unit of budget freed (the excess over each budget, in
    proportion to that budget), until every budget is met.
+5. Check in TFLM (when installed): the plan's file is built (masks set where
+   the schedule ends, nothing trained) and measured; a budget the measured
+   file misses is tightened by the miss and the greedy search runs again.
 
 A budget no plan can meet (every group down to one channel) is refused here,
 before any training, with the smallest figure reachable.
@@ -21,8 +24,9 @@ import numpy as np
 from tfjoint import _progress, errors
 from tfjoint._keras import check_float_model, is_keras3_model, keras, tf
 from tfjoint.data import collect_inputs, split_validation
+from tfjoint.export import tflm
 from tfjoint.losses import infer_loss
-from tfjoint.plan.cost import CostModel, build_cost_model
+from tfjoint.plan.cost import ONE_CHANNEL, CostModel, build_cost_model, measure_plan
 from tfjoint.prune.budget import Budget, CompressionPlan
 from tfjoint.prune.channels import ChannelPlan, plan_channel_groups
 from tfjoint.registry import kind_of, pruned_variable, pruned_weight_name
@@ -33,6 +37,7 @@ __all__ = ["plan_for_budget", "channel_groups_of", "STEPS"]
 STEPS = 16  # a group's channels are removed in sixteenths
 _SCAN_FRACTIONS = (0.25, 0.5, 0.75, 0.9)
 _MAX_FRACTION = 15 / 16
+_CHECKS = 4  # builds and measurements of a plan in TFLM before the planner gives up
 
 
 def channel_groups_of(model) -> ChannelPlan:
@@ -124,28 +129,29 @@ def _sensitivity(model, plan: ChannelPlan, norms, validation_data, batch_size, p
     return curves
 
 
-def _excess(figures: dict, budget: Budget, margin: float) -> float:
-    """How far `figures` are over the budgets, each in proportion to its limit (0 when every budget is met)."""
-    total = 0.0
-    for name in budget.given:
-        limit = getattr(budget, name) * (1.0 - margin)
-        total += max(figures[name] - limit, 0.0) / limit
-    return total
+def _limits(budget: Budget, margin: float) -> dict[str, float]:
+    """What the greedy search plans to: each budget given, `margin` below it."""
+    return {name: getattr(budget, name) * (1.0 - margin) for name in budget.given}
 
 
-def _greedy(cost: CostModel, curves, budget: Budget, margin: float) -> tuple[dict[str, float], dict]:
+def _excess(figures: dict, limits: dict[str, float]) -> float:
+    """How far `figures` are over the limits, each in proportion to its limit (0 when every limit is met)."""
+    return sum(max(figures[name] - limit, 0.0) / limit for name, limit in limits.items())
+
+
+def _greedy(cost: CostModel, curves, limits: dict[str, float]) -> tuple[dict[str, float], dict]:
     """Remove channels, a step at a time, where the loss rises least per unit of excess budget freed."""
     fractions = {group: 0.0 for group in cost.groups}
     figures = cost.predict(fractions)
-    while _excess(figures, budget, margin) > 0:
-        excess = _excess(figures, budget, margin)
+    while _excess(figures, limits) > 0:
+        excess = _excess(figures, limits)
         best = None
         for group in cost.groups:
             step = fractions[group] + 1.0 / STEPS
             if step > _MAX_FRACTION + 1e-9:
                 continue
             trial = dict(fractions, **{group: step})
-            freed = excess - _excess(cost.predict(trial), budget, margin)
+            freed = excess - _excess(cost.predict(trial), limits)
             if freed <= 0:
                 continue
             levels, increases = curves[group]
@@ -158,6 +164,23 @@ def _greedy(cost: CostModel, curves, budget: Budget, margin: float) -> tuple[dic
         fractions[best[1]] = best[2]
         figures = cost.predict(fractions)
     return fractions, figures
+
+
+def _checked_in_tflm(model, cost: CostModel, curves, budget: Budget, margin: float, phases):
+    """Greedy, then the plan's file built and measured in TFLM; a missed budget is tightened by its miss."""
+    limits = _limits(budget, margin)
+    for attempt in range(_CHECKS):
+        fractions, figures = _greedy(cost, curves, limits)
+        if _excess(figures, _limits(budget, 0.0)) > 0:
+            return fractions, figures, None
+        with phases.run("check in TFLM", f"plan {attempt + 1}: build, convert, measure"):
+            measured = measure_plan(model, fractions)
+        missed = budget.misses(measured)
+        if not missed:
+            return fractions, figures, measured
+        for name in missed:  # plan below the budget by what the prediction missed it by
+            limits[name] *= getattr(budget, name) / measured[name]
+    return fractions, figures, measured
 
 
 def plan_for_budget(
@@ -219,25 +242,34 @@ def plan_for_budget(
     started = time.perf_counter()
     phases = _progress.Phases("tfjoint plan")
     plan = channel_groups_of(model)
-    with phases.run("cost model", "one int8 conversion"):
-        cost = build_cost_model(model, plan)
+    check = tflm.tflm_available()
+    with phases.run("cost model", "one int8 conversion" + (", and the smallest plan's" if check else "")):
+        cost = build_cost_model(model, plan, measure_floor=check and budget.arena_bytes is not None)
     _check_reachable(cost, budget)
     notes = []
     if not cost.arena_measured and budget.arena_bytes is not None:
         notes.append("the arena is predicted from TFLM's planner without TFLM's persistent memory (tflite-micro is not "
                      "installed): the plan may miss arena_bytes, which export_tflite checks in TFLM")
-    met = _excess(cost.full, budget, margin) == 0
-    curves = {} if met else _sensitivity(model, plan, _filter_norms(model, plan, criterion), validation_data,
-                                         batch_size, phases)
-    fractions, figures = ({group: 0.0 for group in cost.groups}, cost.full) if met else _greedy(
-        cost, curves, budget, margin)
-    if met:
+    measured = None
+    if _excess(cost.full, _limits(budget, margin)) == 0:
+        fractions, figures = {group: 0.0 for group in cost.groups}, cost.full
         notes.append("the unpruned model already meets every budget: nothing is removed")
-    elif _excess(figures, budget, 0.0) > 0:
-        raise errors.ConfigError(f"no channel plan of model '{model.name}' meets {_describe(budget)}: "
-                                 f"{_describe_figures(figures, budget)} at best.")
+    else:
+        curves = _sensitivity(model, plan, _filter_norms(model, plan, criterion), validation_data, batch_size, phases)
+        if check:
+            fractions, figures, measured = _checked_in_tflm(model, cost, curves, budget, margin, phases)
+        else:
+            fractions, figures = _greedy(cost, curves, _limits(budget, margin))
+        best = measured if measured is not None else figures
+        if budget.misses(best):
+            where = "measured in TFLM" if measured is not None else "predicted"
+            raise errors.ConfigError(f"no channel plan of model '{model.name}' meets {_describe(budget)}: "
+                                     f"{_describe_figures(best, budget)} at best ({where}). Raise the budget, or "
+                                     "use a smaller architecture.")
     predicted = dict(figures, full=cost.full, arena_measured=cost.arena_measured,
                      seconds=time.perf_counter() - started, stage_seconds=dict(phases.seconds))
+    if measured is not None:
+        predicted["measured_in_tflm"] = {k: int(v) for k, v in measured.items()}
     return CompressionPlan(channel_fractions={g: f for g, f in fractions.items() if f > 0}, budget=budget,
                            predicted=predicted, notes=tuple(notes))
 
@@ -252,7 +284,7 @@ def _describe_figures(figures: dict, budget: Budget) -> str:
 
 def _check_reachable(cost: CostModel, budget: Budget) -> None:
     """Refuses a budget that even one channel per group cannot meet, naming the smallest figure reachable."""
-    smallest = cost.predict({group: 1.0 - 1e-9 for group in cost.groups})  # every group down to one channel
+    smallest = cost.predict({group: ONE_CHANNEL for group in cost.groups})  # every group down to one channel
     missed = budget.misses(smallest)
     if missed:
         details = "; ".join(f"`{name}`={getattr(budget, name)} is below {value}, the smallest reachable "

@@ -28,7 +28,7 @@ from tfjoint.quantize.quantizers import mask_shape
 from tfjoint.train.phases import PhaseSwitchedTraining
 from tfjoint.train.readback import channel_members
 
-__all__ = ["PreparedModel", "update_channel_masks", "group_masks"]
+__all__ = ["PreparedModel", "update_channel_masks", "group_masks", "finish_channel_pruning"]
 
 
 def _filter_scores(member, criterion: str):
@@ -104,6 +104,29 @@ def update_channel_masks(model):
     if context is not None:  # as TF-MOT's mask update: assign in cross-replica context
         return context.merge_call(update)
     return update()
+
+
+def finish_channel_pruning(model) -> bool:
+    """Sets every channel mask of a prepared model to where its schedule ends, now, without training.
+
+    Each group keeps its strongest filters (the same criterion and rounding
+    as the in-graph update at `end_step`). The planner uses it to build and
+    measure the file a channel plan will give before anything is trained.
+    Returns False if the model prunes no channels.
+    """
+    members = channel_members(model)
+    producers_by_group: dict[str, list] = {}
+    for member in members:
+        if member.producer and member.group is not None:
+            producers_by_group.setdefault(member.group, []).append(member)
+    if not producers_by_group:
+        return False
+    finals = {group: float(producers[0].channel_schedule["final_sparsity"])
+              for group, producers in producers_by_group.items()}
+    masks = _new_group_masks(producers_by_group, finals)
+    for member in members:
+        member.channel_mask.assign(_member_mask(member, masks))
+    return True
 
 
 _SCHEDULE_KEY = "tfjoint_schedule"
