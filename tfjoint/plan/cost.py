@@ -10,10 +10,11 @@ replays, on the shrunk tensors:
 * flash: the file's bytes minus the weights, biases and per-channel
   quantization parameters that go;
 * arena: TFLM's planner on the shrunk activations (`export.memory`, the
-  planner followed exactly), but never below the head TFLM needed for the
-  smallest plan (every group at one channel, built and measured in TFLM: the
-  planner's own working memory and the kernels' temporaries set a floor that
-  no activation size shows), plus TFLM's persistent tail, measured on the full
+  planner followed exactly), but never below `head_floor_bytes`, the head
+  TFLM needed for a plan whose activations needed less (TFLM's planning
+  memory and the kernels' temporaries set a floor that no activation size
+  shows; measured on the smallest plan, or set by the planner from a plan it
+  measured), plus TFLM's persistent tail, measured on the full
   file and reduced by the per-channel operator data of the removed filters (an
   estimate when tflite-micro is not installed);
 * MACs: per weight operator, from the shrunk shapes.
@@ -36,7 +37,7 @@ from tfjoint.prune.channels import ChannelPlan, Layout
 from tfjoint.prune.schedule import kept_channels
 from tfjoint.tflite import convert
 from tfjoint.tflite.flatbuffer import FlatbufferSummary, layer_of, read_flatbuffer
-from tfjoint.train.prepare import prepare
+from tfjoint.train.prepare import prepare, ranges_initialized, sample_inputs_of
 from tfjoint.train.prepared_model import finish_channel_pruning
 from tfjoint.train.strip import strip
 
@@ -73,6 +74,8 @@ class CostModel:
       groups: channel group -> its channel count (the prunable groups only).
       full: the figures of the unpruned int8 file (flash and MACs read from
         it; the arena measured in TFLM when installed, else estimated).
+      head_floor_bytes: the least head any plan needs (TFLM's planning
+        memory); 0 until measured.
     """
 
     def __init__(self, summary: FlatbufferSummary, content: bytes, axes: dict[int, list[_Axis]],
@@ -193,15 +196,20 @@ def _plan_file(model, fractions: dict[str, float]) -> tuple[bytes, "keras.Model"
     """The int8 file (and the stripped model) `model` gives with `fractions` of each group's channels removed.
 
     Nothing is trained: the masks are set where the schedule ends, so the
-    shapes (not the values) are those the trained plan will have.
+    shapes (not the values) are those the trained plan will have; the
+    ranges get one step and zero biases distinct small values, as the
+    conversion check in `prepare` does, so the converter stores what it will
+    store for the trained model.
     """
     kept = {group: fraction for group, fraction in fractions.items() if fraction > 0}
     if kept:
         joint = prepare(model, plan=CompressionPlan(channel_fractions=kept), end_step=1, check_conversion=False)
-        finish_channel_pruning(joint)
     else:
         joint = prepare(model, target_sparsity=0.0, end_step=1, check_conversion=False)
-    stripped = strip(joint)
+    samples = sample_inputs_of(joint)
+    with ranges_initialized(joint, samples):  # as after training: real ranges, no identical zero biases stored once
+        finish_channel_pruning(joint)
+        stripped = strip(joint)
     return convert.to_int8(stripped), stripped
 
 

@@ -11,7 +11,11 @@
    proportion to that budget), until every budget is met.
 5. Check in TFLM (when installed): the plan's file is built (masks set where
    the schedule ends, nothing trained) and measured; a budget the measured
-   file misses is tightened by the miss and the greedy search runs again.
+   file misses is tightened by the miss and the greedy search runs again. An
+   arena missed because TFLM's head was larger than the planned activations
+   (its planning memory, which sets a floor on small models) becomes the cost
+   model's floor, and the budget is refused if even one channel per group
+   cannot then meet it.
 
 A budget no plan can meet (every group down to one channel) is refused here,
 before any training, with the smallest figure reachable.
@@ -178,6 +182,11 @@ def _checked_in_tflm(model, cost: CostModel, curves, budget: Budget, margin: flo
         missed = budget.misses(measured)
         if not missed:
             return fractions, figures, measured
+        if "arena_bytes" in missed and measured["head_bytes"] > max(figures["head_bytes"], cost.head_floor_bytes):
+            # TFLM needed a larger head than these activations: its planning memory, which no channel plan shrinks.
+            cost.head_floor_bytes = int(measured["head_bytes"])
+            _check_reachable(cost, budget)  # refused now, before training, if no plan can meet it
+            missed.pop("arena_bytes")
         for name in missed:  # plan below the budget by what the prediction missed it by
             limits[name] *= getattr(budget, name) / measured[name]
     return fractions, figures, measured
@@ -243,8 +252,8 @@ def plan_for_budget(
     phases = _progress.Phases("tfjoint plan")
     plan = channel_groups_of(model)
     check = tflm.tflm_available()
-    with phases.run("cost model", "one int8 conversion" + (", and the smallest plan's" if check else "")):
-        cost = build_cost_model(model, plan, measure_floor=check and budget.arena_bytes is not None)
+    with phases.run("cost model", "one int8 conversion"):
+        cost = build_cost_model(model, plan)
     _check_reachable(cost, budget)
     notes = []
     if not cost.arena_measured and budget.arena_bytes is not None:

@@ -158,7 +158,7 @@ def _plan_channels(model, schedule, pruned, criterion) -> tuple[JointSchedule, d
     return schedule, _channel_specs(model, plan, schedule, criterion)
 
 
-def _sample_inputs(model, count: int = 4) -> list[np.ndarray]:
+def sample_inputs_of(model, count: int = 4) -> list[np.ndarray]:
     """Seeded inputs of the model's shapes (uniform [0, 1), zeros for integer inputs): the file's structure
     does not depend on their values."""
     rng = np.random.default_rng(0)
@@ -171,21 +171,25 @@ def _sample_inputs(model, count: int = 4) -> list[np.ndarray]:
 
 
 @contextlib.contextmanager
-def _ranges_initialized(prepared, samples):
+def ranges_initialized(prepared, samples):
     """The prepared model after one training-mode step on `samples`, and exactly as before afterwards.
 
     A freshly prepared model's quantizer ranges are their initial values, and
     an untrained model's biases are exactly zero, which the converter treats
-    unlike trained values (a TRANSPOSE_CONV with an all-zero bias stays float);
-    one step gives the ranges real values, and all-zero biases a small one.
+    unlike trained values (a TRANSPOSE_CONV with an all-zero bias stays float,
+    and identical zero biases are stored once, so the file is smaller than the
+    trained one will be); one step gives the ranges real values, and all-zero
+    biases (and BatchNorm shifts, which fold into biases) small values,
+    distinct per channel.
     Every variable (ranges, biases, BatchNorm statistics, masks, step
     counters) is put back after.
     """
     saved = [variable.numpy() for variable in prepared.variables]
+    distinct = np.random.default_rng(0)
     try:
         for variable, value in zip(prepared.variables, saved):
-            if weight_short_name(variable) == "bias" and not np.any(value):
-                variable.assign(np.full_like(value, 1e-3))
+            if weight_short_name(variable) in ("bias", "beta") and not np.any(value):
+                variable.assign(distinct.uniform(1e-2, 2e-2, value.shape).astype(value.dtype))
         prepared(samples if len(samples) > 1 else samples[0], training=True)
         yield
     finally:
@@ -204,10 +208,10 @@ def refuse_what_export_would(prepared) -> None:
       errors.UnsupportedLayerError: the converter fails, or the file would
         not be fully int8; the message names the layers.
     """
-    samples = _sample_inputs(prepared)
+    samples = sample_inputs_of(prepared)
     representative = samples if needs_calibration(prepared) else None  # the export calibrates those layers
     try:
-        with _ranges_initialized(prepared, samples):
+        with ranges_initialized(prepared, samples):
             content = convert.to_int8(prepared, representative)
     except errors.ExportError as error:
         raise errors.UnsupportedLayerError(
