@@ -37,7 +37,7 @@ test-fast: lint $(STAMP)
 notebook: $(STAMP)
 	$(BIN)/python notebooks/execute.py notebooks/tutorial.ipynb
 
-# Every benchmark, one after the other (about 45 minutes on 2 cores); results in benchmarks/results/.
+# Every benchmark, one after the other (about 2 hours on 2 cores); results in benchmarks/results/.
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/joint_vs_sequential.py --out=benchmarks/results
 	$(BIN)/python benchmarks/channels.py --out=benchmarks/results
@@ -45,6 +45,7 @@ benchmark: $(STAMP)
 	$(BIN)/python benchmarks/xla.py --out=benchmarks/results
 	$(BIN)/python benchmarks/joint_step.py --out=benchmarks/results
 	$(BIN)/python benchmarks/budget.py --out=benchmarks/results
+	$(BIN)/python benchmarks/prepare_export_time.py --out=benchmarks/results
 	$(BIN)/python benchmarks/zoo.py --out=benchmarks/results
 
 clean:
