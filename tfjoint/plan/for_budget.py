@@ -273,8 +273,9 @@ def plan_for_budget(
         if budget.misses(best):
             where = "measured in TFLM" if measured is not None else "predicted"
             raise errors.ConfigError(f"no channel plan of model '{model.name}' meets {_describe(budget)}: "
-                                     f"{_describe_figures(best, budget)} at best ({where}). Raise the budget, or "
-                                     "use a smaller architecture.")
+                                     f"{_describe_figures(best, budget)} is the smallest reachable ({where}, with "
+                                     f"at most {round(_MAX_FRACTION * STEPS)}/{STEPS} of any group's channels "
+                                     "removed). Raise the budget, or use a smaller architecture.")
     predicted = dict(figures, full=cost.full, arena_measured=cost.arena_measured,
                      seconds=time.perf_counter() - started, stage_seconds=dict(phases.seconds))
     if measured is not None:
