@@ -93,7 +93,8 @@ def train_and_export(task, prepare_kwargs, epochs, budget, path):
 
 def run_model(name, seed, epochs, tiny, out):
     task = TASKS[name](seed, tiny)
-    full = build_cost_model(task.model, channel_groups_of(task.model)).full
+    cost = build_cost_model(task.model, channel_groups_of(task.model), measure_floor=True)  # once per model
+    full = cost.full
     rows = []
     for level_name in FLAGS.levels:
         level = LEVELS[level_name]
@@ -111,7 +112,6 @@ def run_model(name, seed, epochs, tiny, out):
             continue
         plan_seconds = time.perf_counter() - started
         scan = plan.predicted["stage_seconds"].get("sensitivity scan", 0.0)
-        cost = build_cost_model(task.model, channel_groups_of(task.model), measure_floor=True)
         uniform = smallest_uniform(task.model, cost, budget)
         systems = {"planned": dict(plan=plan)}
         if uniform is not None:

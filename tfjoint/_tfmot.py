@@ -58,7 +58,7 @@ Default8BitQuantizeConfig = default_8bit_quantize_registry.Default8BitQuantizeCo
 Default8BitOutputQuantizeConfig = default_8bit_quantize_configs.Default8BitOutputQuantizeConfig
 NoOpQuantizeConfig = default_8bit_quantize_configs.NoOpQuantizeConfig
 Pruning = pruning_impl.Pruning
-# The fake-quant op behind MovingAverageQuantizer; GatedQuantizer calls it with ema_decay=0 to warm-start a range.
+# The fake-quant op behind MovingAverageQuantizer; GatedQuantizer calls it with a bias-corrected decay (warm start).
 MovingAvgQuantize = quant_ops.MovingAvgQuantize
 
 # (what holds it, attribute): the private attributes read below.

@@ -63,6 +63,15 @@ def _member_mask(member, masks):
     return parts[0] if len(parts) == 1 else tf.concat(parts, axis=0)
 
 
+def _producers_by_group(members) -> dict[str, list]:
+    """The channel members that make each group's channels (their filters are ranked together)."""
+    found: dict[str, list] = {}
+    for member in members:
+        if member.producer and member.group is not None:
+            found.setdefault(member.group, []).append(member)
+    return found
+
+
 def update_channel_masks(model):
     """Builds the in-graph update of every channel mask of `model` for the coming training step.
 
@@ -70,10 +79,7 @@ def update_channel_masks(model):
     does). Returns the update op, or None if the model prunes no channels.
     """
     members = channel_members(model)
-    producers_by_group: dict[str, list] = {}
-    for member in members:
-        if member.producer:
-            producers_by_group.setdefault(member.group, []).append(member)
+    producers_by_group = _producers_by_group(members)
     if not producers_by_group:
         return None
     step_variable = next(m.step for m in members if m.producer and m.step is not None)
@@ -115,10 +121,7 @@ def finish_channel_pruning(model) -> bool:
     Returns False if the model prunes no channels.
     """
     members = channel_members(model)
-    producers_by_group: dict[str, list] = {}
-    for member in members:
-        if member.producer and member.group is not None:
-            producers_by_group.setdefault(member.group, []).append(member)
+    producers_by_group = _producers_by_group(members)
     if not producers_by_group:
         return False
     finals = {group: float(producers[0].channel_schedule["final_sparsity"])
