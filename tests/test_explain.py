@@ -115,7 +115,7 @@ def test_mse_tolerance_is_checked_and_named():
     entry = {"sqnr_db": 30.0, "classifier": False, "int8_mse": 2.0, "keras_mse": 1.0, "float_mse": 1.0,
              "mse_increase": 1.0}
     failures = validate.failures({"value": entry}, tfjoint.Tolerances(max_mse_increase=0.5))
-    assert failures == ["output 'value': int8 MSE 2 is 100% above the float model's 1 > max_mse_increase 0.5 (50%)"]
+    assert failures == ["output 'value': int8 MSE 2 is 100% above the Keras model's 1 > max_mse_increase 0.5 (50%)"]
     with pytest.raises(tfjoint.ConfigError, match="`max_mse_increase` must be >= 0; received -1"):
         tfjoint.Tolerances(max_mse_increase=-1)
 

@@ -10,7 +10,7 @@ from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 import tfjoint
 from tfjoint import keras, read_flatbuffer
-from tfjoint.export.tflite import _not_int8_error
+from tfjoint.export.candidates import _not_int8_error
 from tfjoint.tflite.convert import to_float32
 
 pytestmark = pytest.mark.slow

@@ -69,10 +69,35 @@ def test_register_layer_checks_what_it_is_given():
         tfjoint.LayerKind(channels="new")
 
 
+def test_a_scoped_registration_ends_with_its_scope():
+    before = tfjoint.kind_of(Gain)
+    with tfjoint.registry.scoped():
+        kind = tfjoint.register_layer(Gain, channels="follows", tflite_ops=("MUL",))
+        assert tfjoint.kind_of(Gain(name="g")) is kind and kind.channels.rule.name == "follows"
+    assert tfjoint.kind_of(Gain) is before is None
+
+
+def test_flat_keywords_and_facets_build_the_same_kind():
+    flat = tfjoint.LayerKind.of(channels="follows", channel_axes={"gain": 0}, pruned_weight="gain")
+    facets = tfjoint.LayerKind(prune=tfjoint.Pruning(weight="gain"),
+                               channels=tfjoint.Channels("follows", axes={"gain": 0}))
+    assert flat == facets
+    with pytest.raises(tfjoint.ConfigError, match="`Quantization.rewrite` must be a tfjoint.registry.Rewrite "
+                                                  "subclass.*received 'conv1d_as_conv2d'"):
+        tfjoint.Quantization(rewrite="conv1d_as_conv2d")  # a typo could not silently turn a rewrite off
+
+
 @pytest.mark.slow
-def test_a_registered_custom_layer_is_followed_by_channel_pruning_and_exports_int8(tmp_path):
-    tfjoint.register_layer(Gain, channels="follows", channel_axes={"gain": 0}, sliced_weights={"gain": {"in": 0}},
-                           quantization=tfjoint.Quantization.output_only(), tflite_ops=("MUL",))
+def test_a_layer_kind_added_in_a_scoped_registry_is_followed_by_channel_pruning_and_exports_int8(tmp_path):
+    with tfjoint.registry.scoped():
+        tfjoint.register_layer(Gain, channels="follows", channel_axes={"gain": 0},
+                               sliced_weights={"gain": {"in": 0}}, quantization=tfjoint.Quantization.output_only(),
+                               tflite_ops=("MUL",))
+        _prune_follow_and_export(tmp_path)
+    assert tfjoint.kind_of(Gain) is None  # the scope ended: the entry is gone
+
+
+def _prune_follow_and_export(tmp_path):
     model = _model(Gain(name="gain"))
     rng = np.random.default_rng(0)
     x, y = rng.random((64, 8, 8, 2), dtype=np.float32), rng.integers(0, 3, 64)
@@ -82,6 +107,6 @@ def test_a_registered_custom_layer_is_followed_by_channel_pruning_and_exports_in
     joint.fit(x, y, batch_size=16, verbose=0)
     stripped = tfjoint.strip(joint)
     assert stripped.get_layer("quant_gain").layer.gain.shape == (4,)  # sliced with the first conv's channels
-    report = tfjoint.export_tflite(stripped, str(tmp_path / "m.tflite"), validation_data=(x, y), quantization="qat",
-                                   min_agreement=0.5, min_sqnr_db=5.0, max_accuracy_drop=1.0)
+    report = tfjoint.export_tflite(stripped, str(tmp_path / "m.tflite"), validation_data=(x, y), quantization="qat")
     assert report.fully_int8 and report.per_layer_channels["first"]["tflite"] == 4
+    assert report.operator_counts.get("MUL") == 1  # the gain, quantized as its registry entry says

@@ -28,6 +28,7 @@ _EXPORTS = {
     "JointSchedule": "tfjoint.prune.schedule",
     "plan_schedule": "tfjoint.prune.schedule",
     "prepare": "tfjoint.train.prepare",
+    "LayerSelection": "tfjoint.prune.selection",
     "callbacks": "tfjoint.train.callbacks",
     "strip": "tfjoint.train.strip",
     "load_model": "tfjoint.train.saving",
@@ -40,8 +41,11 @@ _EXPORTS = {
     "update_channel_masks": "tfjoint.train.prepared_model",
     "prunable_layers": "tfjoint.registry.table",
     # What tfjoint knows about each kind of layer.
-    "LayerKind": "tfjoint.registry.table",
-    "Quantization": "tfjoint.registry.table",
+    "LayerKind": "tfjoint.registry.kind",
+    "Pruning": "tfjoint.registry.kind",
+    "Channels": "tfjoint.registry.channels",
+    "Quantization": "tfjoint.registry.kind",
+    "Keras3": "tfjoint.registry.kind",
     "register_layer": "tfjoint.registry.table",
     "kind_of": "tfjoint.registry.table",
     # Reading a prepared model back.
@@ -53,6 +57,7 @@ _EXPORTS = {
     # Export.
     "export_tflite": "tfjoint.export.tflite",
     "Tolerances": "tfjoint.export.validate",
+    "ExportOptions": "tfjoint.export.options",
     "ExportReport": "tfjoint.export.report",
     "read_flatbuffer": "tfjoint.tflite.flatbuffer",
     "TFLiteModel": "tfjoint.export.runtime",
@@ -86,6 +91,7 @@ if TYPE_CHECKING:  # what IDEs and type checkers see; at run time the names load
         ValidationError,
     )
     from tfjoint.export.micro import write_c_array
+    from tfjoint.export.options import ExportOptions
     from tfjoint.export.report import ExportReport
     from tfjoint.export.runtime import RUNTIMES, TFLiteModel
     from tfjoint.export.tflite import export_tflite
@@ -95,7 +101,10 @@ if TYPE_CHECKING:  # what IDEs and type checkers see; at run time the names load
     from tfjoint.prune.allocation import allocate_sparsity
     from tfjoint.prune.budget import Budget, CompressionPlan
     from tfjoint.prune.schedule import JointSchedule, plan_schedule
-    from tfjoint.registry.table import LayerKind, Quantization, kind_of, prunable_layers, register_layer
+    from tfjoint.prune.selection import LayerSelection
+    from tfjoint.registry.channels import Channels
+    from tfjoint.registry.kind import Keras3, LayerKind, Pruning, Quantization
+    from tfjoint.registry.table import kind_of, prunable_layers, register_layer
     from tfjoint.tflite.flatbuffer import read_flatbuffer
     from tfjoint.train.callbacks import callbacks
     from tfjoint.train.distill import Distiller

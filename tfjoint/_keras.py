@@ -161,6 +161,18 @@ def is_keras3_model(obj) -> bool:
     return keras3 is not None and isinstance(getattr(keras3, "Model", None), type) and isinstance(obj, keras3.Model)
 
 
+def is_keras3_layer_class(cls) -> bool:
+    """True if `cls` is a Keras 3 layer class (`keras.layers.Layer` of Keras 3.x)."""
+    if not isinstance(cls, type) or issubclass(cls, keras.layers.Layer):
+        return False
+    try:
+        import keras as keras3
+    except ImportError:
+        return False
+    layer = getattr(getattr(keras3, "layers", None), "Layer", None)
+    return isinstance(layer, type) and issubclass(cls, layer)
+
+
 def _describe_foreign_model(obj) -> str | None:
     """Explains why `obj` is not a tf_keras model, or None if it is one."""
     if is_tf_keras_model(obj):

@@ -47,6 +47,8 @@ __all__ = [
     "output_quantizer_vars",
     "fused_activation_names",
     "default_config_for_class",
+    "is_quantize_wrapper",
+    "is_quantize_layer",
     "PRIVATE_ATTRIBUTES",
 ]
 
@@ -73,6 +75,16 @@ PRIVATE_ATTRIBUTES = (
     ("Default8BitQuantizeRegistry", "_get_quantize_config"),
     ("Default8BitQuantizeRegistry", "_is_supported_layer"),
 )
+
+
+def is_quantize_wrapper(layer) -> bool:
+    """Whether `layer` is a TF-MOT QuantizeWrapper (V1 or V2, or a subclass such as tfjoint's)."""
+    return isinstance(layer, tfmot.quantization.keras.QuantizeWrapper)
+
+
+def is_quantize_layer(layer) -> bool:
+    """Whether `layer` is TF-MOT's input QuantizeLayer (or a subclass such as tfjoint's)."""
+    return isinstance(layer, QuantizeLayer)
 
 
 def weight_vars(wrapper) -> list:

@@ -88,7 +88,7 @@ def _check_arrays(arrays, specs, argument) -> list[np.ndarray]:
         if array.ndim != len(expected) or any(e is not None and e != a for e, a in zip(expected, array.shape)):
             raise errors.DataError(
                 f"`{argument}`: input '{name}' has shape {array.shape}, but the model expects {expected} "
-                "(batch first). Reshape the data to match the model's input."
+                "(batch first). Give arrays of that shape (resize or reshape the data as the model was trained)."
             )
         if array.shape[0] == 0:
             raise errors.DataError(f"`{argument}`: input '{name}' is empty; give at least one sample.")

@@ -76,7 +76,8 @@ class RunConfig:
     jit_compile: bool = _field(False, "Compile the fine-tuning step with XLA (see the README's benchmark: faster for "
                                       "small models on CPU, slower for MobileNetV2).", group=_SCHEDULE)
     channel_sparsity: float = _field(0.0, "Fraction of output channels (filters, units) removed from every pruned "
-                                          "Conv/Dense layer: a smaller, faster int8 model.", lower=0.0, upper=0.95,
+                                          "convolution and dense layer: a smaller, faster int8 model.", lower=0.0,
+                                     upper=0.95,
                                      group=_CHANNELS)
     allocation: str = _field("sensitivity", "How the target is spread over layers: uniform, global (LAMP scores), "
                                             "erk (from shapes), or sensitivity (a per-layer scan on the validation "

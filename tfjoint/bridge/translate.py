@@ -154,8 +154,8 @@ def _activation_ok(value) -> bool:
 def _translated_layer_config(entry, layer3) -> tuple[type, dict]:
     cls = _layer_class(entry)
     kind = kind_of(cls)  # its registry entry says which arguments Keras 3 renamed or reads from **kwargs
-    renamed = kind.keras3_renamed_arguments if kind is not None else {}
-    kwargs_defaults = kind.keras3_kwargs_defaults if kind is not None else {}
+    renamed = kind.keras3.renamed_arguments if kind is not None else {}
+    kwargs_defaults = kind.keras3.kwargs_defaults if kind is not None else {}
     where = f"layer '{entry['config'].get('name', entry.get('name'))}'"
     config = {k: _translate_value(v, f"{where} argument '{k}'") for k, v in entry["config"].items()}
     for keras3_name, tf_keras_name in renamed.items():

@@ -38,9 +38,10 @@ from tfjoint._keras import keras, outbound_layers
 from tfjoint._litert import Interpreter, OpResolverType
 from tfjoint._names import float_layer_name
 from tfjoint.export import measure
-from tfjoint.quantize.transforms import ACTIVATION_SUFFIX
 from tfjoint.registry import kind_of
-from tfjoint.tflite.flatbuffer import WEIGHT_OPS, FlatbufferSummary, operand_position
+from tfjoint.registry.rewrites import ACTIVATION_SUFFIX
+from tfjoint.tflite.flatbuffer import FlatbufferSummary
+from tfjoint.tflite.operators import WEIGHT_OPS, operator
 
 __all__ = ["per_layer_error"]
 
@@ -195,7 +196,7 @@ def _ranking(entry) -> tuple:
 
 
 def per_layer_error(content: bytes, summary: FlatbufferSummary, float_model, inputs: list[np.ndarray],
-                    qat_model=None) -> list[dict]:
+                    qat_model=None, pruned_model=None) -> list[dict]:
     """One entry per int8 weight operator, worst first (see the module docstring).
 
     `inputs` are in the order of `float_model.inputs`.
@@ -220,7 +221,7 @@ def per_layer_error(content: bytes, summary: FlatbufferSummary, float_model, inp
             continue
         own = max(weight_layers, key=len)
         last = max(output_layers + [own], key=lambda n: float_order.get(n, -1))
-        data = op.inputs[operand_position(op.name, "data")]
+        data = op.inputs[operator(op.name).data or 0]
         x = _dequantized(interpreter.get_tensor(data), details[data])
         y = _dequantized(interpreter.get_tensor(op.outputs[0]), details[op.outputs[0]])
         size = int(np.prod(y.shape[1:]))

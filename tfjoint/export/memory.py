@@ -29,12 +29,15 @@ import os
 import subprocess
 import sys
 import tempfile
+from typing import Any, Mapping
 
-import numpy as np
+from tfjoint import errors
+from tfjoint.export import tflm
+from tfjoint.tflite.flatbuffer import FlatbufferSummary, read_flatbuffer
+from tfjoint.tflite.operators import op_macs
 
-from tfjoint.tflite.flatbuffer import FlatbufferSummary
-
-__all__ = ["MemoryUse", "memory_use", "planned_head_bytes", "tflm_buffers", "op_macs", "peak_rss_bytes", "ALIGNMENT"]
+__all__ = ["MemoryUse", "MemoryFigures", "memory_use", "measure_memory", "planned_head_bytes", "tflm_buffers",
+           "peak_rss_bytes", "ALIGNMENT"]
 
 ALIGNMENT = 16  # TFLM's MicroArenaBufferAlignment()
 
@@ -121,26 +124,6 @@ def tflm_buffers(summary: FlatbufferSummary, with_index: bool = False) -> list[t
     return buffers
 
 
-def op_macs(op_name: str, input_shapes: list[tuple[int, ...]], output_shape: tuple[int, ...]) -> int:
-    """Multiply-accumulates of one weight operator from its shapes (0 for other operators)."""
-    if len(input_shapes) < 2 or not output_shape:
-        return 0
-    outputs = int(np.prod(output_shape, dtype=np.int64))
-    weights = input_shapes[1]
-    if op_name == "CONV_2D" and len(weights) == 4:  # filter (out, h, w, in)
-        return outputs * int(weights[1] * weights[2] * weights[3])
-    if op_name == "DEPTHWISE_CONV_2D" and len(weights) == 4:  # filter (1, h, w, channels)
-        return outputs * int(weights[1] * weights[2])
-    if op_name == "FULLY_CONNECTED" and len(weights) == 2:  # filter (units, features)
-        return outputs * int(weights[1])
-    if op_name == "TRANSPOSE_CONV" and len(weights) == 4 and len(input_shapes) > 2:  # filter (out, h, w, in)
-        return int(np.prod(input_shapes[2], dtype=np.int64)) * int(weights[0] * weights[1] * weights[2])
-    if op_name == "UNIDIRECTIONAL_SEQUENCE_LSTM" and len(input_shapes) > 8 and len(input_shapes[0]) == 3:
-        steps = int(input_shapes[0][0] * input_shapes[0][1])  # batch x time steps, each through the eight gates
-        return steps * sum(int(np.prod(shape, dtype=np.int64)) for shape in input_shapes[1:9] if shape)
-    return 0
-
-
 def memory_use(summary: FlatbufferSummary) -> MemoryUse:
     """Weights, TFLM's planned activations (an estimate) and the MACs of a flatbuffer, from its tensors."""
     weights = sum(t.nbytes for t in summary.constant_tensors)
@@ -151,34 +134,65 @@ def memory_use(summary: FlatbufferSummary) -> MemoryUse:
                      macs=int(macs))
 
 
-# VmHWM (this process's own high-water mark), not ru_maxrss, which Linux carries over from the parent
-# process across fork and exec.
-_RSS_PROBE = """
-import json, sys
-import numpy as np
-from ai_edge_litert.interpreter import Interpreter
-interpreter = Interpreter(model_path=sys.argv[1], num_threads=1)
-interpreter.allocate_tensors()
-for details in interpreter.get_input_details():
-    interpreter.set_tensor(details["index"], np.zeros(details["shape"], details["dtype"]))
-interpreter.invoke()
-with open("/proc/self/status") as status:
-    kib = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
-print(json.dumps({"kib": kib}))
-"""
-
-
 def peak_rss_bytes(model_content: bytes) -> int | None:
-    """Peak resident memory of a fresh process loading and running the model once (None on failure)."""
+    """Peak resident memory of a fresh process loading and running the model once (None on failure).
+
+    The probe (`tfjoint._probes.rss`) reads its own VmHWM, not ru_maxrss, which Linux carries over from the
+    parent process across fork and exec.
+    """
     with tempfile.TemporaryDirectory() as directory:
         path = os.path.join(directory, "model.tflite")
         with open(path, "wb") as handle:
             handle.write(model_content)
         try:
-            result = subprocess.run([sys.executable, "-c", _RSS_PROBE, path], capture_output=True, text=True,
-                                    timeout=120)
+            result = subprocess.run([sys.executable, "-m", "tfjoint._probes.rss", path], capture_output=True,
+                                    text=True, timeout=120)
         except (OSError, subprocess.TimeoutExpired):
             return None
     if result.returncode != 0 or not result.stdout.strip():
         return None
     return int(json.loads(result.stdout.strip().splitlines()[-1])["kib"]) * 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class MemoryFigures:
+    """What a file needs: the report's `memory` section (`figures`), and what measuring it had to say."""
+
+    figures: Mapping[str, Any]
+    notes: tuple[str, ...] = ()
+
+
+_ARENA_MEASURED_BY = "TensorFlow Lite Micro on this 64-bit host (the tail is smaller on a 32-bit MCU)"
+
+
+def measure_memory(summary: FlatbufferSummary, content: bytes, float_content: bytes | None, measure_rss: bool,
+                   phases) -> MemoryFigures:
+    """Flash, weights, the TFLM arena (measured when tflite-micro is installed, else the planner's estimate), RSS."""
+    int8 = memory_use(summary)
+    figures: dict[str, Any] = {
+        "flash_bytes": len(content), "weights_bytes": int8.weights_bytes, "activation_bytes": int8.planned_head_bytes,
+        "tflm_arena_bytes": None, "tflm_arena_head_bytes": None, "tflm_arena_tail_bytes": None,
+        "tflm_arena_measured_by": None, "float_weights_bytes": None, "float_activation_bytes": None,
+        "int8_peak_rss_bytes": None, "float_peak_rss_bytes": None,
+    }
+    notes = []
+    if tflm.tflm_available():
+        with phases.run("TFLM arena"):
+            try:
+                arena = tflm.measure_arena(content)
+                figures.update(tflm_arena_bytes=arena.total_bytes, tflm_arena_head_bytes=arena.head_bytes,
+                               tflm_arena_tail_bytes=arena.tail_bytes, tflm_arena_measured_by=_ARENA_MEASURED_BY)
+            except errors.ExportError as error:
+                notes.append(f"TensorFlow Lite Micro could not run this file: {error}")
+    else:
+        notes.append("memory['activation_bytes'] is an estimate (TFLM's planner, followed exactly, without scratch "
+                     "buffers or TFLM's own persistent memory): install tflite-micro to measure the arena in TFLM "
+                     f"({tflm.INSTALL_HINT})")
+    if float_content is not None:
+        float32 = memory_use(read_flatbuffer(float_content))
+        figures.update(float_weights_bytes=float32.weights_bytes, float_activation_bytes=float32.planned_head_bytes)
+    if measure_rss:
+        figures["int8_peak_rss_bytes"] = peak_rss_bytes(content)
+        if float_content is not None:
+            figures["float_peak_rss_bytes"] = peak_rss_bytes(float_content)
+    return MemoryFigures(figures, tuple(notes))

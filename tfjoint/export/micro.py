@@ -15,6 +15,7 @@ import re
 
 from tfjoint import errors
 from tfjoint._files import atomic_write_texts
+from tfjoint.tflite.operators import resolver_method
 
 __all__ = ["write_c_array", "micro_op_resolver_calls", "micro_op_resolver_method", "c_array_source", "CArrayFiles"]
 
@@ -32,22 +33,9 @@ class CArrayFiles:
     length_symbol: str
 
 
-# MicroMutableOpResolver methods whose names are not the CamelCase of the builtin operator's name.
-_RESOLVER_METHODS = {
-    "BATCH_MATMUL": "AddBatchMatMul",
-    "CUMSUM": "AddCumSum",
-    "PADV2": "AddPadV2",
-    "UNIDIRECTIONAL_SEQUENCE_LSTM": "AddUnidirectionalSequenceLSTM",
-    "DETECTION_POSTPROCESS": "AddDetectionPostprocess",
-    "TFLite_Detection_PostProcess": "AddDetectionPostprocess",
-}
-
-
 def micro_op_resolver_method(op_name: str) -> str:
     """The `MicroMutableOpResolver` method that registers builtin operator `op_name` ("CONV_2D" -> "AddConv2D")."""
-    if op_name in _RESOLVER_METHODS:
-        return _RESOLVER_METHODS[op_name]
-    return "Add" + "".join(part.capitalize() if not part[0].isdigit() else part for part in op_name.split("_") if part)
+    return resolver_method(op_name)
 
 
 def micro_op_resolver_calls(op_names) -> list[str]:

@@ -1,9 +1,10 @@
 """`ExportReport`: what was shipped and what compression cost, as a table and as JSON.
 
-The report is built once, at the end of `export_tflite`, from what its stages
-measured; every figure is read back from the flatbuffer or measured by
-running it (in LiteRT or TensorFlow Lite Micro), never taken from what the
-converter was asked to do. An estimate says it is one.
+The report is assembled once, at the end of `export_tflite`, from the values
+its stages returned (`assemble_report`); every figure is read back from the
+flatbuffer or measured by running it (in LiteRT or TensorFlow Lite Micro),
+never taken from what the converter was asked to do. An estimate says it is
+one; a figure measured on this host, not the device, says so.
 """
 
 import dataclasses
@@ -12,9 +13,15 @@ import math
 from typing import Any
 
 from tfjoint._files import atomic_write_text
+from tfjoint.export import measure, micro, validate
+from tfjoint.export.candidates import Candidates
+from tfjoint.export.measurements import Measurements
+from tfjoint.export.options import QAT, ExportOptions
+from tfjoint.export.source import Source
+from tfjoint.export.validation import Validation
 from tfjoint.tflite.flatbuffer import FlatbufferSummary
 
-__all__ = ["ExportReport"]
+__all__ = ["ExportReport", "assemble_report", "accuracy_steps"]
 
 
 def _pct(value) -> str:
@@ -47,8 +54,11 @@ class ExportReport:
     measured (no labels, no float model, not a classifier). The headline
     figures (`int8_accuracy`, `top1_agreement`, `sqnr_db`, ...) are those of
     the first runtime in `runtimes`; `per_runtime` has each runtime's.
-    `keras_accuracy` is the Keras model the file was converted from (the QAT
-    model, or for post-training quantization the float model itself).
+    `float_accuracy` is `float_model`'s; `pruned_accuracy` the pruned and
+    fine-tuned model's without fake quantization; `keras_accuracy` the Keras
+    model the file was converted from (the QAT model, or for post-training
+    quantization the pruned float model); `accuracy_steps` says what each
+    step from one to the next cost, per runtime.
     """
 
     tflite_path: str | None
@@ -82,8 +92,10 @@ class ExportReport:
     runtimes: list[str] = dataclasses.field(default_factory=list)
     per_runtime: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     float_accuracy: float | None = None
+    pruned_accuracy: float | None = None
     keras_accuracy: float | None = None
     int8_accuracy: float | None = None
+    accuracy_steps: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     top1_agreement: float | None = None
     float_top1_agreement: float | None = None
     sqnr_db: float | None = None
@@ -133,6 +145,7 @@ class ExportReport:
 
     def to_dict(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "flatbuffer"}
+        data["qat_accuracy"] = self.qat_accuracy
         data["compression_ratio"] = self.compression_ratio
         data["latency_ratio"] = self.latency_ratio
         return _json_safe(data)
@@ -147,43 +160,59 @@ class ExportReport:
                     f"({_kb(memory.get('tflm_arena_head_bytes'))} + {_kb(memory.get('tflm_arena_tail_bytes'))})")
         return ("TFLM arena head (estimate, no tail)", _kb(memory.get("activation_bytes")))
 
-    def _summary_rows(self) -> list[tuple[str, str]]:
+    @property
+    def for_microcontroller(self) -> bool:
+        """Whether the file was validated for a microcontroller (TFLM the first runtime): host figures go last."""
+        return bool(self.runtimes) and self.runtimes[0] == "tflm"
+
+    def _accuracy_rows(self) -> list[tuple[str, str]]:
         where = self.runtimes[0] if self.runtimes else "no runtime"
-        keras_model = "QAT" if self.quantization == "qat" else "float"
+        converted = "quantization-aware" if self.quantization == QAT else "pruned float"
+        rows = [("float model accuracy", _pct(self.float_accuracy))]
+        if self.pruned_accuracy is not None:
+            rows.append(("pruned + fine-tuned model accuracy (float)", _pct(self.pruned_accuracy)))
+        rows += [(f"Keras model converted ({converted}) accuracy", _pct(self.keras_accuracy)),
+                 (f"int8 accuracy ({where})", _pct(self.int8_accuracy))]
+        for runtime in self.runtimes[1:]:
+            rows.append((f"int8 accuracy ({runtime})", _pct(self.per_runtime.get(runtime, {}).get("int8_accuracy"))))
+        return rows + [
+            ("top-1 agreement int8 vs Keras model converted", _pct(self.top1_agreement)),
+            ("SQNR int8 vs Keras model converted", _num(self.sqnr_db, "{:.1f} dB")),
+            ("SQNR int8 vs float model", _num(self.float_sqnr_db, "{:.1f} dB")),
+        ]
+
+    def _host_rows(self, label: str) -> list[tuple[str, str]]:
+        return [
+            (f"peak RSS running int8 / float32{label}", f"{_kb(self.memory.get('int8_peak_rss_bytes'))} / "
+                                                        f"{_kb(self.memory.get('float_peak_rss_bytes'))}"),
+            (f"latency int8, LiteRT XNNPACK (1 / 4 threads){label}", self._latency("int8")),
+            (f"latency int8, LiteRT builtin kernels{label}", self._latency("int8_builtin")),
+            (f"latency float32, LiteRT (1 / 4 threads){label}", self._latency("float")),
+            (f"latency int8 / float32 (1 thread){label}", _num(self.latency_ratio, "{:.2f}x")),
+        ]
+
+    def _summary_rows(self) -> list[tuple[str, str]]:
         rows = [
             ("file", self.tflite_path or "(not written)"),
             ("quantization", self.quantization + (f" (of {', '.join(self.quantization_candidates)}; asked "
                                                   f"'{self.quantization_requested}')"
                                                   if len(self.quantization_candidates) > 1 else "")),
             ("fully int8", "yes" if self.fully_int8 else "NO"),
-            ("float accuracy", _pct(self.float_accuracy)),
-            (f"Keras ({keras_model}) accuracy", _pct(self.keras_accuracy)),
-            (f"int8 accuracy ({where})", _pct(self.int8_accuracy)),
         ]
-        for runtime in self.runtimes[1:]:
-            rows.append((f"int8 accuracy ({runtime})", _pct(self.per_runtime.get(runtime, {}).get("int8_accuracy"))))
-        rows += [
-            ("top-1 agreement int8 vs Keras", _pct(self.top1_agreement)),
-            ("SQNR int8 vs Keras", _num(self.sqnr_db, "{:.1f} dB")),
-            ("SQNR int8 vs float model", _num(self.float_sqnr_db, "{:.1f} dB")),
-            ("weight sparsity (flatbuffer)", _pct(self.weight_sparsity)),
-            ("size int8 (raw / gzip)", f"{_kb(self.size_bytes)} / {_kb(self.gzip_size_bytes)}"),
-            ("size float32 (raw / gzip)", f"{_kb(self.float_size_bytes)} / {_kb(self.float_gzip_size_bytes)}"),
-            ("compression (gzip, float/int8)", _num(self.compression_ratio, "{:.2f}x")),
-            ("MACs", "n/a" if self.macs is None else f"{self.macs / 1e6:.2f} M"),
-            ("flash (the file) / weights", f"{_kb(self.memory.get('flash_bytes'))} / "
-                                           f"{_kb(self.memory.get('weights_bytes'))}"),
-            self._arena_row(),
-            ("peak RSS running int8 / float32", f"{_kb(self.memory.get('int8_peak_rss_bytes'))} / "
-                                                f"{_kb(self.memory.get('float_peak_rss_bytes'))}"),
-            ("latency int8 (1 / 4 threads)", self._latency("int8")),
-            ("latency int8, builtin kernels", self._latency("int8_builtin")),
-            ("latency float32 (1 / 4 threads)", self._latency("float")),
-            ("latency int8 / float32 (1 thread)", _num(self.latency_ratio, "{:.2f}x")),
-            ("validation samples", str(self.num_validation_samples)),
-            ("passed", "yes" if self.passed else "NO"),
-        ]
-        return rows
+        device = [("flash (the file) / weights", f"{_kb(self.memory.get('flash_bytes'))} / "
+                                                 f"{_kb(self.memory.get('weights_bytes'))}"),
+                  self._arena_row(),
+                  ("MACs", "n/a" if self.macs is None else f"{self.macs / 1e6:.2f} M")]
+        sizes = [("weight sparsity (flatbuffer)", _pct(self.weight_sparsity)),
+                 ("size int8 (raw / gzip)", f"{_kb(self.size_bytes)} / {_kb(self.gzip_size_bytes)}"),
+                 ("size float32 (raw / gzip)", f"{_kb(self.float_size_bytes)} / {_kb(self.float_gzip_size_bytes)}"),
+                 ("compression (gzip, float/int8)", _num(self.compression_ratio, "{:.2f}x"))]
+        if self.for_microcontroller:  # what the device needs first; this host's RSS and LiteRT timings last
+            rows += device + self._accuracy_rows() + sizes + self._host_rows(" [this host, not the MCU]")
+        else:
+            rows += self._accuracy_rows() + sizes + device + self._host_rows("")
+        return rows + [("validation samples", str(self.num_validation_samples)),
+                       ("passed", "yes" if self.passed else "NO")]
 
     def _latency(self, kind: str) -> str:
         times = self.latency_ms.get(kind)
@@ -261,6 +290,9 @@ class ExportReport:
         if self.inputs or self.outputs:
             lines += [""] + self._io_lines()
         lines += self._output_metric_lines()
+        if self.accuracy_steps:
+            lines += ["", "where the accuracy went:"] + [f"  {step['step']:<58} {100 * step['change']:+.2f} points"
+                                                         for step in self.accuracy_steps]
         if self.per_layer_error:
             lines += ["", self.worst_layers_table()]
         lines += self._layer_lines()
@@ -278,3 +310,92 @@ class ExportReport:
         for note in self.notes:
             lines.append(f"note: {note}")
         return "\n".join(lines)
+
+
+def accuracy_steps(headline: dict[str, Any], per_runtime: dict[str, dict[str, Any]], quantization: str) -> list[dict]:
+    """What each step from the float model to the int8 file cost (labelled classifier outputs only).
+
+    float model -> pruned and fine-tuned (float) -> quantization-aware (fake quantization) -> int8 in each
+    runtime; a step whose two ends are not both measured is left out.
+    """
+    chain = [("float model", headline.get("float_accuracy")),
+             ("pruned + fine-tuned (float)", headline.get("pruned_accuracy") if quantization == QAT else None),
+             ("quantization-aware Keras model" if quantization == QAT else "pruned Keras model converted",
+              headline.get("keras_accuracy"))]
+    known = [(name, value) for name, value in chain if value is not None]
+    steps = [{"step": f"{a} -> {b}", "from": a, "to": b, "change": vb - va}
+             for (a, va), (b, vb) in zip(known, known[1:])]
+    if known:
+        last, value = known[-1]
+        for runtime, result in per_runtime.items():
+            if result.get("int8_accuracy") is not None:
+                steps.append({"step": f"{last} -> int8 in {runtime}", "from": last, "to": f"int8 in {runtime}",
+                              "change": result["int8_accuracy"] - value})
+    return steps
+
+
+def _heads_up(source: Source, options: ExportOptions) -> list[str]:
+    if "tflm" in options.runtimes and source.plan and any(v > 0 for v in source.plan.values()):
+        return ["TensorFlow Lite Micro stores weights dense: unstructured zeros shrink the download (gzip), not "
+                "flash or RAM on a microcontroller; channel_sparsity (or a tfjoint.Budget) removes whole filters, "
+                "which shrinks both"]
+    return []
+
+
+def assemble_report(source: Source, candidates: Candidates, validation: Validation, measurements: Measurements,
+                    options: ExportOptions, float_content: bytes | None, num_samples: int, data_notes,
+                    stage_seconds: dict[str, float]) -> "ExportReport":
+    """The report, once, from what the stages returned (their notes in stage order)."""
+    shipped = validation.shipped
+    summary = shipped.candidate.summary
+    first = shipped.runtimes[0] if shipped.runtimes else None
+    headline = first.headline if first is not None else {}
+    per_runtime = {result.runtime: result.to_dict() for result in shipped.runtimes}
+    notes = (list(source.notes) + list(candidates.notes) + list(validation.notes) + list(measurements.notes)
+             + [note for result in shipped.runtimes for note in result.notes] + _heads_up(source, options)
+             + list(data_notes))
+    return ExportReport(
+        tflite_path=None,
+        quantization=shipped.quantization,
+        quantization_requested=options.quantization,
+        quantization_candidates={r.quantization: r.summary(options.runtimes[0]) for r in validation.results},
+        size_bytes=len(shipped.candidate.content),
+        gzip_size_bytes=measure.gzip_size(shipped.candidate.content),
+        fully_int8=summary.fully_int8,
+        ops=summary.op_names,
+        float_ops=[{"op": op.name, "tensors": list(op.float_tensors)} for op in summary.float_ops],
+        weight_sparsity=summary.weight_sparsity,
+        per_layer_sparsity=measurements.per_layer_sparsity,
+        per_layer_channels=measurements.per_layer_channels,
+        per_layer_macs=measurements.per_layer_macs,
+        inputs=[t.to_dict() for t in summary.inputs],
+        outputs=[t.to_dict() for t in summary.outputs],
+        operator_counts=summary.operator_counts,
+        micro_op_resolver=micro.micro_op_resolver_calls(summary.op_names),
+        schedule=source.schedule.to_dict() if source.schedule is not None else None,
+        budget=measurements.budget,
+        float_size_bytes=len(float_content) if float_content is not None else None,
+        float_gzip_size_bytes=measure.gzip_size(float_content) if float_content is not None else None,
+        num_validation_samples=num_samples,
+        runtimes=list(options.runtimes) if validation.validated else [],
+        per_runtime=per_runtime,
+        float_accuracy=headline.get("float_accuracy"),
+        pruned_accuracy=headline.get("pruned_accuracy"),
+        keras_accuracy=headline.get("keras_accuracy"),
+        int8_accuracy=headline.get("int8_accuracy"),
+        accuracy_steps=accuracy_steps(headline, per_runtime, shipped.quantization),
+        top1_agreement=headline.get("top1_agreement"),
+        float_top1_agreement=headline.get("float_top1_agreement"),
+        sqnr_db=headline.get("sqnr_db"),
+        float_sqnr_db=headline.get("float_sqnr_db"),
+        per_output=dict(first.per_output) if first is not None else {},
+        per_layer_error=measurements.per_layer_error,
+        memory=measurements.memory,
+        macs=measurements.macs,
+        latency_ms=measurements.latency,
+        stage_seconds={name: round(seconds, 3) for name, seconds in stage_seconds.items()},
+        thresholds=options.tolerances.to_dict(),
+        failures=validate.largest_first(shipped.failures),
+        notes=list(dict.fromkeys(notes)),
+        flatbuffer=summary,
+    )

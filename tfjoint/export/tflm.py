@@ -51,8 +51,9 @@ def require_tflm(argument: str):
     return runtime
 
 
-def _interpreter(runtime, content: bytes, arena_size: int):
-    return runtime.Interpreter.from_bytes(content, arena_size=int(arena_size))
+def _interpreter(runtime, content: bytes, arena_size: int, alt_decompression_bytes: int = 0):
+    return runtime.Interpreter.from_bytes(content, arena_size=int(arena_size),
+                                          alt_decompression_memory_size=int(alt_decompression_bytes))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,79 +82,14 @@ class TFLMArena:
         return dataclasses.asdict(self)
 
 
-# Measured in a separate, single-threaded process: a TFLM interpreter built on too small an arena can crash
-# (segfault) instead of failing, so every size tried is tried in a forked child.
-_ARENA_PROBE = r"""
-import json, os, re, sys, tempfile
-import numpy as np
-from tflite_micro import runtime
-
-content = open(sys.argv[1], "rb").read()
-upper = int(sys.argv[2])
-
-
-def allocates(size):
-    pid = os.fork()
-    if pid == 0:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, 1)
-        os.dup2(devnull, 2)
-        try:
-            runtime.Interpreter.from_bytes(content, arena_size=size)
-        except BaseException:
-            os._exit(1)
-        os._exit(0)
-    _, status = os.waitpid(pid, 0)
-    return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
-
-
-high = 1 << 16
-while not allocates(high):
-    if high >= upper:
-        try:
-            runtime.Interpreter.from_bytes(content, arena_size=high)
-            reason = "unknown"
-        except BaseException as error:
-            reason = str(error)
-        print(json.dumps({"error": reason}))
-        sys.exit(0)
-    high *= 2
-low = 0
-while low < high:
-    middle = (low + high) // 2
-    if allocates(middle):
-        high = middle
-    else:
-        low = middle + 1
-interpreter = runtime.Interpreter.from_bytes(content, arena_size=high)
-index = 0
-while True:  # one inference, so the account includes everything Invoke allocates
-    try:
-        details = interpreter.get_input_details(index)
-    except BaseException:
-        break
-    interpreter.set_input(np.zeros(details["shape"], details["dtype"]), index)
-    index += 1
-interpreter.invoke()
-with tempfile.TemporaryFile() as captured:
-    sys.stderr.flush()
-    saved = os.dup(2)
-    os.dup2(captured.fileno(), 2)
-    interpreter.print_allocations()
-    os.dup2(saved, 2)
-    captured.seek(0)
-    text = captured.read().decode(errors="replace")
-recorded = {k: int(v) for k, v in re.findall(r"Arena allocation (total|head|tail) (\d+) bytes", text)}
-print(json.dumps({"total": high, "recorded": recorded}))
-"""
-
-
-def measure_arena(content: bytes, upper_bound: int = 1 << 31) -> TFLMArena:
+def measure_arena(content: bytes, upper_bound: int = 1 << 31, alt_decompression_bytes: int = 0) -> TFLMArena:
     """The smallest arena TFLM allocates `content` with, and TFLM's own account of its parts.
 
-    Searches the arena size in a separate process (each size in a forked
-    child: TFLM can crash on too small an arena), then reads the
-    `RecordingMicroAllocator`'s account after one inference.
+    Searches the arena size in a separate process (`tfjoint._probes.tflm_arena`;
+    each size in a forked child: TFLM can crash on too small an arena), then
+    reads the `RecordingMicroAllocator`'s account after one inference. With
+    `alt_decompression_bytes`, DECODE operators (a LUT-compressed file) write
+    the weights they decompress into a buffer of that size outside the arena.
 
     Raises:
       errors.ConfigError: tflite-micro is not installed.
@@ -165,8 +101,8 @@ def measure_arena(content: bytes, upper_bound: int = 1 << 31) -> TFLMArena:
         path = os.path.join(directory, "model.tflite")
         with open(path, "wb") as handle:
             handle.write(content)
-        result = subprocess.run([sys.executable, "-c", _ARENA_PROBE, path, str(upper_bound)], capture_output=True,
-                                text=True, timeout=1800)
+        result = subprocess.run([sys.executable, "-m", "tfjoint._probes.tflm_arena", path, str(upper_bound),
+                                 str(int(alt_decompression_bytes))], capture_output=True, text=True, timeout=1800)
     line = next((line for line in reversed(result.stdout.splitlines()) if line.startswith("{")), None)
     if result.returncode != 0 or line is None:
         raise errors.ExportError(f"measuring the arena in TensorFlow Lite Micro failed: "
@@ -193,13 +129,18 @@ class TFLMModel:
       input_names: Keras input names, in the file's input order.
       output_names: Keras output names, in the file's output order.
       arena_bytes: the arena to allocate (default: measured).
+      alt_decompression_bytes: for a LUT-compressed file, the buffer outside
+        the arena that DECODE operators decompress weights into (0: into the
+        arena).
     """
 
-    def __init__(self, model_content: bytes, input_names, output_names, arena_bytes: int | None = None):
+    def __init__(self, model_content: bytes, input_names, output_names, arena_bytes: int | None = None,
+                 alt_decompression_bytes: int = 0):
         runtime = require_tflm("runtimes")
-        self._arena = arena_bytes or measure_arena(model_content).total_bytes
+        self._arena = arena_bytes or measure_arena(model_content,
+                                                   alt_decompression_bytes=alt_decompression_bytes).total_bytes
         with captured_output((2,)):
-            self._interpreter = _interpreter(runtime, model_content, self._arena)
+            self._interpreter = _interpreter(runtime, model_content, self._arena, alt_decompression_bytes)
         self.input_names = list(input_names)
         self.output_names = list(output_names)
         self._inputs = [self._interpreter.get_input_details(i) for i in range(len(self.input_names))]

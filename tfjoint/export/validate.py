@@ -1,8 +1,10 @@
 """Validation: `Tolerances`, and the comparisons of the int8 file's outputs that they apply to.
 
-For every output, the dequantized int8 outputs (run in LiteRT) are compared
-with the Keras model they were converted from (conversion fidelity) and with
-the float model (what compression cost), and with the labels when given:
+For every output, the dequantized int8 outputs (run in LiteRT or TFLM) are
+compared with the Keras model they were converted from (what quantization
+did: the default gate), with the pruned and fine-tuned float model (what
+fake quantization did) and with the float model (what compression cost in
+all, gated only with `max_total_drop`), and with the labels when given:
 accuracy for classifier outputs, MSE and MAE for real-valued ones.
 """
 
@@ -16,8 +18,8 @@ from tfjoint import errors
 from tfjoint._names import float_layer_name
 from tfjoint.export import measure
 
-__all__ = ["Tolerances", "labels_per_output", "compare_outputs", "failures", "notes_on_outputs", "primary_output",
-           "input_range_notes", "headline"]
+__all__ = ["Tolerances", "Failure", "labels_per_output", "compare_outputs", "failures", "notes_on_outputs",
+           "primary_output", "input_range_notes", "headline", "largest_first"]
 
 # Differences this small are rounding, not a violation: 0.9260 - 0.9060 = 0.020000000000000018 meets 0.02.
 _SLACK = 1e-9
@@ -30,31 +32,45 @@ class Tolerances:
     The one home of the validation defaults: `export_tflite`, the command's
     flags and `RunConfig` all take theirs from here.
 
+    The default gate checks what quantization did: the int8 file against the
+    Keras model it was converted from (the quantization-aware model, or for
+    post-training quantization the pruned float model). What pruning and
+    fine-tuning cost is the user's choice and is reported, not gated, unless
+    `max_total_drop` asks for it.
+
     Attributes:
-      max_accuracy_drop: largest float-minus-int8 accuracy (fraction), per
-        classifier output with labels and a float model.
-      min_agreement: smallest top-1 agreement of the int8 file with the Keras
-        model it was converted from, per classifier output.
+      max_accuracy_drop: largest accuracy (fraction) the int8 file may lose
+        against the Keras model it was converted from, per labelled
+        classifier output, in every runtime.
+      min_agreement: smallest top-1 agreement of the int8 file with that
+        Keras model, per classifier output.
       min_sqnr_db: smallest SQNR (dB) of any int8 output against that Keras model.
       max_mse_increase: largest relative increase of the int8 MSE against the
-        labels over the float model's (or, without a float model, the Keras
-        model's), per real-valued output: 0.5 lets int8 be 1.5x as far off.
+        labels over that Keras model's, per real-valued output: 0.5 lets int8
+        be 1.5x as far off.
+      max_total_drop: largest accuracy (fraction) the int8 file may lose
+        against `float_model` (pruning, fine-tuning and quantization
+        together); None (default): not gated, only reported.
     """
 
     max_accuracy_drop: float = 0.02
     min_agreement: float = 0.95
     min_sqnr_db: float = 15.0
     max_mse_increase: float = 0.5
+    max_total_drop: float | None = None
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
+            if value is None and field.name == "max_total_drop":
+                continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
                 raise errors.ConfigError(f"`{field.name}` must be a number; received {value!r}.")
             object.__setattr__(self, field.name, float(value))
-        for name in ("max_accuracy_drop", "min_agreement"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise errors.ConfigError(f"`{name}` must be a fraction in [0, 1]; received {getattr(self, name)!r}.")
+        for name in ("max_accuracy_drop", "min_agreement", "max_total_drop"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise errors.ConfigError(f"`{name}` must be a fraction in [0, 1]; received {value!r}.")
         if self.max_mse_increase < 0:
             raise errors.ConfigError(f"`max_mse_increase` must be >= 0; received {self.max_mse_increase!r}.")
 
@@ -64,6 +80,28 @@ class Tolerances:
     def replace(self, **changes) -> "Tolerances":
         """A copy with the given fields changed; None values keep the current one."""
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+class Failure(str):
+    """One violated tolerance, as the sentence the report shows, with how far past its limit it is.
+
+    `severity` is the excess in accuracy points' terms (an accuracy drop or an
+    agreement shortfall as a fraction, an SQNR shortfall / 100 dB, an MSE
+    excess / 10, a budget overrun as a fraction), so the report and the
+    command lead with the largest failure.
+    """
+
+    severity: float
+
+    def __new__(cls, text: str, severity: float = 0.0):
+        failure = super().__new__(cls, text)
+        failure.severity = float(severity)
+        return failure
+
+
+def largest_first(found) -> list:
+    """Failures sorted by severity, largest first (plain strings last, in their order)."""
+    return sorted(found, key=lambda failure: -getattr(failure, "severity", -1.0))
 
 
 def labels_per_output(labels, output_names) -> list:
@@ -110,8 +148,12 @@ def _regression_metrics(entry, prefix, outputs, labels) -> None:
     entry[f"{prefix}_mae"] = measure.mae(outputs, labels)
 
 
-def compare_outputs(output_names, int8_out, keras_out, float_out, labels) -> dict[str, dict[str, Any]]:
-    """Per output: fidelity against Keras and the float model, and metrics against the labels."""
+def compare_outputs(output_names, int8_out, keras_out, float_out, labels, pruned_out=None) -> dict[str, dict[str, Any]]:
+    """Per output: fidelity against Keras and the float model, and metrics against the labels.
+
+    `pruned_out`: the pruned and fine-tuned float model's outputs (no fake
+    quantization), for the accuracy steps of the report.
+    """
     per_output = {}
     for i, name in enumerate(output_names):
         entry: dict[str, Any] = {
@@ -136,48 +178,54 @@ def compare_outputs(output_names, int8_out, keras_out, float_out, labels) -> dic
                 entry["keras_accuracy"] = measure.accuracy(keras_out[i], label)
                 if float_out is not None:
                     entry["float_accuracy"] = measure.accuracy(float_out[i], label)
+                if pruned_out is not None:
+                    entry["pruned_accuracy"] = measure.accuracy(pruned_out[i], label)
             elif label.size == int8_out[i].size:
                 _regression_metrics(entry, "int8", int8_out[i], label)
                 _regression_metrics(entry, "keras", keras_out[i], label)
                 if float_out is not None:
                     _regression_metrics(entry, "float", float_out[i], label)
-                reference = entry.get("float_mse", entry["keras_mse"])
-                entry["mse_increase"] = measure.relative_increase(entry["int8_mse"], reference)
+                entry["mse_increase"] = measure.relative_increase(entry["int8_mse"], entry["keras_mse"])
         per_output[name] = entry
     return per_output
 
 
-def failures(per_output, tolerances: Tolerances, runtime: str | None = None) -> list[str]:
+def failures(per_output, tolerances: Tolerances, runtime: str | None = None) -> list[Failure]:
     """Every tolerance an output violates, as a sentence naming the runtime, the output, the value and the limit.
 
-    Values within 1e-9 of a limit meet it (floating-point rounding is not a violation).
+    Largest first (see `Failure`). Values within 1e-9 of a limit meet it
+    (floating-point rounding is not a violation).
     """
     found = []
     where = f"in {runtime}: " if runtime else ""
     for name, entry in per_output.items():
-        if "top1_agreement" in entry and entry["top1_agreement"] < tolerances.min_agreement - _SLACK:
-            found.append(
-                f"{where}output '{name}': top-1 agreement of int8 with its Keras model {entry['top1_agreement']:.4f} "
-                f"< min_agreement {tolerances.min_agreement}"
-            )
-        if entry["sqnr_db"] < tolerances.min_sqnr_db - _SLACK:
-            found.append(f"{where}output '{name}': SQNR {entry['sqnr_db']:.2f} dB < min_sqnr_db "
-                         f"{tolerances.min_sqnr_db}")
-        if "float_accuracy" in entry:
-            drop = entry["float_accuracy"] - entry["int8_accuracy"]
+        if "int8_accuracy" in entry and "keras_accuracy" in entry:
+            drop = entry["keras_accuracy"] - entry["int8_accuracy"]
             if drop > tolerances.max_accuracy_drop + _SLACK:
-                found.append(
-                    f"{where}output '{name}': int8 accuracy {entry['int8_accuracy']:.4f} is {drop:.4f} below float "
-                    f"{entry['float_accuracy']:.4f} > max_accuracy_drop {tolerances.max_accuracy_drop}"
-                )
+                found.append(Failure(
+                    f"{where}output '{name}': int8 accuracy {entry['int8_accuracy']:.4f} is {drop:.4f} below the Keras "
+                    f"model it was converted from ({entry['keras_accuracy']:.4f}) > max_accuracy_drop "
+                    f"{tolerances.max_accuracy_drop}", drop))
+        if tolerances.max_total_drop is not None and "float_accuracy" in entry:
+            drop = entry["float_accuracy"] - entry["int8_accuracy"]
+            if drop > tolerances.max_total_drop + _SLACK:
+                found.append(Failure(
+                    f"{where}output '{name}': int8 accuracy {entry['int8_accuracy']:.4f} is {drop:.4f} below the float "
+                    f"model's {entry['float_accuracy']:.4f} > max_total_drop {tolerances.max_total_drop}", drop))
+        if "top1_agreement" in entry and entry["top1_agreement"] < tolerances.min_agreement - _SLACK:
+            found.append(Failure(
+                f"{where}output '{name}': top-1 agreement of int8 with its Keras model {entry['top1_agreement']:.4f} "
+                f"< min_agreement {tolerances.min_agreement}", tolerances.min_agreement - entry["top1_agreement"]))
+        if entry["sqnr_db"] < tolerances.min_sqnr_db - _SLACK:
+            found.append(Failure(f"{where}output '{name}': SQNR {entry['sqnr_db']:.2f} dB < min_sqnr_db "
+                                 f"{tolerances.min_sqnr_db}", (tolerances.min_sqnr_db - entry["sqnr_db"]) / 100))
         if "mse_increase" in entry and entry["mse_increase"] > tolerances.max_mse_increase + _SLACK:
-            reference = "float" if "float_mse" in entry else "Keras"
-            found.append(
+            found.append(Failure(
                 f"{where}output '{name}': int8 MSE {entry['int8_mse']:.6g} is {entry['mse_increase']:.0%} above the "
-                f"{reference} model's {entry.get('float_mse', entry['keras_mse']):.6g} > max_mse_increase "
-                f"{tolerances.max_mse_increase} ({tolerances.max_mse_increase:.0%})"
-            )
-    return found
+                f"Keras model's {entry['keras_mse']:.6g} > max_mse_increase {tolerances.max_mse_increase} "
+                f"({tolerances.max_mse_increase:.0%})",
+                min(entry["mse_increase"] - tolerances.max_mse_increase, 1e3) / 10))
+    return largest_first(found)
 
 
 def notes_on_outputs(per_output, keras_out, output_scales: dict[str, float | None], has_float: bool) -> list[str]:
@@ -238,6 +286,7 @@ def headline(per_output) -> dict[str, Any]:
     float_sqnrs = [e["float_sqnr_db"] for e in per_output.values() if "float_sqnr_db" in e]
     return {
         "float_accuracy": primary.get("float_accuracy"),
+        "pruned_accuracy": primary.get("pruned_accuracy"),
         "keras_accuracy": primary.get("keras_accuracy"),
         "int8_accuracy": primary.get("int8_accuracy"),
         "top1_agreement": min(agreements) if agreements else None,

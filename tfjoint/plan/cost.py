@@ -37,6 +37,7 @@ from tfjoint.prune.channels import ChannelPlan, Layout
 from tfjoint.prune.schedule import kept_channels
 from tfjoint.tflite import convert
 from tfjoint.tflite.flatbuffer import FlatbufferSummary, layer_of, read_flatbuffer
+from tfjoint.tflite.operators import op_macs, operator
 from tfjoint.train.prepare import prepare, ranges_initialized, sample_inputs_of
 from tfjoint.train.prepared_model import finish_channel_pruning
 from tfjoint.train.strip import strip
@@ -49,9 +50,8 @@ ONE_CHANNEL = 1.0 - 1e-9
 
 # A per-channel quantized tensor stores a float32 scale and an int64 zero point per channel.
 PER_CHANNEL_QUANTIZATION_BYTES = 12
-# TFLM's CONV_2D / DEPTHWISE_CONV_2D keep an int32 multiplier and shift per output channel in persistent memory.
+# TFLM keeps an int32 multiplier and shift per output channel of a convolution (`Operator.per_channel_op_data`).
 PER_CHANNEL_OP_DATA_BYTES = 8
-_PER_CHANNEL_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,8 +125,8 @@ class CostModel:
         for op in self._summary.ops:
             inputs = [shapes.get(i, ()) for i in op.inputs]
             output = shapes.get(op.outputs[0], ()) if op.outputs else ()
-            macs += memory.op_macs(op.name, inputs, output)
-            if op.name in _PER_CHANNEL_OPS and op.outputs:
+            macs += op_macs(op.name, inputs, output)
+            if operator(op.name).per_channel_op_data and op.outputs:
                 original = by_index[op.outputs[0]].shape
                 if original and output:
                     removed_op_channels += int(original[-1]) - int(output[-1])
@@ -171,20 +171,15 @@ def _axes_of(summary: FlatbufferSummary, plan: ChannelPlan, layer_names: list[st
     names = {t.index: t.name for t in summary.tensors}
     weight_ops = {w.op_index for w in summary.weights}
     for op in summary.ops:
-        if op.index in weight_ops and len(op.inputs) > 1:
+        row = operator(op.name)
+        if op.index in weight_ops and row.output_axis is not None and len(op.inputs) > 1:
             entry = layer_for(names[op.inputs[1]])
             if entry is not None:
-                input_layout = entry.inputs[0] if len(entry.inputs) == 1 else None
-                if op.name == "DEPTHWISE_CONV_2D":
-                    add(op.inputs[1], 3, entry.output)
-                elif op.name == "CONV_2D":
-                    add(op.inputs[1], 0, entry.output)
-                    add(op.inputs[1], 3, input_layout)
-                elif op.name == "FULLY_CONNECTED":
-                    add(op.inputs[1], 0, entry.output)
-                    add(op.inputs[1], 1, input_layout)
-                if len(op.inputs) > 2 and op.name != "TRANSPOSE_CONV":
-                    add(op.inputs[2], 0, entry.output)
+                add(op.inputs[1], row.output_axis, entry.output)
+                if row.input_axis is not None:
+                    add(op.inputs[1], row.input_axis, entry.inputs[0] if len(entry.inputs) == 1 else None)
+                if row.bias is not None and len(op.inputs) > row.bias:
+                    add(op.inputs[row.bias], 0, entry.output)
         for index in op.outputs:
             entry = layer_for(names[index])
             if entry is not None and index not in found:

@@ -34,7 +34,6 @@ from tfjoint.plan.cost import ONE_CHANNEL, CostModel, build_cost_model, measure_
 from tfjoint.prune.budget import Budget, CompressionPlan
 from tfjoint.prune.channels import ChannelPlan, plan_channel_groups
 from tfjoint.registry import kind_of, pruned_variable, pruned_weight_name
-from tfjoint.registry.table import NEW
 
 __all__ = ["plan_for_budget", "channel_groups_of", "STEPS"]
 
@@ -47,7 +46,7 @@ _CHECKS = 4  # builds and measurements of a plan in TFLM before the planner give
 def channel_groups_of(model) -> ChannelPlan:
     """The channel groups `prepare` would prune in `model` (every Conv/Dense kind that makes channels)."""
     producers = {layer.name for layer in model.layers
-                 if getattr(kind_of(layer), "channels", None) == NEW and pruned_weight_name(layer) is not None}
+                 if getattr(kind_of(layer), "is_producer", False) and pruned_weight_name(layer) is not None}
     return plan_channel_groups(model, producers)
 
 
@@ -86,8 +85,7 @@ def _zero_channels(model, plan: ChannelPlan, group: str, channels: np.ndarray) -
         kind = kind_of(layer)
         if kind is None:
             continue
-        names = [kind.pruned_weight or "kernel", "bias"] if kind.channels == NEW else ["gamma", "beta", "moving_mean"]
-        for weight_name in names:
+        for weight_name in kind.channels.zeroed:
             variable = getattr(layer, weight_name, None)
             if variable is None or not isinstance(variable, tf.Variable):
                 continue

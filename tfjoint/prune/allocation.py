@@ -38,7 +38,7 @@ from tfjoint import errors
 from tfjoint._keras import check_float_model, is_keras3_model, keras, selected_layer_names, tf
 from tfjoint.data import split_validation
 from tfjoint.losses import infer_loss
-from tfjoint.registry import prunable_layers, pruned_variable
+from tfjoint.registry import prunable_kinds_sentence, prunable_layers, pruned_variable
 
 __all__ = ["allocate_sparsity", "SparsityPlan", "METHODS", "DEFAULT_LEVELS"]
 
@@ -245,8 +245,8 @@ def _planned_layers(model, prune_depthwise, exclude) -> dict[str, int]:
     planned = {name: size for name, size in sizes.items() if name not in excluded}
     if not planned:
         raise errors.ConfigError(
-            f"model '{model.name}' has no layer to plan: tfjoint prunes Dense, Conv1D and Conv2D kernels "
-            "(DepthwiseConv2D with prune_depthwise=True), and none is left (check `exclude`)."
+            f"model '{model.name}' has no layer to plan: {prunable_kinds_sentence()}, and none is left "
+            "(check `exclude`)."
         )
     return planned
 

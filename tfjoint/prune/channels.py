@@ -32,8 +32,8 @@ from typing import Callable
 
 from tfjoint import errors
 from tfjoint._keras import keras_history, nodes_in_graph_order, tf
-from tfjoint.registry import is_input_layer, kind_of, unwrapped
-from tfjoint.registry.table import CONCATENATES, FLATTENS, FOLLOWS, MERGES, NEW, OPAQUE, RESHAPES
+from tfjoint.registry import Layout, is_input_layer, kind_of, unwrapped
+from tfjoint.registry.channels import Channels, fixed_layout
 
 __all__ = ["Layout", "LayerChannels", "ChannelGroup", "ChannelPlan", "channel_layouts", "plan_channel_groups",
            "zero_preserving"]
@@ -43,34 +43,7 @@ _ZERO_PRESERVING = frozenset({
     "linear", "relu", "relu6", "elu", "selu", "tanh", "swish", "silu", "gelu", "hard_swish", "hard_silu",
     "leaky_relu", "softsign", "mish",
 })
-
-
-@dataclasses.dataclass(frozen=True)
-class Layout:
-    """Which group each channel (last axis) of a tensor belongs to.
-
-    `segments` are (group, size) runs in channel order; group None means
-    channels that are never removed. With `positions` > 0 the tensor is a
-    Flatten of `positions` spatial positions of those channels (feature
-    p * channels + c is channel c at position p).
-    """
-
-    segments: tuple[tuple[str | None, int], ...]
-    positions: int = 0
-
-    @property
-    def channels(self) -> int:
-        return sum(size for _, size in self.segments)
-
-    def groups(self) -> set[str]:
-        return {group for group, _ in self.segments if group is not None}
-
-    def renamed(self, find: Callable[[str], str]) -> "Layout":
-        return Layout(tuple((find(g) if g is not None else None, n) for g, n in self.segments), self.positions)
-
-
-def _fixed(channels: int) -> Layout:
-    return Layout(((None, int(channels)),))
+_OPAQUE = Channels()  # a layer kind tfjoint does not know
 
 
 @dataclasses.dataclass
@@ -149,7 +122,8 @@ def _input_keys(node) -> list[tuple[str, int, int]]:
 
 
 class _Walk:
-    """One pass over a model's graph computing every tensor's Layout (see `channel_layouts`).
+    """One pass over a model's graph computing every tensor's Layout (see `channel_layouts`): the `ChannelWalk`
+    each layer's channel rule talks to.
 
     `check_activations=False` (for a prepared model, whose activations TF-MOT
     has wrapped) trusts the plan made on the float model.
@@ -162,91 +136,15 @@ class _Walk:
         self.merge = merge
         self.check_activations = check_activations
 
-    def _zero_preserving(self, activation) -> bool:
+    def zero_preserving(self, activation) -> bool:
         return not self.check_activations or zero_preserving(activation)
 
-    @staticmethod
-    def _name(activation) -> str:
-        return getattr(activation, "__name__", type(activation).__name__)
-
     def output_layout(self, layer, inputs: list[Layout], output_shape) -> Layout:
-        """The layout of `layer`'s output, from its inputs' layouts and its registry entry."""
+        """The layout of `layer`'s output, from its inputs' layouts and its kind's channel rule."""
         inner = unwrapped(layer)
         kind = kind_of(inner)
-        channels = output_shape[-1] if output_shape and output_shape[-1] is not None else 0
-        rank = len(output_shape) if output_shape else 0
-        first = inputs[0] if inputs else _fixed(channels)
-        rule = kind.channels if kind is not None else OPAQUE
-
-        def opaque(reason: str) -> Layout:
-            for layout in inputs:
-                self.freeze(layout.groups(), f"layer '{inner.name}' ({type(inner).__name__}) {reason}")
-            return _fixed(channels)
-
-        if any(layout.positions for layout in inputs) and rule != NEW:
-            return opaque("reads flattened channels")
-        blocked = kind.channel_blocker(inner, rank) if kind is not None and kind.channel_blocker else None
-        if blocked:
-            return opaque(blocked)
-        activation = getattr(inner, "activation", None)
-        maps_zero_to_zero = activation is None or self._zero_preserving(activation)
-        if rule == NEW:
-            group = self.producer_group(layer)
-            if group is None:
-                return _fixed(channels)
-            if not maps_zero_to_zero:
-                self.freeze({group}, f"layer '{inner.name}' has activation '{self._name(activation)}', which "
-                                     "does not map 0 to 0")
-            return Layout(((group, channels),))
-        if rule == FOLLOWS:
-            if not maps_zero_to_zero:
-                return opaque(f"applies '{self._name(activation)}', which does not map 0 to 0")
-            return first
-        if rule == MERGES:
-            return self._merge(inner, inputs, opaque)
-        if rule == CONCATENATES:
-            return Layout(tuple(segment for layout in inputs for segment in layout.segments))
-        if rule == FLATTENS:
-            positions = _spatial_positions(layer)
-            if not positions:
-                return opaque("flattens a tensor of unknown size")
-            return Layout(first.segments, positions)
-        if rule == RESHAPES:
-            return self._reshape(inner, layer, first, opaque)
-        return opaque("is a layer whose channels tfjoint cannot follow")
-
-    def _merge(self, inner, inputs, opaque) -> Layout:
-        shapes = {tuple(size for _, size in layout.segments) for layout in inputs}
-        if len(shapes) != 1:
-            return opaque("merges inputs whose channels are grouped differently")
-        merged = []
-        for segments in zip(*(layout.segments for layout in inputs)):
-            groups = [group for group, _ in segments]
-            if any(group is None for group in groups):
-                self.freeze({g for g in groups if g is not None}, f"layer '{inner.name}' ({type(inner).__name__}) "
-                                                                   "adds them to channels that are never removed")
-                merged.append((None, segments[0][1]))
-                continue
-            merged.append((self.merge(groups), segments[0][1]))
-        return Layout(tuple(merged))
-
-    def _reshape(self, inner, layer, first, opaque) -> Layout:
-        target = tuple(inner.target_shape)
-        if target and target[-1] == first.channels:
-            return first  # the channel axis survives; only spatial axes are regrouped
-        if len(target) == 1:
-            positions = _spatial_positions(layer)
-            if positions:
-                return Layout(first.segments, positions)
-        return opaque("reshapes the channel axis away")
-
-
-def _spatial_positions(layer) -> int:
-    """Positions per channel in the layer's input (0 if any dimension is unknown)."""
-    positions = 1
-    for dim in layer.input_shape[1:-1]:
-        positions *= dim if dim is not None else 0
-    return positions
+        channels = kind.channels if kind is not None else _OPAQUE
+        return channels.output_layout(self, layer, inner, inputs, output_shape)
 
 
 def channel_layouts(model, producer_group: Callable, freeze: Callable[[set[str], str], None],
@@ -273,7 +171,7 @@ def channel_layouts(model, producer_group: Callable, freeze: Callable[[set[str],
         layer = node.layer
         if is_input_layer(layer):
             shape = layer.output_shape[0] if isinstance(layer.output_shape, list) else layer.output_shape
-            layouts[(layer.name, 0, 0)] = _fixed(shape[-1] or 0)
+            layouts[(layer.name, 0, 0)] = fixed_layout(shape[-1] or 0)
             continue
         inputs = [layouts[key] for key in _input_keys(node)]
         node_index = layer.inbound_nodes.index(node) if len(layer.inbound_nodes) > 1 else 0

@@ -5,8 +5,13 @@ it back from the prepared model (`tfjoint.schedule_of`), the command line plans
 it from epochs (`plan_schedule`) and plots it. Its arithmetic is plain Python
 and numpy, mirroring TF-MOT's `PolynomialDecay`, so tests, plots and reports can
 say what the graph *should* hold at any step without running it; the graph
-itself runs TF-MOT's own code (`tfjoint.prune.decay`), and tests check the two
-agree.
+itself runs TF-MOT's own code (`tfjoint._tfmot.JointPolynomialDecay`), and tests
+check the two agree.
+
+The weight sparsity follows TF-MOT's `PruningSchedule` protocol: polynomial
+decay (the fields below) is one implementation; any other `PruningSchedule`
+(TF-MOT's `ConstantSparsity`, or a user's own subclass, registered for Keras
+serialization) can be given as `weight_schedule`, and the masks follow it.
 
 Unlike TF-MOT, any `end_step` is accepted: masks also update at `end_step`
 itself when it is off the `frequency` grid, so the target is always reached
@@ -68,6 +73,12 @@ class JointSchedule:
         fraction}` (from `tfjoint.plan_for_budget`) for each group its own,
         groups not named keeping every channel. `target_sparsity` then
         applies within the kept channels.
+      weight_schedule: a TF-MOT `PruningSchedule` (any subclass: TF-MOT's
+        `ConstantSparsity`, or your own, registered with
+        `keras.utils.register_keras_serializable`) that the weight masks of
+        every pruned kernel follow instead of the polynomial decay; or None.
+        `target_sparsity` is then its sparsity at `end_step` (computed when
+        not given as a dict).
     """
 
     target_sparsity: float | Mapping[str, float]
@@ -78,9 +89,12 @@ class JointSchedule:
     frequency: int = 100
     quant_start_step: int = 0
     channel_sparsity: float | Mapping[str, float] = 0.0
+    weight_schedule: Any = None
     version: int = SCHEDULE_VERSION
 
     def __post_init__(self):
+        if self.weight_schedule is not None:
+            object.__setattr__(self, "weight_schedule", _pruning_schedule(self.weight_schedule))
         for field in ("target_sparsity", "channel_sparsity"):
             value = getattr(self, field)
             if isinstance(value, Mapping):
@@ -162,6 +176,13 @@ class JointSchedule:
         total = sum(weights.values())
         return sum(targets[n] * w for n, w in weights.items()) / total
 
+    def weight_schedule_config(self, final_sparsity: float) -> dict[str, Any]:
+        """What a pruned kernel's quantizer builds its mask schedule from: the user's `weight_schedule`
+        serialized (`{"class_name", "config"}`), or `decay_arguments(final_sparsity)`."""
+        if self.weight_schedule is not None:
+            return _serialized(self.weight_schedule)
+        return self.decay_arguments(final_sparsity)
+
     def decay_arguments(self, final_sparsity: float) -> dict[str, Any]:
         """Keyword arguments of TF-MOT's `PolynomialDecay` for one kernel with this target."""
         return dict(
@@ -176,7 +197,9 @@ class JointSchedule:
     # --- Arithmetic (what the graph does, in numpy) --------------------------
 
     def sparsity_at(self, step: int, target: float | None = None) -> float:
-        """PolynomialDecay's value at `step` (whether or not masks update then)."""
+        """PolynomialDecay's value at `step` (whether or not masks update then); a `weight_schedule`'s own."""
+        if self.weight_schedule is not None:
+            return _evaluated(self.weight_schedule, step)[1]
         if target is None:
             if isinstance(self.target_sparsity, Mapping):
                 raise errors.ConfigError("a per-layer schedule has one target per layer: pass `target`.")
@@ -187,12 +210,16 @@ class JointSchedule:
 
     def is_update_step(self, step: int) -> bool:
         """True if masks update at `step`: on the frequency grid from begin_step, or at end_step."""
+        if self.weight_schedule is not None:
+            return _evaluated(self.weight_schedule, step)[0]
         if step == self.end_step:
             return True
         return self.begin_step <= step <= self.end_step and (step - self.begin_step) % self.frequency == 0
 
     def update_steps(self) -> list[int]:
         """Every step at which masks update, in order (the last is always `end_step`)."""
+        if self.weight_schedule is not None:
+            return [step for step in range(self.end_step + 1) if self.is_update_step(step)]
         steps = list(range(self.begin_step, self.end_step + 1, self.frequency))
         if steps[-1] != self.end_step:
             steps.append(self.end_step)
@@ -200,6 +227,8 @@ class JointSchedule:
 
     def last_update_step(self, steps_taken: int) -> int | None:
         """The most recent mask-update step at or before `steps_taken`, or None."""
+        if self.weight_schedule is not None:
+            return max((s for s in self.update_steps() if s <= steps_taken), default=None)
         if steps_taken < self.begin_step:
             return None
         if steps_taken >= self.end_step:
@@ -225,6 +254,7 @@ class JointSchedule:
         for field in ("target_sparsity", "channel_sparsity"):
             if isinstance(data[field], Mapping):
                 data[field] = dict(data[field])
+        data["weight_schedule"] = None if self.weight_schedule is None else _serialized(self.weight_schedule)
         return data
 
     @classmethod
@@ -234,6 +264,22 @@ class JointSchedule:
         if unknown:
             raise errors.ConfigError(f"unknown JointSchedule fields {unknown}; known: {sorted(known)}.")
         return cls(**data)
+
+    @classmethod
+    def following(cls, weight_schedule, end_step: int | None = None, **fields) -> "JointSchedule":
+        """A schedule whose weight masks follow a TF-MOT `PruningSchedule` (its target: its sparsity at `end_step`).
+
+        `end_step` defaults to the schedule's own (`get_config()["end_step"]`).
+        """
+        schedule = _pruning_schedule(weight_schedule)
+        config = schedule.get_config().get("config", {})
+        end = end_step if end_step is not None else config.get("end_step")
+        if end is None or (isinstance(end, (int, np.integer)) and end < 0):
+            raise errors.ConfigError(f"the pruning schedule {type(schedule).__name__} has no end_step: pass "
+                                     "`end_step` (the step from which its sparsity holds).")
+        fields.setdefault("target_sparsity", _evaluated(schedule, int(end))[1])
+        fields.setdefault("begin_step", min(int(config.get("begin_step", 0)), int(end) - 1))
+        return cls(end_step=int(end), weight_schedule=schedule, **fields)
 
     def replace(self, **changes) -> "JointSchedule":
         """A copy with some fields changed (validated again)."""
@@ -299,3 +345,38 @@ def kept_channels(channels: int, sparsity: float) -> int:
     """Channels a group of `channels` keeps at `sparsity`: TF-MOT's rounding, at least one."""
     one = np.float32(1.0)
     return max(int(np.round(np.float32(channels) * (one - np.float32(sparsity)))), 1)
+
+
+def _pruning_schedule(value):
+    """A TF-MOT `PruningSchedule` from itself or its serialized config."""
+    import tensorflow_model_optimization as tfmot  # only for a schedule of the user's: the arithmetic needs no TF
+
+    if isinstance(value, Mapping):
+        from tfjoint._keras import keras
+
+        with keras.utils.custom_object_scope({"ConstantSparsity": tfmot.sparsity.keras.ConstantSparsity,
+                                              "PolynomialDecay": tfmot.sparsity.keras.PolynomialDecay}):
+            try:
+                value = keras.utils.deserialize_keras_object(dict(value))
+            except Exception as error:
+                raise errors.ConfigError(
+                    f"`weight_schedule` {dict(value).get('class_name')!r} cannot be rebuilt from its config "
+                    f"({error}): register the class with keras.utils.register_keras_serializable.") from error
+    if not isinstance(value, tfmot.sparsity.keras.PruningSchedule):
+        raise errors.ConfigError(f"`weight_schedule` must be a TF-MOT PruningSchedule (e.g. "
+                                 f"tfmot.sparsity.keras.ConstantSparsity(0.5, 0)); received {type(value).__name__}.")
+    return value
+
+
+def _serialized(schedule) -> dict[str, Any]:
+    from tfjoint._keras import keras
+
+    name = keras.utils.get_registered_name(type(schedule))
+    config = schedule.get_config()
+    return {"class_name": name, "config": dict(config.get("config", config))}
+
+
+def _evaluated(schedule, step: int) -> tuple[bool, float]:
+    """(should prune, sparsity) of a TF-MOT schedule at `step`, as Python values."""
+    should_prune, sparsity = schedule(np.int64(step))
+    return bool(np.asarray(should_prune)), float(np.asarray(sparsity))

@@ -42,7 +42,7 @@ import tensorflow_model_optimization as tfmot
 
 from tfjoint import _tfmot
 from tfjoint._keras import keras, serializable, tf
-from tfjoint.registry.table import OUTPUT  # in a channel spec's axes: mask the layer's output instead of a weight
+from tfjoint.registry import OUTPUT  # in a channel spec's axes: mask the layer's output instead of a weight
 
 __all__ = [
     "GatedQuantizer",
@@ -59,6 +59,7 @@ __all__ = [
     "mask_shape",
     "EqualByConfig",
     "training_phase",
+    "weight_schedule_from",
 ]
 
 STEP = "tfjoint_step"
@@ -104,6 +105,20 @@ def mask_shape(rank: int, axis: int) -> list[int]:
 def _broadcast(channel_mask, rank: int, axis: int):
     """Reshapes a [channels] mask to broadcast along `axis` of a rank-`rank` tensor."""
     return tf.reshape(channel_mask, mask_shape(rank, axis))
+
+
+def weight_schedule_from(config: dict):
+    """The TF-MOT `PruningSchedule` a pruned kernel's quantizer follows, from its serialized form.
+
+    PolynomialDecay arguments give `JointPolynomialDecay` (TF-MOT's, reaching
+    its target at `end_step` off the frequency grid too); `{"class_name",
+    "config"}` gives that schedule (TF-MOT's own, or a registered class).
+    """
+    if "class_name" not in config:
+        return _tfmot.JointPolynomialDecay(**config)
+    with keras.utils.custom_object_scope({"ConstantSparsity": tfmot.sparsity.keras.ConstantSparsity,
+                                          "PolynomialDecay": tfmot.sparsity.keras.PolynomialDecay}):
+        return keras.utils.deserialize_keras_object(dict(config))
 
 
 _STEP_COUNTS_ATTRIBUTE = "_tfjoint_step_counts"
@@ -211,6 +226,7 @@ class GatedQuantizer(EqualByConfig, tfmot.quantization.keras.quantizers.Quantize
         return self.quant_start_step > 0 or self.warm_starts
 
     def build(self, tensor_shape, name, layer):
+        name = getattr(self.quantizer, "point", name)  # a quantization point names its own weights
         weights = dict(self.quantizer.build(tensor_shape, name, layer) or {})
         if self.counts_steps:
             weights[STEP] = layer.add_weight(
@@ -345,8 +361,9 @@ class PrunedKernelQuantizer(GatedQuantizer):
       quantizer: the TF-MOT weight quantizer.
       quant_start_step: training steps before fake quant switches on.
       schedule: `PolynomialDecay` arguments (`initial_sparsity`,
-        `final_sparsity`, `begin_step`, `end_step`, `power`, `frequency`),
-        from `JointSchedule.decay_arguments`.
+        `final_sparsity`, `begin_step`, `end_step`, `power`, `frequency`), or
+        a serialized TF-MOT `PruningSchedule` (`{"class_name", "config"}`),
+        from `JointSchedule.weight_schedule_config`.
       channel_axis: the kernel's output-channel axis, when channels are pruned.
     """
 
@@ -395,7 +412,7 @@ class PrunedKernelQuantizer(GatedQuantizer):
         # write (the forward pass only ever sees kernel * mask anyway).
         with tf.control_dependencies([steps_taken]):
             ranked = self._masked(inputs, weights)
-        schedule = _tfmot.JointPolynomialDecay(**self.schedule)
+        schedule = weight_schedule_from(self.schedule)
         if self.channel_axis is not None:
             schedule = _WithinKeptChannels(schedule, weights[CHANNEL_MASK])
         pruning = _tfmot.Pruning(
@@ -411,6 +428,16 @@ class PrunedKernelQuantizer(GatedQuantizer):
         with tf.control_dependencies([pruning.conditional_mask_update()]):
             masked = self._masked(inputs, weights)
         return self._gate(masked, weights, steps_taken)
+
+    @property
+    def final_sparsity(self) -> float | None:
+        """The sparsity the kernel ends with (None for a schedule of the user's without an `end_step`)."""
+        if "final_sparsity" in self.schedule:
+            return float(self.schedule["final_sparsity"])
+        end = self.schedule.get("config", {}).get("end_step")
+        if end is None or end < 0:
+            return None
+        return float(weight_schedule_from(self.schedule)(tf.constant(int(end), tf.int64))[1].numpy())
 
     def get_config(self):
         config = super().get_config()

@@ -12,7 +12,7 @@ wraps both, so every quantizer in the model is a tfjoint one:
   wraps it in `JointQuantizeConfig`. A kind the registry refuses is named
   with its reason.
 * `JointLayoutTransform` runs TF-MOT's default 8-bit transforms after the
-  rewrites of `tfjoint.quantize.transforms` (Conv1D and Dense+BN as Conv2D, so
+  rewrites the registry names (`tfjoint.registry.rewrites`: Conv1D and Dense+BN as Conv2D, so
   the BN folds; Rescaling, Normalization and a BatchNorm nothing folds as an
   int8 depthwise 1x1), with the input quantizer gated, wraps every config the transforms set, and refuses
   any layer left without a config with `UnsupportedLayerError` (instead of
@@ -28,8 +28,8 @@ from tfjoint._keras import outbound_layers, tf
 from tfjoint.prune.schedule import JointSchedule
 from tfjoint.quantize.config import JointQuantizeConfig
 from tfjoint.quantize.quantizers import GatedQuantizer, serialize
-from tfjoint.quantize.transforms import DEPTHWISE_SUFFIX, batchnorm_transforms, rewrite_transforms
-from tfjoint.registry import is_input_layer, kind_of
+from tfjoint.registry import int8_kinds_sentence, is_input_layer, kind_of
+from tfjoint.registry.rewrites import DEPTHWISE_SUFFIX, batchnorm_transforms, rewrite_transforms
 
 __all__ = ["JointQuantizeScheme", "JointQuantizeRegistry", "JointLayoutTransform", "default_8bit_transforms"]
 
@@ -117,7 +117,7 @@ class JointQuantizeRegistry(tfmot.quantization.keras.QuantizeRegistry):
             config,
             quant_start_step=self._schedule.quant_start_step,
             pruned_weights=pruned,
-            schedule=self._schedule.decay_arguments(target) if pruned and target is not None else None,
+            schedule=self._schedule.weight_schedule_config(target) if pruned and target is not None else None,
             channels=self._channel_specs.get(layer_name),
         )
 
@@ -271,9 +271,9 @@ def _refusals(layers) -> str:
     if "" in reasons:
         sentences.append(
             f"{', '.join(reasons[''])}: tfjoint has no registry entry for this kind and TF-MOT's registry does not "
-            "know it. Replace it with layers TFLite runs in int8 (Dense, Conv1D/2D, DepthwiseConv2D, pooling, "
-            "BatchNormalization, Add, Concatenate, ReLU, Reshape, ...), or, for your own layer, register how it is "
-            "quantized with tfjoint.register_layer(YourLayer, quantization=tfjoint.Quantization(...)).")
+            f"know it. Replace it with layers TFLite runs in int8 ({int8_kinds_sentence()}), or, for your own "
+            "layer, register how it is quantized with tfjoint.register_layer(YourLayer, "
+            "quantization=tfjoint.Quantization(...)).")
     return " ".join(sentences)
 
 

@@ -9,40 +9,25 @@ import numpy as np
 
 from tfjoint import _tfmot
 from tfjoint._keras import keras
-from tfjoint.registry.own_configs import CellWeightsConfig
+from tfjoint.registry.channels import CONCATENATES, FLATTENS, FOLLOWS, MERGES, NEW, OUTPUT, RESHAPES, Channels
+from tfjoint.registry.kind import Keras3, LayerKind, Pruning, Quantization
 from tfjoint.registry.own_layers import Affine, ExpandDims, HardSwish, Squeeze
-from tfjoint.registry.table import (
-    CONCATENATES,
-    FLATTENS,
-    FOLLOWS,
-    MERGES,
-    NEW,
-    OUTPUT,
-    RESHAPES,
-    LayerKind,
-    Quantization,
-    register_layer,
+from tfjoint.registry.points import PointsQuantizeConfig
+from tfjoint.registry.recurrent import LSTM_OPERATORS, IntegerLSTM, lstm_refusal
+from tfjoint.registry.rewrites import (
+    AffineAsDepthwise,
+    Conv1DAsConv2D,
+    DenseAsConv2D,
+    DepthwiseConv1DAsConv2D,
+    LSTMAsIntegerCells,
+    SeparableConv1DAsConv2D,
+    on_last_axis,
 )
+from tfjoint.registry.table import register_layer
 
-__all__ = ["REWRITES"]
-
-# The layout rewrites of `tfjoint.quantize.transforms`, by name.
-REWRITES = ("conv1d_as_conv2d", "separable_conv1d_as_conv2d", "depthwise_conv1d_as_conv2d", "dense_as_conv2d",
-            "affine_as_depthwise")
+__all__: list[str] = []
 
 _layers = keras.layers
-
-
-def _axes_of(axis) -> list[int]:
-    if axis is None:
-        return []
-    return [int(a) for a in axis] if isinstance(axis, (list, tuple)) or hasattr(axis, "__iter__") else [int(axis)]
-
-
-def on_last_axis(axis, rank: int) -> bool:
-    """Whether `axis` (an int or a list of one) is the last axis of a rank-`rank` tensor."""
-    axes = _axes_of(axis)
-    return len(axes) == 1 and axes[0] in (-1, rank - 1)
 
 
 def _set(key: str):
@@ -66,19 +51,20 @@ def _grouped(layer, rank: int) -> str | None:
 def _producer(ops: tuple[str, ...], resize_key: str, quantization: Quantization | None = None, blocker=None,
               tags=("fused_activation",)) -> LayerKind:
     return LayerKind(
-        channels=NEW, channel_blocker=blocker, pruned_weight="kernel", channel_axes={"kernel": -1, "bias": 0},
-        sliced_weights={"kernel": {"in": -2, "out": -1}, "bias": {"out": 0}}, resize=_set(resize_key),
-        output_channels=_last_axis_of("kernel"), quantization=quantization or Quantization(), tflite_ops=ops,
-        tags=frozenset(tags))
+        prune=Pruning(weight="kernel"),
+        channels=Channels(NEW, blocker=blocker, axes={"kernel": -1, "bias": 0}, zeroed=("kernel", "bias"),
+                          sliced={"kernel": {"in": -2, "out": -1}, "bias": {"out": 0}}, resize=_set(resize_key),
+                          count=_last_axis_of("kernel")),
+        quantization=quantization or Quantization(), tflite_ops=ops, tags=frozenset(tags), offset_weights=("bias",))
 
 
 # --- Producers: Dense and convolutions ---------------------------------------------------------------------------
 
-register_layer(_layers.Dense, _producer(("FULLY_CONNECTED",), "units", Quantization(rewrite="dense_as_conv2d")))
+register_layer(_layers.Dense, _producer(("FULLY_CONNECTED",), "units", Quantization(rewrite=DenseAsConv2D)))
 # Per-tensor weights when the rewrite declines (causal padding): the converter lowers Conv1D through EXPAND_DIMS
 # and rejects per-channel scales there ("'tfl.transpose' op has mismatched quantized axes").
 register_layer(_layers.Conv1D, _producer(("CONV_2D",), "filters", Quantization(
-    config=lambda: _tfmot.Default8BitQuantizeConfig(["kernel"], ["activation"], False), rewrite="conv1d_as_conv2d")))
+    config=lambda: _tfmot.Default8BitQuantizeConfig(["kernel"], ["activation"], False), rewrite=Conv1DAsConv2D)))
 register_layer(_layers.Conv2D, _producer(("CONV_2D",), "filters", blocker=_grouped))
 
 
@@ -92,23 +78,24 @@ def _depth_multiplied(layer, rank: int) -> str | None:
 
 
 _DEPTHWISE = LayerKind(
-    channels=FOLLOWS, channel_blocker=_depth_multiplied, pruned_weight="depthwise_kernel", pruned_on_request=True,
-    channel_axes={"depthwise_kernel": 2, "bias": 0}, sliced_weights={"depthwise_kernel": {"in": 2}, "bias": {"in": 0}},
-    range_channels="in", output_channels=_depthwise_channels, tflite_ops=("DEPTHWISE_CONV_2D",),
-    tags=frozenset({"fused_activation"}))
+    prune=Pruning(weight="depthwise_kernel", on_request=True),
+    channels=Channels(FOLLOWS, blocker=_depth_multiplied, axes={"depthwise_kernel": 2, "bias": 0},
+                      sliced={"depthwise_kernel": {"in": 2}, "bias": {"in": 0}}, range_channels="in",
+                      count=_depthwise_channels),
+    tflite_ops=("DEPTHWISE_CONV_2D",), tags=frozenset({"fused_activation"}), offset_weights=("bias",))
 register_layer(_layers.DepthwiseConv2D, _DEPTHWISE)
 # Rewritten as a (k, 1) DepthwiseConv2D: TF-MOT's registry has no DepthwiseConv1D. Its channels are not followed.
 register_layer(_layers.DepthwiseConv1D, LayerKind(
-    quantization=Quantization(rewrite="depthwise_conv1d_as_conv2d"), tflite_ops=("DEPTHWISE_CONV_2D",),
-    tags=frozenset({"fused_activation"})))
+    quantization=Quantization(rewrite=DepthwiseConv1DAsConv2D), tflite_ops=("DEPTHWISE_CONV_2D",),
+    tags=frozenset({"fused_activation"}), offset_weights=("bias",)))
 # Split by TF-MOT's transform (2D) or tfjoint's rewrite (1D) into depthwise + pointwise; quantized, not pruned.
 register_layer(_layers.SeparableConv2D, LayerKind(
-    tflite_ops=("DEPTHWISE_CONV_2D", "CONV_2D"), tags=frozenset({"fused_activation"})))
+    tflite_ops=("DEPTHWISE_CONV_2D", "CONV_2D"), tags=frozenset({"fused_activation"}), offset_weights=("bias",)))
 register_layer(_layers.SeparableConv1D, LayerKind(
-    quantization=Quantization(rewrite="separable_conv1d_as_conv2d"), tflite_ops=("DEPTHWISE_CONV_2D", "CONV_2D"),
-    tags=frozenset({"fused_activation"})))
+    quantization=Quantization(rewrite=SeparableConv1DAsConv2D), tflite_ops=("DEPTHWISE_CONV_2D", "CONV_2D"),
+    tags=frozenset({"fused_activation"}), offset_weights=("bias",)))
 # A Conv2D subclass whose kernel is (h, w, out, in): neither pruned nor followed, quantized by TF-MOT.
-register_layer(_layers.Conv2DTranspose, LayerKind(tflite_ops=("TRANSPOSE_CONV",)))
+register_layer(_layers.Conv2DTranspose, LayerKind(tflite_ops=("TRANSPOSE_CONV",), offset_weights=("bias",)))
 register_layer(_layers.Conv1DTranspose, LayerKind(quantization=Quantization(
     refused="TF-MOT's 8-bit scheme has no Conv1DTranspose: use a Conv2DTranspose with a (k, 1) kernel on a "
             "Reshape'd input (batch, steps, 1, channels)")))
@@ -160,19 +147,20 @@ def _normalization_affine(config: dict, weights: dict, channels: int, rank: int)
 
 
 _BATCH_NORM = LayerKind(
-    channels=FOLLOWS, channel_blocker=_batch_norm_blocker,
-    channel_axes={OUTPUT: -1},  # its output, not gamma: setattr of gamma breaks SavedModel tracking
-    sliced_weights={name: {"in": 0} for name in ("gamma", "beta", "moving_mean", "moving_variance")},
-    range_channels="in", quantization=Quantization(rewrite="affine_as_depthwise"), affine_map=_batch_norm_affine,
-    tflite_ops=("DEPTHWISE_CONV_2D",), tags=frozenset({"batch_norm"}))
+    channels=Channels(FOLLOWS, blocker=_batch_norm_blocker,
+                      axes={OUTPUT: -1},  # its output, not gamma: setattr of gamma breaks SavedModel tracking
+                      sliced={name: {"in": 0} for name in ("gamma", "beta", "moving_mean", "moving_variance")},
+                      zeroed=("gamma", "beta", "moving_mean"), range_channels="in"),
+    quantization=Quantization(rewrite=AffineAsDepthwise), affine_map=_batch_norm_affine,
+    tflite_ops=("DEPTHWISE_CONV_2D",), tags=frozenset({"batch_norm"}), offset_weights=("beta",))
 register_layer(_layers.BatchNormalization, _BATCH_NORM)
 register_layer(_layers.experimental.SyncBatchNormalization, _BATCH_NORM)
-register_layer(_layers.Rescaling, LayerKind(quantization=Quantization(rewrite="affine_as_depthwise"),
+register_layer(_layers.Rescaling, LayerKind(quantization=Quantization(rewrite=AffineAsDepthwise),
                                             affine_map=_rescaling_affine, tflite_ops=("DEPTHWISE_CONV_2D",)))
-register_layer(_layers.Normalization, LayerKind(quantization=Quantization(rewrite="affine_as_depthwise"),
+register_layer(_layers.Normalization, LayerKind(quantization=Quantization(rewrite=AffineAsDepthwise),
                                                 affine_map=_normalization_affine, tflite_ops=("DEPTHWISE_CONV_2D",)))
 register_layer(_layers.LayerNormalization, LayerKind(
-    keras3_kwargs_defaults={"rms_scaling": False}, quantization=Quantization(
+    keras3=Keras3(kwargs_defaults={"rms_scaling": False}), quantization=Quantization(
     refused="TF-MOT's 8-bit scheme cannot make LayerNormalization quantization-aware (it normalizes each sample by "
             "statistics it computes, which TFLite runs as MEAN, SQUARED_DIFFERENCE and RSQRT operators whose int8 "
             "ranges QAT does not learn), and TensorFlow Lite Micro has no GELU, which such models often use. Use "
@@ -186,14 +174,14 @@ def _relu_blocker(layer, rank: int) -> str | None:
     return "maps 0 to a non-zero value" if layer.negative_slope and layer.threshold > 0 else None
 
 
-register_layer(_layers.ReLU, LayerKind(channels=FOLLOWS, channel_blocker=_relu_blocker, tflite_ops=("RELU",),
+register_layer(_layers.ReLU, LayerKind(channels=Channels(FOLLOWS, blocker=_relu_blocker), tflite_ops=("RELU",),
                                        tags=frozenset({"relu"})))
-register_layer(_layers.Activation, LayerKind(channels=FOLLOWS, tags=frozenset({"activation"})))
-register_layer(_layers.LeakyReLU, LayerKind(channels=FOLLOWS, tflite_ops=("LEAKY_RELU",),
-                                            keras3_renamed_arguments={"negative_slope": "alpha"}))
-register_layer(_layers.Softmax, LayerKind(channel_blocker=lambda layer, rank: "normalizes over the channels",
+register_layer(_layers.Activation, LayerKind(channels=Channels(FOLLOWS), tags=frozenset({"activation"})))
+register_layer(_layers.LeakyReLU, LayerKind(channels=Channels(FOLLOWS), tflite_ops=("LEAKY_RELU",),
+                                            keras3=Keras3(renamed_arguments={"negative_slope": "alpha"})))
+register_layer(_layers.Softmax, LayerKind(channels=Channels(blocker=lambda layer, rank: "normalizes over the channels"),
                                           tflite_ops=("SOFTMAX",), tags=frozenset({"probabilities"})))
-register_layer(_layers.ELU, LayerKind(channels=FOLLOWS, quantization=Quantization(
+register_layer(_layers.ELU, LayerKind(channels=Channels(FOLLOWS), quantization=Quantization(
     refused="TF-MOT's 8-bit scheme cannot quantize an ELU layer: use ReLU (or relu6/swish) and fine-tune the float "
             "model with it before preparing")))
 register_layer(_layers.PReLU, LayerKind(quantization=Quantization(
@@ -203,7 +191,7 @@ register_layer(_layers.PReLU, LayerKind(quantization=Quantization(
 
 # --- Layers whose channels pass through --------------------------------------------------------------------------
 
-_PASS_THROUGH = LayerKind(channels=FOLLOWS)
+_PASS_THROUGH = LayerKind(channels=Channels(FOLLOWS))
 for _name in ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
               "GaussianDropout", "AlphaDropout", "ActivityRegularization", "MaxPooling2D", "GlobalMaxPooling1D",
               "GlobalMaxPooling2D", "GlobalAveragePooling1D",
@@ -232,36 +220,36 @@ def _adds_a_constant(layer, rank: int) -> str | None:
     return "adds a constant, so a removed channel would not stay zero" if np.any(np.asarray(layer.offset)) else None
 
 
-register_layer(Affine, LayerKind(channels=FOLLOWS, channel_blocker=_adds_a_constant,
-                                 quantization=Quantization(rewrite="affine_as_depthwise"), affine_map=_affine_of_config,
+register_layer(Affine, LayerKind(channels=Channels(FOLLOWS, blocker=_adds_a_constant),
+                                 quantization=Quantization(rewrite=AffineAsDepthwise), affine_map=_affine_of_config,
                                  tflite_ops=("DEPTHWISE_CONV_2D",)))
-register_layer(HardSwish, LayerKind(channels=FOLLOWS, quantization=Quantization.output_only(),
+register_layer(HardSwish, LayerKind(channels=Channels(FOLLOWS), quantization=Quantization.output_only(),
                                     tflite_ops=("HARD_SWISH",)))
 
 
 # --- Merges, concatenation, reshapes -----------------------------------------------------------------------------
 
-register_layer(_layers.Add, LayerKind(channels=MERGES, tflite_ops=("ADD",)))
+register_layer(_layers.Add, LayerKind(channels=Channels(MERGES), tflite_ops=("ADD",)))
 for _name, _op in (("Subtract", "SUB"), ("Multiply", "MUL"), ("Average", "ADD"), ("Maximum", "MAXIMUM"),
                    ("Minimum", "MINIMUM")):
-    register_layer(getattr(_layers, _name), LayerKind(channels=MERGES, quantization=Quantization.output_only(),
-                                                      tflite_ops=(_op,)))
+    register_layer(getattr(_layers, _name), LayerKind(channels=Channels(MERGES),
+                                                      quantization=Quantization.output_only(), tflite_ops=(_op,)))
 
 
 def _concatenate_blocker(layer, rank: int) -> str | None:
     return None if on_last_axis(layer.axis, rank) else "concatenates along another axis than the channels"
 
 
-register_layer(_layers.Concatenate, LayerKind(channels=CONCATENATES, channel_blocker=_concatenate_blocker,
+register_layer(_layers.Concatenate, LayerKind(channels=Channels(CONCATENATES, blocker=_concatenate_blocker),
                                               tflite_ops=("CONCATENATION",)))
-register_layer(_layers.Flatten, LayerKind(channels=FLATTENS, tflite_ops=("RESHAPE",)))
+register_layer(_layers.Flatten, LayerKind(channels=Channels(FLATTENS), tflite_ops=("RESHAPE",)))
 
 
 def _resize_reshape(config: dict, channels: int) -> dict:
     return dict(config, target_shape=tuple(config["target_shape"][:-1]) + (int(channels),))
 
 
-register_layer(_layers.Reshape, LayerKind(channels=RESHAPES, resize=_resize_reshape, tflite_ops=("RESHAPE",)))
+register_layer(_layers.Reshape, LayerKind(channels=Channels(RESHAPES, resize=_resize_reshape), tflite_ops=("RESHAPE",)))
 
 
 # --- Refused, with what to do instead ----------------------------------------------------------------------------
@@ -270,13 +258,16 @@ _RECURRENT = ("TF-MOT's 8-bit scheme cannot quantize recurrent layers. For a seq
               "(Conv1D + BatchNorm + ReLU, dilated for a long context), which tfjoint prunes and exports fully int8")
 for _name in ("GRU", "SimpleRNN", "RNN", "Bidirectional", "ConvLSTM1D", "ConvLSTM2D"):
     register_layer(getattr(_layers, _name), LayerKind(quantization=Quantization(
-        refused=_RECURRENT + "; or an LSTM, which TFLite runs as an integer kernel that tfjoint calibrates")))
-# TFLite runs an LSTM as one integer UNIDIRECTIONAL_SEQUENCE_LSTM (int8 weights, a 16-bit cell state) from ranges
-# calibrated in the conversion: its kernels are pruned, not fake-quantized; the converter needs a fixed batch size.
+        refused=_RECURRENT + "; or an LSTM, which tfjoint runs as integer operators, quantization-aware")))
+# An LSTM runs as the integer operators of its unrolled cell (`tfjoint.registry.recurrent`), fake-quantized at each:
+# TFLite's fused int8 LSTM takes calibrated ranges that lose such models to chance level.
 register_layer(_layers.LSTM, LayerKind(
-    pruned_weight="kernel", also_pruned=("recurrent_kernel",), weights_holder=lambda layer: layer.cell,
-    static_batch=True, quantization=Quantization(config=CellWeightsConfig, calibrated=True),
-    tflite_ops=("UNIDIRECTIONAL_SEQUENCE_LSTM",)))
+    prune=Pruning(weight="kernel", also=("recurrent_kernel",), holder=lambda layer: layer.cell),
+    quantization=Quantization(rewrite=LSTMAsIntegerCells, check=lstm_refusal), tflite_ops=LSTM_OPERATORS))
+register_layer(IntegerLSTM, LayerKind(
+    prune=Pruning(weight="kernel", also=("recurrent_kernel",)),
+    quantization=Quantization(config=lambda: PointsQuantizeConfig(["kernel", "recurrent_kernel"])),
+    tflite_ops=LSTM_OPERATORS, offset_weights=("bias",)))
 register_layer(_layers.Embedding, LayerKind(quantization=Quantization(
     refused="TF-MOT's 8-bit scheme cannot quantize an Embedding: look the tokens up outside the model and feed the "
             "embeddings as a float input, or use a Dense layer on one-hot inputs")))

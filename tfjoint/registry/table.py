@@ -1,191 +1,27 @@
-"""`LayerKind`, the table of registered kinds, and the lookups every stage uses.
+"""The table of registered layer kinds, and the lookups every stage uses.
 
 A kind is looked up through the class's MRO: the entry of the nearest
 registered ancestor applies, so `class MyConv(keras.layers.Conv2D)` is pruned,
 followed and stripped like a Conv2D until it registers an entry of its own.
+`scoped()` gives a test (or a notebook cell) registrations that end with it.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import inspect
-import types
-from typing import Any, Callable, Mapping
-
-import tensorflow_model_optimization as tfmot
+from typing import Iterator
 
 from tfjoint import _tfmot, errors
-from tfjoint._keras import keras
+from tfjoint._keras import is_keras3_layer_class, keras, weight_short_name
+from tfjoint.registry.channels import NEW
+from tfjoint.registry.kind import LayerKind, Quantization
 
-__all__ = ["LayerKind", "Quantization", "CHANNEL_RULES", "NEW", "FOLLOWS", "CONCATENATES", "MERGES", "FLATTENS",
-           "RESHAPES", "OPAQUE", "OUTPUT", "register_layer", "kind_of", "unwrapped", "class_names",
-           "pruned_weight_name", "output_channels", "is_input_layer", "kind_named", "registered_class",
-           "prunable_layers", "pruned_weight_names", "pruned_variable", "weight_variable", "needs_static_batch",
-           "needs_calibration"]
-
-# How a layer's output channels relate to its input channels (channels last).
-NEW = "new"                    # it makes new channels from all of its input (Conv, Dense): a producer
-FOLLOWS = "follows"            # output channel c is computed from input channel c only (BN, pooling, depthwise)
-CONCATENATES = "concatenates"  # its inputs' channels side by side
-MERGES = "merges"              # elementwise over inputs with the same channels (Add, Multiply)
-FLATTENS = "flattens"          # every channel spread over the spatial positions (Flatten)
-RESHAPES = "reshapes"          # keeps the channel axis if the last dimension is unchanged (Reshape)
-OPAQUE = "opaque"              # cannot be followed: the channels of its inputs are kept whole
-CHANNEL_RULES = (NEW, FOLLOWS, CONCATENATES, MERGES, FLATTENS, RESHAPES, OPAQUE)
-OUTPUT = "__output__"  # in `channel_axes`: mask the layer's output instead of a weight
-
-
-def _output_only_config():
-    return _tfmot.Default8BitQuantizeConfig([], [], True)
-
-
-def _nothing_config():
-    return _tfmot.Default8BitQuantizeConfig([], [], False)
-
-
-def _frozen(mapping) -> Mapping:
-    return types.MappingProxyType(dict(mapping or {}))
-
-
-@dataclasses.dataclass(frozen=True)
-class Quantization:
-    """How a layer kind becomes int8.
-
-    Attributes:
-      config: a factory of the TF-MOT `QuantizeConfig` to use; None lets
-        TF-MOT's default 8-bit registry decide (for a subclass of a kind TF-MOT
-        knows, its parent's config).
-      rewrite: the tfjoint layout rewrite that replaces the layer (before
-        TF-MOT's transforms) by layers that are int8, e.g. "conv1d_as_conv2d".
-        The rewrite may decline a layer (a causal Conv1D); `config` then applies.
-      refused: why it cannot be int8 and what to do instead; `prepare` refuses
-        the model with this text, naming the layer.
-      calibrated: its int8 ranges come from calibration on representative data
-        in the conversion (not from QAT); `export_tflite` then needs
-        `representative_data`.
-    """
-
-    config: Callable[[], Any] | None = None
-    rewrite: str | None = None
-    refused: str | None = None
-    calibrated: bool = False
-
-    @classmethod
-    def output_only(cls) -> Quantization:
-        """Fake-quantize the layer's output only (a merge, an upsampling, a custom elementwise layer)."""
-        return cls(config=_output_only_config)
-
-    @classmethod
-    def values_unchanged(cls) -> Quantization:
-        """Nothing to quantize: the layer only moves or selects int8 values (pooling by max, reshapes)."""
-        return cls(config=_nothing_config)
-
-    @classmethod
-    def weights(cls, weights: tuple[str, ...] = ("kernel",), activations: tuple[str, ...] = ("activation",),
-                quantize_output: bool = False) -> Quantization:
-        """TF-MOT's per-tensor 8-bit config for the named weights and activations of the layer."""
-        return cls(config=lambda: _tfmot.Default8BitQuantizeConfig(list(weights), list(activations),
-                                                                   quantize_output))
-
-    def __post_init__(self):
-        if self.config is not None and not callable(self.config):
-            raise errors.ConfigError(f"`Quantization.config` must be a factory (a callable returning a TF-MOT "
-                                     f"QuantizeConfig); received {self.config!r}.")
-        if self.refused is not None and (self.config is not None or self.rewrite is not None):
-            raise errors.ConfigError("`Quantization.refused` excludes `config` and `rewrite`: a kind is either "
-                                     "quantized or refused.")
-
-
-@dataclasses.dataclass(frozen=True)
-class LayerKind:
-    """Everything tfjoint knows about one kind of Keras layer.
-
-    Attributes:
-      channels: how its output channels relate to its input channels, one of
-        `CHANNEL_RULES` ("new", "follows", "concatenates", "merges",
-        "flattens", "reshapes", "opaque"). Defaults to "opaque": channel
-        pruning keeps the channels around it whole.
-      channel_blocker: `(layer, output rank) -> reason or None`: why this
-        particular layer cannot be followed (a grouped convolution, a
-        BatchNorm over another axis). The reason is shown to the user.
-      pruned_weight: the weight magnitude pruning zeroes (e.g. "kernel"), or None.
-      pruned_on_request: prune `pruned_weight` only with
-        `prepare(prune_depthwise=True)` (TF-MOT leaves depthwise kernels dense).
-      also_pruned: further weights pruned to the same target (an LSTM's
-        recurrent kernel).
-      weights_holder: `layer -> object` holding the weights by those names
-        (an RNN layer's cell); the layer itself by default.
-      static_batch: the converter lowers this kind only with a fixed batch
-        size (an LSTM becomes UNIDIRECTIONAL_SEQUENCE_LSTM), so the file is
-        converted for batch 1.
-      channel_axes: weights that carry a channel mask, with the axis the mask
-        broadcasts along (`OUTPUT` masks the layer's output).
-      sliced_weights: when channels go, weight name -> {"in": axis, "out":
-        axis}: which axes lose the removed input / output channels.
-      range_channels: whether per-channel quantizer ranges follow the "out"
-        channels (a Conv's filters) or the "in" ones (a depthwise conv's).
-      resize: `(config, output channels) -> config` of the smaller layer.
-      output_channels: `layer -> channels` it outputs, for the report.
-      quantization: how it becomes int8 (`Quantization`).
-      affine_map: for a per-channel affine layer (`y = scale * x + offset` per
-        channel), `(config, weights by name, channels, rank) -> (scale,
-        offset)` as float32 arrays, or None where it cannot say (another
-        axis); the "affine_as_depthwise" rewrite runs it as a DepthwiseConv2D.
-      tflite_ops: the TFLite operators it becomes, in order (a
-        SeparableConv2D is DEPTHWISE_CONV_2D then CONV_2D).
-      tags: roles other stages ask about: the layout rewrites match on
-        "batch_norm", "relu", "activation", "fused_activation"; the loss on
-        "probabilities" (a layer whose output sums to 1).
-      keras3_renamed_arguments: Keras 3 argument name -> tf_keras name.
-      keras3_kwargs_defaults: Keras 3 arguments read from **kwargs, with the
-        value that means what tf_keras does.
-    """
-
-    channels: str = OPAQUE
-    channel_blocker: Callable[[Any, int], str | None] | None = None
-    pruned_weight: str | None = None
-    pruned_on_request: bool = False
-    also_pruned: tuple[str, ...] = ()
-    weights_holder: Callable[[Any], Any] | None = None
-    static_batch: bool = False
-    channel_axes: Mapping[str, int] = dataclasses.field(default_factory=dict)
-    sliced_weights: Mapping[str, Mapping[str, int]] = dataclasses.field(default_factory=dict)
-    range_channels: str = "out"
-    resize: Callable[[dict, int], dict] | None = None
-    output_channels: Callable[[Any], int | None] | None = None
-    quantization: Quantization = dataclasses.field(default_factory=Quantization)
-    affine_map: Callable[[dict, dict, int, int], Any] | None = None
-    tflite_ops: tuple[str, ...] = ()
-    tags: frozenset[str] = frozenset()
-    keras3_renamed_arguments: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    keras3_kwargs_defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-
-    def __post_init__(self):
-        if self.channels not in CHANNEL_RULES:
-            raise errors.ConfigError(f"`channels` must be one of {list(CHANNEL_RULES)}; received {self.channels!r}.")
-        if self.range_channels not in ("in", "out"):
-            raise errors.ConfigError(f"`range_channels` must be 'in' or 'out'; received {self.range_channels!r}.")
-        if not isinstance(self.quantization, Quantization):
-            raise errors.ConfigError(f"`quantization` must be a tfjoint.Quantization; received "
-                                     f"{type(self.quantization).__name__}.")
-        if self.channels == NEW and self.pruned_weight is None:
-            raise errors.ConfigError("a kind with channels='new' (a producer) needs `pruned_weight`: its filters are "
-                                     "ranked by that weight's magnitude.")
-        for name in ("channel_blocker", "resize", "output_channels", "affine_map", "weights_holder"):
-            value = getattr(self, name)
-            if value is not None and not callable(value):
-                raise errors.ConfigError(f"`{name}` must be a function or None; received {value!r}.")
-        for name in ("channel_axes", "sliced_weights", "keras3_renamed_arguments", "keras3_kwargs_defaults"):
-            object.__setattr__(self, name, _frozen(getattr(self, name)))
-        object.__setattr__(self, "sliced_weights", _frozen({k: _frozen(v) for k, v in self.sliced_weights.items()}))
-        object.__setattr__(self, "tflite_ops", tuple(self.tflite_ops))
-        object.__setattr__(self, "also_pruned", tuple(self.also_pruned))
-        object.__setattr__(self, "tags", frozenset(self.tags))
-
-    def replace(self, **changes) -> LayerKind:
-        """A copy with some fields changed (checked again)."""
-        return dataclasses.replace(self, **changes)
-
+__all__ = ["LayerKind", "Quantization", "register_layer", "scoped", "kind_of", "unwrapped", "class_names",
+           "kind_named", "registered_class", "registered_kinds", "pruned_weight_name", "pruned_weight_names",
+           "weight_variable", "pruned_variable", "needs_static_batch", "needs_calibration", "prunable_layers",
+           "output_channels", "is_input_layer", "prunable_kinds_sentence", "int8_kinds_sentence",
+           "offset_weight_names", "offset_variables"]
 
 _KINDS: dict[type, LayerKind] = {}
 
@@ -194,7 +30,8 @@ def register_layer(layer_class: type, kind: LayerKind | None = None, **fields) -
     """Tells tfjoint how to prune, follow, strip and quantize a kind of layer.
 
     Subclasses of `layer_class` inherit the entry unless they register their
-    own. Registering a class again replaces its entry.
+    own. Registering a class again replaces its entry (inside `scoped()`,
+    until the scope ends).
 
     Example:
       >>> import tfjoint
@@ -203,59 +40,75 @@ def register_layer(layer_class: type, kind: LayerKind | None = None, **fields) -
       ... class Scale(keras.layers.Layer):
       ...     def call(self, x):
       ...         return 2.0 * x
-      >>> kind = tfjoint.register_layer(Scale, channels="follows", tflite_ops=("MUL",),
-      ...     quantization=tfjoint.Quantization.output_only())
-      >>> tfjoint.kind_of(Scale()).channels
+      >>> with tfjoint.registry.scoped():
+      ...     kind = tfjoint.register_layer(Scale, channels="follows", tflite_ops=("MUL",),
+      ...         quantization=tfjoint.Quantization.output_only())
+      ...     tfjoint.kind_of(Scale()).channels.rule.name
       'follows'
 
     Args:
-      layer_class: a tf_keras layer class (register it for Keras
-        serialization too: TF-MOT clones models through their configs).
+      layer_class: a tf_keras layer class, or a Keras 3 one (`import keras`):
+        the Keras 3 bridge then carries the layer into the tf_keras model.
+        Register it for Keras serialization too (TF-MOT clones models
+        through their configs).
       kind: a ready `LayerKind` (e.g. `tfjoint.kind_of(Conv2D).replace(...)`).
-      **fields: or the `LayerKind` fields directly.
+      **fields: or the kind's fields: facets (`prune=`, `channels=`,
+        `quantization=`, `keras3=`, `tflite_ops=`, `tags=`, `affine_map=`) or
+        the flat keywords of `LayerKind.of` (`channels="follows"`,
+        `pruned_weight="kernel"`, `channel_axes=...`).
 
     Returns:
       The registered `LayerKind`.
 
     Raises:
-      errors.ConfigError: not a tf_keras layer class, both `kind` and fields,
+      errors.ConfigError: not a Keras layer class, both `kind` and fields,
         or a field out of range.
     """
-    if not inspect.isclass(layer_class) or not issubclass(layer_class, keras.layers.Layer):
+    keras_layer = inspect.isclass(layer_class) and (issubclass(layer_class, keras.layers.Layer)
+                                                    or is_keras3_layer_class(layer_class))
+    if not keras_layer:
         received = layer_class.__name__ if inspect.isclass(layer_class) else repr(layer_class)
-        hint = (" It is a Keras 3 layer: register the tf_keras (`tfjoint.keras`) class; Keras 3 models are rebuilt "
-                "from tf_keras layers.") if inspect.isclass(layer_class) and layer_class.__module__.startswith(
-                    "keras") else ""
         raise errors.ConfigError(f"`layer_class` must be a tf_keras layer class (a subclass of "
-                                 f"tfjoint.keras.layers.Layer); received {received}.{hint}")
+                                 f"tfjoint.keras.layers.Layer) or a Keras 3 one (keras.layers.Layer); received "
+                                 f"{received}.")
     if kind is not None and fields:
         raise errors.ConfigError(f"give `register_layer` either a LayerKind or its fields, not both; received a "
                                  f"kind and {sorted(fields)}.")
     if kind is not None and not isinstance(kind, LayerKind):
         raise errors.ConfigError(f"`kind` must be a tfjoint.LayerKind; received {type(kind).__name__}.")
     if kind is None:
-        unknown = sorted(set(fields) - {f.name for f in dataclasses.fields(LayerKind)})
-        if unknown:
-            raise errors.ConfigError(f"unknown LayerKind fields {unknown}; known: "
-                                     f"{sorted(f.name for f in dataclasses.fields(LayerKind))}.")
-        kind = LayerKind(**fields)
+        kind = LayerKind.of(**fields)
     _KINDS[layer_class] = kind
     return kind
 
 
+@contextlib.contextmanager
+def scoped() -> Iterator[None]:
+    """Registrations made inside end with the block: the table is put back as it was.
+
+    Example:
+      with tfjoint.registry.scoped():
+          tfjoint.register_layer(MyLayer, channels="follows")
+          ...  # MyLayer is known here only
+    """
+    saved = dict(_KINDS)
+    try:
+        yield
+    finally:
+        _KINDS.clear()
+        _KINDS.update(saved)
+
+
 def unwrapped(layer):
-    """The layer a TF-MOT QuantizeWrapper wraps, or the layer itself."""
-    return layer.layer if isinstance(layer, tfmot.quantization.keras.QuantizeWrapper) else layer
+    """The layer a TF-MOT QuantizeWrapper (or tfjoint's Keras 3 host) holds, or the layer itself."""
+    layer = layer.layer if _tfmot.is_quantize_wrapper(layer) else layer
+    return getattr(layer, "keras3_layer", None) or layer
 
 
 def kind_of(layer_or_class) -> LayerKind | None:
     """The entry of a layer (wrapped or not) or class, from its nearest registered ancestor; None if unknown."""
-    cls = layer_or_class if inspect.isclass(layer_or_class) else type(unwrapped(layer_or_class))
-    for ancestor in cls.__mro__:
-        kind = _KINDS.get(ancestor)
-        if kind is not None:
-            return kind
-    return None
+    cls = registered_class(layer_or_class)
+    return _KINDS[cls] if cls is not None else None
 
 
 def kind_named(class_name: str) -> LayerKind | None:
@@ -272,38 +125,40 @@ def registered_class(layer_or_class) -> type | None:
     return next((ancestor for ancestor in cls.__mro__ if ancestor in _KINDS), None)
 
 
-def class_names(*, tag: str | None = None, rewrite: str | None = None) -> str:
+def registered_kinds() -> dict[type, LayerKind]:
+    """Every registered class and its kind (a copy)."""
+    return dict(_KINDS)
+
+
+def class_names(*, tag: str | None = None, rewrite: type | None = None) -> str:
     """`"A|B"`: the serialized class names of registered kinds with `tag` and/or `rewrite`, for layout patterns."""
     names = []
     for cls, kind in _KINDS.items():
         if tag is not None and tag not in kind.tags:
             continue
-        if rewrite is not None and kind.quantization.rewrite != rewrite:
+        if rewrite is not None and kind.quantization.rewrite is not rewrite:
             continue
         names.append(keras.utils.get_registered_name(cls))
     return "|".join(sorted(names))
 
 
-def pruned_weight_name(layer, prune_depthwise: bool = False) -> str | None:
-    """Name of the weight tfjoint prunes in `layer`, or None (depthwise kernels only with `prune_depthwise`)."""
-    kind = kind_of(layer)
-    if kind is None or kind.pruned_weight is None or (kind.pruned_on_request and not prune_depthwise):
-        return None
-    return kind.pruned_weight
-
-
 def pruned_weight_names(layer, prune_depthwise: bool = False) -> tuple[str, ...]:
     """Every weight tfjoint prunes in `layer` (the ranked one first), or () if none."""
-    main = pruned_weight_name(layer, prune_depthwise)
     kind = kind_of(layer)
-    return (main,) + kind.also_pruned if main is not None and kind is not None else ()
+    return kind.prune.weights(prune_depthwise) if kind is not None else ()
+
+
+def pruned_weight_name(layer, prune_depthwise: bool = False) -> str | None:
+    """Name of the weight tfjoint ranks and prunes in `layer`, or None (depthwise kernels only on request)."""
+    names = pruned_weight_names(layer, prune_depthwise)
+    return names[0] if names else None
 
 
 def weight_variable(layer, name: str):
     """The variable named `name` of a (wrapped) layer, from the object its kind says holds it (an RNN's cell)."""
     inner = unwrapped(layer)
     kind = kind_of(inner)
-    holder = kind.weights_holder(inner) if kind is not None and kind.weights_holder else inner
+    holder = kind.prune.holder(inner) if kind is not None and kind.prune.holder else inner
     return getattr(holder, name)
 
 
@@ -313,9 +168,21 @@ def pruned_variable(layer, prune_depthwise: bool = False):
     return weight_variable(layer, name) if name is not None else None
 
 
+def offset_weight_names(layer) -> tuple[str, ...]:
+    """The weights of `layer` that shift each output channel by a constant (a bias, BatchNorm's beta)."""
+    kind = kind_of(layer)
+    return kind.offset_weights if kind is not None else ()
+
+
+def offset_variables(layer) -> list:
+    """The variables of `offset_weight_names(layer)` among the layer's (or its wrapper's) weights."""
+    names = set(offset_weight_names(layer))
+    return [variable for variable in layer.weights if weight_short_name(variable) in names]
+
+
 def needs_static_batch(model) -> bool:
-    """Whether any layer of `model` converts only with a fixed batch size (see `LayerKind.static_batch`)."""
-    return any(getattr(kind_of(layer), "static_batch", False) for layer in model.layers)
+    """Whether any layer of `model` converts only with a fixed batch size (see `Quantization.static_batch`)."""
+    return any(getattr(kind_of(layer), "quantization", Quantization()).static_batch for layer in model.layers)
 
 
 def needs_calibration(model) -> list:
@@ -347,11 +214,33 @@ def output_channels(layer) -> int | None:
     """Output channels of a built layer (filters, units, depthwise channels) if its kind says, else None."""
     kind = kind_of(layer)
     inner = unwrapped(layer)
-    if kind is None or kind.output_channels is None or not inner.built:
+    if kind is None or kind.channels.count is None or not inner.built:
         return None
-    return kind.output_channels(inner)
+    return kind.channels.count(inner)
 
 
 def is_input_layer(layer) -> bool:
     """Whether `layer` is a model's InputLayer."""
     return isinstance(layer, keras.layers.InputLayer)
+
+
+def _names(classes) -> list[str]:
+    return sorted(dict.fromkeys(cls.__name__ for cls in classes))
+
+
+def prunable_kinds_sentence() -> str:
+    """Which registered kinds tfjoint prunes, from the table: "Conv1D, Conv2D, Dense, LSTM kernels; ..."."""
+    always = [cls for cls, kind in _KINDS.items() if kind.prune.weight and not kind.prune.on_request]
+    on_request = [cls for cls, kind in _KINDS.items() if kind.prune.weight and kind.prune.on_request]
+    producers = [cls for cls, kind in _KINDS.items() if kind.channels.rule is NEW]
+    sentence = f"tfjoint prunes the weights of {', '.join(_names(always))} layers"
+    if on_request:
+        sentence += f" ({', '.join(_names(on_request))} with prune_depthwise=True)"
+    return sentence + f", and removes channels of {', '.join(_names(producers))} layers"
+
+
+def int8_kinds_sentence(limit: int = 16) -> str:
+    """The registered built-in kinds that become int8 operators, from the table (for refusals)."""
+    names = _names(cls for cls, kind in _KINDS.items() if kind.quantization.refused is None and kind.tflite_ops
+                   and cls.__module__.split(".")[0] == "tf_keras")
+    return ", ".join(names[:limit]) + (", ..." if len(names) > limit else "")

@@ -16,24 +16,12 @@ import numpy as np
 
 from tfjoint._litert import Interpreter, OpResolverType, ops_details
 from tfjoint._names import float_layer_name
+from tfjoint.tflite.operators import operator
 
 __all__ = ["OpInfo", "TensorInfo", "WeightTensor", "IOTensor", "FlatbufferSummary", "read_flatbuffer", "layer_of",
-           "WEIGHT_OPS", "operand_position", "float_op_problems"]
+           "float_op_problems"]
 
-# Operators whose input 1 is a weight (filter) tensor.
-WEIGHT_OPS = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV"})
-# Where a weight operator's activations and bias are among its inputs: (input, weights, bias), except
-# TRANSPOSE_CONV's (output_shape, weights, input, bias).
-_OPERAND_POSITIONS = {"data": 0, "bias": 2}
-_TRANSPOSE_CONV_POSITIONS = {"data": 2, "bias": 3}
-
-
-def operand_position(op_name: str, operand: str) -> int:
-    """Position of `operand` ("data" or "bias") among the inputs of the weight operator `op_name`."""
-    return (_TRANSPOSE_CONV_POSITIONS if op_name == "TRANSPOSE_CONV" else _OPERAND_POSITIONS)[operand]
 _FLOAT_DTYPES = (np.float32, np.float16, np.float64)
-# UNIDIRECTIONAL_SEQUENCE_LSTM's weights: input-to-{input, forget, cell, output} gates, then recurrent-to-the-same.
-_LSTM_WEIGHT_POSITIONS = tuple(range(1, 9))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,10 +61,11 @@ class WeightTensor:
 
     @property
     def output_channels(self) -> int:
-        """Filters of a CONV_2D/FULLY_CONNECTED weight (axis 0); channels of a depthwise one (axis 3)."""
-        if not self.shape:
+        """Output channels of a filter, on the axis the operator table gives (0: none known)."""
+        axis = operator(self.op_name).output_axis
+        if not self.shape or axis is None:
             return 0
-        return int(self.shape[-1] if self.op_name == "DEPTHWISE_CONV_2D" else self.shape[0])
+        return int(self.shape[axis])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -233,21 +222,17 @@ def _op_info(op: dict, details: dict) -> OpInfo:
     return OpInfo(op["index"], op["op_name"], inputs, outputs, floats, tuple(details[i]["name"] for i in used))
 
 
-def _weight_positions(op: dict) -> list[int]:
-    """The input positions of an operator that hold weights: the filter of a conv or FC, an LSTM's eight gates."""
-    if op["op_name"] in WEIGHT_OPS and len(op["inputs"]) > 1:
-        return [1]
-    return [p for p in _LSTM_WEIGHT_POSITIONS if p < len(op["inputs"]) and op["inputs"][p] >= 0] \
-        if op["op_name"] == "UNIDIRECTIONAL_SEQUENCE_LSTM" else []
+def _weight_positions(op: dict, constants: set[int]) -> list[int]:
+    """The input positions of an operator that hold constant weights (a filter, an LSTM's gates, a table)."""
+    inputs = op["inputs"]
+    return [p for p in operator(op["op_name"]).weights if p < len(inputs) and inputs[p] in constants]
 
 
 def _weight_tensor(interpreter, op: dict, position: int, details: dict) -> WeightTensor:
     index = op["inputs"][position]
     values = interpreter.get_tensor(index)
-    bias_index = -1
-    if op["op_name"] in WEIGHT_OPS:
-        bias_position = operand_position(op["op_name"], "bias")
-        bias_index = op["inputs"][bias_position] if len(op["inputs"]) > bias_position else -1
+    bias_position = operator(op["op_name"]).bias
+    bias_index = op["inputs"][bias_position] if bias_position is not None and len(op["inputs"]) > bias_position else -1
     return WeightTensor(
         op_index=op["index"],
         op_name=op["op_name"],
@@ -269,10 +254,14 @@ def read_flatbuffer(model_content: bytes) -> FlatbufferSummary:
     )
     interpreter.allocate_tensors()
     details = {t["index"]: t for t in interpreter.get_tensor_details()}
+    every_op = ops_details(interpreter)
+    produced = {int(i) for op in every_op for i in op["outputs"]}
+    fed = {int(d["index"]) for d in interpreter.get_input_details()}
+    constants = {index for index in details if index not in produced and index not in fed}
     ops, weights = [], []
-    for op in ops_details(interpreter):
+    for op in every_op:
         ops.append(_op_info(op, details))
-        weights += [_weight_tensor(interpreter, op, position, details) for position in _weight_positions(op)]
+        weights += [_weight_tensor(interpreter, op, position, details) for position in _weight_positions(op, constants)]
     input_names, output_names = _signature_names(interpreter)
     return FlatbufferSummary(
         ops=tuple(ops),

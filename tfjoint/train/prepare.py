@@ -9,8 +9,7 @@ schedule to run.
 """
 
 import contextlib
-import dataclasses
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import tensorflow_model_optimization as tfmot
@@ -23,17 +22,24 @@ from tfjoint._keras import (
     is_keras3_model,
     keras,
     nested_inputs_and_outputs,
-    selected_layer_names,
-    weight_short_name,
 )
 from tfjoint.bridge.keras3 import from_keras3
 from tfjoint.prune.budget import CompressionPlan
 from tfjoint.prune.channels import ChannelPlan, plan_channel_groups
 from tfjoint.prune.schedule import JointSchedule
+from tfjoint.prune.selection import LayerSelection
 from tfjoint.quantize.scheme import JointQuantizeScheme
 from tfjoint.quantize.wrappers import adopt_joint_layers
-from tfjoint.registry import kind_of, needs_calibration, prunable_layers, pruned_weight_name, pruned_weight_names
-from tfjoint.registry.table import NEW, OUTPUT
+from tfjoint.registry import (
+    OUTPUT,
+    kind_of,
+    needs_calibration,
+    offset_variables,
+    prunable_kinds_sentence,
+    prunable_layers,
+    pruned_weight_name,
+    pruned_weight_names,
+)
 from tfjoint.tflite import convert
 from tfjoint.tflite.flatbuffer import float_op_problems, read_flatbuffer
 from tfjoint.train.prepared_model import PreparedModel
@@ -46,10 +52,10 @@ CHANNEL_CRITERIA = ("l1", "l2")
 
 def _unprunable_hint(layer) -> str:
     kind = kind_of(layer)
-    if kind is not None and kind.pruned_on_request:
-        return f"pass prune_depthwise=True to prune its '{kind.pruned_weight}'"
-    return ("its kind has no pruned weight in tfjoint's registry (tfjoint prunes Dense, Conv1D and Conv2D kernels, "
-            "DepthwiseConv2D with prune_depthwise=True; register your own layer with tfjoint.register_layer)")
+    if kind is not None and kind.prune.on_request:
+        return f"pass prune_depthwise=True to prune its '{kind.prune.weight}'"
+    return (f"its kind has no pruned weight in tfjoint's registry ({prunable_kinds_sentence()}; register your own "
+            "layer with tfjoint.register_layer)")
 
 
 def _check_per_layer_targets(model, targets: Mapping[str, float], prune_depthwise: bool) -> None:
@@ -68,11 +74,10 @@ def _check_per_layer_targets(model, targets: Mapping[str, float], prune_depthwis
             )
 
 
-def _pruned_weights(
-    model, schedule: JointSchedule, prune_depthwise: bool, prune_only: LayerSelector, exclude: LayerSelector
-) -> dict[str, tuple[str, ...]]:
-    only = selected_layer_names(model, prune_only, "prune_only")
-    excluded = selected_layer_names(model, exclude, "exclude") or set()
+def _pruned_weights(model, schedule: JointSchedule, selection: LayerSelection) -> dict[str, tuple[str, ...]]:
+    prune_depthwise = selection.prune_depthwise
+    only = selection.only_names(model)
+    excluded = selection.excluded_names(model)
     if isinstance(schedule.target_sparsity, Mapping):
         _check_per_layer_targets(model, schedule.target_sparsity, prune_depthwise)
     pruned = {}
@@ -98,7 +103,7 @@ def _channel_specs(model, plan: ChannelPlan, schedule: JointSchedule, criterion:
     specs = {}
     for layer in model.layers:
         kind = kind_of(layer)
-        axes = kind.channel_axes if kind is not None else {}
+        axes = kind.channels.axes if kind is not None else {}
         if not axes or layer.name not in plan.layers:
             continue
         segments: list[tuple[str | None, int]] = [(group if group in prunable else None, size)
@@ -142,18 +147,18 @@ def _plan_channels(model, schedule, pruned, criterion) -> tuple[JointSchedule, d
     per_group = isinstance(schedule.channel_sparsity, Mapping)
     if not per_group and not schedule.prunes_channels:
         return schedule, {}
-    producers = {name for name in pruned if getattr(kind_of(model.get_layer(name)), "channels", None) == NEW}
+    producers = {name for name in pruned if getattr(kind_of(model.get_layer(name)), "is_producer", False)}
     plan = plan_channel_groups(model, producers)
     for note in plan.frozen_notes(include_outputs=False):
         logging.warning("tfjoint channel pruning: %s.", note)
     if per_group:
         schedule = schedule.replace(channel_sparsity=_per_group_targets(plan, schedule.channel_sparsity, model))
     elif not plan.prunable_groups:
-        reasons = "; ".join(plan.frozen_notes()) or "it has no Conv1D, Conv2D or Dense layer to prune"
+        reasons = "; ".join(plan.frozen_notes()) or "it has no layer whose channels tfjoint removes"
         raise errors.ConfigError(
             f"`channel_sparsity`={schedule.channel_sparsity} but no channels of model '{model.name}' can be removed: "
-            f"{reasons}. Use channel_sparsity=0 (weight sparsity still applies), or prune a model with hidden "
-            "Conv/Dense layers."
+            f"{reasons} ({prunable_kinds_sentence()}). Use channel_sparsity=0 (weight sparsity still applies), or "
+            "prune a model with hidden layers of those kinds."
         )
     return schedule, _channel_specs(model, plan, schedule, criterion)
 
@@ -187,8 +192,9 @@ def ranges_initialized(prepared, samples):
     saved = [variable.numpy() for variable in prepared.variables]
     distinct = np.random.default_rng(0)
     try:
-        for variable, value in zip(prepared.variables, saved):
-            if weight_short_name(variable) in ("bias", "beta") and not np.any(value):
+        for variable in (v for layer in prepared.layers for v in offset_variables(layer)):
+            value = variable.numpy()
+            if not np.any(value):
                 variable.assign(distinct.uniform(1e-2, 2e-2, value.shape).astype(value.dtype))
         prepared(samples if len(samples) > 1 else samples[0], training=True)
         yield
@@ -226,6 +232,19 @@ def refuse_what_export_would(prepared) -> None:
             f"model once): {'; '.join(problems)}. Replace or exclude those layers with ones TFLite runs in int8.")
 
 
+def _check_quantizable(model) -> None:
+    """Layers whose kind is quantized but which, as configured, cannot be: refused now, each with its reason."""
+    refusals = []
+    for layer in model.layers:
+        kind = kind_of(layer)
+        reason = kind.quantization.check(layer) if kind is not None and kind.quantization.check else None
+        if reason:
+            refusals.append(f"'{layer.name}' ({type(layer).__name__}): {reason}")
+    if refusals:
+        raise errors.UnsupportedLayerError(f"model '{model.name}' has layers tfjoint cannot make int8 as they are: "
+                                           + "; ".join(refusals) + ".")
+
+
 def _check_custom_layers_serializable(model) -> None:
     """A custom layer TF-MOT must clone has to be registered for Keras serialization; say so before TF-MOT fails."""
     unregistered = []
@@ -252,46 +271,56 @@ def _input_shapes(model) -> dict[str, tuple]:
     return shapes
 
 
-def _schedule_from_plan(plan: CompressionPlan, target_sparsity, end_step, timing) -> JointSchedule:
+_TIMING = ("begin_step", "initial_sparsity", "power", "frequency", "quant_start_step", "channel_sparsity")
+
+
+def _schedule_from_plan(plan: CompressionPlan, target_sparsity, end_step, timing: dict) -> JointSchedule:
     """The schedule that trains a `CompressionPlan`: its channels per group, its weight sparsity per layer."""
-    if not isinstance(plan, CompressionPlan):
-        raise errors.ConfigError(f"`plan` must be a tfjoint.CompressionPlan (from tfjoint.plan_for_budget); received "
-                                 f"{type(plan).__name__}.")
-    given = [name for name, value in (("target_sparsity", target_sparsity),) if value is not None]
-    if timing["channel_sparsity"]:
-        given.append("channel_sparsity")
+    given = [name for name, value in (("target_sparsity", target_sparsity),
+                                      ("channel_sparsity", timing.get("channel_sparsity"))) if value is not None]
     if given:
-        raise errors.ConfigError(f"pass either `plan` or {', '.join(f'`{n}`' for n in given)}, not both: the plan "
-                                 "says which channels and weights go.")
+        raise errors.ConfigError(f"pass either a CompressionPlan or {', '.join(f'`{n}`' for n in given)}, not both: "
+                                 "the plan says which channels and weights go.")
     if end_step is None:
-        raise errors.ConfigError("prepare(plan=...) needs `end_step` (the step at which the plan is reached).")
+        raise errors.ConfigError("prepare(schedule=plan) needs `end_step` (the step at which the plan is reached).")
     weight_targets = dict(plan.weight_sparsity) if plan.weight_sparsity else 0.0
     return JointSchedule(target_sparsity=weight_targets, end_step=end_step,
                          **dict(timing, channel_sparsity=dict(plan.channel_fractions)))
 
 
-def _schedule_from_arguments(schedule, target_sparsity, end_step, timing) -> JointSchedule:
-    if schedule is not None:
-        if not isinstance(schedule, JointSchedule):
-            raise errors.ConfigError(
-                f"`schedule` must be a tfjoint.JointSchedule; received {type(schedule).__name__}. "
-                "Build one with tfjoint.JointSchedule(...) or tfjoint.plan_schedule(...)."
-            )
+def joint_schedule(schedule, target_sparsity, end_step, timing: dict) -> JointSchedule:
+    """The one `JointSchedule` from `prepare`'s schedule-or-plan argument and the keywords actually given.
+
+    `schedule` is a `JointSchedule` (nothing else may be given), a
+    `CompressionPlan` (with `end_step` and timing keywords), a TF-MOT
+    `PruningSchedule` (the weight masks follow it), or None (then
+    `target_sparsity` and `end_step` are required).
+    """
+    timing = {name: value for name, value in timing.items() if value is not None}
+    if isinstance(schedule, JointSchedule):
         given = [name for name, value in (("target_sparsity", target_sparsity), ("end_step", end_step))
-                 if value is not None]
-        defaults = {field.name: field.default for field in dataclasses.fields(JointSchedule)}
-        given += [name for name, value in timing.items() if value != defaults[name]]
+                 if value is not None] + sorted(timing)
         if given:
             raise errors.ConfigError(
                 f"pass either `schedule` or {', '.join(f'`{n}`' for n in given)}, not both: the schedule already "
-                f"holds them ({schedule.to_dict()})."
-            )
+                f"holds them ({schedule.to_dict()}).")
         return schedule
+    if isinstance(schedule, CompressionPlan):
+        return _schedule_from_plan(schedule, target_sparsity, end_step, timing)
+    if isinstance(schedule, tfmot.sparsity.keras.PruningSchedule):
+        if target_sparsity is not None:
+            raise errors.ConfigError(f"pass either a PruningSchedule or `target_sparsity`, not both: "
+                                     f"{type(schedule).__name__} says how sparse every pruned kernel gets.")
+        return JointSchedule.following(schedule, end_step, **timing)
+    if schedule is not None:
+        raise errors.ConfigError(
+            f"`schedule` must be a tfjoint.JointSchedule, a tfjoint.CompressionPlan (from plan_for_budget) or a "
+            f"TF-MOT PruningSchedule; received {type(schedule).__name__}. Build one with tfjoint.JointSchedule(...) "
+            "or tfjoint.plan_schedule(...).")
     if target_sparsity is None or end_step is None:
         missing = [n for n, v in (("target_sparsity", target_sparsity), ("end_step", end_step)) if v is None]
         raise errors.ConfigError(
-            f"prepare needs {' and '.join(f'`{n}`' for n in missing)} (or a `schedule=tfjoint.JointSchedule(...)`)."
-        )
+            f"prepare needs {' and '.join(f'`{n}`' for n in missing)} (or a `schedule=tfjoint.JointSchedule(...)`).")
     return JointSchedule(target_sparsity=target_sparsity, end_step=end_step, **timing)
 
 
@@ -300,20 +329,21 @@ def prepare(
     target_sparsity: float | Mapping[str, float] | None = None,
     end_step: int | None = None,
     *,
-    begin_step: int = 0,
-    initial_sparsity: float = 0.0,
-    power: float = 3.0,
-    frequency: int = 100,
-    quant_start_step: int = 0,
-    channel_sparsity: float = 0.0,
-    schedule: JointSchedule | None = None,
-    plan: CompressionPlan | None = None,
+    schedule: JointSchedule | CompressionPlan | Any = None,
+    layers: LayerSelection | None = None,
     channel_criterion: str = "l1",
-    prune_depthwise: bool = False,
-    prune_only: LayerSelector = None,
-    exclude: LayerSelector = None,
     sample_inputs=None,
     check_conversion: bool = True,
+    begin_step: int | None = None,
+    initial_sparsity: float | None = None,
+    power: float | None = None,
+    frequency: int | None = None,
+    quant_start_step: int | None = None,
+    channel_sparsity: float | None = None,
+    plan: CompressionPlan | None = None,
+    prune_depthwise: bool | None = None,
+    prune_only: LayerSelector = None,
+    exclude: LayerSelector = None,
 ) -> keras.Model:
     """Wraps a float model for joint magnitude pruning and QAT in one fit.
 
@@ -350,6 +380,27 @@ def prepare(
         a dict `{layer name: sparsity}` (e.g. from `tfjoint.allocate_sparsity`)
         that prunes exactly the layers it names, each to its own target.
       end_step: step at which the target is reached (see `JointSchedule`).
+      schedule: instead of `target_sparsity` and the timing keywords, one of:
+        a ready `tfjoint.JointSchedule`; a `tfjoint.CompressionPlan` (from
+        `tfjoint.plan_for_budget`: the fraction of channels each channel
+        group loses and the weight sparsity per layer; `end_step` and the
+        timing keywords still apply); or a TF-MOT `PruningSchedule` (e.g.
+        `tfmot.sparsity.keras.ConstantSparsity`, or your own subclass) that
+        the weight masks follow.
+      layers: a `tfjoint.LayerSelection` (which layers are pruned) instead of
+        `prune_only`, `exclude` and `prune_depthwise`.
+      channel_criterion: how filters are ranked for removal: "l1" (sum of
+        absolute weights) or "l2" norm, summed over a group's producers.
+      sample_inputs: for a Keras 3 model, inputs to check its tf_keras rebuild
+        on (default: seeded random values; see `tfjoint.from_keras3`).
+      check_conversion: convert the prepared model once, as the export will,
+        so that a layer the int8 export would refuse is refused now, before
+        any training (see the README for what it costs; off saves that time
+        when the same architecture already exported).
+
+    Timing keywords (each a field of `JointSchedule`; left at None they keep
+    its default, and giving one beside a ready `JointSchedule` is an error):
+
       begin_step: step of the first mask update.
       initial_sparsity: sparsity at `begin_step`.
       power: PolynomialDecay exponent.
@@ -366,23 +417,11 @@ def prepare(
         keeps at least one channel. `tfjoint.strip` removes them from the
         model, so the int8 file is smaller and faster. The model returned is
         then updated by the `PreparedModel`'s `train_step`.
-      schedule: a ready `JointSchedule` instead of the seven arguments above.
-      plan: a `tfjoint.CompressionPlan` (from `tfjoint.plan_for_budget`)
-        instead of `target_sparsity` and `channel_sparsity`: the fraction of
-        channels each channel group loses, and the weight sparsity per layer;
-        `end_step` and the other timing arguments still apply.
-      channel_criterion: how filters are ranked for removal: "l1" (sum of
-        absolute weights) or "l2" norm, summed over a group's producers.
-      prune_depthwise: also prune DepthwiseConv2D kernels.
-      prune_only: layer names (or a predicate on layers) to prune; default all
-        prunable layers.
-      exclude: layer names (or a predicate) never to prune.
-      sample_inputs: for a Keras 3 model, inputs to check its tf_keras rebuild
-        on (default: seeded random values; see `tfjoint.from_keras3`).
-      check_conversion: convert the prepared model once, as the export will,
-        so that a layer the int8 export would refuse is refused now, before
-        any training (see the README for what it costs; off saves that time
-        when the same architecture already exported).
+
+    Shorthands (`schedule=plan` and `layers=tfjoint.LayerSelection(...)` say
+    the same; giving both forms is an error): `plan` (a CompressionPlan),
+    `prune_depthwise` (also prune DepthwiseConv2D kernels), `prune_only`
+    (layer names or a predicate: only these), `exclude` (never these).
 
     Returns:
       A new `tfjoint.PreparedModel` (a tf_keras Functional model that stores
@@ -401,16 +440,20 @@ def prepare(
     if is_keras3_model(model):
         model = from_keras3(model, sample_inputs)
     check_float_model(model)
+    if plan is not None:
+        if not isinstance(plan, CompressionPlan):
+            raise errors.ConfigError(f"`plan` must be a tfjoint.CompressionPlan (from tfjoint.plan_for_budget); "
+                                     f"received {type(plan).__name__}.")
+        if schedule is not None:
+            raise errors.ConfigError("pass either `plan` or `schedule`, not both (schedule=plan says the same).")
+        schedule = plan
     timing = dict(begin_step=begin_step, initial_sparsity=initial_sparsity, power=power, frequency=frequency,
                   quant_start_step=quant_start_step, channel_sparsity=channel_sparsity)
-    if plan is not None:
-        if schedule is not None:
-            raise errors.ConfigError("pass either `plan` or `schedule`, not both.")
-        schedule = _schedule_from_plan(plan, target_sparsity, end_step, timing)
-    else:
-        schedule = _schedule_from_arguments(schedule, target_sparsity, end_step, timing)
+    schedule = joint_schedule(schedule, target_sparsity, end_step, timing)
+    selection = LayerSelection.of(layers, prune_depthwise=prune_depthwise, prune_only=prune_only, exclude=exclude)
     _check_custom_layers_serializable(model)
-    pruned = _pruned_weights(model, schedule, prune_depthwise, prune_only, exclude)
+    _check_quantizable(model)
+    pruned = _pruned_weights(model, schedule, selection)
     schedule, channel_specs = _plan_channels(model, schedule, pruned, channel_criterion)
     scheme = JointQuantizeScheme(schedule, pruned, channel_specs, input_shapes=_input_shapes(model))
     annotated = tfmot.quantization.keras.quantize_annotate_model(model)

@@ -264,7 +264,7 @@ def pruning_plan(model) -> dict[str, float] | None:
     """
     model = prepared_model(model)
     if is_prepared(model):
-        return {pk.layer_name: float(pk.quantizer.schedule["final_sparsity"]) for pk in pruned_kernels(model)}
+        return {pk.layer_name: pk.quantizer.final_sparsity or 0.0 for pk in pruned_kernels(model)}
     carried = _CARRIED_SCHEDULES.get(model)
     return dict(carried[1]) if carried is not None else None
 

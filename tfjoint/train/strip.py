@@ -24,7 +24,7 @@ from tfjoint.prune.channels import Layout, channel_layouts
 from tfjoint.prune.schedule import JointSchedule
 from tfjoint.quantize.config import JointQuantizeConfig, unwrap_config
 from tfjoint.quantize.quantizers import CHANNEL_MASK, ChannelMaskQuantizer, GatedQuantizer, mask_shape
-from tfjoint.registry import kind_of, unwrapped
+from tfjoint.registry import identity_layer, kind_of, unwrapped
 from tfjoint.train.prepared_model import PreparedModel, group_masks
 from tfjoint.train.readback import (
     carry_schedule,
@@ -77,9 +77,9 @@ def _smaller_config(inner, keep_out: np.ndarray | None) -> dict:
     """The layer's config with `keep_out` output channels, as its registry entry resizes it."""
     config = inner.get_config()
     kind = kind_of(inner)
-    if keep_out is None or kind is None or kind.resize is None:
+    if keep_out is None or kind is None or kind.channels.resize is None:
         return config
-    return kind.resize(config, int(keep_out.size))
+    return kind.channels.resize(config, int(keep_out.size))
 
 
 def _strip_layer(layer, kept):
@@ -104,13 +104,13 @@ def _sliced(kind, name: str, value: np.ndarray, keep_in, keep_out) -> np.ndarray
     if kind is None:
         return value
     kept = {"in": keep_in, "out": keep_out}
-    axes = kind.sliced_weights.get(name)
+    axes = kind.channels.sliced.get(name)
     if axes is not None:
         for side, axis in axes.items():
             value = _take(value, kept[side], axis % value.ndim)
         return value
     if value.ndim == 1 and name.endswith(("_min", "_max")):  # a per-channel quantizer range
-        channels = kept[kind.range_channels]
+        channels = kept[kind.channels.range_channels]
         if channels is not None and value.shape[0] > len(channels):
             return _take(value, channels, 0)
     return value
@@ -198,7 +198,7 @@ def _float_layer(layer):
     if isinstance(layer, tfmot.quantization.keras.QuantizeWrapper):
         return layer.layer.__class__.from_config(layer.layer.get_config())
     if isinstance(layer, _QuantizeLayer):
-        return keras.layers.Activation("linear", name=layer.name)  # converts to no operator at all
+        return identity_layer(layer.name)  # converts to no operator at all
     return layer.__class__.from_config(layer.get_config())
 
 

@@ -1,6 +1,10 @@
-"""Layout transforms that make common layers fully int8: Conv1D, Dense+BatchNorm and input preprocessing.
+"""Layout rewrites that make common layers fully int8: Conv1D, Dense+BatchNorm and input preprocessing.
 
-Run before TF-MOT's own list, they rewrite layers TF-MOT's 8-bit scheme (or
+A registry entry names the rewrite that quantizes its kind by class
+(`Quantization(rewrite=Conv1DAsConv2D)`); `rewrite_transforms` collects the
+classes the registered kinds name, so a new rewrite is one `Rewrite` subclass
+and the entries that refer to it. Run before TF-MOT's own list (`PHASE`
+"before"; a lone BatchNorm's "after" TF-MOT's Conv+BN folds), they rewrite layers TF-MOT's 8-bit scheme (or
 the converter after it) leaves in float into Conv2D-shaped equivalents whose
 handling TF-MOT and the converter already get right. Weights are carried over
 exactly and the rewritten layer keeps the user's layer name, so pruning,
@@ -55,15 +59,15 @@ import numpy as np
 import tensorflow_model_optimization as tfmot
 
 from tfjoint._keras import keras
-from tfjoint.registry import class_names
-from tfjoint.registry.builtin import on_last_axis
+from tfjoint.registry.kind import Rewrite
 from tfjoint.registry.own_layers import ExpandDims, Squeeze
-from tfjoint.registry.table import kind_named
+from tfjoint.registry.recurrent import IntegerLSTM
+from tfjoint.registry.table import class_names, kind_named, registered_kinds
 
-__all__ = ["Conv1DAsConv2D", "DenseAsConv2D", "AffineAsDepthwise", "ActivationAsLayer", "rewrite_transforms",
-           "batchnorm_transforms", "EXPAND_SUFFIX", "SQUEEZE_SUFFIX", "ACTIVATION_SUFFIX",
-           "DEPTHWISE_SUFFIX", "SeparableConv1DAsConv2D", "SequenceDenseAsConv2D",
-           "DepthwiseConv1DAsConv2D"]
+__all__ = ["Rewrite", "Conv1DAsConv2D", "DenseAsConv2D", "AffineAsDepthwise", "ActivationAsLayer",
+           "rewrite_transforms", "batchnorm_transforms", "EXPAND_SUFFIX", "SQUEEZE_SUFFIX", "ACTIVATION_SUFFIX",
+           "DEPTHWISE_SUFFIX", "SeparableConv1DAsConv2D", "SequenceDenseAsConv2D", "DepthwiseConv1DAsConv2D",
+           "on_last_axis", "identity_layer", "LSTMAsIntegerCells"]
 
 _transforms = tfmot.quantization.keras.graph_transformations.transforms
 # TF-MOT's graph-transformation classes, typed as Any: TF-MOT ships no type information for them.
@@ -76,8 +80,26 @@ SQUEEZE_SUFFIX = "_as_1d"
 ACTIVATION_SUFFIX = "_activation"
 DEPTHWISE_SUFFIX = "_depthwise"
 # The layers a rewritten Conv/Dense may absorb, by their registry tags. Longest patterns first, as in TF-MOT's list.
-_CONV1D_FOLLOWERS = (("batch_norm", "relu"), ("batch_norm", "activation"), ("batch_norm",), ())
-_DENSE_FOLLOWERS = (("batch_norm", "relu"), ("batch_norm", "activation"), ("batch_norm",))
+_CONV1D_FOLLOWERS: tuple[tuple[str, ...], ...] = (("batch_norm", "relu"), ("batch_norm", "activation"),
+                                                  ("batch_norm",), ())
+_DENSE_FOLLOWERS: tuple[tuple[str, ...], ...] = (("batch_norm", "relu"), ("batch_norm", "activation"), ("batch_norm",))
+
+
+def _axes_of(axis) -> list[int]:
+    if axis is None:
+        return []
+    return [int(a) for a in axis] if isinstance(axis, (list, tuple)) or hasattr(axis, "__iter__") else [int(axis)]
+
+
+def on_last_axis(axis, rank: int) -> bool:
+    """Whether `axis` (an int or a list of one) is the last axis of a rank-`rank` tensor."""
+    axes = _axes_of(axis)
+    return len(axes) == 1 and axes[0] in (-1, rank - 1)
+
+
+def identity_layer(name: str):
+    """A layer that passes its input through and converts to no operator (what the input quantizer stands for)."""
+    return keras.layers.Activation("linear", name=name)
 
 
 def _is_batch_norm(class_name: str) -> bool:
@@ -116,7 +138,7 @@ def _wrap_in_2d(name: str, rank: int, core: LayerNode, last_name: str) -> LayerN
     return LayerNode(_serialized(squeeze), input_layers=[core], metadata={"quantize_config": None})
 
 
-class Conv1DAsConv2D(_Transform):
+class Conv1DAsConv2D(Rewrite):
     """Rewrites one Conv1D chain (see the module docstring) as its Conv2D equivalent.
 
     Args:
@@ -126,14 +148,20 @@ class Conv1DAsConv2D(_Transform):
         rewrite needs (Dense).
     """
 
-    REWRITE = "conv1d_as_conv2d"  # the kinds whose registry entry names this rewrite
+    ORDER = 20
+    FOLLOWERS = _CONV1D_FOLLOWERS
 
     def __init__(self, followers: tuple[str, ...] = (), input_ranks: dict[str, int] | None = None):
         self._followers = tuple(followers)
         self._input_ranks = dict(input_ranks or {})
 
+    @classmethod
+    def instances(cls, input_shapes: dict[str, tuple]) -> list:
+        ranks = {name: len(shape) for name, shape in input_shapes.items()}
+        return [cls(followers, ranks) for followers in cls.FOLLOWERS]
+
     def pattern(self):
-        pattern = LayerPattern(class_names(rewrite=self.REWRITE),
+        pattern = LayerPattern(class_names(rewrite=self.matched()),
                                config={"activation": "linear"} if self._followers else {})
         for follower in self._followers:
             config = {"activation": "relu"} if follower == "activation" else {}
@@ -203,7 +231,7 @@ class SeparableConv1DAsConv2D(Conv1DAsConv2D):
     the layer's name (as TF-MOT's SeparableConv2D split does in tfjoint).
     """
 
-    REWRITE = "separable_conv1d_as_conv2d"
+    ORDER = 21
 
     def _core(self, config, weights) -> LayerNode:
         k, stride, dilation = (_single(config[key]) for key in ("kernel_size", "strides", "dilation_rate"))
@@ -233,7 +261,7 @@ class DepthwiseConv1DAsConv2D(Conv1DAsConv2D):
     quantized per channel and its BatchNorm folds.
     """
 
-    REWRITE = "depthwise_conv1d_as_conv2d"
+    ORDER = 22
 
     def _core(self, config, weights) -> LayerNode:
         k, stride, dilation = (_single(config[key]) for key in ("kernel_size", "strides", "dilation_rate"))
@@ -253,7 +281,13 @@ class DepthwiseConv1DAsConv2D(Conv1DAsConv2D):
 class DenseAsConv2D(Conv1DAsConv2D):
     """Rewrites Dense -> BatchNormalization [-> ReLU] as a 1x1 Conv2D chain (rank-2 or rank-3 inputs)."""
 
-    REWRITE = "dense_as_conv2d"
+    ORDER = 23
+    FOLLOWERS = _DENSE_FOLLOWERS
+
+    @classmethod
+    def instances(cls, input_shapes: dict[str, tuple]) -> list:
+        ranks = {name: len(shape) for name, shape in input_shapes.items()}
+        return super().instances(input_shapes) + [SequenceDenseAsConv2D((), ranks)]
 
     def _rank(self, name: str) -> int | None:
         rank = self._input_ranks.get(name)
@@ -283,7 +317,7 @@ class SequenceDenseAsConv2D(DenseAsConv2D):
         return 3 if self._input_ranks.get(name) == 3 else None
 
 
-class AffineAsDepthwise(_Transform):
+class AffineAsDepthwise(Rewrite):
     """Rewrites a per-channel affine layer (Rescaling, Normalization, a lone BatchNorm) as a 1x1 DepthwiseConv2D.
 
     Which layers it matches, and their per-channel `(scale, offset)`, come from
@@ -296,14 +330,18 @@ class AffineAsDepthwise(_Transform):
         channel count and rank.
     """
 
-    REWRITE = "affine_as_depthwise"
+    ORDER = 10
 
     def __init__(self, batch_norms: bool = False, input_shapes: dict[str, tuple] | None = None):
         self._batch_norms = batch_norms
         self._input_shapes = dict(input_shapes or {})
 
+    @classmethod
+    def instances(cls, input_shapes: dict[str, tuple]) -> list:
+        return [cls(input_shapes=input_shapes)]
+
     def pattern(self):
-        names = class_names(rewrite=self.REWRITE).split("|")
+        names = class_names(rewrite=self.matched()).split("|")
         batch_norms = set(class_names(tag="batch_norm").split("|"))
         return LayerPattern("|".join(n for n in names if (n in batch_norms) == self._batch_norms))
 
@@ -354,20 +392,61 @@ class ActivationAsLayer(_Transform):
         return LayerNode(_serialized(activation), input_layers=[node], metadata={"quantize_config": None})
 
 
+class LSTMAsIntegerCells(Rewrite):
+    """A Keras LSTM as an `IntegerLSTM` (`tfjoint.registry.recurrent`) of the same name and weights.
+
+    The LSTM's registry entry refuses, before this runs, an LSTM the integer
+    cell cannot stand for (`lstm_refusal`).
+    """
+
+    ORDER = 30
+
+    def pattern(self):
+        return LayerPattern(class_names(rewrite=self.matched()))
+
+    def replacement(self, match_layer):
+        config = match_layer.layer["config"]
+        weights = _weights_of(match_layer)
+        layer = IntegerLSTM(config["units"], return_sequences=config.get("return_sequences", False),
+                            go_backwards=config.get("go_backwards", False), use_bias=config.get("use_bias", True),
+                            name=config["name"], trainable=config.get("trainable", True))
+        names = ("kernel:0", "recurrent_kernel:0") + (("bias:0",) if layer.use_bias else ())
+        ordered = collections.OrderedDict((name, weights[name]) for name in names)
+        return LayerNode(_serialized(layer), weights=ordered, metadata={"quantize_config": None})
+
+    def custom_objects(self):
+        return {"tfjoint>IntegerLSTM": IntegerLSTM}
+
+
+class _LoneBatchNormAsDepthwise(AffineAsDepthwise):
+    """The affine rewrite for the BatchNorms TF-MOT's Conv+BN transforms did not fold (it runs after them)."""
+
+    PHASE = "after"
+    MATCHES = AffineAsDepthwise
+
+    @classmethod
+    def instances(cls, input_shapes: dict[str, tuple]) -> list:
+        return [cls(batch_norms=True, input_shapes=input_shapes)]
+
+
+SequenceDenseAsConv2D.MATCHES = DenseAsConv2D
+
+
+def _registered_rewrites(phase: str) -> list[type[Rewrite]]:
+    """The rewrite classes registered kinds name (and their variants of `phase`), in `ORDER`."""
+    named: set[type[Rewrite]] = {kind.quantization.rewrite for kind in registered_kinds().values()
+                                 if kind.quantization.rewrite is not None}
+    variants: set[type[Rewrite]] = {_LoneBatchNormAsDepthwise} if AffineAsDepthwise in named else set()
+    chosen = [cls for cls in named | variants if cls.PHASE == phase]
+    return sorted(chosen, key=lambda cls: (cls.ORDER, cls.__name__))
+
+
 def batchnorm_transforms(input_shapes: dict[str, tuple] | None = None) -> list:
-    """The lone-BatchNormalization rewrite, which must run after TF-MOT's Conv+BN transforms."""
-    return [AffineAsDepthwise(batch_norms=True, input_shapes=input_shapes)]
+    """The rewrites that must run after TF-MOT's transforms (the lone-BatchNorm one)."""
+    return [t for cls in _registered_rewrites("after") for t in cls.instances(dict(input_shapes or {}))]
 
 
 def rewrite_transforms(input_shapes: dict[str, tuple] | None = None) -> list:
-    """The rewrites above that must run before TF-MOT's transforms, in order."""
-    ranks = {name: len(shape) for name, shape in (input_shapes or {}).items()}
-    return (
-        [ActivationAsLayer()]
-        + [AffineAsDepthwise(input_shapes=input_shapes)]
-        + [Conv1DAsConv2D(f) for f in _CONV1D_FOLLOWERS]
-        + [SeparableConv1DAsConv2D(f) for f in _CONV1D_FOLLOWERS]
-        + [DepthwiseConv1DAsConv2D(f) for f in _CONV1D_FOLLOWERS]
-        + [DenseAsConv2D(f, ranks) for f in _DENSE_FOLLOWERS]
-        + [SequenceDenseAsConv2D((), ranks)]
-    )
+    """The rewrites that must run before TF-MOT's transforms, in order: fused activations split off first."""
+    shapes = dict(input_shapes or {})
+    return [ActivationAsLayer()] + [t for cls in _registered_rewrites("before") for t in cls.instances(shapes)]

@@ -1,0 +1,99 @@
+"""Stage 0 of `export_tflite`: every argument checked, before any slow work, into one `ExportArguments` value.
+
+A bad path, runtime, tolerance, model or calibration need is refused here,
+naming the argument and what to do, so nothing is converted or trained in
+vain.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from tfjoint import errors
+from tfjoint._files import checked_output_path
+from tfjoint._keras import check_tf_keras_model, is_keras3_model
+from tfjoint._names import float_layer_name
+from tfjoint.bridge.keras3 import from_keras3
+from tfjoint.export import tflm
+from tfjoint.export.options import ExportOptions
+from tfjoint.export.runtime import check_runtimes
+from tfjoint.prune.schedule import JointSchedule
+from tfjoint.registry import needs_calibration, unwrapped
+from tfjoint.train.readback import prepared_model
+
+__all__ = ["ExportArguments", "check_arguments"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportArguments:
+    """What `export_tflite` was asked to do, checked.
+
+    Attributes:
+      model: the tf_keras model to export (a Distiller's student taken out).
+      float_model: the float model to compare with (a Keras 3 one rebuilt in
+        tf_keras), or None.
+      path: where the .tflite goes.
+      schedule: the `JointSchedule` given for the report, or None.
+      options: the `ExportOptions`, runtimes normalised.
+    """
+
+    model: Any
+    float_model: Any | None
+    path: str
+    schedule: JointSchedule | None
+    options: ExportOptions
+
+
+def _float_model(float_model):
+    """The comparison model as tf_keras: a Keras 3 model (what `prepare` took) is rebuilt and checked."""
+    if float_model is None:
+        return None
+    if is_keras3_model(float_model):
+        return from_keras3(float_model)
+    check_tf_keras_model(float_model, argument="float_model")
+    return float_model
+
+
+def _check_calibration(model, representative_given: bool) -> None:
+    """A model with layers whose int8 ranges come from calibration (an LSTM) needs representative data."""
+    calibrated = needs_calibration(model)
+    if calibrated and not representative_given:
+        names = ", ".join(f"'{float_layer_name(layer.name)}' ({type(unwrapped(layer)).__name__})"
+                          for layer in calibrated)
+        raise errors.ConfigError(f"model '{model.name}' has layers whose int8 ranges the converter calibrates "
+                                 f"({names}): pass `representative_data` (a few hundred typical inputs).")
+
+
+def check_arguments(model, path, float_model, schedule, options: ExportOptions,
+                    representative_given: bool) -> ExportArguments:
+    """Checks what `export_tflite` was given; returns it normalised.
+
+    Raises:
+      errors.ModelTypeError: `model` or `float_model` is not a Keras model.
+      errors.ConfigError: a bad path, runtime, schedule or option; TFLM asked
+        for but not installed; a layer that needs representative data without
+        it; LUT compression without TFLM.
+    """
+    check_tf_keras_model(model, argument="model")
+    model = prepared_model(model)  # a Distiller exports its student
+    float_model = _float_model(float_model)
+    path = checked_output_path(path, "path")
+    if options.keep_rejected is not None:
+        checked_output_path(options.keep_rejected, "keep_rejected")
+    if options.float_path is not None:
+        if float_model is None:
+            raise errors.ConfigError("`float_path` needs `float_model`: there is no float model to convert.")
+        checked_output_path(options.float_path, "float_path")
+    if schedule is not None and not isinstance(schedule, JointSchedule):
+        raise errors.ConfigError(f"`schedule` must be a tfjoint.JointSchedule; received {type(schedule).__name__}.")
+    runtimes = check_runtimes(options.runtimes)
+    if options.compression == "lut" and "tflm" not in runtimes:
+        raise errors.ConfigError(
+            f"`compression`='lut' writes TFLM_DECODE operators that only TensorFlow Lite Micro runs (LiteRT has no "
+            f"DECODE kernel), but `runtimes`={list(runtimes)}: validate in TFLM with runtimes=('tflm',), or use "
+            "compression='none' for a file LiteRT runs (clustering then shrinks only the gzip download).")
+    if options.budget is not None and options.budget.arena_bytes is not None:
+        tflm.require_tflm("budget.arena_bytes (the arena is measured in TensorFlow Lite Micro)")
+    _check_calibration(model, representative_given)
+    return ExportArguments(model, float_model, path, schedule, options.replace(runtimes=runtimes))

@@ -1,0 +1,113 @@
+"""Stage 2 of `export_tflite`: the candidate files, each converted once and read back once.
+
+One candidate per quantization the options allow: the quantization-aware
+file (its trained ranges; layers whose ranges the converter calibrates, an
+LSTM, calibrated in the same conversion), and post-training quantization of
+the same pruned float weights when representative data is given. Each is
+read back (operators, dtypes, int8 weights) and must be fully int8. The
+float32 reference file of `float_model` is converted here too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from tfjoint import errors
+from tfjoint._names import float_layer_name
+from tfjoint.export.options import POST_TRAINING, QAT
+from tfjoint.export.source import Source
+from tfjoint.registry import needs_calibration
+from tfjoint.tflite import convert
+from tfjoint.tflite.flatbuffer import FlatbufferSummary, float_op_problems, read_flatbuffer
+
+__all__ = ["Candidate", "Candidates", "convert_candidates", "convert_float_reference"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    """One converted file: its quantization, the Keras model it came from, its bytes read back."""
+
+    quantization: str
+    keras_model: Any
+    content: bytes
+    summary: FlatbufferSummary
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidates:
+    """The candidate files, in preference order (quantization-aware first), and this stage's notes."""
+
+    files: tuple[Candidate, ...]
+    notes: tuple[str, ...] = ()
+
+
+def _not_int8_error(summary: FlatbufferSummary, layer_names, quantization: str) -> errors.ExportError:
+    problems = float_op_problems(summary, layer_names)
+    how = "quantization-aware" if quantization == QAT else "post-training quantized"
+    return errors.ExportError(
+        f"the converted ({how}) model is not fully int8: " + "; ".join(problems) + ". Exclude or replace those "
+        "layers (e.g. use an activation/op TFLite supports in int8), or make them quantization-aware."
+    )
+
+
+def _quantization_aware(source: Source, representative, phases) -> Candidate:
+    assert source.qat_model is not None
+    calibrated = needs_calibration(source.qat_model)  # an LSTM: its ranges are calibrated in the conversion
+    detail = "quantization-aware" + (", calibrating " + ", ".join(
+        f"'{float_layer_name(layer.name)}'" for layer in calibrated) if calibrated else "")
+    with phases.run("conversion", detail):
+        content = convert.to_int8(source.qat_model, representative if calibrated else None)
+    summary = read_flatbuffer(content)
+    if not summary.fully_int8:
+        raise _not_int8_error(summary, [layer.name for layer in source.qat_model.layers], QAT)
+    return Candidate(QAT, source.qat_model, content, summary)
+
+
+def convert_candidates(source: Source, quantization: str, representative: list[np.ndarray] | None,
+                       phases) -> Candidates:
+    """The candidate files `quantization` ("auto", "qat" or "ptq") asks for, each checked fully int8.
+
+    Raises:
+      errors.ExportError: the converter fails, or the only candidate is not
+        fully int8 (naming the layers left in float).
+      errors.ConfigError: nothing to convert ("ptq" without representative
+        data, a float model without it).
+    """
+    files: list[Candidate] = []
+    notes: list[str] = []
+    if source.qat_model is not None and quantization in ("auto", QAT):
+        files.append(_quantization_aware(source, representative, phases))
+    if source.float_model is not None and representative is not None and quantization in ("auto", "ptq"):
+        with phases.run("conversion", "post-training quantization"):
+            try:
+                content = convert.to_int8(source.float_model, representative)
+            except errors.ExportError as error:
+                if not files:
+                    raise
+                content, notes = b"", [f"post-training quantization was not compared: {error}"]
+        if content:
+            summary = read_flatbuffer(content)
+            if summary.fully_int8:
+                files.append(Candidate(POST_TRAINING, source.float_model, content, summary))
+            elif not files:
+                raise _not_int8_error(summary, [layer.name for layer in source.float_model.layers], POST_TRAINING)
+            else:
+                notes.append("post-training quantization was not compared: its file is not fully int8")
+    if not files:
+        raise errors.ConfigError(
+            "`quantization`='ptq' needs `representative_data` (samples to calibrate the int8 ranges on)."
+            if quantization == "ptq" else
+            "a float model needs `representative_data` for full-integer post-training quantization: prepare and fit "
+            "it with tfjoint first, or pass representative_data=x_calib.")
+    return Candidates(tuple(files), tuple(notes))
+
+
+def convert_float_reference(float_model, phases) -> bytes | None:
+    """The float32 file of `float_model`, for sizes, latency and per-layer comparisons (None without one)."""
+    if float_model is None:
+        return None
+    with phases.run("conversion", "float32 reference"):
+        return convert.to_float32(float_model)

@@ -1,0 +1,201 @@
+"""Stage 4 of `export_tflite`: what the shipped file needs and does, read back from it.
+
+Memory (flash, weights, the arena measured in TFLM), MACs, latency, the
+error each int8 operator adds (`per_layer_error`), the budget figures, and per
+layer: the zeros in its int8 weights, its channels and its MACs, all by the
+user's layer names. One frozen `Measurements` with its own notes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from tfjoint._keras import weight_short_name
+from tfjoint._names import float_layer_name
+from tfjoint.export import explain, measure
+from tfjoint.export.memory import MemoryFigures, measure_memory, memory_use
+from tfjoint.export.options import QAT, ExportOptions
+from tfjoint.export.runtime import TFLiteModel
+from tfjoint.export.source import Source
+from tfjoint.export.validation import CandidateResult
+from tfjoint.registry import kind_of, output_channels, pruned_weight_name
+from tfjoint.tflite import convert
+from tfjoint.tflite.flatbuffer import FlatbufferSummary, layer_of
+from tfjoint.tflite.operators import op_macs
+
+__all__ = ["Measurements", "measure_shipped", "EXPLAIN_MAX_WEIGHT_OPS"]
+
+EXPLAIN_MAX_WEIGHT_OPS = 200
+
+
+@dataclasses.dataclass(frozen=True)
+class Measurements:
+    """What the shipped file needs and does (see the module docstring)."""
+
+    memory: dict
+    macs: int
+    per_layer_error: list
+    latency: dict
+    budget: dict
+    per_layer_sparsity: dict
+    per_layer_channels: dict
+    per_layer_macs: dict
+    notes: tuple[str, ...] = ()
+
+
+def _kernel_values(layer) -> np.ndarray | None:
+    weight_name = pruned_weight_name(layer, prune_depthwise=True)
+    for weight in layer.weights:
+        if weight_short_name(weight) == weight_name:
+            return weight.numpy()
+    return None
+
+
+def _layer_of_unnamed_ops(model, summary: FlatbufferSummary) -> dict[str, str]:
+    """Operators whose weights the converter names after nothing (`arith.constant`), tied to the one layer whose
+    registry kind becomes that operator, when there is exactly one such layer and one such operator."""
+    claims: dict[str, list[str]] = {}
+    for layer in model.layers:
+        for op in getattr(kind_of(layer), "tflite_ops", ()):
+            claims.setdefault(op, []).append(layer.name)
+    counts: dict[str, int] = {}
+    for op in summary.ops:
+        counts[op.name] = counts.get(op.name, 0) + 1
+    return {op: layers[0] for op, layers in claims.items() if len(layers) == 1 and counts.get(op) == 1}
+
+
+def per_layer_sparsity(model, summary: FlatbufferSummary, plan: dict[str, float] | None) -> dict[str, dict]:
+    """Zeros per pruned layer (only those): planned, in the Keras kernel, and in the flatbuffer's int8 weights.
+
+    Without a plan (a model trained elsewhere), the layers whose kernels hold zeros are listed, planned unknown.
+    """
+    layers = [layer for layer in model.layers if _kernel_values(layer) is not None]
+    tensors = summary.weights_of([layer.name for layer in layers], _layer_of_unnamed_ops(model, summary))
+    found = {}
+    for layer in layers:
+        name = float_layer_name(layer.name)
+        kernel = _kernel_values(layer)
+        if kernel is None or (plan is not None and not plan.get(name)):  # not pruned, or planned to stay dense
+            continue
+        if plan is None and not np.any(kernel == 0):
+            continue
+        weights = tensors.get(layer.name, [])
+        size = sum(t.size for t in weights)
+        found[name] = {
+            "planned": plan.get(name) if plan is not None else None,
+            "keras": measure.zero_fraction(kernel),
+            "tflite": sum(t.zeros for t in weights) / size if size else None,
+            "tflite_tensors": [t.tensor_name for t in weights],
+            "size": int(kernel.size),
+        }
+    return found
+
+
+def per_layer_channels(model, summary: FlatbufferSummary, original: dict) -> dict[str, dict[str, int | None]]:
+    """Output channels per weight layer: before pruning, in the Keras model, and in the int8 file."""
+    layers = [layer for layer in model.layers if output_channels(layer) is not None]
+    tensors = summary.weights_of([layer.name for layer in layers])
+    return {
+        float_layer_name(layer.name): {
+            "original": original.get(float_layer_name(layer.name)),
+            "keras": output_channels(layer),
+            "tflite": tensors[layer.name][0].output_channels if tensors.get(layer.name) else None,
+        }
+        for layer in layers
+    }
+
+
+def per_layer_macs(model, summary: FlatbufferSummary) -> dict[str, int]:
+    """MACs of each layer's weight operators in the file (by the user's layer names)."""
+    shapes = {t.index: t.shape for t in summary.tensors}
+    names = [layer.name for layer in model.layers]
+    found: dict[str, int] = {}
+    for op in summary.ops:
+        macs = op_macs(op.name, [shapes.get(i, ()) for i in op.inputs], shapes.get(op.outputs[0], ()) if op.outputs
+                       else ())
+        if not macs:
+            continue
+        weight_tensor = next((t for t in summary.weights if t.op_index == op.index), None)
+        layer = layer_of(weight_tensor.tensor_name, names) if weight_tensor is not None else None
+        key = float_layer_name(layer) if layer else f"{op.name}#{op.index}"
+        found[key] = found.get(key, 0) + macs
+    return found
+
+
+def _originals(source: Source, float_model) -> dict[str, int]:
+    """Output channels before pruning: the float model's if given, else what the source recorded, else the file's."""
+    found = dict(source.original_channels)
+    model = source.qat_model or source.float_model
+    for layer in list(float_model.layers if float_model is not None else []) + list(model.layers if model else []):
+        channels = output_channels(layer)
+        if channels is not None:
+            found.setdefault(float_layer_name(layer.name), channels)
+    return found
+
+
+def _latency(shipped: CandidateResult, float_content, float_model) -> dict[str, dict[str, float]]:
+    """Median single-sample latency: int8 with XNNPACK (1 and 4 threads) and builtin kernels, float32 likewise."""
+    candidate = shipped.candidate
+    names = convert.keras_names(candidate.keras_model)
+    runners = {"int8": TFLiteModel(candidate.content, *names)}
+    if float_content is not None:
+        runners["float"] = TFLiteModel(float_content, *convert.keras_names(float_model))
+    latency = {kind: {str(threads): 1000 * runner.median_latency_s(num_threads=threads) for threads in (1, 4)}
+               for kind, runner in runners.items()}
+    # On small models XNNPACK's per-call overhead hides the compute: LiteRT's builtin kernels show it.
+    builtin = TFLiteModel(candidate.content, *names, kernels="builtin")
+    latency["int8_builtin"] = {"1": 1000 * builtin.median_latency_s(num_threads=1)}
+    return latency
+
+
+def _explained(shipped: CandidateResult, source: Source, float_model, inputs,
+               explain_layers: bool | None) -> tuple[list, list[str]]:
+    """`per_layer_error` against the float model (the converted float weights without one), and its notes."""
+    summary = shipped.candidate.summary
+    if explain_layers is None and len(summary.weights) > EXPLAIN_MAX_WEIGHT_OPS:
+        return [], [f"per_layer_error was skipped: the file has {len(summary.weights)} weight operators (more than "
+                    f"{EXPLAIN_MAX_WEIGHT_OPS}); pass explain_layers=True to compute it anyway"]
+    if explain_layers is False:
+        return [], []
+    candidate = shipped.candidate
+    qat = candidate.quantization == QAT
+    reference = float_model if float_model is not None else (source.pruned_float or source.float_model
+                                                             or candidate.keras_model)
+    notes = []
+    if qat and float_model is None:
+        notes.append("per_layer_error compares with the pruned float model (the QAT model's weights without fake "
+                     "quantization): pass float_model to compare every layer with the original float model")
+    return explain.per_layer_error(candidate.content, summary, reference, inputs,
+                                   qat_model=candidate.keras_model if qat else None,
+                                   pruned_model=source.pruned_float), notes
+
+
+def measure_shipped(shipped: CandidateResult, source: Source, validation_data, float_model, float_content,
+                    options: ExportOptions, phases) -> Measurements:
+    """Everything the report says about the shipped file beyond its validation."""
+    summary, content = shipped.candidate.summary, shipped.candidate.content
+    memory: MemoryFigures | None = shipped.memory
+    if memory is None or options.measure_latency:  # not measured for the budget, or the RSS is wanted too
+        memory = measure_memory(summary, content, float_content, options.measure_latency, phases)
+    notes = list(memory.notes)
+    per_layer_error: list[Any] = []
+    if validation_data is not None:
+        with phases.run("per-layer error"):
+            per_layer_error, explained = _explained(shipped, source, float_model, validation_data[0],
+                                                    options.explain_layers)
+        notes += explained
+    latency = {}
+    if options.measure_latency:
+        with phases.run("latency"):
+            latency = _latency(shipped, float_content, float_model)
+    macs = memory_use(summary).macs
+    budget = options.budget.check(memory.figures, macs)[0] if options.budget is not None else {}
+    model = shipped.candidate.keras_model
+    return Measurements(
+        memory=dict(memory.figures), macs=macs, per_layer_error=per_layer_error, latency=latency, budget=budget,
+        per_layer_sparsity=per_layer_sparsity(model, summary, source.plan),
+        per_layer_channels=per_layer_channels(model, summary, _originals(source, float_model)),
+        per_layer_macs=per_layer_macs(model, summary), notes=tuple(notes))

@@ -1,0 +1,164 @@
+"""Quantization points: fake quantization inside a layer, where the converter quantizes its operators.
+
+TF-MOT's quantize configs reach a layer's weights, its `activation` and its
+output. A layer that the converter turns into several integer operators (an
+LSTM cell: FULLY_CONNECTED, ADD, SPLIT, LOGISTIC, TANH, MUL; a LayerNorm:
+MEAN, SUB, MUL, RSQRT; attention: BATCH_MATMUL, SOFTMAX) needs an int8 range
+at every operator's output, or the file computes something QAT never saw.
+
+A layer of tfjoint's that inherits `PointsMixin` names its points
+(`POINTS`: name and kind) and calls `self.point(name, x)` on each such tensor
+in `call`; unwrapped it is the identity. `PointsQuantizeConfig` (the layer's
+registry entry) hands TF-MOT one quantizer per point, through TF-MOT's own
+activation machinery, so each point's range is a weight of the layer (named
+after the point), trained like every other activation range, and read by the
+converter:
+
+* "range": a moving-average range, as TF-MOT gives a layer's output;
+* "sigmoid", "probabilities": the fixed int8 grid TFLite's LOGISTIC and
+  SOFTMAX write ([0, 255/256], scale 1/256);
+* "tanh": TANH's fixed grid ([-1, 127/128], scale 1/128).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import tensorflow_model_optimization as tfmot
+
+from tfjoint import errors
+from tfjoint._keras import serializable
+
+__all__ = ["PointsMixin", "PointQuantizer", "FixedPointQuantizer", "PointsQuantizeConfig", "POINT_KINDS",
+           "point_quantizer"]
+
+_quantizers = tfmot.quantization.keras.quantizers
+# TF-MOT's quantizer classes, typed as Any: TF-MOT ships no type information for them.
+_MovingAverageQuantizer: Any = _quantizers.MovingAverageQuantizer
+_FixedQuantizer: Any = _quantizers.FixedQuantizer
+# TFLite's fixed int8 output grids: LOGISTIC and SOFTMAX (scale 1/256, zero point -128), TANH (1/128, 0).
+_FIXED_RANGES = {"sigmoid": (0.0, 255.0 / 256.0), "probabilities": (0.0, 255.0 / 256.0), "tanh": (-1.0, 127.0 / 128.0)}
+POINT_KINDS = ("range",) + tuple(_FIXED_RANGES)
+
+
+def _identity(x):
+    return x
+
+
+_identity.__name__ = "linear"  # TF-MOT's QuantizeAwareActivation fake-quantizes after a "linear" activation
+
+
+class PointsMixin:
+    """A layer with quantization points: `POINTS` names them, `point(name, x)` marks each tensor in `call`."""
+
+    POINTS: tuple[tuple[str, str], ...] = ()
+
+    def point(self, name: str, x):
+        """`x`, fake-quantized at point `name` once TF-MOT has wrapped the layer (the identity before)."""
+        points = getattr(self, "_tfjoint_points", None)
+        return points[name](x) if points and name in points else x
+
+    def attach_points(self, quantizers: dict) -> None:
+        """Fake quantization per point (TF-MOT's wrapper hands them over through `PointsQuantizeConfig`)."""
+        object.__setattr__(self, "_tfjoint_points", dict(quantizers))  # not tracked: the wrapper owns their weights
+
+
+@serializable
+class PointQuantizer(_MovingAverageQuantizer):
+    """TF-MOT's MovingAverageQuantizer (8 bits, per tensor, asymmetric) whose range weights carry the point's name.
+
+    Args:
+      point: the point's name (its range weights are `<point>_min`, `<point>_max`).
+    """
+
+    def __init__(self, point: str, num_bits: int = 8, per_axis: bool = False, symmetric: bool = False,
+                 narrow_range: bool = False):
+        super().__init__(num_bits=num_bits, per_axis=per_axis, symmetric=symmetric, narrow_range=narrow_range)
+        self.point = str(point)
+
+    def build(self, tensor_shape, name, layer):
+        return super().build(tensor_shape, self.point, layer)
+
+    def get_config(self):
+        return dict(super().get_config(), point=self.point)
+
+    def __eq__(self, other):
+        return type(other) is type(self) and other.get_config() == self.get_config()
+
+    def __ne__(self, other):
+        return not self.__eq__(other)
+
+
+@serializable
+class FixedPointQuantizer(_FixedQuantizer):
+    """TF-MOT's FixedQuantizer on the grid TFLite fixes for an operator's output (no weights)."""
+
+    def __init__(self, point: str, kind: str = "sigmoid", num_bits: int = 8, init_min: float | None = None,
+                 init_max: float | None = None, narrow_range: bool = False):
+        low, high = _FIXED_RANGES[kind]
+        super().__init__(num_bits=num_bits, init_min=low if init_min is None else init_min,
+                         init_max=high if init_max is None else init_max, narrow_range=narrow_range)
+        self.point = str(point)
+        self.kind = kind
+
+    def get_config(self):
+        return dict(super().get_config(), point=self.point, kind=self.kind)
+
+    def __eq__(self, other):
+        return type(other) is type(self) and other.get_config() == self.get_config()
+
+    def __ne__(self, other):
+        return not self.__eq__(other)
+
+
+def point_quantizer(name: str, kind: str):
+    """The quantizer of a point of `kind`."""
+    if kind == "range":
+        return PointQuantizer(name)
+    if kind in _FIXED_RANGES:
+        return FixedPointQuantizer(name, kind)
+    raise errors.ConfigError(f"a quantization point's kind must be one of {list(POINT_KINDS)}; received {kind!r}.")
+
+
+@serializable
+class PointsQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
+    """Quantizes a `PointsMixin` layer: its weights (8-bit, symmetric), each of its points, not its output.
+
+    Args:
+      weight_attrs: the layer's weights to quantize, by attribute name.
+      per_channel: weight attribute -> True to quantize it per output channel
+        (its last axis), as the converter does for a convolution's filters.
+    """
+
+    def __init__(self, weight_attrs=(), per_channel=None):
+        self.weight_attrs = list(weight_attrs)
+        self.per_channel = dict(per_channel or {})
+
+    def _weight_quantizer(self, name: str):
+        per_axis = bool(self.per_channel.get(name, False))
+        return _quantizers.LastValueQuantizer(num_bits=8, per_axis=per_axis, symmetric=True, narrow_range=True)
+
+    def get_weights_and_quantizers(self, layer):
+        return [(getattr(layer, name), self._weight_quantizer(name)) for name in self.weight_attrs]
+
+    def get_activations_and_quantizers(self, layer):
+        return [(_identity, point_quantizer(name, kind)) for name, kind in layer.POINTS]
+
+    def set_quantize_weights(self, layer, quantize_weights):
+        for name, value in zip(self.weight_attrs, quantize_weights):
+            setattr(layer, name, value)
+
+    def set_quantize_activations(self, layer, quantize_activations):
+        layer.attach_points({name: activation for (name, _), activation in zip(layer.POINTS, quantize_activations)})
+
+    def get_output_quantizers(self, layer):
+        return []
+
+    def get_config(self):
+        return {"weight_attrs": list(self.weight_attrs), "per_channel": dict(self.per_channel)}
+
+    def __eq__(self, other):
+        return type(other) is type(self) and other.get_config() == self.get_config()
+
+    def __ne__(self, other):
+        return not self.__eq__(other)
