@@ -20,25 +20,28 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/tfjoint --out=demo_out
 
-# The full suite: what CI runs. Lint and type checks first (seconds), then every test.
+# The full suite: what CI runs. Lint and type checks first (seconds), then every test but the benchmark smoke runs,
+# on two workers (most of a test's time is single-threaded conversion and tracing).
 test: lint $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not benchmark"
 
 # ruff (style, imports, the 120-character limit) and mypy (the library's types).
 lint: $(STAMP)
 	$(BIN)/python -m ruff check tfjoint tests benchmarks examples
 	$(BIN)/python -m mypy tfjoint
 
-# The inner loop: no conversions, CLI subprocesses, examples or notebook.
+# The inner loop: no conversions (a conversion in a fast test fails it), CLI subprocesses, examples or notebook.
 test-fast: lint $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -n 2 -m "not slow and not benchmark"
 
 # Re-executes the tutorial in place, so the committed notebook shows its outputs.
 notebook: $(STAMP)
 	$(BIN)/python notebooks/execute.py notebooks/tutorial.ipynb
 
-# Every benchmark, one after the other (about 2 hours on 2 cores); results in benchmarks/results/.
+# Every benchmark, one after the other (several hours on 2 cores); results in benchmarks/results/. First the
+# benchmarks' smoke runs and the latency tests, which `make test` leaves out.
 benchmark: $(STAMP)
+	$(BIN)/python -m pytest -q -m benchmark
 	$(BIN)/python benchmarks/joint_vs_sequential.py --out=benchmarks/results
 	$(BIN)/python benchmarks/channels.py --out=benchmarks/results
 	$(BIN)/python benchmarks/allocation.py --out=benchmarks/results

@@ -15,6 +15,8 @@ import pytest  # noqa: E402
 
 import tfjoint  # noqa: E402
 from tfjoint import keras  # noqa: E402
+from tfjoint.tflite import convert as _convert_module  # noqa: E402
+from tfjoint.train import prepare as _prepare_module  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -32,6 +34,21 @@ def run_python(code: str, env_extra=None, *, keep_legacy_keras_flag: bool = True
     if check:
         assert result.returncode == 0, result.stderr[-3000:]
     return result
+
+
+def _conversion_in_a_fast_test(*args, **kwargs):
+    raise AssertionError("a test outside the slow tier converted a model: mark it @pytest.mark.slow (the fast tier, "
+                         "`make test-fast`, runs no conversion)")
+
+
+@pytest.fixture(autouse=True)
+def _fast_tests_do_not_convert(request, monkeypatch):
+    """The fast tier runs no conversion: prepare's conversion check is skipped there (slow tests cover it), and any
+    other conversion fails the test."""
+    if request.node.get_closest_marker("slow") or request.node.get_closest_marker("benchmark"):
+        return
+    monkeypatch.setattr(_prepare_module, "refuse_what_export_would", lambda prepared: None)
+    monkeypatch.setattr(_convert_module, "_convert", _conversion_in_a_fast_test)
 
 
 def small_cnn(seed: int = 0) -> keras.Model:

@@ -1,4 +1,4 @@
-"""The benchmark runs end to end on a tiny configuration, so it cannot rot."""
+"""The benchmarks run end to end on a tiny configuration, so they cannot rot (`make benchmark` runs these)."""
 
 import json
 import os
@@ -8,7 +8,7 @@ import sys
 import pytest
 from conftest import ROOT
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.benchmark
 
 
 def test_benchmark_tiny_run_writes_results_and_table(tmp_path):

@@ -33,7 +33,7 @@ def test_log_dir_gets_tensorboard_scalars_per_pruned_layer(tmp_path):
     for path in glob.glob(str(tmp_path / "events.out.tfevents.*")):
         for event in tf.compat.v1.train.summary_iterator(path):
             tags.update(value.tag for value in event.summary.value)
-    assert {"tfjoint/sparsity/conv", "tfjoint/sparsity/fc", SPARSITY_KEY, QAT_ACTIVE_KEY} <= tags
+    assert {"tfjoint/zeros/conv", "tfjoint/zeros/fc", SPARSITY_KEY, QAT_ACTIVE_KEY} <= tags
 
 
 def test_callbacks_returns_a_fresh_list_and_instances_are_reusable():

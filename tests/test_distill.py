@@ -45,9 +45,9 @@ def test_training_moves_the_student_and_never_the_teacher(teacher):
     history = distiller.fit(*image_data(n=64), batch_size=16, epochs=1, verbose=0, callbacks=tfjoint.callbacks())
     for a, b in zip(before, teacher.get_weights()):
         np.testing.assert_array_equal(a, b)
-    assert {"loss", "task_loss", "distillation_loss", "tfjoint/sparsity"} <= set(history.history)
+    assert {"loss", "task_loss", "distillation_loss", "tfjoint/weight_sparsity"} <= set(history.history)
     assert tfjoint.training_step(distiller.student) == 4  # the teacher's forward pass counts no step
-    assert history.history["tfjoint/sparsity"][-1] == pytest.approx(0.5, abs=0.02)
+    assert history.history["tfjoint/weight_sparsity"][-1] == pytest.approx(0.5, abs=0.02)
 
 
 def test_alpha_one_is_the_task_loss_alone(teacher):

@@ -25,7 +25,7 @@ def outlier_report(digits_float_model, digits_data, tmp_path_factory):
     path = str(tmp_path_factory.mktemp("outlier") / "outlier.tflite")
     return tfjoint.export_tflite(model, path, representative_data=digits_data["x_calib"],
                                  validation_data=(digits_data["x_val"], digits_data["y_val"]),
-                                 measure_latency=True, max_accuracy_drop=1.0, min_agreement=0.0, min_sqnr_db=-100)
+                                 min_agreement=0.0, min_sqnr_db=-100)
 
 
 def test_the_outlier_layer_comes_first(outlier_report):
@@ -42,17 +42,15 @@ def test_the_outlier_layer_comes_first(outlier_report):
     assert next(e for e in entries if e["layer"] == "classes")["cumulative_sqnr_db"] < 30
 
 
-def test_memory_and_threads_are_in_the_report_and_its_json(outlier_report, tmp_path):
+def test_memory_is_in_the_report_and_its_json(outlier_report, tmp_path):
     memory = outlier_report.memory
     assert 0.9 * outlier_report.size_bytes < memory["weights_bytes"] < outlier_report.size_bytes
-    assert memory["activation_bytes"] > 0 and memory["int8_peak_rss_bytes"] > memory["weights_bytes"]
-    assert set(outlier_report.latency_ms["int8"]) == {"1", "4"}
-    assert outlier_report.int8_latency_ms == outlier_report.latency_ms["int8"]["1"]
+    assert memory["activation_bytes"] > 0 and memory["tflm_arena_bytes"] >= memory["activation_bytes"]
     outlier_report.save_json(str(tmp_path / "report.json"))
     saved = json.loads((tmp_path / "report.json").read_text())
     assert saved["per_layer_error"][0]["layer"] == "fc1" and saved["memory"]["activation_bytes"] > 0
     text = str(outlier_report)
-    assert "worst int8 layers" in text and "TFLM arena" in text and "1 / 4 threads" in text
+    assert "worst int8 layers" in text and "TFLM arena" in text
 
 
 def test_the_arena_plan_is_tflms_greedy_planner():

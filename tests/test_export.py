@@ -36,9 +36,7 @@ def exported(joint, float_model, digits_data, tmp_path_factory):
     path = str(tmp_path_factory.mktemp("export") / "model.tflite")
     report = tfjoint.export_tflite(
         joint, path, representative_data=digits_data["x_calib"],
-        validation_data=(digits_data["x_val"], digits_data["y_val"]), float_model=float_model,
-        measure_latency=True,
-    )
+        validation_data=(digits_data["x_val"], digits_data["y_val"]), float_model=float_model)
     return path, report
 
 
@@ -103,11 +101,22 @@ def test_reported_accuracy_is_what_litert_computes(exported, digits_data):
     assert report.float_accuracy - report.int8_accuracy <= 0.02
 
 
-def test_report_sizes_latency_and_json(exported, tmp_path):
+@pytest.mark.benchmark
+def test_latency_is_measured_for_both_files_and_both_thread_counts(joint, float_model, digits_data, tmp_path):
+    report = tfjoint.export_tflite(joint, str(tmp_path / "m.tflite"), representative_data=digits_data["x_calib"],
+                                   validation_data=(digits_data["x_val"], digits_data["y_val"]),
+                                   float_model=float_model, measure_latency=True)
+    assert set(report.latency_ms) == {"int8", "float", "int8_builtin"} and set(report.latency_ms["int8"]) == {"1", "4"}
+    assert report.int8_latency_ms == report.latency_ms["int8"]["1"] > 0 and report.float_latency_ms > 0
+    assert report.memory["int8_peak_rss_bytes"] > report.memory["weights_bytes"]
+    assert "1 / 4 threads" in str(report)
+
+
+def test_report_sizes_and_json(exported, tmp_path):
     path, report = exported
     assert report.size_bytes == os.path.getsize(path)
     assert report.float_gzip_size_bytes > 2 * report.gzip_size_bytes
-    assert report.int8_latency_ms > 0 and report.float_latency_ms > 0
+    assert report.latency_ms == {} and report.memory["int8_peak_rss_bytes"] is None  # measured only when asked
     data = report.to_dict()
     assert REQUIRED_KEYS <= set(data)
     report.save_json(str(tmp_path / "report.json"))

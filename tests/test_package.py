@@ -21,7 +21,8 @@ LEAVES = {"errors", "_keras", "_tfmot", "_litert", "_files", "_progress", "_name
 # import leaves, any module of an earlier stage, and earlier modules of its own.
 STAGES = {
     "registry": ["registry.channels", "registry.kind", "registry.table", "registry.own_layers",
-                 "registry.own_configs", "registry.rewrites", "registry.builtin"],
+                 "registry.own_configs", "registry.points", "registry.recurrent", "registry.rewrites",
+                 "registry.builtin"],
     "bridge": ["bridge.translate", "bridge.equivalence", "bridge.keras3"],
     "prune": ["prune.schedule", "prune.selection", "prune.budget", "prune.channels", "prune.allocation"],
     "quantize": ["quantize.quantizers", "quantize.config", "quantize.scheme", "quantize.wrappers"],

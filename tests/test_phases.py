@@ -92,6 +92,7 @@ def test_distiller_switches_phases_on_its_students_schedule():
     assert training_step(joint) == 2
 
 
+@pytest.mark.slow
 def test_export_of_a_model_whose_fake_quant_never_ran(tmp_path):
     """Stopped before quant_start_step: no QAT file (its ranges are TF-MOT's initial ones); post-training only."""
     joint = compile_joint(tfjoint.prepare(small_cnn(), target_sparsity=0.5, end_step=4, frequency=2,

@@ -120,6 +120,7 @@ def test_float_keras_file_loads_with_its_weights_and_computes_the_same(tmp_path)
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
 
 
+@pytest.mark.slow
 def test_a_prepared_model_stores_its_schedule_through_save_and_load_and_strip_carries_it(tmp_path):
     schedule = tfjoint.JointSchedule(target_sparsity={"conv": 0.6, "fc": 0.3}, end_step=12, frequency=3,
                                      quant_start_step=2)

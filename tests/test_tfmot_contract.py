@@ -4,6 +4,7 @@ If one of these fails after a TF-MOT upgrade, the module named in the message
 (tfjoint/_tfmot.py or tfjoint/quantize/scheme.py) needs the same change.
 """
 
+import pytest
 import tensorflow_model_optimization as tfmot
 
 from tfjoint import _tfmot
@@ -84,6 +85,7 @@ def _holders():
     }
 
 
+@pytest.mark.slow
 def test_every_private_attribute_tfjoint_reads_still_exists():
     """Each library's one module lists the private attributes it reads; each must still be there."""
     from tfjoint import _keras, _litert

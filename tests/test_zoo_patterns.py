@@ -129,30 +129,3 @@ def test_layer_normalization_is_refused_before_training_with_the_reason():
     model = keras.Model(inputs, keras.layers.Dense(4, name="classes")(keras.layers.Flatten()(x)))
     with pytest.raises(tfjoint.UnsupportedLayerError, match="'ln' \\(LayerNormalization\\).*BatchNormalization"):
         tfjoint.prepare(model, target_sparsity=0.5, end_step=4)
-
-
-def test_an_lstm_is_pruned_calibrated_in_the_conversion_and_runs_integer_only_in_tflm(tmp_path):
-    """The recurrent layer's kernels pruned, its ranges calibrated by the converter; the rest QAT as usual."""
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((20, 6), name="sequence")
-    x = keras.layers.Conv1D(16, 3, padding="same", activation="relu", name="conv")(inputs)
-    x = keras.layers.LSTM(16, name="lstm")(x)
-    model = keras.Model(inputs, keras.layers.Dense(4, activation="softmax", name="classes")(x))
-    rng = np.random.default_rng(0)
-    x_data, y_data = rng.random((64, 20, 6), dtype=np.float32), rng.integers(0, 4, 64)
-    joint = tfjoint.prepare(model, target_sparsity=0.5, end_step=4, frequency=1)
-    assert {f"{pk.layer_name}/{pk.weight_name}" for pk in tfjoint.pruned_kernels(joint)} >= {
-        "lstm/kernel", "lstm/recurrent_kernel"}
-    joint.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
-    joint.fit(x_data, y_data, batch_size=8, epochs=1, verbose=0)
-    with pytest.raises(tfjoint.ConfigError, match="'lstm' \\(LSTM\\).*pass `representative_data`"):
-        tfjoint.export_tflite(tfjoint.strip(joint), str(tmp_path / "x.tflite"))
-    report = tfjoint.export_tflite(tfjoint.strip(joint), str(tmp_path / "m.tflite"), representative_data=x_data[:32],
-                                   validation_data=(x_data, y_data), runtimes=("litert", "tflm"), quantization="qat",
-                                   min_agreement=0.5, min_sqnr_db=5.0, max_accuracy_drop=1.0)
-    summary = tfjoint.read_flatbuffer((tmp_path / "m.tflite").read_bytes())
-    assert "UNIDIRECTIONAL_SEQUENCE_LSTM" in summary.op_names and summary.fully_int8
-    assert not any(t.dtype.startswith("float") for op in summary.ops for t in summary.tensors
-                   if t.index in op.inputs + op.outputs)  # integer-only: 8-bit weights, a 16-bit cell state
-    assert report.per_layer_sparsity["lstm"]["tflite"] == pytest.approx(0.5, abs=0.01)  # zeros in the int8 gates
-    assert report.per_runtime["tflm"]["top1_agreement"] >= 0.5

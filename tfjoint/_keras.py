@@ -37,7 +37,7 @@ _WRAPPER_CLASS_NAMES = frozenset(
 )
 
 
-# --- Keras internals tfjoint reads (tests/test_private_contracts.py checks each still exists) ------------
+# --- Keras internals tfjoint reads (tests/test_tfmot_contract.py checks each still exists) ---------------------
 
 # (what holds it, attribute): every private Keras attribute tfjoint reads, all through the functions below.
 PRIVATE_ATTRIBUTES = (

@@ -5,7 +5,7 @@ TF-MOT 0.8's public API (`tfmot.quantization.keras.QuantizeScheme`,
 `graph_transformations`, `tfmot.sparsity.keras.PolynomialDecay`) covers most
 of what tfjoint builds on. What it does not expose is imported or read here,
 so that a TF-MOT upgrade that moves one of these breaks exactly one file, and
-tests/test_private_contracts.py says which name (`PRIVATE_ATTRIBUTES` lists
+tests/test_tfmot_contract.py says which name (`PRIVATE_ATTRIBUTES` lists
 every private attribute read below).
 """
 

@@ -1,7 +1,9 @@
 """The `tfjoint` command (also `python -m tfjoint`): absl flags -> RunConfig -> run().
 
 Exit status: 0 passed validation, 1 failed validation (report still written),
-2 bad arguments or unreadable inputs, each with one line naming the flag or file.
+2 bad arguments or unreadable inputs, each with one line naming the flag or file,
+3 an unexpected error (a bug, or a model tfjoint does not handle yet): one line
+on stderr, and the traceback in `<out>/error.log`.
 `--help` lists the command's own flags by group. TensorFlow's own log lines
 (C++ and Python) are silenced unless --verbosity is 1 or more; tfjoint's
 progress (what runs, for how long) is shown either way.
@@ -17,7 +19,7 @@ from absl import app, flags, logging
 
 from tfjoint.app import flags as tfjoint_flags
 
-EXIT_PASSED, EXIT_FAILED_VALIDATION, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_PASSED, EXIT_FAILED_VALIDATION, EXIT_BAD_INPUT, EXIT_UNEXPECTED = 0, 1, 2, 3
 # What the command needs beyond the library: `pip install "tfjoint[app]"`.
 APP_REQUIREMENTS = {"matplotlib": "matplotlib", "sklearn": "scikit-learn"}
 
@@ -157,6 +159,8 @@ def main(argv):
     except (errors.TfjointError, FileNotFoundError) as error:
         print(f"tfjoint: {str(error).splitlines()[0]}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except Exception as error:  # anything else is tfjoint's problem, not the user's input: say so, keep the trace
+        return _unexpected(error, flags.FLAGS.out)
     if not result.is_chief:
         print("tfjoint: this worker trained its share; the chief writes the outputs.")
         return EXIT_PASSED
@@ -164,6 +168,25 @@ def main(argv):
     print(f"tfjoint: wrote {', '.join(sorted(os.path.basename(p) for p in result.files.values()))} to {result.out_dir}")
     logging.info("tfjoint: done")
     return EXIT_PASSED
+
+
+def _unexpected(error: Exception, out: str) -> int:
+    """One line naming the error and where its traceback went (`<out>/error.log`); exit status 3."""
+    import traceback
+
+    text = "".join(traceback.format_exception(error))
+    where = os.path.join(out, "error.log")
+    try:
+        os.makedirs(out, exist_ok=True)
+        with open(where, "w") as handle:
+            handle.write(text)
+    except OSError:
+        where = "stderr (the output directory is not writable)"
+        print(text, file=sys.stderr)
+    first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    print(f"tfjoint: unexpected error {type(error).__name__}{': ' + first[:300] if first else ''}. The traceback is "
+          f"in {where}; please report it with the model's layer list.", file=sys.stderr)
+    return EXIT_UNEXPECTED
 
 
 def _main_quietly(argv):

@@ -12,9 +12,11 @@ import numpy as np
 from tfjoint import errors
 from tfjoint.data import collect_inputs
 
-__all__ = ["load_data", "check_against_model", "REQUIRED_KEYS"]
+__all__ = ["load_data", "check_against_model", "color_mode_for", "REQUIRED_KEYS", "COLOR_MODES"]
 
 REQUIRED_KEYS = ("x_train", "y_train", "x_val", "y_val")
+# Image channels -> how `image_dataset_from_directory` reads a folder for them.
+COLOR_MODES = {1: "grayscale", 3: "rgb", 4: "rgba"}
 _CALIBRATION_SAMPLES = 200
 
 
@@ -30,8 +32,16 @@ def _load_npz(path: str) -> dict[str, np.ndarray]:
     return data
 
 
+def color_mode_for(model, color_mode: str = "auto") -> str:
+    """--color_mode, or for "auto" the mode that gives the model's input its channel count (rgb if unknown)."""
+    if color_mode != "auto":
+        return color_mode
+    channels = model.inputs[0].shape[-1] if len(model.inputs) == 1 and model.inputs[0].shape.rank == 4 else None
+    return COLOR_MODES.get(int(channels), "rgb") if channels is not None else "rgb"
+
+
 def _load_image_folder(path: str, image_shape: tuple[int, int] | None, validation_split: float,
-                       seed: int) -> dict[str, np.ndarray]:
+                       seed: int, color_mode: str = "rgb") -> dict[str, np.ndarray]:
     """Images as float32 (0-255, as `image_dataset_from_directory` gives them), split seeded into train/val."""
     from tfjoint._keras import keras
 
@@ -44,6 +54,7 @@ def _load_image_folder(path: str, image_shape: tuple[int, int] | None, validatio
                                "sub-folder of images per class (at least two).")
     try:
         dataset = keras.utils.image_dataset_from_directory(path, image_size=image_shape, batch_size=None, seed=seed,
+                                                           color_mode=color_mode,
                                                            shuffle=True, label_mode="int")
     except Exception as error:
         raise errors.DataError(f"--data: cannot read the images in '{path}': {error}") from error
@@ -60,10 +71,13 @@ def _load_image_folder(path: str, image_shape: tuple[int, int] | None, validatio
 
 
 def load_data(path: str, image_shape: tuple[int, int] | None = None, validation_split: float = 0.2,
-              seed: int = 0) -> dict[str, np.ndarray]:
-    """`--data` as arrays: an .npz file's, or a class-per-folder image directory's (split with `validation_split`)."""
+              seed: int = 0, color_mode: str = "rgb") -> dict[str, np.ndarray]:
+    """`--data` as arrays: an .npz file's, or a class-per-folder image directory's (split with `validation_split`,
+    read in `color_mode`)."""
     if os.path.isdir(path):
-        return _load_image_folder(path, image_shape, validation_split, seed)
+        data = _load_image_folder(path, image_shape, validation_split, seed, color_mode)
+        data["_folder"] = np.asarray(True)
+        return data
     if not os.path.isfile(path):
         raise errors.DataError(f"--data: no file or folder at '{path}' (expected an .npz with "
                                f"{', '.join(REQUIRED_KEYS)}, or a folder with one sub-folder of images per class).")
@@ -71,7 +85,16 @@ def load_data(path: str, image_shape: tuple[int, int] | None = None, validation_
 
 
 def check_against_model(data: dict[str, np.ndarray], model, source: str) -> None:
-    """Each input array against the model's input shape, a problem named by `--data` and the key."""
+    """Each input array against the model's input shape, a problem named by `--data` and the key (for an image
+    folder, by the flags that size and colour its images)."""
+    if "_folder" in data:
+        expected, found = tuple(model.inputs[0].shape[1:]), tuple(data["x_train"].shape[1:])
+        if expected != found and not all(e is None or e == f for e, f in zip(expected, found)):
+            raise errors.DataError(
+                f"--data: the images in '{source}' load as {found} (height, width, channels), the model takes "
+                f"{expected}: set --image_size={expected[0]}x{expected[1]} and --color_mode="
+                f"{COLOR_MODES.get(expected[-1], 'rgb')} (or leave --color_mode=auto).")
+        data.pop("_folder")
     for key in ("x_train", "x_val", "x_calib"):
         if key in data:
             collect_inputs(data[key], model, f"--data {source} '{key}'", max_samples=2)

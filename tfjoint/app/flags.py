@@ -48,6 +48,9 @@ class RunConfig:
                                     "x_calib), or a folder of images with one sub-folder per class (as "
                                     "keras.utils.image_dataset_from_directory reads it; needs --image_size).",
                               group=_DATA)
+    color_mode: str = _field("auto", "For an image folder: how images are read. auto: as many channels as the "
+                                     "model's input has (1 grayscale, 3 rgb, 4 rgba).",
+                             choices=("auto", "grayscale", "rgb", "rgba"), group=_DATA)
     image_size: str | None = _field(None, "For an image folder: the size images are resized to, as HEIGHTxWIDTH "
                                           "(or one number for square images), e.g. 96x96.", group=_DATA)
     validation_split: float = _field(0.2, "For an image folder: the share of images held out for validation "
@@ -59,8 +62,11 @@ class RunConfig:
     float_epochs: int = _field(15, "Embedded default only: epochs to train the float digits CNN.", lower=1,
                                group=_DATA)
     seed: int = _field(0, "Random seed.", group=_DATA)
-    target_sparsity: float = _field(0.8, "Fraction of zeros in every pruned kernel (within its kept channels).",
-                                    lower=0.0, upper=0.99, group=_SCHEDULE)
+    target_sparsity: float | None = _field(None, "Fraction of zeros in every pruned kernel (within its kept "
+                                                 "channels). Default: 0.8 for --target=phone (zeros shrink the "
+                                                 "download); 0 for --target=micro or a budget, where unstructured "
+                                                 "zeros save neither flash nor RAM (TFLM stores weights dense).",
+                                           lower=0.0, upper=0.99, group=_SCHEDULE)
     epochs: int = _field(10, "Fine-tuning epochs (joint pruning + QAT, one fit).", lower=1, group=_SCHEDULE)
     batch_size: int = _field(32, "Fine-tuning batch size.", lower=1, group=_SCHEDULE)
     learning_rate: float = _field(1e-3, "Adam learning rate for fine-tuning.", lower=0.0, group=_SCHEDULE)
@@ -101,7 +107,8 @@ class RunConfig:
                                        "same pruned weights (both validated); qat or ptq: only that one.",
                                choices=("auto", "qat", "ptq"), group=_DEVICE)
     max_accuracy_drop: float = _field(_TOLERANCES.max_accuracy_drop,
-                                      "Fail if int8 accuracy is more than this below float (fraction).",
+                                      "Fail if int8 accuracy is more than this below the Keras model it was "
+                                      "converted from (what quantization cost), in every runtime.",
                                       lower=0.0, upper=1.0, group=_DEVICE)
     min_agreement: float = _field(_TOLERANCES.min_agreement,
                                   "Fail if top-1 agreement of int8 with its Keras model is below this.",
@@ -111,7 +118,11 @@ class RunConfig:
                                 group=_DEVICE)
     max_mse_increase: float = _field(_TOLERANCES.max_mse_increase,
                                      "Fail if a real-valued output's int8 MSE against the labels is more than "
-                                     "this fraction above the float model's.", lower=0.0, group=_DEVICE)
+                                     "this fraction above its Keras model's.", lower=0.0, group=_DEVICE)
+    max_total_drop: float | None = _field(None, "Fail if int8 accuracy is more than this below the float model's "
+                                                "(pruning, fine-tuning and quantization together). Default: not "
+                                                "gated; the report says where the accuracy went.",
+                                          lower=0.0, upper=1.0, group=_DEVICE)
     out: str = _field("tfjoint_out", "Output directory (created if missing).", group=_OUTPUTS)
 
     def __post_init__(self):
@@ -159,7 +170,15 @@ class RunConfig:
     @property
     def tolerances(self) -> Tolerances:
         return Tolerances(max_accuracy_drop=self.max_accuracy_drop, min_agreement=self.min_agreement,
-                          min_sqnr_db=self.min_sqnr_db, max_mse_increase=self.max_mse_increase)
+                          min_sqnr_db=self.min_sqnr_db, max_mse_increase=self.max_mse_increase,
+                          max_total_drop=self.max_total_drop)
+
+    @property
+    def resolved_target_sparsity(self) -> float:
+        """--target_sparsity, or its default for the target: 0.8 on a phone, 0 on a microcontroller or a budget."""
+        if self.target_sparsity is not None:
+            return self.target_sparsity
+        return 0.0 if self.target == "micro" or self.budget_given else 0.8
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -194,7 +213,8 @@ def help_text(program: str = "tfjoint") -> str:
             lines += textwrap.wrap(f"{meta['help']}{choices}", width=100, initial_indent="      ",
                                    subsequent_indent="      ")
     lines += ["", "Also: --verbosity=1 shows TensorFlow's own log lines; --helpfull lists absl's flags too.",
-              "Exit status: 0 passed validation, 1 failed validation (report still written), 2 bad flags or input."]
+              "Exit status: 0 passed validation, 1 failed validation (report still written), 2 bad flags or input,",
+              "3 an unexpected error (one line here; the traceback in <out>/error.log)."]
     return "\n".join(lines)
 
 

@@ -13,6 +13,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 
 import numpy as np
 from absl import logging
@@ -27,6 +28,7 @@ from tfjoint.app.flags import RunConfig
 from tfjoint.export import tflm
 from tfjoint.export.report import ExportReport
 from tfjoint.losses import infer_loss
+from tfjoint.train.callbacks import SPARSITY_KEY, STEP_KEY
 
 keras = tfjoint.keras
 
@@ -98,23 +100,25 @@ def _inputs(config: RunConfig, phases):
             return data, digits.train_float_model(data, epochs=config.float_epochs, seed=config.seed)
     assert config.data is not None  # RunConfig requires --data with --model
     with phases.run("loading", f"{config.model} and {config.data}"):
-        data = datasets.load_data(config.data, config.image_shape, config.validation_split, config.seed)
         model = _load_float_model(config.model)
+        color_mode = datasets.color_mode_for(model, config.color_mode)
+        data = datasets.load_data(config.data, config.image_shape, config.validation_split, config.seed, color_mode)
         datasets.check_against_model(data, model, config.data)
     return data, model
 
 
 def _allocation(config: RunConfig, float_model, data, phases):
     """The per-layer weight sparsity plan; its errors name the flags a command user can change."""
-    with phases.run("allocation", config.allocation):
+    target = config.resolved_target_sparsity
+    method = config.allocation if target > 0 else "uniform"  # nothing to spread: no scan
+    with phases.run("allocation", method):
         try:
-            return tfjoint.allocate_sparsity(float_model, config.target_sparsity, method=config.allocation,
-                                             max_sparsity=config.max_sparsity,
+            return tfjoint.allocate_sparsity(float_model, target, method=method, max_sparsity=config.max_sparsity,
                                              validation_data=(data["x_val"], data["y_val"]))
         except errors.ConfigError as error:
             if "cannot be reached" in str(error):
                 raise errors.ConfigError(
-                    f"--target_sparsity={config.target_sparsity} cannot be reached with every layer at most "
+                    f"--target_sparsity={target} cannot be reached with every layer at most "
                     f"--max_sparsity={config.max_sparsity} (the layers it may prune are too small a share): lower "
                     "--target_sparsity, raise --max_sparsity, or use --allocation=uniform.") from error
             raise
@@ -152,7 +156,7 @@ def run(config: RunConfig) -> RunResult:
     plan = _allocation(config, float_model, data, phases)
     logging.info("tfjoint: weight sparsity per layer (%s): %s", config.allocation,
                  {name: round(value, 3) for name, value in plan.items()})
-    schedule = tfjoint.plan_schedule(total_steps, plan if config.allocation != "uniform" else config.target_sparsity,
+    schedule = tfjoint.plan_schedule(total_steps, plan if plan.method != "uniform" else plan.target,
                                      prune_end=config.prune_end, quant_start=config.quant_start,
                                      channel_sparsity=dict(budget_plan.channel_fractions) if budget_plan
                                      else config.channel_sparsity)
@@ -167,7 +171,9 @@ def run(config: RunConfig) -> RunResult:
         trained.compile(keras.optimizers.Adam(config.learning_rate), loss, metrics=metrics,
                         jit_compile=config.jit_compile)
     recorder = _BatchLossRecorder()
-    history = trained.fit(x_train, y_train, epochs=config.epochs, batch_size=config.batch_size, verbose=1,
+    # A terminal gets Keras's progress bar; a log file one line per epoch (a bar there is thousands of \r and \b).
+    history = trained.fit(x_train, y_train, epochs=config.epochs, batch_size=config.batch_size,
+                          verbose=1 if sys.stdout.isatty() else 2,
                           callbacks=tfjoint.callbacks() + [recorder])
     # Every worker strips: reading synchronized variables is collective under MultiWorkerMirroredStrategy.
     deployable = tfjoint.strip(joint)
@@ -202,7 +208,8 @@ def _export_and_plot(config, resolved, deployable, float_model, data, schedule, 
             validation_data=(data["x_val"], data["y_val"]), float_model=float_model, tolerances=config.tolerances,
             quantization=config.quantization, runtimes=RUNTIMES_FOR_TARGET[config.target],
             budget=budget_plan.budget if budget_plan else None,
-            measure_latency=True, keep_rejected=os.path.join(config.out, "model.rejected.tflite"),
+            measure_latency=config.target == "phone",  # on a microcontroller this host's timings say nothing
+            keep_rejected=os.path.join(config.out, "model.rejected.tflite"),
             float_path=files["float_model.tflite"], verbose=False,
         )
     except errors.ValidationError as error:
@@ -239,7 +246,7 @@ def _plot(config, files, report, float_model, data, schedule, plan, budget_plan,
     plots.schedule_and_loss(
         files["schedule.png"], schedule=schedule, sizes=plan.sizes,
         total_steps=steps_for(config.epochs, len(data["x_train"]), config.batch_size),
-        epoch_steps=history.history.get("tfjoint/step", []), epoch_sparsity=history.history.get("tfjoint/sparsity", []),
+        epoch_steps=history.history.get(STEP_KEY, []), epoch_sparsity=history.history.get(SPARSITY_KEY, []),
         batch_losses=recorder.losses,
     )
     pruned = {name: entry for name, entry in report.per_layer_sparsity.items() if entry.get("planned")}

@@ -23,7 +23,7 @@ from tfjoint.registry import needs_calibration
 from tfjoint.tflite import convert
 from tfjoint.tflite.flatbuffer import FlatbufferSummary, float_op_problems, read_flatbuffer
 
-__all__ = ["Candidate", "Candidates", "convert_candidates", "convert_float_reference"]
+__all__ = ["Candidate", "Candidates", "FloatReference", "convert_candidates", "convert_float_reference"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,9 +105,21 @@ def convert_candidates(source: Source, quantization: str, representative: list[n
     return Candidates(tuple(files), tuple(notes))
 
 
-def convert_float_reference(float_model, phases) -> bytes | None:
-    """The float32 file of `float_model`, for sizes, latency and per-layer comparisons (None without one)."""
+@dataclasses.dataclass(frozen=True)
+class FloatReference:
+    """The float32 file of `float_model` (None without one, or if it does not convert), and what happened."""
+
+    content: bytes | None
+    notes: tuple[str, ...] = ()
+
+
+def convert_float_reference(float_model, phases) -> FloatReference:
+    """The float32 file of `float_model`, for sizes, latency and comparisons; a conversion failure is a note."""
     if float_model is None:
-        return None
+        return FloatReference(None)
     with phases.run("conversion", "float32 reference"):
-        return convert.to_float32(float_model)
+        try:
+            return FloatReference(convert.to_float32(float_model))
+        except errors.ExportError as error:
+            return FloatReference(None, (f"the float32 reference file of `float_model` was not written (its float "
+                                         f"sizes and latency are missing): {error}",))

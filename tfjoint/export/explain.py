@@ -1,12 +1,15 @@
-"""Which layer did it: the error every int8 weight operator adds on its own, and the error so far.
+"""Which layer did it: the error every int8 layer with weights adds on its own, and the error so far.
 
 The int8 file runs once in LiteRT with `experimental_preserve_all_tensors=True`
 (and without XNNPACK, which would fuse operators away), so every intermediate
-tensor can be read back, as google-ai-edge/ai-edge-quantizer does. Each
-CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED operator is matched to the
-Keras layers it was converted from by its tensor names: the layer whose
-weights it holds, through the last layer fused into its output (a Conv ->
-BatchNorm -> ReLU block is one operator).
+tensor can be read back, as google-ai-edge/ai-edge-quantizer does. Operators
+are matched to the Keras layers they were converted from by their tensor
+names: a layer with weights owns the operators that hold its weights (a
+convolution's, or the FULLY_CONNECTEDs of an unrolled LSTM) and those its
+name appears on between them; the earliest of them gives the layer's input,
+the last the output, through the last layer fused into it (a Conv ->
+BatchNorm -> ReLU block is one operator). Each entry is named by the user's
+layer: the producer, never a BatchNorm folded into it.
 
 * Own error: that chain of Keras layers is applied to the operator's own
   input, dequantized from int8, and compared with the operator's dequantized
@@ -20,6 +23,9 @@ BatchNorm -> ReLU block is one operator).
   (what conversion alone cost).
 * Cumulative error: the operator's output against the float model's output
   of the same layer on the real inputs: how far off the network is there.
+* Channel-pruned layers no longer have the float model's shapes: their own
+  error is measured against the pruned float model (the QAT model's weights
+  without fake quantization), which computes the same thing.
 * Per channel: activations are quantized per tensor, so one channel with an
   outsized range can take the whole int8 grid and crush the others while the
   whole-tensor SQNR, dominated by that channel's energy, stays high.
@@ -28,8 +34,7 @@ BatchNorm -> ReLU block is one operator).
   show it.
 
 Entries are sorted worst first, by the lower of `sqnr_db` and
-`mean_channel_sqnr_db`. Layers whose shapes no longer match the float model
-(channels pruned away) are compared with the QAT model only.
+`mean_channel_sqnr_db`.
 """
 
 import numpy as np
@@ -142,7 +147,9 @@ def _apply(layers, values: np.ndarray, output_size: int):
     x = values.reshape((values.shape[0],) + tuple(expected[1:]))
     last = layers[-1]
     inner = getattr(last, "layer", last)
-    unfused = hasattr(inner, "activation") and _activation_name(inner) not in _FUSED_ACTIVATIONS
+    kind = kind_of(inner)
+    output_activation = kind is not None and "fused_activation" in kind.tags  # a Conv's/Dense's, not an LSTM's
+    unfused = output_activation and hasattr(inner, "activation") and _activation_name(inner) not in _FUSED_ACTIVATIONS
     if unfused and last is not inner:
         return None  # a QAT wrapper applies its activation inside; there is no pre-activation to compare with
     saved = last.activation if unfused else None
@@ -195,11 +202,57 @@ def _ranking(entry) -> tuple:
     return (not values, min(values) if values else 0.0)
 
 
+def _owner(names: list[str], order: dict[str, int]) -> str | None:
+    """Of the layers a tensor name mentions, the earliest in the model (the producer a BatchNorm folded into)."""
+    return min(names, key=lambda n: order.get(n, 1 << 30)) if names else None
+
+
+def _layer_spans(summary: FlatbufferSummary, details, known: set[str], order: dict[str, int]) -> list[dict]:
+    """Per layer with weights in the file: the data input of the first operator it owns or names, the output of
+    the last one, and the last layer fused into that output."""
+    def weight_owner(op) -> str | None:
+        row = operator(op.name)
+        weights = [i for position, i in enumerate(op.inputs) if position in row.weights]
+        owner = _owner([n for w in weights for n in _layers_named(details[w]["name"], known)], order)
+        if owner is None and weights and op.outputs:  # a constant shared by several ops has a generic name
+            owner = _owner(_layers_named(details[op.outputs[0]]["name"], known), order)
+        return owner
+
+    owners = {weight_owner(op) for op in summary.ops} - {None}
+    spans: dict[str, dict] = {}
+    for op in summary.ops:
+        output_names = _layers_named(details[op.outputs[0]]["name"], known) if op.outputs else []
+        owner = weight_owner(op) or _owner([n for n in output_names if n in owners], order)
+        if owner is None:
+            continue
+        if owner not in spans:
+            row = operator(op.name)
+            data = op.inputs[row.data] if row.data is not None and len(op.inputs) > row.data else None
+            spans[owner] = {"layer": owner, "op": op.name, "data": data, "last": op, "last_layer": owner}
+        span = spans[owner]
+        if span["op"] not in WEIGHT_OPS and op.name in WEIGHT_OPS:  # named by its first weight operator
+            span["op"] = op.name
+        span["last"] = op
+        later = [n for n in output_names if order.get(n, -1) >= order.get(owner, -1)]
+        span["last_layer"] = max(later + [owner], key=lambda n: order.get(n, -1))
+    return [span for span in spans.values() if span["data"] is not None]
+
+
+def _reference(model, own: str, last: str, x, size: int):
+    """The chain of `model`'s layers from `own` to `last` on `x`, or None where the names or shapes do not fit."""
+    names = {layer.name for layer in model.layers}
+    if own not in names or last not in names or _split_in_two(model.get_layer(own)):
+        return None
+    return _apply(_chain(model, own, last), x, size)
+
+
 def per_layer_error(content: bytes, summary: FlatbufferSummary, float_model, inputs: list[np.ndarray],
                     qat_model=None, pruned_model=None) -> list[dict]:
-    """One entry per int8 weight operator, worst first (see the module docstring).
+    """One entry per int8 layer with weights, worst first (see the module docstring).
 
-    `inputs` are in the order of `float_model.inputs`.
+    `inputs` are in the order of `float_model.inputs`. `pruned_model` (the
+    pruned float model, with the file's shapes) stands in for the float
+    model where channels were removed.
     """
     inputs = [array[:_MAX_SAMPLES] for array in inputs]
     names = [tensor.name.split(":")[0] for tensor in float_model.inputs]
@@ -207,30 +260,29 @@ def per_layer_error(content: bytes, summary: FlatbufferSummary, float_model, inp
     if fixed:  # a model converted with a fixed batch size runs exactly that many samples (repeated if fewer)
         inputs = [np.resize(array, (fixed[0],) + array.shape[1:]) for array in inputs]
     interpreter, details = _run_preserving_all_tensors(content, dict(zip(names, inputs)), summary)
-    float_names = {layer.name for layer in float_model.layers}
     float_order = {layer.name: i for i, layer in enumerate(float_model.layers)}
     qat_layers = qat_model.layers if qat_model is not None else []
     qat_names = {float_layer_name(layer.name): layer.name for layer in qat_layers}
+    pruned_names = {layer.name for layer in pruned_model.layers} if pruned_model is not None else set()
+    order = dict(float_order)
+    for i, layer in enumerate(pruned_model.layers if pruned_model is not None else []):
+        order.setdefault(layer.name, i)
+    for i, layer in enumerate(qat_layers):
+        order.setdefault(float_layer_name(layer.name), i)
     found = []
-    for op in summary.ops:
-        if op.name not in WEIGHT_OPS or len(op.inputs) < 2:
-            continue
-        weight_layers = _layers_named(details[op.inputs[1]]["name"], float_names | set(qat_names))
-        output_layers = _layers_named(details[op.outputs[0]]["name"], float_names | set(qat_names))
-        if not weight_layers:
-            continue
-        own = max(weight_layers, key=len)
-        last = max(output_layers + [own], key=lambda n: float_order.get(n, -1))
-        data = op.inputs[operator(op.name).data or 0]
+    for span in _layer_spans(summary, details, set(order), order):
+        own, last, data, output = span["layer"], span["last_layer"], span["data"], span["last"].outputs[0]
         x = _dequantized(interpreter.get_tensor(data), details[data])
-        y = _dequantized(interpreter.get_tensor(op.outputs[0]), details[op.outputs[0]])
+        y = _dequantized(interpreter.get_tensor(output), details[output])
         size = int(np.prod(y.shape[1:]))
-        entry = {"layer": own, "op": op.name, "output_tensor": details[op.outputs[0]]["name"]}
-        reference = None
-        if own in float_names and last in float_names and not _split_in_two(float_model.get_layer(own)):
-            reference = _apply(_chain(float_model, own, last), x, size)
+        entry = {"layer": own, "op": span["op"], "output_tensor": details[output]["name"]}
+        reference = _reference(float_model, own, last, x, size)
+        compared_with = "float model"
+        if reference is None and own in pruned_names:
+            reference, compared_with = _reference(pruned_model, own, last, x, size), "pruned float model"
         entry.update(_errors(reference, y))
-        entry.update({"mean_channel_sqnr_db": None, "worst_channel_sqnr_db": None})
+        entry.update({"mean_channel_sqnr_db": None, "worst_channel_sqnr_db": None,
+                      "compared_with": compared_with if reference is not None else None})
         if reference is not None:
             entry.update(_sqnrs(reference, y, reference))
         entry["_own_reference"] = reference
@@ -238,30 +290,42 @@ def per_layer_error(content: bytes, summary: FlatbufferSummary, float_model, inp
             qat_last = _with_split_activation(qat_model, qat_names.get(last, qat_names[own]))
             qat_reference = _apply(_chain(qat_model, qat_names[own], qat_last), x, size)
             entry.update({f"qat_{k}": v for k, v in _errors(qat_reference, y).items()})
-        entry["_chain"] = _chain(float_model, own, last) if own in float_names and last in float_names else None
+        entry["_last"] = last
         entry["_output"] = y
         found.append(entry)
-    _add_cumulative(found, float_model, inputs)
+    _add_cumulative(found, float_model, inputs, pruned_model)
     return sorted(found, key=_ranking)
 
 
-def _add_cumulative(entries, float_model, inputs) -> None:
-    """Each operator's output against the float model's at the same point, on the real inputs.
+def _layer_inputs(model, first_layers: set[str], inputs) -> dict[str, np.ndarray]:
+    """What each of `first_layers` of `model` receives on the real inputs."""
+    firsts = sorted(name for name in first_layers if name in {layer.name for layer in model.layers})
+    if not firsts:
+        return {}
+    probe = keras.Model(model.inputs, [model.get_layer(n).input for n in firsts])
+    values = probe.predict(inputs if len(inputs) > 1 else inputs[0], verbose=0)
+    return dict(zip(firsts, values if len(firsts) > 1 else [values]))
 
-    The float model runs up to the input of the operator's first layer; the
-    same chain of layers as for the own error then gives the reference.
+
+def _add_cumulative(entries, float_model, inputs, pruned_model=None) -> None:
+    """Each layer's int8 output against the float model's at the same point, on the real inputs.
+
+    The float model runs up to the input of the layer; the same chain of
+    layers as for the own error then gives the reference. Where channels were
+    removed, the pruned float model stands in.
     """
-    firsts = sorted({e["_chain"][0].name for e in entries if e["_chain"]})
-    layer_inputs = {}
-    if firsts:
-        probe = keras.Model(float_model.inputs, [float_model.get_layer(n).input for n in firsts])
-        values = probe.predict(inputs if len(inputs) > 1 else inputs[0], verbose=0)
-        layer_inputs = dict(zip(firsts, values if len(firsts) > 1 else [values]))
+    firsts = {entry["layer"] for entry in entries}
+    models = [(float_model, _layer_inputs(float_model, firsts, inputs))]
+    if pruned_model is not None:
+        models.append((pruned_model, _layer_inputs(pruned_model, firsts, inputs)))
     for entry in entries:
-        actual, chain, own_reference = entry.pop("_output"), entry.pop("_chain"), entry.pop("_own_reference")
+        actual, own_reference = entry.pop("_output"), entry.pop("_own_reference")
+        last = entry.pop("_last")
         reference = None
-        if chain:
-            reference = _apply(chain, np.asarray(layer_inputs[chain[0].name]), int(np.prod(actual.shape[1:])))
+        for model, layer_inputs in models:
+            if reference is None and entry["layer"] in layer_inputs:
+                reference = _reference(model, entry["layer"], last, np.asarray(layer_inputs[entry["layer"]]),
+                                       int(np.prod(actual.shape[1:])))
         if reference is not None and own_reference is not None:
             entry.update(_sqnrs(own_reference, actual, reference))  # the float model's signal
         cumulative = _errors(reference, actual)

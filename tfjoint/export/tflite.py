@@ -179,7 +179,8 @@ def export_tflite(
     validation_data = None if validation_data is None else split_validation(validation_data, inputs_of)
 
     candidates = convert_candidates(source, options.quantization, representative, phases)
-    float_content = convert_float_reference(arguments.float_model, phases)
+    reference = convert_float_reference(arguments.float_model, phases)
+    float_content = reference.content
     if options.float_path is not None and float_content is not None:
         atomic_write_bytes(options.float_path, float_content)
     validation = validate_candidates(candidates, validation_data, arguments.float_model, source.pruned_float,
@@ -187,7 +188,7 @@ def export_tflite(
     measurements = measure_shipped(validation.shipped, source, validation_data, arguments.float_model,
                                    float_content, options, phases)
     summary = validation.shipped.candidate.summary
-    data_notes = [note for data, argument in ((validation_data[0] if validation_data else None, "validation_data"),
+    data_notes = list(reference.notes) + [note for data, argument in ((validation_data[0] if validation_data else None, "validation_data"),
                                               (representative, "representative_data")) if data is not None
                   for note in validate.input_range_notes(data, summary.inputs, argument)]
     report = assemble_report(source, candidates, validation, measurements, options, float_content,

@@ -1,6 +1,6 @@
-"""Pruning: the schedule object, its TF-MOT decay, per-layer sparsity allocation and channel groups.
+"""Pruning: the schedule object, which layers are pruned, per-layer sparsity allocation, budgets and channel groups.
 
 Nothing here touches a Keras layer's call: these modules decide *what* to
-prune and *when*; `tfjoint.quantize` builds the quantizers that do it in the
-graph.
+prune and *when* (`schedule`, `selection`, `allocation`, `budget`,
+`channels`); `tfjoint.quantize` builds the quantizers that do it in the graph.
 """

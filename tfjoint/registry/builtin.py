@@ -263,7 +263,9 @@ for _name in ("GRU", "SimpleRNN", "RNN", "Bidirectional", "ConvLSTM1D", "ConvLST
 # TFLite's fused int8 LSTM takes calibrated ranges that lose such models to chance level.
 register_layer(_layers.LSTM, LayerKind(
     prune=Pruning(weight="kernel", also=("recurrent_kernel",), holder=lambda layer: layer.cell),
-    quantization=Quantization(rewrite=LSTMAsIntegerCells, check=lstm_refusal), tflite_ops=LSTM_OPERATORS))
+    # static_batch: a float LSTM (the float reference file) converts only at a fixed batch size.
+    quantization=Quantization(rewrite=LSTMAsIntegerCells, check=lstm_refusal, static_batch=True),
+    tflite_ops=LSTM_OPERATORS))
 register_layer(IntegerLSTM, LayerKind(
     prune=Pruning(weight="kernel", also=("recurrent_kernel",)),
     quantization=Quantization(config=lambda: PointsQuantizeConfig(["kernel", "recurrent_kernel"])),

@@ -68,7 +68,7 @@ class IntegerLSTM(PointsMixin, keras.layers.Layer):
 
     def _step(self, z, hidden, cell):
         units = self.units
-        if hidden is None:  # the first step: no state yet, so no forget gate (a SPLIT with an unused output stays float)
+        if hidden is None:  # the first step: no state, no forget gate (a SPLIT with an unused output stays float)
             i, f, g, o = z[:, :units], None, z[:, 2 * units:3 * units], z[:, 3 * units:]
         else:
             z = self.point("gates", z + self.point("recurrent_gates", tf.matmul(hidden, self.recurrent_kernel)))

@@ -58,6 +58,13 @@ class WeightTensor:
     bias_dtype: str | None
     shape: tuple[int, ...] = ()
     values: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
+    tensor_index: int = -1
+    output_name: str = ""  # the operator's output tensor: names the layer when a shared constant's name does not
+
+    @property
+    def names(self) -> tuple[str, str]:
+        """The tensor's own name, then its operator's output's (either may name the Keras layer)."""
+        return (self.tensor_name, self.output_name)
 
     @property
     def output_channels(self) -> int:
@@ -168,9 +175,12 @@ class FlatbufferSummary:
         `arith.constant*`) by their operator: {"UNIDIRECTIONAL_SEQUENCE_LSTM": "lstm"}.
         """
         found: dict[str, list[WeightTensor]] = {}
+        seen: set[tuple[str, int]] = set()
         for weight in self.weights:
-            layer = layer_of(weight.tensor_name, layer_names) or (layer_of_op or {}).get(weight.op_name)
-            if layer is not None:
+            layer = (layer_of(weight.tensor_name, layer_names) or layer_of(weight.output_name, layer_names)
+                     or (layer_of_op or {}).get(weight.op_name))
+            if layer is not None and (layer, weight.tensor_index) not in seen:  # a constant shared by several ops once
+                seen.add((layer, weight.tensor_index))
                 found.setdefault(layer, []).append(weight)
         return found
 
@@ -243,6 +253,8 @@ def _weight_tensor(interpreter, op: dict, position: int, details: dict) -> Weigh
         bias_dtype=np.dtype(details[bias_index]["dtype"]).name if bias_index >= 0 else None,
         shape=tuple(int(d) for d in values.shape),
         values=values,
+        tensor_index=int(index),
+        output_name=details[op["outputs"][0]]["name"] if len(op["outputs"]) else "",
     )
 
 

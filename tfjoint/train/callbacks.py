@@ -2,10 +2,12 @@
 
 The schedule itself runs in the graph (see `tfjoint.quantize.quantizers`), so `fit`
 without these callbacks still prunes and quantizes on schedule. What they add:
-`tfjoint/sparsity` (zeros over all pruned kernels, read from the masks),
-`tfjoint/step` and `tfjoint/qat_active` in `logs` at the end of every epoch,
-so History, CSVLogger and TensorBoard pick them up; with `log_dir`, one
-TensorBoard scalar per pruned layer too. They also fail fast, with a clear
+`tfjoint/weight_sparsity` (the zeros the weight masks set within the kept
+channels: what `target_sparsity` asks), `tfjoint/channels_removed` (the
+fraction of channels channel pruning removed, when it does), `tfjoint/step`
+and `tfjoint/qat_active` in `logs` at the end of every epoch, so History,
+CSVLogger and TensorBoard pick them up; with `log_dir`, one TensorBoard scalar
+per pruned layer too (its zeros, removed channels included). They also fail fast, with a clear
 message, if the model being fit was never prepared.
 """
 
@@ -14,17 +16,19 @@ from tfjoint._keras import keras, tf
 from tfjoint.train.prepared_model import PreparedModel
 from tfjoint.train.readback import (
     channel_members,
+    channels_removed,
     is_prepared,
     layer_sparsity,
-    overall_sparsity,
     prepared_model,
     schedule_of,
     training_step,
+    weight_sparsity,
 )
 
-__all__ = ["callbacks", "JointMonitor", "SPARSITY_KEY", "STEP_KEY", "QAT_ACTIVE_KEY"]
+__all__ = ["callbacks", "JointMonitor", "SPARSITY_KEY", "CHANNELS_KEY", "STEP_KEY", "QAT_ACTIVE_KEY"]
 
-SPARSITY_KEY = "tfjoint/sparsity"
+SPARSITY_KEY = "tfjoint/weight_sparsity"
+CHANNELS_KEY = "tfjoint/channels_removed"
 STEP_KEY = "tfjoint/step"
 QAT_ACTIVE_KEY = "tfjoint/qat_active"
 
@@ -66,13 +70,16 @@ class JointMonitor(keras.callbacks.Callback):
         if step is None:  # nothing in the model counts steps: the optimizer's count is the same here
             step = int(self.model.optimizer.iterations.numpy())
         qat_active = float(self._schedule.qat_active(step))
-        logs[SPARSITY_KEY] = overall_sparsity(self._prepared)
+        logs[SPARSITY_KEY] = weight_sparsity(self._prepared)
+        removed = channels_removed(self._prepared)
+        if removed is not None:
+            logs[CHANNELS_KEY] = removed
         logs[STEP_KEY] = float(step)
         logs[QAT_ACTIVE_KEY] = qat_active
         if self._writer is not None:
             with self._writer.as_default(step=step):
                 for name, value in per_layer.items():
-                    tf.summary.scalar(f"tfjoint/sparsity/{name}", value)
+                    tf.summary.scalar(f"tfjoint/zeros/{name}", value)
                 tf.summary.scalar(SPARSITY_KEY, logs[SPARSITY_KEY])
                 tf.summary.scalar(QAT_ACTIVE_KEY, qat_active)
             self._writer.flush()

@@ -37,6 +37,8 @@ __all__ = [
     "is_prepared",
     "layer_sparsity",
     "overall_sparsity",
+    "weight_sparsity",
+    "channels_removed",
     "prepared_model",
     "schedule_of",
     "carry_schedule",
@@ -199,10 +201,37 @@ def layer_sparsity(model) -> dict[str, float]:
 
 
 def overall_sparsity(model) -> float:
-    """Fraction of zeros over all pruned kernels together (each weighted by its size)."""
+    """Fraction of zeros over all pruned kernels together (each weighted by its size), removed channels included."""
     kernels = [pk.masked_kernel() for pk in pruned_kernels(model)]
     total = sum(k.size for k in kernels)
     return float(sum(np.count_nonzero(k == 0) for k in kernels) / total) if total else 0.0
+
+
+def _kept_channel_mask(pk: PrunedKernel) -> np.ndarray:
+    """1 where the kernel's channel is kept (all ones without channel pruning), broadcast to the kernel's shape."""
+    ones = np.ones(pk.kernel.shape, np.float32)
+    if CHANNEL_MASK not in pk.quantizer_weights or pk.quantizer.channel_axis is None:
+        return ones
+    shape = mask_shape(ones.ndim, pk.quantizer.channel_axis)
+    return ones * pk.quantizer_weights[CHANNEL_MASK].numpy().reshape(shape)
+
+
+def weight_sparsity(model) -> float:
+    """Zeros the weight masks set within the kept channels, over all pruned kernels: what `target_sparsity` asks."""
+    zeros = kept = 0.0
+    for pk in pruned_kernels(model):
+        inside = _kept_channel_mask(pk) > 0
+        zeros += float(np.count_nonzero((pk.mask.numpy() == 0) & inside))
+        kept += float(np.count_nonzero(inside))
+    return zeros / kept if kept else 0.0
+
+
+def channels_removed(model) -> float | None:
+    """Fraction of the channels of the pruned producers that channel masks removed (None without channel pruning)."""
+    masks = [weights[CHANNEL_MASK].numpy() for pk in pruned_kernels(model) for weights in [pk.quantizer_weights]
+             if CHANNEL_MASK in weights]
+    total = sum(mask.size for mask in masks)
+    return float(sum(np.count_nonzero(mask == 0) for mask in masks) / total) if total else None
 
 
 def prepared_model(model):

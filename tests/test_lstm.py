@@ -1,0 +1,86 @@
+"""An LSTM keeps its accuracy in int8, in LiteRT and in TFLM, at the default tolerances.
+
+The issue's own model: Keras 3, Conv1D(16, 5) -> MaxPooling1D -> LSTM(16) -> Dense(4, softmax), on a noisy
+4-class series. TFLite's fused integer LSTM took it to chance level; tfjoint runs the LSTM as the integer operators
+of its unrolled cell, fake-quantized where the file quantizes.
+"""
+
+import numpy as np
+import pytest
+
+import tfjoint
+from tfjoint import keras
+
+
+def noisy_series(n: int, seed: int, steps: int = 64):
+    """Four classes: a sine of 2, 4, 6 or 8 periods per window, random phase, under heavy noise."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 4, n)
+    t = np.arange(steps)
+    phase = rng.uniform(0, 2 * np.pi, (n, 1))
+    x = np.sin(2 * np.pi * (2 + 2 * y[:, None]) * t / steps + phase) + rng.normal(0, 0.8, (n, steps))
+    return x[..., None].astype(np.float32), y
+
+
+def conv_lstm_keras3(seed: int = 0):
+    import keras as keras3
+
+    keras3.utils.set_random_seed(seed)
+    inputs = keras3.Input((64, 1), name="series")
+    x = keras3.layers.Conv1D(16, 5, activation="relu", name="conv")(inputs)
+    x = keras3.layers.MaxPooling1D(2, name="pool")(x)
+    x = keras3.layers.LSTM(16, name="lstm")(x)
+    return keras3.Model(inputs, keras3.layers.Dense(4, activation="softmax", name="classes")(x), name="conv_lstm")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    x, y = noisy_series(1200, 0)
+    x_val, y_val = noisy_series(300, 1)
+    model = conv_lstm_keras3()
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x, y, epochs=6, batch_size=32, verbose=0)
+    joint = tfjoint.prepare(model, target_sparsity=0.6, end_step=60, frequency=10)
+    joint.compile(keras.optimizers.Adam(5e-4), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    joint.fit(x, y, epochs=3, batch_size=32, verbose=0)
+    path = tmp_path_factory.mktemp("lstm") / "model.tflite"
+    report = tfjoint.export_tflite(tfjoint.strip(joint), str(path), representative_data=x[:200],
+                                   validation_data=(x_val, y_val), float_model=model, runtimes=("litert", "tflm"))
+    return model, joint, report, path
+
+
+@pytest.mark.slow
+def test_an_lstm_model_keeps_its_accuracy_in_litert_and_tflm_at_the_default_tolerances(trained):
+    _, _, report, path = trained
+    assert report.passed and report.thresholds == tfjoint.Tolerances().to_dict()
+    summary = tfjoint.read_flatbuffer(path.read_bytes())
+    assert summary.fully_int8 and "UNIDIRECTIONAL_SEQUENCE_LSTM" not in summary.op_names
+    assert {"FULLY_CONNECTED", "LOGISTIC", "TANH", "MUL"} <= set(summary.op_names)
+    for runtime in ("litert", "tflm"):  # read back from each interpreter's outputs
+        result = report.per_runtime[runtime]
+        assert result["keras_accuracy"] > 0.6, runtime  # the task is learned (chance is 0.25)
+        assert result["int8_accuracy"] >= result["keras_accuracy"] - 0.02, runtime
+        assert result["top1_agreement"] >= 0.95 and result["sqnr_db"] >= 15, runtime
+
+
+@pytest.mark.slow
+def test_the_lstm_is_pruned_and_listed_in_the_per_layer_error_table(trained):
+    _, joint, report, _ = trained
+    assert {f"{pk.layer_name}/{pk.weight_name}" for pk in tfjoint.pruned_kernels(joint)} >= {
+        "lstm/kernel", "lstm/recurrent_kernel"}
+    assert report.per_layer_sparsity["lstm"]["tflite"] == pytest.approx(0.6, abs=0.01)  # zeros in the int8 gates
+    entry = next(e for e in report.per_layer_error if e["layer"] == "lstm")
+    # The int8 operators of the LSTM against the quantization-aware LSTM on the same input: what conversion cost.
+    assert entry["qat_sqnr_db"] > 15 and entry["sqnr_db"] is not None and entry["cumulative_sqnr_db"] is not None
+
+
+def test_an_lstm_over_an_unknown_number_of_steps_is_refused_before_training():
+    inputs = keras.Input((None, 3), name="series")
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.LSTM(4, name="lstm")(inputs)))
+    with pytest.raises(tfjoint.UnsupportedLayerError, match="'lstm' \\(LSTM\\): its number of time steps is not "
+                                                            "fixed.*keras.Input\\(\\(steps, features\\)\\)"):
+        tfjoint.prepare(model, target_sparsity=0.5, end_step=4)
+    inputs = keras.Input((10, 3), name="series")
+    model = keras.Model(inputs, keras.layers.LSTM(4, recurrent_activation="hard_sigmoid", name="lstm")(inputs))
+    with pytest.raises(tfjoint.UnsupportedLayerError, match="recurrent_activation is 'hard_sigmoid'"):
+        tfjoint.prepare(model, target_sparsity=0.5, end_step=4)
