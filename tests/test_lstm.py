@@ -84,3 +84,22 @@ def test_an_lstm_over_an_unknown_number_of_steps_is_refused_before_training():
     model = keras.Model(inputs, keras.layers.LSTM(4, recurrent_activation="hard_sigmoid", name="lstm")(inputs))
     with pytest.raises(tfjoint.UnsupportedLayerError, match="recurrent_activation is 'hard_sigmoid'"):
         tfjoint.prepare(model, target_sparsity=0.5, end_step=4)
+
+
+@pytest.mark.slow
+def test_an_int8_file_that_computes_something_else_than_qat_is_refused_before_training_with_the_figure(monkeypatch):
+    """The conversion check runs the int8 file on sample inputs against the quantization-aware model: a file that
+    computes something else (here: a converter that returns another model's file) is refused with the figure."""
+    from tfjoint.tflite import convert
+
+    def model(seed):
+        keras.utils.set_random_seed(seed)
+        inputs = keras.Input((30, 4), name="series")
+        x = keras.layers.LSTM(16, name="lstm")(keras.layers.Dense(8, activation="relu", name="embed")(inputs))
+        return keras.Model(inputs, keras.layers.Dense(4, name="classes")(x))
+
+    other = convert.to_int8(tfjoint.strip(tfjoint.prepare(model(1), target_sparsity=0.0, end_step=2)))
+    monkeypatch.setattr(convert, "to_int8", lambda prepared, representative=None: other)
+    with pytest.raises(tfjoint.UnsupportedLayerError, match="would not keep its accuracy in int8.*computes "
+                                                            "-?[0-9.]+ dB \\(SQNR\\) from the quantization-aware"):
+        tfjoint.prepare(model(0), target_sparsity=0.5, end_step=4)

@@ -73,6 +73,7 @@ _EXPORTS = {
     "ModelTypeError": "tfjoint.errors",
     "UnsupportedLayerError": "tfjoint.errors",
     "ValidationError": "tfjoint.errors",
+    "UnsafeFileError": "tfjoint.errors",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -87,6 +88,7 @@ if TYPE_CHECKING:  # what IDEs and type checkers see; at run time the names load
         ModelStructureError,
         ModelTypeError,
         TfjointError,
+        UnsafeFileError,
         UnsupportedLayerError,
         ValidationError,
     )

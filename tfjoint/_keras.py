@@ -7,6 +7,7 @@ active, `tf.keras` stays Keras 3, but tfjoint (and TF-MOT, which also picks
 `tf_keras` in that case) still work on models built with `tf_keras`.
 """
 
+import contextlib
 import os
 import sys
 from typing import Callable, Iterable, Union
@@ -22,8 +23,9 @@ __all__ = [
     "keras", "tf", "check_float_model", "check_tf_keras_model", "is_tf_keras_model", "is_keras3_model",
     "weight_short_name", "serializable", "keras_history", "nodes_in_graph_order", "outbound_layers",
     "distribution_strategy_of", "is_graph_network", "own_trainable_weights", "set_own_trainable_weights",
-    "own_non_trainable_weights", "is_keras3_functional", "nested_inputs_and_outputs", "selected_layer_names",
-    "LayerSelector",
+    "own_non_trainable_weights", "is_keras3_functional", "is_keras3_layer_class", "nested_inputs_and_outputs",
+    "selected_layer_names", "saved_model_metadata", "bytecode_function_name", "registered_function",
+    "registered_functions_for_bytecode", "LayerSelector",
     "PRIVATE_ATTRIBUTES", "PRIVATE_MODULES",
 ]
 
@@ -159,6 +161,80 @@ def is_keras3_model(obj) -> bool:
         return False
     keras3 = sys.modules.get("keras")  # a Keras 3 model in hand means Keras 3 is already imported
     return keras3 is not None and isinstance(getattr(keras3, "Model", None), type) and isinstance(obj, keras3.Model)
+
+
+def saved_model_metadata(directory: str) -> list[dict]:
+    """The JSON metadata tf_keras keeps per object of a SavedModel (`keras_metadata.pb`), parsed (no code runs)."""
+    import json
+
+    from tf_keras.protobuf import saved_metadata_pb2
+
+    metadata = saved_metadata_pb2.SavedMetadata()
+    with open(os.path.join(directory, "keras_metadata.pb"), "rb") as handle:
+        metadata.ParseFromString(handle.read())
+    found = []
+    for node in metadata.nodes:
+        try:
+            found.append(json.loads(node.metadata))
+        except ValueError:
+            continue
+    return found
+
+
+def bytecode_function_name(encoded) -> str | None:
+    """The name of the function a tf_keras Lambda stored as bytecode ("<lambda>" for a lambda), or None.
+
+    Read from the unmarshalled code object: a code object is only data until a
+    function made from it is called, so nothing of the file runs here.
+    """
+    import base64
+    import marshal
+    import types
+
+    code = encoded[0] if isinstance(encoded, (list, tuple)) and encoded else encoded
+    if not isinstance(code, str):
+        return None
+    try:
+        loaded = marshal.loads(base64.b64decode(code.encode("ascii")))
+    except Exception:  # another Python's bytecode, or not bytecode at all
+        return None
+    return loaded.co_name if isinstance(loaded, types.CodeType) else None
+
+
+def registered_function(name: str | None, module: str | None = None):
+    """The function registered with `keras.utils.register_keras_serializable` under that name (and module)."""
+    found = [obj for obj in keras.utils.get_custom_objects().values()
+             if callable(obj) and not isinstance(obj, type) and getattr(obj, "__name__", None) == name
+             and (module is None or getattr(obj, "__module__", None) == module)]
+    return found[0] if len(found) == 1 else None
+
+
+@contextlib.contextmanager
+def registered_functions_for_bytecode():
+    """tf_keras Lambda layers load their registered function instead of the bytecode the file stores.
+
+    tf_keras stores every Lambda's function as bytecode, a registered one too.
+    Inside this block, a Lambda gets the registered function of the same
+    name, and a function that is not registered is refused (`UnsafeFileError`)
+    instead of being made from the file's bytecode.
+    """
+    from tf_keras.src.utils import generic_utils
+
+    original = generic_utils.func_load
+
+    def load(code, defaults=None, closure=None, globs=None):
+        name = bytecode_function_name(code)
+        function = registered_function(name)
+        if function is None:
+            raise errors.UnsafeFileError(f"a Lambda stores the bytecode of function {name!r}, which is not a "
+                                         "registered function: it would run code from the file.")
+        return function
+
+    generic_utils.func_load = load
+    try:
+        yield
+    finally:
+        generic_utils.func_load = original
 
 
 def is_keras3_layer_class(cls) -> bool:

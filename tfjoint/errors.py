@@ -21,6 +21,10 @@ class UnsupportedLayerError(TfjointError, ValueError):
     """A layer cannot be pruned or quantized the way the user asked."""
 
 
+class UnsafeFileError(TfjointError, ValueError):
+    """A model file holds code (Python bytecode) that loading it would run, and `safe_mode` is on."""
+
+
 class DataError(TfjointError, ValueError):
     """Representative or validation data has the wrong shape, dtype or values."""
 

@@ -50,10 +50,11 @@ def steps_for(epochs: int, samples: int, batch_size: int) -> int:
     return epochs * math.ceil(samples / batch_size)
 
 
-def _load_float_model(path: str):
-    """The --model file as a tf_keras float model (a Keras 3 file is rebuilt and checked)."""
+def _load_float_model(path: str, unsafe_load: bool = False):
+    """The --model file as a tf_keras float model (a Keras 3 file is rebuilt and checked); code in it runs only
+    with --unsafe_load."""
     try:
-        model = tfjoint.load_model(path, compile=False)
+        model = tfjoint.load_model(path, compile=False, safe_mode=not unsafe_load)
     except FileNotFoundError as error:
         raise errors.DataError(f"--model: {error}") from error
     check_float_model(model, argument="--model")
@@ -100,7 +101,7 @@ def _inputs(config: RunConfig, phases):
             return data, digits.train_float_model(data, epochs=config.float_epochs, seed=config.seed)
     assert config.data is not None  # RunConfig requires --data with --model
     with phases.run("loading", f"{config.model} and {config.data}"):
-        model = _load_float_model(config.model)
+        model = _load_float_model(config.model, config.unsafe_load)
         color_mode = datasets.color_mode_for(model, config.color_mode)
         data = datasets.load_data(config.data, config.image_shape, config.validation_split, config.seed, color_mode)
         datasets.check_against_model(data, model, config.data)
@@ -153,8 +154,10 @@ def run(config: RunConfig) -> RunResult:
     loss, metrics = infer_loss(float_model, y_train, config.loss)
     total_steps = steps_for(config.epochs, len(x_train), config.batch_size)
     budget_plan = _budget_plan(config, float_model, data, phases)
+    if budget_plan is not None:
+        logging.info("tfjoint: %s", plan_accuracy_sentence(budget_plan))
     plan = _allocation(config, float_model, data, phases)
-    logging.info("tfjoint: weight sparsity per layer (%s): %s", config.allocation,
+    logging.info("tfjoint: weight sparsity per layer (%s): %s", plan.method,
                  {name: round(value, 3) for name, value in plan.items()})
     schedule = tfjoint.plan_schedule(total_steps, plan if plan.method != "uniform" else plan.target,
                                      prune_end=config.prune_end, quant_start=config.quant_start,
@@ -188,6 +191,40 @@ def run(config: RunConfig) -> RunResult:
                             recorder)
 
 
+def plan_accuracy_sentence(budget_plan) -> str:
+    """What the sensitivity scan predicts a budget plan costs, said before training."""
+    predicted = budget_plan.predicted
+    removed = ", ".join(f"{group} {fraction:.0%}" for group, fraction in budget_plan.channel_fractions.items())
+    accuracy, float_accuracy = predicted.get("accuracy_before_fine_tuning"), predicted.get("float_accuracy")
+    if accuracy is not None and float_accuracy is not None:
+        figure = f"accuracy {accuracy:.1%} (float {float_accuracy:.1%})"
+    else:
+        figure = (f"validation loss {predicted.get('loss_before_fine_tuning', float('nan')):.4g} (float "
+                  f"{predicted.get('float_loss', float('nan')):.4g})")
+    return (f"the budget plan removes channels ({removed or 'none'}); with them removed and no fine-tuning the model "
+            f"has {figure}: the fine-tuning recovers from there")
+
+
+def fine_tuning_shortfall(report: ExportReport, budget_plan) -> str | None:
+    """A sentence when the fine-tuned model ends far below what it should: the plan's untrained prediction, or the
+    float model; with what helps."""
+    trained = report.pruned_accuracy if report.pruned_accuracy is not None else report.keras_accuracy
+    float_accuracy = report.float_accuracy
+    if trained is None or float_accuracy is None:
+        return None
+    predicted = budget_plan.predicted.get("accuracy_before_fine_tuning") if budget_plan is not None else None
+    if predicted is not None and trained < predicted - 0.02:
+        return (f"the fine-tuned model scores {trained:.1%}, below the {predicted:.1%} the budget plan measured with "
+                f"its channels removed and no fine-tuning at all: fine-tuning made it worse. Train longer "
+                "(--epochs), with a lower --learning_rate, or distil from the float model (--distill).")
+    if trained < float_accuracy - 0.05:
+        return (f"the fine-tuned model scores {trained:.1%}, {float_accuracy - trained:.1%} below the float model's "
+                f"{float_accuracy:.1%}: it has not recovered from what was removed. Train longer (--epochs), distil "
+                "from the float model (--distill), or remove less (--target_sparsity, --channel_sparsity, a larger "
+                "budget).")
+    return None
+
+
 # Where --target validates the file.
 RUNTIMES_FOR_TARGET = {"phone": ("litert",), "micro": ("tflm",)}
 
@@ -216,6 +253,10 @@ def _export_and_plot(config, resolved, deployable, float_model, data, schedule, 
         report, failure = error.report, error
     report.allocation = plan.to_dict()
     report.plan = budget_plan.to_dict() if budget_plan else None
+    shortfall = fine_tuning_shortfall(report, budget_plan)
+    if shortfall:
+        logging.warning("tfjoint: %s", shortfall)
+        report.notes.append(shortfall)
     report.save_json(files["report.json"])
     _plot(config, files, report, float_model, data, schedule, plan, budget_plan, history, recorder)
     if failure is not None:

@@ -34,7 +34,7 @@ from typing import Any, Callable
 from tfjoint import errors
 from tfjoint._keras import keras, tf
 from tfjoint.registry import kind_of
-from tfjoint.registry.own_layers import Affine, HardSwish
+from tfjoint.registry.own_layers import Affine, HardSwish, Keras3Layer
 
 __all__ = ["rebuild_in_tf_keras", "untranslatable_layers"]
 
@@ -132,9 +132,10 @@ def _layer_class(entry) -> type:
                               "replace it with a built-in layer")
     if not module.startswith("keras.layers") and not module.startswith("keras.src.layers"):
         what = f"'{entry.get('registered_name') or class_name}' from {module or 'an unknown module'}"
-        raise _Untranslatable(f"it is {what}, not a built-in Keras layer: tfjoint rebuilds built-in layers, raw "
-                              "elementwise arithmetic and keras.applications' own layers, not custom code; rewrite "
-                              "it with built-in layers")
+        raise _Untranslatable(f"it is {what}, a custom layer tfjoint has no registry entry for: register it with "
+                              "keras.saving.register_keras_serializable and tell tfjoint how it is quantized and how "
+                              "its channels follow, with tfjoint.register_layer(YourLayer, quantization="
+                              "tfjoint.Quantization.output_only(), channels=...); or rewrite it with built-in layers")
     cls = getattr(keras.layers, class_name, None)
     if not inspect.isclass(cls):
         raise _Untranslatable(f"tf_keras has no layer {class_name}")
@@ -345,9 +346,30 @@ def _is_nested_model(entry) -> bool:
         or (module == "keras" and entry["class_name"] in ("Sequential", "Functional"))
 
 
+def _registered_keras3_class(entry):
+    """The user's Keras 3 layer class of `entry`, if it has a tfjoint registry entry (else None)."""
+    import keras as keras3
+
+    name = entry.get("registered_name") or entry["class_name"]
+    cls = keras3.saving.get_registered_object(name)
+    return cls if cls is not None and kind_of(cls) is not None else None
+
+
+def _hosted(entry, layer3) -> _Rebuilt:
+    """A registered Keras 3 custom layer, run as it is inside the tf_keras model (`Keras3Layer`)."""
+    import keras as keras3
+
+    if layer3 is None:
+        raise _Untranslatable("its Keras 3 layer object is not available (build the model before bridging it)")
+    layer = Keras3Layer(keras3.saving.serialize_keras_object(layer3), name=layer3.name)
+    return _Rebuilt(_layer_call(layer), [(layer, layer3)])
+
+
 def _rebuilder(entry, layer3) -> _Rebuilt:
     """The rebuilder of one config entry; raises `_Untranslatable` with the reason."""
     module = entry.get("module") or ""
+    if entry.get("registered_name") not in (None, entry["class_name"]) and _registered_keras3_class(entry):
+        return _hosted(entry, layer3)  # a custom Keras 3 layer of the user's, registered with tfjoint
     if _is_nested_model(entry):
         return _nested(entry, layer3)
     if module.startswith("keras.src.ops"):

@@ -188,9 +188,10 @@ def export_tflite(
     measurements = measure_shipped(validation.shipped, source, validation_data, arguments.float_model,
                                    float_content, options, phases)
     summary = validation.shipped.candidate.summary
-    data_notes = list(reference.notes) + [note for data, argument in ((validation_data[0] if validation_data else None, "validation_data"),
-                                              (representative, "representative_data")) if data is not None
-                  for note in validate.input_range_notes(data, summary.inputs, argument)]
+    checked = ((validation_data[0] if validation_data else None, "validation_data"),
+               (representative, "representative_data"))
+    data_notes = list(reference.notes) + [note for data, argument in checked if data is not None
+                                          for note in validate.input_range_notes(data, summary.inputs, argument)]
     report = assemble_report(source, candidates, validation, measurements, options, float_content,
                              int(validation_data[0][0].shape[0]) if validation_data is not None else 0, data_notes,
                              phases.seconds)

@@ -28,11 +28,12 @@ import numpy as np
 from tfjoint import _progress, errors
 from tfjoint._keras import check_float_model, is_keras3_model, keras, tf
 from tfjoint.data import collect_inputs, split_validation
-from tfjoint.export import tflm
+from tfjoint.export import measure, tflm
 from tfjoint.losses import infer_loss
 from tfjoint.plan.cost import ONE_CHANNEL, CostModel, build_cost_model, measure_plan
 from tfjoint.prune.budget import Budget, CompressionPlan
 from tfjoint.prune.channels import ChannelPlan, plan_channel_groups
+from tfjoint.prune.schedule import kept_channels
 from tfjoint.registry import kind_of, pruned_variable, pruned_weight_name
 
 __all__ = ["plan_for_budget", "channel_groups_of", "STEPS"]
@@ -129,6 +130,36 @@ def _sensitivity(model, plan: ChannelPlan, norms, validation_data, batch_size, p
             curves[group] = (np.array((0.0,) + _SCAN_FRACTIONS + (1.0,)),
                              np.append(increases, increases[-1] * 10 + 10))  # all channels gone is never cheap
     return curves
+
+
+def _accuracy_of_plan(model, plan: ChannelPlan, norms, fractions: dict[str, float], validation_data,
+                      batch_size: int) -> dict[str, float | None]:
+    """The float model's validation loss and accuracy, and with every group's planned channels zeroed at once
+    (what the sensitivity scan predicts before any fine-tuning; accuracy None for a model that is no classifier)."""
+    inputs, labels = split_validation(validation_data, model)
+    loss_fn, _ = infer_loss(model, labels)
+    forward = tf.function(lambda x: model(x if len(x) > 1 else x[0], training=False))
+
+    def measured() -> tuple[float, float | None]:
+        outputs = np.concatenate([forward([a[i:i + batch_size] for a in inputs]).numpy()
+                                  for i in range(0, inputs[0].shape[0], batch_size)])
+        accuracy = measure.accuracy(outputs, labels) if measure.is_classifier_output(outputs) else None
+        return float(loss_fn(labels, outputs).numpy()), accuracy
+
+    float_loss, float_accuracy = measured()
+    saved = []
+    try:
+        for group, fraction in fractions.items():
+            if fraction > 0 and group in norms:
+                norm = norms[group]
+                removed = np.argsort(norm, kind="stable")[: len(norm) - kept_channels(len(norm), fraction)]
+                saved += _zero_channels(model, plan, group, removed)
+        plan_loss, plan_accuracy = measured()
+    finally:
+        for variable, value in reversed(saved):
+            variable.assign(value)
+    return {"float_loss": float_loss, "float_accuracy": float_accuracy, "loss_before_fine_tuning": plan_loss,
+            "accuracy_before_fine_tuning": plan_accuracy}
 
 
 def _limits(budget: Budget, margin: float) -> dict[str, float]:
@@ -274,7 +305,10 @@ def plan_for_budget(
                                      f"{_describe_figures(best, budget)} is the smallest reachable ({where}, with "
                                      f"at most {round(_MAX_FRACTION * STEPS)}/{STEPS} of any group's channels "
                                      "removed). Raise the budget, or use a smaller architecture.")
-    predicted = dict(figures, full=cost.full, arena_measured=cost.arena_measured,
+    with phases.run("accuracy of the plan", "its channels zeroed, no fine-tuning"):
+        accuracy = _accuracy_of_plan(model, plan, _filter_norms(model, plan, criterion), fractions, validation_data,
+                                     batch_size)
+    predicted = dict(figures, full=cost.full, arena_measured=cost.arena_measured, **accuracy,
                      seconds=time.perf_counter() - started, stage_seconds=dict(phases.seconds))
     if measured is not None:
         predicted["measured_in_tflm"] = {k: int(v) for k, v in measured.items()}

@@ -9,13 +9,15 @@ They change no values, so they are not quantized (their registry entries, in
 `tfjoint.registry.builtin`, say so).
 * `Affine` and `HardSwish`: what the Keras 3 bridge rebuilds Keras 3's raw
   arithmetic and `hard_silu` activation as.
+* `Keras3Layer`: a Keras 3 layer of the user's (registered with
+  `tfjoint.register_layer`), run inside the tf_keras model on TensorFlow.
 """
 
 import numpy as np
 
 from tfjoint._keras import keras, serializable, tf
 
-__all__ = ["ExpandDims", "Squeeze", "Affine", "HardSwish"]
+__all__ = ["ExpandDims", "Squeeze", "Affine", "HardSwish", "Keras3Layer"]
 
 
 def _axes(axes) -> tuple[int, ...]:
@@ -107,3 +109,59 @@ class HardSwish(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
+
+
+@serializable
+class Keras3Layer(keras.layers.Layer):
+    """A Keras 3 layer (`import keras`) inside a tf_keras model: it runs on TensorFlow, its variables are this layer's.
+
+    The Keras 3 bridge hosts a user's Keras 3 layer in one when the layer's
+    class has a tfjoint registry entry (`tfjoint.register_layer(MyLayer,
+    ...)`); the entry then says how it is quantized and how channels follow
+    it, as for any layer. Its weights train with the model; they are not
+    pruned or fake-quantized one by one (register a tf_keras twin for that).
+
+    Args:
+      layer: the Keras 3 layer, or its `keras.saving.serialize_keras_object`
+        form (the class registered with
+        `keras.saving.register_keras_serializable`).
+    """
+
+    def __init__(self, layer, **kwargs):
+        super().__init__(**kwargs)
+        import keras as keras3
+
+        self.keras3_layer = keras3.saving.deserialize_keras_object(layer) if isinstance(layer, dict) else layer
+
+    def build(self, input_shape):
+        if not self.keras3_layer.built:
+            self.keras3_layer.build(tuple(tf.TensorShape(input_shape).as_list()))
+        super().build(input_shape)
+
+    @property
+    def trainable_weights(self):
+        return [v.value for v in self.keras3_layer.trainable_weights] if self.trainable else []
+
+    @property
+    def non_trainable_weights(self):
+        frozen = [] if self.trainable else [v.value for v in self.keras3_layer.trainable_weights]
+        return [v.value for v in self.keras3_layer.non_trainable_weights] + frozen
+
+    @property
+    def weights(self):
+        return self.trainable_weights + self.non_trainable_weights
+
+    def call(self, inputs):
+        return self.keras3_layer(inputs)
+
+    def compute_output_shape(self, input_shape):
+        try:
+            shape = self.keras3_layer.compute_output_shape(tuple(tf.TensorShape(input_shape).as_list()))
+        except NotImplementedError:  # a Keras 3 layer need not say: tf_keras traces `call` for it
+            return super().compute_output_shape(input_shape)
+        return tf.TensorShape(shape)
+
+    def get_config(self):
+        import keras as keras3
+
+        return dict(super().get_config(), layer=keras3.saving.serialize_keras_object(self.keras3_layer))

@@ -78,6 +78,12 @@ def register_layer(layer_class: type, kind: LayerKind | None = None, **fields) -
         raise errors.ConfigError(f"`kind` must be a tfjoint.LayerKind; received {type(kind).__name__}.")
     if kind is None:
         kind = LayerKind.of(**fields)
+    if is_keras3_layer_class(layer_class) and (kind.prune.weight or kind.channels.axes):
+        raise errors.ConfigError(
+            f"`layer_class` {layer_class.__name__} is a Keras 3 layer: tfjoint runs it as it is inside the tf_keras "
+            f"model, so it cannot prune or mask its weights (received pruned_weight={kind.prune.weight!r}, "
+            f"channel_axes={dict(kind.channels.axes)}). Register it without them, or register a tf_keras twin of it "
+            "(tfjoint.keras.layers.Layer) that builds the weights tfjoint prunes.")
     _KINDS[layer_class] = kind
     return kind
 
