@@ -48,6 +48,8 @@ def test_embedded_default_writes_everything_and_passes(tmp_path):
     assert "worst int8 layers" in result.stdout and "MicroMutableOpResolver" in result.stdout
     assert report["runtimes"] == ["litert"]
     assert (out / "model.tflite").read_bytes()[4:8] == b"TFL3"
+    # Not a terminal: one line per epoch, no progress bar redrawn with \r or \b.
+    assert "Epoch 2/2" in result.stdout and "\r" not in result.stdout and "\x08" not in result.stdout
     # Quiet by default: none of TensorFlow's log lines (C++ or Python), but progress for every phase.
     assert not [line for line in result.stderr.splitlines() if line[:5] in ("I0000", "W0000", "E0000")], result.stderr
     assert "signature_serialization" not in result.stderr and "Assets written" not in result.stderr
@@ -59,10 +61,16 @@ def test_embedded_default_writes_everything_and_passes(tmp_path):
 
 def test_micro_target_validates_in_tflm_and_sizes_the_arena_in_the_c_header(tmp_path):
     out = tmp_path / "out"
-    result = tfjoint_cli(f"--out={out}", *FAST, "--target=micro", "--max_accuracy_drop=0.1")
+    result = tfjoint_cli(f"--out={out}", *FAST, "--target=micro")
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
     assert report["runtimes"] == ["tflm"] and report["per_runtime"]["tflm"]["int8_accuracy"] > 0.5
+    # No weight sparsity by default on a microcontroller (TFLM stores weights dense), no host latency or RSS.
+    run_config = json.loads((out / "run_config.json").read_text())
+    assert run_config["target_sparsity"] is None and run_config["resolved"]["schedule"]["target_sparsity"] == 0.0
+    assert report["weight_sparsity"] < 0.05 and report["latency_ms"] == {}
+    assert report["memory"]["int8_peak_rss_bytes"] is None
+    assert result.stdout.index("TFLM arena") < result.stdout.index("int8 accuracy (tflm)")  # the device first
     arena = report["memory"]["tflm_arena_bytes"]
     header = (out / "model_data.h").read_text()
     assert f"constexpr int kTensorArenaSize = {-(-arena // 16) * 16};" in header
@@ -76,7 +84,8 @@ def test_help_lists_the_commands_flags_by_group_with_defaults():
     for group in ("model and data:", "schedule:", "channels, allocation and budgets:", "device and validation:",
                   "outputs:"):
         assert group in text
-    assert "--target_sparsity  (default: 0.8)" in text and "--target  (default: phone)" in text
+    assert "--target_sparsity  (default: none)" in text and "0.8 for --target=phone" in text
+    assert "--target  (default: phone)" in text and "--max_total_drop" in text and "--unsafe_load" in text
     assert "--arena_kb" in text and "--image_size" in text and "Try --helpfull" not in text
 
 
@@ -242,7 +251,9 @@ def test_a_wrongly_shaped_npz_array_is_named_by_its_key(saved_inputs, digits_dat
     assert "--data" in last and "'x_train'" in last and "sample_inputs" not in last
 
 
-def test_an_image_folder_is_data_with_image_size(tmp_path):
+@pytest.mark.parametrize("channels", [3, 1])
+def test_an_image_folder_is_data_with_image_size(tmp_path, channels):
+    """RGB images for a 3-channel model; the same folder read as grayscale for a 1-channel model (--color_mode=auto)."""
     from PIL import Image
 
     rng = np.random.default_rng(0)
@@ -253,7 +264,7 @@ def test_an_image_folder_is_data_with_image_size(tmp_path):
             pixels[..., colour] = rng.integers(180, 255, (20, 20))
             Image.fromarray(pixels).save(tmp_path / "images" / label / f"{index}.png")
     keras.utils.set_random_seed(0)
-    inputs = keras.Input((16, 16, 3), name="image")
+    inputs = keras.Input((16, 16, channels), name="image")
     x = keras.layers.Rescaling(1 / 255.0, name="scale")(inputs)
     x = keras.layers.Conv2D(8, 3, activation="relu", name="conv")(x)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
@@ -261,11 +272,39 @@ def test_an_image_folder_is_data_with_image_size(tmp_path):
     model.save(str(tmp_path / "float.keras"))
     out = tmp_path / "out"
     result = tfjoint_cli(f"--model={tmp_path / 'float.keras'}", f"--data={tmp_path / 'images'}", "--image_size=16",
-                         f"--out={out}", "--epochs=2", "--target_sparsity=0.5", "--max_accuracy_drop=1.0",
-                         "--min_agreement=0", "--min_sqnr_db=0", "--allocation=uniform")
+                         f"--out={out}", "--epochs=2", "--target_sparsity=0.5", "--allocation=uniform")
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
     assert report["num_validation_samples"] == round(32 * 0.2) and report["fully_int8"]
+    assert report["inputs"][0]["shape"][-1] == channels
+    if channels == 1:
+        return
     missing = tfjoint_cli(f"--model={tmp_path / 'float.keras'}", f"--data={tmp_path / 'images'}",
                           f"--out={tmp_path / 'out2'}")
     assert missing.returncode == 2 and "--image_size" in missing.stderr.strip().splitlines()[-1]
+    wrong = tfjoint_cli(f"--model={tmp_path / 'float.keras'}", f"--data={tmp_path / 'images'}", "--image_size=12",
+                        "--color_mode=grayscale", f"--out={tmp_path / 'out3'}")
+    assert wrong.returncode == 2 and "--image_size=16x16 and --color_mode=rgb" in wrong.stderr.splitlines()[-1]
+
+
+def test_an_unexpected_error_exits_3_with_one_line_and_the_traceback_in_error_log(tmp_path):
+    from conftest import run_python
+
+    out = tmp_path / "out"
+    result = run_python(f"""
+        import sys
+        import tfjoint.app.pipeline as pipeline
+        from tfjoint.app.cli import run_main
+
+        def broken(config):
+            raise KeyError("query_shape")
+
+        pipeline.run = broken
+        sys.argv = ["tfjoint", "--out={out}"]
+        run_main()
+    """, check=False)
+    assert result.returncode == 3, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert "unexpected error KeyError: 'query_shape'" in last and str(out / "error.log") in last
+    assert "Traceback" in (out / "error.log").read_text() and "broken" in (out / "error.log").read_text()
+

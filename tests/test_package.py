@@ -21,11 +21,13 @@ LEAVES = {"errors", "_keras", "_tfmot", "_litert", "_files", "_progress", "_name
 # import leaves, any module of an earlier stage, and earlier modules of its own.
 STAGES = {
     "registry": ["registry.channels", "registry.kind", "registry.table", "registry.own_layers",
-                 "registry.own_configs", "registry.points", "registry.recurrent", "registry.rewrites",
+                 "registry.own_configs", "registry.points", "registry.recurrent", "registry.transformer",
+                 "registry.rewrites",
                  "registry.builtin"],
     "bridge": ["bridge.translate", "bridge.equivalence", "bridge.keras3"],
     "prune": ["prune.schedule", "prune.selection", "prune.budget", "prune.channels", "prune.allocation"],
-    "quantize": ["quantize.quantizers", "quantize.config", "quantize.scheme", "quantize.wrappers"],
+    "quantize": ["quantize.quantizers", "quantize.config", "quantize.substitution", "quantize.scheme",
+                 "quantize.wrappers"],
     "tflite": ["tflite.operators", "tflite.flatbuffer", "tflite.convert"],
     "train": ["train.readback", "train.phases", "train.prepared_model", "train.prepare", "train.callbacks",
               "train.distill",

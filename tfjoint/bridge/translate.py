@@ -241,6 +241,10 @@ def _layer_call(layer) -> Callable[[list, dict], Any]:
 
 
 def _standard(entry, layer3) -> _Rebuilt:
+    kind = kind_of(_layer_class(entry))
+    if kind is not None and kind.keras3.translate is not None:  # a config tf_keras cannot read: its entry rebuilds it
+        layer = kind.keras3.translate(entry["config"], layer3)
+        return _Rebuilt(_layer_call(layer), [(layer, layer3)] if layer3 is not None else [])
     cls, config = _translated_layer_config(entry, layer3)
     layer = cls.from_config(config)  # type: ignore[attr-defined]  # a tf_keras layer class
     return _Rebuilt(_layer_call(layer), [(layer, layer3)] if layer3 is not None else [])

@@ -24,6 +24,16 @@ from tfjoint.registry.rewrites import (
     on_last_axis,
 )
 from tfjoint.registry.table import register_layer
+from tfjoint.registry.transformer import (
+    ATTENTION_OPERATORS,
+    LAYER_NORM_OPERATORS,
+    IntegerAttention,
+    IntegerLayerNorm,
+    attention_from_config,
+    attention_refusal,
+    layer_norm_from_config,
+    layer_norm_refusal,
+)
 
 __all__: list[str] = []
 
@@ -159,13 +169,16 @@ register_layer(_layers.Rescaling, LayerKind(quantization=Quantization(rewrite=Af
                                             affine_map=_rescaling_affine, tflite_ops=("DEPTHWISE_CONV_2D",)))
 register_layer(_layers.Normalization, LayerKind(quantization=Quantization(rewrite=AffineAsDepthwise),
                                                 affine_map=_normalization_affine, tflite_ops=("DEPTHWISE_CONV_2D",)))
+# A LayerNormalization runs as `IntegerLayerNorm` (`tfjoint.registry.transformer`): integer MEAN, SUB, MUL, RSQRT,
+# each fake-quantized (TF-MOT has no config for it; TensorFlow's own quantization leaves part of it in float).
+_NORMALIZES_CHANNELS = Channels(blocker=lambda layer, rank: "normalizes over its channels")
 register_layer(_layers.LayerNormalization, LayerKind(
-    keras3=Keras3(kwargs_defaults={"rms_scaling": False}), quantization=Quantization(
-    refused="TF-MOT's 8-bit scheme cannot make LayerNormalization quantization-aware (it normalizes each sample by "
-            "statistics it computes, which TFLite runs as MEAN, SQUARED_DIFFERENCE and RSQRT operators whose int8 "
-            "ranges QAT does not learn), and TensorFlow Lite Micro has no GELU, which such models often use. Use "
-            "BatchNormalization (folded into the convolution, exact in int8) and ReLU/swish, and fine-tune the float "
-            "model with them before preparing")))
+    channels=_NORMALIZES_CHANNELS, keras3=Keras3(kwargs_defaults={"rms_scaling": False}),
+    quantization=Quantization(substitute=layer_norm_from_config, check=layer_norm_refusal),
+    tflite_ops=LAYER_NORM_OPERATORS))
+register_layer(IntegerLayerNorm, LayerKind(
+    channels=_NORMALIZES_CHANNELS, quantization=Quantization(config=lambda: PointsQuantizeConfig(["gamma", "beta"])),
+    tflite_ops=LAYER_NORM_OPERATORS, offset_weights=("beta",)))
 
 
 # --- Activations -------------------------------------------------------------------------------------------------
@@ -270,9 +283,30 @@ register_layer(IntegerLSTM, LayerKind(
     prune=Pruning(weight="kernel", also=("recurrent_kernel",)),
     quantization=Quantization(config=lambda: PointsQuantizeConfig(["kernel", "recurrent_kernel"])),
     tflite_ops=LSTM_OPERATORS, offset_weights=("bias",)))
-register_layer(_layers.Embedding, LayerKind(quantization=Quantization(
-    refused="TF-MOT's 8-bit scheme cannot quantize an Embedding: look the tokens up outside the model and feed the "
-            "embeddings as a float input, or use a Dense layer on one-hot inputs")))
+# An Embedding is an int8 GATHER of its table (quantized per tensor; the looked-up rows keep the table's scale).
+def _embedding_refusal(layer) -> str | None:
+    if layer.get_config().get("mask_zero"):
+        return ("it has mask_zero=True: the int8 file carries no Keras mask, so the layers after it would see the "
+                "padding; use mask_zero=False (pass an explicit padding or attention mask to attention layers)")
+    return None
+
+
+register_layer(_layers.Embedding, LayerKind(
+    prune=Pruning(weight="embeddings"),
+    quantization=Quantization(config=lambda: _tfmot.Default8BitQuantizeConfig(["embeddings"], [], False),
+                              check=_embedding_refusal),
+    tflite_ops=("GATHER",)))
+
+# Keras's MultiHeadAttention runs as `IntegerAttention` (`tfjoint.registry.transformer`): the projections as int8
+# CONV_2D, the scores and context as int8 BATCH_MATMUL, SOFTMAX on its fixed grid, each output fake-quantized.
+register_layer(_layers.MultiHeadAttention, LayerKind(
+    quantization=Quantization(substitute=attention_from_config, check=attention_refusal),
+    keras3=Keras3(translate=lambda config, layer3: attention_from_config(config)), tflite_ops=ATTENTION_OPERATORS))
+register_layer(IntegerAttention, LayerKind(
+    prune=Pruning(weight="query_kernel", also=("key_kernel", "value_kernel", "output_kernel")),
+    quantization=Quantization(config=lambda: PointsQuantizeConfig(IntegerAttention.KERNELS,
+                                                                  weight_points=IntegerAttention.KERNELS)),
+    tflite_ops=ATTENTION_OPERATORS, offset_weights=IntegerAttention.BIASES))
 for _name in ("Conv3D", "Conv3DTranspose", "MaxPooling3D", "AveragePooling3D", "UpSampling3D", "ZeroPadding3D"):
     register_layer(getattr(_layers, _name), LayerKind(quantization=Quantization(
         refused="TFLite has no int8 kernel for 3-D convolutions and pooling here: fold the depth axis into the "

@@ -117,6 +117,11 @@ class Quantization:
       check: `layer -> reason or None`: why this particular layer cannot be
         quantized (and what to do), although its kind can; `prepare` refuses
         the model with it before training.
+      substitute: `config -> layer`: a layer of tfjoint's that computes the
+        same from the same weights (in the same order) and is made of
+        operators TFLite runs in int8, built from the layer's config;
+        `prepare` puts it in the layer's place before anything else (a
+        MultiHeadAttention, a LayerNormalization).
     """
 
     config: Callable[..., Any] | None = None
@@ -125,6 +130,7 @@ class Quantization:
     calibrated: bool = False
     static_batch: bool = False
     check: Callable[[Any], str | None] | None = None
+    substitute: Callable[[dict], Any] | None = None
 
     @classmethod
     def output_only(cls) -> Quantization:
@@ -150,8 +156,10 @@ class Quantization:
         if self.rewrite is not None and not (inspect.isclass(self.rewrite) and issubclass(self.rewrite, Rewrite)):
             raise errors.ConfigError(f"`Quantization.rewrite` must be a tfjoint.registry.Rewrite subclass (a layout "
                                      f"rewrite class, not its name); received {self.rewrite!r}.")
-        if self.check is not None and not callable(self.check):
-            raise errors.ConfigError(f"`Quantization.check` must be a function or None; received {self.check!r}.")
+        for name in ("check", "substitute"):
+            value = getattr(self, name)
+            if value is not None and not callable(value):
+                raise errors.ConfigError(f"`Quantization.{name}` must be a function or None; received {value!r}.")
         if self.refused is not None and (self.config is not None or self.rewrite is not None):
             raise errors.ConfigError("`Quantization.refused` excludes `config` and `rewrite`: a kind is either "
                                      "quantized or refused.")
@@ -175,12 +183,19 @@ class Keras3:
       renamed_arguments: Keras 3 argument name -> tf_keras name.
       kwargs_defaults: Keras 3 arguments read from **kwargs, with the value
         that means what tf_keras does.
+      translate: `(Keras 3 config, Keras 3 layer) -> tf_keras layer`, for a
+        kind whose Keras 3 config tf_keras cannot read (a MultiHeadAttention):
+        the layer the bridge builds instead; the Keras 3 layer's weights are
+        copied to it in their order.
     """
 
     renamed_arguments: Mapping[str, str] = dataclasses.field(default_factory=dict)
     kwargs_defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    translate: Callable[[dict, Any], Any] | None = None
 
     def __post_init__(self):
+        if self.translate is not None and not callable(self.translate):
+            raise errors.ConfigError(f"`Keras3.translate` must be a function or None; received {self.translate!r}.")
         object.__setattr__(self, "renamed_arguments", _frozen(self.renamed_arguments))
         object.__setattr__(self, "kwargs_defaults", _frozen(self.kwargs_defaults))
 

@@ -17,7 +17,11 @@ converter:
 * "range": a moving-average range, as TF-MOT gives a layer's output;
 * "sigmoid", "probabilities": the fixed int8 grid TFLite's LOGISTIC and
   SOFTMAX write ([0, 255/256], scale 1/256);
-* "tanh": TANH's fixed grid ([-1, 127/128], scale 1/128).
+* "tanh": TANH's fixed grid ([-1, 127/128], scale 1/128);
+* "weight": a weight as the operator reads it (reshaped in `call`), 8-bit
+  symmetric per tensor like TF-MOT's Dense kernels. The weight attribute
+  itself then gets no quantizer of its own (`PointsQuantizeConfig(
+  weight_attrs=..., weight_points=...)`), only the pruning masks.
 """
 
 from __future__ import annotations
@@ -29,16 +33,17 @@ import tensorflow_model_optimization as tfmot
 from tfjoint import errors
 from tfjoint._keras import serializable
 
-__all__ = ["PointsMixin", "PointQuantizer", "FixedPointQuantizer", "PointsQuantizeConfig", "POINT_KINDS",
-           "point_quantizer"]
+__all__ = ["PointsMixin", "PointQuantizer", "FixedPointQuantizer", "WeightPointQuantizer", "PointsQuantizeConfig",
+           "POINT_KINDS", "point_quantizer"]
 
 _quantizers = tfmot.quantization.keras.quantizers
 # TF-MOT's quantizer classes, typed as Any: TF-MOT ships no type information for them.
 _MovingAverageQuantizer: Any = _quantizers.MovingAverageQuantizer
 _FixedQuantizer: Any = _quantizers.FixedQuantizer
+_LastValueQuantizer: Any = _quantizers.LastValueQuantizer
 # TFLite's fixed int8 output grids: LOGISTIC and SOFTMAX (scale 1/256, zero point -128), TANH (1/128, 0).
 _FIXED_RANGES = {"sigmoid": (0.0, 255.0 / 256.0), "probabilities": (0.0, 255.0 / 256.0), "tanh": (-1.0, 127.0 / 128.0)}
-POINT_KINDS = ("range",) + tuple(_FIXED_RANGES)
+POINT_KINDS = ("range", "weight") + tuple(_FIXED_RANGES)
 
 
 def _identity(x):
@@ -111,10 +116,34 @@ class FixedPointQuantizer(_FixedQuantizer):
         return not self.__eq__(other)
 
 
+@serializable
+class WeightPointQuantizer(_LastValueQuantizer):
+    """TF-MOT's LastValueQuantizer (8 bits, per tensor, symmetric, narrow range), its weights named after the point."""
+
+    def __init__(self, point: str, num_bits: int = 8, per_axis: bool = False, symmetric: bool = True,
+                 narrow_range: bool = True):
+        super().__init__(num_bits=num_bits, per_axis=per_axis, symmetric=symmetric, narrow_range=narrow_range)
+        self.point = str(point)
+
+    def build(self, tensor_shape, name, layer):
+        return super().build(tensor_shape, self.point, layer)
+
+    def get_config(self):
+        return dict(super().get_config(), point=self.point)
+
+    def __eq__(self, other):
+        return type(other) is type(self) and other.get_config() == self.get_config()
+
+    def __ne__(self, other):
+        return not self.__eq__(other)
+
+
 def point_quantizer(name: str, kind: str):
     """The quantizer of a point of `kind`."""
     if kind == "range":
         return PointQuantizer(name)
+    if kind == "weight":
+        return WeightPointQuantizer(name)
     if kind in _FIXED_RANGES:
         return FixedPointQuantizer(name, kind)
     raise errors.ConfigError(f"a quantization point's kind must be one of {list(POINT_KINDS)}; received {kind!r}.")
@@ -125,27 +154,40 @@ class PointsQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
     """Quantizes a `PointsMixin` layer: its weights (8-bit, symmetric), each of its points, not its output.
 
     Args:
-      weight_attrs: the layer's weights to quantize, by attribute name.
+      weight_attrs: the layer's weights handed to the wrapper, by attribute
+        name (so pruning can mask them).
       per_channel: weight attribute -> True to quantize it per output channel
         (its last axis), as the converter does for a convolution's filters.
+      weight_points: the weights of `weight_attrs` that the layer
+        fake-quantizes itself, at a "weight" point, as the operator reads
+        them (reshaped): they get no quantizer here.
     """
 
-    def __init__(self, weight_attrs=(), per_channel=None):
+    def __init__(self, weight_attrs=(), per_channel=None, weight_points=()):
         self.weight_attrs = list(weight_attrs)
         self.per_channel = dict(per_channel or {})
+        self.weight_points = list(weight_points)
 
     def _weight_quantizer(self, name: str):
+        if name in self.weight_points:
+            from tfjoint.registry.own_configs import PassThroughQuantizer
+
+            return PassThroughQuantizer()
         per_axis = bool(self.per_channel.get(name, False))
         return _quantizers.LastValueQuantizer(num_bits=8, per_axis=per_axis, symmetric=True, narrow_range=True)
 
+    def _present(self, layer) -> list[str]:
+        """The weight attributes the layer has (a LayerNorm without `center` has no beta)."""
+        return [name for name in self.weight_attrs if getattr(layer, name, None) is not None]
+
     def get_weights_and_quantizers(self, layer):
-        return [(getattr(layer, name), self._weight_quantizer(name)) for name in self.weight_attrs]
+        return [(getattr(layer, name), self._weight_quantizer(name)) for name in self._present(layer)]
 
     def get_activations_and_quantizers(self, layer):
         return [(_identity, point_quantizer(name, kind)) for name, kind in layer.POINTS]
 
     def set_quantize_weights(self, layer, quantize_weights):
-        for name, value in zip(self.weight_attrs, quantize_weights):
+        for name, value in zip(self._present(layer), quantize_weights):
             setattr(layer, name, value)
 
     def set_quantize_activations(self, layer, quantize_activations):
@@ -155,7 +197,8 @@ class PointsQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
         return []
 
     def get_config(self):
-        return {"weight_attrs": list(self.weight_attrs), "per_channel": dict(self.per_channel)}
+        return {"weight_attrs": list(self.weight_attrs), "per_channel": dict(self.per_channel),
+                "weight_points": list(self.weight_points)}
 
     def __eq__(self, other):
         return type(other) is type(self) and other.get_config() == self.get_config()

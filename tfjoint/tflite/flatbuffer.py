@@ -22,6 +22,7 @@ __all__ = ["OpInfo", "TensorInfo", "WeightTensor", "IOTensor", "FlatbufferSummar
            "float_op_problems"]
 
 _FLOAT_DTYPES = (np.float32, np.float16, np.float64)
+_INTEGER_INPUTS = ("int8", "int16", "int32", "int64", "uint8", "bool")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,9 +139,13 @@ class FlatbufferSummary:
 
     @property
     def fully_int8(self) -> bool:
-        """int8 I/O, int8 weights, int32 biases, and no float tensor anywhere."""
+        """int8 I/O, int8 weights, int32 biases, and no float tensor anywhere.
+
+        An integer input of the Keras model (token ids, a padding mask) keeps its integer type: it indexes or
+        selects, it carries no value to quantize.
+        """
         return (
-            all(d == "int8" for d in self.input_dtypes)
+            all(d in _INTEGER_INPUTS for d in self.input_dtypes)
             and all(d == "int8" for d in self.output_dtypes)
             and all(w.dtype == "int8" and w.bias_dtype in (None, "int32") for w in self.weights)
             and not self.float_ops

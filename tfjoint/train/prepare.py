@@ -31,6 +31,7 @@ from tfjoint.prune.channels import ChannelPlan, plan_channel_groups
 from tfjoint.prune.schedule import JointSchedule
 from tfjoint.prune.selection import LayerSelection
 from tfjoint.quantize.scheme import JointQuantizeScheme
+from tfjoint.quantize.substitution import substituted
 from tfjoint.quantize.wrappers import adopt_joint_layers
 from tfjoint.registry import (
     OUTPUT,
@@ -480,6 +481,7 @@ def prepare(
     selection = LayerSelection.of(layers, prune_depthwise=prune_depthwise, prune_only=prune_only, exclude=exclude)
     _check_custom_layers_serializable(model)
     _check_quantizable(model)
+    model = substituted(model)  # attention, LayerNorm: as tfjoint's integer layers, weights and names kept
     pruned = _pruned_weights(model, schedule, selection)
     schedule, channel_specs = _plan_channels(model, schedule, pruned, channel_criterion)
     scheme = JointQuantizeScheme(schedule, pruned, channel_specs, input_shapes=_input_shapes(model))

@@ -1,0 +1,263 @@
+"""Transformer layers as the integer operators TFLite runs, fake-quantized where the file quantizes them.
+
+TF-MOT has no quantize config for LayerNormalization or MultiHeadAttention
+(its issues #942 and #718), and TensorFlow's own full-integer quantization
+leaves part of a LayerNormalization in float. The layers here compute what a
+Keras LayerNormalization and MultiHeadAttention compute, written as the
+operators TFLite has int8 kernels for, with a quantization point
+(`tfjoint.registry.points`) at every operator's output:
+
+* `IntegerLayerNorm`: MEAN, SUB, MUL, MEAN, ADD, RSQRT, MUL, MUL, ADD, over
+  the last axis (no float island: the mean, the variance and the inverse
+  standard deviation are int8 tensors with trained ranges).
+* `IntegerAttention`: the query/key/value projections (FULLY_CONNECTED),
+  scores (BATCH_MATMUL), the scale (MUL), the mask (SELECT_V2), SOFTMAX on
+  its fixed int8 grid, the context (BATCH_MATMUL) and the output projection.
+  Its weights keep a heads axis, so whole heads can be pruned and removed.
+
+The layout rewrites in `tfjoint.registry.rewrites` replace Keras's layers by
+these, with the same names and weights.
+"""
+
+from __future__ import annotations
+
+import math
+
+from tfjoint._keras import keras, serializable, tf
+from tfjoint.registry.points import PointsMixin
+
+__all__ = ["IntegerLayerNorm", "IntegerAttention", "LAYER_NORM_OPERATORS", "ATTENTION_OPERATORS", "attention_refusal",
+           "attention_from_config", "layer_norm_refusal", "layer_norm_from_config"]
+
+LAYER_NORM_OPERATORS = ("MEAN", "SUB", "MUL", "ADD", "RSQRT")
+ATTENTION_OPERATORS = ("EXPAND_DIMS", "CONV_2D", "RESHAPE", "TRANSPOSE", "BATCH_MATMUL", "MUL", "SOFTMAX")
+
+
+@serializable
+class IntegerLayerNorm(PointsMixin, keras.layers.Layer):
+    """Layer normalization over the last axis, as the integer operators TFLite runs it.
+
+    Args:
+      epsilon: added to the variance.
+      center: add `beta`.
+      scale: multiply by `gamma`.
+    """
+
+    POINTS = (("mean", "range"), ("centered", "range"), ("squared", "range"), ("variance", "range"),
+              ("shifted_variance", "range"), ("inverse_std", "range"), ("normalized", "range"), ("scaled", "range"),
+              ("output", "range"))
+
+    def __init__(self, epsilon: float = 1e-3, center: bool = True, scale: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.epsilon = float(epsilon)
+        self.center = bool(center)
+        self.scale = bool(scale)
+
+    def build(self, input_shape):
+        channels = int(input_shape[-1])
+        self.gamma = self.add_weight("gamma", shape=(channels,), initializer="ones") if self.scale else None
+        self.beta = self.add_weight("beta", shape=(channels,), initializer="zeros") if self.center else None
+        super().build(input_shape)
+
+    def call(self, inputs):
+        mean = self.point("mean", tf.reduce_mean(inputs, axis=-1, keepdims=True))
+        centered = self.point("centered", inputs - mean)
+        squared = self.point("squared", centered * centered)
+        variance = self.point("variance", tf.reduce_mean(squared, axis=-1, keepdims=True))
+        shifted = self.point("shifted_variance", variance + self.epsilon)
+        inverse = self.point("inverse_std", tf.math.rsqrt(shifted))
+        x = self.point("normalized", centered * inverse)
+        if self.gamma is not None:
+            x = self.point("scaled", x * self.gamma)
+        if self.beta is not None:
+            x = x + self.beta
+        return self.point("output", x)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return dict(super().get_config(), epsilon=self.epsilon, center=self.center, scale=self.scale)
+
+
+@serializable
+class IntegerAttention(PointsMixin, keras.layers.Layer):
+    """Multi-head attention (Keras's MultiHeadAttention, one attention axis) as integer operators.
+
+    Called as `layer(query, value, key=None, attention_mask=None)`, like
+    Keras's. Weights (the heads axis kept, so heads can be removed):
+    `query_kernel`, `key_kernel` (dim, heads, key_dim), `value_kernel`
+    (dim, heads, value_dim), their biases (heads, dim), `output_kernel`
+    (heads, value_dim, output_dim) and `output_bias`.
+
+    Args:
+      num_heads, key_dim, value_dim, output_dim: as Keras's MultiHeadAttention
+        (`value_dim` defaults to `key_dim`; `output_dim` to the query's last
+        axis).
+      use_bias: whether the projections have biases.
+      dropout: dropout on the attention probabilities, in training.
+    """
+
+    POINTS = (("query_weights", "weight"), ("key_weights", "weight"), ("value_weights", "weight"),
+              ("output_weights", "weight"), ("query", "range"), ("key", "range"), ("value", "range"),
+              ("scores", "range"), ("scaled_scores", "range"), ("probabilities", "probabilities"),
+              ("context", "range"), ("output", "range"))
+    KERNELS = ("query_kernel", "key_kernel", "value_kernel", "output_kernel")
+    BIASES = ("query_bias", "key_bias", "value_bias", "output_bias")
+
+    def __init__(self, num_heads: int, key_dim: int, value_dim: int | None = None, output_dim: int | None = None,
+                 use_bias: bool = True, dropout: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.num_heads = int(num_heads)
+        self.key_dim = int(key_dim)
+        self.value_dim = int(value_dim or key_dim)
+        self.output_dim = None if output_dim is None else int(output_dim)
+        self.use_bias = bool(use_bias)
+        self.dropout = float(dropout)
+
+    def build(self, input_shape):
+        shapes = input_shape if isinstance(input_shape, (list, tuple)) and isinstance(input_shape[0], (list, tuple,
+                                                                                                      tf.TensorShape)) \
+            else [input_shape]
+        query_dim = int(shapes[0][-1])
+        value_dim_in = int(shapes[1][-1]) if len(shapes) > 1 else query_dim
+        key_dim_in = int(shapes[2][-1]) if len(shapes) > 2 and shapes[2] is not None else value_dim_in
+        heads, output_dim = self.num_heads, self.output_dim or query_dim
+
+        def weight(name, shape, initializer="glorot_uniform"):
+            return self.add_weight(name, shape=shape, initializer=initializer)
+
+        # In Keras's MultiHeadAttention order (each projection's kernel, then its bias), so its weights carry over.
+        projections = (("query", (query_dim, heads, self.key_dim), (heads, self.key_dim)),
+                       ("key", (key_dim_in, heads, self.key_dim), (heads, self.key_dim)),
+                       ("value", (value_dim_in, heads, self.value_dim), (heads, self.value_dim)),
+                       ("output", (heads, self.value_dim, output_dim), (output_dim,)))
+        for name, kernel_shape, bias_shape in projections:
+            setattr(self, f"{name}_kernel", weight(f"{name}_kernel", kernel_shape))
+            setattr(self, f"{name}_bias", weight(f"{name}_bias", bias_shape, "zeros") if self.use_bias else None)
+        super().build(input_shape)
+
+    def _pointwise(self, x, kernel_2d, bias_1d, weights_point: str):
+        """x (batch, steps, d) times a (d, n) kernel, as a 1x1 CONV_2D: the int8 operator a converter makes of it
+        (its Tensordot lowering of a rank-3 matmul leaves the reshapes around it in float). The kernel is
+        fake-quantized as the operator reads it."""
+        filters = self.point(weights_point, tf.reshape(kernel_2d, (1, 1) + tuple(kernel_2d.shape)))
+        y = tf.nn.conv2d(tf.expand_dims(x, 2), filters, strides=1, padding="VALID")
+        if bias_1d is not None:
+            y = y + bias_1d
+        return tf.squeeze(y, 2)
+
+    def _project(self, x, kernel, bias, point):
+        heads, depth = kernel.shape[1], kernel.shape[2]
+        y = self._pointwise(x, tf.reshape(kernel, (kernel.shape[0], heads * depth)),
+                            None if bias is None else tf.reshape(bias, (heads * depth,)), f"{point}_weights")
+        return tf.reshape(self.point(point, y), (-1, x.shape[1], heads, depth))
+
+    def _mask(self, attention_mask, value_mask, use_causal_mask: bool, queries: int, keys: int):
+        """The (batch or 1, 1, queries, keys) boolean mask: explicit, key padding, causal, combined."""
+        masks = []
+        if attention_mask is not None:
+            mask = tf.cast(attention_mask, tf.bool)
+            masks.append(mask[:, tf.newaxis, tf.newaxis, :] if mask.shape.rank == 2 else mask[:, tf.newaxis])
+        if value_mask is not None:  # the keys' padding
+            masks.append(tf.cast(value_mask, tf.bool)[:, tf.newaxis, tf.newaxis, :])
+        if use_causal_mask:
+            causal = tf.linalg.band_part(tf.ones((queries, keys), tf.bool), -1, 0)
+            masks.append(causal[tf.newaxis, tf.newaxis])
+        if not masks:
+            return None
+        mask = masks[0]
+        for other in masks[1:]:
+            mask = tf.logical_and(mask, other)
+        return mask
+
+    def call(self, query, value=None, key=None, attention_mask=None, query_mask=None, value_mask=None,
+             key_mask=None, use_causal_mask=False, return_attention_scores=False, training=None):
+        if return_attention_scores:
+            raise ValueError(f"IntegerAttention '{self.name}' returns the attention output only, not the scores.")
+        value = query if value is None else value
+        key = value if key is None else key
+        value_mask = value_mask if value_mask is not None else key_mask
+        q = self._project(query, self.query_kernel, self.query_bias, "query")
+        k = self._project(key, self.key_kernel, self.key_bias, "key")
+        v = self._project(value, self.value_kernel, self.value_bias, "value")
+        scores = self.point("scores", tf.einsum("bqhk,bthk->bhqt", q, k))
+        scores = self.point("scaled_scores", scores * (1.0 / math.sqrt(self.key_dim)))
+        mask = self._mask(attention_mask, value_mask, use_causal_mask, query.shape[1], key.shape[1])
+        if mask is not None:  # masked keys: a score far below the others (in int8: the grid's lowest value)
+            scores = tf.where(mask, scores, tf.fill(tf.shape(scores), -1e4))
+        probabilities = self.point("probabilities", tf.nn.softmax(scores, axis=-1))
+        if training and self.dropout:
+            probabilities = tf.nn.dropout(probabilities, rate=self.dropout)
+        context = self.point("context", tf.einsum("bhqt,bthk->bqhk", probabilities, v))
+        heads, depth, output_dim = self.output_kernel.shape
+        context = tf.reshape(context, (-1, query.shape[1], heads * depth))
+        output = self._pointwise(context, tf.reshape(self.output_kernel, (heads * depth, output_dim)),
+                                 self.output_bias, "output_weights")
+        return self.point("output", output)
+
+    def compute_output_shape(self, input_shape):
+        shapes = input_shape if isinstance(input_shape, (list, tuple)) and isinstance(input_shape[0], (list, tuple,
+                                                                                                      tf.TensorShape)) \
+            else [input_shape]
+        query = tf.TensorShape(shapes[0]).as_list()
+        return tf.TensorShape(query[:-1] + [self.output_dim or query[-1]])
+
+    def get_config(self):
+        return dict(super().get_config(), num_heads=self.num_heads, key_dim=self.key_dim, value_dim=self.value_dim,
+                    output_dim=self.output_dim, use_bias=self.use_bias, dropout=self.dropout)
+
+
+def _attention_axes_ok(config) -> bool:
+    axes = config.get("attention_axes")
+    return axes is None or tuple(axes) in ((1,), (-2,))
+
+
+def attention_refusal(layer) -> str | None:
+    """Why a Keras MultiHeadAttention cannot become an `IntegerAttention`, or None."""
+    config = layer.get_config()
+    if not _attention_axes_ok(config):
+        return (f"it attends over axes {config.get('attention_axes')}: tfjoint's integer attention attends over the "
+                "sequence axis of (batch, steps, features) inputs; reshape the input to that")
+    if isinstance(config.get("output_shape"), (list, tuple)) and len(config["output_shape"]) > 1:
+        return f"its output_shape {config['output_shape']} is not one axis: use a Dense after it"
+    for node in layer.inbound_nodes:
+        if (node.call_kwargs or {}).get("return_attention_scores"):
+            return "it returns its attention scores as a second output: drop return_attention_scores"
+        if (node.call_kwargs or {}).get("query_mask") is not None:
+            return "it is given a query_mask: mask the keys (value_mask, attention_mask) instead"
+    for tensor in tf.nest.flatten(layer.input):
+        if getattr(tensor, "shape", None) is not None and tensor.shape.rank != 3:
+            return (f"its inputs have rank {tensor.shape.rank}: tfjoint's integer attention takes (batch, steps, "
+                    "features)")
+    return None
+
+
+def attention_from_config(config: dict) -> IntegerAttention:
+    """The `IntegerAttention` a MultiHeadAttention config (tf_keras or Keras 3) describes (weights carry over)."""
+    output = config.get("output_shape")
+    output_dim = (output[0] if isinstance(output, (list, tuple)) else output) if output else None
+    return IntegerAttention(config["num_heads"], config["key_dim"], value_dim=config.get("value_dim"),
+                            output_dim=output_dim, use_bias=config.get("use_bias", True),
+                            dropout=config.get("dropout", 0.0), name=config["name"],
+                            trainable=config.get("trainable", True))
+
+
+def layer_norm_refusal(layer) -> str | None:
+    """Why a Keras LayerNormalization cannot become an `IntegerLayerNorm`, or None."""
+    config = layer.get_config()
+    axis = config.get("axis")
+    axes = list(axis) if isinstance(axis, (list, tuple)) else [axis]
+    rank = len(layer.input_shape) if isinstance(layer.input_shape, tuple) else None
+    if len(axes) != 1 or (axes[0] != -1 and (rank is None or axes[0] != rank - 1)):
+        return f"it normalizes over axes {axis}: tfjoint's integer LayerNorm normalizes the last axis"
+    if getattr(layer, "rms_scaling", False):
+        return "it uses rms_scaling: use the standard LayerNormalization (rms_scaling=False)"
+    return None
+
+
+def layer_norm_from_config(config: dict) -> IntegerLayerNorm:
+    """The `IntegerLayerNorm` a LayerNormalization config describes (gamma and beta carry over)."""
+    return IntegerLayerNorm(epsilon=config.get("epsilon", 1e-3), center=config.get("center", True),
+                            scale=config.get("scale", True), name=config["name"],
+                            trainable=config.get("trainable", True))
