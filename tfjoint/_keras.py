@@ -24,7 +24,7 @@ __all__ = [
     "weight_short_name", "serializable", "keras_history", "nodes_in_graph_order", "outbound_layers",
     "distribution_strategy_of", "is_graph_network", "own_trainable_weights", "set_own_trainable_weights",
     "own_non_trainable_weights", "is_keras3_functional", "is_keras3_layer_class", "nested_inputs_and_outputs",
-    "selected_layer_names", "saved_model_metadata", "bytecode_function_name", "registered_function",
+    "selected_layer_names", "saved_model_metadata", "is_keras3_object", "bytecode_function_name", "registered_function",
     "registered_functions_for_bytecode", "LayerSelector",
     "PRIVATE_ATTRIBUTES", "PRIVATE_MODULES",
 ]
@@ -235,6 +235,11 @@ def registered_functions_for_bytecode():
         yield
     finally:
         generic_utils.func_load = original
+
+
+def is_keras3_object(obj) -> bool:
+    """True if `obj` is an object of Keras 3 (`keras` 3.x: an optimizer, a loss, ...), not of tf_keras."""
+    return type(obj).__module__.split(".")[0] == "keras" and hasattr(obj, "get_config")
 
 
 def is_keras3_layer_class(cls) -> bool:

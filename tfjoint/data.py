@@ -15,12 +15,27 @@ import numpy as np
 from tfjoint import errors
 from tfjoint._keras import tf
 
-__all__ = ["model_inputs", "collect_inputs", "split_validation", "outputs_as_list"]
+__all__ = ["model_inputs", "collect_inputs", "split_validation", "outputs_as_list", "sample_inputs_of"]
+
+
+class _Spec(tuple):
+    """(name, shape without batch) of a model input, and its dtype (`.dtype`: float32, or an integer type)."""
+
+    dtype: np.dtype
+
+
+def _spec(tensor) -> _Spec:
+    spec = _Spec((tensor.name.split(":")[0], tuple(tensor.shape[1:])))
+    try:
+        spec.dtype = np.dtype(tf.as_dtype(tensor.dtype).as_numpy_dtype)
+    except TypeError:
+        spec.dtype = np.dtype(np.float32)
+    return spec
 
 
 def model_inputs(model) -> list[tuple[str, tuple]]:
-    """(name, shape without batch) of each model input, in model order."""
-    return [(t.name.split(":")[0], tuple(t.shape[1:])) for t in model.inputs]
+    """(name, shape without batch) of each model input, in model order (each also carries its `.dtype`)."""
+    return [_spec(t) for t in model.inputs]
 
 
 def outputs_as_list(outputs) -> list[np.ndarray]:
@@ -77,7 +92,8 @@ def _is_streamed(data) -> bool:
 
 def _check_arrays(arrays, specs, argument) -> list[np.ndarray]:
     checked = []
-    for array, (name, shape) in zip(arrays, specs):
+    for array, spec in zip(arrays, specs):
+        name, shape = spec
         array = _to_numpy(array)
         if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
             raise errors.DataError(
@@ -92,8 +108,10 @@ def _check_arrays(arrays, specs, argument) -> list[np.ndarray]:
             )
         if array.shape[0] == 0:
             raise errors.DataError(f"`{argument}`: input '{name}' is empty; give at least one sample.")
-        array = array.astype(np.float32)
-        if not np.all(np.isfinite(array)):
+        # float32, or an integer input's own type (token ids, masks): a float token id would index nothing.
+        target = getattr(spec, "dtype", np.dtype(np.float32))
+        array = array.astype(target if np.issubdtype(target, np.integer) or target == np.dtype(bool) else np.float32)
+        if not np.all(np.isfinite(array.astype(np.float64))):
             bad = int(np.count_nonzero(~np.isfinite(array)))
             raise errors.DataError(
                 f"`{argument}`: input '{name}' holds {bad} NaN/inf values; clean or drop those samples.")
@@ -180,3 +198,15 @@ def split_validation(validation_data, model, argument: str = "validation_data"):
                 raise errors.DataError(f"`{argument}`: labels hold NaN/inf values; clean or drop those samples.")
         y = labels
     return inputs, y
+
+
+def sample_inputs_of(model, count: int = 4) -> list[np.ndarray]:
+    """Seeded inputs of the model's shapes (uniform [0, 1); ones for integer inputs: a token id every vocabulary
+    has, a padding mask that masks nothing): the file's structure does not depend on their values."""
+    rng = np.random.default_rng(0)
+    samples = []
+    for tensor in model.inputs:
+        shape = (count,) + tuple(d or 1 for d in tensor.shape[1:])
+        dtype = tensor.dtype.as_numpy_dtype
+        samples.append(rng.random(shape).astype(dtype) if np.issubdtype(dtype, np.floating) else np.ones(shape, dtype))
+    return samples

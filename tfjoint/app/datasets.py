@@ -12,7 +12,7 @@ import numpy as np
 from tfjoint import errors
 from tfjoint.data import collect_inputs
 
-__all__ = ["load_data", "check_against_model", "color_mode_for", "REQUIRED_KEYS", "COLOR_MODES"]
+__all__ = ["load_data", "check_exists", "check_against_model", "color_mode_for", "REQUIRED_KEYS", "COLOR_MODES"]
 
 REQUIRED_KEYS = ("x_train", "y_train", "x_val", "y_val")
 # Image channels -> how `image_dataset_from_directory` reads a folder for them.
@@ -68,6 +68,13 @@ def _load_image_folder(path: str, image_shape: tuple[int, int] | None, validatio
     n_val = max(1, int(round(len(x) * validation_split)))
     return {"x_train": x[n_val:], "y_train": y[n_val:], "x_val": x[:n_val], "y_val": y[:n_val],
             "x_calib": x[n_val:n_val + _CALIBRATION_SAMPLES], "class_names": np.asarray(dataset.class_names)}
+
+
+def check_exists(path: str) -> None:
+    """A `--data` path that is neither a file nor a folder, named."""
+    if not os.path.exists(path):
+        raise errors.DataError(f"--data: no file or folder at '{path}' (expected an .npz with "
+                               f"{', '.join(REQUIRED_KEYS)}, or a folder with one sub-folder of images per class).")
 
 
 def load_data(path: str, image_shape: tuple[int, int] | None = None, validation_split: float = 0.2,

@@ -50,11 +50,11 @@ def steps_for(epochs: int, samples: int, batch_size: int) -> int:
     return epochs * math.ceil(samples / batch_size)
 
 
-def _load_float_model(path: str, unsafe_load: bool = False):
-    """The --model file as a tf_keras float model (a Keras 3 file is rebuilt and checked); code in it runs only
-    with --unsafe_load."""
+def _load_float_model(path: str, unsafe_load: bool = False, sample_inputs=None):
+    """The --model file as a tf_keras float model (a Keras 3 file is rebuilt and checked, on `sample_inputs` when
+    given); code in it runs only with --unsafe_load."""
     try:
-        model = tfjoint.load_model(path, compile=False, safe_mode=not unsafe_load)
+        model = tfjoint.load_model(path, compile=False, safe_mode=not unsafe_load, sample_inputs=sample_inputs)
     except FileNotFoundError as error:
         raise errors.DataError(f"--model: {error}") from error
     check_float_model(model, argument="--model")
@@ -101,9 +101,15 @@ def _inputs(config: RunConfig, phases):
             return data, digits.train_float_model(data, epochs=config.float_epochs, seed=config.seed)
     assert config.data is not None  # RunConfig requires --data with --model
     with phases.run("loading", f"{config.model} and {config.data}"):
-        model = _load_float_model(config.model, config.unsafe_load)
-        color_mode = datasets.color_mode_for(model, config.color_mode)
-        data = datasets.load_data(config.data, config.image_shape, config.validation_split, config.seed, color_mode)
+        datasets.check_exists(config.data)
+        if os.path.isdir(config.data):  # a folder of images is read in the model's colour mode
+            model = _load_float_model(config.model, config.unsafe_load)
+            color_mode = datasets.color_mode_for(model, config.color_mode)
+            data = datasets.load_data(config.data, config.image_shape, config.validation_split, config.seed,
+                                      color_mode)
+        else:  # arrays first: a Keras 3 model is rebuilt and checked on them (their sequence length, say)
+            data = datasets.load_data(config.data, config.image_shape, config.validation_split, config.seed)
+            model = _load_float_model(config.model, config.unsafe_load, data["x_train"][:16])
         datasets.check_against_model(data, model, config.data)
     return data, model
 

@@ -47,13 +47,24 @@ def first_diverging_layer(model3, model, inputs: list[np.ndarray], rtol: float) 
         return None, 0.0
     probe3 = keras3.Model(model3.inputs, [model3.get_layer(n).output for n in names])
     probe = keras.Model(model.inputs, [model.get_layer(n).output for n in names])
-    outputs3 = outputs_as_list(probe3.predict(inputs if len(inputs) > 1 else inputs[0], verbose=0))
-    outputs = outputs_as_list(probe.predict(inputs if len(inputs) > 1 else inputs[0], verbose=0))
+    outputs3 = outputs_as_list(probe3.predict(_feed(model3, inputs), verbose=0))
+    outputs = outputs_as_list(probe.predict(_feed(model, inputs), verbose=0))
     for name, a, b in zip(names, outputs3, outputs):
         difference = max_relative_difference(a, b)
         if difference > rtol:
             return name, difference
     return None, 0.0
+
+
+def _feed(model, inputs: list[np.ndarray]):
+    """`inputs` (in the model's input order) as the model takes them: one array, a list, or a dict by name."""
+    structure = getattr(model, "input", None)
+    if isinstance(structure, dict):
+        names = [tensor.name.split(":")[0] for tensor in model.inputs]
+        by_name = dict(zip(names, inputs))
+        return {key: by_name.get(key, by_name.get(str(getattr(tensor, "name", key)).split(":")[0]))
+                for key, tensor in structure.items()}
+    return inputs if len(inputs) > 1 else inputs[0]
 
 
 def check_equivalent(model3, model, inputs: list[np.ndarray], rtol: float = 1e-5) -> float:
@@ -63,9 +74,9 @@ def check_equivalent(model3, model, inputs: list[np.ndarray], rtol: float = 1e-5
       errors.UnsupportedLayerError: the rebuild computes something else; the
         message names the first diverging layer.
     """
-    feed = inputs if len(inputs) > 1 else inputs[0]
+    feed = _feed(model3, inputs)
     outputs3 = outputs_as_list(model3.predict(feed, verbose=0))
-    outputs = outputs_as_list(model.predict(feed, verbose=0))
+    outputs = outputs_as_list(model.predict(_feed(model, inputs), verbose=0))
     worst = max(max_relative_difference(a, b) for a, b in zip(outputs3, outputs))
     if worst <= rtol:
         return worst

@@ -14,7 +14,7 @@ from tfjoint import errors
 from tfjoint._keras import is_keras3_functional, is_keras3_model, keras
 from tfjoint.bridge.equivalence import check_equivalent
 from tfjoint.bridge.translate import rebuild_in_tf_keras
-from tfjoint.data import collect_inputs
+from tfjoint.data import collect_inputs, model_inputs
 
 __all__ = ["from_keras3", "RTOL"]
 
@@ -57,7 +57,8 @@ def from_keras3(model, sample_inputs=None, *, rtol: float = RTOL) -> keras.Model
       sample_inputs: inputs to compare the two models on (an array, a list or
         dict of arrays, a dataset or generator; like `representative_data`).
         Default: seeded random values in [0, 1). Give real data when you have
-        it: it exercises the ranges your model sees.
+        it: it exercises the ranges your model sees, and its shapes fix the
+        axes the model leaves unknown (a sequence length).
       rtol: largest allowed difference between the two models' outputs,
         relative to the largest output magnitude.
 
@@ -88,8 +89,10 @@ def from_keras3(model, sample_inputs=None, *, rtol: float = RTOL) -> keras.Model
         raise errors.ModelStructureError(
             f"`model`: Keras 3 model '{model.name}' is not built. Give it an Input (or call model.build(shape))."
         )
-    rebuilt = rebuild_in_tf_keras(model)
-    inputs = _random_inputs(model) if sample_inputs is None else collect_inputs(
-        sample_inputs, rebuilt, "sample_inputs", max_samples=64)
-    check_equivalent(model, rebuilt, inputs, rtol)
+    samples = None if sample_inputs is None else collect_inputs(sample_inputs, model, "sample_inputs", max_samples=64)
+    # The samples fix the axes the model leaves unknown (a sequence length): an int8 file runs fixed shapes.
+    fixed = None if samples is None else {name: array.shape[1:] for (name, _), array in
+                                          zip(model_inputs(model), samples)}
+    rebuilt = rebuild_in_tf_keras(model, fixed)
+    check_equivalent(model, rebuilt, _random_inputs(model) if samples is None else samples, rtol)
     return rebuilt

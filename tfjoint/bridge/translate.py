@@ -35,6 +35,7 @@ from tfjoint import errors
 from tfjoint._keras import keras, tf
 from tfjoint.registry import kind_of
 from tfjoint.registry.own_layers import Affine, HardSwish, Keras3Layer
+from tfjoint.registry.transformer import Gelu, IntegerAttention, PositionEmbedding, TakeStep
 
 __all__ = ["rebuild_in_tf_keras", "untranslatable_layers"]
 
@@ -175,13 +176,19 @@ def _translated_layer_config(entry, layer3) -> tuple[type, dict]:
     return cls, config
 
 
-def _input_tensor(entry):
+def _input_tensor(entry, fixed_shapes: dict | None = None):
+    """The tf_keras Input of a Keras 3 InputLayer entry; `fixed_shapes` (name -> shape without the batch) fills in
+    the axes the model leaves unknown (a sequence length: integer files need fixed shapes)."""
     config = dict(entry["config"])
     shape = config.get("batch_shape") or config.get("batch_input_shape")
+    name = config.get("name", entry.get("name"))
+    fixed = (fixed_shapes or {}).get(name)
+    if fixed is not None and shape is not None:
+        shape = [shape[0]] + [d if d is not None else f for d, f in zip(shape[1:], fixed)]
     dtype = config.get("dtype") or "float32"
     dtype = _translate_value(dtype, "input") if isinstance(dtype, dict) else dtype
-    return keras.Input(batch_shape=tuple(shape), dtype=dtype, name=config.get("name", entry.get("name")),
-                       sparse=config.get("sparse", False), ragged=config.get("ragged", False))
+    return keras.Input(batch_shape=tuple(shape or ()), dtype=dtype, name=name, sparse=config.get("sparse", False),
+                       ragged=config.get("ragged", False))
 
 
 def _resolve(value, tensors):
@@ -284,6 +291,21 @@ def _check_raw_op(entry) -> None:
                               "use a Keras layer for the rest")
 
 
+def _get_item(entry) -> _Rebuilt:
+    """`x[:, i]` (one step of a sequence, as a BERT pools its first token): tfjoint's `TakeStep`."""
+    name = entry["config"].get("name", entry.get("name"))
+    node = entry.get("inbound_nodes", [{}])[0]
+    args = node.get("args", [])
+    index = list(args[1]) if len(args) == 2 and isinstance(args[1], (list, tuple)) else None
+    full = {"class_name": "__slice__", "config": {"start": None, "stop": None, "step": None}}
+    if not index or len(index) < 2 or index[0] != full or not isinstance(index[1], int) \
+            or any(part != full for part in index[2:]):
+        raise _Untranslatable("it is a raw slice tfjoint cannot rebuild (it rebuilds x[:, i], one step of a "
+                              "sequence): use a Keras layer")
+    layer = TakeStep(index[1], name=name)
+    return _Rebuilt(lambda call_args, kwargs: layer(call_args[0]), [])
+
+
 def _raw_op(entry, layer3) -> _Rebuilt:
     """`x + 3.0` becomes an `Affine` layer; `a + b` of two tensors the matching merge layer (named like the op)."""
     _check_raw_op(entry)
@@ -330,7 +352,139 @@ def _layer_scale(entry, layer3) -> _Rebuilt:
 
 
 # Keras 3's own custom layers in keras.applications, by registered name: what rebuilds each.
-_KERAS3_CUSTOM_LAYERS = {"CustomScaleLayer": _custom_scale, "LayerScale": _layer_scale}
+class _Arrays:
+    """Weights for a rebuilt layer that come from part of a Keras 3 layer (`get_weights()` and a `name`)."""
+
+    def __init__(self, name: str, values: list):
+        self.name, self._values = name, list(values)
+
+    def get_weights(self) -> list:
+        return list(self._values)
+
+
+def _weights_by_path(layer3) -> dict[str, Any]:
+    """A Keras 3 layer's weights by their path below the layer ("self_attention_layer/query/kernel")."""
+    prefix = f"{layer3.name}/"
+    return {w.path[len(prefix):] if w.path.startswith(prefix) else w.path: w.numpy() for w in layer3.weights}
+
+
+def _reversible_embedding(entry, layer3) -> _Rebuilt:
+    """keras_hub's ReversibleEmbedding (Keras's own since 3.x): its forward pass is an Embedding lookup."""
+    config = entry["config"]
+    layer = keras.layers.Embedding(config["input_dim"], config["output_dim"], name=config["name"])
+    if layer3 is None:
+        raise _Untranslatable("its table is not available (build the model before bridging it)")
+    return _Rebuilt(_layer_call(layer), [(layer, _Arrays(config["name"], layer3.get_weights()[:1]))])
+
+
+def _position_embedding(entry, layer3) -> _Rebuilt:
+    """keras_hub's PositionEmbedding: tfjoint's (the table's first rows, as wide as the input)."""
+    config = entry["config"]
+    layer = PositionEmbedding(config["sequence_length"], name=config["name"])
+
+    def call(args, kwargs):
+        if args[0].shape[-2] is None:
+            raise errors.UnsupportedLayerError(
+                f"keras_hub PositionEmbedding '{config['name']}' gets sequences of unknown length: an int8 file runs "
+                "fixed shapes. Pass sample_inputs (a batch of your data, padded to the length you deploy) to "
+                "tfjoint.prepare / tfjoint.from_keras3, or give the model's Input a fixed length.")
+        if kwargs.get("positions") is not None or kwargs.get("start_index"):
+            raise errors.UnsupportedLayerError(f"keras_hub PositionEmbedding '{config['name']}' is called with custom "
+                                               "positions or a start index; tfjoint embeds positions 0 .. steps-1.")
+        return layer(args[0])
+
+    return _Rebuilt(call, [(layer, layer3)] if layer3 is not None else [])
+
+
+def _token_and_position_embedding(entry, layer3) -> _Rebuilt:
+    """keras_hub's TokenAndPositionEmbedding: an Embedding plus a PositionEmbedding."""
+    config, name = entry["config"], entry["config"]["name"]
+    if layer3 is None:
+        raise _Untranslatable("its tables are not available (build the model before bridging it)")
+    weights = _weights_by_path(layer3)
+    tokens = keras.layers.Embedding(config["vocabulary_size"], config["embedding_dim"], name=f"{name}_tokens")
+    positions = PositionEmbedding(config["sequence_length"], name=f"{name}_positions")
+    token_table = next(v for k, v in weights.items() if k.endswith("embeddings") and "position" not in k)
+    position_table = next(v for k, v in weights.items() if "position" in k)
+
+    def call(args, kwargs):
+        embedded = tokens(args[0])
+        return keras.layers.Add(name=name)([embedded, positions(embedded)])
+
+    return _Rebuilt(call, [(tokens, _Arrays(tokens.name, [token_table])),
+                           (positions, _Arrays(positions.name, [position_table]))])
+
+
+def _activation_layers(activation, name: str) -> tuple[Any, Any]:
+    """(Dense activation, a layer after it or None) for a keras_hub activation (a name or a registered function)."""
+    if isinstance(activation, dict):  # a registered function: {"class_name": "function", "config": "pkg>name"}
+        activation = activation.get("config")
+    if activation in ("keras_hub>gelu_approximate", "gelu_approximate"):
+        return "linear", Gelu(approximate=True, name=f"{name}_gelu")
+    if not _activation_ok(activation):
+        raise _Untranslatable(f"its activation {activation!r} is not one tf_keras knows")
+    return activation, None
+
+
+def _transformer_encoder(entry, layer3) -> _Rebuilt:
+    """keras_hub's TransformerEncoder, as the layers it is made of: attention, residual adds, LayerNorms, the FFN."""
+    config, name = entry["config"], entry["config"]["name"]
+    if layer3 is None:
+        raise _Untranslatable("its weights are not available (build the model before bridging it)")
+    weights = _weights_by_path(layer3)
+    attention_weights = [weights[f"self_attention_layer/{part}/{kind}"]
+                         for part in ("query", "key", "value", "attention_output") for kind in ("kernel", "bias")]
+    dim, heads, key_dim = attention_weights[0].shape
+    epsilon, rate = config.get("layer_norm_epsilon", 1e-5), config.get("dropout", 0.0)
+    attention = IntegerAttention(heads, key_dim, use_bias=True, dropout=rate, name=f"{name}_attention")
+    attention_norm = keras.layers.LayerNormalization(epsilon=epsilon, name=f"{name}_attention_norm")
+    activation, after = _activation_layers(config.get("activation", "relu"), name)
+    inner = keras.layers.Dense(config["intermediate_dim"], activation=activation, name=f"{name}_ffn_in")
+    outer = keras.layers.Dense(dim, name=f"{name}_ffn_out")
+    ffn_norm = keras.layers.LayerNormalization(epsilon=epsilon, name=f"{name}_ffn_norm")
+    first = config.get("normalize_first", False)
+
+    def call(args, kwargs):
+        padding, attention_mask = kwargs.get("padding_mask"), kwargs.get("attention_mask")
+        if padding is not None and attention_mask is not None:
+            raise errors.UnsupportedLayerError(f"keras_hub TransformerEncoder '{name}' is given both a padding mask "
+                                               "and an attention mask; tfjoint takes one of them.")
+        mask = padding if padding is not None else attention_mask
+        x = args[0]
+        residual = x
+        x = attention_norm(x) if first else x
+        x = attention(x, x, attention_mask=mask) if mask is not None else attention(x, x)
+        x = keras.layers.Dropout(rate, name=f"{name}_attention_dropout")(x)
+        x = keras.layers.Add(name=f"{name}_attention_add")([residual, x])
+        x = x if first else attention_norm(x)
+        residual = x
+        x = ffn_norm(x) if first else x
+        x = inner(x)
+        x = after(x) if after is not None else x
+        x = keras.layers.Dropout(rate, name=f"{name}_ffn_dropout")(outer(x))
+        x = keras.layers.Add(name=f"{name}_ffn_add")([residual, x])
+        return x if first else ffn_norm(x)
+
+    return _Rebuilt(call, [
+        (attention, _Arrays(attention.name, attention_weights)),
+        (attention_norm, _Arrays(attention_norm.name, [weights["self_attention_layer_norm/gamma"],
+                                                       weights["self_attention_layer_norm/beta"]])),
+        (inner, _Arrays(inner.name, [weights["feedforward_intermediate_dense/kernel"],
+                                     weights["feedforward_intermediate_dense/bias"]])),
+        (outer, _Arrays(outer.name, [weights["feedforward_output_dense/kernel"],
+                                     weights["feedforward_output_dense/bias"]])),
+        (ffn_norm, _Arrays(ffn_norm.name, [weights["feedforward_layer_norm/gamma"],
+                                           weights["feedforward_layer_norm/beta"]])),
+    ])
+
+
+_KERAS3_CUSTOM_LAYERS = {"CustomScaleLayer": _custom_scale, "LayerScale": _layer_scale,
+                         "keras_hub>PositionEmbedding": _position_embedding,
+                         "keras_hub>TokenAndPositionEmbedding": _token_and_position_embedding,
+                         "keras_hub>TransformerEncoder": _transformer_encoder,
+                         "keras_hub>ReversibleEmbedding": _reversible_embedding,
+                         "ReversibleEmbedding": _reversible_embedding}
+_CUSTOM_LAYER_MODULES = ("keras.src.applications", "keras_hub", "keras.layers", "keras.src.layers")
 _HARD_SWISH_NAMES = ("hard_silu", "hard_swish")
 
 
@@ -338,13 +492,15 @@ def _nested(entry, layer3) -> _Rebuilt:
     """A Keras 3 model used as a layer: its layers are replayed in the outer graph (flattened)."""
     if layer3 is None:
         raise _Untranslatable("it is a nested model whose layers are not available")
-    graph = _Graph(layer3, entry["config"])
+    graph = _Graph(layer3, graph_config(layer3, entry["config"]))
     if graph.problems:
         raise _Untranslatable("; ".join(graph.problems))
     return _Rebuilt(lambda args, kwargs: graph.replay(args[0] if len(args) == 1 else list(args)), graph.weights)
 
 
-def _is_nested_model(entry) -> bool:
+def _is_nested_model(entry, layer3=None) -> bool:
+    if layer3 is not None and _is_keras3_model_object(layer3):
+        return True
     module = entry.get("module") or ""
     return entry["class_name"] in ("Functional", "Sequential", "Model") or module.startswith("keras.src.models") \
         or (module == "keras" and entry["class_name"] in ("Sequential", "Functional"))
@@ -374,12 +530,14 @@ def _rebuilder(entry, layer3) -> _Rebuilt:
     module = entry.get("module") or ""
     if entry.get("registered_name") not in (None, entry["class_name"]) and _registered_keras3_class(entry):
         return _hosted(entry, layer3)  # a custom Keras 3 layer of the user's, registered with tfjoint
-    if _is_nested_model(entry):
+    if _is_nested_model(entry, layer3):
         return _nested(entry, layer3)
+    if module.startswith("keras.src.ops") and entry["class_name"] == "GetItem":
+        return _get_item(entry)
     if module.startswith("keras.src.ops"):
         return _raw_op(entry, layer3)
     custom = _KERAS3_CUSTOM_LAYERS.get(entry.get("registered_name") or entry["class_name"])
-    if custom is not None and module.startswith("keras.src.applications"):
+    if custom is not None and module.startswith(_CUSTOM_LAYER_MODULES):
         return custom(entry, layer3)
     if entry["class_name"] == "Activation" and entry["config"].get("activation") in _HARD_SWISH_NAMES:
         return _hard_swish(entry, layer3)
@@ -450,9 +608,30 @@ class _Graph:
         return _structured(self.config["output_layers"], outputs)
 
 
+def _is_keras3_model_object(layer3) -> bool:
+    import keras as keras3
+
+    return isinstance(layer3, keras3.Model)
+
+
+def graph_config(model3, config: dict | None = None) -> dict:
+    """The Functional graph config (`layers`, `input_layers`, `output_layers`) of a Keras 3 model.
+
+    A Functional subclass with a constructor of its own (keras_hub's
+    backbones) serializes its constructor's arguments instead; the same graph
+    as a plain Functional model gives the layers.
+    """
+    config = model3.get_config() if config is None else config
+    if "layers" in config:
+        return config
+    import keras as keras3
+
+    return keras3.Model(model3.input, model3.output, name=model3.name).get_config()
+
+
 def untranslatable_layers(model3) -> list[str]:
     """'name' (Class): reason, for every layer of a Keras 3 model that cannot be rebuilt in tf_keras."""
-    return _Graph(model3, model3.get_config()).problems
+    return _Graph(model3, graph_config(model3)).problems
 
 
 def _copy_weights(pairs) -> None:
@@ -470,17 +649,19 @@ def _copy_weights(pairs) -> None:
         target.set_weights(values)
 
 
-def rebuild_in_tf_keras(model3) -> keras.Model:
+def rebuild_in_tf_keras(model3, fixed_shapes: dict | None = None) -> keras.Model:
     """The tf_keras twin of a built Keras 3 Sequential/Functional model, with its weights.
 
     Nested models are flattened into it; raw `keras.ops` arithmetic, Keras 3's
-    `hard_silu` activation and keras.applications' own custom layers are
-    rebuilt with tfjoint's layers (`Affine`, `HardSwish`).
+    `hard_silu` activation and keras.applications' and keras_hub's own layers
+    are rebuilt with tfjoint's layers (`Affine`, `HardSwish`, attention, ...).
+    `fixed_shapes` (input name -> shape without the batch) fixes the axes the
+    model leaves unknown.
 
     Raises:
       errors.UnsupportedLayerError: layers that cannot be translated, all named.
     """
-    config = model3.get_config()
+    config = graph_config(model3)
     graph = _Graph(model3, config)
     if graph.problems:
         raise errors.UnsupportedLayerError(
@@ -489,14 +670,14 @@ def rebuild_in_tf_keras(model3) -> keras.Model:
         )
     name = config.get("name", model3.name)
     if graph.functional:
-        inputs = {endpoint: _input_tensor(entry) for entry in graph.inputs
+        inputs = {endpoint: _input_tensor(entry, fixed_shapes) for entry in graph.inputs
                   for endpoint in [((entry.get("name") or entry["config"]["name"]), 0, 0)]}
         ordered = [inputs[e] for e in _endpoints(config["input_layers"])]
         outputs = graph.run(dict(inputs))
         model = keras.Model(_structured(config["input_layers"], ordered), outputs, name=name)
     else:
         first = graph.inputs[0] if graph.inputs else None
-        inputs = _input_tensor(first) if first is not None else keras.Input(
+        inputs = _input_tensor(first, fixed_shapes) if first is not None else keras.Input(
             batch_shape=tuple(model3.inputs[0].shape), name=model3.inputs[0].name)
         model = keras.Model(inputs, graph.replay(inputs), name=name)
     _copy_weights(graph.weights)

@@ -15,6 +15,7 @@ from tfjoint._files import checked_output_path
 from tfjoint._keras import check_tf_keras_model, is_keras3_model
 from tfjoint._names import float_layer_name
 from tfjoint.bridge.keras3 import from_keras3
+from tfjoint.data import sample_inputs_of
 from tfjoint.export import tflm
 from tfjoint.export.options import ExportOptions
 from tfjoint.export.runtime import check_runtimes
@@ -45,12 +46,14 @@ class ExportArguments:
     options: ExportOptions
 
 
-def _float_model(float_model):
-    """The comparison model as tf_keras: a Keras 3 model (what `prepare` took) is rebuilt and checked."""
+def _float_model(float_model, model):
+    """The comparison model as tf_keras: a Keras 3 model (what `prepare` took) is rebuilt and checked, on inputs
+    of `model`'s shapes (which fix a sequence length the Keras 3 model leaves open)."""
     if float_model is None:
         return None
     if is_keras3_model(float_model):
-        return from_keras3(float_model)
+        names = [tensor.name.split(":")[0] for tensor in model.inputs]
+        return from_keras3(float_model, dict(zip(names, sample_inputs_of(model))))
     check_tf_keras_model(float_model, argument="float_model")
     return float_model
 
@@ -77,7 +80,7 @@ def check_arguments(model, path, float_model, schedule, options: ExportOptions,
     """
     check_tf_keras_model(model, argument="model")
     model = prepared_model(model)  # a Distiller exports its student
-    float_model = _float_model(float_model)
+    float_model = _float_model(float_model, model)
     path = checked_output_path(path, "path")
     if options.keep_rejected is not None:
         checked_output_path(options.keep_rejected, "keep_rejected")

@@ -31,6 +31,7 @@ import numpy as np
 
 from tfjoint._keras import keras
 from tfjoint._names import float_layer_name
+from tfjoint.data import sample_inputs_of
 from tfjoint.export import memory, tflm
 from tfjoint.prune.budget import CompressionPlan
 from tfjoint.prune.channels import ChannelPlan, Layout
@@ -38,7 +39,7 @@ from tfjoint.prune.schedule import kept_channels
 from tfjoint.tflite import convert
 from tfjoint.tflite.flatbuffer import FlatbufferSummary, layer_of, read_flatbuffer
 from tfjoint.tflite.operators import op_macs, operator
-from tfjoint.train.prepare import prepare, ranges_initialized, sample_inputs_of
+from tfjoint.train.prepare import prepare, ranges_initialized
 from tfjoint.train.prepared_model import finish_channel_pruning
 from tfjoint.train.strip import strip
 

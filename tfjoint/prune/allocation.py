@@ -29,6 +29,7 @@ The budget arithmetic is plain numpy; only the scan runs the model.
 """
 
 import heapq
+import sys
 import time
 from typing import Any, Callable, Mapping
 
@@ -206,7 +207,9 @@ def sensitivity_curves(model, names, validation_data, levels, batch_size, prune_
     loss_fn, _ = infer_loss(model, labels)
     call = tf.function(lambda x: model(x if len(x) > 1 else x[0], training=False))
     baseline = _evaluate(call, inputs, labels, loss_fn, batch_size)
-    progress = keras.utils.Progbar(len(names) * len(levels), unit_name="scan") if verbose else None
+    # A bar only on a terminal: in a log file it is thousands of \r and \b (the phase's start and end are logged).
+    progress = keras.utils.Progbar(len(names) * len(levels), unit_name="scan") if verbose and sys.stdout.isatty() \
+        else None
     curves = {}
     for name in names:
         variable = pruned_variable(model.get_layer(name), prune_depthwise)

@@ -1,4 +1,4 @@
-"""Layers replaced, before quantization, by layers of tfjoint's that compute the same with operators TFLite runs in int8.
+"""Layers replaced, before quantization, by tfjoint's layers that compute the same with int8 TFLite operators.
 
 A registry entry with `Quantization.substitute` (a MultiHeadAttention, a
 LayerNormalization) names the layer of tfjoint's that stands in for it:
@@ -17,21 +17,27 @@ from tfjoint.registry import kind_of
 __all__ = ["substituted", "substitutes"]
 
 
-def substitutes(model) -> list[str]:
-    """The names of `model`'s layers whose registry entry substitutes them."""
-    return [layer.name for layer in model.layers
-            if (kind := kind_of(layer)) is not None and kind.quantization.substitute is not None]
+def substitutes(model) -> dict[str, object]:
+    """`model`'s layers that their registry entries substitute: name -> the stand-in (unbuilt)."""
+    found = {}
+    for layer in model.layers:
+        kind = kind_of(layer)
+        if kind is not None and kind.quantization.substitute is not None:
+            stand_in = kind.quantization.substitute(layer)
+            if stand_in is not None:
+                found[layer.name] = stand_in
+    return found
 
 
 def substituted(model):
     """`model`, or a copy whose substituted layers are tfjoint's stand-ins (weights copied, names kept)."""
-    if not substitutes(model):
+    stand_ins = substitutes(model)
+    if not stand_ins:
         return model
 
     def clone(layer):
-        kind = kind_of(layer)
-        if kind is not None and kind.quantization.substitute is not None:
-            return kind.quantization.substitute(layer.get_config())
+        if layer.name in stand_ins:
+            return stand_ins[layer.name]
         return layer.__class__.from_config(layer.get_config())
 
     copy = keras.models.clone_model(model, clone_function=clone)

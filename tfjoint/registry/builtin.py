@@ -11,7 +11,7 @@ from tfjoint import _tfmot
 from tfjoint._keras import keras
 from tfjoint.registry.channels import CONCATENATES, FLATTENS, FOLLOWS, MERGES, NEW, OUTPUT, RESHAPES, Channels
 from tfjoint.registry.kind import Keras3, LayerKind, Pruning, Quantization
-from tfjoint.registry.own_layers import Affine, ExpandDims, HardSwish, Squeeze
+from tfjoint.registry.own_layers import Affine, ExpandDims, HardSwish, IntegerSum, Squeeze
 from tfjoint.registry.points import PointsQuantizeConfig
 from tfjoint.registry.recurrent import LSTM_OPERATORS, IntegerLSTM, lstm_refusal
 from tfjoint.registry.rewrites import (
@@ -27,8 +27,11 @@ from tfjoint.registry.table import register_layer
 from tfjoint.registry.transformer import (
     ATTENTION_OPERATORS,
     LAYER_NORM_OPERATORS,
+    Gelu,
     IntegerAttention,
     IntegerLayerNorm,
+    PositionEmbedding,
+    TakeStep,
     attention_from_config,
     attention_refusal,
     layer_norm_from_config,
@@ -174,7 +177,8 @@ register_layer(_layers.Normalization, LayerKind(quantization=Quantization(rewrit
 _NORMALIZES_CHANNELS = Channels(blocker=lambda layer, rank: "normalizes over its channels")
 register_layer(_layers.LayerNormalization, LayerKind(
     channels=_NORMALIZES_CHANNELS, keras3=Keras3(kwargs_defaults={"rms_scaling": False}),
-    quantization=Quantization(substitute=layer_norm_from_config, check=layer_norm_refusal),
+    quantization=Quantization(substitute=lambda layer: layer_norm_from_config(layer.get_config()),
+                              check=layer_norm_refusal),
     tflite_ops=LAYER_NORM_OPERATORS))
 register_layer(IntegerLayerNorm, LayerKind(
     channels=_NORMALIZES_CHANNELS, quantization=Quantization(config=lambda: PointsQuantizeConfig(["gamma", "beta"])),
@@ -242,7 +246,16 @@ register_layer(HardSwish, LayerKind(channels=Channels(FOLLOWS), quantization=Qua
 
 # --- Merges, concatenation, reshapes -----------------------------------------------------------------------------
 
-register_layer(_layers.Add, LayerKind(channels=Channels(MERGES), tflite_ops=("ADD",)))
+def _pairwise_sum(layer):
+    """An Add of three or more inputs as `IntegerSum` (each partial sum quantized), else None (TF-MOT's Add)."""
+    count = len(layer.input) if isinstance(layer.input, (list, tuple)) else 2
+    return IntegerSum(count, name=layer.name) if count > 2 else None
+
+
+register_layer(_layers.Add, LayerKind(channels=Channels(MERGES), quantization=Quantization(substitute=_pairwise_sum),
+                                      tflite_ops=("ADD",)))
+register_layer(IntegerSum, LayerKind(channels=Channels(MERGES), quantization=Quantization(
+    config=lambda: PointsQuantizeConfig()), tflite_ops=("ADD",)))
 for _name, _op in (("Subtract", "SUB"), ("Multiply", "MUL"), ("Average", "ADD"), ("Maximum", "MAXIMUM"),
                    ("Minimum", "MINIMUM")):
     register_layer(getattr(_layers, _name), LayerKind(channels=Channels(MERGES),
@@ -300,8 +313,16 @@ register_layer(_layers.Embedding, LayerKind(
 # Keras's MultiHeadAttention runs as `IntegerAttention` (`tfjoint.registry.transformer`): the projections as int8
 # CONV_2D, the scores and context as int8 BATCH_MATMUL, SOFTMAX on its fixed grid, each output fake-quantized.
 register_layer(_layers.MultiHeadAttention, LayerKind(
-    quantization=Quantization(substitute=attention_from_config, check=attention_refusal),
+    quantization=Quantization(substitute=lambda layer: attention_from_config(layer.get_config()),
+                              check=attention_refusal),
     keras3=Keras3(translate=lambda config, layer3: attention_from_config(config)), tflite_ops=ATTENTION_OPERATORS))
+register_layer(PositionEmbedding, LayerKind(
+    quantization=Quantization(config=lambda: _tfmot.Default8BitQuantizeConfig(["position_embeddings"], [], False)),
+    tflite_ops=("STRIDED_SLICE", "BROADCAST_TO")))
+register_layer(Gelu, LayerKind(channels=Channels(FOLLOWS), quantization=Quantization.output_only(),
+                               tflite_ops=("GELU",)))
+register_layer(TakeStep, LayerKind(channels=Channels(FOLLOWS), quantization=Quantization.values_unchanged(),
+                                   tflite_ops=("STRIDED_SLICE",)))
 register_layer(IntegerAttention, LayerKind(
     prune=Pruning(weight="query_kernel", also=("key_kernel", "value_kernel", "output_kernel")),
     quantization=Quantization(config=lambda: PointsQuantizeConfig(IntegerAttention.KERNELS,

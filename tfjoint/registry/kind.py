@@ -117,11 +117,11 @@ class Quantization:
       check: `layer -> reason or None`: why this particular layer cannot be
         quantized (and what to do), although its kind can; `prepare` refuses
         the model with it before training.
-      substitute: `config -> layer`: a layer of tfjoint's that computes the
-        same from the same weights (in the same order) and is made of
-        operators TFLite runs in int8, built from the layer's config;
+      substitute: `layer -> layer or None`: a layer of tfjoint's that
+        computes the same from the same weights (in the same order) and is
+        made of operators TFLite runs in int8 (None: keep this one);
         `prepare` puts it in the layer's place before anything else (a
-        MultiHeadAttention, a LayerNormalization).
+        MultiHeadAttention, a LayerNormalization, an Add of three inputs).
     """
 
     config: Callable[..., Any] | None = None
@@ -130,7 +130,7 @@ class Quantization:
     calibrated: bool = False
     static_batch: bool = False
     check: Callable[[Any], str | None] | None = None
-    substitute: Callable[[dict], Any] | None = None
+    substitute: Callable[[Any], Any] | None = None
 
     @classmethod
     def output_only(cls) -> Quantization:

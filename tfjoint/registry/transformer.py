@@ -15,8 +15,10 @@ operators TFLite has int8 kernels for, with a quantization point
   its fixed int8 grid, the context (BATCH_MATMUL) and the output projection.
   Its weights keep a heads axis, so whole heads can be pruned and removed.
 
-The layout rewrites in `tfjoint.registry.rewrites` replace Keras's layers by
-these, with the same names and weights.
+`prepare` substitutes these for Keras's layers (their registry entries say
+so), with the same names and weights. `PositionEmbedding`, `Gelu` and
+`TakeStep` are what the Keras 3 bridge rebuilds keras_hub's position
+embedding, its `gelu_approximate` and a `x[:, 0]` slice as.
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ import math
 from tfjoint._keras import keras, serializable, tf
 from tfjoint.registry.points import PointsMixin
 
-__all__ = ["IntegerLayerNorm", "IntegerAttention", "LAYER_NORM_OPERATORS", "ATTENTION_OPERATORS", "attention_refusal",
-           "attention_from_config", "layer_norm_refusal", "layer_norm_from_config"]
+__all__ = ["IntegerLayerNorm", "IntegerAttention", "PositionEmbedding", "Gelu", "TakeStep", "LAYER_NORM_OPERATORS",
+           "ATTENTION_OPERATORS", "attention_refusal", "attention_from_config", "layer_norm_refusal",
+           "layer_norm_from_config"]
 
 LAYER_NORM_OPERATORS = ("MEAN", "SUB", "MUL", "ADD", "RSQRT")
 ATTENTION_OPERATORS = ("EXPAND_DIMS", "CONV_2D", "RESHAPE", "TRANSPOSE", "BATCH_MATMUL", "MUL", "SOFTMAX")
@@ -185,7 +188,7 @@ class IntegerAttention(PointsMixin, keras.layers.Layer):
         scores = self.point("scaled_scores", scores * (1.0 / math.sqrt(self.key_dim)))
         mask = self._mask(attention_mask, value_mask, use_causal_mask, query.shape[1], key.shape[1])
         if mask is not None:  # masked keys: a score far below the others (in int8: the grid's lowest value)
-            scores = tf.where(mask, scores, tf.fill(tf.shape(scores), -1e4))
+            scores = tf.where(mask, scores, -1e4)
         probabilities = self.point("probabilities", tf.nn.softmax(scores, axis=-1))
         if training and self.dropout:
             probabilities = tf.nn.dropout(probabilities, rate=self.dropout)
@@ -230,6 +233,9 @@ def attention_refusal(layer) -> str | None:
         if getattr(tensor, "shape", None) is not None and tensor.shape.rank != 3:
             return (f"its inputs have rank {tensor.shape.rank}: tfjoint's integer attention takes (batch, steps, "
                     "features)")
+        if getattr(tensor, "shape", None) is not None and tensor.shape[1] is None:
+            return ("its sequences have an unknown length: an int8 file runs fixed shapes; give the model's Input a "
+                    "fixed length (or pass sample_inputs for a Keras 3 model)")
     return None
 
 
@@ -261,3 +267,81 @@ def layer_norm_from_config(config: dict) -> IntegerLayerNorm:
     return IntegerLayerNorm(epsilon=config.get("epsilon", 1e-3), center=config.get("center", True),
                             scale=config.get("scale", True), name=config["name"],
                             trainable=config.get("trainable", True))
+
+
+@serializable
+class PositionEmbedding(keras.layers.Layer):
+    """A learned embedding per position, the first `steps` of them, as wide as the input (keras_hub's layer).
+
+    Called on a (batch, steps, features) tensor; returns the embeddings of
+    positions 0 .. steps-1 broadcast over the batch (add it to the input). In
+    int8 it is the table's rows, quantized with the table.
+
+    Args:
+      sequence_length: positions the table holds (at least the input's steps).
+    """
+
+    def __init__(self, sequence_length: int, **kwargs):
+        super().__init__(**kwargs)
+        self.sequence_length = int(sequence_length)
+
+    def build(self, input_shape):
+        self.position_embeddings = self.add_weight("position_embeddings",
+                                                   shape=(self.sequence_length, int(input_shape[-1])),
+                                                   initializer="glorot_uniform")
+        super().build(input_shape)
+
+    def call(self, inputs):
+        steps = inputs.shape[-2]
+        return tf.broadcast_to(self.position_embeddings[:steps], tf.shape(inputs))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return dict(super().get_config(), sequence_length=self.sequence_length)
+
+
+@serializable
+class Gelu(keras.layers.Layer):
+    """GELU, exact or its tanh approximation (TFLite's GELU operator has both), as a layer of its own.
+
+    Args:
+      approximate: the tanh form (keras_hub's `gelu_approximate`).
+    """
+
+    def __init__(self, approximate: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.approximate = bool(approximate)
+
+    def call(self, inputs):
+        return tf.nn.gelu(inputs, approximate=self.approximate)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return dict(super().get_config(), approximate=self.approximate)
+
+
+@serializable
+class TakeStep(keras.layers.Layer):
+    """One step of a sequence: `x[:, index]` (a BERT's pooled [CLS] position), as a layer.
+
+    Args:
+      index: the step (negative counts from the end).
+    """
+
+    def __init__(self, index: int, **kwargs):
+        super().__init__(**kwargs)
+        self.index = int(index)
+
+    def call(self, inputs):
+        return inputs[:, self.index]
+
+    def compute_output_shape(self, input_shape):
+        shape = tf.TensorShape(input_shape).as_list()
+        return tf.TensorShape(shape[:1] + shape[2:])
+
+    def get_config(self):
+        return dict(super().get_config(), index=self.index)

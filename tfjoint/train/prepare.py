@@ -24,7 +24,7 @@ from tfjoint._keras import (
     nested_inputs_and_outputs,
 )
 from tfjoint.bridge.keras3 import from_keras3
-from tfjoint.data import outputs_as_list
+from tfjoint.data import outputs_as_list, sample_inputs_of
 from tfjoint.export.measure import sqnr_db
 from tfjoint.prune.budget import CompressionPlan
 from tfjoint.prune.channels import ChannelPlan, plan_channel_groups
@@ -165,18 +165,6 @@ def _plan_channels(model, schedule, pruned, criterion) -> tuple[JointSchedule, d
             "prune a model with hidden layers of those kinds."
         )
     return schedule, _channel_specs(model, plan, schedule, criterion)
-
-
-def sample_inputs_of(model, count: int = 4) -> list[np.ndarray]:
-    """Seeded inputs of the model's shapes (uniform [0, 1), zeros for integer inputs): the file's structure
-    does not depend on their values."""
-    rng = np.random.default_rng(0)
-    samples = []
-    for tensor in model.inputs:
-        shape = (count,) + tuple(d or 1 for d in tensor.shape[1:])
-        dtype = tensor.dtype.as_numpy_dtype
-        samples.append(rng.random(shape).astype(dtype) if np.issubdtype(dtype, np.floating) else np.zeros(shape, dtype))
-    return samples
 
 
 @contextlib.contextmanager

@@ -22,13 +22,24 @@ each step's forward pass.
 import numpy as np
 
 from tfjoint import _tfmot
-from tfjoint._keras import keras, serializable, tf
+from tfjoint._keras import is_keras3_object, keras, serializable, tf
 from tfjoint.prune.schedule import JointSchedule
 from tfjoint.quantize.quantizers import mask_shape
 from tfjoint.train.phases import PhaseSwitchedTraining
 from tfjoint.train.readback import channel_members
 
-__all__ = ["PreparedModel", "update_channel_masks", "group_masks", "finish_channel_pruning"]
+__all__ = ["PreparedModel", "update_channel_masks", "group_masks", "finish_channel_pruning", "as_tf_keras"]
+
+
+def as_tf_keras(obj, module):
+    """A Keras 3 optimizer or loss object as tf_keras's of the same class and config; anything else unchanged."""
+    if not is_keras3_object(obj):
+        return obj
+    config = {key: value for key, value in obj.get_config().items() if not isinstance(value, dict)}
+    try:
+        return module.deserialize({"class_name": type(obj).__name__, "config": config})
+    except (ValueError, TypeError):  # a config tf_keras does not take: the class with its defaults
+        return module.get(type(obj).__name__)
 
 
 def _filter_scores(member, criterion: str):
@@ -162,6 +173,11 @@ class PreparedModel(PhaseSwitchedTraining, keras.Model):
     def schedule(self) -> JointSchedule | None:
         """The `JointSchedule` this model trains on."""
         return self._tfjoint_schedule
+
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None, **kwargs):
+        """tf_keras's `compile`, which also takes Keras 3 optimizers and losses (a Keras 3 user's own objects)."""
+        return super().compile(optimizer=as_tf_keras(optimizer, keras.optimizers), loss=as_tf_keras(loss, keras.losses),
+                               metrics=metrics, **kwargs)
 
     def train_step(self, data):
         update_channel_masks(self)
