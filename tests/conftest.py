@@ -47,7 +47,7 @@ def _fast_tests_do_not_convert(request, monkeypatch):
     other conversion fails the test."""
     if request.node.get_closest_marker("slow") or request.node.get_closest_marker("benchmark"):
         return
-    monkeypatch.setattr(_prepare_module, "refuse_what_export_would", lambda prepared: None)
+    monkeypatch.setattr(_prepare_module, "refuse_what_export_would", lambda prepared, runtimes=(): None)
     monkeypatch.setattr(_convert_module, "_convert", _conversion_in_a_fast_test)
 
 

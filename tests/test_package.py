@@ -28,7 +28,7 @@ STAGES = {
     "prune": ["prune.schedule", "prune.selection", "prune.budget", "prune.channels", "prune.allocation"],
     "quantize": ["quantize.quantizers", "quantize.config", "quantize.substitution", "quantize.scheme",
                  "quantize.wrappers"],
-    "tflite": ["tflite.operators", "tflite.flatbuffer", "tflite.convert"],
+    "tflite": ["tflite.operators", "tflite.flatbuffer", "tflite.run", "tflite.convert"],
     "train": ["train.readback", "train.phases", "train.prepared_model", "train.prepare", "train.callbacks",
               "train.distill",
               "train.strip",

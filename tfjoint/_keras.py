@@ -226,7 +226,7 @@ def registered_functions_for_bytecode():
         name = bytecode_function_name(code)
         function = registered_function(name)
         if function is None:
-            raise errors.UnsafeFileError(f"a Lambda stores the bytecode of function {name!r}, which is not a "
+            raise errors.UnsafeFileError(f"a layer stores the bytecode of function {name!r}, which is not a "
                                          "registered function: it would run code from the file.")
         return function
 

@@ -48,7 +48,7 @@ class RunConfig:
                                     "x_calib), or a folder of images with one sub-folder per class (as "
                                     "keras.utils.image_dataset_from_directory reads it; needs --image_size).",
                               group=_DATA)
-    unsafe_load: bool = _field(False, "Load --model even if the file holds Python code that loading runs (a Lambda "
+    unsafe_load: bool = _field(False, "Load --model even if the file holds Python code that loading runs (a lambda "
                                       "stored as bytecode). Only for a file you trust: by default such a file is "
                                       "refused before any of its code runs.", group=_DATA)
     color_mode: str = _field("auto", "For an image folder: how images are read. auto: as many channels as the "

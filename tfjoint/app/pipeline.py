@@ -172,7 +172,7 @@ def run(config: RunConfig) -> RunResult:
     logging.info("tfjoint: fine-tuning %d steps; schedule %s", total_steps, schedule.to_dict())
 
     with strategy.scope(), phases.run("prepare", "pruning + QAT wrappers, and a conversion check"):
-        joint = tfjoint.prepare(float_model, schedule=schedule)
+        joint = tfjoint.prepare(float_model, schedule=schedule, runtimes=RUNTIMES_FOR_TARGET[config.target])
         trained = joint
         if config.distill:
             trained = tfjoint.Distiller(joint, float_model, temperature=config.distill_temperature,

@@ -138,6 +138,9 @@ def _with_split_activation(qat_model, layer_name: str) -> str:
 def _apply(layers, values: np.ndarray, output_size: int):
     """The chain on `values` (reshaped to the first layer's input), or None if the shapes do not fit.
 
+    `output_size` is the whole size of the file's output tensor, whose batch
+    may differ from its input tensor's (an EinsumDense runs as a reshape).
+
     An activation the converter does not fuse (softmax, sigmoid, ...) on the
     last layer is left out: the weight operator's output is taken before it.
     """
@@ -162,7 +165,7 @@ def _apply(layers, values: np.ndarray, output_size: int):
         if unfused:
             last.activation = saved
     result = np.asarray(x)
-    return result if result.size == output_size * values.shape[0] else None
+    return result if result.size == output_size else None
 
 
 def _errors(reference, actual) -> dict:
@@ -274,7 +277,7 @@ def per_layer_error(content: bytes, summary: FlatbufferSummary, float_model, inp
         own, last, data, output = span["layer"], span["last_layer"], span["data"], span["last"].outputs[0]
         x = _dequantized(interpreter.get_tensor(data), details[data])
         y = _dequantized(interpreter.get_tensor(output), details[output])
-        size = int(np.prod(y.shape[1:]))
+        size = int(y.size)
         entry = {"layer": own, "op": span["op"], "output_tensor": details[output]["name"]}
         reference = _reference(float_model, own, last, x, size)
         compared_with = "float model"

@@ -15,6 +15,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from tfjoint import errors
 from tfjoint.data import outputs_as_list
 from tfjoint.export import validate
 from tfjoint.export.candidates import Candidate, Candidates
@@ -22,6 +23,7 @@ from tfjoint.export.memory import MemoryFigures, measure_memory, memory_use
 from tfjoint.export.options import QAT, ExportOptions
 from tfjoint.export.runtime import runtime_model
 from tfjoint.tflite import convert
+from tfjoint.tflite.flatbuffer import missing_in_tflm
 
 __all__ = ["RuntimeResult", "CandidateResult", "Validation", "validate_candidates"]
 
@@ -102,6 +104,12 @@ def _in_runtimes(candidate: Candidate, validation_data, float_out, pruned_out, o
     output_scales = {t.signature_name or t.name: t.scale for t in candidate.summary.outputs}
     results = []
     for runtime in options.runtimes:
+        missing = missing_in_tflm(candidate.summary, [layer.name for layer in candidate.keras_model.layers]) \
+            if runtime == "tflm" else []
+        if missing:
+            raise errors.ExportError(f"the int8 file needs {'; '.join(missing)}, which TensorFlow Lite Micro has no "
+                                     "kernel for: validate it on LiteRT (runtimes=('litert',)), or replace that "
+                                     "layer's activation with one TFLM runs (relu, swish) and fine-tune.")
         with phases.run("validation", f"{candidate.quantization} file in {runtime}"):
             model = runtime_model(runtime, candidate.content, candidate.summary, *names)
             int8_out = model.predict(inputs, batch_size=options.batch_size, verbose=options.verbose)

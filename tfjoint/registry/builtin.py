@@ -29,11 +29,14 @@ from tfjoint.registry.transformer import (
     LAYER_NORM_OPERATORS,
     Gelu,
     IntegerAttention,
+    IntegerEinsumDense,
     IntegerLayerNorm,
     PositionEmbedding,
     TakeStep,
     attention_from_config,
     attention_refusal,
+    einsum_dense_from_layer,
+    einsum_dense_refusal,
     layer_norm_from_config,
     layer_norm_refusal,
 )
@@ -316,6 +319,13 @@ register_layer(_layers.MultiHeadAttention, LayerKind(
     quantization=Quantization(substitute=lambda layer: attention_from_config(layer.get_config()),
                               check=attention_refusal),
     keras3=Keras3(translate=lambda config, layer3: attention_from_config(config)), tflite_ops=ATTENTION_OPERATORS))
+register_layer(_layers.EinsumDense, LayerKind(
+    quantization=Quantization(substitute=einsum_dense_from_layer, check=einsum_dense_refusal),
+    tflite_ops=("FULLY_CONNECTED",)))
+register_layer(IntegerEinsumDense, LayerKind(
+    prune=Pruning(weight="kernel"),
+    quantization=Quantization(config=lambda: PointsQuantizeConfig(["kernel"], weight_points=["kernel"])),
+    tflite_ops=("FULLY_CONNECTED",), offset_weights=("bias",)))
 register_layer(PositionEmbedding, LayerKind(
     quantization=Quantization(config=lambda: _tfmot.Default8BitQuantizeConfig(["position_embeddings"], [], False)),
     tflite_ops=("STRIDED_SLICE", "BROADCAST_TO")))

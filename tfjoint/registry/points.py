@@ -63,6 +63,12 @@ class PointsMixin:
         points = getattr(self, "_tfjoint_points", None)
         return points[name](x) if points and name in points else x
 
+    def point_range(self, name: str):
+        """The (min, max) variables of point `name`'s trained range once wrapped, else None."""
+        points = getattr(self, "_tfjoint_points", None)
+        variables = getattr(points.get(name), "_post_activation_vars", None) if points else None
+        return (variables["min_var"], variables["max_var"]) if variables and "min_var" in variables else None
+
     def attach_points(self, quantizers: dict) -> None:
         """Fake quantization per point (TF-MOT's wrapper hands them over through `PointsQuantizeConfig`)."""
         object.__setattr__(self, "_tfjoint_points", dict(quantizers))  # not tracked: the wrapper owns their weights

@@ -28,7 +28,8 @@ import math
 from tfjoint._keras import keras, serializable, tf
 from tfjoint.registry.points import PointsMixin
 
-__all__ = ["IntegerLayerNorm", "IntegerAttention", "PositionEmbedding", "Gelu", "TakeStep", "LAYER_NORM_OPERATORS",
+__all__ = ["IntegerLayerNorm", "IntegerAttention", "IntegerEinsumDense", "PositionEmbedding", "Gelu", "TakeStep",
+           "einsum_dense_refusal", "einsum_dense_from_layer", "LAYER_NORM_OPERATORS",
            "ATTENTION_OPERATORS", "attention_refusal", "attention_from_config", "layer_norm_refusal",
            "layer_norm_from_config"]
 
@@ -83,6 +84,9 @@ class IntegerLayerNorm(PointsMixin, keras.layers.Layer):
         return dict(super().get_config(), epsilon=self.epsilon, center=self.center, scale=self.scale)
 
 
+MASK_MARGIN = 10.0  # e^-10 = 4.5e-5: a masked key's weight rounds to 0 on SOFTMAX's int8 grid (step 1/256)
+
+
 @serializable
 class IntegerAttention(PointsMixin, keras.layers.Layer):
     """Multi-head attention (Keras's MultiHeadAttention, one attention axis) as integer operators.
@@ -103,7 +107,8 @@ class IntegerAttention(PointsMixin, keras.layers.Layer):
 
     POINTS = (("query_weights", "weight"), ("key_weights", "weight"), ("value_weights", "weight"),
               ("output_weights", "weight"), ("query", "range"), ("key", "range"), ("value", "range"),
-              ("scores", "range"), ("scaled_scores", "range"), ("probabilities", "probabilities"),
+              ("scores", "range"), ("scaled_scores", "range"), ("masked_scores", "range"),
+              ("probabilities", "probabilities"),
               ("context", "range"), ("output", "range"))
     KERNELS = ("query_kernel", "key_kernel", "value_kernel", "output_kernel")
     BIASES = ("query_bias", "key_bias", "value_bias", "output_bias")
@@ -174,6 +179,21 @@ class IntegerAttention(PointsMixin, keras.layers.Layer):
             mask = tf.logical_and(mask, other)
         return mask
 
+    def _masked_score(self):
+        """The score a masked key gets: far below every other (float), or MASK_MARGIN below the scores' range.
+
+        In int8 a constant of -1e4 would stretch the masked scores' range until
+        the real scores lost their resolution (or, sharing their scale, clip to
+        the grid's lowest value, a weight softmax does not ignore). Quantized,
+        the masked score sits MASK_MARGIN below the lowest score the range has
+        seen: its softmax weight is below e^-MASK_MARGIN of any unmasked key's,
+        under the half step (1/512) of SOFTMAX's int8 grid.
+        """
+        scores_range = self.point_range("scaled_scores")
+        if scores_range is None:
+            return tf.constant(-1e4)
+        return tf.stop_gradient(scores_range[0] - MASK_MARGIN)
+
     def call(self, query, value=None, key=None, attention_mask=None, query_mask=None, value_mask=None,
              key_mask=None, use_causal_mask=False, return_attention_scores=False, training=None):
         if return_attention_scores:
@@ -187,8 +207,8 @@ class IntegerAttention(PointsMixin, keras.layers.Layer):
         scores = self.point("scores", tf.einsum("bqhk,bthk->bhqt", q, k))
         scores = self.point("scaled_scores", scores * (1.0 / math.sqrt(self.key_dim)))
         mask = self._mask(attention_mask, value_mask, use_causal_mask, query.shape[1], key.shape[1])
-        if mask is not None:  # masked keys: a score far below the others (in int8: the grid's lowest value)
-            scores = tf.where(mask, scores, -1e4)
+        if mask is not None:
+            scores = self.point("masked_scores", tf.where(mask, scores, self._masked_score()))
         probabilities = self.point("probabilities", tf.nn.softmax(scores, axis=-1))
         if training and self.dropout:
             probabilities = tf.nn.dropout(probabilities, rate=self.dropout)
@@ -345,3 +365,102 @@ class TakeStep(keras.layers.Layer):
 
     def get_config(self):
         return dict(super().get_config(), index=self.index)
+
+
+def _einsum_parts(equation: str) -> tuple[str, str, str] | None:
+    """(batch-and-sequence letters, contracted letter, new letters) of a dense-on-the-last-axis einsum, or None.
+
+    "abc,cd->abd" is a Dense over the last axis; "abc,cde->abde" one whose
+    output is reshaped to (d, e); anything else (several contracted axes, an
+    ellipsis, a kernel axis that is not new) is not a dense layer.
+    """
+    try:
+        left, output = equation.replace(" ", "").split("->")
+        source, kernel = left.split(",")
+    except ValueError:
+        return None
+    if "." in equation or not source or not kernel or source[-1] != kernel[0]:
+        return None
+    prefix, contracted, new = source[:-1], source[-1], kernel[1:]
+    if output != prefix + new or contracted in output or set(new) & set(prefix):
+        return None
+    return prefix, contracted, new
+
+
+@serializable
+class IntegerEinsumDense(PointsMixin, keras.layers.Layer):
+    """A dense-on-the-last-axis EinsumDense ("abc,cd->abd", "abc,cde->abde") as one int8 FULLY_CONNECTED or CONV_2D.
+
+    Weights as Keras's EinsumDense: `kernel` (features, *new axes) and a
+    `bias` over the new axes (or over the last one).
+
+    Args:
+      equation: the EinsumDense equation.
+      output_tail: the sizes of the new axes (the kernel's shape after its first axis).
+      bias_axes: the EinsumDense's bias axes (letters), or None.
+      activation: "linear" or "relu" (fused into the int8 operator).
+    """
+
+    POINTS = (("weights", "weight"), ("output", "range"))
+
+    def __init__(self, equation: str, output_tail, bias_axes: str | None = None, activation: str = "linear",
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.equation = equation
+        self.output_tail = tuple(int(d) for d in output_tail)
+        self.bias_axes = bias_axes
+        self.activation = keras.activations.get(activation)
+
+    def build(self, input_shape):
+        _, _, new = _einsum_parts(self.equation)
+        self.kernel = self.add_weight("kernel", shape=(int(input_shape[-1]),) + self.output_tail,
+                                      initializer="glorot_uniform")
+        bias_shape = tuple(self.output_tail[new.index(letter)] for letter in self.bias_axes) if self.bias_axes else None
+        self.bias = self.add_weight("bias", shape=bias_shape, initializer="zeros") if bias_shape else None
+        super().build(input_shape)
+
+    def call(self, inputs):
+        units = int(math.prod(self.output_tail))
+        kernel = self.point("weights", tf.reshape(self.kernel, (inputs.shape[-1], units)))
+        if inputs.shape.rank == 3:  # (batch, steps, features): a 1x1 CONV_2D (a rank-3 matmul stays float)
+            y = tf.squeeze(tf.nn.conv2d(tf.expand_dims(inputs, 2), kernel[tf.newaxis, tf.newaxis], 1, "VALID"), 2)
+        else:
+            y = tf.matmul(inputs, kernel)
+        if self.bias is not None:
+            bias = self.bias if len(self.bias_axes) == len(self.output_tail) else tf.broadcast_to(
+                self.bias, self.output_tail)
+            y = y + tf.reshape(bias, (units,))
+        y = self.point("output", self.activation(y))
+        return tf.reshape(y, [-1] + list(inputs.shape[1:-1]) + list(self.output_tail)) \
+            if len(self.output_tail) > 1 else y
+
+    def compute_output_shape(self, input_shape):
+        shape = tf.TensorShape(input_shape).as_list()
+        return tf.TensorShape(shape[:-1] + list(self.output_tail))
+
+    def get_config(self):
+        return dict(super().get_config(), equation=self.equation, output_tail=list(self.output_tail),
+                    bias_axes=self.bias_axes, activation=keras.activations.serialize(self.activation))
+
+
+def einsum_dense_refusal(layer) -> str | None:
+    """Why a Keras EinsumDense cannot become an `IntegerEinsumDense`, or None."""
+    config = layer.get_config()
+    parts = _einsum_parts(config["equation"])
+    if parts is None:
+        return (f"its equation {config['equation']!r} is not a dense layer over the last axis (like 'abc,cd->abd'): "
+                "tfjoint runs those as int8 FULLY_CONNECTED; use a Dense, or reshape around one")
+    bias_axes = config.get("bias_axes")
+    if bias_axes and (not set(bias_axes) <= set(parts[2]) or bias_axes not in (parts[2], parts[2][-1])):
+        return f"its bias axes {bias_axes!r} are not all its new axes or the last one"
+    if keras.activations.serialize(keras.activations.get(config.get("activation"))) not in ("linear", "relu"):
+        return f"its activation {config.get('activation')!r} is not fused by TFLite: use an Activation layer after it"
+    return None
+
+
+def einsum_dense_from_layer(layer) -> IntegerEinsumDense:
+    """The `IntegerEinsumDense` for a dense-on-the-last-axis EinsumDense (weights carry over)."""
+    config = layer.get_config()
+    return IntegerEinsumDense(config["equation"], tuple(layer.kernel.shape[1:]), bias_axes=config.get("bias_axes"),
+                              activation=config.get("activation") or "linear", name=config["name"],
+                              trainable=config.get("trainable", True))

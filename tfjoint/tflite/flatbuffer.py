@@ -16,10 +16,10 @@ import numpy as np
 
 from tfjoint._litert import Interpreter, OpResolverType, ops_details
 from tfjoint._names import float_layer_name
-from tfjoint.tflite.operators import operator
+from tfjoint.tflite.operators import operator, runs_in_tflm
 
 __all__ = ["OpInfo", "TensorInfo", "WeightTensor", "IOTensor", "FlatbufferSummary", "read_flatbuffer", "layer_of",
-           "float_op_problems"]
+           "float_op_problems", "missing_in_tflm"]
 
 _FLOAT_DTYPES = (np.float32, np.float16, np.float64)
 _INTEGER_INPUTS = ("int8", "int16", "int32", "int64", "uint8", "bool")
@@ -299,6 +299,18 @@ def float_op_problems(summary: FlatbufferSummary, layer_names, limit: int = 5) -
     if not problems:
         problems.append(f"input dtypes {summary.input_dtypes}, output dtypes {summary.output_dtypes}")
     return problems
+
+
+def missing_in_tflm(summary: FlatbufferSummary, layer_names) -> list[str]:
+    """One sentence per operator TensorFlow Lite Micro has no kernel for (`GELU (layer 'ffn_gelu')`), or []."""
+    found: dict[str, list[str]] = {}
+    for op in summary.ops:
+        if not runs_in_tflm(op.name):
+            layer = next((layer_of(t, layer_names) for t in op.tensor_names if layer_of(t, layer_names)), None)
+            names = found.setdefault(op.name, [])
+            if layer and float_layer_name(layer) not in names:
+                names.append(float_layer_name(layer))
+    return [f"{op}" + (f" (layer {', '.join(repr(n) for n in names)})" if names else "") for op, names in found.items()]
 
 
 def layer_of(tensor_name: str, layer_names) -> str | None:

@@ -44,7 +44,7 @@ from tfjoint.registry import (
     pruned_weight_names,
 )
 from tfjoint.tflite import convert
-from tfjoint.tflite.flatbuffer import float_op_problems, read_flatbuffer
+from tfjoint.tflite.flatbuffer import float_op_problems, missing_in_tflm, read_flatbuffer
 from tfjoint.tflite.run import run_reference
 from tfjoint.train.prepared_model import PreparedModel
 
@@ -195,16 +195,18 @@ def ranges_initialized(prepared, samples):
             variable.assign(value)
 
 
-def refuse_what_export_would(prepared) -> None:
+def refuse_what_export_would(prepared, runtimes=()) -> None:
     """Converts the prepared model once, as `export_tflite` will, and refuses now what it would refuse after training.
 
     The int8 file's structure does not depend on trained values: a layer the
     converter rejects, or leaves in float, is rejected now, naming the user's
-    layer instead of an MLIR location.
+    layer instead of an MLIR location; with "tflm" among `runtimes`, so is an
+    operator TensorFlow Lite Micro has no kernel for.
 
     Raises:
-      errors.UnsupportedLayerError: the converter fails, or the file would
-        not be fully int8; the message names the layers.
+      errors.UnsupportedLayerError: the converter fails, the file would not
+        be fully int8, would compute something else than the model, or would
+        not run where asked; the message names the layers.
     """
     samples = sample_inputs_of(prepared)
     representative = samples if needs_calibration(prepared) else None  # the export calibrates those layers
@@ -223,6 +225,13 @@ def refuse_what_export_would(prepared) -> None:
         raise errors.UnsupportedLayerError(
             f"model '{prepared.name}' would not export fully int8 (found before training, by converting the prepared "
             f"model once): {'; '.join(problems)}. Replace or exclude those layers with ones TFLite runs in int8.")
+    missing = missing_in_tflm(summary, [layer.name for layer in prepared.layers]) if "tflm" in runtimes else []
+    if missing:
+        raise errors.UnsupportedLayerError(
+            f"model '{prepared.name}' would not run in TensorFlow Lite Micro: its int8 file needs "
+            f"{'; '.join(missing)}, which TFLM has no kernel for (found before training, by converting the prepared "
+            "model once). Use an activation TFLM runs (relu, or swish/sigmoid for a GELU) and fine-tune the float "
+            "model with it, or deploy on LiteRT (a phone).")
     if fidelity is not None and fidelity < MIN_CHECK_SQNR_DB:
         raise errors.UnsupportedLayerError(
             f"model '{prepared.name}' would not keep its accuracy in int8: converted once before training, its int8 "
@@ -350,6 +359,7 @@ def prepare(
     channel_criterion: str = "l1",
     sample_inputs=None,
     check_conversion: bool = True,
+    runtimes=(),
     begin_step: int | None = None,
     initial_sparsity: float | None = None,
     power: float | None = None,
@@ -413,6 +423,9 @@ def prepare(
         so that a layer the int8 export would refuse is refused now, before
         any training (see the README for what it costs; off saves that time
         when the same architecture already exported).
+      runtimes: where the int8 file will run (as `export_tflite`'s): with
+        "tflm", an operator TensorFlow Lite Micro has no kernel for (GELU) is
+        refused by the conversion check, before training.
 
     Timing keywords (each a field of `JointSchedule`; left at None they keep
     its default, and giving one beside a ready `JointSchedule` is an error):
@@ -480,5 +493,5 @@ def prepare(
     prepared = PreparedModel(inputs=inputs, outputs=outputs, name=prepared.name, schedule=schedule)
     if check_conversion:
         with _progress.Phases("tfjoint prepare").run("conversion check", "the export's converter, once"):
-            refuse_what_export_would(prepared)
+            refuse_what_export_would(prepared, tuple(runtimes))
     return prepared

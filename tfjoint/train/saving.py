@@ -103,7 +103,7 @@ def _file_configs(path: str) -> list:
     return [json.loads(config.decode() if isinstance(config, bytes) else config)] if config is not None else []
 
 
-def _code(node, layer: str | None = None) -> list[tuple[str, str, str]]:
+def _code(node, layer: str | None = None, owner: str = "?") -> list[tuple[str, str, str]]:
     """(layer name, class, what) for every place in a config that stores Python code to run on loading."""
     found = []
     if isinstance(node, dict):
@@ -111,18 +111,19 @@ def _code(node, layer: str | None = None) -> list[tuple[str, str, str]]:
         name = (config.get("name") if isinstance(config, dict) else None) or node.get("name") or layer
         class_name = node.get("class_name")
         if class_name == "__lambda__":  # Keras 3: a lambda's bytecode
-            found.append((layer or "?", "Lambda", "a Python lambda stored as bytecode"))
+            found.append((layer or "?", owner, "a Python lambda stored as bytecode"))
         for key in ("function", "output_shape"):  # tf_keras: a Lambda's function (or output_shape) as bytecode
             if node.get(f"{key}_type") == "lambda" and node.get(key) is not None:
                 function = bytecode_function_name(node[key])
                 if registered_function(function, node.get(f"{key}_module" if key != "function" else "module")):
                     continue  # a registered function: loaded by name, its bytecode never used
-                found.append((node.get("name") or layer or "?", "Lambda", f"its {key}, stored as Python bytecode"))
+                found.append((node.get("name") or layer or "?", owner, f"its {key}, stored as Python bytecode"))
         for value in node.values():
-            found += _code(value, name if class_name else layer)
+            found += _code(value, name if class_name else layer, class_name if class_name != "__lambda__" and
+                           isinstance(class_name, str) else owner)
     elif isinstance(node, list):
         for value in node:
-            found += _code(value, layer)
+            found += _code(value, layer, owner)
     return found
 
 
@@ -141,7 +142,7 @@ def _refuse_code(path: str) -> None:
         raise errors.UnsafeFileError(
             f"'{path}' holds code that loading it would run ({layers}). tfjoint does not run code from a model file "
             "unless told to: if you trust the file, load it with tfjoint.load_model(path, safe_mode=False) (or "
-            "`tfjoint --unsafe_load`); better, replace the Lambda by a built-in layer, or by a registered function "
+            "`tfjoint --unsafe_load`); better, replace the function by a built-in layer, or by a registered function "
             "(keras.utils.register_keras_serializable), which the file stores by name.")
 
 

@@ -1,0 +1,166 @@
+"""Transformers prune and quantize in one fit, fully int8 on LiteRT: every layer kind's int8 output checked against
+the quantization-aware model (the default tolerances gate exactly that), and a keras_hub BERT end to end."""
+
+import numpy as np
+import pytest
+
+import tfjoint
+from tfjoint import keras
+
+
+def _sequences(n=96, steps=8, features=16, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, steps, features)).astype(np.float32)
+
+
+def _layer_norm_model():
+    import keras as keras3
+
+    inputs = keras3.Input((8, 16), name="x")
+    return keras3.Model(inputs, keras3.layers.LayerNormalization(name="norm")(keras3.layers.Dense(16)(inputs)))
+
+
+def _attention_model():
+    import keras as keras3
+
+    inputs = keras3.Input((8, 16), name="x")
+    return keras3.Model(inputs, keras3.layers.MultiHeadAttention(2, 8, name="attention")(inputs, inputs))
+
+
+def _masked_causal_attention_model():
+    inputs = keras.Input((8, 16), name="x")
+    mask = keras.Input((8, 8), dtype="int32", name="mask")
+    attention = keras.layers.MultiHeadAttention(2, 8, name="attention")
+    return keras.Model([inputs, mask], attention(inputs, inputs, attention_mask=mask, use_causal_mask=True))
+
+
+def _einsum_dense_model():
+    inputs = keras.Input((8, 16), name="x")
+    x = keras.layers.EinsumDense("abc,cde->abde", output_shape=(8, 2, 4), bias_axes="de", name="projection")(inputs)
+    return keras.Model(inputs, x)
+
+
+def _embedding_model():
+    import keras as keras3
+
+    tokens = keras3.Input((8,), dtype="int32", name="tokens")
+    return keras3.Model(tokens, keras3.layers.Embedding(40, 16, name="embedding")(tokens))
+
+
+def _gelu_model():
+    import keras as keras3
+
+    inputs = keras3.Input((8, 16), name="x")
+    x = keras3.layers.Dense(32, activation="gelu", name="fused")(inputs)
+    return keras3.Model(inputs, keras3.layers.Activation("gelu", name="layer")(keras3.layers.Dense(16)(x)))
+
+
+def _encoder_model():
+    import keras as keras3
+    import keras_hub
+
+    inputs = keras3.Input((8, 16), name="x")
+    x = inputs + keras_hub.layers.PositionEmbedding(8, name="positions")(inputs)
+    x = keras_hub.layers.TransformerEncoder(32, 2, name="encoder")(x)
+    return keras3.Model(inputs, x)
+
+
+# Each kind: its model, the inputs it takes, and operators its int8 file must hold.
+KINDS = {
+    "layer_norm": (_layer_norm_model, lambda: _sequences(), {"MEAN", "RSQRT"}),
+    "attention": (_attention_model, lambda: _sequences(), {"BATCH_MATMUL", "SOFTMAX"}),
+    "masked_causal_attention": (_masked_causal_attention_model,
+                                lambda: [_sequences(), (np.random.default_rng(1).random((96, 8, 8)) > 0.2)
+                                         .astype(np.int32)], {"SELECT_V2", "SOFTMAX"}),
+    "einsum_dense": (_einsum_dense_model, lambda: _sequences(), {"CONV_2D"}),
+    "embedding": (_embedding_model, lambda: np.random.default_rng(0).integers(0, 40, (96, 8)).astype(np.int32),
+                  {"GATHER"}),
+    "gelu": (_gelu_model, lambda: _sequences(), {"GELU"}),
+    "keras_hub_encoder": (_encoder_model, lambda: _sequences(), {"BATCH_MATMUL", "RSQRT", "MEAN", "SOFTMAX"}),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_each_layer_kinds_int8_output_matches_the_quantization_aware_model(kind, tmp_path):
+    build, data, operators = KINDS[kind]
+    keras.utils.set_random_seed(0)
+    model = build()
+    x = data()
+    joint = tfjoint.prepare(model, target_sparsity=0.0, end_step=2, sample_inputs=x)
+    joint.compile(keras.optimizers.Adam(1e-3), "mse")
+    outputs = joint.predict(x, verbose=0)
+    joint.fit(x, outputs, batch_size=16, epochs=1, verbose=0)  # ranges observed on the data
+    # The default tolerances: SQNR of every int8 output against the QAT model it was converted from >= 15 dB.
+    report = tfjoint.export_tflite(tfjoint.strip(joint), str(tmp_path / "m.tflite"), validation_data=x,
+                                   runtimes=("litert", "litert_reference"), quantization="qat")
+    summary = tfjoint.read_flatbuffer((tmp_path / "m.tflite").read_bytes())
+    assert report.passed and summary.fully_int8 and not summary.float_ops
+    assert operators <= set(summary.op_names), summary.op_names
+    for runtime in ("litert", "litert_reference"):
+        assert report.per_runtime[runtime]["sqnr_db"] >= 15, runtime
+
+
+def _token_order(n, seed, steps=12, vocabulary=40):
+    """Which of two marked tokens comes first: needs attention across the sequence, padded to `steps`."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(steps // 2, steps + 1, n)
+    tokens = rng.integers(3, vocabulary, (n, steps)).astype(np.int32)
+    # two distinct positions after position 0 within each sequence, in random order
+    first = np.array([rng.choice(np.arange(1, length), 2, replace=False) for length in lengths])
+    first, second = first[:, 0], first[:, 1]
+    tokens[np.arange(n), first], tokens[np.arange(n), second] = 1, 2
+    padding = (np.arange(steps)[None, :] < lengths[:, None]).astype(np.int32)
+    tokens *= padding
+    x = {"token_ids": tokens, "segment_ids": np.zeros_like(tokens), "padding_mask": padding}
+    return x, (first < second).astype(np.int32)
+
+
+def bert_tiny_classifier(seed=0, steps=12):
+    import keras as keras3
+    import keras_hub
+
+    keras3.utils.set_random_seed(seed)
+    backbone = keras_hub.models.BertBackbone(vocabulary_size=40, num_layers=2, num_heads=2, hidden_dim=32,
+                                             intermediate_dim=64, max_sequence_length=steps, dropout=0.0)
+    outputs = keras3.layers.Dense(2, activation="softmax", name="classes")(backbone.output["pooled_output"])
+    return keras3.Model(backbone.input, outputs, name="bert_tiny")
+
+
+@pytest.mark.slow
+def test_a_keras_hub_bert_prunes_and_quantizes_in_one_fit_and_exports_fully_int8(tmp_path):
+    import keras as keras3
+
+    x, y = _token_order(1024, 0)
+    x_val, y_val = _token_order(256, 1)
+    model = bert_tiny_classifier()
+    model.compile(keras3.optimizers.Adam(2e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x, y, epochs=6, batch_size=32, verbose=0)
+    joint = tfjoint.prepare(model, target_sparsity=0.5, end_step=32, frequency=8, sample_inputs=x)
+    joint.compile(keras3.optimizers.Adam(5e-4), "sparse_categorical_crossentropy")  # Keras 3 objects are taken too
+    joint.fit(x, y, epochs=2, batch_size=32, verbose=0)
+    attention = [pk for pk in tfjoint.pruned_kernels(joint) if pk.layer_name.endswith("_attention")]
+    assert len(attention) == 8  # query, key, value and output kernels of both encoders
+    report = tfjoint.export_tflite(tfjoint.strip(joint), str(tmp_path / "bert.tflite"), validation_data=(x_val, y_val),
+                                   float_model=model, runtimes=("litert", "litert_reference"))
+    assert report.passed and report.fully_int8 and report.keras_accuracy > 0.7  # learned (chance: 0.5)
+    summary = tfjoint.read_flatbuffer((tmp_path / "bert.tflite").read_bytes())
+    assert {"GATHER", "BATCH_MATMUL", "SOFTMAX", "RSQRT", "GELU"} <= set(summary.op_names)
+    assert not summary.float_ops and summary.inputs[0].dtype == "int32"  # token ids stay ids
+    sparsity = report.per_layer_sparsity["transformer_layer_0_attention"]["tflite"]
+    assert sparsity == pytest.approx(0.5, abs=0.01)  # read from the int8 weights of the file
+    with pytest.raises(tfjoint.UnsupportedLayerError, match="would not run in TensorFlow Lite Micro.*GELU"):
+        tfjoint.prepare(model, target_sparsity=0.5, end_step=4, sample_inputs=x, runtimes=("tflm",))
+
+
+def test_a_layer_tfjoint_cannot_take_yet_is_refused_by_name_before_training():
+    inputs = keras.Input((8, 16), name="x")
+    attention = keras.layers.MultiHeadAttention(2, 8, attention_axes=(1, 2), name="attention")
+    model = keras.Model(inputs, attention(inputs, inputs))
+    with pytest.raises(tfjoint.UnsupportedLayerError, match="'attention' \\(MultiHeadAttention\\): it attends over "
+                                                            "axes"):
+        tfjoint.prepare(model, target_sparsity=0.5, end_step=4)
+    inputs = keras.Input((8, 16), name="x")
+    model = keras.Model(inputs, keras.layers.EinsumDense("abc,bd->acd", output_shape=(16, 4), name="mix")(inputs))
+    with pytest.raises(tfjoint.UnsupportedLayerError, match="'mix' \\(EinsumDense\\): its equation 'abc,bd->acd'"):
+        tfjoint.prepare(model, target_sparsity=0.5, end_step=4)
