@@ -44,8 +44,21 @@ def test_mirrored_strategy_with_two_logical_cpus():
         for pk in tfjoint.pruned_kernels(joint):
             q = pk.quantizer(pk.kernel, False, pk.quantizer_weights).numpy()
             print(pk.layer_name, float(np.mean(pk.mask.numpy() == 0)), float(np.mean(q == 0)))
+        with strategy.scope():  # a transformer block, its heads removed as channels
+            inputs = keras.Input((8, 8))
+            x = keras.layers.MultiHeadAttention(4, 4, name="attention")(inputs, inputs)
+            x = keras.layers.LayerNormalization()(keras.layers.Add()([inputs, x]))
+            x = keras.layers.GlobalAveragePooling1D()(x)
+            model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x))
+            joint = tfjoint.prepare(model, target_sparsity=0.5, end_step=6, frequency=2, channel_sparsity=0.5)
+            joint.compile("adam", "sparse_categorical_crossentropy")
+        joint.fit(rng.random((64, 8, 8)), rng.integers(0, 10, 64), batch_size=16, epochs=2, verbose=0)
+        heads = tfjoint.strip(joint).get_layer("quant_attention").layer.num_heads
+        print("heads", tfjoint.training_step(joint), heads)
     """)
     lines = out.strip().splitlines()
+    assert lines[-1] == "heads 8 2"
+    lines = lines[:-1]
     assert int(lines[0]) == 8
     assert lines[1] == "[False, True]" and lines[2] == "2 True"
     for line in lines[3:]:
@@ -54,6 +67,26 @@ def test_mirrored_strategy_with_two_logical_cpus():
         assert float(quantized_zeros) >= float(mask_zeros)
 
 
+_CONV_MODEL = """
+inputs = keras.Input((8, 8, 1), name="image")
+x = keras.layers.Conv2D(8, 3, use_bias=False, name="conv")(inputs)
+x = keras.layers.BatchNormalization(name="bn")(x)
+x = keras.layers.ReLU(name="relu")(x)
+x = keras.layers.Flatten(name="flatten")(x)
+model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax", name="fc")(x))
+joint = tfjoint.prepare(model, target_sparsity=0.75, end_step=6, frequency=2)
+"""
+# An encoder block: attention (its heads pruned as channels), LayerNorm, a GELU FFN; weights and heads pruned.
+_TRANSFORMER_MODEL = """
+inputs = keras.Input((8, 8), name="image")
+attention = keras.layers.MultiHeadAttention(4, 4, name="attention")(inputs, inputs)
+x = keras.layers.LayerNormalization(name="norm")(keras.layers.Add()([inputs, attention]))
+x = keras.layers.Dense(16, activation="gelu", name="ffn")(x)
+x = keras.layers.GlobalAveragePooling1D()(x)
+model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax", name="fc")(x))
+joint = tfjoint.prepare(model, target_sparsity=0.75, end_step=6, frequency=2, channel_sparsity=0.5)
+"""
+
 _WORKER = """
 import json, os, sys
 import numpy as np
@@ -61,36 +94,31 @@ import tfjoint
 import tensorflow as tf
 from tfjoint import keras
 
-out = sys.argv[1]
+out, kind = sys.argv[1], sys.argv[2]
 strategy = tf.distribute.MultiWorkerMirroredStrategy()
 task = json.loads(os.environ["TF_CONFIG"])["task"]
 with strategy.scope():
     keras.utils.set_random_seed(0)
-    inputs = keras.Input((8, 8, 1), name="image")
-    x = keras.layers.Conv2D(8, 3, use_bias=False, name="conv")(inputs)
-    x = keras.layers.BatchNormalization(name="bn")(x)
-    x = keras.layers.ReLU(name="relu")(x)
-    x = keras.layers.Flatten(name="flatten")(x)
-    model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax", name="fc")(x))
-    joint = tfjoint.prepare(model, target_sparsity=0.75, end_step=6, frequency=2)
+    exec({"conv": CONV, "transformer": TRANSFORMER}[kind])
     joint.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
 rng = np.random.default_rng(0)
-x_train, y_train = rng.random((128, 8, 8, 1), dtype=np.float32), rng.integers(0, 10, 128)
+x_train = rng.random((128,) + tuple(joint.input_shape[1:]), dtype=np.float32)
+y_train = (x_train[:, :4].mean(axis=tuple(range(1, x_train.ndim))) > 0.5).astype(np.int32)  # brighter top rows
 joint.fit(x_train, y_train, batch_size=16, epochs=2, verbose=0)
 np.savez(os.path.join(out, f"worker{task['index']}.npz"),
          step=tfjoint.training_step(joint),
-         **{pk.layer_name: pk.masked_kernel() for pk in tfjoint.pruned_kernels(joint)})
+         **{f"{pk.layer_name}/{pk.weight_name}": pk.masked_kernel() for pk in tfjoint.pruned_kernels(joint)})
 if task["index"] == 0:
     try:  # exporting the prepared model on the chief alone would wait forever for the other worker
         tfjoint.export_tflite(joint, os.path.join(out, "never.tflite"))
     except tfjoint.ConfigError as error:
         print("refused:", error)
 deployable = tfjoint.strip(joint)  # every worker: reading synchronized variables is collective
-if task["index"] == 0:  # the chief exports
+if task["index"] == 0:  # the chief exports, with the default tolerances
     report = tfjoint.export_tflite(deployable, os.path.join(out, "model.tflite"), validation_data=x_train[:32],
-                                   min_agreement=0.5, min_sqnr_db=5)
+                                   runtimes=("litert",))
     report.save_json(os.path.join(out, "report.json"))
-"""
+""".replace("CONV", repr(_CONV_MODEL)).replace("TRANSFORMER", repr(_TRANSFORMER_MODEL))
 
 
 def _free_ports(count):
@@ -103,14 +131,15 @@ def _free_ports(count):
     return ports
 
 
-def test_two_worker_processes_train_one_model_and_the_chief_exports(tmp_path):
+@pytest.mark.parametrize("kind", ["conv", "transformer"])
+def test_two_worker_processes_train_one_model_and_the_chief_exports(kind, tmp_path):
     workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
     env = {k: v for k, v in os.environ.items()}
     env.update(TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
     processes = []
     for index in range(2):
         config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-        processes.append(subprocess.Popen([sys.executable, "-c", _WORKER, str(tmp_path)], env=dict(
+        processes.append(subprocess.Popen([sys.executable, "-c", _WORKER, str(tmp_path), kind], env=dict(
             env, TF_CONFIG=json.dumps(config)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     outputs = []
     for process in processes:
@@ -120,10 +149,22 @@ def test_two_worker_processes_train_one_model_and_the_chief_exports(tmp_path):
     assert "refused: " in outputs[0] and "tfjoint.strip(model) on every worker" in outputs[0]
     first, second = (np.load(tmp_path / f"worker{i}.npz") for i in range(2))
     assert int(first["step"]) == int(second["step"]) == 16  # 128 samples / global batch 16, 2 epochs
-    for name in ("conv", "fc"):
+    names = [name for name in first.files if name != "step"]
+    attention = [f"attention/{p}_kernel" for p in ("query", "key", "value", "output")]
+    assert names == (["conv/kernel", "fc/kernel"] if kind == "conv" else attention + ["ffn/kernel", "fc/kernel"])
+    # 75% of the weights go; in the transformer's FFN, 75% of the half of its channels that stay.
+    expected = {"ffn/kernel": 1 - 0.5 * 0.25}
+    for name in names:
         np.testing.assert_array_equal(first[name], second[name])
-        assert np.mean(first[name] == 0) == pytest.approx(0.75, abs=0.02)
+        if kind == "conv" or not name.startswith("attention"):
+            assert np.mean(first[name] == 0) == pytest.approx(expected.get(name, 0.75), abs=0.02), name
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["fully_int8"] and report["passed"]
-    assert report["per_layer_sparsity"]["fc"]["tflite"] == pytest.approx(0.75, abs=0.01)
+    # Read from the file: 75% of the kept weights are zero (the FFN's removed channels are gone from it).
+    assert report["per_layer_sparsity"]["fc" if kind == "conv" else "ffn"]["tflite"] == pytest.approx(0.75, abs=0.01)
     assert not (tmp_path / "never.tflite").exists()
+    if kind == "transformer":  # both workers removed the same two of the four heads (zero in every projection)
+        heads = [np.flatnonzero(np.abs(first["attention/output_kernel"]).sum(axis=(1, 2)))]
+        assert len(heads[0]) == 2
+        np.testing.assert_array_equal(np.abs(first["attention/query_kernel"]).sum(axis=(0, 2)) > 0,
+                                      np.isin(np.arange(4), heads[0]))

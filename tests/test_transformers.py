@@ -164,3 +164,74 @@ def test_a_layer_tfjoint_cannot_take_yet_is_refused_by_name_before_training():
     model = keras.Model(inputs, keras.layers.EinsumDense("abc,bd->acd", output_shape=(16, 4), name="mix")(inputs))
     with pytest.raises(tfjoint.UnsupportedLayerError, match="'mix' \\(EinsumDense\\): its equation 'abc,bd->acd'"):
         tfjoint.prepare(model, target_sparsity=0.5, end_step=4)
+
+
+def _encoder_classifier(heads=4):
+    import keras as keras3
+
+    inputs = keras3.Input((8, 16), name="x")
+    attention = keras3.layers.MultiHeadAttention(heads, 8, name="attention")(inputs, inputs)
+    x = keras3.layers.LayerNormalization(name="norm")(inputs + attention)
+    hidden = keras3.layers.Dense(32, activation="gelu", name="ffn_in")(x)
+    x = x + keras3.layers.Dense(16, name="ffn_out")(hidden)
+    outputs = keras3.layers.Dense(3, activation="softmax", name="classes")(keras3.layers.GlobalAveragePooling1D()(x))
+    return keras3.Model(inputs, outputs)
+
+
+@pytest.mark.slow
+def test_channel_sparsity_removes_whole_heads_and_ffn_neurons_and_the_file_is_smaller(tmp_path):
+    import keras as keras3
+
+    x = _sequences(160)
+    y = (x[:, :, 0].mean(1) > 0).astype(np.int32) + (x[:, :, 1].mean(1) > 0).astype(np.int32)
+    keras3.utils.set_random_seed(0)
+    model = _encoder_classifier()
+    joint = tfjoint.prepare(model, target_sparsity=0.0, end_step=8, frequency=2, channel_sparsity=0.5,
+                            sample_inputs=x)
+    joint.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    before = joint.predict(x, verbose=0)
+    joint.fit(x, y, batch_size=16, epochs=2, verbose=0)
+    stripped = tfjoint.strip(joint)
+    # The removed heads and neurons were exactly zero: the smaller model computes what the masked one did.
+    np.testing.assert_allclose(stripped.predict(x, verbose=0), joint.predict(x, verbose=0), atol=1e-6)
+    assert not np.allclose(before, joint.predict(x, verbose=0))  # it trained
+    report = tfjoint.export_tflite(stripped, str(tmp_path / "pruned.tflite"), validation_data=(x, y),
+                                   runtimes=("litert",))
+    summary = tfjoint.read_flatbuffer((tmp_path / "pruned.tflite").read_bytes())
+    assert report.passed and summary.fully_int8
+    # Read back from the file: the attention scores are (batch, heads, queries, keys) with 2 of 4 heads left, and
+    # the FFN's first projection has 16 of its 32 filters.
+    tensors = {tensor.index: tensor for tensor in summary.tensors}
+    scores = [tensors[op.outputs[0]].shape for op in summary.ops if op.name == "SOFTMAX"
+              and len(tensors[op.outputs[0]].shape) == 4]
+    assert scores and all(shape[1] == 2 for shape in scores), scores
+    filters = [w.shape[0] for w in summary.weights if w.op_name == "CONV_2D" and "ffn_in" in " ".join(w.names)]
+    assert filters == [16], [(w.names, w.shape) for w in summary.weights]
+    unpruned = tfjoint.prepare(_encoder_classifier(), target_sparsity=0.0, end_step=2, sample_inputs=x)
+    tfjoint.export_tflite(tfjoint.strip(unpruned), str(tmp_path / "full.tflite"), validation_data=(x, y),
+                          runtimes=("litert",), min_agreement=0.0, min_sqnr_db=-100.0, max_accuracy_drop=1.0)
+    full = tfjoint.read_flatbuffer((tmp_path / "full.tflite").read_bytes())
+    # Attention and FFN weights are 3/4 of this model's; half of them go (the classifier's stay).
+    assert sum(w.size for w in summary.weights) < 0.7 * sum(w.size for w in full.weights)
+
+
+@pytest.mark.slow
+def test_convnext_layer_norm_gelu_and_layer_scale_export_fully_int8(tmp_path):
+    """keras.applications' ConvNeXt (a four-stage miniature of ConvNeXtTiny): LayerNorm on images, Dense on images
+    as 1x1 convolutions, GELU, LayerScale."""
+    import keras as keras3
+    from keras.src.applications import convnext
+
+    keras3.utils.set_random_seed(0)
+    model = convnext.ConvNeXt(depths=[1, 1, 1, 1], projection_dims=[8, 16, 16, 16], input_shape=(32, 32, 3),
+                              classes=10, weights=None, name="convnext_mini")
+    x = np.random.default_rng(0).random((48, 32, 32, 3)).astype(np.float32) * 255.0
+    y = np.random.default_rng(1).integers(0, 10, 48)
+    joint = tfjoint.prepare(model, target_sparsity=0.5, end_step=4, sample_inputs=x[:8])
+    joint.compile(keras.optimizers.Adam(1e-4), "sparse_categorical_crossentropy")
+    joint.fit(x[:16], y[:16], batch_size=8, epochs=1, verbose=0)
+    report = tfjoint.export_tflite(tfjoint.strip(joint), str(tmp_path / "convnext.tflite"),
+                                   validation_data=(x[16:], y[16:]), runtimes=("litert",))
+    summary = tfjoint.read_flatbuffer((tmp_path / "convnext.tflite").read_bytes())
+    assert report.passed and summary.fully_int8 and not summary.float_ops
+    assert {"RSQRT", "GELU", "DEPTHWISE_CONV_2D"} <= set(summary.op_names)

@@ -328,7 +328,7 @@ def _add_cumulative(entries, float_model, inputs, pruned_model=None) -> None:
         for model, layer_inputs in models:
             if reference is None and entry["layer"] in layer_inputs:
                 reference = _reference(model, entry["layer"], last, np.asarray(layer_inputs[entry["layer"]]),
-                                       int(np.prod(actual.shape[1:])))
+                                       int(actual.size))
         if reference is not None and own_reference is not None:
             entry.update(_sqnrs(own_reference, actual, reference))  # the float model's signal
         cumulative = _errors(reference, actual)

@@ -48,10 +48,19 @@ _OPAQUE = Channels()  # a layer kind tfjoint does not know
 
 @dataclasses.dataclass
 class LayerChannels:
-    """One layer's channel layouts: of each input, and of its output."""
+    """One layer's channel layouts: of each input, of its output, and of a group inside it (attention's heads).
+
+    `own` is what the layer's channel masks follow and `strip` removes: its
+    output's layout, or the layout of the group inside it.
+    """
 
     inputs: list[Layout]
     output: Layout
+    inside: Layout | None = None
+
+    @property
+    def own(self) -> Layout:
+        return self.inside if self.inside is not None else self.output
 
 
 @dataclasses.dataclass
@@ -84,7 +93,7 @@ class ChannelPlan:
 
     def layer_segments(self, layer_name: str) -> tuple[tuple[str | None, int], ...]:
         """The (group, size) runs of a layer's channels (its output; for a producer, its own group)."""
-        return self.layers[layer_name].output.segments
+        return self.layers[layer_name].own.segments
 
 
 def zero_preserving(activation) -> bool:
@@ -139,12 +148,13 @@ class _Walk:
     def zero_preserving(self, activation) -> bool:
         return not self.check_activations or zero_preserving(activation)
 
-    def output_layout(self, layer, inputs: list[Layout], output_shape) -> Layout:
-        """The layout of `layer`'s output, from its inputs' layouts and its kind's channel rule."""
+    def layouts(self, layer, inputs: list[Layout], output_shape) -> tuple[Layout, Layout | None]:
+        """The layout of `layer`'s output (and of a group inside it), from its inputs' layouts and its kind's
+        channel rule."""
         inner = unwrapped(layer)
         kind = kind_of(inner)
         channels = kind.channels if kind is not None else _OPAQUE
-        return channels.output_layout(self, layer, inner, inputs, output_shape)
+        return channels.layouts(self, layer, inner, inputs, output_shape)
 
 
 def channel_layouts(model, producer_group: Callable, freeze: Callable[[set[str], str], None],
@@ -189,9 +199,9 @@ def channel_layouts(model, producer_group: Callable, freeze: Callable[[set[str],
             layouts[(layer.name, node_index, 0)] = first_call.output
             continue
         output_shape = layer.output_shape[0] if isinstance(layer.output_shape, list) else layer.output_shape
-        output = walk.output_layout(layer, inputs, tuple(output_shape))
+        output, inside = walk.layouts(layer, inputs, tuple(output_shape))
         layouts[(layer.name, node_index, 0)] = output
-        found[layer.name] = LayerChannels(inputs, output)
+        found[layer.name] = LayerChannels(inputs, output, inside)
     return found
 
 
@@ -241,13 +251,14 @@ def plan_channel_groups(model, producers: set[str]) -> ChannelPlan:
     for name in list(layers):  # canonical group names, after every merge
         entry = layers[name]
         layers[name] = LayerChannels([layout.renamed(union.find) for layout in entry.inputs],
-                                     entry.output.renamed(union.find))
+                                     entry.output.renamed(union.find),
+                                     entry.inside.renamed(union.find) if entry.inside is not None else None)
     groups: dict[str, ChannelGroup] = {}
     for name in producers:
         if name not in union.parent:
             continue
         root = union.find(name)
-        group = groups.setdefault(root, ChannelGroup(root, layers[name].output.channels, []))
+        group = groups.setdefault(root, ChannelGroup(root, layers[name].own.channels, []))
         group.producers.append(name)
     for root, reason in frozen.items():
         if union.find(root) in groups:

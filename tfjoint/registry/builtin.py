@@ -9,9 +9,9 @@ import numpy as np
 
 from tfjoint import _tfmot
 from tfjoint._keras import keras
-from tfjoint.registry.channels import CONCATENATES, FLATTENS, FOLLOWS, MERGES, NEW, OUTPUT, RESHAPES, Channels
+from tfjoint.registry.channels import CONCATENATES, FLATTENS, FOLLOWS, HEADS, MERGES, NEW, OUTPUT, RESHAPES, Channels
 from tfjoint.registry.kind import Keras3, LayerKind, Pruning, Quantization
-from tfjoint.registry.own_layers import Affine, ExpandDims, HardSwish, IntegerSum, Squeeze
+from tfjoint.registry.own_layers import Affine, ExpandDims, HardSwish, Squeeze
 from tfjoint.registry.points import PointsQuantizeConfig
 from tfjoint.registry.recurrent import LSTM_OPERATORS, IntegerLSTM, lstm_refusal
 from tfjoint.registry.rewrites import (
@@ -31,6 +31,7 @@ from tfjoint.registry.transformer import (
     IntegerAttention,
     IntegerEinsumDense,
     IntegerLayerNorm,
+    IntegerSum,
     PositionEmbedding,
     TakeStep,
     attention_from_config,
@@ -333,8 +334,15 @@ register_layer(Gelu, LayerKind(channels=Channels(FOLLOWS), quantization=Quantiza
                                tflite_ops=("GELU",)))
 register_layer(TakeStep, LayerKind(channels=Channels(FOLLOWS), quantization=Quantization.values_unchanged(),
                                    tflite_ops=("STRIDED_SLICE",)))
+# Its heads are a channel group inside it: a head's query/key/value columns and output rows are masked together,
+# scored by their summed norms, and `strip` removes them (num_heads shrinks; the output keeps its width).
+_HEAD_AXES = {"query_kernel": 1, "key_kernel": 1, "value_kernel": 1, "output_kernel": 0}
 register_layer(IntegerAttention, LayerKind(
     prune=Pruning(weight="query_kernel", also=("key_kernel", "value_kernel", "output_kernel")),
+    channels=Channels(HEADS, axes=_HEAD_AXES,
+                      sliced=dict({name: {"out": axis} for name, axis in _HEAD_AXES.items()},
+                                  query_bias={"out": 0}, key_bias={"out": 0}, value_bias={"out": 0}),
+                      resize=_set("num_heads"), count=lambda layer: int(layer.num_heads)),
     quantization=Quantization(config=lambda: PointsQuantizeConfig(IntegerAttention.KERNELS,
                                                                   weight_points=IntegerAttention.KERNELS)),
     tflite_ops=ATTENTION_OPERATORS, offset_weights=IntegerAttention.BIASES))

@@ -4,7 +4,9 @@ A `Layout` says which channel group each channel (last axis) of a tensor
 belongs to. A `ChannelRule` computes a layer's output layout from its inputs'
 layouts: a producer (Conv, Dense) starts a group, a BatchNorm follows its
 input, an Add merges its inputs' groups, a Concatenate lays them side by
-side, a Flatten spreads them over positions. `tfjoint.prune.channels` walks a
+side, a Flatten spreads them over positions. Attention (`HEADS`) starts a
+group inside itself, its heads, and leaves its output's channels whole: a
+layer's *own* layout is the one its channel masks and `strip` follow. `tfjoint.prune.channels` walks a
 model's graph once and asks each layer's rule (through a `ChannelWalk`); a
 kind whose rule is `OPAQUE` keeps the channels around it whole.
 
@@ -23,7 +25,7 @@ from typing import Any, Callable, Mapping, Protocol
 from tfjoint import errors
 
 __all__ = ["Layout", "ChannelWalk", "ChannelRule", "Channels", "NEW", "FOLLOWS", "CONCATENATES", "MERGES",
-           "FLATTENS", "RESHAPES", "OPAQUE", "CHANNEL_RULES", "OUTPUT", "rule_named", "fixed_layout",
+           "FLATTENS", "RESHAPES", "HEADS", "OPAQUE", "CHANNEL_RULES", "OUTPUT", "rule_named", "fixed_layout",
            "spatial_positions"]
 
 OUTPUT = "__output__"  # in `Channels.axes`: mask the layer's output instead of a weight
@@ -114,6 +116,10 @@ class ChannelRule:
 
     def output_layout(self, call: _Call) -> Layout:
         return call.opaque("is a layer whose channels tfjoint cannot follow")
+
+    def own_layout(self, call: _Call) -> Layout | None:
+        """The layout of channels inside the layer that its masks follow, where they are not its output's."""
+        return None
 
     def __repr__(self) -> str:
         return f"<channel rule '{self.name}'>"
@@ -206,9 +212,30 @@ class _Reshapes(ChannelRule):
         return call.opaque("reshapes the channel axis away")
 
 
+class _Heads(ChannelRule):
+    """Multi-head attention: its heads are a group of its own, removed whole; its output channels never are.
+
+    A head's query, key and value projections and its rows of the output
+    projection go together (the layer's `num_heads` shrinks). The input
+    channels the projections read are kept whole.
+    """
+
+    name, producer = "heads", True
+
+    def output_layout(self, call: _Call) -> Layout:
+        for layout in call.inputs:
+            call.walk.freeze(layout.groups(), f"attention '{call.inner.name}' reads them (its projections keep their "
+                                              "input channels)")
+        return fixed_layout(call.channels)
+
+    def own_layout(self, call: _Call) -> Layout | None:
+        group = call.walk.producer_group(call.layer)
+        return None if group is None else Layout(((group, int(call.inner.num_heads)),))
+
+
 NEW, FOLLOWS, MERGES, CONCATENATES = _New(), _Follows(), _Merges(), _Concatenates()
-FLATTENS, RESHAPES, OPAQUE = _Flattens(), _Reshapes(), ChannelRule()
-CHANNEL_RULES = (NEW, FOLLOWS, CONCATENATES, MERGES, FLATTENS, RESHAPES, OPAQUE)
+FLATTENS, RESHAPES, HEADS, OPAQUE = _Flattens(), _Reshapes(), _Heads(), ChannelRule()
+CHANNEL_RULES = (NEW, FOLLOWS, CONCATENATES, MERGES, FLATTENS, RESHAPES, HEADS, OPAQUE)
 
 
 def rule_named(rule) -> ChannelRule:
@@ -233,7 +260,7 @@ class Channels:
     Attributes:
       rule: how its output channels relate to its inputs' (a `ChannelRule`
         or its name: "new", "follows", "concatenates", "merges", "flattens",
-        "reshapes", "opaque"). Defaults to opaque: channel pruning keeps the
+        "reshapes", "heads", "opaque"). Defaults to opaque: channel pruning keeps the
         channels around it whole.
       blocker: `(layer, output rank) -> reason or None`: why this particular
         layer cannot be followed (a grouped convolution, a BatchNorm over
@@ -271,13 +298,14 @@ class Channels:
         object.__setattr__(self, "sliced", _frozen({k: _frozen(v) for k, v in dict(self.sliced).items()}))
         object.__setattr__(self, "zeroed", tuple(self.zeroed))
 
-    def output_layout(self, walk, layer, inner, inputs: list[Layout], output_shape) -> Layout:
-        """The layout of `layer`'s output (`inner` is the layer a quantize wrapper holds, or `layer`)."""
+    def layouts(self, walk, layer, inner, inputs: list[Layout], output_shape) -> tuple[Layout, Layout | None]:
+        """The layout of `layer`'s output, and of its own channel group where that is inside it (attention's
+        heads), else None (`inner` is the layer a quantize wrapper holds, or `layer`)."""
         channels = output_shape[-1] if output_shape and output_shape[-1] is not None else 0
         call = _Call(walk, layer, inner, list(inputs), channels)
         if any(layout.positions for layout in inputs) and not self.rule.producer:
-            return call.opaque("reads flattened channels")
+            return call.opaque("reads flattened channels"), None
         blocked = self.blocker(inner, len(output_shape) if output_shape else 0) if self.blocker else None
         if blocked:
-            return call.opaque(blocked)
-        return self.rule.output_layout(call)
+            return call.opaque(blocked), None
+        return self.rule.output_layout(call), self.rule.own_layout(call)

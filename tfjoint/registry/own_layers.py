@@ -17,7 +17,7 @@ import numpy as np
 
 from tfjoint._keras import keras, serializable, tf
 
-__all__ = ["ExpandDims", "Squeeze", "Affine", "HardSwish", "Keras3Layer", "IntegerSum"]
+__all__ = ["ExpandDims", "Squeeze", "Affine", "HardSwish", "Keras3Layer"]
 
 
 def _axes(axes) -> tuple[int, ...]:
@@ -166,41 +166,3 @@ class Keras3Layer(keras.layers.Layer):
 
         return dict(super().get_config(), layer=keras3.saving.serialize_keras_object(self.keras3_layer))
 
-
-@serializable
-class IntegerSum(keras.layers.Layer):
-    """The sum of several inputs, one addition at a time, each partial sum an int8 tensor with its own range.
-
-    TFLite's ADD takes two operands: a Keras `Add` of three or more inputs
-    (a BERT's token + position + segment embeddings) converts to a chain of
-    ADDs, and TF-MOT fake-quantizes only the last one's output, leaving the
-    partial sums in float. `prepare` substitutes this layer for such an Add.
-    """
-
-    def __init__(self, num_inputs: int, **kwargs):
-        super().__init__(**kwargs)
-        self.num_inputs = int(num_inputs)
-
-    @property
-    def POINTS(self):  # noqa: N802  (the quantization points, as `PointsMixin` layers name them)
-        return tuple((f"partial_sum_{i}", "range") for i in range(1, self.num_inputs - 1)) + (("output", "range"),)
-
-    def point(self, name, x):
-        points = getattr(self, "_tfjoint_points", None)
-        return points[name](x) if points and name in points else x
-
-    def attach_points(self, quantizers: dict) -> None:
-        object.__setattr__(self, "_tfjoint_points", dict(quantizers))
-
-    def call(self, inputs):
-        total = inputs[0]
-        for index, x in enumerate(inputs[1:], start=1):
-            total = total + x
-            total = self.point("output" if index == len(inputs) - 1 else f"partial_sum_{index}", total)
-        return total
-
-    def compute_output_shape(self, input_shape):
-        return input_shape[0]
-
-    def get_config(self):
-        return dict(super().get_config(), num_inputs=self.num_inputs)

@@ -26,6 +26,7 @@ converter:
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import tensorflow_model_optimization as tfmot
@@ -62,6 +63,29 @@ class PointsMixin:
         """`x`, fake-quantized at point `name` once TF-MOT has wrapped the layer (the identity before)."""
         points = getattr(self, "_tfjoint_points", None)
         return points[name](x) if points and name in points else x
+
+    def weight(self, name: str):
+        """Weight `name` as this call sees it: the value the wrapper quantized for this call, else the layer's own.
+
+        TF-MOT's wrapper sets the quantized weights as layer attributes before
+        each call. Under MirroredStrategy the replicas' calls run in threads
+        that take turns at every cross-replica update (a point's range), so an
+        attribute read after a point could be another replica's. The values
+        are kept per thread as well, and `call` reads them here.
+        """
+        local = getattr(self, "_tfjoint_call_weights", None)
+        values = getattr(local, "values", None) if local is not None else None
+        return values[name] if values and name in values else getattr(self, name)
+
+    def use_weights(self, values: dict) -> None:
+        """The quantized weights the wrapper hands over for this thread's call (see `weight`)."""
+        local = getattr(self, "_tfjoint_call_weights", None)
+        if local is None:
+            local = threading.local()
+            object.__setattr__(self, "_tfjoint_call_weights", local)  # not tracked by Keras
+        local.values = dict(values)
+        for name, value in values.items():
+            setattr(self, name, value)
 
     def point_range(self, name: str):
         """The (min, max) variables of point `name`'s trained range once wrapped, else None."""
@@ -193,8 +217,7 @@ class PointsQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
         return [(_identity, point_quantizer(name, kind)) for name, kind in layer.POINTS]
 
     def set_quantize_weights(self, layer, quantize_weights):
-        for name, value in zip(self._present(layer), quantize_weights):
-            setattr(layer, name, value)
+        layer.use_weights(dict(zip(self._present(layer), quantize_weights)))
 
     def set_quantize_activations(self, layer, quantize_activations):
         layer.attach_points({name: activation for (name, _), activation in zip(layer.POINTS, quantize_activations)})

@@ -71,7 +71,8 @@ class IntegerLSTM(PointsMixin, keras.layers.Layer):
         if hidden is None:  # the first step: no state, no forget gate (a SPLIT with an unused output stays float)
             i, f, g, o = z[:, :units], None, z[:, 2 * units:3 * units], z[:, 3 * units:]
         else:
-            z = self.point("gates", z + self.point("recurrent_gates", tf.matmul(hidden, self.recurrent_kernel)))
+            recurrent = tf.matmul(hidden, self.weight("recurrent_kernel"))
+            z = self.point("gates", z + self.point("recurrent_gates", recurrent))
             i, f, g, o = tf.split(z, 4, axis=-1)
         i = self.point("input_gate", tf.sigmoid(i))
         g = self.point("candidate", tf.tanh(g))
@@ -91,9 +92,9 @@ class IntegerLSTM(PointsMixin, keras.layers.Layer):
         hidden = cell = None
         outputs = []
         for x in per_step:
-            z = tf.matmul(x, self.kernel)
+            z = tf.matmul(x, self.weight("kernel"))
             if self.bias is not None:
-                z = z + self.bias
+                z = z + self.weight("bias")
             hidden, cell = self._step(self.point("input_gates", z), hidden, cell)
             outputs.append(hidden)
         return tf.stack(outputs, axis=1) if self.return_sequences else hidden

@@ -127,7 +127,10 @@ def _unit_axes(rank: int) -> list[int]:
 
 
 def _wrap_in_2d(name: str, rank: int, core: LayerNode, last_name: str) -> LayerNode:
-    """ExpandDims -> `core` chain -> Squeeze, the ends named after the layers they stand for."""
+    """ExpandDims -> `core` chain -> Squeeze, the ends named after the layers they stand for (`core` alone for a
+    rank-4 input, which a Conv2D takes as it is)."""
+    if rank == 4:
+        return core
     axes = _unit_axes(rank)
     expand = ExpandDims(axes, name=f"{name}{EXPAND_SUFFIX}")
     squeeze = Squeeze(axes, name=f"{last_name}{SQUEEZE_SUFFIX}")
@@ -279,7 +282,7 @@ class DepthwiseConv1DAsConv2D(Conv1DAsConv2D):
 
 
 class DenseAsConv2D(Conv1DAsConv2D):
-    """Rewrites Dense -> BatchNormalization [-> ReLU] as a 1x1 Conv2D chain (rank-2 or rank-3 inputs)."""
+    """Rewrites Dense -> BatchNormalization [-> ReLU] as a 1x1 Conv2D chain (rank-2, 3 or 4 inputs)."""
 
     ORDER = 23
     FOLLOWERS = _DENSE_FOLLOWERS
@@ -291,7 +294,7 @@ class DenseAsConv2D(Conv1DAsConv2D):
 
     def _rank(self, name: str) -> int | None:
         rank = self._input_ranks.get(name)
-        return rank if rank in (2, 3) else None
+        return rank if rank in (2, 3, 4) else None
 
     def convertible(self, config) -> bool:
         return True
@@ -306,7 +309,8 @@ class DenseAsConv2D(Conv1DAsConv2D):
 
 
 class SequenceDenseAsConv2D(DenseAsConv2D):
-    """A Dense on a sequence ((batch, steps, features) input) as ExpandDims -> 1x1 Conv2D -> Squeeze.
+    """A Dense on a sequence ((batch, steps, features) input) as ExpandDims -> 1x1 Conv2D -> Squeeze, on an image
+    ((batch, height, width, channels): ConvNeXt's pointwise layers) as a 1x1 Conv2D.
 
     The converter lowers it to a Tensordot whose reshapes it leaves in float
     (DEQUANTIZE, float FULLY_CONNECTED); as a 1x1 Conv2D it is int8, with
@@ -314,7 +318,8 @@ class SequenceDenseAsConv2D(DenseAsConv2D):
     """
 
     def _rank(self, name: str) -> int | None:
-        return 3 if self._input_ranks.get(name) == 3 else None
+        rank = self._input_ranks.get(name)
+        return rank if rank in (3, 4) else None
 
 
 class AffineAsDepthwise(Rewrite):

@@ -28,7 +28,8 @@ import math
 from tfjoint._keras import keras, serializable, tf
 from tfjoint.registry.points import PointsMixin
 
-__all__ = ["IntegerLayerNorm", "IntegerAttention", "IntegerEinsumDense", "PositionEmbedding", "Gelu", "TakeStep",
+__all__ = ["IntegerLayerNorm", "IntegerAttention", "IntegerEinsumDense", "IntegerSum", "PositionEmbedding", "Gelu",
+           "TakeStep",
            "einsum_dense_refusal", "einsum_dense_from_layer", "LAYER_NORM_OPERATORS",
            "ATTENTION_OPERATORS", "attention_refusal", "attention_from_config", "layer_norm_refusal",
            "layer_norm_from_config"]
@@ -72,9 +73,9 @@ class IntegerLayerNorm(PointsMixin, keras.layers.Layer):
         inverse = self.point("inverse_std", tf.math.rsqrt(shifted))
         x = self.point("normalized", centered * inverse)
         if self.gamma is not None:
-            x = self.point("scaled", x * self.gamma)
+            x = self.point("scaled", x * self.weight("gamma"))
         if self.beta is not None:
-            x = x + self.beta
+            x = x + self.weight("beta")
         return self.point("output", x)
 
     def compute_output_shape(self, input_shape):
@@ -201,9 +202,9 @@ class IntegerAttention(PointsMixin, keras.layers.Layer):
         value = query if value is None else value
         key = value if key is None else key
         value_mask = value_mask if value_mask is not None else key_mask
-        q = self._project(query, self.query_kernel, self.query_bias, "query")
-        k = self._project(key, self.key_kernel, self.key_bias, "key")
-        v = self._project(value, self.value_kernel, self.value_bias, "value")
+        q = self._project(query, self.weight("query_kernel"), self.query_bias, "query")
+        k = self._project(key, self.weight("key_kernel"), self.key_bias, "key")
+        v = self._project(value, self.weight("value_kernel"), self.value_bias, "value")
         scores = self.point("scores", tf.einsum("bqhk,bthk->bhqt", q, k))
         scores = self.point("scaled_scores", scores * (1.0 / math.sqrt(self.key_dim)))
         mask = self._mask(attention_mask, value_mask, use_causal_mask, query.shape[1], key.shape[1])
@@ -213,9 +214,10 @@ class IntegerAttention(PointsMixin, keras.layers.Layer):
         if training and self.dropout:
             probabilities = tf.nn.dropout(probabilities, rate=self.dropout)
         context = self.point("context", tf.einsum("bhqt,bthk->bqhk", probabilities, v))
-        heads, depth, output_dim = self.output_kernel.shape
+        output_kernel = self.weight("output_kernel")
+        heads, depth, output_dim = output_kernel.shape
         context = tf.reshape(context, (-1, query.shape[1], heads * depth))
-        output = self._pointwise(context, tf.reshape(self.output_kernel, (heads * depth, output_dim)),
+        output = self._pointwise(context, tf.reshape(output_kernel, (heads * depth, output_dim)),
                                  self.output_bias, "output_weights")
         return self.point("output", output)
 
@@ -421,7 +423,7 @@ class IntegerEinsumDense(PointsMixin, keras.layers.Layer):
 
     def call(self, inputs):
         units = int(math.prod(self.output_tail))
-        kernel = self.point("weights", tf.reshape(self.kernel, (inputs.shape[-1], units)))
+        kernel = self.point("weights", tf.reshape(self.weight("kernel"), (inputs.shape[-1], units)))
         if inputs.shape.rank == 3:  # (batch, steps, features): a 1x1 CONV_2D (a rank-3 matmul stays float)
             y = tf.squeeze(tf.nn.conv2d(tf.expand_dims(inputs, 2), kernel[tf.newaxis, tf.newaxis], 1, "VALID"), 2)
         else:
@@ -464,3 +466,35 @@ def einsum_dense_from_layer(layer) -> IntegerEinsumDense:
     return IntegerEinsumDense(config["equation"], tuple(layer.kernel.shape[1:]), bias_axes=config.get("bias_axes"),
                               activation=config.get("activation") or "linear", name=config["name"],
                               trainable=config.get("trainable", True))
+
+
+@serializable
+class IntegerSum(PointsMixin, keras.layers.Layer):
+    """The sum of several inputs, one addition at a time, each partial sum an int8 tensor with its own range.
+
+    TFLite's ADD takes two operands: a Keras `Add` of three or more inputs
+    (a BERT's token + position + segment embeddings) converts to a chain of
+    ADDs, and TF-MOT fake-quantizes only the last one's output, leaving the
+    partial sums in float. `prepare` substitutes this layer for such an Add.
+    """
+
+    def __init__(self, num_inputs: int, **kwargs):
+        super().__init__(**kwargs)
+        self.num_inputs = int(num_inputs)
+
+    @property
+    def POINTS(self):  # noqa: N802  (the quantization points, as `PointsMixin` layers name them)
+        return tuple((f"partial_sum_{i}", "range") for i in range(1, self.num_inputs - 1)) + (("output", "range"),)
+
+    def call(self, inputs):
+        total = inputs[0]
+        for index, x in enumerate(inputs[1:], start=1):
+            total = total + x
+            total = self.point("output" if index == len(inputs) - 1 else f"partial_sum_{index}", total)
+        return total
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]
+
+    def get_config(self):
+        return dict(super().get_config(), num_inputs=self.num_inputs)

@@ -70,7 +70,7 @@ def kept_channels_per_layer(model) -> dict[str, tuple[np.ndarray | None, np.ndar
     layouts = channel_layouts(model, producer_group, freeze=lambda groups, reason: None,
                               merge=lambda groups: groups[0], check_activations=False)
     return {name: (_kept_indices(entry.inputs[0], masks) if len(entry.inputs) == 1 else None,
-                   _kept_indices(entry.output, masks)) for name, entry in layouts.items()}
+                   _kept_indices(entry.own, masks)) for name, entry in layouts.items()}
 
 
 def _smaller_config(inner, keep_out: np.ndarray | None) -> dict:
