@@ -77,6 +77,21 @@ def test_micro_target_validates_in_tflm_and_sizes_the_arena_in_the_c_header(tmp_
     assert str(len((out / "model.tflite").read_bytes())) in (out / "model_data.cc").read_text()
 
 
+def test_micro_target_with_clusters_and_lut_compression_states_both_memories_in_the_c_header(tmp_path):
+    out = tmp_path / "out"
+    result = tfjoint_cli(f"--out={out}", *FAST, "--target=micro", "--clusters=16", "--compression=lut")
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    compression = report["compression"]
+    assert report["passed"] and compression["method"] == "lut" and compression["tensors"]
+    assert compression["flash_bytes"] == (out / "model.tflite").stat().st_size < compression["uncompressed_flash_bytes"]
+    assert all(t["bits"] <= 4 and t["values"] <= 16 for t in compression["tensors"])
+    header = (out / "model_data.h").read_text()
+    assert f"kTensorArenaSize = {-(-report['memory']['tflm_arena_bytes'] // 16) * 16};" in header
+    assert f"kAltDecompressionMemorySize = {-(-compression['alt_decompression_bytes'] // 16) * 16};" in header
+    assert "AddDecode()" in result.stdout and "LUT compression" in result.stdout
+
+
 def test_help_lists_the_commands_flags_by_group_with_defaults():
     result = tfjoint_cli("--help")
     assert result.returncode == 0
@@ -165,6 +180,9 @@ def test_failed_validation_exits_1_and_still_writes_the_report(saved_inputs, tmp
         (["--target_sparsity=0.99", "--max_sparsity=0.9"], "--max_sparsity"),
         (["--flash_kb=1"], "`flash_bytes`=1024 is below"),
         (["--image_size=big"], "--image_size"),
+        (["--clusters=16", "--compression=lut"], "--compression=lut writes TFLM_DECODE operators"),
+        (["--target=micro", "--compression=lut"], "--compression=lut needs --clusters"),
+        (["--clusters=1"], "--clusters"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(args, named, tmp_path):

@@ -355,13 +355,16 @@ def test_a_conv2d_transpose_model_keeps_its_signature(tmp_path):
     assert entry["qat_sqnr_db"] is not None and entry["qat_sqnr_db"] > 20  # its activations input, not its shape
 
 
-def test_integer_inputs_are_not_quantized_and_an_embedding_is_named():
+def test_integer_inputs_are_not_quantized_and_an_embedding_is_taken():
     inputs = keras.Input((12,), dtype="int32", name="tokens")
     x = keras.layers.Embedding(100, 8, name="embedding")(inputs)
     x = keras.layers.GlobalAveragePooling1D()(x)
     model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax", name="out")(x))
-    with pytest.raises(tfjoint.UnsupportedLayerError, match=r"'embedding' \(Embedding\)"):
-        tfjoint.prepare(model, target_sparsity=0.5, end_step=4, frequency=2)
+    joint = tfjoint.prepare(model, target_sparsity=0.5, end_step=4, frequency=2)
+    tokens = joint.get_layer("tokens")
+    # The token ids go straight to the embedding (no input quantizer), whose table is quantized as a weight.
+    assert [node.outbound_layer.name for node in tokens._outbound_nodes] == ["quant_embedding"]
+    assert joint.predict(np.arange(24).reshape(2, 12) % 100, verbose=0).shape == (2, 2)
 
 
 def test_a_converter_error_names_the_users_layer_not_an_mlir_location():

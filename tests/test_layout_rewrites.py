@@ -223,7 +223,9 @@ def test_a_separable_conv1d_block_is_int8_and_saves(tmp_path):
     assert report.operator_counts["DEPTHWISE_CONV_2D"] == 1 and report.operator_counts["CONV_2D"] == 2
     assert not {"MUL", "ADD", "DEQUANTIZE"} & set(report.operator_counts)  # the BatchNorm folded
     entry = next(e for e in report.per_layer_error if e["layer"] == "sep")
-    assert entry["sqnr_db"] is None  # its input is the depthwise half's output, no input of the float layer
+    # Its pointwise half's input is the depthwise half's output, no input of the float layer: it is compared with
+    # the pruned float model, which has the two halves.
+    assert entry["compared_with"] == "pruned float model" and entry["sqnr_db"] > 20
     assert entry["cumulative_sqnr_db"] is not None
 
 

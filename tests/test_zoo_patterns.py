@@ -122,10 +122,14 @@ def test_custom_scale_layer_is_an_affine_and_an_add(tmp_path):
     _through(model3, tmp_path, x_data, y_data)
 
 
-def test_layer_normalization_is_refused_before_training_with_the_reason():
+def test_layer_normalization_on_images_runs_as_integer_operators_each_fake_quantized():
     inputs = keras.Input((8, 8, 3))
     x = keras.layers.Conv2D(8, 3, name="conv")(inputs)
     x = keras.layers.LayerNormalization(name="ln")(x)
     model = keras.Model(inputs, keras.layers.Dense(4, name="classes")(keras.layers.Flatten()(x)))
-    with pytest.raises(tfjoint.UnsupportedLayerError, match="'ln' \\(LayerNormalization\\).*BatchNormalization"):
-        tfjoint.prepare(model, target_sparsity=0.5, end_step=4)
+    joint = tfjoint.prepare(model, target_sparsity=0.5, end_step=4)
+    ln = joint.get_layer("quant_ln")
+    assert type(ln.layer).__name__ == "IntegerLayerNorm"
+    # Each integer operator's output has its own trained range (MEAN, SUB, MUL, RSQRT, ...), named after it.
+    ranges = {w.name.split("/")[-1].rsplit("_", 1)[0] for w in ln.weights if w.name.endswith(("_min:0", "_max:0"))}
+    assert {"mean", "centered", "variance", "inverse_std", "normalized", "output"} <= ranges

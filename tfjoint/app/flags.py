@@ -94,6 +94,11 @@ class RunConfig:
                              choices=("uniform", "global", "erk", "sensitivity"), group=_CHANNELS)
     max_sparsity: float = _field(0.98, "No layer's weight sparsity above this, whatever the allocation.",
                                  lower=0.0, upper=0.99, group=_CHANNELS)
+    clusters: int | None = _field(None, "Weight sharing, in the same fit: the distinct values every pruned kernel "
+                                        "keeps per table (2-256, zero among them; 16 = 4-bit indices). With "
+                                        "--target=micro --compression=lut, TFLM's LUT compression turns it into "
+                                        "flash; on a phone it shrinks only the gzip download.", lower=2, upper=256,
+                                  group=_CHANNELS)
     flash_kb: float | None = _field(None, "Budget: largest .tflite file, in KiB. With --arena_kb and/or --mmacs, "
                                           "tfjoint plans which channels to remove (per layer group) to meet them, "
                                           "and checks the file against them (the arena in TFLM).", lower=0.001,
@@ -109,6 +114,10 @@ class RunConfig:
     quantization: str = _field("auto", "auto: ship the better of the QAT file and post-training quantization of the "
                                        "same pruned weights (both validated); qat or ptq: only that one.",
                                choices=("auto", "qat", "ptq"), group=_DEVICE)
+    compression: str = _field("none", "lut: TFLM's look-up-table compression of weights trained with --clusters "
+                                      "(TFLM_DECODE operators; --target=micro only: LiteRT has no DECODE). The report "
+                                      "and model_data.h give the arena and the alternate decompression memory.",
+                              choices=("none", "lut"), group=_DEVICE)
     max_accuracy_drop: float = _field(_TOLERANCES.max_accuracy_drop,
                                       "Fail if int8 accuracy is more than this below the Keras model it was "
                                       "converted from (what quantization cost), in every runtime.",
@@ -150,6 +159,13 @@ class RunConfig:
                 f"{given} needs {missing} too (or give neither to run the embedded digits default).")
         if self.image_size is not None:
             self.image_shape  # checks the format
+        if self.compression == "lut" and self.target != "micro":
+            raise errors.ConfigError(f"--compression=lut writes TFLM_DECODE operators, which only TensorFlow Lite "
+                                     f"Micro runs, but --target={self.target}: use --target=micro, or drop "
+                                     "--compression (on a phone --clusters shrinks the gzip download).")
+        if self.compression == "lut" and (self.clusters is None or self.clusters > 128):
+            raise errors.ConfigError(f"--compression=lut needs --clusters of at most 128 (LUT indices are 1 to 7 "
+                                     f"bits); received --clusters={self.clusters}. Try --clusters=16.")
 
     @property
     def image_shape(self) -> tuple[int, int] | None:

@@ -168,7 +168,7 @@ def run(config: RunConfig) -> RunResult:
     schedule = tfjoint.plan_schedule(total_steps, plan if plan.method != "uniform" else plan.target,
                                      prune_end=config.prune_end, quant_start=config.quant_start,
                                      channel_sparsity=dict(budget_plan.channel_fractions) if budget_plan
-                                     else config.channel_sparsity)
+                                     else config.channel_sparsity).replace(clusters=config.clusters)
     logging.info("tfjoint: fine-tuning %d steps; schedule %s", total_steps, schedule.to_dict())
 
     with strategy.scope(), phases.run("prepare", "pruning + QAT wrappers, and a conversion check"):
@@ -250,7 +250,7 @@ def _export_and_plot(config, resolved, deployable, float_model, data, schedule, 
             deployable, files["model.tflite"], schedule=schedule, representative_data=calibration,
             validation_data=(data["x_val"], data["y_val"]), float_model=float_model, tolerances=config.tolerances,
             quantization=config.quantization, runtimes=RUNTIMES_FOR_TARGET[config.target],
-            budget=budget_plan.budget if budget_plan else None,
+            budget=budget_plan.budget if budget_plan else None, compression=config.compression,
             measure_latency=config.target == "phone",  # on a microcontroller this host's timings say nothing
             keep_rejected=os.path.join(config.out, "model.rejected.tflite"),
             float_path=files["float_model.tflite"], verbose=False,
@@ -270,7 +270,8 @@ def _export_and_plot(config, resolved, deployable, float_model, data, schedule, 
         raise failure
     if config.target == "micro":
         written = tfjoint.write_c_array(files["model.tflite"], config.out, "model_data",
-                                        arena_bytes=report.memory.get("tflm_arena_bytes"))
+                                        arena_bytes=report.memory.get("tflm_arena_bytes"),
+                                        alt_decompression_bytes=report.compression.get("alt_decompression_bytes"))
         files.update({"model_data.h": written.header, "model_data.cc": written.source})
     return RunResult(report=report, out_dir=config.out, files=files, schedule=schedule)
 

@@ -91,11 +91,11 @@ def check_arguments(model, path, float_model, schedule, options: ExportOptions,
     if schedule is not None and not isinstance(schedule, JointSchedule):
         raise errors.ConfigError(f"`schedule` must be a tfjoint.JointSchedule; received {type(schedule).__name__}.")
     runtimes = check_runtimes(options.runtimes)
-    if options.compression == "lut" and "tflm" not in runtimes:
+    if options.compression == "lut" and runtimes != ("tflm",):
         raise errors.ConfigError(
             f"`compression`='lut' writes TFLM_DECODE operators that only TensorFlow Lite Micro runs (LiteRT has no "
-            f"DECODE kernel), but `runtimes`={list(runtimes)}: validate in TFLM with runtimes=('tflm',), or use "
-            "compression='none' for a file LiteRT runs (clustering then shrinks only the gzip download).")
+            f"DECODE kernel), but `runtimes`={list(runtimes)}: validate in TFLM alone with runtimes=('tflm',), or "
+            "use compression='none' for a file LiteRT runs (shared weights then shrink only the gzip download).")
     if options.budget is not None and options.budget.arena_bytes is not None:
         tflm.require_tflm("budget.arena_bytes (the arena is measured in TensorFlow Lite Micro)")
     _check_calibration(model, representative_given)

@@ -28,12 +28,27 @@ __all__ = ["Candidate", "Candidates", "FloatReference", "convert_candidates", "c
 
 @dataclasses.dataclass(frozen=True)
 class Candidate:
-    """One converted file: its quantization, the Keras model it came from, its bytes read back."""
+    """One converted file: its quantization, the Keras model it came from, its bytes read back.
+
+    `compressed` is its LUT-compressed file (`export.compression`), which is
+    what ships when present; `content` and `summary` stay the int8 file it
+    was made from (what LiteRT reads, and the weights it decodes to).
+    """
 
     quantization: str
     keras_model: Any
     content: bytes
     summary: FlatbufferSummary
+    compressed: Any = None
+
+    @property
+    def shipped_content(self) -> bytes:
+        """The bytes written to the path: the compressed file if there is one."""
+        return self.compressed.content if self.compressed is not None else self.content
+
+    @property
+    def alt_decompression_bytes(self) -> int:
+        return self.compressed.alt_decompression_bytes if self.compressed is not None else 0
 
 
 @dataclasses.dataclass(frozen=True)

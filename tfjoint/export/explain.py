@@ -45,7 +45,7 @@ from tfjoint._names import float_layer_name
 from tfjoint.export import measure
 from tfjoint.registry import kind_of
 from tfjoint.registry.rewrites import ACTIVATION_SUFFIX
-from tfjoint.tflite.flatbuffer import FlatbufferSummary
+from tfjoint.tflite.flatbuffer import FlatbufferSummary, name_segments
 from tfjoint.tflite.operators import WEIGHT_OPS, operator
 
 __all__ = ["per_layer_error"]
@@ -54,7 +54,7 @@ _MAX_SAMPLES = 64
 
 
 def _layers_named(tensor_name: str, known: set[str]) -> list[str]:
-    segments = {float_layer_name(part) for piece in tensor_name.split(";") for part in piece.split("/")}
+    segments = {float_layer_name(part) for part in name_segments(tensor_name)}
     return [name for name in known if name in segments]
 
 
@@ -91,6 +91,9 @@ def _run_preserving_all_tensors(content: bytes, inputs: dict[str, np.ndarray], s
 
 # Activations the converter fuses into CONV_2D / FULLY_CONNECTED; any other runs as an operator of its own.
 _FUSED_ACTIVATIONS = frozenset({"linear", "relu", "relu6"})
+# Operators of an activation the converter leaves unfused after a layer's weight operator: the layer's span ends
+# before them (its reference leaves the activation out, `_apply`).
+_ACTIVATION_OPS = frozenset({"SOFTMAX", "LOGISTIC", "TANH", "GELU", "HARD_SWISH", "ELU", "LOG_SOFTMAX"})
 
 
 def _activation_name(layer) -> str:
@@ -104,11 +107,17 @@ def _chain(model, first: str, last: str) -> list:
     layers, layer = [model.get_layer(first)], model.get_layer(first)
     while layer.name != last:
         consumers = outbound_layers(layer)
-        if len(consumers) != 1 or consumers[0] not in model.layers:
+        if len(consumers) != 1 or consumers[0] not in model.layers or _takes_several(consumers[0]):
             return [model.get_layer(first)]
         layer = consumers[0]
         layers.append(layer)
     return layers
+
+
+def _takes_several(layer) -> bool:
+    """Whether `layer` is called on several tensors (an Add): a chain of single-input layers stops before it."""
+    return any(isinstance(node.input_tensors, (list, tuple)) and len(node.input_tensors) > 1
+               for node in layer.inbound_nodes)
 
 
 def _split_in_two(float_layer) -> bool:
@@ -210,7 +219,8 @@ def _owner(names: list[str], order: dict[str, int]) -> str | None:
     return min(names, key=lambda n: order.get(n, 1 << 30)) if names else None
 
 
-def _layer_spans(summary: FlatbufferSummary, details, known: set[str], order: dict[str, int]) -> list[dict]:
+def _layer_spans(summary: FlatbufferSummary, details, known: set[str], order: dict[str, int],
+                 kinds: dict | None = None) -> list[dict]:
     """Per layer with weights in the file: the data input of the first operator it owns or names, the output of
     the last one, and the last layer fused into that output."""
     def weight_owner(op) -> str | None:
@@ -235,6 +245,9 @@ def _layer_spans(summary: FlatbufferSummary, details, known: set[str], order: di
         span = spans[owner]
         if span["op"] not in WEIGHT_OPS and op.name in WEIGHT_OPS:  # named by its first weight operator
             span["op"] = op.name
+        kind = (kinds or {}).get(owner)
+        if op.name in _ACTIVATION_OPS and kind is not None and "fused_activation" in kind.tags:
+            continue  # a Dense's/Conv's own softmax or sigmoid: compared before it
         span["last"] = op
         later = [n for n in output_names if order.get(n, -1) >= order.get(owner, -1)]
         span["last_layer"] = max(later + [owner], key=lambda n: order.get(n, -1))
@@ -273,7 +286,10 @@ def per_layer_error(content: bytes, summary: FlatbufferSummary, float_model, inp
     for i, layer in enumerate(qat_layers):
         order.setdefault(float_layer_name(layer.name), i)
     found = []
-    for span in _layer_spans(summary, details, set(order), order):
+    kinds = {layer.name: kind_of(layer) for layer in float_model.layers}
+    for layer in (pruned_model.layers if pruned_model is not None else []):
+        kinds.setdefault(layer.name, kind_of(layer))
+    for span in _layer_spans(summary, details, set(order), order, kinds):
         own, last, data, output = span["layer"], span["last_layer"], span["data"], span["last"].outputs[0]
         x = _dequantized(interpreter.get_tensor(data), details[data])
         y = _dequantized(interpreter.get_tensor(output), details[output])

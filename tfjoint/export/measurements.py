@@ -15,7 +15,7 @@ import numpy as np
 
 from tfjoint._keras import weight_short_name
 from tfjoint._names import float_layer_name
-from tfjoint.export import explain, measure
+from tfjoint.export import explain, measure, tflm
 from tfjoint.export.memory import MemoryFigures, measure_memory, memory_use
 from tfjoint.export.options import QAT, ExportOptions
 from tfjoint.export.runtime import TFLiteModel
@@ -44,6 +44,7 @@ class Measurements:
     per_layer_channels: dict
     per_layer_macs: dict
     notes: tuple[str, ...] = ()
+    compression: dict = dataclasses.field(default_factory=dict)
 
 
 def _kernel_values(layer) -> np.ndarray | None:
@@ -179,7 +180,10 @@ def measure_shipped(shipped: CandidateResult, source: Source, validation_data, f
     summary, content = shipped.candidate.summary, shipped.candidate.content
     memory: MemoryFigures | None = shipped.memory
     if memory is None or options.measure_latency:  # not measured for the budget, or the RSS is wanted too
-        memory = measure_memory(summary, content, float_content, options.measure_latency, phases)
+        candidate = shipped.candidate
+        memory = measure_memory(summary, content, float_content, options.measure_latency, phases,
+                                candidate.shipped_content if candidate.compressed is not None else None,
+                                candidate.alt_decompression_bytes)
     notes = list(memory.notes)
     per_layer_error: list[Any] = []
     if validation_data is not None:
@@ -194,8 +198,16 @@ def measure_shipped(shipped: CandidateResult, source: Source, validation_data, f
     macs = memory_use(summary).macs
     budget = options.budget.check(memory.figures, macs)[0] if options.budget is not None else {}
     model = shipped.candidate.keras_model
+    compression = {}
+    if shipped.candidate.compressed is not None:
+        compression = shipped.candidate.compressed.to_dict()
+        if memory.figures.get("tflm_arena_bytes") is not None:
+            with phases.run("TFLM arena", "without the alternate decompression memory"):
+                compression["tflm_arena_bytes_without_alt_memory"] = tflm.measure_arena(
+                    shipped.candidate.shipped_content).total_bytes
     return Measurements(
         memory=dict(memory.figures), macs=macs, per_layer_error=per_layer_error, latency=latency, budget=budget,
         per_layer_sparsity=per_layer_sparsity(model, summary, source.plan),
         per_layer_channels=per_layer_channels(model, summary, _originals(source, float_model)),
-        per_layer_macs=per_layer_macs(model, summary), notes=tuple(notes))
+        per_layer_macs=per_layer_macs(model, summary), notes=tuple(notes), compression=compression)
+

@@ -166,20 +166,29 @@ _ARENA_MEASURED_BY = "TensorFlow Lite Micro on this 64-bit host (the tail is sma
 
 
 def measure_memory(summary: FlatbufferSummary, content: bytes, float_content: bytes | None, measure_rss: bool,
-                   phases) -> MemoryFigures:
-    """Flash, weights, the TFLM arena (measured when tflite-micro is installed, else the planner's estimate), RSS."""
+                   phases, shipped_content: bytes | None = None, alt_decompression_bytes: int = 0) -> MemoryFigures:
+    """Flash, weights, the TFLM arena (measured when tflite-micro is installed, else the planner's estimate), RSS.
+
+    `content` is the int8 file (`summary` read from it); `shipped_content`
+    the file written, where it differs (LUT-compressed: flash and the arena
+    are its, the arena with DECODE's alternate buffer of
+    `alt_decompression_bytes`).
+    """
     int8 = memory_use(summary)
+    shipped = shipped_content if shipped_content is not None else content
     figures: dict[str, Any] = {
-        "flash_bytes": len(content), "weights_bytes": int8.weights_bytes, "activation_bytes": int8.planned_head_bytes,
+        "flash_bytes": len(shipped), "weights_bytes": int8.weights_bytes, "activation_bytes": int8.planned_head_bytes,
         "tflm_arena_bytes": None, "tflm_arena_head_bytes": None, "tflm_arena_tail_bytes": None,
         "tflm_arena_measured_by": None, "float_weights_bytes": None, "float_activation_bytes": None,
         "int8_peak_rss_bytes": None, "float_peak_rss_bytes": None,
     }
+    if shipped_content is not None:
+        figures["alt_decompression_bytes"] = int(alt_decompression_bytes)
     notes = []
     if tflm.tflm_available():
         with phases.run("TFLM arena"):
             try:
-                arena = tflm.measure_arena(content)
+                arena = tflm.measure_arena(shipped, alt_decompression_bytes=alt_decompression_bytes)
                 figures.update(tflm_arena_bytes=arena.total_bytes, tflm_arena_head_bytes=arena.head_bytes,
                                tflm_arena_tail_bytes=arena.tail_bytes, tflm_arena_measured_by=_ARENA_MEASURED_BY)
             except errors.ExportError as error:

@@ -103,6 +103,7 @@ class ExportReport:
     per_output: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     per_layer_error: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     memory: dict[str, Any] = dataclasses.field(default_factory=dict)
+    compression: dict[str, Any] = dataclasses.field(default_factory=dict)
     macs: int | None = None
     latency_ms: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
     stage_seconds: dict[str, float] = dataclasses.field(default_factory=dict)
@@ -203,6 +204,15 @@ class ExportReport:
                                                  f"{_kb(self.memory.get('weights_bytes'))}"),
                   self._arena_row(),
                   ("MACs", "n/a" if self.macs is None else f"{self.macs / 1e6:.2f} M")]
+        if self.compression:
+            tensors = self.compression["tensors"]
+            device[1:1] = [
+                ("LUT compression: flash / uncompressed int8", f"{_kb(self.compression['flash_bytes'])} / "
+                                                             f"{_kb(self.compression['uncompressed_flash_bytes'])}"),
+                ("alternate decompression memory (DECODE)", _kb(self.compression["alt_decompression_bytes"])),
+                ("tensors compressed / left as they are", f"{len(tensors)} "
+                 f"({', '.join(sorted({str(t['bits']) + '-bit' for t in tensors}))}) / "
+                 f"{len(self.compression['uncompressed'])}")]
         sizes = [("weight sparsity (flatbuffer)", _pct(self.weight_sparsity)),
                  ("size int8 (raw / gzip)", f"{_kb(self.size_bytes)} / {_kb(self.gzip_size_bytes)}"),
                  ("size float32 (raw / gzip)", f"{_kb(self.float_size_bytes)} / {_kb(self.float_gzip_size_bytes)}"),
@@ -335,11 +345,21 @@ def accuracy_steps(headline: dict[str, Any], per_runtime: dict[str, dict[str, An
 
 
 def _heads_up(source: Source, options: ExportOptions) -> list[str]:
-    if "tflm" in options.runtimes and source.plan and any(v > 0 for v in source.plan.values()):
-        return ["TensorFlow Lite Micro stores weights dense: unstructured zeros shrink the download (gzip), not "
-                "flash or RAM on a microcontroller; channel_sparsity (or a tfjoint.Budget) removes whole filters, "
-                "which shrinks both"]
-    return []
+    notes = []
+    if "tflm" in options.runtimes and source.plan and any(v > 0 for v in source.plan.values()) \
+            and options.compression != "lut":
+        notes.append("TensorFlow Lite Micro stores weights dense: unstructured zeros shrink the download (gzip), not "
+                     "flash or RAM on a microcontroller; channel_sparsity (or a tfjoint.Budget) removes whole filters, "
+                     "which shrinks both")
+    clusters = source.schedule.clusters if source.schedule is not None else None
+    if clusters and options.compression != "lut":
+        where = ("LiteRT has no LUT runtime: on a phone, shared weights shrink the download (gzip_size_bytes) and "
+                 "nothing else" if "tflm" not in options.runtimes else
+                 "the file stores them as dense int8: export with compression='lut' for TFLM's LUT compression, "
+                 "which turns them into flash")
+        shown = clusters if isinstance(clusters, int) else dict(clusters)
+        notes.append(f"the weights share values (clusters={shown}): {where}")
+    return notes
 
 
 def assemble_report(source: Source, candidates: Candidates, validation: Validation, measurements: Measurements,
@@ -359,8 +379,8 @@ def assemble_report(source: Source, candidates: Candidates, validation: Validati
         quantization=shipped.quantization,
         quantization_requested=options.quantization,
         quantization_candidates={r.quantization: r.summary(options.runtimes[0]) for r in validation.results},
-        size_bytes=len(shipped.candidate.content),
-        gzip_size_bytes=measure.gzip_size(shipped.candidate.content),
+        size_bytes=len(shipped.candidate.shipped_content),
+        gzip_size_bytes=measure.gzip_size(shipped.candidate.shipped_content),
         fully_int8=summary.fully_int8,
         ops=summary.op_names,
         float_ops=[{"op": op.name, "tensors": list(op.float_tensors)} for op in summary.float_ops],
@@ -371,7 +391,8 @@ def assemble_report(source: Source, candidates: Candidates, validation: Validati
         inputs=[t.to_dict() for t in summary.inputs],
         outputs=[t.to_dict() for t in summary.outputs],
         operator_counts=summary.operator_counts,
-        micro_op_resolver=micro.micro_op_resolver_calls(summary.op_names),
+        micro_op_resolver=micro.micro_op_resolver_calls(
+            summary.op_names + (["TFLM_DECODE"] if shipped.candidate.compressed is not None else [])),
         schedule=source.schedule.to_dict() if source.schedule is not None else None,
         budget=measurements.budget,
         float_size_bytes=len(float_content) if float_content is not None else None,
@@ -391,6 +412,7 @@ def assemble_report(source: Source, candidates: Candidates, validation: Validati
         per_output=dict(first.per_output) if first is not None else {},
         per_layer_error=measurements.per_layer_error,
         memory=measurements.memory,
+        compression=measurements.compression,
         macs=measurements.macs,
         latency_ms=measurements.latency,
         stage_seconds={name: round(seconds, 3) for name, seconds in stage_seconds.items()},

@@ -153,11 +153,15 @@ def check_runtimes(runtimes, argument: str = "runtimes") -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def runtime_model(runtime: str, content: bytes, summary, input_names, output_names, arena_bytes: int | None = None):
+def runtime_model(runtime: str, content: bytes, summary, input_names, output_names, arena_bytes: int | None = None,
+                  alt_decompression_bytes: int = 0):
     """The file in `runtime`, called with Keras-ordered inputs; outputs in Keras order.
 
     `summary` (the file read back) maps the Keras names to the file's input
-    and output positions, which TFLM addresses by position.
+    and output positions, which TFLM addresses by position (a LUT-compressed
+    file keeps the inputs and outputs of the file it was made from, whose
+    summary is passed). `alt_decompression_bytes`: TFLM's buffer for DECODE's
+    outputs.
     """
     if runtime == "tflm":
         by_name = {t.signature_name: position for position, t in enumerate(summary.inputs)}
@@ -165,7 +169,7 @@ def runtime_model(runtime: str, content: bytes, summary, input_names, output_nam
         input_order = _file_order(list(input_names), by_name, "input")
         output_order = _file_order(list(output_names), out_by_name, "output")
         model = tflm.TFLMModel(content, [input_names[i] for i in input_order],
-                               [output_names[i] for i in output_order], arena_bytes)
+                               [output_names[i] for i in output_order], arena_bytes, alt_decompression_bytes)
         return _Reordered(model, input_order, output_order, list(input_names), list(output_names))
     return TFLiteModel(content, input_names, output_names, kernels="reference" if runtime == "litert_reference"
                        else "default")

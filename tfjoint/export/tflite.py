@@ -7,6 +7,7 @@ order data flows through them:
     source        strip a prepared model (or take a QAT model, or a float one for post-training quantization)
     candidates    one file per quantization (QAT, and post-training quantization of the same pruned weights),
                   each converted and read back once, and refused if not fully int8
+    compression   with compression="lut": each file's weights LUT-compressed by TFLM's own tooling
     validation    each candidate in each runtime (LiteRT, its reference kernels, TFLM) against the Keras model
                   it was converted from, the pruned and the float model and the labels; budgets; the file to ship
     measurements  the shipped file: memory (the arena in TFLM), MACs, per-layer error, latency, per layer
@@ -23,6 +24,7 @@ from tfjoint.data import collect_inputs, split_validation
 from tfjoint.export import validate
 from tfjoint.export.arguments import check_arguments
 from tfjoint.export.candidates import convert_candidates, convert_float_reference
+from tfjoint.export.compression import compress_candidates
 from tfjoint.export.measurements import measure_shipped
 from tfjoint.export.options import QUANTIZATIONS, ExportOptions
 from tfjoint.export.report import ExportReport, assemble_report
@@ -178,7 +180,8 @@ def export_tflite(
         representative_data, inputs_of, "representative_data", _CALIBRATION_SAMPLES)
     validation_data = None if validation_data is None else split_validation(validation_data, inputs_of)
 
-    candidates = convert_candidates(source, options.quantization, representative, phases)
+    candidates = compress_candidates(convert_candidates(source, options.quantization, representative, phases),
+                                     options.compression, phases)
     reference = convert_float_reference(arguments.float_model, phases)
     float_content = reference.content
     if options.float_path is not None and float_content is not None:
@@ -195,7 +198,8 @@ def export_tflite(
     report = assemble_report(source, candidates, validation, measurements, options, float_content,
                              int(validation_data[0][0].shape[0]) if validation_data is not None else 0, data_notes,
                              phases.seconds)
-    return _write_or_refuse(report, validation.shipped.candidate.content, arguments.path, options.keep_rejected)
+    return _write_or_refuse(report, validation.shipped.candidate.shipped_content, arguments.path,
+                            options.keep_rejected)
 
 
 def _write_or_refuse(report, content, path, keep_rejected) -> ExportReport:

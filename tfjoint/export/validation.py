@@ -110,21 +110,46 @@ def _in_runtimes(candidate: Candidate, validation_data, float_out, pruned_out, o
             raise errors.ExportError(f"the int8 file needs {'; '.join(missing)}, which TensorFlow Lite Micro has no "
                                      "kernel for: validate it on LiteRT (runtimes=('litert',)), or replace that "
                                      "layer's activation with one TFLM runs (relu, swish) and fine-tune.")
-        with phases.run("validation", f"{candidate.quantization} file in {runtime}"):
-            model = runtime_model(runtime, candidate.content, candidate.summary, *names)
+        compressed = candidate.compressed is not None and runtime == "tflm"
+        with phases.run("validation", f"{candidate.quantization} file{' (LUT)' if compressed else ''} in {runtime}"):
+            model = runtime_model(runtime, candidate.shipped_content if compressed else candidate.content,
+                                  candidate.summary, *names, alt_decompression_bytes=candidate.alt_decompression_bytes)
             int8_out = model.predict(inputs, batch_size=options.batch_size, verbose=options.verbose)
         per_output = validate.compare_outputs(names[1], int8_out, keras_out, float_out, per_output_labels,
                                               pruned_out if candidate.quantization == QAT else None)
-        results.append(RuntimeResult(
-            runtime, per_output, tuple(validate.failures(per_output, options.tolerances, runtime)),
-            tuple(validate.notes_on_outputs(per_output, keras_out, output_scales, float_out is not None))))
+        failures = list(validate.failures(per_output, options.tolerances, runtime))
+        notes = list(validate.notes_on_outputs(per_output, keras_out, output_scales, float_out is not None))
+        if compressed:
+            with phases.run("validation", f"{candidate.quantization} file (uncompressed) in {runtime}"):
+                uncompressed = runtime_model(runtime, candidate.content, candidate.summary, *names).predict(
+                    inputs, batch_size=options.batch_size, verbose=False)
+            failures += _decoding_failures(names[1], int8_out, uncompressed)
+            notes.append("the LUT-compressed file's outputs in TFLM are identical to the uncompressed int8 file's"
+                         if not failures or not any(str(f).startswith("LUT") for f in failures) else
+                         "the LUT-compressed file's outputs differ from the uncompressed file's")
+        results.append(RuntimeResult(runtime, per_output, tuple(failures), tuple(notes)))
     return tuple(results)
+
+
+def _decoding_failures(output_names, compressed_out, uncompressed_out) -> list[validate.Failure]:
+    """The LUT-compressed file must compute exactly what the int8 file it was made from computes (DECODE only
+    rebuilds the same int8 weights): any difference is a wrong decoding, never a tolerance."""
+    failures = []
+    for name, a, b in zip(output_names, outputs_as_list(compressed_out), outputs_as_list(uncompressed_out)):
+        difference = float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)))) if np.size(a) else 0.0
+        if difference > 0:
+            failures.append(validate.Failure(
+                f"LUT: output '{name}' of the compressed file differs from the uncompressed int8 file's in TFLM "
+                f"(max |difference| {difference:.4g}): its tables decode to other weights", 1.0))
+    return failures
 
 
 def _budget_check(candidate: Candidate, options: ExportOptions, float_content, phases) -> tuple:
     if options.budget is None:
         return None, ()
-    memory = measure_memory(candidate.summary, candidate.content, float_content, False, phases)
+    memory = measure_memory(candidate.summary, candidate.content, float_content, False, phases,
+                            candidate.shipped_content if candidate.compressed is not None else None,
+                            candidate.alt_decompression_bytes)
     section, failures = options.budget.check(memory.figures, memory_use(candidate.summary).macs)
     overruns = {name: entry["measured"] / entry["limit"] - 1 for name, entry in section.items()}
     return memory, tuple(validate.Failure(text, next((overrun for name, overrun in overruns.items()

@@ -29,7 +29,8 @@ import numpy as np
 
 from tfjoint import errors
 
-__all__ = ["JointSchedule", "plan_schedule", "expected_zero_fraction", "SCHEDULE_VERSION"]
+__all__ = ["JointSchedule", "plan_schedule", "expected_zero_fraction", "SCHEDULE_VERSION", "check_clusters",
+           "MIN_CLUSTERS", "MAX_CLUSTERS"]
 
 SCHEDULE_VERSION = 2
 
@@ -37,6 +38,18 @@ SCHEDULE_VERSION = 2
 def _check_number(name: str, value, expected: str = "a number") -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise errors.ConfigError(f"`{name}` must be {expected}; received {value!r}.")
+
+
+MIN_CLUSTERS, MAX_CLUSTERS = 2, 256  # weight sharing: distinct values per table, zero included
+
+
+def check_clusters(name: str, value) -> int:
+    """`value` as a number of clusters, or a ConfigError naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not MIN_CLUSTERS <= value <= MAX_CLUSTERS:
+        raise errors.ConfigError(f"`{name}` must be an int from {MIN_CLUSTERS} to {MAX_CLUSTERS} (the distinct "
+                                 f"values a kernel keeps per table, zero included; 16 for 4-bit indices); "
+                                 f"received {value!r}.")
+    return int(value)
 
 
 def _check_fraction(name: str, value) -> None:
@@ -79,6 +92,11 @@ class JointSchedule:
         every pruned kernel follow instead of the polynomial decay; or None.
         `target_sparsity` is then its sparsity at `end_step` (computed when
         not given as a dict).
+      clusters: weight sharing: the distinct values (2 to 256, zero among
+        them) every pruned kernel keeps per table, trained in the same fit;
+        or a dict `{layer name: clusters}` (layers not named keep every
+        value); or None (no sharing). 16 gives 4-bit indices under TFLM's
+        LUT compression (`export_tflite(compression="lut")`).
     """
 
     target_sparsity: float | Mapping[str, float]
@@ -90,6 +108,7 @@ class JointSchedule:
     quant_start_step: int = 0
     channel_sparsity: float | Mapping[str, float] = 0.0
     weight_schedule: Any = None
+    clusters: int | Mapping[str, int] | None = None
     version: int = SCHEDULE_VERSION
 
     def __post_init__(self):
@@ -106,6 +125,15 @@ class JointSchedule:
                 object.__setattr__(self, field, types.MappingProxyType({k: float(v) for k, v in targets.items()}))
             else:
                 _check_fraction(field, value)
+        if isinstance(self.clusters, Mapping):
+            clusters = {}
+            for name, value in dict(self.clusters).items():
+                if not isinstance(name, str):
+                    raise errors.ConfigError(f"`clusters` keys must be layer names; received {name!r}.")
+                clusters[name] = check_clusters(f"clusters['{name}']", value)
+            object.__setattr__(self, "clusters", types.MappingProxyType(clusters))
+        elif self.clusters is not None:
+            object.__setattr__(self, "clusters", check_clusters("clusters", self.clusters))
         for name in ("end_step", "begin_step", "frequency", "quant_start_step"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
@@ -146,6 +174,12 @@ class JointSchedule:
         if isinstance(self.target_sparsity, Mapping):
             return self.target_sparsity.get(layer_name)
         return float(self.target_sparsity)
+
+    def clusters_for(self, layer_name: str) -> int | None:
+        """The clusters of a layer's pruned kernels (None: every value kept)."""
+        if isinstance(self.clusters, Mapping):
+            return self.clusters.get(layer_name)
+        return self.clusters
 
     @property
     def per_group_channels(self) -> bool:
@@ -251,7 +285,7 @@ class JointSchedule:
 
     def to_dict(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        for field in ("target_sparsity", "channel_sparsity"):
+        for field in ("target_sparsity", "channel_sparsity", "clusters"):
             if isinstance(data[field], Mapping):
                 data[field] = dict(data[field])
         data["weight_schedule"] = None if self.weight_schedule is None else _serialized(self.weight_schedule)

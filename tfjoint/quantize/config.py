@@ -16,6 +16,7 @@ from tfjoint.quantize.quantizers import (
     deserialize,
     serialize,
 )
+from tfjoint.registry import kind_of
 
 __all__ = ["JointQuantizeConfig", "unwrap_config"]
 
@@ -35,6 +36,9 @@ class JointQuantizeConfig(EqualByConfig, tfmot.quantization.keras.QuantizeConfig
       pruned_weights: names of the layer's weights to prune (e.g. ["kernel"]).
       schedule: PolynomialDecay arguments of this layer's kernel, required
         when `pruned_weights` is set.
+      clusters: weight sharing of the pruned weights: distinct values per
+        table (None: none). A weight TF-MOT quantizes per channel gets one
+        table per channel (along its kind's channel axis), else one.
       channels: for a layer whose channels belong to channel groups:
         `{"segments": [[group or None, size], ...], "axes": {weight name:
         channel axis}, "producer": bool, "schedule": decay arguments of the
@@ -44,7 +48,8 @@ class JointQuantizeConfig(EqualByConfig, tfmot.quantization.keras.QuantizeConfig
         a producer's kernel is scored to choose its group's channels.
     """
 
-    def __init__(self, config, quant_start_step: int, pruned_weights=(), schedule=None, channels=None):
+    def __init__(self, config, quant_start_step: int, pruned_weights=(), schedule=None, channels=None,
+                 clusters=None):
         if isinstance(config, dict):
             config = deserialize(config)
         self.config = config
@@ -52,6 +57,7 @@ class JointQuantizeConfig(EqualByConfig, tfmot.quantization.keras.QuantizeConfig
         self.pruned_weights = tuple(pruned_weights)
         self.schedule = dict(schedule) if schedule else None
         self.channels = _normalized_channels(channels)
+        self.clusters = None if clusters is None else int(clusters)
         if self.pruned_weights and not self.schedule:
             raise errors.ConfigError("JointQuantizeConfig: `schedule` is required when `pruned_weights` is set.")
 
@@ -64,15 +70,25 @@ class JointQuantizeConfig(EqualByConfig, tfmot.quantization.keras.QuantizeConfig
         quantized = _base_weight_names(self.config)
         return [name for name in self.channel_axes if name not in quantized and name != OUTPUT]
 
-    def _weight_quantizer(self, weight, quantizer):
+    def _cluster_axis(self, layer, name: str, quantizer) -> int | None:
+        """The channel axis of a clustered weight's tables: where its quantizer has one range per channel."""
+        if self.clusters is None or not getattr(quantizer, "per_axis", False):
+            return None
+        kind = kind_of(layer)
+        axis = kind.channels.axes.get(name, -1) if kind is not None else -1
+        return axis if isinstance(axis, int) else -1
+
+    def _weight_quantizer(self, layer, weight, quantizer):
         name = weight_short_name(weight)
         axis = self.channel_axes.get(name)
         if name in self.pruned_weights:
-            return PrunedKernelQuantizer(quantizer, self.quant_start_step, self.schedule, channel_axis=axis)
+            return PrunedKernelQuantizer(quantizer, self.quant_start_step, self.schedule, channel_axis=axis,
+                                         clusters=self.clusters,
+                                         cluster_axis=self._cluster_axis(layer, name, quantizer))
         return GatedQuantizer(quantizer, self.quant_start_step, channel_axis=axis)
 
     def get_weights_and_quantizers(self, layer):
-        pairs = [(w, self._weight_quantizer(w, q)) for w, q in self.config.get_weights_and_quantizers(layer)]
+        pairs = [(w, self._weight_quantizer(layer, w, q)) for w, q in self.config.get_weights_and_quantizers(layer)]
         for name in self._extra_weight_names():
             weight = getattr(layer, name, None)
             if weight is not None:
@@ -107,6 +123,7 @@ class JointQuantizeConfig(EqualByConfig, tfmot.quantization.keras.QuantizeConfig
             "pruned_weights": list(self.pruned_weights),
             "schedule": self.schedule,
             "channels": self.channels,
+            "clusters": self.clusters,
         }
 
     @classmethod

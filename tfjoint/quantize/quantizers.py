@@ -42,6 +42,7 @@ import tensorflow_model_optimization as tfmot
 
 from tfjoint import _tfmot
 from tfjoint._keras import keras, serializable, tf
+from tfjoint.quantize.clusters import snap
 from tfjoint.registry import OUTPUT  # in a channel spec's axes: mask the layer's output instead of a weight
 
 __all__ = [
@@ -56,6 +57,7 @@ __all__ = [
     "MASK",
     "THRESHOLD",
     "CHANNEL_MASK",
+    "CENTROIDS",
     "mask_shape",
     "EqualByConfig",
     "training_phase",
@@ -66,7 +68,8 @@ STEP = "tfjoint_step"
 MASK = "tfjoint_mask"
 THRESHOLD = "tfjoint_threshold"
 CHANNEL_MASK = "tfjoint_channel_mask"
-_OWN_KEYS = (STEP, MASK, THRESHOLD, CHANNEL_MASK)
+CENTROIDS = "tfjoint_centroids"
+_OWN_KEYS = (STEP, MASK, THRESHOLD, CHANNEL_MASK, CENTROIDS)
 # Range given to a per-channel weight range that collapsed to [0, 0] (a fully
 # pruned channel). Its values are all zero, which any positive range maps to
 # exactly 0; the collapsed range itself makes XLA's fake quant return NaN.
@@ -365,11 +368,19 @@ class PrunedKernelQuantizer(GatedQuantizer):
         a serialized TF-MOT `PruningSchedule` (`{"class_name", "config"}`),
         from `JointSchedule.weight_schedule_config`.
       channel_axis: the kernel's output-channel axis, when channels are pruned.
+      clusters: if set, weight sharing: the masked kernel is snapped to at
+        most this many trained values per table, zero among them
+        (`tfjoint.quantize.clusters`), before fake quantization.
+      cluster_axis: the channel axis of per-channel tables (the kernel is
+        quantized per channel), or None for one table.
     """
 
-    def __init__(self, quantizer, quant_start_step: int, schedule: dict[str, Any], channel_axis: int | None = None):
+    def __init__(self, quantizer, quant_start_step: int, schedule: dict[str, Any], channel_axis: int | None = None,
+                 clusters: int | None = None, cluster_axis: int | None = None):
         super().__init__(quantizer, quant_start_step, channel_axis)
         self.schedule = dict(schedule)
+        self.clusters = None if clusters is None else int(clusters)
+        self.cluster_axis = None if cluster_axis is None else int(cluster_axis)
 
     @property
     def counts_steps(self) -> bool:
@@ -395,15 +406,29 @@ class PrunedKernelQuantizer(GatedQuantizer):
             trainable=False,
             aggregation=tf.VariableAggregation.MEAN,
         )
+        if self.clusters is not None:  # placed by `tfjoint.prepare` from the kernel (clusters.initial_centroids)
+            tables = 1 if self.cluster_axis is None else tensor_shape[self.cluster_axis]
+            weights[CENTROIDS] = layer.add_weight(
+                f"{name}_{CENTROIDS}",
+                shape=(tables, self.clusters - 1),
+                initializer=keras.initializers.Zeros(),
+                trainable=True,
+            )
         return weights
 
     def _masked(self, inputs, weights):
         return self._mask_channels(tf.math.multiply(inputs, weights[MASK]), weights)
 
+    def shared(self, masked, weights):
+        """`masked` snapped to its centroids (weight sharing), or unchanged without clusters."""
+        if self.clusters is None:
+            return masked
+        return snap(masked, weights[CENTROIDS], self.cluster_axis)
+
     @_NOT_AUTOGRAPHED
     def __call__(self, inputs, training, weights, **kwargs):
         if not training:
-            return self._quantize(self._masked(inputs, weights), False, weights)
+            return self._quantize(self.shared(self._masked(inputs, weights), weights), False, weights)
         steps_taken = count_step_once(weights[STEP])
         step = weights[STEP]
         # Magnitudes are ranked on kernel * mask, so weights pruned earlier rank
@@ -427,7 +452,7 @@ class PrunedKernelQuantizer(GatedQuantizer):
         # uses kernel * (new) mask, which also masks the gradient.
         with tf.control_dependencies([pruning.conditional_mask_update()]):
             masked = self._masked(inputs, weights)
-        return self._gate(masked, weights, steps_taken)
+        return self._gate(self.shared(masked, weights), weights, steps_taken)
 
     @property
     def final_sparsity(self) -> float | None:
@@ -442,6 +467,8 @@ class PrunedKernelQuantizer(GatedQuantizer):
     def get_config(self):
         config = super().get_config()
         config["schedule"] = dict(self.schedule)
+        if self.clusters is not None:
+            config.update(clusters=self.clusters, cluster_axis=self.cluster_axis)
         return config
 
 

@@ -119,6 +119,7 @@ class JointQuantizeRegistry(tfmot.quantization.keras.QuantizeRegistry):
             pruned_weights=pruned,
             schedule=self._schedule.weight_schedule_config(target) if pruned and target is not None else None,
             channels=self._channel_specs.get(layer_name),
+            clusters=self._schedule.clusters_for(layer_name) if pruned else None,
         )
 
 

@@ -19,6 +19,7 @@ from tfjoint._names import float_layer_name
 from tfjoint.tflite.operators import operator, runs_in_tflm
 
 __all__ = ["OpInfo", "TensorInfo", "WeightTensor", "IOTensor", "FlatbufferSummary", "read_flatbuffer", "layer_of",
+           "name_segments",
            "float_op_problems", "missing_in_tflm"]
 
 _FLOAT_DTYPES = (np.float32, np.float16, np.float64)
@@ -313,8 +314,19 @@ def missing_in_tflm(summary: FlatbufferSummary, layer_names) -> list[str]:
     return [f"{op}" + (f" (layer {', '.join(repr(n) for n in names)})" if names else "") for op, names in found.items()]
 
 
+def name_segments(tensor_name: str) -> set[str]:
+    """The path segments of a converter tensor name, without the model's name that leads each path
+    ('model/quant_dense/MatMul;model/quant_dense/BiasAdd' -> {'quant_dense', 'MatMul', 'BiasAdd'}): a layer
+    named like its model is then not found in every tensor."""
+    found = set()
+    for piece in tensor_name.split(";"):
+        parts = piece.split("/")
+        found.update(parts[1:] if len(parts) > 1 else parts)
+    return found
+
+
 def layer_of(tensor_name: str, layer_names) -> str | None:
     """The Keras layer a converter tensor name came from ('model/quant_dense/MatMul' -> 'quant_dense')."""
-    segments = {part for piece in tensor_name.split(";") for part in piece.split("/")}
+    segments = name_segments(tensor_name)
     matches = [name for name in layer_names if name in segments]
     return max(matches, key=len) if matches else None

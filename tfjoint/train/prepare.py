@@ -30,6 +30,8 @@ from tfjoint.prune.budget import CompressionPlan
 from tfjoint.prune.channels import ChannelPlan, plan_channel_groups
 from tfjoint.prune.schedule import JointSchedule
 from tfjoint.prune.selection import LayerSelection
+from tfjoint.quantize.clusters import initial_centroids
+from tfjoint.quantize.quantizers import CENTROIDS
 from tfjoint.quantize.scheme import JointQuantizeScheme
 from tfjoint.quantize.substitution import substituted
 from tfjoint.quantize.wrappers import adopt_joint_layers
@@ -47,6 +49,7 @@ from tfjoint.tflite import convert
 from tfjoint.tflite.flatbuffer import float_op_problems, missing_in_tflm, read_flatbuffer
 from tfjoint.tflite.run import run_reference
 from tfjoint.train.prepared_model import PreparedModel
+from tfjoint.train.readback import pruned_kernels
 
 __all__ = ["prepare", "LayerSelector", "CHANNEL_CRITERIA"]
 
@@ -99,6 +102,27 @@ def _pruned_weights(model, schedule: JointSchedule, selection: LayerSelection) -
             continue
         pruned[layer.name] = weights
     return pruned
+
+
+def _check_clustered_layers(model, schedule: JointSchedule, pruned: Mapping[str, tuple[str, ...]]) -> None:
+    """A `clusters` dict may only name layers whose kernels `prepare` prunes (those are the ones clustered)."""
+    if not isinstance(schedule.clusters, Mapping):
+        return
+    unknown = sorted(set(schedule.clusters) - set(pruned))
+    if unknown:
+        raise errors.ConfigError(
+            f"`clusters` names layers whose kernels model '{model.name}' does not prune: {unknown}. Clusters apply to "
+            f"the pruned kernels ({sorted(pruned)}); a layer left dense by the selection or a per-layer plan is not "
+            "clustered. Remove those names, or prune those layers.")
+
+
+def place_centroids(prepared) -> None:
+    """Sets every clustered kernel's centroids from its current weights (k-means per table, before training)."""
+    for pk in pruned_kernels(prepared):
+        if pk.quantizer.clusters is not None:
+            centroids = initial_centroids(pk.masked_kernel(shared=False), pk.quantizer.clusters,
+                                          pk.quantizer.cluster_axis, pk.quantizer.final_sparsity or 0.0)
+            pk.quantizer_weights[CENTROIDS].assign(centroids)
 
 
 def _channel_specs(model, plan: ChannelPlan, schedule: JointSchedule, criterion: str) -> dict[str, dict]:
@@ -296,7 +320,7 @@ def _input_shapes(model) -> dict[str, tuple]:
     return shapes
 
 
-_TIMING = ("begin_step", "initial_sparsity", "power", "frequency", "quant_start_step", "channel_sparsity")
+_TIMING = ("begin_step", "initial_sparsity", "power", "frequency", "quant_start_step", "channel_sparsity", "clusters")
 
 
 def _schedule_from_plan(plan: CompressionPlan, target_sparsity, end_step, timing: dict) -> JointSchedule:
@@ -366,6 +390,7 @@ def prepare(
     frequency: int | None = None,
     quant_start_step: int | None = None,
     channel_sparsity: float | None = None,
+    clusters: int | Mapping[str, int] | None = None,
     plan: CompressionPlan | None = None,
     prune_depthwise: bool | None = None,
     prune_only: LayerSelector = None,
@@ -446,6 +471,14 @@ def prepare(
         keeps at least one channel. `tfjoint.strip` removes them from the
         model, so the int8 file is smaller and faster. The model returned is
         then updated by the `PreparedModel`'s `train_step`.
+      clusters: weight sharing, in the same fit: every pruned kernel keeps at
+        most this many distinct values (2 to 256, zero among them, so pruned
+        weights stay zero) per table, one table per output channel where the
+        kernel is quantized per channel. The values (centroids) are trained;
+        weights move between them as they train. Or a dict `{layer name:
+        clusters}`. On a microcontroller, `export_tflite(compression="lut")`
+        turns it into flash: TFLM's LUT compression stores each weight as a
+        `ceil(log2(clusters))`-bit index.
 
     Shorthands (`schedule=plan` and `layers=tfjoint.LayerSelection(...)` say
     the same; giving both forms is an error): `plan` (a CompressionPlan),
@@ -477,13 +510,14 @@ def prepare(
             raise errors.ConfigError("pass either `plan` or `schedule`, not both (schedule=plan says the same).")
         schedule = plan
     timing = dict(begin_step=begin_step, initial_sparsity=initial_sparsity, power=power, frequency=frequency,
-                  quant_start_step=quant_start_step, channel_sparsity=channel_sparsity)
+                  quant_start_step=quant_start_step, channel_sparsity=channel_sparsity, clusters=clusters)
     schedule = joint_schedule(schedule, target_sparsity, end_step, timing)
     selection = LayerSelection.of(layers, prune_depthwise=prune_depthwise, prune_only=prune_only, exclude=exclude)
     _check_custom_layers_serializable(model)
     _check_quantizable(model)
     model = substituted(model)  # attention, LayerNorm: as tfjoint's integer layers, weights and names kept
     pruned = _pruned_weights(model, schedule, selection)
+    _check_clustered_layers(model, schedule, pruned)
     schedule, channel_specs = _plan_channels(model, schedule, pruned, channel_criterion)
     scheme = JointQuantizeScheme(schedule, pruned, channel_specs, input_shapes=_input_shapes(model))
     annotated = tfmot.quantization.keras.quantize_annotate_model(model)
@@ -491,6 +525,7 @@ def prepare(
         prepared = adopt_joint_layers(tfmot.quantization.keras.quantize_apply(annotated, scheme))
     inputs, outputs = nested_inputs_and_outputs(prepared)  # a dict of named outputs stays a dict
     prepared = PreparedModel(inputs=inputs, outputs=outputs, name=prepared.name, schedule=schedule)
+    place_centroids(prepared)
     if check_conversion:
         with _progress.Phases("tfjoint prepare").run("conversion check", "the export's converter, once"):
             refuse_what_export_would(prepared, tuple(runtimes))

@@ -179,6 +179,16 @@ class PreparedModel(PhaseSwitchedTraining, keras.Model):
         return super().compile(optimizer=as_tf_keras(optimizer, keras.optimizers), loss=as_tf_keras(loss, keras.losses),
                                metrics=metrics, **kwargs)
 
+    def compile_from_config(self, config):
+        """tf_keras's, which skips a model whose `compile` is its own: this one's takes the same arguments, so a
+        .keras file restores the model compiled, with its optimizer's state, as a plain Functional model would."""
+        from tf_keras.src.optimizers import optimizer as optimizer_module
+        from tf_keras.src.saving import saving_lib
+
+        self.compile(**saving_lib.deserialize_keras_object(config))
+        if isinstance(getattr(self, "optimizer", None), optimizer_module.Optimizer) and self.built:
+            self.optimizer.build(self.trainable_variables)
+
     def train_step(self, data):
         update_channel_masks(self)
         return super().train_step(data)

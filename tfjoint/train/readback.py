@@ -60,12 +60,15 @@ class PrunedKernel(NamedTuple):
     quantizer: PrunedKernelQuantizer
     quantizer_weights: dict
 
-    def masked_kernel(self) -> np.ndarray:
-        """The kernel as the forward pass sees it: weight mask and channel mask applied."""
+    def masked_kernel(self, shared: bool = True) -> np.ndarray:
+        """The kernel as the forward pass sees it: weight mask and channel mask applied, and snapped to its
+        centroids where it is clustered (unless `shared=False`)."""
         values = self.kernel.numpy() * self.mask.numpy()
         if CHANNEL_MASK in self.quantizer_weights and self.quantizer.channel_axis is not None:
             shape = mask_shape(values.ndim, self.quantizer.channel_axis)
             values = values * self.quantizer_weights[CHANNEL_MASK].numpy().reshape(shape)
+        if shared and self.quantizer.clusters is not None:
+            values = self.quantizer.shared(tf.constant(values), self.quantizer_weights).numpy()
         return values
 
 

@@ -1,0 +1,230 @@
+"""Weight sharing: clusters trained in the same fit as pruning and QAT, shipped with TFLM's LUT compression."""
+
+import numpy as np
+import pytest
+from conftest import run_python
+
+import tfjoint
+from tfjoint import keras
+from tfjoint.export import compression
+
+
+def _digits_like(n=192, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, 8, 8, 1), dtype=np.float32)
+    y = (x[:, :4].mean(axis=(1, 2, 3)) > 0.5).astype(np.int32) + 2 * (x[:, :, :4].mean(axis=(1, 2, 3)) > 0.5)
+    return x, y.astype(np.int32)
+
+
+def _model(seed=0):
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((8, 8, 1), name="image")
+    x = keras.layers.Conv2D(16, 3, activation="relu", name="conv")(inputs)
+    x = keras.layers.Flatten(name="flatten")(x)
+    x = keras.layers.Dense(32, activation="relu", name="hidden")(x)
+    return keras.Model(inputs, keras.layers.Dense(4, activation="softmax", name="classes")(x))
+
+
+def _per_table_values(values: np.ndarray, axis) -> int:
+    rows = values.reshape(1, -1) if axis is None else np.moveaxis(values, axis, 0).reshape(values.shape[axis], -1)
+    return max(len(np.unique(row)) for row in rows)
+
+
+def _trained(clusters=16, sparsity=0.6, epochs=3, **kwargs):
+    x, y = _digits_like()
+    joint = tfjoint.prepare(_model(), target_sparsity=sparsity, end_step=12, frequency=2, clusters=clusters,
+                            **kwargs)
+    joint.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    joint.fit(x, y, batch_size=32, epochs=epochs, verbose=0)
+    return joint, x, y
+
+
+def test_every_pruned_kernel_keeps_at_most_k_values_per_table_zero_among_them_and_its_sparsity():
+    joint, _, _ = _trained(clusters=8)
+    kernels = {pk.layer_name: pk for pk in tfjoint.pruned_kernels(joint)}
+    assert set(kernels) == {"conv", "hidden", "classes"}
+    # A conv's kernel is quantized per output channel: one table per channel; a Dense's per tensor: one table.
+    assert kernels["conv"].quantizer.cluster_axis == -1 and kernels["hidden"].quantizer.cluster_axis is None
+    for name, pk in kernels.items():
+        shared = pk.masked_kernel()
+        assert _per_table_values(shared, pk.quantizer.cluster_axis) <= 8, name
+        assert 0.0 in shared  # zero is a centroid: pruned weights stay exactly zero
+        assert np.mean(shared == 0) >= 0.6 - 0.01, name  # the sparsity schedule holds (sharing adds zeros, never less)
+        assert np.all(shared[pk.mask.numpy() == 0] == 0)
+        # What the forward pass fake-quantizes is the shared kernel: its int8 grid has at most 8 values per table.
+        quantized = pk.quantizer(pk.kernel, False, pk.quantizer_weights).numpy()
+        assert _per_table_values(quantized, pk.quantizer.cluster_axis) <= 8, name
+
+
+def test_the_centroids_are_trained_and_weights_follow_them():
+    x, y = _digits_like()
+    joint = tfjoint.prepare(_model(), target_sparsity=0.5, end_step=4, frequency=2, clusters=16)
+    joint.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
+    hidden = next(pk for pk in tfjoint.pruned_kernels(joint) if pk.layer_name == "hidden")
+    centroids = hidden.quantizer_weights["tfjoint_centroids"]
+    before = centroids.numpy().copy()
+    assert centroids.trainable and np.all(before != 0)  # placed by k-means on the kept weights, none at zero
+    loss = joint.evaluate(x, y, verbose=0)
+    joint.fit(x, y, batch_size=32, epochs=4, verbose=0)
+    assert not np.allclose(centroids.numpy(), before)
+    assert joint.evaluate(x, y, verbose=0) < loss
+    values = set(np.unique(hidden.masked_kernel()))
+    assert values <= set(np.append(centroids.numpy().ravel(), 0.0))  # the kernel holds only centroids and 0
+
+
+def test_strip_bakes_the_shared_values_in_and_a_saved_model_resumes_them(tmp_path):
+    joint, x, y = _trained(clusters=4, epochs=1)
+    path = str(tmp_path / "joint.keras")
+    joint.save(path)
+    loaded = tfjoint.load_model(path)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), joint.predict(x, verbose=0), atol=1e-6)
+    assert loaded.schedule.clusters == 4
+    loaded.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    loaded.fit(x, y, batch_size=32, epochs=1, verbose=0)  # resumes: still at most 4 values per table
+    stripped = tfjoint.strip(loaded)
+    np.testing.assert_allclose(stripped.predict(x, verbose=0), loaded.predict(x, verbose=0), atol=1e-6)
+    assert not any("tfjoint" in w.name for w in stripped.weights)  # no centroid, mask or step left
+    conv = next(w.numpy() for w in stripped.get_layer("quant_conv").weights if w.name.endswith("/kernel:0"))
+    assert _per_table_values(conv, -1) <= 4 and 0.0 in conv
+
+
+def test_weight_sharing_trains_under_xla():
+    x, y = _digits_like()
+    joint = tfjoint.prepare(_model(), target_sparsity=0.5, end_step=4, frequency=2, clusters=16)
+    joint.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", jit_compile=True)
+    joint.fit(x, y, batch_size=32, epochs=1, verbose=0)
+    for pk in tfjoint.pruned_kernels(joint):
+        assert _per_table_values(pk.masked_kernel(), pk.quantizer.cluster_axis) <= 16
+
+
+@pytest.mark.parametrize("clusters,named", [(1, "`clusters` must be an int from 2 to 256"),
+                                            (257, "received 257"), (16.0, "received 16.0"),
+                                            ({"hidden": 300}, "`clusters\\['hidden'\\]`"),
+                                            ({"nowhere": 16}, "does not prune: \\['nowhere'\\]")])
+def test_bad_clusters_are_refused_by_name_before_training(clusters, named):
+    with pytest.raises(tfjoint.ConfigError, match=named):
+        tfjoint.prepare(_model(), target_sparsity=0.5, end_step=4, clusters=clusters)
+
+
+def test_a_per_layer_dict_clusters_only_the_layers_it_names():
+    joint = tfjoint.prepare(_model(), target_sparsity=0.5, end_step=4, clusters={"hidden": 4})
+    clusters = {pk.layer_name: pk.quantizer.clusters for pk in tfjoint.pruned_kernels(joint)}
+    assert clusters == {"conv": None, "hidden": 4, "classes": None}
+
+
+def test_lut_compression_needs_tflm_alone(tmp_path):
+    joint, x, y = _trained(epochs=1)
+    for runtimes in (("litert",), ("tflm", "litert")):
+        with pytest.raises(tfjoint.ConfigError, match="only TensorFlow Lite Micro runs .*LiteRT has no DECODE"):
+            tfjoint.export_tflite(tfjoint.strip(joint), str(tmp_path / "m.tflite"), runtimes=runtimes,
+                                  compression="lut")
+    assert not (tmp_path / "m.tflite").exists()
+
+
+@pytest.mark.slow
+def test_lut_export_is_smaller_runs_in_tflm_with_the_reported_memory_and_computes_the_uncompressed_file(tmp_path):
+    from tflite_micro import runtime
+
+    joint, x, y = _trained(clusters=16, sparsity=0.5)
+    stripped = tfjoint.strip(joint)
+    plain = tfjoint.export_tflite(stripped, str(tmp_path / "plain.tflite"), validation_data=(x, y),
+                                  runtimes=("tflm",))
+    report = tfjoint.export_tflite(stripped, str(tmp_path / "lut.tflite"), validation_data=(x, y),
+                                   runtimes=("tflm",), compression="lut")
+    content = (tmp_path / "lut.tflite").read_bytes()
+    assert report.passed and report.compression["method"] == "lut"
+    assert len(content) == report.size_bytes == report.compression["flash_bytes"] == report.memory["flash_bytes"]
+    assert report.compression["uncompressed_flash_bytes"] == plain.size_bytes
+    assert len(content) < 0.75 * plain.size_bytes  # the 18 KB hidden kernel as 4-bit indices
+    assert "AddDecode" in report.micro_op_resolver
+    # Read back from the file: the hidden layer's weights as 4-bit indices into one table of at most 16 values.
+    decoded = {entry["tensor"]: entry for entry in compression.decoded_tables(content)}
+    hidden = next(t for t in report.compression["tensors"] if t["layer"] == "hidden")
+    assert hidden["bits"] == decoded[hidden["tensor"]]["bits"] == 4 and hidden["values"] <= 16
+    left = {t["layer"]: t["reason"] for t in report.compression["uncompressed"]}
+    assert set(left) == {"conv", "classes"}  # 144 and 128 bytes
+    assert all(reason.startswith("too small to pay") for reason in left.values())
+    # The file runs in TFLM with exactly the report's arena and alternate decompression memory, and computes
+    # what the uncompressed int8 file computes.
+    arena, alt = report.memory["tflm_arena_bytes"], report.compression["alt_decompression_bytes"]
+    assert alt == 32 * 576  # the hidden kernel decoded (32 x 576 int8 values): the largest DECODE output
+    sample = np.round(x[:8] / report.inputs[0]["scale"] + report.inputs[0]["zero_point"]).clip(-128, 127)
+
+    def outputs(data, arena_size, alt_size):
+        interpreter = runtime.Interpreter.from_bytes(data, arena_size=arena_size,
+                                                     alt_decompression_memory_size=alt_size)
+        found = []
+        for row in sample.astype(np.int8):
+            interpreter.set_input(row[None], 0)
+            interpreter.invoke()
+            found.append(interpreter.get_output(0).copy())
+        return np.concatenate(found)
+
+    np.testing.assert_array_equal(outputs(content, arena, alt),
+                                  outputs((tmp_path / "plain.tflite").read_bytes(), plain.memory["tflm_arena_bytes"],
+                                          0))
+    # Without the alternate memory the decoded weights take arena space (measured by TFLM too).
+    assert report.compression["tflm_arena_bytes_without_alt_memory"] > arena + 9000
+    files = tfjoint.write_c_array(tmp_path / "lut.tflite", tmp_path / "c", arena_bytes=arena,
+                                  alt_decompression_bytes=alt)
+    header = open(files.header).read()
+    assert f"kTensorArenaSize = {-(-arena // 16) * 16};" in header
+    assert f"kAltDecompressionMemorySize = {-(-alt // 16) * 16};" in header
+
+
+@pytest.mark.slow
+def test_a_table_that_does_not_follow_the_tensors_quantization_is_refused(tmp_path):
+    from tflite_micro.tensorflow.lite.micro.compression import model_editor, spec
+
+    joint, x, y = _trained(clusters=None, sparsity=0.5, epochs=1)
+    # Dense weights on a 15-value grid per unit, each unit its own scale: more than 128 values in all. Only
+    # per-channel tables would fit them, and the converter quantizes a Dense's weights per tensor.
+    hidden = next(pk for pk in tfjoint.pruned_kernels(joint) if pk.layer_name == "hidden")
+    levels = np.random.default_rng(0).integers(-7, 8, hidden.kernel.shape).astype(np.float32)
+    hidden.kernel.assign(levels / 7 * np.linspace(0.2, 1.0, hidden.kernel.shape[1], dtype=np.float32)[None, :])
+    joint.compile(keras.optimizers.SGD(0.0), "sparse_categorical_crossentropy")
+    joint.fit(x[:32], y[:32], batch_size=32, epochs=1, verbose=0)  # one step: the int8 ranges see the new kernel
+    stripped = tfjoint.strip(joint)
+    with pytest.raises(tfjoint.ExportError, match="no weight tensor worth compressing.*'hidden': 1?[0-9]{3} distinct "
+                                                  "values in a table"):
+        tfjoint.export_tflite(stripped, str(tmp_path / "lut.tflite"), runtimes=("tflm",), compression="lut")
+    assert not (tmp_path / "lut.tflite").exists()
+    # Asked directly for per-channel tables on that per-tensor-quantized tensor, tfjoint refuses: TFLM would decode
+    # every unit with the first table and run without an error.
+    report = tfjoint.export_tflite(stripped, str(tmp_path / "plain.tflite"), runtimes=("tflm",))
+    tensors = model_editor.read((tmp_path / "plain.tflite").read_bytes()).subgraphs[0].tensors
+    weight = next(w for w in report.flatbuffer.weights if "hidden" in w.tensor_name)
+    assert len(tensors[weight.tensor_index].quantization.scales) == 1  # read from the file: one scale
+    with pytest.raises(tfjoint.ExportError, match="quantized per tensor.*decode its channels with the wrong tables"):
+        compression.lut_spec(spec, weight.tensor_index, tensors[weight.tensor_index], 4, 0)
+
+
+def test_two_replicas_share_the_same_clusters():
+    out = run_python("""
+        import tfjoint, numpy as np
+        import tensorflow as tf
+        from tfjoint import keras
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        with strategy.scope():
+            keras.utils.set_random_seed(0)
+            inputs = keras.Input((8, 8, 1))
+            x = keras.layers.Flatten()(keras.layers.Conv2D(8, 3, activation="relu")(inputs))
+            model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x))
+            joint = tfjoint.prepare(model, target_sparsity=0.5, end_step=4, frequency=2, clusters=8)
+            joint.compile("adam", "sparse_categorical_crossentropy")
+        rng = np.random.default_rng(0)
+        joint.fit(rng.random((64, 8, 8, 1)), rng.integers(0, 10, 64), batch_size=16, epochs=2, verbose=0)
+        for pk in tfjoint.pruned_kernels(joint):
+            values = pk.masked_kernel()
+            axis = pk.quantizer.cluster_axis
+            rows = values.reshape(1, -1) if axis is None else np.moveaxis(values, axis, 0).reshape(
+                values.shape[axis], -1)
+            print(pk.layer_name, max(len(np.unique(r)) for r in rows), float(np.mean(values == 0)))
+    """).stdout
+    lines = out.strip().splitlines()
+    assert len(lines) == 2
+    for line in lines:
+        _, values, zeros = line.split()
+        assert int(values) <= 8 and float(zeros) >= 0.49

@@ -1,0 +1,312 @@
+"""Stage 2b of `export_tflite(compression="lut")`: TFLM's look-up-table compression of the int8 weights.
+
+A kernel trained with `prepare(clusters=k)` holds at most `k` distinct int8
+values per table. TFLM's compression tooling (`tflite_micro...compression`,
+used here as it is: its LUT compressor, its spec, its DECODE insertion) then
+stores each weight as a `ceil(log2(values))`-bit index into a value table,
+and inserts a `TFLM_DECODE` operator that rebuilds the int8 tensor just
+before the operator that reads it. The file (flash) shrinks; the decoded
+tensor needs RAM while its operator runs: in an alternate buffer outside the
+arena (`alt_decompression_bytes`; DECODE reuses it from one operator to the
+next), or in the arena when that buffer is absent or too small.
+
+Which tensors, and how (`plan_tables`):
+
+* every weight tensor of a weight operator (convolution filters,
+  fully-connected weights) with int8 values;
+* one value table per channel where the tensor is quantized per channel, on
+  its quantized axis (TFLM's DECODE supports axis 0 and the last); one table
+  where it is quantized per tensor. A per-channel table on a tensor quantized
+  per tensor would run and decode every channel with the first table
+  (silently wrong): such a table is refused (`lut_spec`), never written;
+* left uncompressed, with the reason in the report: more than 128 values in a
+  table (LUT indices are 1 to 7 bits), or too small to pay (indices, tables
+  and DECODE's metadata would not save `MIN_SAVING_BYTES`).
+
+The compressed file is validated in TFLM against the uncompressed one: the
+outputs must be identical (`export.validation`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from typing import Any
+
+import numpy as np
+
+from tfjoint import errors
+from tfjoint._names import float_layer_name
+from tfjoint.export.candidates import Candidate, Candidates
+from tfjoint.quantize.clusters import index_bits
+from tfjoint.tflite.flatbuffer import layer_of
+
+__all__ = ["LutTable", "LutFile", "plan_tables", "lut_spec", "compress_candidates", "decoded_tables",
+           "MIN_SAVING_BYTES", "MAX_LUT_VALUES"]
+
+MAX_LUT_VALUES = 128  # 7-bit indices: the widest TFLM's LUT format holds
+MIN_SAVING_BYTES = 64  # below this a table costs more in DECODE's operator and tensors than it saves
+_DCM_BYTES = 16  # DECODE's common metadata, ahead of the value tables
+_ALIGNMENT = 16  # TFLM aligns each decoded tensor in the alternate buffer
+_INT8 = 9  # tflite.TensorType.INT8
+
+
+@dataclasses.dataclass(frozen=True)
+class LutTable:
+    """One weight tensor's compression decision: compressed (bits, axis) or left as it is (reason)."""
+
+    tensor_index: int
+    tensor: str
+    layer: str | None
+    op: str
+    shape: tuple[int, ...]
+    tables: int  # value tables (channels for per-channel tables)
+    values: int  # the most distinct values in one table, read from the int8 file
+    bits: int | None  # index width; None: left uncompressed
+    axis: int | None  # per-channel tables' axis; None: one table
+    bytes_before: int
+    bytes_after: int | None
+    reason: str | None = None  # why it was left uncompressed
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class LutFile:
+    """A LUT-compressed file: its bytes, each weight tensor's decision, and the alternate buffer DECODE needs.
+
+    `alt_decompression_bytes` is computed from the DECODE operators: each
+    one's decoded outputs side by side (16-byte aligned), the largest of
+    them (TFLM's DECODE reuses the buffer from one operator to the next).
+    The arena it leaves is measured in TFLM (`export.memory`).
+    """
+
+    content: bytes
+    uncompressed_bytes: int
+    tables: tuple[LutTable, ...]
+    alt_decompression_bytes: int
+
+    @property
+    def compressed(self) -> tuple[LutTable, ...]:
+        return tuple(table for table in self.tables if table.bits is not None)
+
+    @property
+    def left_uncompressed(self) -> tuple[LutTable, ...]:
+        return tuple(table for table in self.tables if table.bits is None)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report's `compression` section (sizes from the files, values read from the int8 weights)."""
+        return {"method": "lut", "flash_bytes": len(self.content), "uncompressed_flash_bytes": self.uncompressed_bytes,
+                "alt_decompression_bytes": self.alt_decompression_bytes,
+                "tensors": [t.to_dict() for t in self.compressed],
+                "uncompressed": [{"tensor": t.tensor, "layer": t.layer, "op": t.op, "bytes": t.bytes_before,
+                                  "reason": t.reason} for t in self.left_uncompressed]}
+
+
+def _compression_modules():
+    try:
+        from tflite_micro.tensorflow.lite.micro.compression import model_editor, spec
+        from tflite_micro.tensorflow.lite.micro.compression.compress import compress
+    except ImportError as error:
+        raise errors.ConfigError(f"`compression`='lut' needs TensorFlow Lite Micro's compression tooling, which is "
+                                 f"not installed here ({error}): pip install \"tfjoint[micro]\".") from error
+    return model_editor, spec, compress
+
+
+def _quantized_axis(tensor) -> int | None:
+    """The axis a tensor is quantized per channel along, or None (per tensor)."""
+    quantization = tensor.quantization
+    scales = getattr(quantization, "scales", None)
+    if isinstance(scales, (list, tuple, np.ndarray)) and len(scales) > 1:
+        return int(quantization.axis or 0)
+    return None
+
+
+def _rows(values: np.ndarray, axis: int | None) -> np.ndarray:
+    return values.reshape(1, -1) if axis is None else np.moveaxis(values, axis, 0).reshape(values.shape[axis], -1)
+
+
+def lut_spec(spec, tensor_index: int, tensor, bits: int, axis: int | None):
+    """TFLM's compression spec for one tensor; refuses tables that do not follow the tensor's quantization.
+
+    Raises:
+      errors.ExportError: per-channel tables on a tensor quantized per tensor
+        (or along another axis): TFLM would decode every channel with the
+        first table and compute a wrong result without an error.
+    """
+    quantized = _quantized_axis(tensor)
+    if axis is not None and axis != quantized:
+        how = "per tensor" if quantized is None else f"per channel along axis {quantized}"
+        raise errors.ExportError(
+            f"per-channel LUT tables along axis {axis} for tensor '{tensor.name}', which is quantized {how}: TFLM's "
+            "DECODE would decode its channels with the wrong tables (a wrong result, without an error). Its tables "
+            "must follow its quantization: one table for a tensor quantized per tensor.")
+    mode = spec.PerTensor() if axis is None else spec.PerChannel(axis=axis)
+    return spec.Tensor(subgraph=0, tensor=tensor_index, compression=[spec.LookUpTableCompression(bits, mode)])
+
+
+def plan_tables(candidate: Candidate) -> list[LutTable]:
+    """Every int8 weight tensor of the candidate, and whether (and how) it is compressed."""
+    model_editor, _, _ = _compression_modules()
+    model = model_editor.read(candidate.content)
+    tensors = model.subgraphs[0].tensors
+    layer_names = [layer.name for layer in candidate.keras_model.layers]
+    found = []
+    for weight in candidate.summary.weights:
+        tensor = tensors[weight.tensor_index]
+        if tensor.dtype != _INT8 or tensor.buffer is None or not tensor.buffer.data:
+            continue
+        values = np.asarray(tensor.array)
+        axis = _quantized_axis(tensor)
+        most = max(len(np.unique(row)) for row in _rows(values, axis))
+        whole = len(np.unique(values))
+        if axis is not None and whole <= most:
+            axis = None  # one table holds every value: no per-channel tables needed
+        tables = 1 if axis is None else values.shape[axis]
+        before = int(values.size)
+        layer = layer_of(weight.tensor_name, layer_names) or layer_of(weight.output_name, layer_names)
+        layer = float_layer_name(layer) if layer is not None else None
+        common = dict(tensor_index=weight.tensor_index, tensor=tensor.name, layer=layer, op=weight.op_name,
+                      shape=tuple(int(d) for d in values.shape), tables=tables, values=most,
+                      bytes_before=before)
+        if axis is not None and axis not in (0, values.ndim - 1):
+            found.append(LutTable(bits=None, axis=None, bytes_after=None, reason=(
+                f"quantized per channel along axis {axis}; TFLM's DECODE supports tables along axis 0 or the last "
+                "axis only"), **common))
+            continue
+        if most > MAX_LUT_VALUES:
+            found.append(LutTable(bits=None, axis=None, bytes_after=None, reason=(
+                f"{most} distinct values in a table: LUT indices hold at most {MAX_LUT_VALUES} (7 bits); train it "
+                f"with prepare(clusters=...) to share values"), **common))
+            continue
+        bits = index_bits(most)
+        after = -(-values.size * bits // 8) + tables * max(_table_length(values, axis), 1) + _DCM_BYTES
+        if before - after < MIN_SAVING_BYTES:
+            found.append(LutTable(bits=None, axis=None, bytes_after=None, reason=(
+                f"too small to pay: {before} bytes would become {after} ({bits}-bit indices, {tables} table(s), "
+                f"DECODE's metadata), less than {MIN_SAVING_BYTES} bytes saved before DECODE's own operator"),
+                **common))
+            continue
+        found.append(LutTable(bits=bits, axis=axis, bytes_after=after, **common))
+    return found
+
+
+def _table_length(values: np.ndarray, axis: int | None) -> int:
+    return max(len(np.unique(row)) for row in _rows(values, axis))
+
+
+def _alt_decompression_bytes(content: bytes) -> int:
+    """The alternate buffer TFLM's DECODE operators need: per operator its outputs side by side, the largest."""
+    model_editor, _, _ = _compression_modules()
+    model = model_editor.read(content)
+    need = 0
+    for operator in model.subgraphs[0].operators:
+        if operator.opcode_name != "TFLM_DECODE":
+            continue
+        total = 0
+        for output in operator.outputs:
+            size = int(np.prod(output.shape)) * np.dtype(output.numpy_dtype).itemsize
+            total += -(-size // _ALIGNMENT) * _ALIGNMENT
+        need = max(need, total)
+    return need
+
+
+def decoded_tables(content: bytes) -> list[dict[str, Any]]:
+    """Read back from a LUT-compressed file: per DECODE output, its tensor, index bits, tables, distinct values.
+
+    The values are decoded from the file's indices and value tables (TFLM's
+    LUT format: big-endian packed indices; the DCM's byte 5 holds the axis
+    and the bit width, byte 6 the table stride).
+    """
+    model_editor, _, _ = _compression_modules()
+    model = model_editor.read(content)
+    found = []
+    for operator in model.subgraphs[0].operators:
+        if operator.opcode_name != "TFLM_DECODE":
+            continue
+        for position, output in enumerate(operator.outputs):
+            encoded, ancillary = operator.inputs[2 * position], operator.inputs[2 * position + 1]
+            metadata = bytes(ancillary.buffer.data)
+            bits, axis_field, stride = metadata[5] & 0x07, metadata[5] >> 4, metadata[6]
+            count = int(np.prod(output.shape))
+            packed = np.unpackbits(np.frombuffer(bytes(encoded.buffer.data), np.uint8))[:count * bits]
+            indices = packed.reshape(count, bits) @ (1 << np.arange(bits - 1, -1, -1))
+            tables = np.frombuffer(metadata[_DCM_BYTES:], np.int8).reshape(-1, stride)
+            shape = tuple(int(d) for d in output.shape)
+            if axis_field == 0xF:
+                values = tables[0][indices].reshape(shape)
+            else:
+                channel = np.indices(shape)[axis_field].reshape(-1)
+                values = tables[channel, indices].reshape(shape)
+            per_table = values.reshape(1, -1) if axis_field == 0xF else _rows(values, axis_field)
+            found.append({"tensor": encoded.name, "bits": int(bits), "axis": None if axis_field == 0xF else axis_field,
+                          "tables": int(tables.shape[0]), "values": int(max(len(np.unique(r)) for r in per_table)),
+                          "decoded": values})
+    return found
+
+
+def compress_candidate(candidate: Candidate) -> LutFile:
+    """The candidate's LUT-compressed file (TFLM's own compressor), or an ExportError naming the tensor at fault."""
+    model_editor, spec, compress = _compression_modules()
+    tables = plan_tables(candidate)
+    compressed = [table for table in tables if table.bits is not None]
+    if not compressed:
+        reasons = "; ".join(f"'{t.layer or t.tensor}': {t.reason}" for t in tables) or "it has no int8 weights"
+        raise errors.ExportError(f"`compression`='lut' found no weight tensor worth compressing: {reasons}. Train "
+                                 "with tfjoint.prepare(..., clusters=16) (or fewer) so weights share values.")
+    tensors = model_editor.read(candidate.content).subgraphs[0].tensors
+    specs = [lut_spec(spec, t.tensor_index, tensors[t.tensor_index], t.bits, t.axis) for t in compressed]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # its expansion warning: tensors that would grow are left out above
+            content = bytes(compress(candidate.content, specs))
+    except Exception as error:  # TFLM's CompressionError (or a bug there): name what was being compressed
+        raise errors.ExportError(f"TFLM's LUT compression failed on this file ({type(error).__name__}: {error}); "
+                                 f"tensors: {[t.layer or t.tensor for t in compressed]}. Export with "
+                                 "compression='none'.") from error
+    return LutFile(content, len(candidate.content), _read_back(tables, content, candidate),
+                   _alt_decompression_bytes(content))
+
+
+def _read_back(tables: list[LutTable], content: bytes, candidate: Candidate) -> tuple[LutTable, ...]:
+    """The tables as the compressed file holds them: index bits, tables and distinct values decoded from it.
+
+    A tensor the compressor left out (its buffer shared with a tensor that
+    stays uncompressed) is listed as uncompressed, with that reason.
+
+    Raises:
+      errors.ExportError: a decoded tensor differs from the int8 weights it
+        replaced (never shipped: a wrong result without an error on the device).
+    """
+    decoded = {entry["tensor"]: entry for entry in decoded_tables(content)}
+    originals = {w.tensor_index: w.values for w in candidate.summary.weights}
+    read = []
+    for table in tables:
+        if table.bits is None:
+            read.append(table)
+            continue
+        entry = decoded.get(table.tensor)
+        if entry is None:
+            read.append(dataclasses.replace(table, bits=None, axis=None, bytes_after=None, reason=(
+                "its buffer is shared with a tensor left uncompressed; TFLM's compressor keeps such a buffer whole")))
+            continue
+        original = originals.get(table.tensor_index)
+        if original is not None and not np.array_equal(entry["decoded"], original):
+            raise errors.ExportError(f"TFLM's LUT tables for tensor '{table.tensor}' (layer '{table.layer}') decode to "
+                                     "other weights than the int8 file's: the compressed file is not written. Export "
+                                     "with compression='none' and report this.")
+        read.append(dataclasses.replace(table, bits=entry["bits"], axis=entry["axis"], tables=entry["tables"],
+                                        values=entry["values"]))
+    return tuple(read)
+
+
+def compress_candidates(candidates: Candidates, compression: str, phases) -> Candidates:
+    """Each candidate with its LUT-compressed file attached (`compression`="lut"), else unchanged."""
+    if compression != "lut":
+        return candidates
+    files = []
+    for candidate in candidates.files:
+        with phases.run("LUT compression", f"{candidate.quantization} file"):
+            files.append(dataclasses.replace(candidate, compressed=compress_candidate(candidate)))
+    return Candidates(tuple(files), candidates.notes)
