@@ -256,7 +256,7 @@ def compress_candidate(candidate: Candidate) -> LutFile:
         raise errors.ExportError(f"`compression`='lut' found no weight tensor worth compressing: {reasons}. Train "
                                  "with tfjoint.prepare(..., clusters=16) (or fewer) so weights share values.")
     tensors = model_editor.read(candidate.content).subgraphs[0].tensors
-    specs = [lut_spec(spec, t.tensor_index, tensors[t.tensor_index], t.bits, t.axis) for t in compressed]
+    specs = [lut_spec(spec, t.tensor_index, tensors[t.tensor_index], t.bits or 8, t.axis) for t in compressed]
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # its expansion warning: tensors that would grow are left out above
