@@ -66,7 +66,8 @@ def steady_step_ratios(models: dict, data, batch, rounds: int, steps: int) -> tu
     return per_round, medians["float"]
 
 
-def paired_latency_ratios(contents: dict[str, bytes], reference: str, rounds: int) -> dict[str, list[float]]:
+def paired_latency_ratios(contents: dict[str, bytes], reference: str, rounds: int,
+                          kernels: str = "default") -> dict[str, list[float]]:
     """Each model's median 1-thread int8 latency over the reference model's, per interleaved round.
 
     Rounds shuffle the order, and each round's ratio is taken within the
@@ -77,7 +78,7 @@ def paired_latency_ratios(contents: dict[str, bytes], reference: str, rounds: in
         summary = tfjoint.read_flatbuffer(content)
         inputs = [t.signature_name for t in summary.inputs]
         outputs = [t.signature_name for t in summary.outputs]
-        runners[name] = tfjoint.TFLiteModel(content, inputs, outputs, num_threads=1)
+        runners[name] = tfjoint.TFLiteModel(content, inputs, outputs, num_threads=1, kernels=kernels)
     ratios = {name: [] for name in contents}
     order = np.random.default_rng(1)
     for _ in range(rounds):

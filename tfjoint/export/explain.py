@@ -93,7 +93,7 @@ def _run_preserving_all_tensors(content: bytes, inputs: dict[str, np.ndarray], s
 _FUSED_ACTIVATIONS = frozenset({"linear", "relu", "relu6"})
 # Operators of an activation the converter leaves unfused after a layer's weight operator: the layer's span ends
 # before them (its reference leaves the activation out, `_apply`).
-_ACTIVATION_OPS = frozenset({"SOFTMAX", "LOGISTIC", "TANH", "GELU", "HARD_SWISH", "ELU", "LOG_SOFTMAX"})
+_ACTIVATION_OPS = frozenset({"SOFTMAX", "LOGISTIC", "TANH", "GELU", "HARD_SWISH", "LOG_SOFTMAX"})
 
 
 def _activation_name(layer) -> str:

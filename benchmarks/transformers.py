@@ -1,0 +1,257 @@
+"""Transformers pruned and quantized in one fit, fully int8 on LiteRT, against the float model and post-training int8.
+
+    python benchmarks/transformers.py --out=benchmarks/results [--seeds=0,1,2] [--models=vit_digits,bert_tiny]
+                                      [--tiny]
+
+Two Keras 3 models, each trained in float here per seed:
+
+* vit_digits: a ViT-style encoder on scikit-learn's digits: the 8 rows of each image are 8 tokens (Dense 32 +
+  learned positions, keras_hub's PositionEmbedding), two pre-norm encoder blocks (MultiHeadAttention 4 heads x 8,
+  LayerNorm, GELU FFN 64), average pooling, 10 classes;
+* bert_tiny: keras_hub's BertBackbone (2 layers, hidden 64, 4 heads, FFN 128, GELU) on a generated task that needs
+  attention: which of two marked tokens comes first in a padded sequence of 16.
+
+Rows, per model (accuracy on the validation split, in LiteRT with XNNPACK as a phone runs it):
+
+* float: the Keras 3 model;
+* TF PTQ: TensorFlow's full-integer post-training quantization (TFLiteConverter, 300 calibration samples) of the
+  float model, as tfjoint's bridge rebuilds it in tf_keras; the float operators it leaves are counted;
+* AEQ: ai-edge-quantizer's static int8 recipe (static_wi8_ai8) on the float .tflite, where it runs;
+* tfjoint: `prepare(target_sparsity=0)` -> fit -> strip -> `export_tflite` (QAT, no pruning);
+* tfjoint 50%: 50% unstructured sparsity of every pruned kernel (attention projections, FFN, classifier);
+* tfjoint heads: `channel_sparsity=0.5`: half of the heads and FFN neurons removed (and 0 unstructured).
+
+The latency rows compare the heads-pruned file with the unpruned tfjoint file, 1 thread, paired rounds, in
+LiteRT's builtin kernels and with XNNPACK. `export_s` is tfjoint's export of the unpruned model (2 cores).
+"""
+
+import argparse
+import importlib
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+
+import tfjoint  # noqa: E402  (selects tf_keras before TensorFlow loads)
+from tfjoint.app import digits  # noqa: E402
+
+keras3 = importlib.import_module("keras")  # Keras 3, imported after tfjoint
+
+METHODS = ("float", "TF PTQ", "AEQ", "tfjoint", "tfjoint 50%", "tfjoint heads")
+
+
+# --- Models and data ---------------------------------------------------------------------------------------------
+
+def _vit(seed: int):
+    import keras_hub
+
+    keras3.utils.set_random_seed(seed)
+    inputs = keras3.Input((8, 8), name="rows")
+    x = keras3.layers.Dense(32, name="embed")(inputs)
+    x = x + keras_hub.layers.PositionEmbedding(8, name="positions")(x)
+    for block in range(2):
+        h = keras3.layers.LayerNormalization(epsilon=1e-6, name=f"ln{block}a")(x)
+        x = x + keras3.layers.MultiHeadAttention(4, 8, name=f"attention{block}")(h, h)
+        h = keras3.layers.LayerNormalization(epsilon=1e-6, name=f"ln{block}b")(x)
+        h = keras3.layers.Dense(64, activation="gelu", name=f"ffn{block}_in")(h)
+        x = x + keras3.layers.Dense(32, name=f"ffn{block}_out")(h)
+    x = keras3.layers.GlobalAveragePooling1D(name="pool")(keras3.layers.LayerNormalization(name="ln")(x))
+    return keras3.Model(inputs, keras3.layers.Dense(10, activation="softmax", name="classes")(x), name="vit_digits")
+
+
+def _vit_data(seed: int, tiny: bool):
+    data = digits.load_digits(seed=seed)
+    return ({"x": data["x_train"][..., 0], "y": data["y_train"]}, {"x": data["x_val"][..., 0], "y": data["y_val"]},
+            3 if tiny else 40, 2 if tiny else 10)
+
+
+def _token_order(n, seed, steps=16, vocabulary=60):
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(steps // 2, steps + 1, n)
+    tokens = rng.integers(3, vocabulary, (n, steps)).astype(np.int32)
+    marked = np.array([rng.choice(np.arange(1, length), 2, replace=False) for length in lengths])
+    tokens[np.arange(n), marked[:, 0]], tokens[np.arange(n), marked[:, 1]] = 1, 2
+    padding = (np.arange(steps)[None, :] < lengths[:, None]).astype(np.int32)
+    x = {"token_ids": tokens * padding, "segment_ids": np.zeros_like(tokens), "padding_mask": padding}
+    return x, (marked[:, 0] < marked[:, 1]).astype(np.int32)
+
+
+def _bert(seed: int):
+    import keras_hub
+
+    keras3.utils.set_random_seed(seed)
+    backbone = keras_hub.models.BertBackbone(vocabulary_size=60, num_layers=2, num_heads=4, hidden_dim=64,
+                                             intermediate_dim=128, max_sequence_length=16, dropout=0.0)
+    outputs = keras3.layers.Dense(2, activation="softmax", name="classes")(backbone.output["pooled_output"])
+    return keras3.Model(backbone.input, outputs, name="bert_tiny")
+
+
+def _bert_data(seed: int, tiny: bool):
+    (x, y), (x_val, y_val) = _token_order(512 if tiny else 4000, seed), _token_order(256 if tiny else 1000, seed + 100)
+    return {"x": x, "y": y}, {"x": x_val, "y": y_val}, 2 if tiny else 20, 1 if tiny else 4
+
+
+MODELS = {"vit_digits": (_vit, _vit_data), "bert_tiny": (_bert, _bert_data)}
+
+
+# --- Files and their accuracy ------------------------------------------------------------------------------------
+
+def _accuracy_of_file(content: bytes, x, y, kernels="default") -> float:
+    summary = tfjoint.read_flatbuffer(content)
+    names = [t.signature_name for t in summary.inputs]
+    model = tfjoint.TFLiteModel(content, names, [t.signature_name for t in summary.outputs], kernels=kernels)
+    inputs = [x[name] for name in names] if isinstance(x, dict) else [x]
+    return float(np.mean(np.argmax(model.predict(inputs), -1) == y))
+
+
+def _float_ops(content: bytes) -> int:
+    return len(tfjoint.read_flatbuffer(content).float_ops)
+
+
+def _tf_ptq(model3, train) -> bytes:
+    import tensorflow as tf
+
+    bridged = tfjoint.from_keras3(model3, train["x"])
+    x = train["x"]
+    names = [t.name.split(":")[0] for t in bridged.inputs]
+
+    def representative():
+        for i in range(300):
+            yield [x[name][i:i + 1] for name in names] if isinstance(x, dict) else [x[i:i + 1]]
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(bridged)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative
+    return converter.convert()
+
+
+def _aeq(model3, train) -> bytes:
+    import tensorflow as tf
+    from ai_edge_quantizer import quantizer, recipe
+
+    bridged = tfjoint.from_keras3(model3, train["x"])
+    float_content = tf.lite.TFLiteConverter.from_keras_model(bridged).convert()
+    qt = quantizer.Quantizer(float_content, recipe.static_wi8_ai8())
+    summary = tfjoint.read_flatbuffer(float_content)
+    names = [t.signature_name for t in summary.inputs]
+    x = train["x"]
+    samples = [{name: (x[name] if isinstance(x, dict) else x)[i:i + 1] for name in names} for i in range(300)]
+    calibration = qt.calibrate({"serving_default": samples})
+    return bytes(qt.quantize(calibration).quantized_model)
+
+
+def _tfjoint(model3, train, val, epochs, path, **kwargs):
+    steps = epochs * -(-len(train["y"]) // 32)
+    joint = tfjoint.prepare(model3, end_step=max(steps // 2, 1), frequency=max(steps // 32, 1),
+                            sample_inputs=train["x"], **kwargs)
+    joint.compile(keras3.optimizers.Adam(3e-4), "sparse_categorical_crossentropy")
+    joint.fit(train["x"], train["y"], epochs=epochs, batch_size=32, verbose=0)
+    started = time.perf_counter()
+    report = tfjoint.export_tflite(tfjoint.strip(joint), path, validation_data=(val["x"], val["y"]),
+                                   representative_data=train["x"], quantization="qat", explain_layers=False)
+    return report, time.perf_counter() - started
+
+
+def run(name: str, seed: int, tiny: bool, work: str) -> list[dict]:
+    build, load = MODELS[name]
+    train, val, float_epochs, epochs = load(seed, tiny)
+    model = build(seed)
+    model.compile(keras3.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(train["x"], train["y"], epochs=float_epochs, batch_size=32, verbose=0)
+    rows = [{"method": "float", "accuracy": float(model.evaluate(val["x"], val["y"], verbose=0)[1])}]
+    for method, make in (("TF PTQ", _tf_ptq), ("AEQ", _aeq)):
+        try:
+            content = make(model, train)
+            rows.append({"method": method, "accuracy": _accuracy_of_file(content, val["x"], val["y"]),
+                         "float_ops": _float_ops(content), "size_bytes": len(content)})
+        except Exception as error:
+            rows.append({"method": method, "error": f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"})
+    files = {}
+    for method, kwargs in (("tfjoint", dict(target_sparsity=0.0)), ("tfjoint 50%", dict(target_sparsity=0.5)),
+                           ("tfjoint heads", dict(target_sparsity=0.0, channel_sparsity=0.5))):
+        path = os.path.join(work, f"{name}_{seed}_{method.replace(' ', '_').replace('%', '')}.tflite")
+        try:
+            report, export_s = _tfjoint(model, train, val, epochs, path, **kwargs)
+            files[method] = open(path, "rb").read()
+            rows.append({"method": method, "accuracy": report.int8_accuracy, "float_ops": len(report.float_ops),
+                         "size_bytes": report.size_bytes, "export_s": export_s,
+                         "weight_sparsity": report.weight_sparsity})
+        except Exception as error:
+            rows.append({"method": method, "error": f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"})
+    if {"tfjoint", "tfjoint heads"} <= set(files):
+        from common import paired_latency_ratios
+
+        pair = {"unpruned": files["tfjoint"], "heads": files["tfjoint heads"]}
+        for kernels in ("builtin", "default"):
+            ratios = paired_latency_ratios(pair, "unpruned", rounds=3 if tiny else 7, kernels=kernels)
+            rows.append({"method": f"latency heads/unpruned ({kernels})",
+                         "ratio": float(statistics.median(ratios["heads"]))})
+    for row in rows:
+        row.update(model=name, seed=seed)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
+def _mean(values, fmt=".2f"):
+    values = [v for v in values if v is not None]
+    if not values:
+        return "n/a"
+    spread = f" ± {statistics.stdev(values):{fmt}}" if len(values) > 1 else ""
+    return f"{statistics.mean(values):{fmt}}{spread}"
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| model | method | accuracy % | vs float (points) | float ops | size KB | export s |",
+             "|---|---|---|---|---|---|---|"]
+    groups: dict = {}
+    for row in rows:
+        groups.setdefault((row["model"], row["method"]), []).append(row)
+    for (model, method), group in groups.items():
+        ok = [r for r in group if "error" not in r]
+        if not ok:
+            lines.append(f"| {model} | {method} | failed: {group[0]['error'][:100]} | | | | |")
+            continue
+        if "ratio" in ok[0]:
+            lines.append(f"| {model} | {method} | ratio {_mean([r['ratio'] for r in ok], '.3f')} | | | | |")
+            continue
+        floats = {r["seed"]: r["accuracy"] for r in rows if r["model"] == model and r["method"] == "float"}
+        drop = [100 * (r["accuracy"] - floats[r["seed"]]) for r in ok if r["seed"] in floats]
+        lines.append(f"| {model} | {method} | {_mean([100 * r['accuracy'] for r in ok])} | "
+                     f"{_mean(drop) if method != 'float' else ''} | {_mean([r.get('float_ops') for r in ok], '.0f')} | "
+                     f"{_mean([r['size_bytes'] / 1024 for r in ok if r.get('size_bytes')], '.1f')} | "
+                     f"{_mean([r.get('export_s') for r in ok], '.0f')} |")
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--tiny", action="store_true", help="a smoke run: little data, few epochs")
+    args = parser.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    rows = []
+    with tempfile.TemporaryDirectory() as work:
+        for name in args.models.split(","):
+            for seed in (int(s) for s in args.seeds.split(",")):
+                rows += run(name, seed, args.tiny, work)
+    stem = "transformers" + ("_tiny" if args.tiny else "")
+    with open(os.path.join(args.out, f"{stem}.json"), "w") as handle:
+        json.dump({"command": " ".join(sys.argv), "rows": rows}, handle, indent=2)
+    text = table(rows)
+    with open(os.path.join(args.out, f"{stem}.md"), "w") as handle:
+        handle.write(f"`{' '.join(sys.argv)}`\n\n{text}\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
