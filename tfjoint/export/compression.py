@@ -45,8 +45,13 @@ __all__ = ["LutTable", "LutFile", "plan_tables", "lut_spec", "compress_candidate
            "MIN_SAVING_BYTES", "MAX_LUT_VALUES"]
 
 MAX_LUT_VALUES = 128  # 7-bit indices: the widest TFLM's LUT format holds
-MIN_SAVING_BYTES = 64  # below this a table costs more in DECODE's operator and tensors than it saves
+MIN_SAVING_BYTES = 64  # what a compressed tensor must save, after everything it adds to the file
 _DCM_BYTES = 16  # DECODE's common metadata, ahead of the value tables
+# What each compressed tensor adds besides its indices and tables (measured on the files TFLM's tool writes): the
+# decoded and the ancillary tensors' entries and names (each its own copy of the name), DECODE's operator, and a
+# copy of the tensor's quantization parameters (per channel: a float32 scale and an int64 zero point each).
+_TENSOR_ENTRY_BYTES = 96
+_QUANTIZATION_BYTES_PER_SCALE = 12
 _ALIGNMENT = 16  # TFLM aligns each decoded tensor in the alternate buffer
 _INT8 = 9  # tflite.TensorType.INT8
 
@@ -181,12 +186,14 @@ def plan_tables(candidate: Candidate) -> list[LutTable]:
                 f"with prepare(clusters=...) to share values"), **common))
             continue
         bits = index_bits(most)
-        after = -(-values.size * bits // 8) + tables * max(_table_length(values, axis), 1) + _DCM_BYTES
+        scales = len(getattr(tensor.quantization, "scales", None) or [0]) if tensor.quantization is not None else 0
+        after = (-(-values.size * bits // 8) + tables * max(_table_length(values, axis), 1) + _DCM_BYTES
+                 + _TENSOR_ENTRY_BYTES + 2 * len(tensor.name or "") + _QUANTIZATION_BYTES_PER_SCALE * scales)
         if before - after < MIN_SAVING_BYTES:
             found.append(LutTable(bits=None, axis=None, bytes_after=None, reason=(
-                f"too small to pay: {before} bytes would become {after} ({bits}-bit indices, {tables} table(s), "
-                f"DECODE's metadata), less than {MIN_SAVING_BYTES} bytes saved before DECODE's own operator"),
-                **common))
+                f"too small to pay: {before} bytes would become {after} in the file ({bits}-bit indices, {tables} "
+                f"table(s), and what a DECODE adds: its tensors, names and a copy of the quantization parameters), "
+                f"less than {MIN_SAVING_BYTES} bytes saved"), **common))
             continue
         found.append(LutTable(bits=bits, axis=axis, bytes_after=after, **common))
     return found
@@ -256,15 +263,29 @@ def compress_candidate(candidate: Candidate) -> LutFile:
         raise errors.ExportError(f"`compression`='lut' found no weight tensor worth compressing: {reasons}. Train "
                                  "with tfjoint.prepare(..., clusters=16) (or fewer) so weights share values.")
     tensors = model_editor.read(candidate.content).subgraphs[0].tensors
-    specs = [lut_spec(spec, t.tensor_index, tensors[t.tensor_index], t.bits or 8, t.axis) for t in compressed]
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # its expansion warning: tensors that would grow are left out above
-            content = bytes(compress(candidate.content, specs))
-    except Exception as error:  # TFLM's CompressionError (or a bug there): name what was being compressed
-        raise errors.ExportError(f"TFLM's LUT compression failed on this file ({type(error).__name__}: {error}); "
-                                 f"tensors: {[t.layer or t.tensor for t in compressed]}. Export with "
-                                 "compression='none'.") from error
+    # Largest saving first; while the file is not smaller than the int8 file, the smallest saving is given up.
+    chosen = sorted(compressed, key=lambda t: t.bytes_before - (t.bytes_after or 0), reverse=True)
+    while chosen:
+        specs = [lut_spec(spec, t.tensor_index, tensors[t.tensor_index], t.bits or 8, t.axis) for t in chosen]
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # its expansion warning: tensors that would grow are left out above
+                content = bytes(compress(candidate.content, specs))
+        except Exception as error:  # TFLM's CompressionError (or a bug there): name what was being compressed
+            raise errors.ExportError(f"TFLM's LUT compression failed on this file ({type(error).__name__}: "
+                                     f"{error}); tensors: {[t.layer or t.tensor for t in chosen]}. Export with "
+                                     "compression='none'.") from error
+        if len(content) < len(candidate.content) or len(chosen) == 1:
+            break
+        chosen = chosen[:-1]
+    given_up = {t.tensor_index for t in compressed} - {t.tensor_index for t in chosen}
+    tables = [dataclasses.replace(t, bits=None, axis=None, bytes_after=None, reason=(
+        "too small to pay: with it the compressed file was not smaller")) if t.tensor_index in given_up else t
+        for t in tables]
+    if len(content) >= len(candidate.content):
+        raise errors.ExportError(f"`compression`='lut' would not shrink this file ({len(candidate.content)} bytes "
+                                 f"int8, {len(content)} compressed): its weight tensors are too small for TFLM's "
+                                 "DECODE to pay. Export with compression='none'.")
     return LutFile(content, len(candidate.content), _read_back(tables, content, candidate),
                    _alt_decompression_bytes(content))
 
