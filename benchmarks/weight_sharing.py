@@ -35,6 +35,8 @@ from tfjoint.app import digits  # noqa: E402
 
 SPARSITY = 0.8
 METHODS = ("plain", "tfjoint 16", "tfjoint 4", "TF-MOT 16", "TF-MOT 4")
+# With --longer: tfjoint's one fit at 1.5x the epochs (half the epochs of TF-MOT's three fits together).
+LONGER = ("tfjoint 16 x1.5", "tfjoint 4 x1.5")
 
 
 def _digits(seed: int, tiny: bool):
@@ -115,17 +117,18 @@ def _tfmot_chain(model, data, epochs, clusters, path):
     return dict(_export(pcqat, data, path, "lut"), wall_s=wall)
 
 
-def run(task: str, seed: int, tiny: bool, work: str) -> list[dict]:
+def run(task: str, seed: int, tiny: bool, work: str, methods=METHODS) -> list[dict]:
     model, data, epochs = TASKS[task](seed, tiny)
     rows = []
-    for method in METHODS:
+    for method in methods:
         path = os.path.join(work, f"{task}_{seed}_{method.replace(' ', '_')}.tflite")
         clusters = int(method.split()[1]) if " " in method else None
         try:
             if method.startswith("TF-MOT"):
                 row = _tfmot_chain(model, data, epochs, clusters, path)
             else:
-                row = _tfjoint(model, data, epochs, clusters, path)
+                scaled = int(round(epochs * 1.5)) if method.endswith("x1.5") else epochs
+                row = _tfjoint(model, data, scaled, clusters, path)
         except Exception as error:  # a method that fails is a row saying so, not a lost run
             row = {"error": f"{type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''}"}
         rows.append(dict(row, task=task, seed=seed, method=method, epochs=epochs))
@@ -137,8 +140,8 @@ def _mean(values, fmt):
     values = [v for v in values if v is not None]
     if not values:
         return "n/a"
-    spread = f" ± {statistics.stdev(values):{fmt[1:]}}" if len(values) > 1 else ""
-    return f"{statistics.mean(values):{fmt[1:]}}{spread}"
+    spread = f" ± {statistics.stdev(values):{fmt}}" if len(values) > 1 else ""
+    return f"{statistics.mean(values):{fmt}}{spread}"
 
 
 def table(rows: list[dict]) -> str:
@@ -167,20 +170,33 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def render(path: str) -> str:
+    """The table of a results file written before (`python benchmarks/weight_sharing.py --render=<json>`)."""
+    with open(path) as handle:
+        return table(json.load(handle)["rows"])
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--tasks", default=",".join(TASKS))
     parser.add_argument("--tiny", action="store_true", help="a smoke run: few samples and epochs")
+    parser.add_argument("--render", default=None, help="print the table of a results .json and exit")
+    parser.add_argument("--longer", action="store_true",
+                        help="only plain, TF-MOT's chains and tfjoint at 1.5x the epochs (weight_sharing_longer.*)")
     args = parser.parse_args()
+    if args.render:
+        print(render(args.render))
+        return
     os.makedirs(args.out, exist_ok=True)
     rows = []
     with tempfile.TemporaryDirectory() as work:
         for task in args.tasks.split(","):
             for seed in (int(s) for s in args.seeds.split(",")):
-                rows += run(task, seed, args.tiny, work)
-    name = "weight_sharing" + ("_tiny" if args.tiny else "")
+                rows += run(task, seed, args.tiny, work,
+                            ("plain", "TF-MOT 16", "TF-MOT 4") + LONGER if args.longer else METHODS)
+    name = "weight_sharing" + ("_longer" if args.longer else "") + ("_tiny" if args.tiny else "")
     with open(os.path.join(args.out, f"{name}.json"), "w") as handle:
         json.dump({"command": " ".join(sys.argv), "rows": rows}, handle, indent=2)
     text = table(rows)
