@@ -50,6 +50,9 @@ benchmark: $(STAMP)
 	$(BIN)/python benchmarks/budget.py --out=benchmarks/results
 	$(BIN)/python benchmarks/prepare_export_time.py --out=benchmarks/results
 	$(BIN)/python benchmarks/zoo.py --out=benchmarks/results
+	$(BIN)/python benchmarks/transformers.py --out=benchmarks/results
+	$(BIN)/python benchmarks/weight_sharing.py --out=benchmarks/results
+	$(BIN)/python benchmarks/what_you_keep.py --out=benchmarks/results
 
 clean:
 	rm -rf $(VENV) demo_out build *.egg-info

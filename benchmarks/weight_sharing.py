@@ -13,8 +13,15 @@ Per task and seed, from one float model trained here:
 
 Every file is validated in TensorFlow Lite Micro (the accuracy is TFLM's on the validation split); the flash is
 the file's size, the arena and the alternate decompression memory are TFLM's. Wall is the training time (fits)
-of each method. The 30%-flash-budget comparison of a channels-only plan against one with bits per layer is not
-run: tfjoint's planner has no bits lever yet (see the README).
+of each method.
+
+With --budget (weight_sharing_budget.*): at a flash budget of 30% of the plain file, per task and seed,
+
+* channels plan: `plan_for_budget(flash_bytes=...)`, channels only (8-bit weights);
+* bits plan: `plan_for_budget(flash_bytes=..., weight_bits=(8, 4, 2))`: channels or 2-/4-bit kernels per layer,
+  whichever costs less loss, exported with `compression="lut"`;
+
+each trained with `prepare(plan=plan)` for the same epochs and checked against the budget in TFLM.
 """
 
 import argparse
@@ -117,6 +124,53 @@ def _tfmot_chain(model, data, epochs, clusters, path):
     return dict(_export(pcqat, data, path, "lut"), wall_s=wall)
 
 
+BUDGET_METHODS = ("plain", "channels plan", "bits plan")
+BUDGET_FRACTION = 0.3
+
+
+def _planned(model, data, epochs, flash_bytes, weight_bits, path):
+    started = time.perf_counter()
+    val = (data["x_val"], data["y_val"])
+    plan = tfjoint.plan_for_budget(_clone(model), flash_bytes=flash_bytes, validation_data=val,
+                                   weight_bits=weight_bits)
+    joint = tfjoint.prepare(_clone(model), plan=plan, end_step=_steps(data, epochs) // 2, frequency=10,
+                            check_conversion=False)
+    joint.compile(keras.optimizers.Adam(5e-4), "sparse_categorical_crossentropy")
+    joint.fit(data["x_train"], data["y_train"], epochs=epochs, batch_size=32, verbose=0)
+    wall = time.perf_counter() - started
+    report = tfjoint.export_tflite(tfjoint.strip(joint), path, validation_data=val, runtimes=("tflm",),
+                                   compression="lut" if plan.clusters else "none", quantization="qat",
+                                   budget=plan.budget)
+    row = {"flash_bytes": report.size_bytes, "tflm_accuracy": report.per_runtime["tflm"]["int8_accuracy"],
+           "arena_bytes": report.memory.get("tflm_arena_bytes"),
+           "alt_bytes": report.compression.get("alt_decompression_bytes", 0), "budget_bytes": flash_bytes,
+           "met": report.budget["flash_bytes"]["measured"] <= flash_bytes,
+           "channel_fractions": dict(plan.channel_fractions), "clusters": dict(plan.clusters),
+           "predicted_accuracy": plan.predicted.get("accuracy_before_fine_tuning")}
+    return dict(row, wall_s=wall)
+
+
+def run_budget(task: str, seed: int, tiny: bool, work: str) -> list[dict]:
+    """The plain file, then the channels-only and the bits plan at BUDGET_FRACTION of its flash."""
+    model, data, epochs = TASKS[task](seed, tiny)
+    rows = []
+    plain = None
+    for method in BUDGET_METHODS:
+        path = os.path.join(work, f"{task}_{seed}_{method.replace(' ', '_')}.tflite")
+        try:
+            if method == "plain":
+                row = _tfjoint(model, data, epochs, None, path)
+                plain = row["flash_bytes"]
+            else:
+                budget = int(BUDGET_FRACTION * plain)
+                row = _planned(model, data, epochs, budget, (8, 4, 2) if method == "bits plan" else (8,), path)
+        except Exception as error:  # a method that fails is a row saying so, not a lost run
+            row = {"error": f"{type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''}"}
+        rows.append(dict(row, task=task, seed=seed, method=method, epochs=epochs))
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 def run(task: str, seed: int, tiny: bool, work: str, methods=METHODS) -> list[dict]:
     model, data, epochs = TASKS[task](seed, tiny)
     rows = []
@@ -170,10 +224,41 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def budget_table(rows: list[dict]) -> str:
+    lines = ["| task | method | TFLM accuracy | vs channels plan (points) | flash KB | budget KB | met | "
+             "alt. memory KB | plan (seed 0) |", "|---|---|---|---|---|---|---|---|---|"]
+    by: dict = {}
+    for row in rows:
+        by.setdefault((row["task"], row["method"]), []).append(row)
+    for (task, method), group in by.items():
+        ok = [r for r in group if "error" not in r]
+        if not ok:
+            lines.append(f"| {task} | {method} | failed: {group[0]['error'][:120]} | | | | | | |")
+            continue
+        channels = {r["seed"]: r for r in rows if r["task"] == task and r["method"] == "channels plan"
+                    and "error" not in r}
+        gain = [100 * (r["tflm_accuracy"] - channels[r["seed"]]["tflm_accuracy"]) for r in ok if r["seed"] in channels]
+        first = ok[0]
+        plan = ""
+        if "channel_fractions" in first:
+            plan = ", ".join([f"{g} -{f:.0%} ch" for g, f in first["channel_fractions"].items()]
+                             + [f"{n} {c.bit_length() - 1}-bit" for n, c in first["clusters"].items()])
+        met = f"{sum(bool(r.get('met')) for r in ok)}/{len(ok)}" if "budget_bytes" in first else ""
+        lines.append(
+            f"| {task} | {method} | {_mean([100 * r['tflm_accuracy'] for r in ok], '.2f')} % | "
+            f"{_mean(gain, '.2f') if method == 'bits plan' else ''} | "
+            f"{_mean([r['flash_bytes'] / 1024 for r in ok], '.1f')} | "
+            f"{_mean([r['budget_bytes'] / 1024 for r in ok if 'budget_bytes' in r], '.1f')} | "
+            f"{met} | "
+            f"{_mean([r['alt_bytes'] / 1024 for r in ok], '.1f')} | {plan} |")
+    return "\n".join(lines)
+
+
 def render(path: str) -> str:
     """The table of a results file written before (`python benchmarks/weight_sharing.py --render=<json>`)."""
     with open(path) as handle:
-        return table(json.load(handle)["rows"])
+        rows = json.load(handle)["rows"]
+    return budget_table(rows) if any(r["method"] == "bits plan" for r in rows) else table(rows)
 
 
 def main():
@@ -185,6 +270,9 @@ def main():
     parser.add_argument("--render", default=None, help="print the table of a results .json and exit")
     parser.add_argument("--longer", action="store_true",
                         help="only plain, TF-MOT's chains and tfjoint at 1.5x the epochs (weight_sharing_longer.*)")
+    parser.add_argument("--budget", action="store_true",
+                        help="a flash budget of 30%% of the plain file: channels-only plan against the plan with bits "
+                             "(weight_sharing_budget.*)")
     args = parser.parse_args()
     if args.render:
         print(render(args.render))
@@ -194,12 +282,16 @@ def main():
     with tempfile.TemporaryDirectory() as work:
         for task in args.tasks.split(","):
             for seed in (int(s) for s in args.seeds.split(",")):
+                if args.budget:
+                    rows += run_budget(task, seed, args.tiny, work)
+                    continue
                 rows += run(task, seed, args.tiny, work,
                             ("plain", "TF-MOT 16", "TF-MOT 4") + LONGER if args.longer else METHODS)
-    name = "weight_sharing" + ("_longer" if args.longer else "") + ("_tiny" if args.tiny else "")
+    name = ("weight_sharing" + ("_longer" if args.longer else "") + ("_budget" if args.budget else "")
+            + ("_tiny" if args.tiny else ""))
     with open(os.path.join(args.out, f"{name}.json"), "w") as handle:
         json.dump({"command": " ".join(sys.argv), "rows": rows}, handle, indent=2)
-    text = table(rows)
+    text = budget_table(rows) if args.budget else table(rows)
     with open(os.path.join(args.out, f"{name}.md"), "w") as handle:
         handle.write(f"`{' '.join(sys.argv)}`\n\n{text}\n")
     print(text)

@@ -93,3 +93,17 @@ def test_every_field_is_a_flag_with_its_default_and_bounds():
     assert config.tolerances == tfjoint.Tolerances()  # one set of defaults
     with pytest.raises(flags.IllegalFlagValueError):
         values["target_sparsity"].parse("1.5")
+
+
+def test_lut_with_a_flash_budget_lets_the_plan_choose_bits_and_clusters_fix_them():
+    from tfjoint.app.pipeline import compression_for, weight_bits_for
+
+    planned = RunConfig(target="micro", compression="lut", flash_kb=40)  # no --clusters: the plan chooses bits
+    assert weight_bits_for(planned) == (8, 4, 2)
+    assert weight_bits_for(RunConfig(target="micro", compression="lut", flash_kb=40, clusters=16)) == (8,)
+    assert weight_bits_for(RunConfig(target="micro", flash_kb=40)) == (8,)
+    eight_bits = tfjoint.CompressionPlan(channel_fractions={"conv2": 0.5})
+    assert compression_for(planned, eight_bits) == "none"  # nothing shared: nothing to compress
+    assert compression_for(planned, tfjoint.CompressionPlan(channel_fractions={}, clusters={"fc1": 16})) == "lut"
+    with pytest.raises(tfjoint.ConfigError, match="--compression=lut needs --clusters"):
+        RunConfig(target="micro", compression="lut")

@@ -111,3 +111,51 @@ def test_budget_benchmark_tiny_run(tmp_path):
             assert row["system"] == "planned" and "smallest reachable" in row["refused"]
     assert "| digits | 30% | planned |" in (tmp_path / "budget.md").read_text()
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tflite")]
+
+
+def test_transformers_benchmark_tiny_run(tmp_path):
+    _run_benchmark("transformers.py", "--seeds=0", f"--out={tmp_path}")
+    rows = json.loads((tmp_path / "transformers_tiny.json").read_text())["rows"]
+    for model in ("vit_digits", "bert_tiny"):
+        mine = {row["method"]: row for row in rows if row["model"] == model}
+        for method in ("tfjoint", "tfjoint 50%", "tfjoint heads"):
+            assert "error" not in mine[method], mine[method]
+            assert mine[method]["float_ops"] == 0  # counted in the written file
+            assert 0.0 <= mine[method]["accuracy"] <= 1.0
+        assert mine["tfjoint heads"]["size_bytes"] < mine["tfjoint"]["size_bytes"]  # heads physically removed
+        assert mine["tfjoint 50%"]["weight_sparsity"] > 0.2
+        assert mine["latency heads/unpruned (builtin)"]["ratio"] > 0
+    assert "| bert_tiny | tfjoint heads |" in (tmp_path / "transformers_tiny.md").read_text()
+
+
+def test_weight_sharing_benchmark_tiny_run(tmp_path):
+    _run_benchmark("weight_sharing.py", "--seeds=0", "--tasks=digits", f"--out={tmp_path}")
+    rows = {row["method"]: row for row in json.loads((tmp_path / "weight_sharing_tiny.json").read_text())["rows"]}
+    assert not [row for row in rows.values() if "error" in row], rows
+    assert rows["tfjoint 16"]["flash_bytes"] < rows["plain"]["flash_bytes"]  # the files' sizes
+    assert rows["tfjoint 4"]["flash_bytes"] < rows["tfjoint 16"]["flash_bytes"]
+    for method in ("tfjoint 16", "TF-MOT 16"):
+        assert rows[method]["alt_bytes"] > 0 and 0.0 <= rows[method]["tflm_accuracy"] <= 1.0
+    assert "| digits | tfjoint 4 |" in (tmp_path / "weight_sharing_tiny.md").read_text()
+
+
+def test_what_you_keep_benchmark_tiny_run(tmp_path):
+    _run_benchmark("what_you_keep.py", "--seeds=0", "--tasks=digits,conv1d_lstm", f"--out={tmp_path}")
+    rows = json.loads((tmp_path / "what_you_keep_tiny.json").read_text())["rows"]
+    assert {row["task"] for row in rows} == {"digits", "conv1d_lstm"}
+    for row in rows:
+        assert set(row["int8"]) == {"litert", "litert_reference", "tflm"}  # the written file in each runtime
+        assert all(0.0 <= value <= 1.0 for value in row["int8"].values())
+    assert "conv1d_lstm" in (tmp_path / "what_you_keep_tiny.md").read_text()
+
+
+def test_weight_sharing_budget_benchmark_tiny_run(tmp_path):
+    _run_benchmark("weight_sharing.py", "--budget", "--seeds=0", "--tasks=digits", f"--out={tmp_path}")
+    data = json.loads((tmp_path / "weight_sharing_budget_tiny.json").read_text())
+    rows = {row["method"]: row for row in data["rows"]}
+    assert not [row for row in rows.values() if "error" in row], rows
+    for method in ("channels plan", "bits plan"):  # both checked on the written file against 30% of the plain file
+        assert rows[method]["met"] and rows[method]["flash_bytes"] <= rows[method]["budget_bytes"]
+        assert rows[method]["budget_bytes"] == int(0.3 * rows["plain"]["flash_bytes"])
+    assert rows["bits plan"]["clusters"] and not rows["channels plan"]["clusters"]
+    assert "| digits | bits plan |" in (tmp_path / "weight_sharing_budget_tiny.md").read_text()

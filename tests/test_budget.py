@@ -137,3 +137,32 @@ def test_a_per_group_channel_plan_round_trips_in_the_schedule():
     assert again == schedule and again.channel_target_for("conv1") == 0.25 and again.channel_target_for("x") == 0.0
     with pytest.raises(tfjoint.ConfigError, match=r"`channel_sparsity\['fc1'\]` must be in \[0, 1\)"):
         JointSchedule(target_sparsity=0.5, end_step=10, channel_sparsity={"fc1": 1.5})
+
+
+def test_bits_beside_channels_meet_a_flash_budget_in_tflm_with_fewer_channels_removed(digits_float_model, digits_data,
+                                                                                      full_figures, tmp_path):
+    budget = int(full_figures["flash_bytes"] * 0.3)
+    val = (digits_data["x_val"], digits_data["y_val"])
+    channels_only = tfjoint.plan_for_budget(digits_float_model, flash_bytes=budget, validation_data=val)
+    with_bits = tfjoint.plan_for_budget(digits_float_model, flash_bytes=budget, validation_data=val,
+                                        weight_bits=(8, 4, 2))
+    assert not channels_only.clusters
+    assert with_bits.clusters and set(with_bits.clusters.values()) <= {4, 16}  # 2- or 4-bit kernels chosen
+    bits = with_bits.predicted["weight_bits"]
+    assert {name: 2 ** b for name, b in bits.items() if b < 8} == dict(with_bits.clusters)  # the plan records them
+    measured = with_bits.predicted["measured_in_tflm"]  # the LUT file built and measured in TFLM while planning
+    assert measured["flash_bytes"] <= budget and measured["alt_bytes"] > 0
+    removed = sum(channels_only.channel_fractions.values())
+    assert sum(with_bits.channel_fractions.values()) < removed  # bits freed flash channels would have had to
+    assert "compression='lut'" in " ".join(with_bits.notes)
+
+    joint = tfjoint.prepare(digits_float_model, plan=with_bits, end_step=20, frequency=5)
+    joint.compile(keras.optimizers.Adam(5e-4), "sparse_categorical_crossentropy")
+    joint.fit(digits_data["x_train"], digits_data["y_train"], epochs=1, verbose=0)
+    path = tmp_path / "m.tflite"
+    report = tfjoint.export_tflite(tfjoint.strip(joint), str(path), budget=with_bits.budget, runtimes=("tflm",),
+                                   compression="lut", validation_data=val)
+    assert len(path.read_bytes()) <= budget == report.budget["flash_bytes"]["limit"]
+    by_layer = {t["layer"]: t for t in report.compression["tensors"]}  # read back from the written file
+    for layer, clusters in with_bits.clusters.items():
+        assert by_layer[layer]["values"] <= clusters

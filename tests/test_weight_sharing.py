@@ -228,3 +228,21 @@ def test_two_replicas_share_the_same_clusters():
     for line in lines:
         _, values, zeros = line.split()
         assert int(values) <= 8 and float(zeros) >= 0.49
+
+
+@pytest.mark.parametrize("weight_bits", [(3,), 4, (8, 1), ("4",)])
+def test_bad_weight_bits_are_refused_naming_the_argument(weight_bits):
+    x, y = _digits_like(64)
+    with pytest.raises(tfjoint.errors.ConfigError, match=r"`weight_bits` must be a sequence of bit widths from"):
+        tfjoint.plan_for_budget(_model(), flash_bytes=10_000, validation_data=(x, y), weight_bits=weight_bits)
+
+
+def test_a_plan_with_clusters_trains_them_and_refuses_clusters_given_twice():
+    plan = tfjoint.CompressionPlan(channel_fractions={}, clusters={"hidden": 4})
+    assert tfjoint.CompressionPlan.from_dict(plan.to_dict()).clusters == {"hidden": 4}
+    joint = tfjoint.prepare(_model(), plan=plan, end_step=4, check_conversion=False)
+    assert joint.schedule.clusters == {"hidden": 4}  # the plan's choice reaches the schedule stored with the model
+    with pytest.raises(tfjoint.errors.ConfigError, match="CompressionPlan with clusters or `clusters`"):
+        tfjoint.prepare(_model(), plan=plan, end_step=4, clusters=16, check_conversion=False)
+    with pytest.raises(tfjoint.errors.ConfigError, match=r"`clusters\['hidden'\]` must be an int from 2 to 256"):
+        tfjoint.CompressionPlan(channel_fractions={}, clusters={"hidden": 300})

@@ -115,8 +115,10 @@ class RunConfig:
                                        "same pruned weights (both validated); qat or ptq: only that one.",
                                choices=("auto", "qat", "ptq"), group=_DEVICE)
     compression: str = _field("none", "lut: TFLM's look-up-table compression of weights trained with --clusters "
-                                      "(TFLM_DECODE operators; --target=micro only: LiteRT has no DECODE). The report "
-                                      "and model_data.h give the arena and the alternate decompression memory.",
+                                      "(TFLM_DECODE operators; --target=micro only: LiteRT has no DECODE). With a "
+                                      "budget and no --clusters, the plan chooses 2-, 4- or 8-bit weights per layer "
+                                      "beside channels. The report and model_data.h give the arena and the "
+                                      "alternate decompression memory.",
                               choices=("none", "lut"), group=_DEVICE)
     max_accuracy_drop: float = _field(_TOLERANCES.max_accuracy_drop,
                                       "Fail if int8 accuracy is more than this below the Keras model it was "
@@ -163,7 +165,11 @@ class RunConfig:
             raise errors.ConfigError(f"--compression=lut writes TFLM_DECODE operators, which only TensorFlow Lite "
                                      f"Micro runs, but --target={self.target}: use --target=micro, or drop "
                                      "--compression (on a phone --clusters shrinks the gzip download).")
-        if self.compression == "lut" and (self.clusters is None or self.clusters > 128):
+        if self.compression == "lut" and self.clusters is None and not self.budget_given:
+            raise errors.ConfigError("--compression=lut needs --clusters (at most 128: LUT indices are 1 to 7 bits), "
+                                     "or a budget (--flash_kb) for the plan to choose 2-, 4- or 8-bit weights per "
+                                     "layer. Try --clusters=16.")
+        if self.compression == "lut" and self.clusters is not None and self.clusters > 128:
             raise errors.ConfigError(f"--compression=lut needs --clusters of at most 128 (LUT indices are 1 to 7 "
                                      f"bits); received --clusters={self.clusters}. Try --clusters=16.")
 

@@ -143,7 +143,21 @@ def _budget_plan(config: RunConfig, float_model, data, phases):
             float_model, flash_bytes=None if config.flash_kb is None else int(config.flash_kb * 1024),
             arena_bytes=None if config.arena_kb is None else int(config.arena_kb * 1024),
             macs=None if config.mmacs is None else int(config.mmacs * 1e6),
-            validation_data=(data["x_val"], data["y_val"]))
+            validation_data=(data["x_val"], data["y_val"]), weight_bits=weight_bits_for(config))
+
+
+def weight_bits_for(config: RunConfig) -> tuple[int, ...]:
+    """The bit widths a budget plan may store kernels with: with --compression=lut and no --clusters, 8, 4 or 2 per
+    layer (the plan chooses, beside channels); otherwise 8."""
+    return (8, 4, 2) if config.compression == "lut" and config.clusters is None else (8,)
+
+
+def compression_for(config: RunConfig, budget_plan) -> str:
+    """--compression, unless a budget plan chose to store every kernel with 8 bits (then nothing is compressed)."""
+    if config.compression == "lut" and config.clusters is None and not (budget_plan and budget_plan.clusters):
+        logging.info("tfjoint: the budget plan keeps 8-bit weights everywhere: the file is not LUT-compressed")
+        return "none"
+    return config.compression
 
 
 def run(config: RunConfig) -> RunResult:
@@ -168,7 +182,8 @@ def run(config: RunConfig) -> RunResult:
     schedule = tfjoint.plan_schedule(total_steps, plan if plan.method != "uniform" else plan.target,
                                      prune_end=config.prune_end, quant_start=config.quant_start,
                                      channel_sparsity=dict(budget_plan.channel_fractions) if budget_plan
-                                     else config.channel_sparsity).replace(clusters=config.clusters)
+                                     else config.channel_sparsity).replace(
+        clusters=dict(budget_plan.clusters) if budget_plan and budget_plan.clusters else config.clusters)
     logging.info("tfjoint: fine-tuning %d steps; schedule %s", total_steps, schedule.to_dict())
 
     with strategy.scope(), phases.run("prepare", "pruning + QAT wrappers, and a conversion check"):
@@ -207,8 +222,10 @@ def plan_accuracy_sentence(budget_plan) -> str:
     else:
         figure = (f"validation loss {predicted.get('loss_before_fine_tuning', float('nan')):.4g} (float "
                   f"{predicted.get('float_loss', float('nan')):.4g})")
-    return (f"the budget plan removes channels ({removed or 'none'}); with them removed and no fine-tuning the model "
-            f"has {figure}: the fine-tuning recovers from there")
+    shared = ", ".join(f"{layer} {clusters.bit_length() - 1}-bit" for layer, clusters in budget_plan.clusters.items())
+    also = f" and stores kernels with fewer bits ({shared})" if shared else ""
+    return (f"the budget plan removes channels ({removed or 'none'}){also}; with that done and no fine-tuning the "
+            f"model has {figure}: the fine-tuning recovers from there")
 
 
 def fine_tuning_shortfall(report: ExportReport, budget_plan) -> str | None:
@@ -250,7 +267,7 @@ def _export_and_plot(config, resolved, deployable, float_model, data, schedule, 
             deployable, files["model.tflite"], schedule=schedule, representative_data=calibration,
             validation_data=(data["x_val"], data["y_val"]), float_model=float_model, tolerances=config.tolerances,
             quantization=config.quantization, runtimes=RUNTIMES_FOR_TARGET[config.target],
-            budget=budget_plan.budget if budget_plan else None, compression=config.compression,
+            budget=budget_plan.budget if budget_plan else None, compression=compression_for(config, budget_plan),
             measure_latency=config.target == "phone",  # on a microcontroller this host's timings say nothing
             keep_rejected=os.path.join(config.out, "model.rejected.tflite"),
             float_path=files["float_model.tflite"], verbose=False,

@@ -41,8 +41,8 @@ from tfjoint.export.candidates import Candidate, Candidates
 from tfjoint.quantize.clusters import index_bits
 from tfjoint.tflite.flatbuffer import layer_of
 
-__all__ = ["LutTable", "LutFile", "plan_tables", "lut_spec", "compress_candidates", "decoded_tables",
-           "MIN_SAVING_BYTES", "MAX_LUT_VALUES"]
+__all__ = ["LutTable", "LutFile", "plan_tables", "lut_spec", "lut_bytes", "compress_candidate", "compress_candidates",
+           "decoded_tables", "MIN_SAVING_BYTES", "MAX_LUT_VALUES"]
 
 MAX_LUT_VALUES = 128  # 7-bit indices: the widest TFLM's LUT format holds
 MIN_SAVING_BYTES = 64  # what a compressed tensor must save, after everything it adds to the file
@@ -187,8 +187,7 @@ def plan_tables(candidate: Candidate) -> list[LutTable]:
             continue
         bits = index_bits(most)
         scales = len(getattr(tensor.quantization, "scales", None) or [0]) if tensor.quantization is not None else 0
-        after = (-(-values.size * bits // 8) + tables * max(_table_length(values, axis), 1) + _DCM_BYTES
-                 + _TENSOR_ENTRY_BYTES + 2 * len(tensor.name or "") + _QUANTIZATION_BYTES_PER_SCALE * scales)
+        after = lut_bytes(int(values.size), bits, tables, _table_length(values, axis), len(tensor.name or ""), scales)
         if before - after < MIN_SAVING_BYTES:
             found.append(LutTable(bits=None, axis=None, bytes_after=None, reason=(
                 f"too small to pay: {before} bytes would become {after} in the file ({bits}-bit indices, {tables} "
@@ -197,6 +196,18 @@ def plan_tables(candidate: Candidate) -> list[LutTable]:
             continue
         found.append(LutTable(bits=bits, axis=axis, bytes_after=after, **common))
     return found
+
+
+def lut_bytes(size: int, bits: int, tables: int, table_length: int, name_length: int, scales: int) -> int:
+    """What a LUT-compressed tensor of `size` weights costs in the file (an estimate, checked on the written file).
+
+    Its `bits`-bit indices, `tables` value tables of `table_length` entries,
+    DECODE's metadata, and what each compressed tensor adds: the decoded and
+    ancillary tensors' entries and names (`name_length` characters each),
+    and a copy of its quantization parameters (`scales` of them).
+    """
+    return (-(-size * bits // 8) + tables * max(table_length, 1) + _DCM_BYTES + _TENSOR_ENTRY_BYTES
+            + 2 * name_length + _QUANTIZATION_BYTES_PER_SCALE * scales)
 
 
 def _table_length(values: np.ndarray, axis: int | None) -> int:

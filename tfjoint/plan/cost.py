@@ -17,7 +17,10 @@ replays, on the shrunk tensors:
   measured), plus TFLM's persistent tail, measured on the full
   file and reduced by the per-channel operator data of the removed filters (an
   estimate when tflite-micro is not installed);
-* MACs: per weight operator, from the shrunk shapes.
+* MACs: per weight operator, from the shrunk shapes;
+* with weight bits (`bits={layer: 4}`): the layer's kernel as TFLM's LUT
+  compression stores it, `2**bits` values per table
+  (`export.compression.lut_bytes`), where that saves bytes at all.
 
 Everything here is a prediction. `measure_plan` builds the file a plan gives
 (the masks set where the schedule ends, untrained) and measures it, so the
@@ -33,6 +36,8 @@ from tfjoint._keras import keras
 from tfjoint._names import float_layer_name
 from tfjoint.data import sample_inputs_of
 from tfjoint.export import memory, tflm
+from tfjoint.export.candidates import Candidate
+from tfjoint.export.compression import MIN_SAVING_BYTES, compress_candidate, lut_bytes
 from tfjoint.prune.budget import CompressionPlan
 from tfjoint.prune.channels import ChannelPlan, Layout
 from tfjoint.prune.schedule import kept_channels
@@ -43,7 +48,7 @@ from tfjoint.train.prepare import prepare, ranges_initialized
 from tfjoint.train.prepared_model import finish_channel_pruning
 from tfjoint.train.strip import strip
 
-__all__ = ["CostModel", "build_cost_model", "measure_plan", "ONE_CHANNEL", "PER_CHANNEL_QUANTIZATION_BYTES",
+__all__ = ["CostModel", "Kernel", "build_cost_model", "measure_plan", "ONE_CHANNEL", "PER_CHANNEL_QUANTIZATION_BYTES",
            "PER_CHANNEL_OP_DATA_BYTES"]
 
 # The channel fraction that leaves one channel in any group (TF-MOT's rounding keeps at least one).
@@ -53,6 +58,15 @@ ONE_CHANNEL = 1.0 - 1e-9
 PER_CHANNEL_QUANTIZATION_BYTES = 12
 # TFLM keeps an int32 multiplier and shift per output channel of a convolution (`Operator.per_channel_op_data`).
 PER_CHANNEL_OP_DATA_BYTES = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class Kernel:
+    """A layer's weight tensor in the int8 file: what LUT compression of it would cost (`CostModel.predict`)."""
+
+    index: int  # tensor index
+    name_length: int
+    per_channel: bool
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,8 +94,10 @@ class CostModel:
     """
 
     def __init__(self, summary: FlatbufferSummary, content: bytes, axes: dict[int, list[_Axis]],
-                 groups: dict[str, int], tail_bytes: int | None, arena_measured: bool, head_floor_bytes: int = 0):
+                 groups: dict[str, int], tail_bytes: int | None, arena_measured: bool, head_floor_bytes: int = 0,
+                 kernels: dict[str, Kernel] | None = None):
         self._summary = summary
+        self.kernels = dict(kernels or {})
         self._axes = axes
         self._constants = {t.index for t in summary.constant_tensors}
         self._file_bytes = len(content)
@@ -106,8 +122,12 @@ class CostModel:
         """Channels each group keeps when `fractions` of them are removed (TF-MOT's rounding, at least one)."""
         return {group: kept_channels(size, fractions.get(group, 0.0)) for group, size in self.groups.items()}
 
-    def predict(self, fractions: dict[str, float]) -> dict[str, int]:
-        """Flash, arena (and its head) and MACs of the int8 file with `fractions` of each group's channels removed."""
+    def predict(self, fractions: dict[str, float], bits: dict[str, int] | None = None) -> dict[str, int]:
+        """Flash, arena (and its head) and MACs of the int8 file with `fractions` of each group's channels removed.
+
+        `bits`: layer -> index bits of its kernel under LUT compression (8 or
+        absent: stored as int8).
+        """
         kept = self.kept_channels(fractions)
         shapes = self._shapes(kept)
         by_index = {t.index: t for t in self._summary.tensors}
@@ -137,9 +157,19 @@ class CostModel:
             old = int(np.prod(tensor.shape, dtype=np.int64)) if tensor.shape else 1
             new = int(np.prod(shapes[index], dtype=np.int64)) if shapes[index] else 1
             buffers.append((size * new // old if old else size, first, last))
+        flash -= sum(self._lut_saving(kernel, shapes, b) for layer, b in (bits or {}).items()
+                     if (kernel := self.kernels.get(layer)) is not None and b < 8)
         head = max(memory.planned_head_bytes(buffers), self.head_floor_bytes)
         tail = max(self._tail - PER_CHANNEL_OP_DATA_BYTES * removed_op_channels, 0)
         return {"flash_bytes": int(flash), "arena_bytes": int(head + tail), "head_bytes": int(head), "macs": int(macs)}
+
+    def _lut_saving(self, kernel: Kernel, shapes: dict[int, tuple[int, ...]], bits: int) -> int:
+        """Bytes LUT compression saves on `kernel` at `bits` (0 where it would not pay: it is left uncompressed)."""
+        tensor = next(t for t in self._summary.tensors if t.index == kernel.index)
+        size = int(np.prod(shapes[kernel.index], dtype=np.int64))
+        tables = self._scaled_channel_count(tensor, shapes[kernel.index]) if kernel.per_channel else 1
+        saving = size - lut_bytes(size, bits, tables, 2 ** bits, kernel.name_length, tables)
+        return saving if saving >= MIN_SAVING_BYTES else 0
 
     @staticmethod
     def _scaled_channel_count(tensor, shape) -> int:
@@ -188,7 +218,8 @@ def _axes_of(summary: FlatbufferSummary, plan: ChannelPlan, layer_names: list[st
     return found
 
 
-def _plan_file(model, fractions: dict[str, float]) -> tuple[bytes, "keras.Model"]:
+def _plan_file(model, fractions: dict[str, float], clusters: dict[str, int] | None = None
+               ) -> tuple[bytes, "keras.Model"]:
     """The int8 file (and the stripped model) `model` gives with `fractions` of each group's channels removed.
 
     Nothing is trained: the masks are set where the schedule ends, so the
@@ -198,8 +229,9 @@ def _plan_file(model, fractions: dict[str, float]) -> tuple[bytes, "keras.Model"
     store for the trained model.
     """
     kept = {group: fraction for group, fraction in fractions.items() if fraction > 0}
-    if kept:
-        joint = prepare(model, plan=CompressionPlan(channel_fractions=kept), end_step=1, check_conversion=False)
+    if kept or clusters:
+        joint = prepare(model, plan=CompressionPlan(channel_fractions=kept, clusters=clusters or {}), end_step=1,
+                        check_conversion=False)
     else:
         joint = prepare(model, target_sparsity=0.0, end_step=1, check_conversion=False)
     samples = sample_inputs_of(joint)
@@ -209,25 +241,39 @@ def _plan_file(model, fractions: dict[str, float]) -> tuple[bytes, "keras.Model"
     return convert.to_int8(stripped), stripped
 
 
-def _figures(content: bytes) -> dict[str, int]:
-    """Flash and MACs read from a file, and the arena TFLM allocates it with (head and tail)."""
-    summary = read_flatbuffer(content)
-    arena = tflm.measure_arena(content)
+def _figures(content: bytes, alt_decompression_bytes: int = 0, summary: FlatbufferSummary | None = None
+             ) -> dict[str, int]:
+    """Flash and MACs read from a file, and the arena TFLM allocates it with (head and tail).
+
+    A LUT-compressed file (which LiteRT cannot open) comes with the summary of
+    the int8 file it was compressed from, for the MACs.
+    """
+    summary = summary or read_flatbuffer(content)
+    arena = tflm.measure_arena(content, alt_decompression_bytes=alt_decompression_bytes)
     return {"flash_bytes": len(content), "arena_bytes": arena.total_bytes, "head_bytes": arena.head_bytes,
             "tail_bytes": arena.tail_bytes, "macs": memory.memory_use(summary).macs}
 
 
-def measure_plan(model, fractions: dict[str, float]) -> dict[str, int]:
+def measure_plan(model, fractions: dict[str, float], clusters: dict[str, int] | None = None) -> dict[str, int]:
     """Flash, TFLM arena and MACs of the int8 file a channel plan gives, measured on the built file in TFLM.
 
     Args:
       model: the tf_keras float model.
       fractions: channel group -> fraction of its channels removed.
+      clusters: layer -> shared values of its kernel: the file is then
+        LUT-compressed by TFLM's tooling (`export.compression`) and measured
+        with the alternate decompression memory it needs (`alt_bytes`).
 
     Raises:
       errors.ConfigError: tflite-micro is not installed.
     """
-    return _figures(_plan_file(model, fractions)[0])
+    content, stripped = _plan_file(model, fractions, clusters)
+    if not clusters:
+        return _figures(content)
+    candidate = Candidate("qat", stripped, content, read_flatbuffer(content))
+    lut = compress_candidate(candidate)
+    return dict(_figures(lut.content, lut.alt_decompression_bytes, candidate.summary),
+                alt_bytes=lut.alt_decompression_bytes)
 
 
 def build_cost_model(model, plan: ChannelPlan, measure_floor: bool = False) -> CostModel:
@@ -251,5 +297,19 @@ def build_cost_model(model, plan: ChannelPlan, measure_floor: bool = False) -> C
             tail = None
         if measured and measure_floor and groups:
             floor = measure_plan(model, {group: ONE_CHANNEL for group in groups})["head_bytes"]
-    axes = _axes_of(summary, plan, [layer.name for layer in qat.layers])
-    return CostModel(summary, content, axes, groups, tail, measured, head_floor_bytes=floor)
+    layer_names = [layer.name for layer in qat.layers]
+    axes = _axes_of(summary, plan, layer_names)
+    return CostModel(summary, content, axes, groups, tail, measured, head_floor_bytes=floor,
+                     kernels=_kernels_of(summary, layer_names))
+
+
+def _kernels_of(summary: FlatbufferSummary, layer_names: list[str]) -> dict[str, Kernel]:
+    """The user's layer -> its int8 weight tensor in the file (the one LUT compression would encode)."""
+    per_channel = {t.index for t in summary.tensors if len(t.scales) > 1}
+    found: dict[str, Kernel] = {}
+    for weight in summary.weights:
+        layer = layer_of(weight.tensor_name, layer_names) or layer_of(weight.output_name, layer_names)
+        if layer is not None and weight.dtype == "int8" and weight.tensor_index >= 0:
+            found.setdefault(float_layer_name(layer), Kernel(weight.tensor_index, len(weight.tensor_name),
+                                                             weight.tensor_index in per_channel))
+    return found

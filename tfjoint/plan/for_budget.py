@@ -17,11 +17,21 @@
    model's floor, and the budget is refused if even one channel per group
    cannot then meet it.
 
+With `weight_bits` (say `(8, 4, 2)`), a second lever stands beside channels:
+a layer's kernel stored with 4 or 2 bits per weight (16 or 4 shared values
+per table, `prepare(clusters=...)`, shipped with TFLM's LUT compression).
+The scan also measures each such layer's loss with its kernel clustered (no
+training), the cost model predicts the LUT-compressed bytes, and the greedy
+search takes whichever step, a sixteenth of a group's channels or a layer's
+bits halved, frees the budget for the least loss. The TFLM check then builds
+the compressed file and measures it with its alternate decompression memory.
+
 A budget no plan can meet (every group down to one channel) is refused here,
 before any training, with the smallest figure reachable.
 """
 
 import time
+from typing import Sequence
 
 import numpy as np
 
@@ -30,10 +40,11 @@ from tfjoint._keras import check_float_model, is_keras3_model, keras, tf
 from tfjoint.data import collect_inputs, split_validation
 from tfjoint.export import measure, tflm
 from tfjoint.losses import infer_loss
-from tfjoint.plan.cost import ONE_CHANNEL, CostModel, build_cost_model, measure_plan
+from tfjoint.plan.cost import ONE_CHANNEL, CostModel, Kernel, build_cost_model, measure_plan
 from tfjoint.prune.budget import Budget, CompressionPlan
 from tfjoint.prune.channels import ChannelPlan, plan_channel_groups
 from tfjoint.prune.schedule import kept_channels
+from tfjoint.quantize.clusters import initial_centroids, snap
 from tfjoint.registry import kind_of, pruned_variable, pruned_weight_name
 
 __all__ = ["plan_for_budget", "channel_groups_of", "STEPS"]
@@ -132,8 +143,49 @@ def _sensitivity(model, plan: ChannelPlan, norms, validation_data, batch_size, p
     return curves
 
 
+def _table_axis(model, layer_name: str, kernel: Kernel) -> int | None:
+    """The Keras axis of a kernel's per-channel tables (as `prepare(clusters=...)` makes them), or None."""
+    if not kernel.per_channel:
+        return None
+    layer = model.get_layer(layer_name)
+    kind, weight = kind_of(layer), pruned_weight_name(layer)
+    axis = kind.channels.axes.get(weight, -1) if kind is not None and weight is not None else -1
+    return axis if isinstance(axis, int) else -1
+
+
+def _clustered(values: np.ndarray, clusters: int, axis: int | None) -> np.ndarray:
+    """`values` with each weight snapped to the nearest of `clusters` k-means values of its table (zero one of them)."""
+    centroids = initial_centroids(values, clusters, axis)
+    return snap(tf.constant(values), tf.constant(centroids), axis).numpy()
+
+
+def _bits_sensitivity(model, layers: dict[str, int | None], levels: tuple[int, ...], validation_data, batch_size,
+                      phases) -> dict[str, dict[int, float]]:
+    """Per layer: bits -> the validation loss increase with its kernel clustered to 2**bits values (no training)."""
+    inputs, labels = split_validation(validation_data, model)
+    loss_fn, _ = infer_loss(model, labels)
+    forward = tf.function(lambda x: model(x if len(x) > 1 else x[0], training=False))
+    baseline = _loss(forward, inputs, labels, loss_fn, batch_size)
+    curves = {}
+    with phases.run("bits scan", f"{len(layers)} kernels x {len(levels)} widths"):
+        for name, axis in layers.items():
+            variable = pruned_variable(model.get_layer(name))
+            original = variable.numpy()
+            rises = {8: 0.0}
+            try:
+                for bits in sorted(levels, reverse=True):
+                    variable.assign(_clustered(original, 2 ** bits, axis))
+                    rises[bits] = max(_loss(forward, inputs, labels, loss_fn, batch_size) - baseline,
+                                      max(rises.values()))  # fewer bits never cost less
+            finally:
+                variable.assign(original)
+            curves[name] = rises
+    return curves
+
+
 def _accuracy_of_plan(model, plan: ChannelPlan, norms, fractions: dict[str, float], validation_data,
-                      batch_size: int) -> dict[str, float | None]:
+                      batch_size: int, bits: dict[str, int] | None = None,
+                      axes: dict[str, int | None] | None = None) -> dict[str, float | None]:
     """The float model's validation loss and accuracy, and with every group's planned channels zeroed at once
     (what the sensitivity scan predicts before any fine-tuning; accuracy None for a model that is no classifier)."""
     inputs, labels = split_validation(validation_data, model)
@@ -154,6 +206,10 @@ def _accuracy_of_plan(model, plan: ChannelPlan, norms, fractions: dict[str, floa
                 norm = norms[group]
                 removed = np.argsort(norm, kind="stable")[: len(norm) - kept_channels(len(norm), fraction)]
                 saved += _zero_channels(model, plan, group, removed)
+        for name, width in (bits or {}).items():
+            variable = pruned_variable(model.get_layer(name))
+            saved.append((variable, variable.numpy()))
+            variable.assign(_clustered(variable.numpy(), 2 ** width, (axes or {}).get(name)))
         plan_loss, plan_accuracy = measured()
     finally:
         for variable, value in reversed(saved):
@@ -172,10 +228,13 @@ def _excess(figures: dict, limits: dict[str, float]) -> float:
     return sum(max(figures[name] - limit, 0.0) / limit for name, limit in limits.items())
 
 
-def _greedy(cost: CostModel, curves, limits: dict[str, float]) -> tuple[dict[str, float], dict]:
-    """Remove channels, a step at a time, where the loss rises least per unit of excess budget freed."""
+def _greedy(cost: CostModel, curves, limits: dict[str, float], bit_curves: dict[str, dict[int, float]] | None = None
+            ) -> tuple[dict[str, float], dict[str, int], dict]:
+    """Remove channels (or halve a kernel's bits), a step at a time, where the loss rises least per unit of excess
+    budget freed. Returns the channel fractions, the bits of each layer below 8, and the predicted figures."""
     fractions = {group: 0.0 for group in cost.groups}
-    figures = cost.predict(fractions)
+    bits: dict[str, int] = {}
+    figures = cost.predict(fractions, bits)
     while _excess(figures, limits) > 0:
         excess = _excess(figures, limits)
         best = None
@@ -183,34 +242,48 @@ def _greedy(cost: CostModel, curves, limits: dict[str, float]) -> tuple[dict[str
             step = fractions[group] + 1.0 / STEPS
             if step > _MAX_FRACTION + 1e-9:
                 continue
-            trial = dict(fractions, **{group: step})
-            freed = excess - _excess(cost.predict(trial), limits)
+            freed = excess - _excess(cost.predict(dict(fractions, **{group: step}), bits), limits)
             if freed <= 0:
                 continue
             levels, increases = curves[group]
             rise = float(np.interp(step, levels, increases) - np.interp(fractions[group], levels, increases))
             score = (max(rise, 0.0) + 1e-9) / freed
             if best is None or score < best[0]:
-                best = (score, group, step)
+                best = (score, "channels", group, step)
+        for layer, rises in (bit_curves or {}).items():
+            current = bits.get(layer, 8)
+            fewer = [width for width in rises if width < current]
+            if not fewer:
+                continue
+            width = max(fewer)
+            freed = excess - _excess(cost.predict(fractions, dict(bits, **{layer: width})), limits)
+            if freed <= 0:
+                continue
+            score = (max(rises[width] - rises[current], 0.0) + 1e-9) / freed
+            if best is None or score < best[0]:
+                best = (score, "bits", layer, width)
         if best is None:
             break
-        fractions[best[1]] = best[2]
-        figures = cost.predict(fractions)
-    return fractions, figures
+        if best[1] == "channels":
+            fractions[best[2]] = best[3]
+        else:
+            bits[best[2]] = int(best[3])
+        figures = cost.predict(fractions, bits)
+    return fractions, bits, figures
 
 
-def _checked_in_tflm(model, cost: CostModel, curves, budget: Budget, margin: float, phases):
+def _checked_in_tflm(model, cost: CostModel, curves, budget: Budget, margin: float, phases, bit_curves=None):
     """Greedy, then the plan's file built and measured in TFLM; a missed budget is tightened by its miss."""
     limits = _limits(budget, margin)
     for attempt in range(_CHECKS):
-        fractions, figures = _greedy(cost, curves, limits)
+        fractions, bits, figures = _greedy(cost, curves, limits, bit_curves)
         if _excess(figures, _limits(budget, 0.0)) > 0:
-            return fractions, figures, None
+            return fractions, bits, figures, None
         with phases.run("check in TFLM", f"plan {attempt + 1}: build, convert, measure"):
-            measured = measure_plan(model, fractions)
+            measured = measure_plan(model, fractions, {layer: 2 ** width for layer, width in bits.items()})
         missed = budget.misses(measured)
         if not missed:
-            return fractions, figures, measured
+            return fractions, bits, figures, measured
         if "arena_bytes" in missed and measured["head_bytes"] > max(figures["head_bytes"], cost.head_floor_bytes):
             # TFLM needed a larger head than these activations: its planning memory, which no channel plan shrinks.
             cost.head_floor_bytes = int(measured["head_bytes"])
@@ -218,7 +291,7 @@ def _checked_in_tflm(model, cost: CostModel, curves, budget: Budget, margin: flo
             missed.pop("arena_bytes")
         for name in missed:  # plan below the budget by what the prediction missed it by
             limits[name] *= getattr(budget, name) / measured[name]
-    return fractions, figures, measured
+    return fractions, bits, figures, measured
 
 
 def plan_for_budget(
@@ -231,6 +304,7 @@ def plan_for_budget(
     criterion: str = "l1",
     margin: float = 0.02,
     batch_size: int = 256,
+    weight_bits: Sequence[int] = (8,),
 ) -> CompressionPlan:
     """The channels to remove from each channel group so the int8 file meets every budget given.
 
@@ -252,10 +326,19 @@ def plan_for_budget(
       margin: plan to this fraction below each budget, for what the cost
         model cannot see exactly (the arena is verified in TFLM at export).
       batch_size: samples per forward pass in the scan.
+      weight_bits: the bits per weight a kernel may be stored with, from
+        (8, 4, 2). With 4 or 2 among them, the planner may store a layer's
+        kernel as 4- or 2-bit indices into 16 or 4 shared values per table
+        (TFLM's LUT compression), where that frees flash for less loss than
+        removing channels: the plan's `clusters` then name those layers,
+        `prepare(plan=plan)` trains them shared, and the file ships with
+        `export_tflite(..., compression="lut", runtimes=("tflm",))`. Needs
+        tflite-micro. Default (8,): channels only.
 
     Returns:
       A `CompressionPlan` with the fraction of channels to remove per group,
-      the budget, and the predicted figures.
+      the clusters per layer (with `weight_bits`), the budget, and the
+      predicted figures.
 
     Raises:
       errors.ConfigError: no budget, a budget that is not positive, or one no
@@ -267,6 +350,9 @@ def plan_for_budget(
         raise errors.ConfigError(f"`criterion` must be 'l1' or 'l2'; received {criterion!r}.")
     if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0.0 <= margin < 0.5:
         raise errors.ConfigError(f"`margin` must be a fraction in [0, 0.5); received {margin!r}.")
+    levels = _check_weight_bits(weight_bits)
+    if levels:
+        tflm.require_tflm(f"weight_bits={tuple(weight_bits)} (the plan is LUT-compressed and checked in TFLM)")
     if validation_data is None:
         raise errors.DataError("`validation_data` is required: plan_for_budget measures which channels cost least "
                                "loss on it. Pass (x_val, y_val).")
@@ -289,15 +375,20 @@ def plan_for_budget(
         notes.append("the arena is predicted from TFLM's planner without TFLM's persistent memory (tflite-micro is not "
                      "installed): the plan may miss arena_bytes, which export_tflite checks in TFLM")
     measured = None
+    bits: dict[str, int] = {}
+    axes = {name: _table_axis(model, name, kernel) for name, kernel in cost.kernels.items()
+            if name in _pruned_layers(model)} if levels else {}
     if _excess(cost.full, _limits(budget, margin)) == 0:
         fractions, figures = {group: 0.0 for group in cost.groups}, cost.full
         notes.append("the unpruned model already meets every budget: nothing is removed")
     else:
         curves = _sensitivity(model, plan, _filter_norms(model, plan, criterion), validation_data, batch_size, phases)
+        bit_curves = _bits_sensitivity(model, axes, levels, validation_data, batch_size, phases) if levels else None
         if check:
-            fractions, figures, measured = _checked_in_tflm(model, cost, curves, budget, margin, phases)
+            fractions, bits, figures, measured = _checked_in_tflm(model, cost, curves, budget, margin, phases,
+                                                                  bit_curves)
         else:
-            fractions, figures = _greedy(cost, curves, _limits(budget, margin))
+            fractions, bits, figures = _greedy(cost, curves, _limits(budget, margin), bit_curves)
         best = measured if measured is not None else figures
         if budget.misses(best):
             where = "measured in TFLM" if measured is not None else "predicted"
@@ -307,13 +398,36 @@ def plan_for_budget(
                                      "removed). Raise the budget, or use a smaller architecture.")
     with phases.run("accuracy of the plan", "its channels zeroed, no fine-tuning"):
         accuracy = _accuracy_of_plan(model, plan, _filter_norms(model, plan, criterion), fractions, validation_data,
-                                     batch_size)
+                                     batch_size, bits, axes)
     predicted = dict(figures, full=cost.full, arena_measured=cost.arena_measured, **accuracy,
                      seconds=time.perf_counter() - started, stage_seconds=dict(phases.seconds))
+    if levels:
+        predicted["weight_bits"] = {name: bits.get(name, 8) for name in axes}
     if measured is not None:
         predicted["measured_in_tflm"] = {k: int(v) for k, v in measured.items()}
-    return CompressionPlan(channel_fractions={g: f for g, f in fractions.items() if f > 0}, budget=budget,
+    if bits:
+        alt = f" and {measured['alt_bytes']} bytes of alternate decompression memory beside the arena" \
+            if measured is not None and "alt_bytes" in measured else ""
+        notes.append(f"{len(bits)} kernel(s) stored with fewer bits ({', '.join(f'{n}: {b}' for n, b in bits.items())})"
+                     f": train with prepare(plan=plan) and export with compression='lut', runtimes=('tflm',); the "
+                     f"file needs TFLM's DECODE{alt}")
+    return CompressionPlan(channel_fractions={g: f for g, f in fractions.items() if f > 0},
+                           clusters={name: 2 ** width for name, width in bits.items()}, budget=budget,
                            predicted=predicted, notes=tuple(notes))
+
+
+def _check_weight_bits(weight_bits) -> tuple[int, ...]:
+    """The bit widths below 8 the planner may use, or a ConfigError showing what was received."""
+    if isinstance(weight_bits, (int, str)) or not all(
+            isinstance(b, (int, np.integer)) and not isinstance(b, bool) and b in (2, 4, 8) for b in weight_bits):
+        raise errors.ConfigError(f"`weight_bits` must be a sequence of bit widths from (8, 4, 2), e.g. (8, 4, 2); "
+                                 f"received {weight_bits!r}.")
+    return tuple(sorted({int(b) for b in weight_bits if b < 8}, reverse=True))
+
+
+def _pruned_layers(model) -> set[str]:
+    """The layers whose kernels `prepare` prunes (and so can cluster)."""
+    return {layer.name for layer in model.layers if kind_of(layer) is not None and pruned_weight_name(layer)}
 
 
 def _describe(budget: Budget) -> str:

@@ -20,6 +20,7 @@ import types
 from typing import Any, Mapping
 
 from tfjoint import errors
+from tfjoint.prune.schedule import check_clusters
 
 __all__ = ["Budget", "CompressionPlan", "BUDGET_FIGURES"]
 
@@ -127,6 +128,10 @@ class CompressionPlan:
       weight_sparsity: layer -> fraction of its kernel's weights zeroed
         within the kept channels (unstructured; shrinks the download, not
         flash or RAM on TFLM). Empty for channels only.
+      clusters: layer -> distinct weight values per table (weight sharing,
+        `prepare(clusters=...)`): 4 or 16 where the planner chose 2- or
+        4-bit weights as the cheaper way to meet a flash budget; the file
+        then ships with `export_tflite(compression="lut")`. Empty: 8 bits.
       budget: the budget it was planned for, if any.
       predicted: the figures the cost model predicts for the int8 file
         (flash_bytes, arena_bytes, macs, and what they are measured on).
@@ -135,6 +140,7 @@ class CompressionPlan:
 
     channel_fractions: Mapping[str, float]
     weight_sparsity: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    clusters: Mapping[str, int] = dataclasses.field(default_factory=dict)
     budget: Budget | None = None
     predicted: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     notes: tuple[str, ...] = ()
@@ -146,18 +152,20 @@ class CompressionPlan:
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
                     raise errors.ConfigError(f"`{field}['{name}']` must be a fraction in [0, 1); received {value!r}.")
             object.__setattr__(self, field, types.MappingProxyType({k: float(v) for k, v in values.items()}))
+        clusters = {name: check_clusters(f"clusters['{name}']", value) for name, value in dict(self.clusters).items()}
+        object.__setattr__(self, "clusters", types.MappingProxyType(clusters))
         object.__setattr__(self, "predicted", types.MappingProxyType(dict(self.predicted)))
         object.__setattr__(self, "notes", tuple(self.notes))
 
     def to_dict(self) -> dict[str, Any]:
         return {"channel_fractions": dict(self.channel_fractions), "weight_sparsity": dict(self.weight_sparsity),
-                "budget": self.budget.to_dict() if self.budget else None, "predicted": dict(self.predicted),
-                "notes": list(self.notes)}
+                "clusters": dict(self.clusters), "budget": self.budget.to_dict() if self.budget else None,
+                "predicted": dict(self.predicted), "notes": list(self.notes)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CompressionPlan:
         data = dict(data)
         budget = data.pop("budget", None)
         return cls(budget=Budget.from_dict({k: v for k, v in budget.items() if v is not None}) if budget else None,
-                   **{k: v for k, v in data.items() if k in ("channel_fractions", "weight_sparsity", "predicted",
-                                                              "notes")})
+                   **{k: v for k, v in data.items() if k in ("channel_fractions", "weight_sparsity", "clusters",
+                                                              "predicted", "notes")})

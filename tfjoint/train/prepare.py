@@ -332,6 +332,11 @@ def _schedule_from_plan(plan: CompressionPlan, target_sparsity, end_step, timing
                                  "the plan says which channels and weights go.")
     if end_step is None:
         raise errors.ConfigError("prepare(schedule=plan) needs `end_step` (the step at which the plan is reached).")
+    if plan.clusters and timing.get("clusters") is not None:
+        raise errors.ConfigError(f"pass either a CompressionPlan with clusters or `clusters`, not both: the plan "
+                                 f"says how many values each layer shares ({dict(plan.clusters)}).")
+    if plan.clusters:
+        timing = dict(timing, clusters=dict(plan.clusters))
     weight_targets = dict(plan.weight_sparsity) if plan.weight_sparsity else 0.0
     return JointSchedule(target_sparsity=weight_targets, end_step=end_step,
                          **dict(timing, channel_sparsity=dict(plan.channel_fractions)))
