@@ -60,3 +60,24 @@ def test_the_readme_registration_with_import_keras_prunes_channels_through_the_l
     assert report.passed and report.fully_int8 and report.operator_counts["MUL"] == 1
     assert report.per_layer_channels["conv"] == {"original": 8, "keras": 4, "tflite": 4}  # followed through 'scale'
     assert report.float_accuracy is not None and report.per_runtime["tflm"]["int8_accuracy"] is not None
+
+
+def test_a_keras3_model_with_unnamed_inputs_is_the_float_model_of_its_prepared_model():
+    """Keras 3 names an unnamed Input's tensor 'keras_tensor_N' and its layer 'input_layer_N'; inputs are keyed by
+    the layer's name, as the bridge names the tf_keras input, so export can compare the two (it used to fail)."""
+    import keras
+
+    from tfjoint.data import model_inputs
+    from tfjoint.export.arguments import _float_model
+
+    inputs = keras.Input((24, 1))  # no name
+    x = keras.layers.Conv1D(8, 3, activation="relu")(inputs)
+    x = keras.layers.LSTM(8, return_sequences=True)(x)
+    x = keras.layers.LSTM(8)(x)
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
+    assert inputs.name != model.layers[0].name  # the two names Keras 3 gives
+    assert [name for name, _ in model_inputs(model)] == [model.layers[0].name]
+    samples = np.random.default_rng(0).random((8, 24, 1), dtype=np.float32)
+    joint = tfjoint.prepare(model, target_sparsity=0.5, end_step=4, sample_inputs=samples, check_conversion=False)
+    rebuilt = _float_model(model, tfjoint.strip(joint))  # export_tflite(float_model=model) does this first
+    np.testing.assert_allclose(rebuilt.predict(samples, verbose=0), model.predict(samples, verbose=0), atol=1e-5)

@@ -24,8 +24,15 @@ class _Spec(tuple):
     dtype: np.dtype
 
 
+def _input_name(tensor) -> str:
+    """The name a dict of inputs is keyed by: the input layer's (a Keras 3 tensor has its own name besides, say
+    'keras_tensor_3' beside the layer's 'input_layer_3'; Keras 3 keys dicts by the layer's, as tf_keras does)."""
+    operation = getattr(getattr(tensor, "_keras_history", None), "operation", None)
+    return operation.name if operation is not None else tensor.name.split(":")[0]
+
+
 def _spec(tensor) -> _Spec:
-    spec = _Spec((tensor.name.split(":")[0], tuple(tensor.shape[1:])))
+    spec = _Spec((_input_name(tensor), tuple(tensor.shape[1:])))
     try:
         spec.dtype = np.dtype(tf.as_dtype(tensor.dtype).as_numpy_dtype)
     except TypeError:

@@ -54,6 +54,9 @@ __all__ = ["CostModel", "Kernel", "build_cost_model", "measure_plan", "ONE_CHANN
 # The channel fraction that leaves one channel in any group (TF-MOT's rounding keeps at least one).
 ONE_CHANNEL = 1.0 - 1e-9
 
+# The least a kernel's LUT compression must save for the planner to count on it (the export compresses a tensor
+# that saves MIN_SAVING_BYTES, by its own estimate; planning well above that leaves room for the difference).
+PLANNED_LUT_SAVING_BYTES = 4 * MIN_SAVING_BYTES
 # A per-channel quantized tensor stores a float32 scale and an int64 zero point per channel.
 PER_CHANNEL_QUANTIZATION_BYTES = 12
 # TFLM keeps an int32 multiplier and shift per output channel of a convolution (`Operator.per_channel_op_data`).
@@ -163,13 +166,21 @@ class CostModel:
         tail = max(self._tail - PER_CHANNEL_OP_DATA_BYTES * removed_op_channels, 0)
         return {"flash_bytes": int(flash), "arena_bytes": int(head + tail), "head_bytes": int(head), "macs": int(macs)}
 
+    def lut_saving(self, layer: str, fractions: dict[str, float], bits: int) -> int:
+        """Bytes LUT compression at `bits` saves on `layer`'s kernel with `fractions` of the channels removed."""
+        kernel = self.kernels.get(layer)
+        if kernel is None or bits >= 8:
+            return 0
+        return self._lut_saving(kernel, self._shapes(self.kept_channels(fractions)), bits)
+
     def _lut_saving(self, kernel: Kernel, shapes: dict[int, tuple[int, ...]], bits: int) -> int:
-        """Bytes LUT compression saves on `kernel` at `bits` (0 where it would not pay: it is left uncompressed)."""
+        """Bytes LUT compression saves on `kernel` at `bits`; 0 where the saving is too small to plan on (under
+        PLANNED_LUT_SAVING_BYTES: the export's estimate might then leave the tensor uncompressed)."""
         tensor = next(t for t in self._summary.tensors if t.index == kernel.index)
         size = int(np.prod(shapes[kernel.index], dtype=np.int64))
         tables = self._scaled_channel_count(tensor, shapes[kernel.index]) if kernel.per_channel else 1
         saving = size - lut_bytes(size, bits, tables, 2 ** bits, kernel.name_length, tables)
-        return saving if saving >= MIN_SAVING_BYTES else 0
+        return saving if saving >= PLANNED_LUT_SAVING_BYTES else 0
 
     @staticmethod
     def _scaled_channel_count(tensor, shape) -> int:

@@ -269,7 +269,9 @@ def _greedy(cost: CostModel, curves, limits: dict[str, float], bit_curves: dict[
         else:
             bits[best[2]] = int(best[3])
         figures = cost.predict(fractions, bits)
-    return fractions, bits, figures
+    # A kernel whose channels went after its bits did may no longer pay for its DECODE: it stays 8-bit.
+    bits = {layer: width for layer, width in bits.items() if cost.lut_saving(layer, fractions, width) > 0}
+    return fractions, bits, cost.predict(fractions, bits)
 
 
 def _checked_in_tflm(model, cost: CostModel, curves, budget: Budget, margin: float, phases, bit_curves=None):
@@ -280,7 +282,15 @@ def _checked_in_tflm(model, cost: CostModel, curves, budget: Budget, margin: flo
         if _excess(figures, _limits(budget, 0.0)) > 0:
             return fractions, bits, figures, None
         with phases.run("check in TFLM", f"plan {attempt + 1}: build, convert, measure"):
-            measured = measure_plan(model, fractions, {layer: 2 ** width for layer, width in bits.items()})
+            try:
+                measured = measure_plan(model, fractions, {layer: 2 ** width for layer, width in bits.items()})
+            except errors.ExportError:
+                if not bits:
+                    raise
+                # TFLM's compressor found no kernel worth compressing where the cost model did: plan channels only.
+                bit_curves, bits = None, {}
+                fractions, bits, figures = _greedy(cost, curves, limits)
+                measured = measure_plan(model, fractions)
         missed = budget.misses(measured)
         if not missed:
             return fractions, bits, figures, measured
