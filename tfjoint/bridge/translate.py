@@ -156,6 +156,8 @@ def _activation_ok(value) -> bool:
 def _translated_layer_config(entry, layer3) -> tuple[type, dict]:
     cls = _layer_class(entry)
     kind = kind_of(cls)  # its registry entry says which arguments Keras 3 renamed or reads from **kwargs
+    if kind is not None and kind.quantization.refused:  # said now, not as a failure to rebuild what it wraps
+        raise _Untranslatable(kind.quantization.refused)
     renamed = kind.keras3.renamed_arguments if kind is not None else {}
     kwargs_defaults = kind.keras3.kwargs_defaults if kind is not None else {}
     where = f"layer '{entry['config'].get('name', entry.get('name'))}'"

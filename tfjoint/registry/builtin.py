@@ -286,9 +286,13 @@ register_layer(_layers.Reshape, LayerKind(channels=Channels(RESHAPES, resize=_re
 
 _RECURRENT = ("TF-MOT's 8-bit scheme cannot quantize recurrent layers. For a sequence model use a Conv1D block "
               "(Conv1D + BatchNorm + ReLU, dilated for a long context), which tfjoint prunes and exports fully int8")
-for _name in ("GRU", "SimpleRNN", "RNN", "Bidirectional", "ConvLSTM1D", "ConvLSTM2D"):
+for _name in ("GRU", "SimpleRNN", "RNN", "ConvLSTM1D", "ConvLSTM2D"):
     register_layer(getattr(_layers, _name), LayerKind(quantization=Quantization(
         refused=_RECURRENT + "; or an LSTM, which tfjoint runs as integer operators, quantization-aware")))
+register_layer(_layers.Bidirectional, LayerKind(quantization=Quantization(refused=(
+    "tfjoint cannot take a Bidirectional wrapper yet. For a Bidirectional(LSTM(n)) that returns its last state, "
+    "write the same model as two LSTM(n) layers over the same input, the second with go_backwards=True, and "
+    "Concatenate their outputs: tfjoint runs each LSTM as integer operators, quantization-aware"))))
 # An LSTM runs as the integer operators of its unrolled cell (`tfjoint.registry.recurrent`), fake-quantized at each:
 # TFLite's fused int8 LSTM takes calibrated ranges that lose such models to chance level.
 register_layer(_layers.LSTM, LayerKind(
