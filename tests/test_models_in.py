@@ -59,8 +59,19 @@ def _renamed_arguments():
     return keras3.Model(inputs, keras3.layers.Dense(3, activation="softmax", name="head")(x), name="renamed")
 
 
+def _hard_swish_fused():
+    """`activation="hard_swish"` inside a Conv2D and a Dense: Keras 3 stores it as 'hard_silu', which tf_keras does
+    not have (the layer is rebuilt linear, followed by tfjoint's HardSwish)."""
+    keras3.utils.set_random_seed(4)
+    inputs = keras3.Input((6, 6, 2), name="image")
+    x = keras3.layers.Conv2D(8, 3, activation="hard_swish", name="conv")(inputs)
+    x = keras3.layers.Flatten(name="flatten")(x)
+    x = keras3.layers.Dense(8, activation="hard_swish", name="fc")(x)
+    return keras3.Model(inputs, keras3.layers.Dense(3, activation="softmax", name="head")(x), name="hard_swish")
+
+
 MODELS = {"mlp": (_mlp, (12,)), "residual": (_residual, (8, 8, 3)), "conv1d": (_conv1d, (40, 6)),
-          "renamed_arguments": (_renamed_arguments, (10,))}
+          "renamed_arguments": (_renamed_arguments, (10,)), "hard_swish_fused": (_hard_swish_fused, (6, 6, 2))}
 
 
 def _trained(name):

@@ -254,9 +254,16 @@ def _standard(entry, layer3) -> _Rebuilt:
     if kind is not None and kind.keras3.translate is not None:  # a config tf_keras cannot read: its entry rebuilds it
         layer = kind.keras3.translate(entry["config"], layer3)
         return _Rebuilt(_layer_call(layer), [(layer, layer3)] if layer3 is not None else [])
+    fused = entry["config"].get("activation")
+    if fused in _HARD_SWISH_NAMES:  # tf_keras has no hard_silu: the layer, linear, then tfjoint's HardSwish layer
+        entry = dict(entry, config=dict(entry["config"], activation="linear"))
     cls, config = _translated_layer_config(entry, layer3)
     layer = cls.from_config(config)  # type: ignore[attr-defined]  # a tf_keras layer class
-    return _Rebuilt(_layer_call(layer), [(layer, layer3)] if layer3 is not None else [])
+    weights = [(layer, layer3)] if layer3 is not None else []
+    if fused in _HARD_SWISH_NAMES:
+        after = HardSwish(name=f"{config['name']}_hard_swish")
+        return _Rebuilt(lambda args, kwargs: after(layer(*args, **kwargs)), weights)
+    return _Rebuilt(_layer_call(layer), weights)
 
 
 def _hard_swish(entry, layer3) -> _Rebuilt:
