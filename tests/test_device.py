@@ -214,3 +214,26 @@ def test_without_tflite_micro_tflm_is_a_clear_error_and_the_arena_an_estimate():
     refused = next(line for line in result.stdout.splitlines() if line.startswith("REFUSED"))
     assert "`runtimes`" in refused and 'pip install "tfjoint[micro]"' in refused
     assert result.stdout.splitlines()[-1] == "ESTIMATE None True True"
+
+
+def test_a_reshape_with_a_minus_one_runs_in_tflm(tmp_path):
+    """Reshape((-1, 1, C)) at an unknown batch converts to SHAPE, STRIDED_SLICE, PACK and a RESHAPE whose static
+    output shape TFLM refuses ("num_input_elements != num_output_elements"); such a model converts at batch 1."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((24, 4), name="series")
+    x = keras.layers.Conv1D(8, 3, activation="relu", name="conv")(inputs)
+    x = keras.layers.Reshape((-1, 1, 8), name="as_image")(x)
+    x = keras.layers.DepthwiseConv2D((3, 1), activation="relu", name="dw")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax", name="classes")(x))
+    rng = np.random.default_rng(0)
+    data = rng.normal(size=(64, 24, 4)).astype(np.float32)
+    labels = (data[:, :12].mean(axis=(1, 2)) > 0).astype(np.int32)
+    joint = tfjoint.prepare(model, target_sparsity=0.0, end_step=2, runtimes=("tflm",))
+    joint.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    joint.fit(data, labels, epochs=1, verbose=0)
+    path = tmp_path / "m.tflite"
+    report = tfjoint.export_tflite(tfjoint.strip(joint), str(path), validation_data=(data, labels),
+                                   runtimes=("tflm",), quantization="qat")
+    assert "SHAPE" not in read_flatbuffer(path.read_bytes()).op_names  # the shape folded into a constant
+    assert report.per_runtime["tflm"]["int8_accuracy"] is not None  # TFLM ran it on every sample

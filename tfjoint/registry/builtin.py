@@ -279,7 +279,11 @@ def _resize_reshape(config: dict, channels: int) -> dict:
     return dict(config, target_shape=tuple(config["target_shape"][:-1]) + (int(channels),))
 
 
-register_layer(_layers.Reshape, LayerKind(channels=Channels(RESHAPES, resize=_resize_reshape), tflite_ops=("RESHAPE",)))
+register_layer(_layers.Reshape, LayerKind(
+    channels=Channels(RESHAPES, resize=_resize_reshape), tflite_ops=("RESHAPE",),
+    # A -1 at an unknown batch: SHAPE, STRIDED_SLICE and PACK compute the shape at run time, with a static output
+    # shape TFLM then refuses; at batch 1 the converter folds them into a constant.
+    quantization=Quantization(static_batch=lambda layer: -1 in tuple(layer.target_shape))))
 
 
 # --- Refused, with what to do instead ----------------------------------------------------------------------------

@@ -113,7 +113,9 @@ class Quantization:
         data in the conversion (not from QAT); `export_tflite` then needs
         `representative_data`.
       static_batch: the converter lowers it only with a fixed batch size,
-        so the file is converted for batch 1.
+        so the file is converted for batch 1; or `layer -> bool`, for the
+        layers of a kind that need it (a Reshape with a -1: at an unknown
+        batch the file computes its shape at run time, which TFLM cannot).
       check: `layer -> reason or None`: why this particular layer cannot be
         quantized (and what to do), although its kind can; `prepare` refuses
         the model with it before training.
@@ -128,7 +130,7 @@ class Quantization:
     rewrite: type[Rewrite] | None = None
     refused: str | None = None
     calibrated: bool = False
-    static_batch: bool = False
+    static_batch: bool | Callable[[Any], bool] = False
     check: Callable[[Any], str | None] | None = None
     substitute: Callable[[Any], Any] | None = None
 

@@ -188,7 +188,11 @@ def offset_variables(layer) -> list:
 
 def needs_static_batch(model) -> bool:
     """Whether any layer of `model` converts only with a fixed batch size (see `Quantization.static_batch`)."""
-    return any(getattr(kind_of(layer), "quantization", Quantization()).static_batch for layer in model.layers)
+    for layer in model.layers:
+        static = getattr(kind_of(layer), "quantization", Quantization()).static_batch
+        if static(unwrapped(layer)) if callable(static) else static:
+            return True
+    return False
 
 
 def needs_calibration(model) -> list:
