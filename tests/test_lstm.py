@@ -103,3 +103,67 @@ def test_an_int8_file_that_computes_something_else_than_qat_is_refused_before_tr
     with pytest.raises(tfjoint.UnsupportedLayerError, match="would not keep its accuracy in int8.*computes "
                                                             "-?[0-9.]+ dB \\(SQNR\\) from the quantization-aware"):
         tfjoint.prepare(model(0), target_sparsity=0.5, end_step=4)
+
+
+def _bidirectional(framework: str, merge_mode: str = "concat", return_sequences: bool = False, seed: int = 0):
+    import importlib
+
+    k = keras if framework == "tf_keras" else importlib.import_module("keras")
+    k.utils.set_random_seed(seed)
+    inputs = k.Input((64, 1), name="series")
+    x = k.layers.Conv1D(16, 5, activation="relu", name="conv")(inputs)
+    x = k.layers.MaxPooling1D(2, name="pool")(x)
+    x = k.layers.Bidirectional(k.layers.LSTM(12, return_sequences=return_sequences), merge_mode=merge_mode,
+                               name="both_ways")(x)
+    if return_sequences:
+        x = k.layers.GlobalAveragePooling1D(name="gap")(x)
+    return k.Model(inputs, k.layers.Dense(4, activation="softmax", name="classes")(x), name="bidirectional")
+
+
+@pytest.mark.parametrize("merge_mode,return_sequences", [("concat", False), ("sum", True), ("ave", False),
+                                                         ("mul", True)])
+def test_a_bidirectional_lstm_runs_as_both_integer_cells_computing_what_keras_computes(merge_mode, return_sequences):
+    from tfjoint.quantize.substitution import substituted
+
+    model = _bidirectional("tf_keras", merge_mode, return_sequences)
+    x, _ = noisy_series(16, 3)
+    stand_in = substituted(model).get_layer("both_ways")
+    assert type(stand_in).__name__ == "IntegerBidirectionalLSTM"  # the weights carried over, in Keras's order
+    np.testing.assert_allclose(substituted(model).predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+
+
+@pytest.mark.parametrize("framework", ["tf_keras", "keras3"])
+def test_a_bidirectional_gru_is_refused_before_training_naming_the_layer(framework):
+    import importlib
+
+    k = keras if framework == "tf_keras" else importlib.import_module("keras")
+    inputs = k.Input((12, 3))
+    x = k.layers.Bidirectional(k.layers.GRU(4), name="both_ways")(inputs)
+    with pytest.raises(tfjoint.UnsupportedLayerError, match="'both_ways' \\(Bidirectional\\)") as refused:
+        tfjoint.prepare(k.Model(inputs, k.layers.Dense(2)(x)), target_sparsity=0.5, end_step=100)
+    assert "wraps a GRU" in str(refused.value) and "Bidirectional LSTM" in str(refused.value)
+
+
+@pytest.mark.slow
+def test_a_keras3_bidirectional_lstm_keeps_its_accuracy_in_litert_and_tflm_and_is_pruned(tmp_path):
+    x, y = noisy_series(1200, 0)
+    x_val, y_val = noisy_series(300, 1)
+    model = _bidirectional("keras3")
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x, y, epochs=6, batch_size=32, verbose=0)
+    joint = tfjoint.prepare(model, target_sparsity=0.5, end_step=60, frequency=10)
+    assert {f"{pk.layer_name}/{pk.weight_name}" for pk in tfjoint.pruned_kernels(joint)} >= {
+        "both_ways/forward_kernel", "both_ways/backward_kernel", "both_ways/backward_recurrent_kernel"}
+    joint.compile(keras.optimizers.Adam(5e-4), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    joint.fit(x, y, epochs=3, batch_size=32, verbose=0)
+    path = tmp_path / "model.tflite"
+    report = tfjoint.export_tflite(tfjoint.strip(joint), str(path), validation_data=(x_val, y_val),
+                                   float_model=model, runtimes=("litert", "tflm"))
+    assert report.passed and report.thresholds == tfjoint.Tolerances().to_dict()
+    summary = tfjoint.read_flatbuffer(path.read_bytes())
+    assert summary.fully_int8 and "BIDIRECTIONAL_SEQUENCE_LSTM" not in summary.op_names
+    assert report.per_layer_sparsity["both_ways"]["tflite"] == pytest.approx(0.5, abs=0.01)  # read from the file
+    for runtime in ("litert", "tflm"):
+        result = report.per_runtime[runtime]
+        assert result["keras_accuracy"] > 0.6, runtime  # the task is learned (chance is 0.25)
+        assert result["int8_accuracy"] >= result["keras_accuracy"] - 0.02, runtime

@@ -357,15 +357,3 @@ def test_unquantizable_layer_is_named():
     with pytest.raises(tfjoint.UnsupportedLayerError, match="'gru' \\(GRU\\)"):
         tfjoint.prepare(model, target_sparsity=0.5, end_step=100)
 
-
-@pytest.mark.parametrize("framework", ["tf_keras", "keras3"])
-def test_a_bidirectional_lstm_is_refused_before_training_with_the_two_lstm_form_that_works(framework):
-    import importlib
-
-    k = keras if framework == "tf_keras" else importlib.import_module("keras")
-    inputs = k.Input((12, 3))
-    x = k.layers.Bidirectional(k.layers.LSTM(4), name="both_ways")(inputs)
-    model = k.Model(inputs, k.layers.Dense(2)(x))
-    with pytest.raises(tfjoint.UnsupportedLayerError, match="'both_ways' \\(Bidirectional\\)") as refused:
-        tfjoint.prepare(model, target_sparsity=0.5, end_step=100)
-    assert "go_backwards=True" in str(refused.value)  # not "a LSTM, which tf_keras does not have"

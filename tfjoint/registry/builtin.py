@@ -13,7 +13,15 @@ from tfjoint.registry.channels import CONCATENATES, FLATTENS, FOLLOWS, HEADS, ME
 from tfjoint.registry.kind import Keras3, LayerKind, Pruning, Quantization
 from tfjoint.registry.own_layers import Affine, ExpandDims, HardSwish, Squeeze
 from tfjoint.registry.points import PointsQuantizeConfig
-from tfjoint.registry.recurrent import LSTM_OPERATORS, IntegerLSTM, lstm_refusal
+from tfjoint.registry.recurrent import (
+    LSTM_OPERATORS,
+    IntegerBidirectionalLSTM,
+    IntegerLSTM,
+    bidirectional_from_keras3,
+    bidirectional_from_layer,
+    bidirectional_refusal,
+    lstm_refusal,
+)
 from tfjoint.registry.rewrites import (
     AffineAsDepthwise,
     Conv1DAsConv2D,
@@ -293,10 +301,16 @@ _RECURRENT = ("TF-MOT's 8-bit scheme cannot quantize recurrent layers. For a seq
 for _name in ("GRU", "SimpleRNN", "RNN", "ConvLSTM1D", "ConvLSTM2D"):
     register_layer(getattr(_layers, _name), LayerKind(quantization=Quantization(
         refused=_RECURRENT + "; or an LSTM, which tfjoint runs as integer operators, quantization-aware")))
-register_layer(_layers.Bidirectional, LayerKind(quantization=Quantization(refused=(
-    "tfjoint cannot take a Bidirectional wrapper yet. For a Bidirectional(LSTM(n)) that returns its last state, "
-    "write the same model as two LSTM(n) layers over the same input, the second with go_backwards=True, and "
-    "Concatenate their outputs: tfjoint runs each LSTM as integer operators, quantization-aware"))))
+# A Bidirectional(LSTM) runs as both directions' integer cells, merged (`IntegerBidirectionalLSTM`).
+register_layer(_layers.Bidirectional, LayerKind(
+    quantization=Quantization(substitute=bidirectional_from_layer, check=bidirectional_refusal, static_batch=True),
+    keras3=Keras3(translate=bidirectional_from_keras3), tflite_ops=LSTM_OPERATORS + ("CONCATENATION",)))
+register_layer(IntegerBidirectionalLSTM, LayerKind(
+    prune=Pruning(weight="forward_kernel",
+                  also=("forward_recurrent_kernel", "backward_kernel", "backward_recurrent_kernel")),
+    quantization=Quantization(config=lambda: PointsQuantizeConfig(
+        ["forward_kernel", "forward_recurrent_kernel", "backward_kernel", "backward_recurrent_kernel"])),
+    tflite_ops=LSTM_OPERATORS + ("CONCATENATION",), offset_weights=("forward_bias", "backward_bias")))
 # An LSTM runs as the integer operators of its unrolled cell (`tfjoint.registry.recurrent`), fake-quantized at each:
 # TFLite's fused int8 LSTM takes calibrated ranges that lose such models to chance level.
 register_layer(_layers.LSTM, LayerKind(
