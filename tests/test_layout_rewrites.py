@@ -181,6 +181,14 @@ def test_an_activation_int8_cannot_run_is_named_with_what_to_do():
         tfjoint.prepare(model, target_sparsity=0.5, end_step=4, frequency=2)
 
 
+def test_an_activation_int8_cannot_run_is_named_with_the_users_layer_class_after_a_rewrite():
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.SeparableConv2D(8, 3, activation="elu", name="sep")(inputs)  # rewritten: depthwise + conv
+    model = keras.Model(inputs, keras.layers.Dense(2, name="out")(keras.layers.Flatten()(x)))
+    with pytest.raises(tfjoint.UnsupportedLayerError, match=r"'sep' \(SeparableConv2D, activation 'elu'\)"):
+        tfjoint.prepare(model, target_sparsity=0.5, end_step=4, frequency=2)
+
+
 def _keyword_block_model(block, conv_filters: int) -> keras.Model:
     """mfcc -> Conv1D 'conv' -> `block` -> GlobalAveragePooling1D -> Dense 'keyword'."""
     keras.utils.set_random_seed(0)

@@ -243,8 +243,10 @@ class JointLayoutTransform(tfmot.quantization.keras.QuantizeLayoutTransform):
                 f"model '{model.name}' has layers that TF-MOT's 8-bit quantization, and so tfjoint, cannot "
                 f"quantize: {_refusals(unsupported)}"
             )
+        classes = {layer.name: type(layer).__name__ for layer in model.layers}  # the user's, before the rewrites
         bad_activations = [
-            f"'{layer.name}' ({type(layer).__name__}, activation '{_unquantizable_activation(layer)}')"
+            f"'{layer.name}' ({classes.get(layer.name, type(layer).__name__)}, activation "
+            f"'{_unquantizable_activation(layer)}')"
             for layer in transformed.layers
             if (layer_quantize_map.get(layer.name) or {}).get("quantize_config") is None
             and _unquantizable_activation(layer) is not None
