@@ -245,6 +245,16 @@ def mean_spread(values):
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
+def mean_text(values, fmt: str = ".2f", scale: float = 1.0) -> str:
+    """"mean ± stdev" of the values that are not None, times `scale` (the spread only over two or more; "n/a" if
+    there are none), for a results table."""
+    mean, spread = mean_spread([None if v is None else v * scale for v in values])
+    if mean is None:
+        return "n/a"
+    count = sum(v is not None for v in values)
+    return f"{mean:{fmt}}" + (f" ± {spread:{fmt}}" if count > 1 else "")
+
+
 def check_task_names(names) -> None:
     """Refuses unknown --models with the known ones (absl usage error)."""
     from absl import app

@@ -40,6 +40,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
+from common import mean_text  # noqa: E402
+
 import tfjoint  # noqa: E402  (selects tf_keras before TensorFlow loads)
 from tfjoint.app import digits  # noqa: E402
 
@@ -200,14 +202,6 @@ def run(name: str, seed: int, tiny: bool, work: str) -> list[dict]:
     return rows
 
 
-def _mean(values, fmt=".2f"):
-    values = [v for v in values if v is not None]
-    if not values:
-        return "n/a"
-    spread = f" ± {statistics.stdev(values):{fmt}}" if len(values) > 1 else ""
-    return f"{statistics.mean(values):{fmt}}{spread}"
-
-
 def table(rows: list[dict]) -> str:
     lines = ["| model | method | accuracy % | vs float (points) | float ops | size KB | export s |",
              "|---|---|---|---|---|---|---|"]
@@ -220,14 +214,15 @@ def table(rows: list[dict]) -> str:
             lines.append(f"| {model} | {method} | failed: {group[0]['error'][:100]} | | | | |")
             continue
         if "ratio" in ok[0]:
-            lines.append(f"| {model} | {method} | ratio {_mean([r['ratio'] for r in ok], '.3f')} | | | | |")
+            lines.append(f"| {model} | {method} | ratio {mean_text([r['ratio'] for r in ok], '.3f')} | | | | |")
             continue
         floats = {r["seed"]: r["accuracy"] for r in rows if r["model"] == model and r["method"] == "float"}
         drop = [100 * (r["accuracy"] - floats[r["seed"]]) for r in ok if r["seed"] in floats]
-        lines.append(f"| {model} | {method} | {_mean([100 * r['accuracy'] for r in ok])} | "
-                     f"{_mean(drop) if method != 'float' else ''} | {_mean([r.get('float_ops') for r in ok], '.0f')} | "
-                     f"{_mean([r['size_bytes'] / 1024 for r in ok if r.get('size_bytes')], '.1f')} | "
-                     f"{_mean([r.get('export_s') for r in ok], '.0f')} |")
+        lines.append(f"| {model} | {method} | {mean_text([100 * r['accuracy'] for r in ok])} | "
+                     f"{mean_text(drop) if method != 'float' else ''} | "
+                     f"{mean_text([r.get('float_ops') for r in ok], '.0f')} | "
+                     f"{mean_text([r['size_bytes'] / 1024 for r in ok if r.get('size_bytes')], '.1f')} | "
+                     f"{mean_text([r.get('export_s') for r in ok], '.0f')} |")
     return "\n".join(lines)
 
 

@@ -27,7 +27,6 @@ each trained with `prepare(plan=plan)` for the same epochs and checked against t
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -35,6 +34,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+
+from common import mean_text  # noqa: E402
 
 import tfjoint  # noqa: E402  (selects tf_keras before TensorFlow loads)
 from tfjoint import keras  # noqa: E402
@@ -190,53 +191,56 @@ def run(task: str, seed: int, tiny: bool, work: str, methods=METHODS) -> list[di
     return rows
 
 
-def _mean(values, fmt):
-    values = [v for v in values if v is not None]
-    if not values:
-        return "n/a"
-    spread = f" ± {statistics.stdev(values):{fmt}}" if len(values) > 1 else ""
-    return f"{statistics.mean(values):{fmt}}{spread}"
-
-
-def table(rows: list[dict]) -> str:
-    lines = ["| task | method | TFLM accuracy | flash KB | flash / plain | arena KB | alt. memory KB | fit wall s | "
-             "wall / TF-MOT |", "|---|---|---|---|---|---|---|---|---|"]
-    by = {}
-    for row in rows:
-        by.setdefault((row["task"], row["method"]), []).append(row)
-    for (task, method), group in by.items():
-        ok = [r for r in group if "error" not in r]
-        if not ok:
-            lines.append(f"| {task} | {method} | failed: {group[0]['error'][:120]} | | | | | | |")
-            continue
-        plain = {r["seed"]: r for r in rows if r["task"] == task and r["method"] == "plain" and "error" not in r}
-        clusters = method.split()[1] if " " in method else None
-        tfmot = {r["seed"]: r for r in rows if r["task"] == task and r["method"] == f"TF-MOT {clusters}"
-                 and "error" not in r}
-        ratio = [r["flash_bytes"] / plain[r["seed"]]["flash_bytes"] for r in ok if r["seed"] in plain]
-        wall = [r["wall_s"] / tfmot[r["seed"]]["wall_s"] for r in ok if r["seed"] in tfmot]
-        lines.append(
-            f"| {task} | {method} | {_mean([100 * r['tflm_accuracy'] for r in ok], '.2f')} % | "
-            f"{_mean([r['flash_bytes'] / 1024 for r in ok], '.1f')} | {_mean(ratio, '.3f')} | "
-            f"{_mean([r['arena_bytes'] / 1024 for r in ok if r['arena_bytes']], '.1f')} | "
-            f"{_mean([r['alt_bytes'] / 1024 for r in ok], '.1f')} | {_mean([r['wall_s'] for r in ok], '.0f')} | "
-            f"{_mean(wall, '.2f') if method.startswith('tfjoint') and clusters else ''} |")
-    return "\n".join(lines)
-
-
-def budget_table(rows: list[dict]) -> str:
-    lines = ["| task | method | TFLM accuracy | vs channels plan (points) | flash KB | budget KB | met | "
-             "alt. memory KB | plan (seed 0) |", "|---|---|---|---|---|---|---|---|---|"]
+def _groups(rows: list[dict], columns: int):
+    """(task, method, successful rows, seed -> successful row of a method of the task) per task and method; a method
+    that failed on every seed is a table line saying so instead."""
     by: dict = {}
     for row in rows:
         by.setdefault((row["task"], row["method"]), []).append(row)
     for (task, method), group in by.items():
         ok = [r for r in group if "error" not in r]
         if not ok:
-            lines.append(f"| {task} | {method} | failed: {group[0]['error'][:120]} | | | | | | |")
+            yield f"| {task} | {method} | failed: {group[0]['error'][:120]} |" + " |" * (columns - 3)
             continue
-        channels = {r["seed"]: r for r in rows if r["task"] == task and r["method"] == "channels plan"
-                    and "error" not in r}
+
+        def by_seed(other: str, task=task) -> dict:
+            return {r["seed"]: r for r in rows if r["task"] == task and r["method"] == other and "error" not in r}
+
+        yield task, method, ok, by_seed
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| task | method | TFLM accuracy | flash KB | flash / plain | arena KB | alt. memory KB | fit wall s | "
+             "wall / TF-MOT |", "|---|---|---|---|---|---|---|---|---|"]
+    for group in _groups(rows, 9):
+        if isinstance(group, str):
+            lines.append(group)
+            continue
+        task, method, ok, by_seed = group
+        plain = by_seed("plain")
+        clusters = method.split()[1] if " " in method else None
+        tfmot = by_seed(f"TF-MOT {clusters}")
+        ratio = [r["flash_bytes"] / plain[r["seed"]]["flash_bytes"] for r in ok if r["seed"] in plain]
+        wall = [r["wall_s"] / tfmot[r["seed"]]["wall_s"] for r in ok if r["seed"] in tfmot]
+        lines.append(
+            f"| {task} | {method} | {mean_text([100 * r['tflm_accuracy'] for r in ok], '.2f')} % | "
+            f"{mean_text([r['flash_bytes'] / 1024 for r in ok], '.1f')} | {mean_text(ratio, '.3f')} | "
+            f"{mean_text([r['arena_bytes'] / 1024 for r in ok if r['arena_bytes']], '.1f')} | "
+            f"{mean_text([r['alt_bytes'] / 1024 for r in ok], '.1f')} | "
+            f"{mean_text([r['wall_s'] for r in ok], '.0f')} | "
+            f"{mean_text(wall, '.2f') if method.startswith('tfjoint') and clusters else ''} |")
+    return "\n".join(lines)
+
+
+def budget_table(rows: list[dict]) -> str:
+    lines = ["| task | method | TFLM accuracy | vs channels plan (points) | flash KB | budget KB | met | "
+             "alt. memory KB | plan (seed 0) |", "|---|---|---|---|---|---|---|---|---|"]
+    for group in _groups(rows, 9):
+        if isinstance(group, str):
+            lines.append(group)
+            continue
+        task, method, ok, by_seed = group
+        channels = by_seed("channels plan")
         gain = [100 * (r["tflm_accuracy"] - channels[r["seed"]]["tflm_accuracy"]) for r in ok if r["seed"] in channels]
         first = ok[0]
         plan = ""
@@ -245,12 +249,12 @@ def budget_table(rows: list[dict]) -> str:
                              + [f"{n} {c.bit_length() - 1}-bit" for n, c in first["clusters"].items()])
         met = f"{sum(bool(r.get('met')) for r in ok)}/{len(ok)}" if "budget_bytes" in first else ""
         lines.append(
-            f"| {task} | {method} | {_mean([100 * r['tflm_accuracy'] for r in ok], '.2f')} % | "
-            f"{_mean(gain, '.2f') if method == 'bits plan' else ''} | "
-            f"{_mean([r['flash_bytes'] / 1024 for r in ok], '.1f')} | "
-            f"{_mean([r['budget_bytes'] / 1024 for r in ok if 'budget_bytes' in r], '.1f')} | "
+            f"| {task} | {method} | {mean_text([100 * r['tflm_accuracy'] for r in ok], '.2f')} % | "
+            f"{mean_text(gain, '.2f') if method == 'bits plan' else ''} | "
+            f"{mean_text([r['flash_bytes'] / 1024 for r in ok], '.1f')} | "
+            f"{mean_text([r['budget_bytes'] / 1024 for r in ok if 'budget_bytes' in r], '.1f')} | "
             f"{met} | "
-            f"{_mean([r['alt_bytes'] / 1024 for r in ok], '.1f')} | {plan} |")
+            f"{mean_text([r['alt_bytes'] / 1024 for r in ok], '.1f')} | {plan} |")
     return "\n".join(lines)
 
 

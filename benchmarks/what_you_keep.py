@@ -24,7 +24,6 @@ features, series) or bundled (scikit-learn's digits): no downloads.
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -33,6 +32,9 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+
+from common import mean_text  # noqa: E402
 
 import tfjoint  # noqa: E402  (selects tf_keras before TensorFlow loads)
 from tfjoint import keras  # noqa: E402
@@ -199,11 +201,8 @@ def run_row(task: str, seed: int, epochs: int, work: str, tiny: bool) -> dict:
 
 
 def _mean(values) -> str:
-    values = [v for v in values if v is not None]
-    if not values:
-        return "n/a"
-    spread = f" ± {statistics.stdev(values) * 100:.1f}" if len(values) > 1 else ""
-    return f"{statistics.mean(values) * 100:.1f}{spread}"
+    """A fraction as percent, mean ± stdev over the seeds."""
+    return mean_text(list(values), ".1f", scale=100)
 
 
 def table(rows: list[dict]) -> str:

@@ -50,6 +50,7 @@ __all__ = [
     "is_quantize_wrapper",
     "is_quantize_layer",
     "PRIVATE_ATTRIBUTES",
+    "EqualByConfig",
 ]
 
 OutputOnlyConfig = quantize_config_lib.OutputOnlyConfig
@@ -129,3 +130,15 @@ class JointPolynomialDecay(tfmot.sparsity.keras.PolynomialDecay):
     def _should_prune_in_step(self, step, begin_step, end_step, frequency):
         on_grid = super()._should_prune_in_step(step, begin_step, end_step, frequency)
         return tf.math.logical_or(on_grid, tf.math.equal(step, tf.cast(end_step, step.dtype)))
+
+
+class EqualByConfig:
+    """Equality by class and `get_config()`, as TF-MOT compares quantizers and quantize configs."""
+
+    def __eq__(self, other):
+        return type(other) is type(self) and other.get_config() == self.get_config()
+
+    def __ne__(self, other):
+        return not self.__eq__(other)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable configs: equal objects need not hash alike

@@ -45,7 +45,7 @@ from tfjoint.prune.budget import Budget, CompressionPlan
 from tfjoint.prune.channels import ChannelPlan, plan_channel_groups
 from tfjoint.prune.schedule import kept_channels
 from tfjoint.quantize.clusters import initial_centroids, snap
-from tfjoint.registry import kind_of, pruned_variable, pruned_weight_name
+from tfjoint.registry import kind_of, prunable_layers, pruned_variable, pruned_weight_name
 
 __all__ = ["plan_for_budget", "channel_groups_of", "STEPS"]
 
@@ -109,21 +109,31 @@ def _zero_channels(model, plan: ChannelPlan, group: str, channels: np.ndarray) -
     return saved
 
 
-def _loss(forward, inputs, labels, loss_fn, batch_size) -> float:
-    outputs = np.concatenate([forward([a[i:i + batch_size] for a in inputs]).numpy()
-                              for i in range(0, inputs[0].shape[0], batch_size)])
-    return float(loss_fn(labels, outputs).numpy())
+class _Validation:
+    """The float model on the validation data, with no training: its outputs and loss, as the scans re-measure them
+    after each change to the weights."""
+
+    def __init__(self, model, validation_data, batch_size: int):
+        self.inputs, self.labels = split_validation(validation_data, model)
+        if self.labels is None or isinstance(self.labels, (list, dict)):
+            raise errors.DataError("`validation_data` must be (x, y) with one label array: the plan measures the "
+                                   "validation loss of each group's channels. Pass (x_val, y_val).")
+        self.loss_fn, _ = infer_loss(model, self.labels)
+        self._forward = tf.function(lambda x: model(x if len(x) > 1 else x[0], training=False))
+        self._batch_size = batch_size
+
+    def outputs(self) -> np.ndarray:
+        size = self._batch_size
+        return np.concatenate([self._forward([a[i:i + size] for a in self.inputs]).numpy()
+                               for i in range(0, self.inputs[0].shape[0], size)])
+
+    def loss(self, outputs: np.ndarray | None = None) -> float:
+        return float(self.loss_fn(self.labels, self.outputs() if outputs is None else outputs).numpy())
 
 
-def _sensitivity(model, plan: ChannelPlan, norms, validation_data, batch_size, phases) -> dict[str, tuple]:
+def _sensitivity(model, plan: ChannelPlan, norms, validation: _Validation, phases) -> dict[str, tuple]:
     """Per group: (fractions, loss increases) with the weakest channels of that group alone removed."""
-    inputs, labels = split_validation(validation_data, model)
-    if labels is None or isinstance(labels, (list, dict)):
-        raise errors.DataError("`validation_data` must be (x, y) with one label array: the plan measures the "
-                               "validation loss of each group's channels. Pass (x_val, y_val).")
-    loss_fn, _ = infer_loss(model, labels)
-    forward = tf.function(lambda x: model(x if len(x) > 1 else x[0], training=False))
-    baseline = _loss(forward, inputs, labels, loss_fn, batch_size)
+    baseline = validation.loss()
     curves = {}
     with phases.run("sensitivity scan", f"{len(norms)} channel groups x {len(_SCAN_FRACTIONS)} fractions"):
         for group, norm in norms.items():
@@ -133,7 +143,7 @@ def _sensitivity(model, plan: ChannelPlan, norms, validation_data, batch_size, p
                 removed = order[: len(norm) - max(int(round(len(norm) * (1 - fraction))), 1)]
                 saved = _zero_channels(model, plan, group, removed)
                 try:
-                    losses.append(max(_loss(forward, inputs, labels, loss_fn, batch_size) - baseline, 0.0))
+                    losses.append(max(validation.loss() - baseline, 0.0))
                 finally:
                     for variable, value in saved:
                         variable.assign(value)
@@ -159,13 +169,10 @@ def _clustered(values: np.ndarray, clusters: int, axis: int | None) -> np.ndarra
     return snap(tf.constant(values), tf.constant(centroids), axis).numpy()
 
 
-def _bits_sensitivity(model, layers: dict[str, int | None], levels: tuple[int, ...], validation_data, batch_size,
+def _bits_sensitivity(model, layers: dict[str, int | None], levels: tuple[int, ...], validation: _Validation,
                       phases) -> dict[str, dict[int, float]]:
     """Per layer: bits -> the validation loss increase with its kernel clustered to 2**bits values (no training)."""
-    inputs, labels = split_validation(validation_data, model)
-    loss_fn, _ = infer_loss(model, labels)
-    forward = tf.function(lambda x: model(x if len(x) > 1 else x[0], training=False))
-    baseline = _loss(forward, inputs, labels, loss_fn, batch_size)
+    baseline = validation.loss()
     curves = {}
     with phases.run("bits scan", f"{len(layers)} kernels x {len(levels)} widths"):
         for name, axis in layers.items():
@@ -175,28 +182,23 @@ def _bits_sensitivity(model, layers: dict[str, int | None], levels: tuple[int, .
             try:
                 for bits in sorted(levels, reverse=True):
                     variable.assign(_clustered(original, 2 ** bits, axis))
-                    rises[bits] = max(_loss(forward, inputs, labels, loss_fn, batch_size) - baseline,
-                                      max(rises.values()))  # fewer bits never cost less
+                    rises[bits] = max(validation.loss() - baseline, max(rises.values()))  # fewer never cheaper
             finally:
                 variable.assign(original)
             curves[name] = rises
     return curves
 
 
-def _accuracy_of_plan(model, plan: ChannelPlan, norms, fractions: dict[str, float], validation_data,
-                      batch_size: int, bits: dict[str, int] | None = None,
+def _accuracy_of_plan(model, plan: ChannelPlan, norms, fractions: dict[str, float], validation: _Validation,
+                      bits: dict[str, int] | None = None,
                       axes: dict[str, int | None] | None = None) -> dict[str, float | None]:
     """The float model's validation loss and accuracy, and with every group's planned channels zeroed at once
     (what the sensitivity scan predicts before any fine-tuning; accuracy None for a model that is no classifier)."""
-    inputs, labels = split_validation(validation_data, model)
-    loss_fn, _ = infer_loss(model, labels)
-    forward = tf.function(lambda x: model(x if len(x) > 1 else x[0], training=False))
 
     def measured() -> tuple[float, float | None]:
-        outputs = np.concatenate([forward([a[i:i + batch_size] for a in inputs]).numpy()
-                                  for i in range(0, inputs[0].shape[0], batch_size)])
-        accuracy = measure.accuracy(outputs, labels) if measure.is_classifier_output(outputs) else None
-        return float(loss_fn(labels, outputs).numpy()), accuracy
+        outputs = validation.outputs()
+        accuracy = measure.accuracy(outputs, validation.labels) if measure.is_classifier_output(outputs) else None
+        return validation.loss(outputs), accuracy
 
     float_loss, float_accuracy = measured()
     saved = []
@@ -386,14 +388,16 @@ def plan_for_budget(
                      "installed): the plan may miss arena_bytes, which export_tflite checks in TFLM")
     measured = None
     bits: dict[str, int] = {}
+    pruned = prunable_layers(model)  # what prepare prunes, and so can cluster
     axes = {name: _table_axis(model, name, kernel) for name, kernel in cost.kernels.items()
-            if name in _pruned_layers(model)} if levels else {}
+            if name in pruned} if levels else {}
+    validation = _Validation(model, validation_data, batch_size)
     if _excess(cost.full, _limits(budget, margin)) == 0:
         fractions, figures = {group: 0.0 for group in cost.groups}, cost.full
         notes.append("the unpruned model already meets every budget: nothing is removed")
     else:
-        curves = _sensitivity(model, plan, _filter_norms(model, plan, criterion), validation_data, batch_size, phases)
-        bit_curves = _bits_sensitivity(model, axes, levels, validation_data, batch_size, phases) if levels else None
+        curves = _sensitivity(model, plan, _filter_norms(model, plan, criterion), validation, phases)
+        bit_curves = _bits_sensitivity(model, axes, levels, validation, phases) if levels else None
         if check:
             fractions, bits, figures, measured = _checked_in_tflm(model, cost, curves, budget, margin, phases,
                                                                   bit_curves)
@@ -407,8 +411,8 @@ def plan_for_budget(
                                      f"at most {round(_MAX_FRACTION * STEPS)}/{STEPS} of any group's channels "
                                      "removed). Raise the budget, or use a smaller architecture.")
     with phases.run("accuracy of the plan", "its channels zeroed, no fine-tuning"):
-        accuracy = _accuracy_of_plan(model, plan, _filter_norms(model, plan, criterion), fractions, validation_data,
-                                     batch_size, bits, axes)
+        accuracy = _accuracy_of_plan(model, plan, _filter_norms(model, plan, criterion), fractions, validation, bits,
+                                     axes)
     predicted = dict(figures, full=cost.full, arena_measured=cost.arena_measured, **accuracy,
                      seconds=time.perf_counter() - started, stage_seconds=dict(phases.seconds))
     if levels:
@@ -433,11 +437,6 @@ def _check_weight_bits(weight_bits) -> tuple[int, ...]:
         raise errors.ConfigError(f"`weight_bits` must be a sequence of bit widths from (8, 4, 2), e.g. (8, 4, 2); "
                                  f"received {weight_bits!r}.")
     return tuple(sorted({int(b) for b in weight_bits if b < 8}, reverse=True))
-
-
-def _pruned_layers(model) -> set[str]:
-    """The layers whose kernels `prepare` prunes (and so can cluster)."""
-    return {layer.name for layer in model.layers if kind_of(layer) is not None and pruned_weight_name(layer)}
 
 
 def _describe(budget: Budget) -> str:

@@ -42,6 +42,7 @@ import tensorflow_model_optimization as tfmot
 
 from tfjoint import _tfmot
 from tfjoint._keras import keras, serializable, tf
+from tfjoint._tfmot import EqualByConfig
 from tfjoint.quantize.clusters import snap
 from tfjoint.registry import OUTPUT  # in a channel spec's axes: mask the layer's output instead of a weight
 
@@ -148,16 +149,6 @@ def count_step_once(step_variable):
     return counts[key][1]
 
 
-class EqualByConfig:
-    """Equality by class and `get_config()`, as TF-MOT compares quantizers and quantize configs."""
-
-    def __eq__(self, other):
-        return type(other) is type(self) and other.get_config() == self.get_config()
-
-    def __ne__(self, other):
-        return not self.__eq__(other)
-
-    __hash__ = None  # type: ignore[assignment]  # mutable configs: equal objects need not hash alike
 
 
 # Set while a training function is traced for one phase (see `training_phase`); None: decided in the graph.

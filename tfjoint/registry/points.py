@@ -33,6 +33,7 @@ import tensorflow_model_optimization as tfmot
 
 from tfjoint import errors
 from tfjoint._keras import serializable
+from tfjoint._tfmot import EqualByConfig
 
 __all__ = ["PointsMixin", "PointQuantizer", "FixedPointQuantizer", "WeightPointQuantizer", "PointsQuantizeConfig",
            "POINT_KINDS", "point_quantizer"]
@@ -98,8 +99,20 @@ class PointsMixin:
         object.__setattr__(self, "_tfjoint_points", dict(quantizers))  # not tracked: the wrapper owns their weights
 
 
+class _NamedByPoint(EqualByConfig):
+    """A TF-MOT quantizer whose weights are named after its point (`<point>_min`, ...), not the layer's tensor."""
+
+    point: str
+
+    def build(self, tensor_shape, name, layer):
+        return super().build(tensor_shape, self.point, layer)  # type: ignore[misc]
+
+    def get_config(self):
+        return dict(super().get_config(), point=self.point)  # type: ignore[misc]
+
+
 @serializable
-class PointQuantizer(_MovingAverageQuantizer):
+class PointQuantizer(_NamedByPoint, _MovingAverageQuantizer):
     """TF-MOT's MovingAverageQuantizer (8 bits, per tensor, asymmetric) whose range weights carry the point's name.
 
     Args:
@@ -111,21 +124,9 @@ class PointQuantizer(_MovingAverageQuantizer):
         super().__init__(num_bits=num_bits, per_axis=per_axis, symmetric=symmetric, narrow_range=narrow_range)
         self.point = str(point)
 
-    def build(self, tensor_shape, name, layer):
-        return super().build(tensor_shape, self.point, layer)
-
-    def get_config(self):
-        return dict(super().get_config(), point=self.point)
-
-    def __eq__(self, other):
-        return type(other) is type(self) and other.get_config() == self.get_config()
-
-    def __ne__(self, other):
-        return not self.__eq__(other)
-
 
 @serializable
-class FixedPointQuantizer(_FixedQuantizer):
+class FixedPointQuantizer(EqualByConfig, _FixedQuantizer):
     """TF-MOT's FixedQuantizer on the grid TFLite fixes for an operator's output (no weights)."""
 
     def __init__(self, point: str, kind: str = "sigmoid", num_bits: int = 8, init_min: float | None = None,
@@ -139,33 +140,15 @@ class FixedPointQuantizer(_FixedQuantizer):
     def get_config(self):
         return dict(super().get_config(), point=self.point, kind=self.kind)
 
-    def __eq__(self, other):
-        return type(other) is type(self) and other.get_config() == self.get_config()
-
-    def __ne__(self, other):
-        return not self.__eq__(other)
-
 
 @serializable
-class WeightPointQuantizer(_LastValueQuantizer):
+class WeightPointQuantizer(_NamedByPoint, _LastValueQuantizer):
     """TF-MOT's LastValueQuantizer (8 bits, per tensor, symmetric, narrow range), its weights named after the point."""
 
     def __init__(self, point: str, num_bits: int = 8, per_axis: bool = False, symmetric: bool = True,
                  narrow_range: bool = True):
         super().__init__(num_bits=num_bits, per_axis=per_axis, symmetric=symmetric, narrow_range=narrow_range)
         self.point = str(point)
-
-    def build(self, tensor_shape, name, layer):
-        return super().build(tensor_shape, self.point, layer)
-
-    def get_config(self):
-        return dict(super().get_config(), point=self.point)
-
-    def __eq__(self, other):
-        return type(other) is type(self) and other.get_config() == self.get_config()
-
-    def __ne__(self, other):
-        return not self.__eq__(other)
 
 
 def point_quantizer(name: str, kind: str):

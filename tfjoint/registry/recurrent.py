@@ -63,11 +63,7 @@ class IntegerLSTM(PointsMixin, keras.layers.Layer):
         self.use_bias = bool(use_bias)
 
     def build(self, input_shape):
-        features = int(input_shape[-1])
-        self.kernel = self.add_weight("kernel", shape=(features, 4 * self.units), initializer="glorot_uniform")
-        self.recurrent_kernel = self.add_weight("recurrent_kernel", shape=(self.units, 4 * self.units),
-                                                initializer="orthogonal")
-        self.bias = self.add_weight("bias", shape=(4 * self.units,), initializer="zeros") if self.use_bias else None
+        _add_cell_weights(self, "", int(input_shape[-1]))
         super().build(input_shape)
 
     def call(self, inputs):
@@ -81,6 +77,18 @@ class IntegerLSTM(PointsMixin, keras.layers.Layer):
     def get_config(self):
         return dict(super().get_config(), units=self.units, return_sequences=self.return_sequences,
                     go_backwards=self.go_backwards, use_bias=self.use_bias)
+
+
+def _add_cell_weights(layer, prefix: str, features: int) -> None:
+    """An LSTM cell's weights on `layer`, in Keras's order: `<prefix>kernel`, `<prefix>recurrent_kernel`,
+    `<prefix>bias` (None without a bias)."""
+    units = layer.units
+    setattr(layer, f"{prefix}kernel", layer.add_weight(f"{prefix}kernel", shape=(features, 4 * units),
+                                                       initializer="glorot_uniform"))
+    setattr(layer, f"{prefix}recurrent_kernel", layer.add_weight(f"{prefix}recurrent_kernel", shape=(units, 4 * units),
+                                                                 initializer="orthogonal"))
+    setattr(layer, f"{prefix}bias", layer.add_weight(f"{prefix}bias", shape=(4 * units,), initializer="zeros")
+            if layer.use_bias else None)
 
 
 def _step(layer, prefix: str, z, hidden, cell):
@@ -155,15 +163,8 @@ class IntegerBidirectionalLSTM(PointsMixin, keras.layers.Layer):
         self.use_bias = bool(use_bias)
 
     def build(self, input_shape):
-        features = int(input_shape[-1])
-        for direction in ("forward", "backward"):
-            setattr(self, f"{direction}_kernel", self.add_weight(
-                f"{direction}_kernel", shape=(features, 4 * self.units), initializer="glorot_uniform"))
-            setattr(self, f"{direction}_recurrent_kernel", self.add_weight(
-                f"{direction}_recurrent_kernel", shape=(self.units, 4 * self.units), initializer="orthogonal"))
-            if self.use_bias:
-                setattr(self, f"{direction}_bias", self.add_weight(f"{direction}_bias", shape=(4 * self.units,),
-                                                                   initializer="zeros"))
+        for direction in ("forward_", "backward_"):
+            _add_cell_weights(self, direction, int(input_shape[-1]))
         super().build(input_shape)
 
     def _merge(self, forward, backward):
