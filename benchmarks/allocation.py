@@ -37,7 +37,7 @@ flags.DEFINE_boolean("tiny", False, "Smoke-test sizes.")
 
 def run_one(task, plan, distill: bool, epochs: int, path: str) -> dict:
     steps = epochs * int(np.ceil(len(task.data["x_train"]) / task.batch))
-    student = tfjoint.prepare(float_clone(task.model, task.loss), schedule=tfjoint.plan_schedule(steps, plan))
+    student = tfjoint.prepare(float_clone(task.model, task.loss), tfjoint.inspect.plan_schedule(steps, plan))
     trained = tfjoint.Distiller(student, task.model) if distill else student
     report, fit_seconds = fine_tune_and_export(task, student, trained, epochs, path)
     os.remove(path)

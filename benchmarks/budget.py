@@ -34,10 +34,10 @@ import numpy as np
 from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import tf_keras as keras  # noqa: E402
 from common import TASKS, check_task_names, mean_spread, write_text  # noqa: E402
 
 import tfjoint  # noqa: E402
-from tfjoint import keras  # noqa: E402
 from tfjoint.plan.cost import build_cost_model, measure_plan  # noqa: E402
 from tfjoint.plan.for_budget import channel_groups_of  # noqa: E402
 

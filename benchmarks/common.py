@@ -13,9 +13,9 @@ import time
 from typing import NamedTuple
 
 import numpy as np
+import tf_keras as keras
 
 import tfjoint  # noqa: F401  (selects tf_keras before TensorFlow loads)
-from tfjoint import keras
 from tfjoint.app import digits
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples"))
@@ -75,10 +75,10 @@ def paired_latency_ratios(contents: dict[str, bytes], reference: str, rounds: in
     """
     runners = {}
     for name, content in contents.items():
-        summary = tfjoint.read_flatbuffer(content)
+        summary = tfjoint.inspect.read_flatbuffer(content)
         inputs = [t.signature_name for t in summary.inputs]
         outputs = [t.signature_name for t in summary.outputs]
-        runners[name] = tfjoint.TFLiteModel(content, inputs, outputs, num_threads=1, kernels=kernels)
+        runners[name] = tfjoint.inspect.TFLiteModel(content, inputs, outputs, num_threads=1, kernels=kernels)
     ratios = {name: [] for name in contents}
     order = np.random.default_rng(1)
     for _ in range(rounds):
@@ -216,7 +216,7 @@ def float_clone(model, loss):
 
 def pruned_layer_names(task: Task) -> list[str]:
     """The layers every system prunes: tfjoint's prunable layers, minus the task's dense ones."""
-    return [name for name in tfjoint.prunable_layers(task.model) if name not in task.dense]
+    return [name for name in tfjoint.inspect.prunable_layers(task.model) if name not in task.dense]
 
 
 def gzip_size(data: bytes) -> int:

@@ -35,6 +35,7 @@ import tensorflow_model_optimization as tfmot
 from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import tf_keras as keras  # noqa: E402
 from common import (  # noqa: E402
     TASKS,
     check_task_names,
@@ -46,7 +47,6 @@ from common import (  # noqa: E402
 )
 
 import tfjoint  # noqa: E402
-from tfjoint import keras  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out", "benchmarks/results", "Directory for joint_step.json and joint_step.md.")
@@ -73,10 +73,12 @@ def _tfmot_prune(task, end_step, frequency):
 
 
 def _tfjoint(task, end_step, frequency, quant_start_step=0, prune=True):
-    exclude = None if prune else list(tfjoint.prunable_layers(task.model))
-    model = tfjoint.prepare(float_clone(task.model, task.loss), target_sparsity=0.8, end_step=end_step,
-                            frequency=frequency, quant_start_step=quant_start_step, exclude=exclude,
-                            prune_only=pruned_layer_names(task) if prune else None)
+    exclude = None if prune else list(tfjoint.inspect.prunable_layers(task.model))
+    model = tfjoint.prepare(float_clone(task.model, task.loss),
+                            tfjoint.JointSchedule(0.8, end_step=end_step, frequency=frequency,
+                                                  quant_start_step=quant_start_step),
+                            layers=tfjoint.LayerSelection(prune_only=pruned_layer_names(task) if prune else None,
+                                                          exclude=exclude))
     return _compiled(model, task), []
 
 

@@ -45,6 +45,7 @@ from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tensorflow_model_optimization as tfmot  # noqa: E402
+import tf_keras as keras  # noqa: E402
 from common import (  # noqa: E402
     NO_TOLERANCE,
     TASKS,
@@ -62,8 +63,7 @@ from common import (  # noqa: E402
 )
 
 import tfjoint  # noqa: E402
-from tfjoint import keras  # noqa: E402
-from tfjoint.export.runtime import TFLiteModel  # noqa: E402
+from tfjoint.tflite.runtimes import TFLiteModel  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out", "benchmarks/results", "Directory for results.json and table.md.")
@@ -156,9 +156,10 @@ def run_tfjoint(task: Task, epochs, sparsity, path, quant_start_fraction):
     data, batch = task.data, task.batch
     spe = int(np.ceil(len(data["x_train"]) / batch))
     end_step, frequency = _schedule(spe, epochs // 2)
-    joint = tfjoint.prepare(float_clone(task.model, task.loss), target_sparsity=sparsity, end_step=end_step,
-                            frequency=frequency, quant_start_step=int(round(quant_start_fraction * spe * epochs)),
-                            prune_only=pruned_layer_names(task))
+    joint = tfjoint.prepare(float_clone(task.model, task.loss),
+                            tfjoint.JointSchedule(sparsity, end_step=end_step, frequency=frequency,
+                                                  quant_start_step=int(round(quant_start_fraction * spe * epochs))),
+                            layers=tfjoint.LayerSelection(prune_only=pruned_layer_names(task)))
     joint.compile(keras.optimizers.Adam(1e-3), task.loss, metrics=["accuracy"])
     timer = StepTimer()
     joint.fit(data["x_train"], data["y_train"], batch_size=batch, epochs=epochs, verbose=0, callbacks=[timer])
@@ -170,7 +171,7 @@ def flatbuffer_measures(path, pruned_names) -> dict:
     """Read back from the file: sparsity of the pruned kernels, and gzip size against the entropy bound."""
     with open(path, "rb") as handle:
         content = handle.read()
-    summary = tfjoint.read_flatbuffer(content)
+    summary = tfjoint.inspect.read_flatbuffer(content)
     candidates = {name: name for name in pruned_names} | {f"quant_{name}": name for name in pruned_names}
     zeros, size, found = 0, 0, set()
     for layer, weights in summary.weights_of(candidates).items():

@@ -21,10 +21,10 @@ import numpy as np
 from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import tf_keras  # noqa: E402
 from common import write_text  # noqa: E402
 
 import tfjoint  # noqa: E402
-from tfjoint import keras as tf_keras  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out", "benchmarks/results", "Directory for prepare_export_time.json and .md.")
@@ -46,8 +46,8 @@ def main(argv):
     for _ in range(rounds):
         for check in (True, False):
             started = time.perf_counter()
-            joint = tfjoint.prepare(model, target_sparsity=0.5, end_step=4, frequency=2, check_conversion=check,
-                                    sample_inputs=x[:4])
+            joint = tfjoint.prepare(model, tfjoint.JointSchedule(0.5, end_step=4, frequency=2), sample_inputs=x[:4],
+                                    check=check)
             timings[check].append(time.perf_counter() - started)
     joint.compile(tf_keras.optimizers.Adam(1e-4), "sparse_categorical_crossentropy")
     joint.fit(x, y, batch_size=16, epochs=1, verbose=0)

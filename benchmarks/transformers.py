@@ -107,15 +107,15 @@ MODELS = {"vit_digits": (_vit, _vit_data), "bert_tiny": (_bert, _bert_data)}
 # --- Files and their accuracy ------------------------------------------------------------------------------------
 
 def _accuracy_of_file(content: bytes, x, y, kernels="default") -> float:
-    summary = tfjoint.read_flatbuffer(content)
+    summary = tfjoint.inspect.read_flatbuffer(content)
     names = [t.signature_name for t in summary.inputs]
-    model = tfjoint.TFLiteModel(content, names, [t.signature_name for t in summary.outputs], kernels=kernels)
+    model = tfjoint.inspect.TFLiteModel(content, names, [t.signature_name for t in summary.outputs], kernels=kernels)
     inputs = [x[name] for name in names] if isinstance(x, dict) else [x]
     return float(np.mean(np.argmax(model.predict(inputs), -1) == y))
 
 
 def _float_ops(content: bytes) -> int:
-    return len(tfjoint.read_flatbuffer(content).float_ops)
+    return len(tfjoint.inspect.read_flatbuffer(content).float_ops)
 
 
 def _tf_ptq(model3, train) -> bytes:
@@ -142,7 +142,7 @@ def _aeq(model3, train) -> bytes:
     bridged = tfjoint.from_keras3(model3, train["x"])
     float_content = tf.lite.TFLiteConverter.from_keras_model(bridged).convert()
     qt = quantizer.Quantizer(float_content, recipe.static_wi8_ai8())
-    summary = tfjoint.read_flatbuffer(float_content)
+    summary = tfjoint.inspect.read_flatbuffer(float_content)
     names = [t.signature_name for t in summary.inputs]
     x = train["x"]
     samples = [{name: (x[name] if isinstance(x, dict) else x)[i:i + 1] for name in names} for i in range(300)]
@@ -158,7 +158,8 @@ def _tfjoint(model3, train, val, epochs, path, **kwargs):
     joint.fit(train["x"], train["y"], epochs=epochs, batch_size=32, verbose=0)
     started = time.perf_counter()
     report = tfjoint.export_tflite(tfjoint.strip(joint), path, validation_data=(val["x"], val["y"]),
-                                   representative_data=train["x"], quantization="qat", explain_layers=False)
+                                   representative_data=train["x"],
+                                   options=tfjoint.ExportOptions(quantization="qat", explain_layers=False))
     return report, time.perf_counter() - started
 
 

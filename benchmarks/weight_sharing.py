@@ -35,10 +35,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
+import tf_keras as keras  # noqa: E402
 from common import mean_text  # noqa: E402
 
 import tfjoint  # noqa: E402  (selects tf_keras before TensorFlow loads)
-from tfjoint import keras  # noqa: E402
 from tfjoint.app import digits  # noqa: E402
 
 SPARSITY = 0.8
@@ -79,8 +79,9 @@ def _steps(data, epochs, batch=32):
 
 
 def _export(model, data, path, compression):
-    report = tfjoint.export_tflite(model, path, validation_data=(data["x_val"], data["y_val"]), runtimes=("tflm",),
-                                   compression=compression, quantization="qat")
+    report = tfjoint.export_tflite(model, path, validation_data=(data["x_val"], data["y_val"]),
+                                   options=tfjoint.ExportOptions(quantization="qat", runtimes=("tflm",),
+                                                                 compression=compression))
     return {"flash_bytes": report.size_bytes, "tflm_accuracy": report.per_runtime["tflm"]["int8_accuracy"],
             "arena_bytes": report.memory.get("tflm_arena_bytes"),
             "alt_bytes": report.compression.get("alt_decompression_bytes", 0),
@@ -90,8 +91,10 @@ def _export(model, data, path, compression):
 
 def _tfjoint(model, data, epochs, clusters, path):
     started = time.perf_counter()
-    joint = tfjoint.prepare(_clone(model), target_sparsity=SPARSITY, end_step=_steps(data, epochs) // 2,
-                            frequency=10, clusters=clusters, check_conversion=False)
+    joint = tfjoint.prepare(_clone(model),
+                            tfjoint.JointSchedule(SPARSITY, end_step=_steps(data, epochs) // 2, frequency=10,
+                                                  clusters=clusters),
+                            check=False)
     joint.compile(keras.optimizers.Adam(5e-4), "sparse_categorical_crossentropy")
     joint.fit(data["x_train"], data["y_train"], epochs=epochs, batch_size=32, verbose=0)
     wall = time.perf_counter() - started
@@ -139,9 +142,10 @@ def _planned(model, data, epochs, flash_bytes, weight_bits, path):
     joint.compile(keras.optimizers.Adam(5e-4), "sparse_categorical_crossentropy")
     joint.fit(data["x_train"], data["y_train"], epochs=epochs, batch_size=32, verbose=0)
     wall = time.perf_counter() - started
-    report = tfjoint.export_tflite(tfjoint.strip(joint), path, validation_data=val, runtimes=("tflm",),
-                                   compression="lut" if plan.clusters else "none", quantization="qat",
-                                   budget=plan.budget)
+    report = tfjoint.export_tflite(tfjoint.strip(joint), path, validation_data=val,
+                                   options=tfjoint.ExportOptions(quantization="qat", runtimes=("tflm",),
+                                                                 budget=plan.budget,
+                                                                 compression="lut" if plan.clusters else "none"))
     row = {"flash_bytes": report.size_bytes, "tflm_accuracy": report.per_runtime["tflm"]["int8_accuracy"],
            "arena_bytes": report.memory.get("tflm_arena_bytes"),
            "alt_bytes": report.compression.get("alt_decompression_bytes", 0), "budget_bytes": flash_bytes,

@@ -34,10 +34,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
+import tf_keras as keras  # noqa: E402
 from common import mean_text  # noqa: E402
 
 import tfjoint  # noqa: E402  (selects tf_keras before TensorFlow loads)
-from tfjoint import keras  # noqa: E402
 
 RUNTIMES = ("litert", "litert_reference", "tflm")
 
@@ -156,10 +156,10 @@ def _command(args: list[str], out: str) -> tuple[int, float, str]:
 
 def _in_every_runtime(tflite_path: str, x_val, y_val) -> dict[str, float]:
     """The written file's accuracy in each runtime, read from each interpreter's outputs."""
-    from tfjoint.export.runtime import runtime_model
+    from tfjoint.tflite.runtimes import runtime_model
 
     content = open(tflite_path, "rb").read()
-    summary = tfjoint.read_flatbuffer(content)
+    summary = tfjoint.inspect.read_flatbuffer(content)
     names = ([t.signature_name for t in summary.inputs], [t.signature_name for t in summary.outputs])
     found = {}
     for runtime in RUNTIMES:

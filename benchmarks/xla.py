@@ -22,10 +22,10 @@ import time
 from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import tf_keras as keras  # noqa: E402
 from common import TASKS, check_task_names, float_clone, median_and_quartiles, steady_step_ratios, write_text  # noqa: E402
 
 import tfjoint  # noqa: E402
-from tfjoint import keras  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out", "benchmarks/results", "Directory for xla.json and xla.md.")
@@ -42,7 +42,7 @@ def timed_models(task):
         plain = float_clone(task.model, task.loss)
         plain.compile(keras.optimizers.Adam(1e-3), task.loss, jit_compile=xla)
         models["float" + suffix] = (plain, [])
-        joint = tfjoint.prepare(float_clone(task.model, task.loss), target_sparsity=0.8, end_step=4, frequency=2)
+        joint = tfjoint.prepare(float_clone(task.model, task.loss), tfjoint.JointSchedule(0.8, end_step=4, frequency=2))
         joint.compile(keras.optimizers.Adam(1e-3), task.loss, jit_compile=xla)
         joint.fit(data["x_train"][: 8 * batch], data["y_train"][: 8 * batch], batch_size=batch, verbose=0)
         models["joint" + suffix] = (joint, [])

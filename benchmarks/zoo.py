@@ -37,7 +37,7 @@ import numpy as np
 name, side = sys.argv[1], int(sys.argv[2])
 import tfjoint
 import keras
-from tfjoint import keras as tf_keras
+import tf_keras
 record = {"model": name, "side": side}
 started = time.perf_counter()
 rng = np.random.default_rng(0)

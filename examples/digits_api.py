@@ -11,9 +11,9 @@ import argparse
 import os
 
 import numpy as np
+import tf_keras as keras
 
 import tfjoint  # import before TensorFlow: selects Keras 2 (tf_keras) for TF-MOT
-from tfjoint import keras
 from tfjoint.app import digits
 
 
@@ -28,8 +28,8 @@ def main(out: str, float_epochs: int = 15, epochs: int = 10, max_accuracy_drop: 
     #    8-bit fake quantization, both driven by the same training steps.
     #    The schedule reaches 80% halfway through fine-tuning, then recovers.
     steps = epochs * int(np.ceil(len(data["x_train"]) / 32))
-    schedule = tfjoint.plan_schedule(steps, target_sparsity=0.8, prune_end=0.5)
-    joint = tfjoint.prepare(float_model, schedule=schedule)
+    schedule = tfjoint.inspect.plan_schedule(steps, target_sparsity=0.8, prune_end=0.5)
+    joint = tfjoint.prepare(float_model, schedule)
 
     # 3. One compile, one fit. tfjoint.callbacks() adds tfjoint/* metrics to the logs.
     joint.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
@@ -40,15 +40,11 @@ def main(out: str, float_epochs: int = 15, epochs: int = 10, max_accuracy_drop: 
     deployable = tfjoint.strip(joint)
 
     # 5. Convert to a fully int8 flatbuffer and validate it in the LiteRT runtime.
-    report = tfjoint.export_tflite(
-        deployable,
-        os.path.join(out, "digits_int8.tflite"),
-        representative_data=data["x_calib"],
-        validation_data=(data["x_val"], data["y_val"]),
-        float_model=float_model,
-        max_accuracy_drop=max_accuracy_drop,  # raise ValidationError if int8 loses more
-        measure_latency=True,
-    )
+    report = tfjoint.export_tflite(deployable, os.path.join(out, "digits_int8.tflite"),
+                                   representative_data=data["x_calib"], validation_data=(data["x_val"], data["y_val"]),
+                                   float_model=float_model,
+                                   options=tfjoint.ExportOptions(measure_latency=True,
+                                                                 tolerances=tfjoint.Tolerances(max_accuracy_drop=max_accuracy_drop)))
     print(report)
     report.save_json(os.path.join(out, "digits_report.json"))
     return report

@@ -14,8 +14,9 @@ unit dominates the energy), its per-channel SQNR shows the problem.
 import argparse
 import os
 
+import tf_keras as keras
+
 import tfjoint
-from tfjoint import keras
 from tfjoint.app import digits, plots
 
 

@@ -51,15 +51,14 @@ def main(out: str, float_epochs: int = 12, epochs: int = 10, max_accuracy_drop: 
 
     # 3. The usual tfjoint flow.
     steps = epochs * int(np.ceil(len(data["x_train"]) / 32))
-    joint = tfjoint.prepare(float_model, schedule=tfjoint.plan_schedule(steps, target_sparsity=0.7))
+    joint = tfjoint.prepare(float_model, tfjoint.inspect.plan_schedule(steps, target_sparsity=0.7))
     joint.compile(tfjoint.keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
     joint.fit(data["x_train"], data["y_train"], epochs=epochs, batch_size=32, verbose=2,
               callbacks=tfjoint.callbacks())
-    report = tfjoint.export_tflite(
-        tfjoint.strip(joint), os.path.join(out, "keras3_int8.tflite"), schedule=tfjoint.schedule_of(joint),
-        validation_data=(data["x_val"], data["y_val"]), float_model=float_model, measure_latency=True,
-        max_accuracy_drop=max_accuracy_drop,
-    )
+    report = tfjoint.export_tflite(tfjoint.strip(joint), os.path.join(out, "keras3_int8.tflite"),
+                                   validation_data=(data["x_val"], data["y_val"]), float_model=float_model,
+                                   options=tfjoint.ExportOptions(measure_latency=True,
+                                                                 tolerances=tfjoint.Tolerances(max_accuracy_drop=max_accuracy_drop)))
     print(report)
     return report
 

@@ -15,9 +15,9 @@ import argparse
 import os
 
 import numpy as np
+import tf_keras as keras
 
 import tfjoint
-from tfjoint import keras
 
 FRAMES, FEATURES, KEYWORDS = 40, 10, 4
 
@@ -55,15 +55,15 @@ def main(out: str, epochs: int = 6, max_accuracy_drop: float = 0.02) -> tfjoint.
     float_model.fit(x_train, y_train, epochs=8, batch_size=64, verbose=0)
 
     steps = epochs * int(np.ceil(len(x_train) / 64))
-    joint = tfjoint.prepare(float_model, schedule=tfjoint.plan_schedule(steps, target_sparsity=0.7, prune_end=0.5))
+    joint = tfjoint.prepare(float_model, tfjoint.inspect.plan_schedule(steps, target_sparsity=0.7, prune_end=0.5))
     joint.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
     joint.fit(x_train, y_train, epochs=epochs, batch_size=64, verbose=2, callbacks=tfjoint.callbacks())
 
-    report = tfjoint.export_tflite(
-        tfjoint.strip(joint), os.path.join(out, "kws_int8.tflite"), representative_data=x_train[:200],
-        validation_data=(x_val, y_val), float_model=float_model, measure_latency=True,
-        max_accuracy_drop=max_accuracy_drop,
-    )
+    report = tfjoint.export_tflite(tfjoint.strip(joint), os.path.join(out, "kws_int8.tflite"),
+                                   representative_data=x_train[:200], validation_data=(x_val, y_val),
+                                   float_model=float_model,
+                                   options=tfjoint.ExportOptions(measure_latency=True,
+                                                                 tolerances=tfjoint.Tolerances(max_accuracy_drop=max_accuracy_drop)))
     print(report)
     return report
 

@@ -13,9 +13,9 @@ import argparse
 import os
 
 import numpy as np
+import tf_keras as keras
 
 import tfjoint
-from tfjoint import keras
 
 
 def main(out: str, steps: int = 20, alpha: float = 0.35, size: int = 96) -> tfjoint.ExportReport:
@@ -26,15 +26,15 @@ def main(out: str, steps: int = 20, alpha: float = 0.35, size: int = 96) -> tfjo
     x = rng.random((steps * 8, size, size, 3), dtype=np.float32)
     y = rng.integers(0, 10, len(x))
 
-    joint = tfjoint.prepare(float_model, target_sparsity=0.5, end_step=steps // 2, frequency=1)
+    joint = tfjoint.prepare(float_model, tfjoint.JointSchedule(0.5, end_step=steps // 2, frequency=1))
     joint.compile(keras.optimizers.Adam(1e-4), "sparse_categorical_crossentropy")
     joint.fit(x, y, batch_size=8, epochs=1, verbose=2, callbacks=tfjoint.callbacks())
 
-    report = tfjoint.export_tflite(
-        joint, os.path.join(out, "mobilenet_v2_int8.tflite"), representative_data=x[:16],
-        validation_data=x[:64], float_model=float_model, measure_latency=True,
-        min_sqnr_db=0.0, min_agreement=0.0,  # random weights and data: only structure is meaningful
-    )
+    report = tfjoint.export_tflite(joint, os.path.join(out, "mobilenet_v2_int8.tflite"), representative_data=x[:16],
+                                   validation_data=x[:64], float_model=float_model,
+                                   options=tfjoint.ExportOptions(measure_latency=True,
+                                                                 tolerances=tfjoint.Tolerances(min_agreement=0.0,
+                                                                                               min_sqnr_db=0.0)))
     print(report)
     return report
 

@@ -12,11 +12,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+import tf_keras as keras  # noqa: E402
 
 import tfjoint  # noqa: E402
-from tfjoint import keras  # noqa: E402
 from tfjoint.tflite import convert as _convert_module  # noqa: E402
-from tfjoint.train import prepare as _prepare_module  # noqa: E402
+from tfjoint.train import conversion_check as _conversion_check_module  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -47,7 +47,7 @@ def _fast_tests_do_not_convert(request, monkeypatch):
     other conversion fails the test."""
     if request.node.get_closest_marker("slow") or request.node.get_closest_marker("benchmark"):
         return
-    monkeypatch.setattr(_prepare_module, "refuse_what_export_would", lambda prepared, runtimes=(): None)
+    monkeypatch.setattr(_conversion_check_module, "refuse_what_export_would", lambda prepared, runtimes=(): None)
     monkeypatch.setattr(_convert_module, "_convert", _conversion_in_a_fast_test)
 
 
@@ -102,7 +102,7 @@ def digits_float_model(digits_data):
 @pytest.fixture(scope="session")
 def digits_joint(digits_float_model, digits_data):
     """The digits CNN prepared (80%, target at step 40) and fitted 2 epochs, once per session."""
-    model = tfjoint.prepare(digits_float_model, target_sparsity=0.8, end_step=40, frequency=10)
+    model = tfjoint.prepare(digits_float_model, tfjoint.JointSchedule(0.8, end_step=40, frequency=10))
     model.compile(keras.optimizers.Adam(5e-4), "sparse_categorical_crossentropy")
     model.fit(digits_data["x_train"], digits_data["y_train"], batch_size=32, epochs=2, verbose=0)
     return model

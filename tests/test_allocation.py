@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
+import tf_keras as keras  # noqa: E402
 
 import tfjoint
-from tfjoint import keras
 from tfjoint.prune.allocation import lamp_scores
 
 
@@ -35,7 +35,7 @@ def trained():
 
 
 def _weighted_mean(plan, model):
-    sizes = tfjoint.prunable_layers(model)
+    sizes = tfjoint.inspect.prunable_layers(model)
     return sum(plan[n] * sizes[n] for n in plan) / sum(sizes[n] for n in plan)
 
 
@@ -84,14 +84,14 @@ def test_sensitivity_scans_each_layer_and_spends_the_budget_where_it_is_cheap(tr
 
 def test_a_plan_goes_into_prepare_and_each_layer_reaches_its_own_target(trained):
     plan = tfjoint.allocate_sparsity(trained, 0.8, method="erk")
-    joint = tfjoint.prepare(trained, target_sparsity=plan, end_step=4, frequency=2)
+    joint = tfjoint.prepare(trained, tfjoint.JointSchedule(plan, end_step=4, frequency=2))
     joint.compile("adam", "sparse_categorical_crossentropy")
     joint.fit(*_data(64), batch_size=16, verbose=0)
-    achieved = tfjoint.layer_sparsity(joint)
-    sizes = tfjoint.prunable_layers(trained)
+    achieved = tfjoint.inspect.layer_sparsity(joint)
+    sizes = tfjoint.inspect.prunable_layers(trained)
     for name, target in plan.items():
         assert achieved[name] == pytest.approx(target, abs=1.01 / sizes[name] + 1e-6), name
-    assert tfjoint.schedule_of(joint).target_sparsity == pytest.approx(dict(plan))
+    assert tfjoint.inspect.schedule_of(joint).target_sparsity == pytest.approx(dict(plan))
 
 
 @pytest.mark.parametrize(
@@ -104,7 +104,7 @@ def test_a_plan_goes_into_prepare_and_each_layer_reaches_its_own_target(trained)
 )
 def test_bad_per_layer_targets_are_refused_naming_them(trained, targets, match):
     with pytest.raises(tfjoint.ConfigError, match=match):
-        tfjoint.prepare(trained, target_sparsity=targets, end_step=10)
+        tfjoint.prepare(trained, tfjoint.JointSchedule(targets, end_step=10))
 
 
 def test_a_per_layer_target_on_a_layer_that_cannot_be_pruned_is_refused():
@@ -112,7 +112,7 @@ def test_a_per_layer_target_on_a_layer_that_cannot_be_pruned_is_refused():
     x = keras.layers.BatchNormalization(name="bn")(keras.layers.Conv2D(4, 3, name="conv")(inputs))
     model = keras.Model(inputs, keras.layers.Dense(2, name="out")(keras.layers.Flatten()(x)))
     with pytest.raises(tfjoint.ConfigError, match="layer 'bn' \\(BatchNormalization\\).*cannot be pruned"):
-        tfjoint.prepare(model, target_sparsity={"conv": 0.5, "bn": 0.5}, end_step=10)
+        tfjoint.prepare(model, tfjoint.JointSchedule({"conv": 0.5, "bn": 0.5}, end_step=10))
 
 
 def test_bad_allocation_arguments_are_named(trained):
@@ -121,9 +121,9 @@ def test_bad_allocation_arguments_are_named(trained):
     with pytest.raises(tfjoint.ConfigError, match="validation_data=\\(x_val, y_val\\)"):
         tfjoint.allocate_sparsity(trained, 0.8, method="sensitivity")
     x, y = _data(32)
-    with pytest.raises(tfjoint.DataError, match="31 labels for 32 samples"):
+    with pytest.raises(tfjoint.errors.DataError, match="31 labels for 32 samples"):
         tfjoint.allocate_sparsity(trained, 0.8, validation_data=(x, y[:31]))
-    with pytest.raises(tfjoint.DataError, match="input 'features' has shape \\(32, 5\\)"):
+    with pytest.raises(tfjoint.errors.DataError, match="input 'features' has shape \\(32, 5\\)"):
         tfjoint.allocate_sparsity(trained, 0.8, validation_data=(x[:, :5], y))
     with pytest.raises(tfjoint.ConfigError, match="`target_sparsity` must be in \\[0, 1\\)"):
         tfjoint.allocate_sparsity(trained, 1.2, method="erk")

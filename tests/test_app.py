@@ -4,10 +4,10 @@ import dataclasses
 
 import numpy as np
 import pytest
+import tf_keras as keras  # noqa: E402
 from absl import flags
 
 import tfjoint
-from tfjoint import keras
 from tfjoint.app import flags as app_flags
 from tfjoint.app.flags import RunConfig
 from tfjoint.app.pipeline import run

@@ -12,18 +12,19 @@ from tfjoint.tflite import operators
 
 def test_a_tfmot_pruning_schedule_of_the_users_drives_the_masks():
     constant = tfmot.sparsity.keras.ConstantSparsity(0.5, begin_step=0, end_step=4, frequency=1)
-    joint = tfjoint.prepare(small_cnn(), schedule=constant)
-    schedule = tfjoint.schedule_of(joint)
+    joint = tfjoint.prepare(small_cnn(), constant)
+    schedule = tfjoint.inspect.schedule_of(joint)
     assert schedule.end_step == 4 and schedule.target_sparsity == pytest.approx(0.5)
     x, y = image_data(32)
     compile_joint(joint).fit(x, y, batch_size=8, epochs=1, verbose=0)  # 4 steps
-    assert tfjoint.layer_sparsity(joint) == pytest.approx({"conv": 0.5, "fc": 0.5}, abs=0.01)
+    assert tfjoint.inspect.layer_sparsity(joint) == pytest.approx({"conv": 0.5, "fc": 0.5}, abs=0.01)
     again = tfjoint.JointSchedule.from_dict(schedule.to_dict())
     assert again.to_dict() == schedule.to_dict() and again.sparsity_at(3) == pytest.approx(0.5)
     with pytest.raises(tfjoint.ConfigError, match="no end_step: pass `end_step`"):
-        tfjoint.prepare(small_cnn(), schedule=tfmot.sparsity.keras.ConstantSparsity(0.5, 0))
-    with pytest.raises(tfjoint.ConfigError, match="either a PruningSchedule or `target_sparsity`"):
-        tfjoint.prepare(small_cnn(), 0.5, schedule=constant)
+        tfjoint.prepare(small_cnn(), tfmot.sparsity.keras.ConstantSparsity(0.5, 0))
+    with pytest.warns(DeprecationWarning, match="prepare\\(target_sparsity=...\\) is deprecated"), \
+            pytest.raises(tfjoint.ConfigError, match="either a PruningSchedule or `target_sparsity`"):
+        tfjoint.prepare(small_cnn(), constant, target_sparsity=0.5)
 
 
 def test_a_default_value_given_beside_a_ready_schedule_is_refused():
@@ -34,10 +35,10 @@ def test_a_default_value_given_beside_a_ready_schedule_is_refused():
 
 def test_one_layer_selection_or_its_keywords():
     selection = tfjoint.LayerSelection(exclude=["fc"])
-    joint = tfjoint.prepare(small_cnn(), 0.5, 10, layers=selection)
-    assert [pk.layer_name for pk in tfjoint.pruned_kernels(joint)] == ["conv"]
+    joint = tfjoint.prepare(small_cnn(), tfjoint.JointSchedule(0.5, end_step=10), layers=selection)
+    assert [pk.layer_name for pk in tfjoint.inspect.pruned_kernels(joint)] == ["conv"]
     with pytest.raises(tfjoint.ConfigError, match="either `layers` or `exclude`, not both"):
-        tfjoint.prepare(small_cnn(), 0.5, 10, layers=selection, exclude=["conv"])
+        tfjoint.prepare(small_cnn(), 0.5, layers=selection, exclude=["conv"])
     with pytest.raises(tfjoint.ConfigError, match="`exclude` must be a list of layer names.*Write \\['fc'\\]"):
         tfjoint.LayerSelection(exclude="fc")
 
@@ -74,7 +75,8 @@ def test_operator_macs_are_the_closed_form_counts():
 
 @pytest.mark.slow
 def test_the_probes_run_as_modules_in_a_child_process(tmp_path):
-    from tfjoint.export import memory, tflm
+    from tfjoint.export import memory
+    from tfjoint.tflite import tflm
 
     content = _tiny_file()
     arena = tflm.measure_arena(content)
@@ -83,7 +85,8 @@ def test_the_probes_run_as_modules_in_a_child_process(tmp_path):
 
 
 def _tiny_file() -> bytes:
-    from tfjoint import keras
+    import tf_keras as keras
+
     from tfjoint.tflite import convert
 
     inputs = keras.Input((4,), name="x")

@@ -103,7 +103,7 @@ def test_budget_benchmark_tiny_run(tmp_path):
     trained = [row for row in data["rows"] if not row["refused"]]
     assert any(row["level"] == "50%" and row["system"] == "planned" for row in trained)
     for row in trained:
-        assert set(row["measured"]) == {"flash_bytes", "arena_bytes", "macs"}  # measured on the file, in TFLM
+        assert set(row["measured"]) == {"flash_bytes", "ram_bytes", "macs"}  # measured on the file, in TFLM
         if row["system"] == "planned":
             assert row["met"] and all(row["measured"][k] <= row["budget"][k] for k in row["measured"])
     for row in data["rows"]:

@@ -4,13 +4,13 @@ plan_for_budget -> prepare(plan=...) -> export_tflite(budget=...).
 """
 
 import pytest
+import tf_keras as keras  # noqa: E402
 
 import tfjoint
-from tfjoint import keras
-from tfjoint.export.tflm import measure_arena
 from tfjoint.plan.cost import ONE_CHANNEL, build_cost_model, measure_plan
 from tfjoint.plan.for_budget import channel_groups_of
 from tfjoint.prune.schedule import JointSchedule
+from tfjoint.tflite.tflm import measure_arena
 
 pytestmark = pytest.mark.slow  # conversions and TFLM
 
@@ -24,37 +24,41 @@ def full_figures(digits_float_model, digits_data):
 
 @pytest.fixture(scope="module")
 def planned(digits_float_model, digits_data, full_figures):
-    plan = tfjoint.plan_for_budget(digits_float_model, flash_bytes=int(full_figures["flash_bytes"] * 0.5),
-                                   arena_bytes=int(full_figures["arena_bytes"] * 0.5),
+    budget = tfjoint.Budget(flash_bytes=int(full_figures["flash_bytes"] * 0.5),
+                            ram_bytes=int(full_figures["ram_bytes"] * 0.5))
+    plan = tfjoint.plan_for_budget(digits_float_model, budget,
                                    validation_data=(digits_data["x_val"], digits_data["y_val"]))
     return plan
 
 
 def test_the_cost_model_of_the_unpruned_model_is_the_file(digits_float_model, digits_data, full_figures, tmp_path):
-    joint = tfjoint.prepare(digits_float_model, target_sparsity=0.0, end_step=1)
+    joint = tfjoint.prepare(digits_float_model, tfjoint.JointSchedule(0.0, end_step=1))
     joint.compile(keras.optimizers.Adam(1e-4), "sparse_categorical_crossentropy")
     joint.fit(digits_data["x_train"][:64], digits_data["y_train"][:64], batch_size=32, verbose=0)  # trained values
-    report = tfjoint.export_tflite(tfjoint.strip(joint), str(tmp_path / "m.tflite"), quantization="qat")
+    report = tfjoint.export_tflite(tfjoint.strip(joint), str(tmp_path / "m.tflite"),
+                                   options=tfjoint.ExportOptions(quantization="qat"))
     assert full_figures["flash_bytes"] == pytest.approx(report.size_bytes, abs=64)  # up to the buffers' padding
     assert full_figures["macs"] == report.macs
-    assert full_figures["arena_bytes"] == report.memory["tflm_arena_bytes"]
+    assert full_figures["arena_bytes"] == report.memory["tflm_arena_bytes"] == full_figures["ram_bytes"]
 
 
 def test_a_plan_meets_its_budgets_in_tflm_and_the_report_says_by_how_much(digits_float_model, digits_data, planned,
                                                                         tmp_path):
-    assert planned.channel_fractions and set(planned.budget.given) == {"flash_bytes", "arena_bytes"}
-    joint = tfjoint.prepare(digits_float_model, plan=planned, end_step=40, frequency=10)
+    assert planned.channel_fractions and set(planned.budget.given) == {"flash_bytes", "ram_bytes"}
+    joint = tfjoint.prepare(digits_float_model, tfjoint.JointSchedule.from_plan(planned, end_step=40, frequency=10))
     assert joint.schedule.channel_sparsity == planned.channel_fractions  # stored with the model, by group
     joint.compile(keras.optimizers.Adam(5e-4), "sparse_categorical_crossentropy")
     joint.fit(digits_data["x_train"], digits_data["y_train"], epochs=2, verbose=0)
     path = tmp_path / "m.tflite"
-    report = tfjoint.export_tflite(tfjoint.strip(joint), str(path), budget=planned.budget, runtimes=("tflm",),
+    report = tfjoint.export_tflite(tfjoint.strip(joint), str(path),
                                    validation_data=(digits_data["x_val"], digits_data["y_val"]),
-                                   float_model=digits_float_model, max_accuracy_drop=0.3)
+                                   float_model=digits_float_model,
+                                   options=tfjoint.ExportOptions(runtimes=("tflm",), budget=planned.budget,
+                                                                 tolerances=tfjoint.Tolerances(max_accuracy_drop=0.3)))
     content = path.read_bytes()
     assert len(content) <= planned.budget.flash_bytes
-    assert measure_arena(content).total_bytes <= planned.budget.arena_bytes  # TFLM itself, on the written file
-    for name in ("flash_bytes", "arena_bytes"):
+    assert measure_arena(content).total_bytes <= planned.budget.ram_bytes  # TFLM itself, on the written file
+    for name in ("flash_bytes", "ram_bytes"):
         entry = report.budget[name]
         assert entry["measured"] <= entry["limit"] == getattr(planned.budget, name)
         assert entry["margin"] == pytest.approx((entry["limit"] - entry["measured"]) / entry["limit"])
@@ -85,21 +89,22 @@ def test_the_arena_of_a_small_plan_is_the_one_tflm_needs(digits_float_model):
 def test_the_planner_checks_its_plan_in_tflm(planned):
     measured = planned.predicted["measured_in_tflm"]  # the plan's file, built untrained and measured in TFLM
     assert not planned.budget.misses(measured)
-    assert set(measured) >= {"flash_bytes", "arena_bytes", "macs"}
+    assert set(measured) >= {"flash_bytes", "ram_bytes", "arena_bytes", "macs"}
 
 
 def test_a_missed_budget_fails_validation_naming_it_and_writes_nothing(digits_joint, digits_data, tmp_path):
     path = tmp_path / "m.tflite"
     with pytest.raises(tfjoint.ValidationError,
                        match=r"budget macs: the file needs \d+, \d+ \(.*%\) over the limit 1000"):
-        tfjoint.export_tflite(digits_joint, str(path), budget=tfjoint.Budget(macs=1000), max_accuracy_drop=1.0,
-                              validation_data=(digits_data["x_val"], digits_data["y_val"]))
+        tfjoint.export_tflite(digits_joint, str(path), validation_data=(digits_data["x_val"], digits_data["y_val"]),
+                              options=tfjoint.ExportOptions(budget=tfjoint.Budget(macs=1000),
+                                                            tolerances=tfjoint.Tolerances(max_accuracy_drop=1.0)))
     assert not path.exists()
 
 
 def test_an_unreachable_budget_is_refused_before_training_with_the_smallest_figure(digits_float_model, digits_data):
     with pytest.raises(tfjoint.ConfigError, match=r"`flash_bytes`=1000 is below \d+, the smallest reachable"):
-        tfjoint.plan_for_budget(digits_float_model, flash_bytes=1000,
+        tfjoint.plan_for_budget(digits_float_model, tfjoint.Budget(flash_bytes=1000),
                                 validation_data=(digits_data["x_val"], digits_data["y_val"]))
 
 
@@ -107,21 +112,29 @@ def test_an_arena_below_tflms_planning_memory_is_refused_before_training(digits_
                                                                          full_figures):
     # 30% of the arena: the activations of a small plan fit, but TFLM's tail and planning memory do not.
     arena = int(full_figures["arena_bytes"] * 0.3)
-    with pytest.raises(tfjoint.ConfigError, match=rf"`arena_bytes`={arena} is below \d+, the smallest reachable"):
-        tfjoint.plan_for_budget(digits_float_model, arena_bytes=arena,
+    with pytest.raises(tfjoint.ConfigError, match=rf"`ram_bytes`={arena} is below \d+, the smallest reachable"):
+        tfjoint.plan_for_budget(digits_float_model, tfjoint.Budget(ram_bytes=arena),
                                 validation_data=(digits_data["x_val"], digits_data["y_val"]))
 
 
 @pytest.mark.parametrize("budget,match", [
     (dict(flash_bytes=0), "`flash_bytes` must be a positive number of bytes; received 0"),
-    (dict(arena_bytes=-5), "`arena_bytes` must be a positive number of bytes; received -5"),
+    (dict(ram_bytes=-5), "`ram_bytes` must be a positive number of bytes; received -5"),
     (dict(macs="many"), "`macs` must be a positive number of MACs; received 'many'"),
-    (dict(), "at least one of `flash_bytes`, `arena_bytes`, `macs`"),
+    (dict(), "at least one of `flash_bytes`, `ram_bytes`, `macs`"),
 ])
-def test_bad_budgets_are_refused_naming_the_argument(digits_float_model, digits_data, budget, match):
+def test_bad_budgets_are_refused_naming_the_argument(budget, match):
     with pytest.raises(tfjoint.ConfigError, match=match):
-        tfjoint.plan_for_budget(digits_float_model, validation_data=(digits_data["x_val"], digits_data["y_val"]),
-                                **budget)
+        tfjoint.Budget(**budget)
+
+
+def test_the_old_budget_keywords_still_plan_with_a_deprecation_warning(digits_float_model, digits_data):
+    with pytest.warns(DeprecationWarning, match="plan_for_budget\\(flash_bytes=...\\) is deprecated.*tfjoint.Budget"):
+        plan = tfjoint.plan_for_budget(digits_float_model, flash_bytes=10 ** 9,
+                                       validation_data=(digits_data["x_val"], digits_data["y_val"]))
+    assert plan.budget == tfjoint.Budget(flash_bytes=10 ** 9) and not plan.channel_fractions
+    with pytest.raises(tfjoint.ConfigError, match="`budget` must be a tfjoint.Budget.*received str 'small'"):
+        tfjoint.plan_for_budget(digits_float_model, "small", validation_data=(digits_data["x_val"], digits_data["y_val"]))
 
 
 def test_a_plan_for_another_model_names_the_groups_that_do_not_match(digits_float_model):
@@ -160,8 +173,9 @@ def test_bits_beside_channels_meet_a_flash_budget_in_tflm_with_fewer_channels_re
     joint.compile(keras.optimizers.Adam(5e-4), "sparse_categorical_crossentropy")
     joint.fit(digits_data["x_train"], digits_data["y_train"], epochs=1, verbose=0)
     path = tmp_path / "m.tflite"
-    report = tfjoint.export_tflite(tfjoint.strip(joint), str(path), budget=with_bits.budget, runtimes=("tflm",),
-                                   compression="lut", validation_data=val)
+    report = tfjoint.export_tflite(tfjoint.strip(joint), str(path), validation_data=val,
+                                   options=tfjoint.ExportOptions(runtimes=("tflm",), budget=with_bits.budget,
+                                                                 compression="lut"))
     assert len(path.read_bytes()) <= budget == report.budget["flash_bytes"]["limit"]
     by_layer = {t["layer"]: t for t in report.compression["tensors"]}  # read back from the written file
     for layer, clusters in with_bits.clusters.items():

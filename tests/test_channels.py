@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
+import tf_keras as keras  # noqa: E402
 
 import tfjoint
-from tfjoint import keras
-from tfjoint.prune.channels import plan_channel_groups
+from tfjoint.prune.channel_groups import plan_channel_groups
 from tfjoint.prune.schedule import kept_channels
 from tfjoint.train.prepared_model import group_masks
 
@@ -61,7 +61,8 @@ def test_activations_that_do_not_map_zero_to_zero_keep_their_channels():
 
 @pytest.fixture(scope="module")
 def channel_pruned():
-    joint = tfjoint.prepare(_residual_model(), target_sparsity=0.5, end_step=6, frequency=2, channel_sparsity=0.5)
+    joint = tfjoint.prepare(_residual_model(),
+                            tfjoint.JointSchedule(0.5, end_step=6, frequency=2, channel_sparsity=0.5))
     joint.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
     x, y = _data()
     joint.fit(x, y, batch_size=8, epochs=1, verbose=0)  # 8 steps: past end_step
@@ -69,7 +70,7 @@ def channel_pruned():
 
 
 def test_masks_follow_the_schedule_and_coupled_producers_share_them(channel_pruned):
-    assert isinstance(channel_pruned, tfjoint.PreparedModel)
+    assert isinstance(channel_pruned, tfjoint.inspect.PreparedModel)
     masks = group_masks(channel_pruned)
     assert set(masks) == {"stem", "side", "fc"}
     for group, mask in masks.items():
@@ -81,7 +82,7 @@ def test_masks_follow_the_schedule_and_coupled_producers_share_them(channel_prun
 
 
 def test_weight_sparsity_applies_within_the_kept_channels(channel_pruned):
-    for pk in tfjoint.pruned_kernels(channel_pruned):
+    for pk in tfjoint.inspect.pruned_kernels(channel_pruned):
         if pk.layer_name == "head":
             continue
         kernel = pk.masked_kernel()
@@ -90,11 +91,12 @@ def test_weight_sparsity_applies_within_the_kept_channels(channel_pruned):
 
 
 def test_filters_are_ranked_by_l1_norm():
-    joint = tfjoint.prepare(_residual_model(), target_sparsity=0.0, end_step=1, frequency=1, channel_sparsity=0.5)
+    joint = tfjoint.prepare(_residual_model(),
+                            tfjoint.JointSchedule(0.0, end_step=1, frequency=1, channel_sparsity=0.5))
     joint.compile(keras.optimizers.SGD(0.0), "sparse_categorical_crossentropy")  # weights never move
     x, y = _data(8)
     joint.fit(x, y, batch_size=8, verbose=0)
-    kernel = next(pk.kernel.numpy() for pk in tfjoint.pruned_kernels(joint) if pk.layer_name == "fc")
+    kernel = next(pk.kernel.numpy() for pk in tfjoint.inspect.pruned_kernels(joint) if pk.layer_name == "fc")
     l1 = np.abs(kernel).sum(axis=0)
     expected = np.zeros(16)
     expected[np.argsort(-l1)[:8]] = 1
@@ -103,7 +105,7 @@ def test_filters_are_ranked_by_l1_norm():
 
 def test_strip_removes_the_channels_and_computes_the_same(channel_pruned):
     stripped = tfjoint.strip(channel_pruned)
-    assert not isinstance(stripped, tfjoint.PreparedModel)
+    assert not isinstance(stripped, tfjoint.inspect.PreparedModel)
     filters = {layer.layer.name: layer.layer.get_config().get("filters") or layer.layer.get_config().get("units")
                for layer in stripped.layers if hasattr(layer, "layer")}
     assert filters["stem"] == filters["branch"] == 4 and filters["side"] == 2 and filters["fc"] == 8
@@ -117,7 +119,8 @@ def test_strip_removes_the_channels_and_computes_the_same(channel_pruned):
 def test_the_int8_file_has_fewer_channels_and_the_report_says_so(channel_pruned, tmp_path):
     x, y = _data(64, seed=4)
     report = tfjoint.export_tflite(channel_pruned, str(tmp_path / "c.tflite"), validation_data=(x, y),
-                                   float_model=_residual_model(), max_accuracy_drop=1.0)
+                                   float_model=_residual_model(),
+                                   options=tfjoint.ExportOptions(tolerances=tfjoint.Tolerances(max_accuracy_drop=1.0)))
     assert report.fully_int8 and report.passed
     channels = report.per_layer_channels
     assert channels["stem"] == {"original": 8, "keras": 4, "tflite": 4}
@@ -132,7 +135,8 @@ def test_the_int8_file_has_fewer_channels_and_the_report_says_so(channel_pruned,
 @pytest.mark.parametrize("suffix", ["joint.h5", "joint.keras", "joint_dir"])
 def test_a_channel_pruned_model_saved_mid_fit_resumes(tmp_path, suffix):
     def fresh():
-        joint = tfjoint.prepare(_residual_model(), target_sparsity=0.5, end_step=8, frequency=2, channel_sparsity=0.5)
+        joint = tfjoint.prepare(_residual_model(),
+                                tfjoint.JointSchedule(0.5, end_step=8, frequency=2, channel_sparsity=0.5))
         joint.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
         return joint
 
@@ -143,10 +147,10 @@ def test_a_channel_pruned_model_saved_mid_fit_resumes(tmp_path, suffix):
     interrupted.fit(x[:32], y[:32], batch_size=8, verbose=0)
     interrupted.save(str(tmp_path / suffix))
     resumed = tfjoint.load_model(str(tmp_path / suffix))
-    assert isinstance(resumed, tfjoint.PreparedModel)
+    assert isinstance(resumed, tfjoint.inspect.PreparedModel)
     for model in (straight, resumed):
         model.fit(x[32:], y[32:], batch_size=8, verbose=0, callbacks=tfjoint.callbacks())
-    assert tfjoint.training_step(resumed) == tfjoint.training_step(straight) == 8
+    assert tfjoint.inspect.training_step(resumed) == tfjoint.inspect.training_step(straight) == 8
     for group, mask in group_masks(resumed).items():
         assert mask.sum() == kept_channels(mask.size, 0.5), group
         if suffix != "joint_dir":  # a SavedModel restores no optimizer state (tf_keras 2.21): kernels drift apart
@@ -170,14 +174,15 @@ def test_a_model_with_no_removable_channels_is_refused_with_the_reason():
     inputs = keras.Input((6,))
     model = keras.Model(inputs, keras.layers.Dense(3, name="only")(inputs))
     with pytest.raises(tfjoint.ConfigError, match="no channels.*can be removed.*'only'.*model output"):
-        tfjoint.prepare(model, target_sparsity=0.5, end_step=10, channel_sparsity=0.5)
+        tfjoint.prepare(model, tfjoint.JointSchedule(0.5, end_step=10, channel_sparsity=0.5))
 
 
 def test_fitting_a_rewrapped_channel_model_fails_fast():
-    joint = tfjoint.prepare(_residual_model(), target_sparsity=0.5, end_step=4, frequency=2, channel_sparsity=0.5)
+    joint = tfjoint.prepare(_residual_model(),
+                            tfjoint.JointSchedule(0.5, end_step=4, frequency=2, channel_sparsity=0.5))
     plain = keras.Model(joint.inputs, joint.outputs)  # loses PreparedModel's train_step
     plain.compile("adam", "sparse_categorical_crossentropy")
-    with pytest.raises(tfjoint.ModelStructureError, match="does not update channel masks"):
+    with pytest.raises(tfjoint.errors.ModelStructureError, match="does not update channel masks"):
         plain.fit(*_data(8), verbose=0, callbacks=tfjoint.callbacks())
 
 
@@ -190,7 +195,7 @@ def test_conv1d_channels_are_removed_through_the_conv2d_rewrite():
     x = keras.layers.Conv1D(8, 3, activation="relu", name="c2")(x)
     x = keras.layers.GlobalAveragePooling1D()(x)
     model = keras.Model(inputs, keras.layers.Dense(2, name="out")(x))
-    joint = tfjoint.prepare(model, target_sparsity=0.0, end_step=2, frequency=1, channel_sparsity=0.5)
+    joint = tfjoint.prepare(model, tfjoint.JointSchedule(0.0, end_step=2, frequency=1, channel_sparsity=0.5))
     joint.compile("adam", "mse")
     x_data = np.random.default_rng(0).random((16, 20, 4), dtype=np.float32)
     joint.fit(x_data, np.zeros((16, 2)), batch_size=8, verbose=0)
@@ -209,7 +214,7 @@ def test_the_model_input_may_feed_a_residual_add():
     x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="wide")(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
     model = keras.Model(inputs, keras.layers.Dense(2, name="out")(x))
-    joint = tfjoint.prepare(model, target_sparsity=0.0, end_step=2, frequency=1, channel_sparsity=0.5)
+    joint = tfjoint.prepare(model, tfjoint.JointSchedule(0.0, end_step=2, frequency=1, channel_sparsity=0.5))
     input_quantizers = [layer for layer in joint.layers if type(layer).__name__ == "JointQuantizeLayer"]
     assert [len(layer.inbound_nodes) for layer in input_quantizers] == [2]  # the case this test is about
     joint.compile("adam", "mse")

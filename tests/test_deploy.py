@@ -8,12 +8,12 @@ import subprocess
 
 import numpy as np
 import pytest
+import tf_keras as keras  # noqa: E402
 from ai_edge_litert.interpreter import Interpreter
 from conftest import ROOT
 
 import tfjoint
-from tfjoint import keras
-from tfjoint.export.runtime import TFLiteModel
+from tfjoint.tflite.runtimes import TFLiteModel
 
 pytestmark = pytest.mark.slow
 
@@ -58,12 +58,13 @@ def test_a_multi_input_multi_output_model_lists_every_tensor_in_file_order(tmp_p
     a, b = keras.Input((6,), name="a"), keras.Input((4,), name="b")
     merged = keras.layers.Concatenate()([keras.layers.Dense(8, activation="relu", name="da")(a), b])
     model = keras.Model([a, b], [keras.layers.Dense(3, name="o1")(merged), keras.layers.Dense(1, name="o2")(merged)])
-    joint = tfjoint.prepare(model, target_sparsity=0.5, end_step=2, frequency=1)
+    joint = tfjoint.prepare(model, tfjoint.JointSchedule(0.5, end_step=2, frequency=1))
     joint.compile("adam", ["mse", "mse"])
     x = [np.random.default_rng(0).random((16, 6), np.float32), np.random.default_rng(1).random((16, 4), np.float32)]
     joint.fit(x, [np.zeros((16, 3)), np.zeros((16, 1))], batch_size=8, verbose=0)
-    report = tfjoint.export_tflite(joint, str(tmp_path / "m.tflite"), validation_data=x, min_sqnr_db=0,
-                                   min_agreement=0)
+    report = tfjoint.export_tflite(joint, str(tmp_path / "m.tflite"), validation_data=x,
+                                   options=tfjoint.ExportOptions(tolerances=
+                                       tfjoint.Tolerances(min_agreement=0, min_sqnr_db=0)))
     inputs, outputs = _interpreter_io(tmp_path / "m.tflite")
     assert len(report.inputs) == 2 and len(report.outputs) == 2
     assert _without(report.inputs, "signature_name", "float_range") == inputs

@@ -10,16 +10,16 @@ import textwrap
 
 import numpy as np
 import pytest
+import tf_keras as keras  # noqa: E402
 from conftest import run_python
 from tflite_micro import runtime  # noqa: F401  (installed by `make test`: the real TFLM interpreter)
 
 import tfjoint
-from tfjoint import keras
-from tfjoint.export import tflm
 from tfjoint.export.memory import memory_use
 from tfjoint.export.micro import micro_op_resolver_method
-from tfjoint.export.runtime import runtime_model
+from tfjoint.tflite import tflm
 from tfjoint.tflite.flatbuffer import read_flatbuffer
+from tfjoint.tflite.runtimes import runtime_model
 
 pytestmark = pytest.mark.slow  # conversions and TFLM interpreters
 
@@ -40,8 +40,10 @@ def _residual_model():
 @pytest.fixture(scope="module")
 def digits_file(digits_joint, digits_data, tmp_path_factory):
     path = tmp_path_factory.mktemp("digits") / "model.tflite"
-    report = tfjoint.export_tflite(digits_joint, str(path), runtimes=("litert", "tflm"), max_accuracy_drop=1.0,
-                                   validation_data=(digits_data["x_val"], digits_data["y_val"]))
+    report = tfjoint.export_tflite(digits_joint, str(path),
+                                   validation_data=(digits_data["x_val"], digits_data["y_val"]),
+                                   options=tfjoint.ExportOptions(runtimes=("litert", "tflm"),
+                                                                 tolerances=tfjoint.Tolerances(max_accuracy_drop=1.0)))
     return path.read_bytes(), report
 
 
@@ -49,12 +51,16 @@ def digits_file(digits_joint, digits_data, tmp_path_factory):
 def residual_file(tmp_path_factory):
     rng = np.random.default_rng(0)
     x, y = rng.random((64, 8, 8, 2), dtype=np.float32), rng.integers(0, 3, 64)
-    joint = tfjoint.prepare(_residual_model(), target_sparsity=0.5, end_step=6, frequency=2, channel_sparsity=0.5)
+    joint = tfjoint.prepare(_residual_model(),
+                            tfjoint.JointSchedule(0.5, end_step=6, frequency=2, channel_sparsity=0.5))
     joint.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
     joint.fit(x, y, batch_size=8, epochs=1, verbose=0)
     path = tmp_path_factory.mktemp("residual") / "model.tflite"
-    report = tfjoint.export_tflite(tfjoint.strip(joint), str(path), validation_data=(x, y), runtimes=("tflm",),
-                                   min_agreement=0.0, min_sqnr_db=0.0, max_accuracy_drop=1.0)
+    report = tfjoint.export_tflite(tfjoint.strip(joint), str(path), validation_data=(x, y),
+                                   options=tfjoint.ExportOptions(runtimes=("tflm",),
+                                                                 tolerances=tfjoint.Tolerances(max_accuracy_drop=1.0,
+                                                                                               min_agreement=0.0,
+                                                                                               min_sqnr_db=0.0)))
     return path.read_bytes(), report, x
 
 
@@ -117,9 +123,11 @@ def test_validation_names_the_runtime_that_breaks_a_tolerance(digits_joint, digi
     tflm_sqnr = report.per_runtime["tflm"]["sqnr_db"]
     assert report.per_runtime["tflm"]["int8_accuracy"] is not None
     with pytest.raises(tfjoint.ValidationError, match="in tflm: output 'classes': SQNR") as caught:
-        tfjoint.export_tflite(digits_joint, str(tmp_path / "m.tflite"), runtimes=("tflm",), max_accuracy_drop=1.0,
+        tfjoint.export_tflite(digits_joint, str(tmp_path / "m.tflite"),
                               validation_data=(digits_data["x_val"], digits_data["y_val"]),
-                              min_sqnr_db=tflm_sqnr + 0.5, quantization="qat")
+                              options=tfjoint.ExportOptions(quantization="qat", runtimes=("tflm",),
+                                                            tolerances=tfjoint.Tolerances(max_accuracy_drop=1.0,
+                                                                                          min_sqnr_db=tflm_sqnr + 0.5)))
     assert not (tmp_path / "m.tflite").exists()
     assert caught.value.report.per_runtime["tflm"]["sqnr_db"] == pytest.approx(tflm_sqnr, abs=1e-6)
 
@@ -197,7 +205,7 @@ sys.meta_path.insert(0, _Blocker())
 def test_without_tflite_micro_tflm_is_a_clear_error_and_the_arena_an_estimate():
     result = run_python(_BLOCK_TFLM + textwrap.dedent("""
         import os, tempfile, numpy as np, tfjoint
-        from tfjoint import keras
+        import tf_keras as keras
         inputs = keras.Input((4,), name="x")
         model = keras.Model(inputs, keras.layers.Dense(2, name="y")(inputs))
         x = np.random.default_rng(0).random((16, 4), dtype=np.float32)
@@ -229,11 +237,11 @@ def test_a_reshape_with_a_minus_one_runs_in_tflm(tmp_path):
     rng = np.random.default_rng(0)
     data = rng.normal(size=(64, 24, 4)).astype(np.float32)
     labels = (data[:, :12].mean(axis=(1, 2)) > 0).astype(np.int32)
-    joint = tfjoint.prepare(model, target_sparsity=0.0, end_step=2, runtimes=("tflm",))
+    joint = tfjoint.prepare(model, tfjoint.JointSchedule(0.0, end_step=2), check=("tflm",))
     joint.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
     joint.fit(data, labels, epochs=1, verbose=0)
     path = tmp_path / "m.tflite"
     report = tfjoint.export_tflite(tfjoint.strip(joint), str(path), validation_data=(data, labels),
-                                   runtimes=("tflm",), quantization="qat")
+                                   options=tfjoint.ExportOptions(quantization="qat", runtimes=("tflm",)))
     assert "SHAPE" not in read_flatbuffer(path.read_bytes()).op_names  # the shape folded into a constant
     assert report.per_runtime["tflm"]["int8_accuracy"] is not None  # TFLM ran it on every sample

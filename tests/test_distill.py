@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
+import tf_keras as keras  # noqa: E402
 from conftest import image_data, small_cnn
 
 import tfjoint
-from tfjoint import keras
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +17,7 @@ def teacher():
 
 
 def _distiller(teacher, **kwargs):
-    student = tfjoint.prepare(teacher, target_sparsity=0.5, end_step=4, frequency=2)
+    student = tfjoint.prepare(teacher, tfjoint.JointSchedule(0.5, end_step=4, frequency=2))
     distiller = tfjoint.Distiller(student, teacher, **kwargs)
     distiller.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
     return distiller
@@ -46,7 +46,7 @@ def test_training_moves_the_student_and_never_the_teacher(teacher):
     for a, b in zip(before, teacher.get_weights()):
         np.testing.assert_array_equal(a, b)
     assert {"loss", "task_loss", "distillation_loss", "tfjoint/weight_sparsity"} <= set(history.history)
-    assert tfjoint.training_step(distiller.student) == 4  # the teacher's forward pass counts no step
+    assert tfjoint.inspect.training_step(distiller.student) == 4  # the teacher's forward pass counts no step
     assert history.history["tfjoint/weight_sparsity"][-1] == pytest.approx(0.5, abs=0.02)
 
 
@@ -67,8 +67,9 @@ def test_strip_save_and_export_take_the_distiller_or_its_student(teacher, tmp_pa
     resumed = tfjoint.Distiller(tfjoint.load_model(str(tmp_path / "student.h5")), teacher)
     resumed.compile("adam", "sparse_categorical_crossentropy")
     resumed.fit(x, y, batch_size=16, epochs=1, verbose=0)
-    assert tfjoint.training_step(resumed.student) == 8
-    report = tfjoint.export_tflite(distiller, str(tmp_path / "d.tflite"), validation_data=x, min_agreement=0.5)
+    assert tfjoint.inspect.training_step(resumed.student) == 8
+    report = tfjoint.export_tflite(distiller, str(tmp_path / "d.tflite"), validation_data=x,
+                                   options=tfjoint.ExportOptions(tolerances=tfjoint.Tolerances(min_agreement=0.5)))
     assert report.fully_int8 and report.passed
 
 
@@ -85,5 +86,5 @@ def test_bad_distillation_arguments_are_named(teacher, kwargs, error, match):
 
 
 def test_the_student_must_be_prepared(teacher):
-    with pytest.raises(tfjoint.ModelStructureError, match="`student`.*tfjoint.prepare"):
+    with pytest.raises(tfjoint.errors.ModelStructureError, match="`student`.*tfjoint.prepare"):
         tfjoint.Distiller(small_cnn(), teacher)

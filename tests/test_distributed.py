@@ -21,7 +21,7 @@ def test_mirrored_strategy_with_two_logical_cpus():
     out = _python("""
         import tfjoint, numpy as np
         import tensorflow as tf
-        from tfjoint import keras
+        import tf_keras as keras
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
         strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
@@ -37,11 +37,11 @@ def test_mirrored_strategy_with_two_logical_cpus():
             joint.compile("adam", "sparse_categorical_crossentropy")
         rng = np.random.default_rng(0)
         joint.fit(rng.random((64, 8, 8, 1)), rng.integers(0, 10, 64), batch_size=16, epochs=2, verbose=0)
-        print(tfjoint.training_step(joint))
+        print(tfjoint.inspect.training_step(joint))
         print(sorted(joint.train_function._functions))
         ranges = [float(w.numpy()) for w in joint.weights if "post_activation_m" in w.name]
         print(len(ranges), all(abs(r) != 6.0 for r in ranges))  # warm-started from a batch
-        for pk in tfjoint.pruned_kernels(joint):
+        for pk in tfjoint.inspect.pruned_kernels(joint):
             q = pk.quantizer(pk.kernel, False, pk.quantizer_weights).numpy()
             print(pk.layer_name, float(np.mean(pk.mask.numpy() == 0)), float(np.mean(q == 0)))
         with strategy.scope():  # a transformer block, its heads removed as channels
@@ -54,7 +54,7 @@ def test_mirrored_strategy_with_two_logical_cpus():
             joint.compile("adam", "sparse_categorical_crossentropy")
         joint.fit(rng.random((64, 8, 8)), rng.integers(0, 10, 64), batch_size=16, epochs=2, verbose=0)
         heads = tfjoint.strip(joint).get_layer("quant_attention").layer.num_heads
-        print("heads", tfjoint.training_step(joint), heads)
+        print("heads", tfjoint.inspect.training_step(joint), heads)
     """)
     lines = out.strip().splitlines()
     assert lines[-1] == "heads 8 2"
@@ -92,7 +92,7 @@ import json, os, sys
 import numpy as np
 import tfjoint
 import tensorflow as tf
-from tfjoint import keras
+import tf_keras as keras  # noqa: E402
 
 out, kind = sys.argv[1], sys.argv[2]
 strategy = tf.distribute.MultiWorkerMirroredStrategy()
@@ -106,8 +106,8 @@ x_train = rng.random((128,) + tuple(joint.input_shape[1:]), dtype=np.float32)
 y_train = (x_train[:, :4].mean(axis=tuple(range(1, x_train.ndim))) > 0.5).astype(np.int32)  # brighter top rows
 joint.fit(x_train, y_train, batch_size=16, epochs=2, verbose=0)
 np.savez(os.path.join(out, f"worker{task['index']}.npz"),
-         step=tfjoint.training_step(joint),
-         **{f"{pk.layer_name}/{pk.weight_name}": pk.masked_kernel() for pk in tfjoint.pruned_kernels(joint)})
+         step=tfjoint.inspect.training_step(joint),
+         **{f"{pk.layer_name}/{pk.weight_name}": pk.masked_kernel() for pk in tfjoint.inspect.pruned_kernels(joint)})
 if task["index"] == 0:
     try:  # exporting the prepared model on the chief alone would wait forever for the other worker
         tfjoint.export_tflite(joint, os.path.join(out, "never.tflite"))

@@ -25,13 +25,13 @@ def test_tensorflow_imported_with_keras3_first_still_works_on_tf_keras_models():
         import tensorflow as tf
         assert tf.keras.version().startswith("3."), tf.keras.version()
         import numpy as np, tfjoint
-        from tfjoint import keras
+        import tf_keras as keras
         inputs = keras.Input((6,))
         model = keras.Model(inputs, keras.layers.Dense(3)(inputs))
         joint = tfjoint.prepare(model, target_sparsity=0.5, end_step=2, frequency=1)
         joint.compile("adam", "mse")
         joint.fit(np.ones((8, 6)), np.zeros((8, 3)), batch_size=4, verbose=0)
-        print(float(np.mean(tfjoint.pruned_kernels(joint)[0].mask.numpy() == 0)))
+        print(float(np.mean(tfjoint.inspect.pruned_kernels(joint)[0].mask.numpy() == 0)))
     """)
     assert float(out.split()[-1]) == 0.5
 

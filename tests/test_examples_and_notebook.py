@@ -29,7 +29,7 @@ def test_digits_api_example(tmp_path):
 def test_microcontroller_budget_example(tmp_path):
     report = _example("microcontroller_budget").main(str(tmp_path), float_epochs=3, epochs=2, max_accuracy_drop=0.3)
     assert report.passed and report.fully_int8 and report.runtimes == ["tflm"]
-    assert set(report.budget) == {"flash_bytes", "arena_bytes", "macs"}
+    assert set(report.budget) == {"flash_bytes", "ram_bytes", "macs"}
     for name, entry in report.budget.items():  # measured on the file (the arena by TFLM), within the limit
         assert entry["measured"] <= entry["limit"], name
     assert report.budget["flash_bytes"]["measured"] == (tmp_path / "model.tflite").stat().st_size

@@ -5,10 +5,10 @@ import math
 
 import numpy as np
 import pytest
+import tf_keras as keras  # noqa: E402
 
 import tfjoint
-from tfjoint import keras
-from tfjoint.export import validate
+from tfjoint.export import compare
 from tfjoint.export.memory import planned_head_bytes
 
 pytestmark = pytest.mark.slow
@@ -25,7 +25,8 @@ def outlier_report(digits_float_model, digits_data, tmp_path_factory):
     path = str(tmp_path_factory.mktemp("outlier") / "outlier.tflite")
     return tfjoint.export_tflite(model, path, representative_data=digits_data["x_calib"],
                                  validation_data=(digits_data["x_val"], digits_data["y_val"]),
-                                 min_agreement=0.0, min_sqnr_db=-100)
+                                 options=tfjoint.ExportOptions(tolerances=
+                                     tfjoint.Tolerances(min_agreement=0.0, min_sqnr_db=-100)))
 
 
 def test_the_outlier_layer_comes_first(outlier_report):
@@ -93,8 +94,10 @@ def test_a_regression_output_gets_mse_mae_and_fails_on_a_coarse_int8_grid(tmp_pa
     # Validation on a narrow slice of the range: 0.25 .. 0.40 of it, where int8's steps are coarse.
     narrow = (y[:, 0] > 100) & (y[:, 0] < 160)
     with pytest.raises(tfjoint.ValidationError, match="max_mse_increase") as caught:
-        tfjoint.export_tflite(model, str(tmp_path / "r.tflite"), representative_data=x, min_sqnr_db=0,
-                              validation_data=(x[narrow], y[narrow]), max_mse_increase=0.1)
+        tfjoint.export_tflite(model, str(tmp_path / "r.tflite"), representative_data=x,
+                              validation_data=(x[narrow], y[narrow]),
+                              options=tfjoint.ExportOptions(tolerances=
+                                  tfjoint.Tolerances(min_sqnr_db=0, max_mse_increase=0.1)))
     entry = caught.value.report.per_output["value"]
     assert entry["int8_mse"] > entry["keras_mse"] and entry["int8_mae"] > 0 and "mse_increase" in entry
     assert any("steps of" in note for note in caught.value.report.notes)
@@ -103,17 +106,19 @@ def test_a_regression_output_gets_mse_mae_and_fails_on_a_coarse_int8_grid(tmp_pa
 
 def test_an_exact_match_without_a_float_model_is_flagged():
     per_output = {"out": {"sqnr_db": math.inf, "classifier": False}}
-    notes = validate.notes_on_outputs(per_output, [np.linspace(0, 1, 100)[:, None]], {"out": None}, has_float=False)
+    notes = compare.notes_on_outputs(per_output, [np.linspace(0, 1, 100)[:, None]], {"out": None}, has_float=False)
     assert any("SQNR inf" in note and "float_model" in note for note in notes)
-    assert not validate.notes_on_outputs(per_output, [np.linspace(0, 1, 100)[:, None]], {"out": None},
+    assert not compare.notes_on_outputs(per_output, [np.linspace(0, 1, 100)[:, None]], {"out": None},
                                          has_float=True)
 
 
 def test_mse_tolerance_is_checked_and_named():
     entry = {"sqnr_db": 30.0, "classifier": False, "int8_mse": 2.0, "keras_mse": 1.0, "float_mse": 1.0,
              "mse_increase": 1.0}
-    failures = validate.failures({"value": entry}, tfjoint.Tolerances(max_mse_increase=0.5))
-    assert failures == ["output 'value': int8 MSE 2 is 100% above the Keras model's 1 > max_mse_increase 0.5 (50%)"]
+    failures = compare.failures({"value": entry}, tfjoint.Tolerances(max_mse_increase=0.5))
+    assert [str(f) for f in failures] == [
+        "output 'value': int8 MSE 2 is 100% above the Keras model's 1 > max_mse_increase 0.5 (50%)"]
+    assert failures[0].kind is tfjoint.findings.Kind.MSE and (failures[0].measured, failures[0].limit) == (1.0, 0.5)
     with pytest.raises(tfjoint.ConfigError, match="`max_mse_increase` must be >= 0; received -1"):
         tfjoint.Tolerances(max_mse_increase=-1)
 

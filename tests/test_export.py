@@ -6,11 +6,12 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
+import tf_keras as keras  # noqa: E402
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 import tfjoint
-from tfjoint import keras, read_flatbuffer
 from tfjoint.export.candidates import _not_int8_error
+from tfjoint.inspect import read_flatbuffer
 from tfjoint.tflite.convert import to_float32
 
 pytestmark = pytest.mark.slow
@@ -62,10 +63,16 @@ def test_file_is_fully_int8_when_read_back(exported):
     assert report.fully_int8 and report.passed
     assert "CONV_2D" in report.ops and "DEQUANTIZE" not in report.ops
     # quantization="auto" with representative data: the QAT file and post-training quantization of the same pruned
-    # weights were both validated, and the better one shipped.
+    # weights were both validated, and one shipped on evidence: more accurate by a paired test, else the smaller.
     candidates = report.quantization_candidates
     assert set(candidates) == {"qat", "post_training"}
-    assert candidates[report.quantization]["int8_accuracy"] == max(c["int8_accuracy"] for c in candidates.values())
+    decision = report.quantization_decision
+    assert decision["shipped"] == report.quantization and decision["rule"] in str(report)
+    other = next(name for name in candidates if name != report.quantization)
+    if decision["p_value"] is not None and decision["p_value"] < 0.05:
+        assert candidates[report.quantization]["int8_accuracy"] > candidates[other]["int8_accuracy"]
+    else:
+        assert candidates[report.quantization]["size_bytes"] <= candidates[other]["size_bytes"]
     assert report.int8_accuracy == candidates[report.quantization]["int8_accuracy"]
 
 
@@ -105,7 +112,7 @@ def test_reported_accuracy_is_what_litert_computes(exported, digits_data):
 def test_latency_is_measured_for_both_files_and_both_thread_counts(joint, float_model, digits_data, tmp_path):
     report = tfjoint.export_tflite(joint, str(tmp_path / "m.tflite"), representative_data=digits_data["x_calib"],
                                    validation_data=(digits_data["x_val"], digits_data["y_val"]),
-                                   float_model=float_model, measure_latency=True)
+                                   float_model=float_model, options=tfjoint.ExportOptions(measure_latency=True))
     assert set(report.latency_ms) == {"int8", "float", "int8_builtin"} and set(report.latency_ms["int8"]) == {"1", "4"}
     assert report.int8_latency_ms == report.latency_ms["int8"]["1"] > 0 and report.float_latency_ms > 0
     assert report.memory["int8_peak_rss_bytes"] > report.memory["weights_bytes"]
@@ -132,7 +139,8 @@ def test_failed_validation_raises_and_keeps_the_existing_file(joint, digits_data
     rejected = tmp_path / "rejected.tflite"
     with pytest.raises(tfjoint.ValidationError, match="min_sqnr_db") as caught:
         tfjoint.export_tflite(joint, str(path), validation_data=(digits_data["x_val"], digits_data["y_val"]),
-                              min_sqnr_db=500.0, keep_rejected=str(rejected))
+                              options=tfjoint.ExportOptions(keep_rejected=str(rejected),
+                                                            tolerances=tfjoint.Tolerances(min_sqnr_db=500.0)))
     assert path.read_bytes() == b"the good model from yesterday"
     assert caught.value.report.passed is False and caught.value.report.failures
     assert read_flatbuffer(rejected.read_bytes()).fully_int8
@@ -151,11 +159,12 @@ def test_multi_output_model_gets_metrics_per_output(tmp_path):
     y_cls, y_val = (x[:, :4].argmax(1)), x.sum(1, keepdims=True)
     model.compile("adam", ["sparse_categorical_crossentropy", "mse"])
     model.fit(x, [y_cls, y_val], epochs=20, verbose=0)
-    joint = tfjoint.prepare(model, target_sparsity=0.5, end_step=16, frequency=4)
+    joint = tfjoint.prepare(model, tfjoint.JointSchedule(0.5, end_step=16, frequency=4))
     joint.compile("adam", ["sparse_categorical_crossentropy", "mse"])
     joint.fit(x, [y_cls, y_val], epochs=4, batch_size=32, verbose=0)
     report = tfjoint.export_tflite(joint, str(tmp_path / "m.tflite"), validation_data=(x, [y_cls, None]),
-                                   float_model=model, max_accuracy_drop=0.2)
+                                   float_model=model,
+                                   options=tfjoint.ExportOptions(tolerances=tfjoint.Tolerances(max_accuracy_drop=0.2)))
     assert set(report.per_output) == {"classes", "value"}
     assert "int8_accuracy" in report.per_output["classes"]
     assert "int8_accuracy" not in report.per_output["value"] and report.per_output["value"]["sqnr_db"] > 15
@@ -171,11 +180,12 @@ def test_conv1d_model_exports_fully_int8_with_its_zeros(tmp_path):
     rng = np.random.default_rng(0)
     x_data = rng.random((128, 40, 6), dtype=np.float32)
     y = rng.integers(0, 3, 128)
-    joint = tfjoint.prepare(model, target_sparsity=0.75, end_step=8, frequency=2)
+    joint = tfjoint.prepare(model, tfjoint.JointSchedule(0.75, end_step=8, frequency=2))
     joint.compile("adam", "sparse_categorical_crossentropy")
     joint.fit(x_data, y, epochs=3, batch_size=32, verbose=0)
     report = tfjoint.export_tflite(joint, str(tmp_path / "kws.tflite"), validation_data=x_data, float_model=model,
-                                   max_accuracy_drop=1.0, min_agreement=0.9)
+                                   options=tfjoint.ExportOptions(tolerances=
+                                       tfjoint.Tolerances(max_accuracy_drop=1.0, min_agreement=0.9)))
     assert report.fully_int8 and "CONV_2D" in report.ops
     assert report.per_layer_sparsity["conv1d"]["tflite"] == pytest.approx(report.per_layer_sparsity["conv1d"]["keras"])
     assert report.per_layer_sparsity["conv1d"]["tflite"] == pytest.approx(0.75, abs=0.01)
@@ -188,7 +198,7 @@ def test_float_model_falls_back_to_post_training_quantization(float_model, digit
                                    validation_data=(digits_data["x_val"], digits_data["y_val"]))
     assert report.quantization == "post_training" and report.fully_int8
     assert any("post-training" in note for note in report.notes)
-    with pytest.raises(tfjoint.ModelStructureError, match="representative_data"):
+    with pytest.raises(tfjoint.errors.ModelStructureError, match="representative_data"):
         tfjoint.export_tflite(float_model, str(tmp_path / "x.tflite"))
 
 
@@ -215,12 +225,12 @@ def test_a_float_flatbuffer_is_named_as_not_int8(float_model):
 @pytest.mark.parametrize(
     "kwargs,error,match",
     [
-        (dict(representative_data=np.zeros((4, 8, 8))), tfjoint.DataError, r"input 'image' has shape \(4, 8, 8\)"),
-        (dict(representative_data=np.zeros((0, 8, 8, 1))), tfjoint.DataError, "empty"),
-        (dict(representative_data=np.array([["a"] * 64] * 2).reshape(2, 8, 8, 1)), tfjoint.DataError, "dtype"),
-        (dict(representative_data=lambda: iter([])), tfjoint.DataError, "yielded no samples"),
-        (dict(validation_data=(np.full((2, 8, 8, 1), np.nan, np.float32), np.zeros(2))), tfjoint.DataError, "NaN"),
-        (dict(validation_data=(np.zeros((3, 8, 8, 1)), np.zeros(2))), tfjoint.DataError, "2 labels for 3 samples"),
+        (dict(representative_data=np.zeros((4, 8, 8))), tfjoint.errors.DataError, r"input 'image' has shape \(4, 8, 8\)"),
+        (dict(representative_data=np.zeros((0, 8, 8, 1))), tfjoint.errors.DataError, "empty"),
+        (dict(representative_data=np.array([["a"] * 64] * 2).reshape(2, 8, 8, 1)), tfjoint.errors.DataError, "dtype"),
+        (dict(representative_data=lambda: iter([])), tfjoint.errors.DataError, "yielded no samples"),
+        (dict(validation_data=(np.full((2, 8, 8, 1), np.nan, np.float32), np.zeros(2))), tfjoint.errors.DataError, "NaN"),
+        (dict(validation_data=(np.zeros((3, 8, 8, 1)), np.zeros(2))), tfjoint.errors.DataError, "2 labels for 3 samples"),
         (dict(min_agreement=1.5), tfjoint.ConfigError, "min_agreement"),
     ],
 )
@@ -235,7 +245,7 @@ def test_bad_path_and_model_are_named(joint, tmp_path):
         tfjoint.export_tflite(joint, str(tmp_path / "missing" / "m.tflite"))
     with pytest.raises(tfjoint.ConfigError, match="is a directory"):
         tfjoint.export_tflite(joint, str(tmp_path))
-    with pytest.raises(tfjoint.ModelTypeError, match="tf_keras"):
+    with pytest.raises(tfjoint.errors.ModelTypeError, match="tf_keras"):
         tfjoint.export_tflite("model.h5", str(tmp_path / "m.tflite"))
 
 
@@ -245,10 +255,11 @@ def test_fixed_batch_model_is_validated_in_padded_batches(tmp_path):
     hidden = keras.layers.Dense(16, activation="relu")(inputs)
     model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="head")(hidden))
     x = np.random.default_rng(0).random((40, 12), dtype=np.float32)
-    joint = tfjoint.prepare(model, target_sparsity=0.5, end_step=4, frequency=2)
+    joint = tfjoint.prepare(model, tfjoint.JointSchedule(0.5, end_step=4, frequency=2))
     joint.compile("adam", "sparse_categorical_crossentropy")
     joint.fit(x, x[:, :3].argmax(1), batch_size=4, epochs=1, verbose=0)
-    report = tfjoint.export_tflite(joint, str(tmp_path / "m.tflite"), validation_data=x[:10], min_agreement=0.8)
+    report = tfjoint.export_tflite(joint, str(tmp_path / "m.tflite"), validation_data=x[:10],
+                                   options=tfjoint.ExportOptions(tolerances=tfjoint.Tolerances(min_agreement=0.8)))
     assert report.num_validation_samples == 10 and report.fully_int8
     assert report.top1_agreement >= 0.8
 
@@ -262,7 +273,7 @@ def test_a_layer_with_no_int8_kernel_gets_an_export_error_naming_it(tmp_path):
     model = keras.Model(inputs, keras.layers.Lambda(tf.math.sin, name="sine")(hidden))
     path = tmp_path / "m.tflite"
     path.write_bytes(b"the good model")
-    with pytest.raises(tfjoint.ExportError, match="not fully int8: .*SIN \\(.*float tensor.*Exclude or replace"):
+    with pytest.raises(tfjoint.errors.ExportError, match="not fully int8: .*SIN \\(.*float tensor.*Exclude or replace"):
         tfjoint.export_tflite(model, str(path), representative_data=np.ones((8, 4), np.float32))
     assert path.read_bytes() == b"the good model"
 
@@ -274,12 +285,14 @@ def test_pruned_depthwise_zeros_reach_the_int8_file(tmp_path):
     x = keras.layers.Conv2D(4, 1, name="pw")(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
     model = keras.Model(inputs, keras.layers.Dense(2, name="out")(x))
-    joint = tfjoint.prepare(model, target_sparsity=0.5, end_step=2, frequency=1, prune_depthwise=True)
+    joint = tfjoint.prepare(model, tfjoint.JointSchedule(0.5, end_step=2, frequency=1),
+                            layers=tfjoint.LayerSelection(prune_depthwise=True))
     joint.compile("adam", "mse")
     x_data = np.random.default_rng(0).random((8, 8, 8, 4), dtype=np.float32)
     joint.fit(x_data, np.zeros((8, 2)), batch_size=4, verbose=0)
-    report = tfjoint.export_tflite(joint, str(tmp_path / "dw.tflite"), validation_data=x_data, min_sqnr_db=0,
-                                   min_agreement=0)
+    report = tfjoint.export_tflite(joint, str(tmp_path / "dw.tflite"), validation_data=x_data,
+                                   options=tfjoint.ExportOptions(tolerances=
+                                       tfjoint.Tolerances(min_agreement=0, min_sqnr_db=0)))
     depthwise = [w for w in report.flatbuffer.weights if w.op_name == "DEPTHWISE_CONV_2D"]
     assert len(depthwise) == 1 and depthwise[0].zeros / depthwise[0].size == pytest.approx(0.5, abs=0.03)
     assert report.per_layer_sparsity["dw"]["tflite"] == pytest.approx(report.per_layer_sparsity["dw"]["keras"])
@@ -318,15 +331,15 @@ def test_a_keras3_model_with_named_outputs_validates_with_labels_by_those_names(
     losses = {"classes": "sparse_categorical_crossentropy", "value": "mse"}
     model3.compile("adam", losses)
     model3.fit(x, y, epochs=10, verbose=0)
-    joint = tfjoint.prepare(model3, target_sparsity=0.5, end_step=16, frequency=4, sample_inputs=x)
+    joint = tfjoint.prepare(model3, tfjoint.JointSchedule(0.5, end_step=16, frequency=4), sample_inputs=x)
     joint.compile("adam", losses)
     joint.fit(x, y, epochs=2, batch_size=32, verbose=0)
     report = tfjoint.export_tflite(joint, str(tmp_path / "named.tflite"), validation_data=(x, y),
-                                   max_accuracy_drop=0.2)
+                                   options=tfjoint.ExportOptions(tolerances=tfjoint.Tolerances(max_accuracy_drop=0.2)))
     assert report.fully_int8 and report.passed
     assert report.per_output["classes"]["int8_accuracy"] == pytest.approx(report.int8_accuracy)
     assert "int8_mse" in report.per_output["value"]  # its labels reached it, by name
-    with pytest.raises(tfjoint.DataError, match=r"outputs \['nope'\].*\['classes', 'value'\]"):
+    with pytest.raises(tfjoint.errors.DataError, match=r"outputs \['nope'\].*\['classes', 'value'\]"):
         tfjoint.export_tflite(joint, str(tmp_path / "bad.tflite"), validation_data=(x, {"nope": y["value"]}))
 
 
@@ -340,7 +353,7 @@ def test_a_conv2d_transpose_model_keeps_its_signature(tmp_path):
     x = keras.layers.Conv2DTranspose(4, 2, strides=2, padding="same", activation="relu", name="up")(x)
     model = keras.Model(inputs, keras.layers.Conv2D(1, 1, name="mask")(x))
     x_data = np.random.default_rng(0).random((64, 8, 8, 1), dtype=np.float32)
-    joint = tfjoint.prepare(model, target_sparsity=0.5, end_step=4, frequency=2)
+    joint = tfjoint.prepare(model, tfjoint.JointSchedule(0.5, end_step=4, frequency=2))
     joint.compile("adam", "mse")
     joint.fit(x_data, x_data, batch_size=16, verbose=0)
     path = tmp_path / "unet.tflite"
@@ -360,7 +373,7 @@ def test_integer_inputs_are_not_quantized_and_an_embedding_is_taken():
     x = keras.layers.Embedding(100, 8, name="embedding")(inputs)
     x = keras.layers.GlobalAveragePooling1D()(x)
     model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax", name="out")(x))
-    joint = tfjoint.prepare(model, target_sparsity=0.5, end_step=4, frequency=2)
+    joint = tfjoint.prepare(model, tfjoint.JointSchedule(0.5, end_step=4, frequency=2))
     tokens = joint.get_layer("tokens")
     # The token ids go straight to the embedding (no input quantizer), whose table is quantized as a weight.
     assert [node.outbound_layer.name for node in tokens._outbound_nodes] == ["quant_embedding"]

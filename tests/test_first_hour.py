@@ -8,11 +8,11 @@ import stat
 
 import numpy as np
 import pytest
+import tf_keras as keras  # noqa: E402
 
 import tfjoint
-from tfjoint import keras
 from tfjoint.app import plots
-from tfjoint.export import validate
+from tfjoint.export import compare
 
 pytestmark = pytest.mark.slow  # conversions
 
@@ -32,12 +32,14 @@ def lone_bn_report(digits_data, tmp_path_factory):
     model = _cnn_with_a_lone_batchnorm()
     model.compile("adam", "sparse_categorical_crossentropy")
     model.fit(digits_data["x_train"], digits_data["y_train"], epochs=2, verbose=0)
-    joint = tfjoint.prepare(model, target_sparsity=0.5, end_step=20, frequency=5)
+    joint = tfjoint.prepare(model, tfjoint.JointSchedule(0.5, end_step=20, frequency=5))
     joint.compile(keras.optimizers.Adam(1e-4), "sparse_categorical_crossentropy")
     joint.fit(digits_data["x_train"], digits_data["y_train"], epochs=1, verbose=0)
     path = tmp_path_factory.mktemp("bn") / "m.tflite"
-    report = tfjoint.export_tflite(tfjoint.strip(joint), str(path), float_model=model, max_accuracy_drop=1.0,
-                                   validation_data=(digits_data["x_val"], digits_data["y_val"]), quantization="qat")
+    report = tfjoint.export_tflite(tfjoint.strip(joint), str(path), float_model=model,
+                                   validation_data=(digits_data["x_val"], digits_data["y_val"]),
+                                   options=tfjoint.ExportOptions(quantization="qat",
+                                                                 tolerances=tfjoint.Tolerances(max_accuracy_drop=1.0)))
     return report, path
 
 
@@ -79,12 +81,12 @@ def test_the_float_models_own_figures_are_not_called_qat(digits_float_model, dig
 def test_an_accuracy_drop_of_exactly_the_tolerance_passes():
     entry = {"sqnr_db": 30.0, "classifier": True, "top1_agreement": 1.0, "keras_accuracy": 0.9260,
              "int8_accuracy": 0.9060}
-    assert validate.failures({"classes": entry}, tfjoint.Tolerances(max_accuracy_drop=0.02)) == []
+    assert compare.failures({"classes": entry}, tfjoint.Tolerances(max_accuracy_drop=0.02)) == []
     entry["int8_accuracy"] = 0.9050
-    assert len(validate.failures({"classes": entry}, tfjoint.Tolerances(max_accuracy_drop=0.02))) == 1
+    assert len(compare.failures({"classes": entry}, tfjoint.Tolerances(max_accuracy_drop=0.02))) == 1
     entry.update(int8_accuracy=0.9060, float_accuracy=0.9560)  # the total drop is gated only when asked
-    assert validate.failures({"classes": entry}, tfjoint.Tolerances(max_accuracy_drop=0.02)) == []
-    assert len(validate.failures({"classes": entry}, tfjoint.Tolerances(max_total_drop=0.04))) == 1
+    assert compare.failures({"classes": entry}, tfjoint.Tolerances(max_accuracy_drop=0.02)) == []
+    assert len(compare.failures({"classes": entry}, tfjoint.Tolerances(max_total_drop=0.04))) == 1
 
 
 def test_the_file_keeps_the_models_input_order_and_the_users_output_names(tmp_path):
@@ -96,11 +98,12 @@ def test_the_file_keeps_the_models_input_order_and_the_users_output_names(tmp_pa
                                         keras.layers.Dense(1, name="score")(x)])
     rng = np.random.default_rng(0)
     x_data = [rng.random((32, 8, 8, 1), dtype=np.float32), rng.random((32, 3), dtype=np.float32)]
-    joint = tfjoint.prepare(model, target_sparsity=0.5, end_step=2)
+    joint = tfjoint.prepare(model, tfjoint.JointSchedule(0.5, end_step=2))
     joint.compile("adam", ["sparse_categorical_crossentropy", "mse"])
     joint.fit(x_data, [rng.integers(0, 5, 32), rng.random(32)], verbose=0)
-    tfjoint.export_tflite(tfjoint.strip(joint), str(tmp_path / "m.tflite"), quantization="qat")
-    summary = tfjoint.read_flatbuffer((tmp_path / "m.tflite").read_bytes())
+    tfjoint.export_tflite(tfjoint.strip(joint), str(tmp_path / "m.tflite"),
+                          options=tfjoint.ExportOptions(quantization="qat"))
+    summary = tfjoint.inspect.read_flatbuffer((tmp_path / "m.tflite").read_bytes())
     assert [t.signature_name for t in summary.inputs] == ["image", "meta"]  # the model's order, not sorted
     assert [t.signature_name for t in summary.outputs] == ["classes", "score"]  # not 'quant_classes'
 
@@ -121,18 +124,18 @@ def test_written_files_honour_the_umask(lone_bn_report, tmp_path):
 def test_schedule_of_a_distiller_is_its_students():
     inputs = keras.Input((6,))
     model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(keras.layers.Dense(8)(inputs)))
-    joint = tfjoint.prepare(model, target_sparsity=0.7, end_step=30, check_conversion=False)
+    joint = tfjoint.prepare(model, tfjoint.JointSchedule(0.7, end_step=30), check=False)
     distiller = tfjoint.Distiller(joint, model)
-    assert tfjoint.schedule_of(distiller) == joint.schedule
-    assert tfjoint.schedule_of(distiller).target_sparsity == 0.7
+    assert tfjoint.inspect.schedule_of(distiller) == joint.schedule
+    assert tfjoint.inspect.schedule_of(distiller).target_sparsity == 0.7
 
 
 def test_a_gru_refusal_says_what_fits_a_sequence_model():
     inputs = keras.Input((10, 4))
     x = keras.layers.GRU(8, name="rnn")(inputs)
     model = keras.Model(inputs, keras.layers.Dense(2, name="head")(x))
-    with pytest.raises(tfjoint.UnsupportedLayerError) as caught:
-        tfjoint.prepare(model, target_sparsity=0.5, end_step=10)
+    with pytest.raises(tfjoint.errors.UnsupportedLayerError) as caught:
+        tfjoint.prepare(model, tfjoint.JointSchedule(0.5, end_step=10))
     message = str(caught.value)
     assert "'rnn' (GRU)" in message and "Conv1D" in message and "LSTM" in message
     assert "preprocessing outside" not in message
@@ -146,5 +149,6 @@ def test_inputs_outside_the_int8_inputs_range_are_named(digits_float_model, digi
                               representative_data=digits_data["x_calib"],
                               validation_data=(pixels, digits_data["y_val"]), float_model=digits_float_model)
     assert "`validation_data`" in str(caught.value) and "outside" in str(caught.value)
-    note = next(n for n in caught.value.report.notes if n.startswith("`validation_data`"))
+    note = str(next(n for n in caught.value.report.notes
+                    if n.kind is tfjoint.findings.Kind.DATA_RANGE and n.subject == "validation_data"))
     assert "input 'image'" in note and "Preprocess the data" in note

@@ -33,8 +33,8 @@ def _model(scale_class):
 
 def test_an_unregistered_keras3_layer_is_refused_pointing_to_register_layer():
     model = _model(_keras3_scale_class())
-    with pytest.raises(tfjoint.UnsupportedLayerError, match="'scale' \\(Scale\\).*tfjoint.register_layer\\(YourLayer"):
-        tfjoint.prepare(model, target_sparsity=0.5, end_step=4)
+    with pytest.raises(tfjoint.errors.UnsupportedLayerError, match="'scale' \\(Scale\\).*tfjoint.register_layer\\(YourLayer"):
+        tfjoint.prepare(model, tfjoint.JointSchedule(0.5, end_step=4))
 
 
 def test_a_keras3_layer_class_cannot_register_weights_tfjoint_would_prune():
@@ -51,12 +51,14 @@ def test_the_readme_registration_with_import_keras_prunes_channels_through_the_l
     x, y = rng.random((96, 8, 8, 1), dtype=np.float32), rng.integers(0, 3, 96)
     with tfjoint.registry.scoped():
         tfjoint.register_layer(scale, channels="follows", tflite_ops=("MUL",),
-                               quantization=tfjoint.Quantization.output_only())
-        joint = tfjoint.prepare(model, target_sparsity=0.0, channel_sparsity=0.5, end_step=4, frequency=1)
+                               quantization=tfjoint.registry.Quantization.output_only())
+        joint = tfjoint.prepare(model, tfjoint.JointSchedule(0.0, end_step=4, frequency=1, channel_sparsity=0.5))
         joint.compile("adam", "sparse_categorical_crossentropy")
         joint.fit(x, y, batch_size=16, epochs=1, verbose=0)
         report = tfjoint.export_tflite(tfjoint.strip(joint), str(tmp_path / "m.tflite"), validation_data=(x, y),
-                                       float_model=model, runtimes=("litert", "tflm"))  # float_model: Keras 3
+                                       float_model=model,
+                                       # float_model: Keras 3
+                                       options=tfjoint.ExportOptions(runtimes=("litert", "tflm")))
     assert report.passed and report.fully_int8 and report.operator_counts["MUL"] == 1
     assert report.per_layer_channels["conv"] == {"original": 8, "keras": 4, "tflite": 4}  # followed through 'scale'
     assert report.float_accuracy is not None and report.per_runtime["tflm"]["int8_accuracy"] is not None
@@ -78,6 +80,6 @@ def test_a_keras3_model_with_unnamed_inputs_is_the_float_model_of_its_prepared_m
     assert inputs.name != model.layers[0].name  # the two names Keras 3 gives
     assert [name for name, _ in model_inputs(model)] == [model.layers[0].name]
     samples = np.random.default_rng(0).random((8, 24, 1), dtype=np.float32)
-    joint = tfjoint.prepare(model, target_sparsity=0.5, end_step=4, sample_inputs=samples, check_conversion=False)
+    joint = tfjoint.prepare(model, tfjoint.JointSchedule(0.5, end_step=4), sample_inputs=samples, check=False)
     rebuilt = _float_model(model, tfjoint.strip(joint))  # export_tflite(float_model=model) does this first
     np.testing.assert_allclose(rebuilt.predict(samples, verbose=0), model.predict(samples, verbose=0), atol=1e-5)

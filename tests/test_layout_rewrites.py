@@ -5,9 +5,9 @@ Conv1D+BN, Dense+BN, a lone BatchNorm, Rescaling, Normalization.
 
 import numpy as np
 import pytest
+import tf_keras as keras  # noqa: E402
 
 import tfjoint
-from tfjoint import keras
 
 pytestmark = pytest.mark.slow
 
@@ -50,7 +50,7 @@ def exported(tmp_path_factory):
     float_model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
     float_model.fit(x_train, y_train, epochs=8, batch_size=32, verbose=0)
     steps = 4 * int(np.ceil(len(x_train) / 32))
-    joint = tfjoint.prepare(float_model, schedule=tfjoint.plan_schedule(steps, 0.5))
+    joint = tfjoint.prepare(float_model, tfjoint.inspect.plan_schedule(steps, 0.5))
     joint.compile(keras.optimizers.Adam(5e-4), "sparse_categorical_crossentropy")
     joint.fit(x_train, y_train, epochs=4, batch_size=32, verbose=0)
     path = str(tmp_path_factory.mktemp("rewrites") / "kws.tflite")
@@ -96,7 +96,7 @@ def test_rescaling_and_a_lone_batchnorm_are_int8_too(tmp_path):
     model.compile("adam", "sparse_categorical_crossentropy")
     model.fit(x_train, data["y_train"], epochs=12, verbose=0)
     # Nothing pruned: what is measured is the rewrites (and int8), not the sparsity of an 8-filter conv.
-    joint = tfjoint.prepare(model, target_sparsity=0.0, end_step=40, frequency=10)
+    joint = tfjoint.prepare(model, tfjoint.JointSchedule(0.0, end_step=40, frequency=10))
     joint.compile(keras.optimizers.Adam(5e-4), "sparse_categorical_crossentropy")
     joint.fit(x_train, data["y_train"], epochs=3, verbose=0)
     report = tfjoint.export_tflite(joint, str(tmp_path / "m.tflite"), validation_data=(x_val, data["y_val"]),
@@ -123,7 +123,7 @@ def _fit_prepare_export(model, path, epochs=3):
     x_val, y_val = _image_data(128, 1)
     model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
     model.fit(x, y, epochs=epochs, batch_size=32, verbose=0)
-    joint = tfjoint.prepare(model, target_sparsity=0.5, end_step=24, frequency=4)
+    joint = tfjoint.prepare(model, tfjoint.JointSchedule(0.5, end_step=24, frequency=4))
     joint.compile(keras.optimizers.Adam(5e-4), "sparse_categorical_crossentropy")
     joint.fit(x, y, epochs=2, batch_size=32, verbose=0)
     return joint, tfjoint.export_tflite(joint, path, validation_data=(x_val, y_val), float_model=model)
@@ -176,17 +176,17 @@ def test_an_activation_int8_cannot_run_is_named_with_what_to_do():
     x = keras.layers.Dense(8, activation="elu", name="fc")(inputs)
     x = keras.layers.Activation("softplus", name="soft")(x)
     model = keras.Model(inputs, keras.layers.Dense(2, name="out")(x))
-    with pytest.raises(tfjoint.UnsupportedLayerError, match=r"'fc' \(Dense, activation 'elu'\).*'soft' "
+    with pytest.raises(tfjoint.errors.UnsupportedLayerError, match=r"'fc' \(Dense, activation 'elu'\).*'soft' "
                                                             r"\(Activation, activation 'softplus'\).*Use one"):
-        tfjoint.prepare(model, target_sparsity=0.5, end_step=4, frequency=2)
+        tfjoint.prepare(model, tfjoint.JointSchedule(0.5, end_step=4, frequency=2))
 
 
 def test_an_activation_int8_cannot_run_is_named_with_the_users_layer_class_after_a_rewrite():
     inputs = keras.Input((8, 8, 3))
     x = keras.layers.SeparableConv2D(8, 3, activation="elu", name="sep")(inputs)  # rewritten: depthwise + conv
     model = keras.Model(inputs, keras.layers.Dense(2, name="out")(keras.layers.Flatten()(x)))
-    with pytest.raises(tfjoint.UnsupportedLayerError, match=r"'sep' \(SeparableConv2D, activation 'elu'\)"):
-        tfjoint.prepare(model, target_sparsity=0.5, end_step=4, frequency=2)
+    with pytest.raises(tfjoint.errors.UnsupportedLayerError, match=r"'sep' \(SeparableConv2D, activation 'elu'\)"):
+        tfjoint.prepare(model, tfjoint.JointSchedule(0.5, end_step=4, frequency=2))
 
 
 def _keyword_block_model(block, conv_filters: int) -> keras.Model:
@@ -244,7 +244,8 @@ def test_a_dense_on_a_sequence_is_int8_and_keeps_its_name(tmp_path, channel_spar
     joint = _fine_tuned(model, float_epochs=2, end_step=16, epochs=1, channel_sparsity=channel_sparsity)
     # Pruning half the channels of a briefly trained model costs accuracy; that is not what is tested here.
     report = tfjoint.export_tflite(joint, str(tmp_path / "seq.tflite"), validation_data=_keyword_data(128, 1),
-                                   float_model=model, max_accuracy_drop=1.0)
+                                   float_model=model,
+                                   options=tfjoint.ExportOptions(tolerances=tfjoint.Tolerances(max_accuracy_drop=1.0)))
     assert report.fully_int8 and report.passed and not report.float_ops
     assert report.per_output["keyword"]["sqnr_db"] > 20  # the int8 file computes what the QAT model does
     assert report.per_layer_sparsity["frame_fc"]["tflite"] == pytest.approx(
@@ -264,7 +265,8 @@ def test_a_depthwise_conv1d_block_is_int8_with_its_batchnorm_folded(tmp_path):
     joint = _fine_tuned(model, float_epochs=2, end_step=16, epochs=1)
     assert type(joint.get_layer("quant_dw").layer).__name__ == "DepthwiseConv2D"
     report = tfjoint.export_tflite(joint, str(tmp_path / "dw1d.tflite"), validation_data=_keyword_data(128, 1),
-                                   float_model=model, max_accuracy_drop=1.0)
+                                   float_model=model,
+                                   options=tfjoint.ExportOptions(tolerances=tfjoint.Tolerances(max_accuracy_drop=1.0)))
     assert report.fully_int8 and report.passed
     assert report.operator_counts["DEPTHWISE_CONV_2D"] == 1
     assert not {"MUL", "ADD", "DEQUANTIZE"} & set(report.operator_counts)  # the BatchNorm folded

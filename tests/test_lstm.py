@@ -7,9 +7,9 @@ of its unrolled cell, fake-quantized where the file quantizes.
 
 import numpy as np
 import pytest
+import tf_keras as keras  # noqa: E402
 
 import tfjoint
-from tfjoint import keras
 
 
 def noisy_series(n: int, seed: int, steps: int = 64):
@@ -40,12 +40,13 @@ def trained(tmp_path_factory):
     model = conv_lstm_keras3()
     model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
     model.fit(x, y, epochs=6, batch_size=32, verbose=0)
-    joint = tfjoint.prepare(model, target_sparsity=0.6, end_step=60, frequency=10)
+    joint = tfjoint.prepare(model, tfjoint.JointSchedule(0.6, end_step=60, frequency=10))
     joint.compile(keras.optimizers.Adam(5e-4), "sparse_categorical_crossentropy", metrics=["accuracy"])
     joint.fit(x, y, epochs=3, batch_size=32, verbose=0)
     path = tmp_path_factory.mktemp("lstm") / "model.tflite"
     report = tfjoint.export_tflite(tfjoint.strip(joint), str(path), representative_data=x[:200],
-                                   validation_data=(x_val, y_val), float_model=model, runtimes=("litert", "tflm"))
+                                   validation_data=(x_val, y_val), float_model=model,
+                                   options=tfjoint.ExportOptions(runtimes=("litert", "tflm")))
     return model, joint, report, path
 
 
@@ -53,7 +54,7 @@ def trained(tmp_path_factory):
 def test_an_lstm_model_keeps_its_accuracy_in_litert_and_tflm_at_the_default_tolerances(trained):
     _, _, report, path = trained
     assert report.passed and report.thresholds == tfjoint.Tolerances().to_dict()
-    summary = tfjoint.read_flatbuffer(path.read_bytes())
+    summary = tfjoint.inspect.read_flatbuffer(path.read_bytes())
     assert summary.fully_int8 and "UNIDIRECTIONAL_SEQUENCE_LSTM" not in summary.op_names
     assert {"FULLY_CONNECTED", "LOGISTIC", "TANH", "MUL"} <= set(summary.op_names)
     for runtime in ("litert", "tflm"):  # read back from each interpreter's outputs
@@ -66,7 +67,7 @@ def test_an_lstm_model_keeps_its_accuracy_in_litert_and_tflm_at_the_default_tole
 @pytest.mark.slow
 def test_the_lstm_is_pruned_and_listed_in_the_per_layer_error_table(trained):
     _, joint, report, _ = trained
-    assert {f"{pk.layer_name}/{pk.weight_name}" for pk in tfjoint.pruned_kernels(joint)} >= {
+    assert {f"{pk.layer_name}/{pk.weight_name}" for pk in tfjoint.inspect.pruned_kernels(joint)} >= {
         "lstm/kernel", "lstm/recurrent_kernel"}
     assert report.per_layer_sparsity["lstm"]["tflite"] == pytest.approx(0.6, abs=0.01)  # zeros in the int8 gates
     entry = next(e for e in report.per_layer_error if e["layer"] == "lstm")
@@ -77,13 +78,13 @@ def test_the_lstm_is_pruned_and_listed_in_the_per_layer_error_table(trained):
 def test_an_lstm_over_an_unknown_number_of_steps_is_refused_before_training():
     inputs = keras.Input((None, 3), name="series")
     model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.LSTM(4, name="lstm")(inputs)))
-    with pytest.raises(tfjoint.UnsupportedLayerError, match="'lstm' \\(LSTM\\): its number of time steps is not "
+    with pytest.raises(tfjoint.errors.UnsupportedLayerError, match="'lstm' \\(LSTM\\): its number of time steps is not "
                                                             "fixed.*keras.Input\\(\\(steps, features\\)\\)"):
-        tfjoint.prepare(model, target_sparsity=0.5, end_step=4)
+        tfjoint.prepare(model, tfjoint.JointSchedule(0.5, end_step=4))
     inputs = keras.Input((10, 3), name="series")
     model = keras.Model(inputs, keras.layers.LSTM(4, recurrent_activation="hard_sigmoid", name="lstm")(inputs))
-    with pytest.raises(tfjoint.UnsupportedLayerError, match="recurrent_activation is 'hard_sigmoid'"):
-        tfjoint.prepare(model, target_sparsity=0.5, end_step=4)
+    with pytest.raises(tfjoint.errors.UnsupportedLayerError, match="recurrent_activation is 'hard_sigmoid'"):
+        tfjoint.prepare(model, tfjoint.JointSchedule(0.5, end_step=4))
 
 
 @pytest.mark.slow
@@ -98,11 +99,11 @@ def test_an_int8_file_that_computes_something_else_than_qat_is_refused_before_tr
         x = keras.layers.LSTM(16, name="lstm")(keras.layers.Dense(8, activation="relu", name="embed")(inputs))
         return keras.Model(inputs, keras.layers.Dense(4, name="classes")(x))
 
-    other = convert.to_int8(tfjoint.strip(tfjoint.prepare(model(1), target_sparsity=0.0, end_step=2)))
+    other = convert.to_int8(tfjoint.strip(tfjoint.prepare(model(1), tfjoint.JointSchedule(0.0, end_step=2))))
     monkeypatch.setattr(convert, "to_int8", lambda prepared, representative=None: other)
-    with pytest.raises(tfjoint.UnsupportedLayerError, match="would not keep its accuracy in int8.*computes "
+    with pytest.raises(tfjoint.errors.UnsupportedLayerError, match="would not keep its accuracy in int8.*computes "
                                                             "-?[0-9.]+ dB \\(SQNR\\) from the quantization-aware"):
-        tfjoint.prepare(model(0), target_sparsity=0.5, end_step=4)
+        tfjoint.prepare(model(0), tfjoint.JointSchedule(0.5, end_step=4))
 
 
 def _bidirectional(framework: str, merge_mode: str = "concat", return_sequences: bool = False, seed: int = 0):
@@ -139,8 +140,8 @@ def test_a_bidirectional_gru_is_refused_before_training_naming_the_layer(framewo
     k = keras if framework == "tf_keras" else importlib.import_module("keras")
     inputs = k.Input((12, 3))
     x = k.layers.Bidirectional(k.layers.GRU(4), name="both_ways")(inputs)
-    with pytest.raises(tfjoint.UnsupportedLayerError, match="'both_ways' \\(Bidirectional\\)") as refused:
-        tfjoint.prepare(k.Model(inputs, k.layers.Dense(2)(x)), target_sparsity=0.5, end_step=100)
+    with pytest.raises(tfjoint.errors.UnsupportedLayerError, match="'both_ways' \\(Bidirectional\\)") as refused:
+        tfjoint.prepare(k.Model(inputs, k.layers.Dense(2)(x)), tfjoint.JointSchedule(0.5, end_step=100))
     assert "wraps a GRU" in str(refused.value) and "Bidirectional LSTM" in str(refused.value)
 
 
@@ -151,16 +152,16 @@ def test_a_keras3_bidirectional_lstm_keeps_its_accuracy_in_litert_and_tflm_and_i
     model = _bidirectional("keras3")
     model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
     model.fit(x, y, epochs=6, batch_size=32, verbose=0)
-    joint = tfjoint.prepare(model, target_sparsity=0.5, end_step=60, frequency=10)
-    assert {f"{pk.layer_name}/{pk.weight_name}" for pk in tfjoint.pruned_kernels(joint)} >= {
+    joint = tfjoint.prepare(model, tfjoint.JointSchedule(0.5, end_step=60, frequency=10))
+    assert {f"{pk.layer_name}/{pk.weight_name}" for pk in tfjoint.inspect.pruned_kernels(joint)} >= {
         "both_ways/forward_kernel", "both_ways/backward_kernel", "both_ways/backward_recurrent_kernel"}
     joint.compile(keras.optimizers.Adam(5e-4), "sparse_categorical_crossentropy", metrics=["accuracy"])
     joint.fit(x, y, epochs=3, batch_size=32, verbose=0)
     path = tmp_path / "model.tflite"
-    report = tfjoint.export_tflite(tfjoint.strip(joint), str(path), validation_data=(x_val, y_val),
-                                   float_model=model, runtimes=("litert", "tflm"))
+    report = tfjoint.export_tflite(tfjoint.strip(joint), str(path), validation_data=(x_val, y_val), float_model=model,
+                                   options=tfjoint.ExportOptions(runtimes=("litert", "tflm")))
     assert report.passed and report.thresholds == tfjoint.Tolerances().to_dict()
-    summary = tfjoint.read_flatbuffer(path.read_bytes())
+    summary = tfjoint.inspect.read_flatbuffer(path.read_bytes())
     assert summary.fully_int8 and "BIDIRECTIONAL_SEQUENCE_LSTM" not in summary.op_names
     assert report.per_layer_sparsity["both_ways"]["tflite"] == pytest.approx(0.5, abs=0.01)  # read from the file
     for runtime in ("litert", "tflm"):

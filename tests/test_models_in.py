@@ -3,9 +3,9 @@
 import keras as keras3
 import numpy as np
 import pytest
+import tf_keras as keras  # noqa: E402
 
 import tfjoint
-from tfjoint import keras
 from tfjoint.bridge.equivalence import check_equivalent, max_relative_difference
 from tfjoint.bridge.translate import rebuild_in_tf_keras
 
@@ -114,10 +114,10 @@ def test_files_saved_by_keras3_load_as_tf_keras_models(tmp_path, suffix):
 
 def test_a_keras3_model_goes_through_prepare_and_prunes():
     model3, x = _trained("conv1d")
-    joint = tfjoint.prepare(model3, target_sparsity=0.5, end_step=4, frequency=2, sample_inputs=x)
+    joint = tfjoint.prepare(model3, tfjoint.JointSchedule(0.5, end_step=4, frequency=2), sample_inputs=x)
     joint.compile("adam", "sparse_categorical_crossentropy")
     joint.fit(x, np.zeros(64), batch_size=16, verbose=0)
-    sparsity = tfjoint.layer_sparsity(joint)
+    sparsity = tfjoint.inspect.layer_sparsity(joint)
     assert set(sparsity) == {"conv1d", "conv1d_2", "keyword"}
     assert all(value == pytest.approx(0.5, abs=0.02) for value in sparsity.values())
 
@@ -127,7 +127,7 @@ def test_the_first_diverging_layer_is_named():
     model = rebuild_in_tf_keras(model3)
     kernel = model.get_layer("dw").get_weights()[0]
     model.get_layer("dw").set_weights([kernel * 1.5])  # as if its translation were wrong
-    with pytest.raises(tfjoint.UnsupportedLayerError, match="layer 'dw' \\(DepthwiseConv2D\\) is the first"):
+    with pytest.raises(tfjoint.errors.UnsupportedLayerError, match="layer 'dw' \\(DepthwiseConv2D\\) is the first"):
         check_equivalent(model3, model, [x])
 
 
@@ -140,8 +140,8 @@ def test_untranslatable_layers_are_all_named_with_what_to_do():
     x = keras3.layers.Lambda(lambda z: z + 1, name="plus_one")(inputs)
     x = Twice(name="twice")(x)
     model3 = keras3.Model(inputs, keras3.layers.Dense(2)(x))
-    with pytest.raises(tfjoint.UnsupportedLayerError) as caught:
-        tfjoint.prepare(model3, target_sparsity=0.5, end_step=10)
+    with pytest.raises(tfjoint.errors.UnsupportedLayerError) as caught:
+        tfjoint.prepare(model3, tfjoint.JointSchedule(0.5, end_step=10))
     message = str(caught.value)
     assert "'plus_one' (Lambda)" in message and "'twice' (Twice)" in message
     assert "built-in layer" in message
@@ -150,7 +150,7 @@ def test_untranslatable_layers_are_all_named_with_what_to_do():
 def test_a_raw_keras_op_tfjoint_cannot_rebuild_is_named():
     inputs = keras3.Input((4,))
     model3 = keras3.Model(inputs, keras3.layers.Dense(2, name="head")(keras3.ops.sqrt(inputs)))
-    with pytest.raises(tfjoint.UnsupportedLayerError, match="raw keras.ops.sqrt call.*use a Keras layer"):
+    with pytest.raises(tfjoint.errors.UnsupportedLayerError, match="raw keras.ops.sqrt call.*use a Keras layer"):
         tfjoint.from_keras3(model3)
 
 
@@ -165,27 +165,27 @@ def test_a_subclassed_keras3_model_is_refused_with_what_to_do():
 
     net = Net()
     net(np.ones((1, 3), np.float32))
-    with pytest.raises(tfjoint.ModelTypeError, match="subclassed.*Functional API"):
-        tfjoint.prepare(net, target_sparsity=0.5, end_step=10)
+    with pytest.raises(tfjoint.errors.ModelTypeError, match="subclassed.*Functional API"):
+        tfjoint.prepare(net, tfjoint.JointSchedule(0.5, end_step=10))
 
 
 def test_an_exported_savedmodel_is_refused_pointing_to_the_keras_file(tmp_path):
     model3, _ = _trained("mlp")
     model3.export(str(tmp_path / "exported"), verbose=False)
-    with pytest.raises(tfjoint.ModelStructureError, match="without a Keras model config.*\\.keras file"):
+    with pytest.raises(tfjoint.errors.ModelStructureError, match="without a Keras model config.*\\.keras file"):
         tfjoint.load_model(str(tmp_path / "exported"))
 
 
 def test_file_messages_name_the_real_cause(tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
-    with pytest.raises(tfjoint.ModelStructureError, match="unknown model file type"):
+    with pytest.raises(tfjoint.errors.ModelStructureError, match="unknown model file type"):
         tfjoint.load_model(str(tmp_path / "notes.txt"))
     (tmp_path / "broken.keras").write_text("not a zip")
-    with pytest.raises(tfjoint.ModelStructureError, match="not a Keras .keras file"):
+    with pytest.raises(tfjoint.errors.ModelStructureError, match="not a Keras .keras file"):
         tfjoint.load_model(str(tmp_path / "broken.keras"))
     model3, _ = _trained("mlp")
     model3.save_weights(str(tmp_path / "only.weights.h5"))
-    with pytest.raises(tfjoint.ModelStructureError, match="weights only"):
+    with pytest.raises(tfjoint.errors.ModelStructureError, match="weights only"):
         tfjoint.load_model(str(tmp_path / "only.weights.h5"))
     with pytest.raises(FileNotFoundError, match="nope.keras"):
         tfjoint.load_model(str(tmp_path / "nope.keras"))

@@ -4,11 +4,12 @@ import collections
 
 import numpy as np
 import pytest
+import tf_keras as keras  # noqa: E402
 from conftest import compile_joint, image_data, small_cnn
 
 import tfjoint
-from tfjoint import keras, training_step
 from tfjoint._keras import tf
+from tfjoint.inspect import training_step
 
 
 def _op_counts(function) -> collections.Counter:
@@ -32,8 +33,8 @@ def _relu_range(model) -> tuple[float, float]:
 
 
 def test_float_steps_trace_no_fake_quant_and_quantized_steps_no_gate():
-    joint = compile_joint(tfjoint.prepare(small_cnn(), target_sparsity=0.5, end_step=4, frequency=2,
-                                          quant_start_step=3))
+    joint = compile_joint(tfjoint.prepare(small_cnn(),
+                                          tfjoint.JointSchedule(0.5, end_step=4, frequency=2, quant_start_step=3)))
     x, y = image_data(n=16)
     joint.fit(x, y, batch_size=8, verbose=0)  # steps 1, 2: float
     dispatch = joint.train_function
@@ -74,7 +75,7 @@ def test_phase_switched_fit_trains_as_the_in_graph_gates_do():
 
 
 def test_several_steps_per_call_keep_the_in_graph_gates():
-    joint = tfjoint.prepare(small_cnn(), target_sparsity=0.5, end_step=4, frequency=2, quant_start_step=3)
+    joint = tfjoint.prepare(small_cnn(), tfjoint.JointSchedule(0.5, end_step=4, frequency=2, quant_start_step=3))
     joint.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", steps_per_execution=2)
     joint.fit(*image_data(n=32), batch_size=8, verbose=0)
     assert not hasattr(joint.train_function, "_functions")  # tf_keras's own function
@@ -83,7 +84,7 @@ def test_several_steps_per_call_keep_the_in_graph_gates():
 
 def test_distiller_switches_phases_on_its_students_schedule():
     model = small_cnn()
-    joint = tfjoint.prepare(model, target_sparsity=0.5, end_step=4, frequency=2, quant_start_step=100)
+    joint = tfjoint.prepare(model, tfjoint.JointSchedule(0.5, end_step=4, frequency=2, quant_start_step=100))
     distiller = tfjoint.Distiller(joint, teacher=model)
     distiller.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
     distiller.fit(*image_data(n=16), batch_size=8, verbose=0)
@@ -95,19 +96,20 @@ def test_distiller_switches_phases_on_its_students_schedule():
 @pytest.mark.slow
 def test_export_of_a_model_whose_fake_quant_never_ran(tmp_path):
     """Stopped before quant_start_step: no QAT file (its ranges are TF-MOT's initial ones); post-training only."""
-    joint = compile_joint(tfjoint.prepare(small_cnn(), target_sparsity=0.5, end_step=4, frequency=2,
-                                          quant_start_step=50))
+    joint = compile_joint(tfjoint.prepare(small_cnn(),
+                                          tfjoint.JointSchedule(0.5, end_step=4, frequency=2, quant_start_step=50)))
     x, y = image_data(n=32)
     joint.fit(x, y, batch_size=8, verbose=0)
     stripped = tfjoint.strip(joint)
     with pytest.raises(tfjoint.ConfigError, match=r"never trained with fake quantization.*quant_start_step=50"):
-        tfjoint.export_tflite(stripped, str(tmp_path / "qat.tflite"), quantization="qat")
+        tfjoint.export_tflite(stripped, str(tmp_path / "qat.tflite"), options=tfjoint.ExportOptions(quantization="qat"))
     assert not (tmp_path / "qat.tflite").exists()
     with pytest.raises(tfjoint.ConfigError, match="representative_data"):
         tfjoint.export_tflite(stripped, str(tmp_path / "auto.tflite"))
     report = tfjoint.export_tflite(stripped, str(tmp_path / "auto.tflite"), representative_data=x,
-                                   validation_data=(x, y), max_accuracy_drop=1.0, min_agreement=0.0,
-                                   min_sqnr_db=-1e9)
+                                   validation_data=(x, y),
+                                   options=tfjoint.ExportOptions(tolerances=
+                                       tfjoint.Tolerances(max_accuracy_drop=1.0, min_agreement=0.0, min_sqnr_db=-1e9)))
     assert report.quantization == "post_training" and list(report.quantization_candidates) == ["post_training"]
     assert any("never trained with fake quantization" in note for note in report.notes)
-    assert tfjoint.read_flatbuffer((tmp_path / "auto.tflite").read_bytes()).fully_int8
+    assert tfjoint.inspect.read_flatbuffer((tmp_path / "auto.tflite").read_bytes()).fully_int8

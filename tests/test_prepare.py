@@ -3,10 +3,11 @@
 import numpy as np
 import pytest
 import tensorflow_model_optimization as tfmot
+import tf_keras as keras  # noqa: E402
 from conftest import compile_joint, image_data, small_cnn
 
 import tfjoint
-from tfjoint import keras, pruned_kernels, training_step
+from tfjoint.inspect import pruned_kernels, training_step
 from tfjoint.prune.schedule import expected_zero_fraction
 
 SCHEDULE = dict(target_sparsity=0.8, begin_step=2, end_step=14, frequency=3, initial_sparsity=0.1, power=3)
@@ -54,7 +55,7 @@ def test_sparsity_follows_tfmot_polynomial_decay_at_every_step():
 
 
 def test_pruned_weights_stay_zero_in_quantized_weights_after_end_step():
-    joint = compile_joint(tfjoint.prepare(small_cnn(), target_sparsity=0.75, end_step=4, frequency=2), 1e-2)
+    joint = compile_joint(tfjoint.prepare(small_cnn(), tfjoint.JointSchedule(0.75, end_step=4, frequency=2)), 1e-2)
     x, y = image_data(n=32)
     joint.fit(x, y, batch_size=8, epochs=1, verbose=0)  # 4 steps: at target now
     zero_positions = {pk.layer_name: _quantized_kernel(pk) == 0 for pk in pruned_kernels(joint)}
@@ -76,7 +77,7 @@ def _output_range(model, layer: str) -> tuple[float, float]:
 def test_fake_quant_switches_on_at_quant_start_step():
     """Before the start: the float model, quantizers not even run; at it: ranges from that batch."""
     model = small_cnn()
-    joint = tfjoint.prepare(model, target_sparsity=0.5, begin_step=100, end_step=200, quant_start_step=3)
+    joint = tfjoint.prepare(model, tfjoint.JointSchedule(0.5, end_step=200, begin_step=100, quant_start_step=3))
     compile_joint(joint, learning_rate=0.0)  # weights never change: only the quantization state does
     relu_output = keras.Model(model.inputs, model.get_layer("relu").output)
     x, _ = image_data(n=8)
@@ -111,12 +112,13 @@ def _range_variables(model) -> list:
 
 def test_only_quantizers_that_read_the_step_count_it():
     """Pruned kernels and moving-average activation quantizers count steps; the others do not."""
-    default = tfjoint.prepare(small_cnn(), target_sparsity=0.5, end_step=100)
+    default = tfjoint.prepare(small_cnn(), tfjoint.JointSchedule(0.5, end_step=100))
     # ReLU output and fc pre-activation: warm-started on their first step. The input (AllValuesQuantizer) is not.
     activation_counters = sorted(n for n in _step_counters(default) if "kernel" not in n)
     assert activation_counters == ["quant_fc/pre_activation_tfjoint_step:0", "quant_relu/output_tfjoint_step:0"]
     assert len(_step_counters(default)) == len(pruned_kernels(default)) + 2 == 4
-    nothing_pruned = tfjoint.prepare(small_cnn(), target_sparsity=0.5, end_step=100, exclude=["conv", "fc"])
+    nothing_pruned = tfjoint.prepare(small_cnn(), tfjoint.JointSchedule(0.5, end_step=100),
+                                     layers=tfjoint.LayerSelection(exclude=["conv", "fc"]))
     assert len(_step_counters(nothing_pruned)) == 2 and training_step(nothing_pruned) == 0
     compile_joint(nothing_pruned).fit(*image_data(n=16), batch_size=8, verbose=0)
     assert training_step(nothing_pruned) == 2
@@ -125,7 +127,8 @@ def test_only_quantizers_that_read_the_step_count_it():
 def test_ranges_follow_tfmots_moving_average_past_its_horizon():
     """From the 1000th quantized step on, a range moves as TF-MOT's MovingAverageQuantizer's: decay 0.999."""
     model = small_cnn()
-    joint = tfjoint.prepare(model, target_sparsity=0.5, end_step=100, exclude=["conv", "fc"])
+    joint = tfjoint.prepare(model, tfjoint.JointSchedule(0.5, end_step=100),
+                            layers=tfjoint.LayerSelection(exclude=["conv", "fc"]))
     x, _ = image_data(n=8)
     joint(x, training=True)
     [counter] = [w for w in joint.weights if w.name == "quant_relu/output_tfjoint_step:0"]
@@ -143,7 +146,8 @@ def test_unpruned_training_forward_is_tfmot_quantize_model_after_the_warm_start(
     """Nothing pruned: TF-MOT's quantize_model graph, with the first 1000 ranges averaged (then TF-MOT's EMA)."""
     x, _ = image_data(n=8)
     model = small_cnn()
-    ours = tfjoint.prepare(model, target_sparsity=0.5, end_step=100, exclude=["conv", "fc"])
+    ours = tfjoint.prepare(model, tfjoint.JointSchedule(0.5, end_step=100),
+                           layers=tfjoint.LayerSelection(exclude=["conv", "fc"]))
     theirs = tfmot.quantization.keras.quantize_model(small_cnn())
     ours(x, training=True)
     relu_max = float(np.max(keras.Model(model.inputs, model.get_layer("relu").output)(x, training=True)))
@@ -161,7 +165,7 @@ def test_unpruned_training_forward_is_tfmot_quantize_model_after_the_warm_start(
 
 def test_off_grid_end_step_reaches_the_target_exactly_at_end_step():
     """end_step=8 with frequency 3: TF-MOT would stop at step 6 (60%); tfjoint updates again at 8."""
-    joint = compile_joint(tfjoint.prepare(small_cnn(), target_sparsity=0.8, end_step=8, frequency=3, power=1))
+    joint = compile_joint(tfjoint.prepare(small_cnn(), tfjoint.JointSchedule(0.8, end_step=8, power=1, frequency=3)))
     x, y = image_data(n=8)
     for steps_taken in range(1, 10):
         joint.fit(x, y, batch_size=8, epochs=1, verbose=0)
@@ -180,7 +184,7 @@ def test_a_shared_layer_counts_each_step_once():
     shared = keras.layers.Dense(4, name="shared")
     merged = keras.layers.Concatenate()([shared(a), shared(b)])
     model = keras.Model([a, b], keras.layers.Dense(2, name="head")(merged))
-    joint = tfjoint.prepare(model, target_sparsity=0.5, end_step=4, frequency=2)
+    joint = tfjoint.prepare(model, tfjoint.JointSchedule(0.5, end_step=4, frequency=2))
     joint.compile("adam", "mse")
     x = np.ones((24, 6), np.float32)
     joint.fit([x, x], np.zeros((24, 2)), batch_size=8, epochs=1, verbose=0)  # 3 steps
@@ -188,7 +192,7 @@ def test_a_shared_layer_counts_each_step_once():
 
 
 def test_a_training_mode_call_is_one_step_and_inference_is_none():
-    joint = tfjoint.prepare(small_cnn(), target_sparsity=0.5, end_step=10, frequency=1)
+    joint = tfjoint.prepare(small_cnn(), tfjoint.JointSchedule(0.5, end_step=10, frequency=1))
     x, _ = image_data(n=4)
     joint(x, training=True)
     assert training_step(joint) == 1
@@ -198,7 +202,7 @@ def test_a_training_mode_call_is_one_step_and_inference_is_none():
 
 
 def test_fit_without_callbacks_follows_the_schedule():
-    joint = compile_joint(tfjoint.prepare(small_cnn(), target_sparsity=0.5, end_step=4, frequency=2))
+    joint = compile_joint(tfjoint.prepare(small_cnn(), tfjoint.JointSchedule(0.5, end_step=4, frequency=2)))
     x, y = image_data(n=32)
     joint.fit(x, y, batch_size=8, epochs=1, verbose=0)
     for pk in pruned_kernels(joint):
@@ -208,7 +212,7 @@ def test_fit_without_callbacks_follows_the_schedule():
 def test_prepare_copies_weights_and_leaves_the_input_model_alone():
     model = small_cnn()
     before = [w.copy() for w in model.get_weights()]
-    joint = compile_joint(tfjoint.prepare(model, target_sparsity=0.5, end_step=100))
+    joint = compile_joint(tfjoint.prepare(model, tfjoint.JointSchedule(0.5, end_step=100)))
     for pk in pruned_kernels(joint):
         np.testing.assert_array_equal(pk.kernel.numpy(), model.get_layer(pk.layer_name).kernel.numpy())
     joint.fit(*image_data(n=16), batch_size=8, verbose=0)
@@ -226,7 +230,7 @@ def _conv1d_model():
 
 
 def test_conv1d_is_pruned_and_quantized():
-    joint = compile_joint(tfjoint.prepare(_conv1d_model(), target_sparsity=0.6, end_step=2, frequency=1))
+    joint = compile_joint(tfjoint.prepare(_conv1d_model(), tfjoint.JointSchedule(0.6, end_step=2, frequency=1)))
     x = np.random.default_rng(0).random((16, 32, 4), dtype=np.float32)
     joint.fit(x, np.zeros(16), batch_size=8, epochs=1, verbose=0)
     by_name = {pk.layer_name: pk for pk in pruned_kernels(joint)}
@@ -248,10 +252,11 @@ def _depthwise_model():
 
 
 def test_depthwise_is_quantized_but_pruned_only_on_request():
-    default = tfjoint.prepare(_depthwise_model(), target_sparsity=0.5, end_step=100)
+    default = tfjoint.prepare(_depthwise_model(), tfjoint.JointSchedule(0.5, end_step=100))
     assert {pk.layer_name for pk in pruned_kernels(default)} == {"pw", "out"}
     assert "quant_dw" in [layer.name for layer in default.layers]
-    opted_in = tfjoint.prepare(_depthwise_model(), target_sparsity=0.5, end_step=2, frequency=1, prune_depthwise=True)
+    opted_in = tfjoint.prepare(_depthwise_model(), tfjoint.JointSchedule(0.5, end_step=2, frequency=1),
+                               layers=tfjoint.LayerSelection(prune_depthwise=True))
     opted_in.compile("adam", "mse")
     opted_in.fit(np.ones((4, 8, 8, 4), np.float32), np.zeros((4, 2)), batch_size=2, verbose=0)
     dw = {pk.layer_name: pk for pk in pruned_kernels(opted_in)}["dw"]
@@ -260,13 +265,15 @@ def test_depthwise_is_quantized_but_pruned_only_on_request():
 
 
 def test_exclude_by_name_and_by_predicate():
-    by_name = tfjoint.prepare(small_cnn(), target_sparsity=0.5, end_step=100, exclude=["fc"])
+    by_name = tfjoint.prepare(small_cnn(), tfjoint.JointSchedule(0.5, end_step=100),
+                              layers=tfjoint.LayerSelection(exclude=["fc"]))
     assert [pk.layer_name for pk in pruned_kernels(by_name)] == ["conv"]
-    by_predicate = tfjoint.prepare(
-        small_cnn(), target_sparsity=0.5, end_step=100, exclude=lambda layer: isinstance(layer, keras.layers.Conv2D)
-    )
+    by_predicate = tfjoint.prepare(small_cnn(), tfjoint.JointSchedule(0.5, end_step=100),
+                                   layers=tfjoint.LayerSelection(
+                                       exclude=lambda layer: isinstance(layer, keras.layers.Conv2D)))
     assert [pk.layer_name for pk in pruned_kernels(by_predicate)] == ["fc"]
-    only = tfjoint.prepare(small_cnn(), target_sparsity=0.5, end_step=100, prune_only=["conv"])
+    only = tfjoint.prepare(small_cnn(), tfjoint.JointSchedule(0.5, end_step=100),
+                           layers=tfjoint.LayerSelection(prune_only=["conv"]))
     assert [pk.layer_name for pk in pruned_kernels(only)] == ["conv"]
 
 
@@ -275,14 +282,14 @@ def test_multi_input_multi_output_functional_and_sequential():
     a, b = keras.Input((6,), name="a"), keras.Input((4,), name="b")
     merged = keras.layers.Concatenate()([keras.layers.Dense(8, activation="relu", name="da")(a), b])
     model = keras.Model([a, b], [keras.layers.Dense(3, name="o1")(merged), keras.layers.Dense(1, name="o2")(merged)])
-    joint = tfjoint.prepare(model, target_sparsity=0.5, end_step=2, frequency=1)
+    joint = tfjoint.prepare(model, tfjoint.JointSchedule(0.5, end_step=2, frequency=1))
     joint.compile("adam", ["mse", "mse"])
     joint.fit([np.ones((8, 6)), np.ones((8, 4))], [np.zeros((8, 3)), np.zeros((8, 1))], batch_size=4, verbose=0)
     assert {pk.layer_name for pk in pruned_kernels(joint)} == {"da", "o1", "o2"}
     assert all(np.mean(pk.mask.numpy() == 0) > 0.4 for pk in pruned_kernels(joint))
 
     sequential = keras.Sequential([keras.Input((5,)), keras.layers.Dense(4, activation="relu"), keras.layers.Dense(2)])
-    joint = tfjoint.prepare(sequential, target_sparsity=0.5, end_step=100)
+    joint = tfjoint.prepare(sequential, tfjoint.JointSchedule(0.5, end_step=100))
     assert len(pruned_kernels(joint)) == 2
 
 
@@ -291,19 +298,21 @@ def test_multi_input_multi_output_functional_and_sequential():
 
 def test_a_schedule_object_or_the_keywords_not_both():
     schedule = tfjoint.JointSchedule(target_sparsity=0.5, end_step=10, frequency=5)
-    assert tfjoint.schedule_of(tfjoint.prepare(small_cnn(), schedule=schedule)) == schedule
-    with pytest.raises(tfjoint.ConfigError, match="either `schedule` or `target_sparsity`, `frequency`, not both"):
-        tfjoint.prepare(small_cnn(), target_sparsity=0.5, frequency=2, schedule=schedule)
-    with pytest.raises(tfjoint.ConfigError, match="prepare needs `end_step`"):
-        tfjoint.prepare(small_cnn(), target_sparsity=0.5)
+    assert tfjoint.inspect.schedule_of(tfjoint.prepare(small_cnn(), schedule)) == schedule
+    with pytest.raises(tfjoint.ConfigError, match="either `schedule` or `frequency`, `target_sparsity`, not both"):
+        tfjoint.prepare(small_cnn(), schedule, target_sparsity=0.5, frequency=2)
+    with pytest.raises(tfjoint.ConfigError, match="prepare needs a schedule: a target sparsity"):
+        tfjoint.prepare(small_cnn())
+    with pytest.raises(tfjoint.ConfigError, match="`schedule` must be a target sparsity.*received str 'high'"):
+        tfjoint.prepare(small_cnn(), "high")
 
 
 def test_the_model_is_checked_before_the_arguments():
     """A wrong model and wrong arguments: the first error names the model, the real problem."""
-    with pytest.raises(tfjoint.ModelTypeError, match="expected a Keras model.*str.*tfjoint.load_model"):
-        tfjoint.prepare("model.h5", target_sparsity=1.5, end_step=-1)
+    with pytest.raises(tfjoint.errors.ModelTypeError, match="expected a Keras model.*str.*tfjoint.load_model"):
+        tfjoint.prepare("model.h5", 1.5)
     with pytest.raises(tfjoint.ConfigError, match="target_sparsity"):
-        tfjoint.prepare(small_cnn(), target_sparsity=1.5, end_step=100)
+        tfjoint.prepare(small_cnn(), 1.5)
 
 
 def test_subclassed_model_is_refused():
@@ -317,43 +326,46 @@ def test_subclassed_model_is_refused():
 
     net = Net()
     net(np.ones((1, 3), np.float32))
-    with pytest.raises(tfjoint.ModelTypeError, match="subclassed.*Functional API"):
-        tfjoint.prepare(net, target_sparsity=0.5, end_step=100)
+    with pytest.raises(tfjoint.errors.ModelTypeError, match="subclassed.*Functional API"):
+        tfjoint.prepare(net, tfjoint.JointSchedule(0.5, end_step=100))
 
 
 def test_already_wrapped_models_are_refused():
     pruned = tfmot.sparsity.keras.prune_low_magnitude(small_cnn())
-    with pytest.raises(tfjoint.ModelStructureError, match="PruneLowMagnitude.*already pruned or quantized"):
-        tfjoint.prepare(pruned, target_sparsity=0.5, end_step=100)
-    prepared = tfjoint.prepare(small_cnn(), target_sparsity=0.5, end_step=100)
-    with pytest.raises(tfjoint.ModelStructureError, match="already pruned or quantized"):
-        tfjoint.prepare(prepared, target_sparsity=0.5, end_step=100)
+    with pytest.raises(tfjoint.errors.ModelStructureError, match="PruneLowMagnitude.*already pruned or quantized"):
+        tfjoint.prepare(pruned, tfjoint.JointSchedule(0.5, end_step=100))
+    prepared = tfjoint.prepare(small_cnn(), tfjoint.JointSchedule(0.5, end_step=100))
+    with pytest.raises(tfjoint.errors.ModelStructureError, match="already pruned or quantized"):
+        tfjoint.prepare(prepared, tfjoint.JointSchedule(0.5, end_step=100))
 
 
 def test_nested_model_is_refused():
     inner = small_cnn()
     inputs = keras.Input((8, 8, 1))
     outer = keras.Model(inputs, inner(inputs))
-    with pytest.raises(tfjoint.ModelStructureError, match="nested model"):
-        tfjoint.prepare(outer, target_sparsity=0.5, end_step=100)
+    with pytest.raises(tfjoint.errors.ModelStructureError, match="nested model"):
+        tfjoint.prepare(outer, tfjoint.JointSchedule(0.5, end_step=100))
 
 
 def test_pruning_an_unprunable_layer_is_refused():
-    with pytest.raises(tfjoint.UnsupportedLayerError, match="'bn' \\(BatchNormalization\\).*cannot be"):
-        tfjoint.prepare(small_cnn(), target_sparsity=0.5, end_step=100, prune_only=["conv", "bn"])
-    with pytest.raises(tfjoint.UnsupportedLayerError, match="prune_depthwise=True"):
-        tfjoint.prepare(_depthwise_model(), target_sparsity=0.5, end_step=100, prune_only=["dw"])
+    with pytest.raises(tfjoint.errors.UnsupportedLayerError, match="'bn' \\(BatchNormalization\\).*cannot be"):
+        tfjoint.prepare(small_cnn(), tfjoint.JointSchedule(0.5, end_step=100),
+                        layers=tfjoint.LayerSelection(prune_only=["conv", "bn"]))
+    with pytest.raises(tfjoint.errors.UnsupportedLayerError, match="prune_depthwise=True"):
+        tfjoint.prepare(_depthwise_model(), tfjoint.JointSchedule(0.5, end_step=100),
+                        layers=tfjoint.LayerSelection(prune_only=["dw"]))
 
 
 def test_unknown_layer_names_are_refused():
     with pytest.raises(tfjoint.ConfigError, match="does not have: \\['nope'\\]"):
-        tfjoint.prepare(small_cnn(), target_sparsity=0.5, end_step=100, exclude=["nope"])
+        tfjoint.prepare(small_cnn(), tfjoint.JointSchedule(0.5, end_step=100),
+                        layers=tfjoint.LayerSelection(exclude=["nope"]))
 
 
 def test_unquantizable_layer_is_named():
     inputs = keras.Input((5, 3))
     x = keras.layers.GRU(4, name="gru")(inputs)
     model = keras.Model(inputs, keras.layers.Dense(2)(x))
-    with pytest.raises(tfjoint.UnsupportedLayerError, match="'gru' \\(GRU\\)"):
-        tfjoint.prepare(model, target_sparsity=0.5, end_step=100)
+    with pytest.raises(tfjoint.errors.UnsupportedLayerError, match="'gru' \\(GRU\\)"):
+        tfjoint.prepare(model, tfjoint.JointSchedule(0.5, end_step=100))
 

@@ -60,15 +60,15 @@ def test_per_layer_targets_share_the_timing():
 
 
 def test_plan_schedule_reaches_the_target_at_prune_end():
-    plan = tfjoint.plan_schedule(431, 0.8, prune_end=0.5, quant_start=0.25)
+    plan = tfjoint.inspect.plan_schedule(431, 0.8, prune_end=0.5, quant_start=0.25)
     assert plan.end_step == 216 and plan.frequency == 13 and plan.quant_start_step == 107
     assert plan.update_steps()[-1] == 216 and plan.scheduled_sparsity(216) == pytest.approx(0.8)
     assert len(plan.update_steps()) in (17, 18)  # about 16 updates on the way
-    assert tfjoint.plan_schedule(3, 0.5).end_step == 2  # tiny runs still get a schedule
+    assert tfjoint.inspect.plan_schedule(3, 0.5).end_step == 2  # tiny runs still get a schedule
     with pytest.raises(tfjoint.ConfigError, match="`prune_end`.*received 0"):
-        tfjoint.plan_schedule(100, 0.5, prune_end=0)
+        tfjoint.inspect.plan_schedule(100, 0.5, prune_end=0)
     with pytest.raises(tfjoint.ConfigError, match="`total_steps`.*received 0"):
-        tfjoint.plan_schedule(0, 0.5)
+        tfjoint.inspect.plan_schedule(0, 0.5)
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ from tfjoint.train.strip import strips_cleanly
 
 @pytest.fixture(scope="module")
 def trained_joint():
-    joint = compile_joint(tfjoint.prepare(small_cnn(), target_sparsity=0.75, end_step=8, frequency=2))
+    joint = compile_joint(tfjoint.prepare(small_cnn(), tfjoint.JointSchedule(0.75, end_step=8, frequency=2)))
     joint.fit(*image_data(n=64), batch_size=8, epochs=2, verbose=0)
     return joint
 
@@ -48,13 +48,13 @@ def test_stripped_configs_are_tfmot_default_8bit(trained_joint):
 
 
 def test_strip_refuses_an_unprepared_model():
-    with pytest.raises(tfjoint.ModelStructureError, match="not prepared with tfjoint.prepare"):
+    with pytest.raises(tfjoint.errors.ModelStructureError, match="not prepared with tfjoint.prepare"):
         tfjoint.strip(small_cnn())
 
 
 def _run(steps_first, steps_then, save_path=None):
-    joint = compile_joint(tfjoint.prepare(small_cnn(), target_sparsity=0.6, end_step=12, frequency=3,
-                                          quant_start_step=5))
+    joint = compile_joint(tfjoint.prepare(small_cnn(),
+                                          tfjoint.JointSchedule(0.6, end_step=12, frequency=3, quant_start_step=5)))
     x, y = image_data(n=8 * max(steps_first, 1))
     joint.fit(x[: 8 * steps_first], y[: 8 * steps_first], batch_size=8, verbose=0)
     if save_path is not None:
@@ -124,16 +124,17 @@ def test_float_keras_file_loads_with_its_weights_and_computes_the_same(tmp_path)
 def test_a_prepared_model_stores_its_schedule_through_save_and_load_and_strip_carries_it(tmp_path):
     schedule = tfjoint.JointSchedule(target_sparsity={"conv": 0.6, "fc": 0.3}, end_step=12, frequency=3,
                                      quant_start_step=2)
-    joint = compile_joint(tfjoint.prepare(small_cnn(), schedule=schedule))
-    assert tfjoint.schedule_of(joint) == schedule
+    joint = compile_joint(tfjoint.prepare(small_cnn(), schedule))
+    assert tfjoint.inspect.schedule_of(joint) == schedule
     for suffix in (".keras", ".h5"):
         path = str(tmp_path / f"joint{suffix}")
         joint.save(path)
-        assert tfjoint.schedule_of(tfjoint.load_model(path)) == schedule, suffix
+        assert tfjoint.inspect.schedule_of(tfjoint.load_model(path)) == schedule, suffix
     joint.fit(*image_data(n=32), batch_size=8, verbose=0)  # past quant_start_step: the ranges trained
     stripped = tfjoint.strip(joint)
-    assert tfjoint.schedule_of(stripped) == schedule  # export_tflite(tfjoint.strip(joint)) reports it
-    report = tfjoint.export_tflite(stripped, str(tmp_path / "m.tflite"), quantization="qat")
+    assert tfjoint.inspect.schedule_of(stripped) == schedule  # export_tflite(tfjoint.strip(joint)) reports it
+    report = tfjoint.export_tflite(stripped, str(tmp_path / "m.tflite"),
+                                   options=tfjoint.ExportOptions(quantization="qat"))
     assert report.schedule == schedule.to_dict()
     assert {name: entry["planned"] for name, entry in report.per_layer_sparsity.items()} == {"conv": 0.6, "fc": 0.3}
 
@@ -147,7 +148,8 @@ def test_a_frozen_layer_stays_frozen_and_saves(tmp_path):
     """TF-MOT's wrapper trains a frozen layer's kernel anyway and cannot save it to .h5; prepared models can."""
     model = small_cnn()
     model.get_layer("conv").trainable = False
-    joint = compile_joint(tfjoint.prepare(model, target_sparsity=0.5, end_step=2, frequency=1), learning_rate=0.1)
+    joint = compile_joint(tfjoint.prepare(model,
+                                          tfjoint.JointSchedule(0.5, end_step=2, frequency=1)), learning_rate=0.1)
     conv = next(pk for pk in pruned_kernels(joint) if pk.layer_name == "conv")
     before = conv.kernel.numpy().copy()
     joint.fit(*image_data(n=16), batch_size=8, verbose=0)

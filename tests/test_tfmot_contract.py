@@ -61,8 +61,8 @@ def test_tfjoints_list_is_tfmots_after_its_own_rewrites():
 def _holders():
     """A real object for every holder named in the PRIVATE_ATTRIBUTES lists: a built QAT wrapper, a model, ..."""
     import tensorflow as tf
+    import tf_keras as keras
 
-    from tfjoint import keras
     from tfjoint._litert import Interpreter
     from tfjoint.tflite.convert import to_float32
 

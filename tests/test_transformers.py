@@ -3,9 +3,9 @@ the quantization-aware model (the default tolerances gate exactly that), and a k
 
 import numpy as np
 import pytest
+import tf_keras as keras  # noqa: E402
 
 import tfjoint
-from tfjoint import keras
 
 
 def _sequences(n=96, steps=8, features=16, seed=0):
@@ -87,14 +87,15 @@ def test_each_layer_kinds_int8_output_matches_the_quantization_aware_model(kind,
     keras.utils.set_random_seed(0)
     model = build()
     x = data()
-    joint = tfjoint.prepare(model, target_sparsity=0.0, end_step=2, sample_inputs=x)
+    joint = tfjoint.prepare(model, tfjoint.JointSchedule(0.0, end_step=2), sample_inputs=x)
     joint.compile(keras.optimizers.Adam(1e-3), "mse")
     outputs = joint.predict(x, verbose=0)
     joint.fit(x, outputs, batch_size=16, epochs=1, verbose=0)  # ranges observed on the data
     # The default tolerances: SQNR of every int8 output against the QAT model it was converted from >= 15 dB.
     report = tfjoint.export_tflite(tfjoint.strip(joint), str(tmp_path / "m.tflite"), validation_data=x,
-                                   runtimes=("litert", "litert_reference"), quantization="qat")
-    summary = tfjoint.read_flatbuffer((tmp_path / "m.tflite").read_bytes())
+                                   options=tfjoint.ExportOptions(quantization="qat",
+                                                                 runtimes=("litert", "litert_reference")))
+    summary = tfjoint.inspect.read_flatbuffer((tmp_path / "m.tflite").read_bytes())
     assert report.passed and summary.fully_int8 and not summary.float_ops
     assert operators <= set(summary.op_names), summary.op_names
     for runtime in ("litert", "litert_reference"):
@@ -136,34 +137,35 @@ def test_a_keras_hub_bert_prunes_and_quantizes_in_one_fit_and_exports_fully_int8
     model = bert_tiny_classifier()
     model.compile(keras3.optimizers.Adam(2e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
     model.fit(x, y, epochs=6, batch_size=32, verbose=0)
-    joint = tfjoint.prepare(model, target_sparsity=0.5, end_step=32, frequency=8, sample_inputs=x)
+    joint = tfjoint.prepare(model, tfjoint.JointSchedule(0.5, end_step=32, frequency=8), sample_inputs=x)
     joint.compile(keras3.optimizers.Adam(5e-4), "sparse_categorical_crossentropy")  # Keras 3 objects are taken too
     joint.fit(x, y, epochs=2, batch_size=32, verbose=0)
-    attention = [pk for pk in tfjoint.pruned_kernels(joint) if pk.layer_name.endswith("_attention")]
+    attention = [pk for pk in tfjoint.inspect.pruned_kernels(joint) if pk.layer_name.endswith("_attention")]
     assert len(attention) == 8  # query, key, value and output kernels of both encoders
     report = tfjoint.export_tflite(tfjoint.strip(joint), str(tmp_path / "bert.tflite"), validation_data=(x_val, y_val),
-                                   float_model=model, runtimes=("litert", "litert_reference"))
+                                   float_model=model,
+                                   options=tfjoint.ExportOptions(runtimes=("litert", "litert_reference")))
     assert report.passed and report.fully_int8 and report.keras_accuracy > 0.7  # learned (chance: 0.5)
-    summary = tfjoint.read_flatbuffer((tmp_path / "bert.tflite").read_bytes())
+    summary = tfjoint.inspect.read_flatbuffer((tmp_path / "bert.tflite").read_bytes())
     assert {"GATHER", "BATCH_MATMUL", "SOFTMAX", "RSQRT", "GELU"} <= set(summary.op_names)
     assert not summary.float_ops and summary.inputs[0].dtype == "int32"  # token ids stay ids
     sparsity = report.per_layer_sparsity["transformer_layer_0_attention"]["tflite"]
     assert sparsity == pytest.approx(0.5, abs=0.01)  # read from the int8 weights of the file
-    with pytest.raises(tfjoint.UnsupportedLayerError, match="would not run in TensorFlow Lite Micro.*GELU"):
-        tfjoint.prepare(model, target_sparsity=0.5, end_step=4, sample_inputs=x, runtimes=("tflm",))
+    with pytest.raises(tfjoint.errors.UnsupportedLayerError, match="would not run in TensorFlow Lite Micro.*GELU"):
+        tfjoint.prepare(model, tfjoint.JointSchedule(0.5, end_step=4), sample_inputs=x, check=("tflm",))
 
 
 def test_a_layer_tfjoint_cannot_take_yet_is_refused_by_name_before_training():
     inputs = keras.Input((8, 16), name="x")
     attention = keras.layers.MultiHeadAttention(2, 8, attention_axes=(1, 2), name="attention")
     model = keras.Model(inputs, attention(inputs, inputs))
-    with pytest.raises(tfjoint.UnsupportedLayerError, match="'attention' \\(MultiHeadAttention\\): it attends over "
+    with pytest.raises(tfjoint.errors.UnsupportedLayerError, match="'attention' \\(MultiHeadAttention\\): it attends over "
                                                             "axes"):
-        tfjoint.prepare(model, target_sparsity=0.5, end_step=4)
+        tfjoint.prepare(model, tfjoint.JointSchedule(0.5, end_step=4))
     inputs = keras.Input((8, 16), name="x")
     model = keras.Model(inputs, keras.layers.EinsumDense("abc,bd->acd", output_shape=(16, 4), name="mix")(inputs))
-    with pytest.raises(tfjoint.UnsupportedLayerError, match="'mix' \\(EinsumDense\\): its equation 'abc,bd->acd'"):
-        tfjoint.prepare(model, target_sparsity=0.5, end_step=4)
+    with pytest.raises(tfjoint.errors.UnsupportedLayerError, match="'mix' \\(EinsumDense\\): its equation 'abc,bd->acd'"):
+        tfjoint.prepare(model, tfjoint.JointSchedule(0.5, end_step=4))
 
 
 def _encoder_classifier(heads=4):
@@ -186,7 +188,7 @@ def test_channel_sparsity_removes_whole_heads_and_ffn_neurons_and_the_file_is_sm
     y = (x[:, :, 0].mean(1) > 0).astype(np.int32) + (x[:, :, 1].mean(1) > 0).astype(np.int32)
     keras3.utils.set_random_seed(0)
     model = _encoder_classifier()
-    joint = tfjoint.prepare(model, target_sparsity=0.0, end_step=8, frequency=2, channel_sparsity=0.5,
+    joint = tfjoint.prepare(model, tfjoint.JointSchedule(0.0, end_step=8, frequency=2, channel_sparsity=0.5),
                             sample_inputs=x)
     joint.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
     before = joint.predict(x, verbose=0)
@@ -196,8 +198,8 @@ def test_channel_sparsity_removes_whole_heads_and_ffn_neurons_and_the_file_is_sm
     np.testing.assert_allclose(stripped.predict(x, verbose=0), joint.predict(x, verbose=0), atol=1e-6)
     assert not np.allclose(before, joint.predict(x, verbose=0))  # it trained
     report = tfjoint.export_tflite(stripped, str(tmp_path / "pruned.tflite"), validation_data=(x, y),
-                                   runtimes=("litert",))
-    summary = tfjoint.read_flatbuffer((tmp_path / "pruned.tflite").read_bytes())
+                                   options=tfjoint.ExportOptions(runtimes=("litert",)))
+    summary = tfjoint.inspect.read_flatbuffer((tmp_path / "pruned.tflite").read_bytes())
     assert report.passed and summary.fully_int8
     # Read back from the file: the attention scores are (batch, heads, queries, keys) with 2 of 4 heads left, and
     # the FFN's first projection has 16 of its 32 filters.
@@ -207,10 +209,13 @@ def test_channel_sparsity_removes_whole_heads_and_ffn_neurons_and_the_file_is_sm
     assert scores and all(shape[1] == 2 for shape in scores), scores
     filters = [w.shape[0] for w in summary.weights if w.op_name == "CONV_2D" and "ffn_in" in " ".join(w.names)]
     assert filters == [16], [(w.names, w.shape) for w in summary.weights]
-    unpruned = tfjoint.prepare(_encoder_classifier(), target_sparsity=0.0, end_step=2, sample_inputs=x)
+    unpruned = tfjoint.prepare(_encoder_classifier(), tfjoint.JointSchedule(0.0, end_step=2), sample_inputs=x)
     tfjoint.export_tflite(tfjoint.strip(unpruned), str(tmp_path / "full.tflite"), validation_data=(x, y),
-                          runtimes=("litert",), min_agreement=0.0, min_sqnr_db=-100.0, max_accuracy_drop=1.0)
-    full = tfjoint.read_flatbuffer((tmp_path / "full.tflite").read_bytes())
+                          options=tfjoint.ExportOptions(runtimes=("litert",),
+                                                        tolerances=tfjoint.Tolerances(max_accuracy_drop=1.0,
+                                                                                      min_agreement=0.0,
+                                                                                      min_sqnr_db=-100.0)))
+    full = tfjoint.inspect.read_flatbuffer((tmp_path / "full.tflite").read_bytes())
     # Attention and FFN weights are 3/4 of this model's; half of them go (the classifier's stay).
     assert sum(w.size for w in summary.weights) < 0.7 * sum(w.size for w in full.weights)
 
@@ -227,11 +232,12 @@ def test_convnext_layer_norm_gelu_and_layer_scale_export_fully_int8(tmp_path):
                               classes=10, weights=None, name="convnext_mini")
     x = np.random.default_rng(0).random((48, 32, 32, 3)).astype(np.float32) * 255.0
     y = np.random.default_rng(1).integers(0, 10, 48)
-    joint = tfjoint.prepare(model, target_sparsity=0.5, end_step=4, sample_inputs=x[:8])
+    joint = tfjoint.prepare(model, tfjoint.JointSchedule(0.5, end_step=4), sample_inputs=x[:8])
     joint.compile(keras.optimizers.Adam(1e-4), "sparse_categorical_crossentropy")
     joint.fit(x[:16], y[:16], batch_size=8, epochs=1, verbose=0)
     report = tfjoint.export_tflite(tfjoint.strip(joint), str(tmp_path / "convnext.tflite"),
-                                   validation_data=(x[16:], y[16:]), runtimes=("litert",))
-    summary = tfjoint.read_flatbuffer((tmp_path / "convnext.tflite").read_bytes())
+                                   validation_data=(x[16:], y[16:]),
+                                   options=tfjoint.ExportOptions(runtimes=("litert",)))
+    summary = tfjoint.inspect.read_flatbuffer((tmp_path / "convnext.tflite").read_bytes())
     assert report.passed and summary.fully_int8 and not summary.float_ops
     assert {"RSQRT", "GELU", "DEPTHWISE_CONV_2D"} <= set(summary.op_names)

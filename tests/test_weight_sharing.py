@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
+import tf_keras as keras  # noqa: E402
 from conftest import run_python
 
 import tfjoint
-from tfjoint import keras
 from tfjoint.export import compression
 
 
@@ -41,7 +41,7 @@ def _trained(clusters=16, sparsity=0.6, epochs=3, **kwargs):
 
 def test_every_pruned_kernel_keeps_at_most_k_values_per_table_zero_among_them_and_its_sparsity():
     joint, _, _ = _trained(clusters=8)
-    kernels = {pk.layer_name: pk for pk in tfjoint.pruned_kernels(joint)}
+    kernels = {pk.layer_name: pk for pk in tfjoint.inspect.pruned_kernels(joint)}
     assert set(kernels) == {"conv", "hidden", "classes"}
     # A conv's kernel is quantized per output channel: one table per channel; a Dense's per tensor: one table.
     assert kernels["conv"].quantizer.cluster_axis == -1 and kernels["hidden"].quantizer.cluster_axis is None
@@ -58,9 +58,9 @@ def test_every_pruned_kernel_keeps_at_most_k_values_per_table_zero_among_them_an
 
 def test_the_centroids_are_trained_and_weights_follow_them():
     x, y = _digits_like()
-    joint = tfjoint.prepare(_model(), target_sparsity=0.5, end_step=4, frequency=2, clusters=16)
+    joint = tfjoint.prepare(_model(), tfjoint.JointSchedule(0.5, end_step=4, frequency=2, clusters=16))
     joint.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
-    hidden = next(pk for pk in tfjoint.pruned_kernels(joint) if pk.layer_name == "hidden")
+    hidden = next(pk for pk in tfjoint.inspect.pruned_kernels(joint) if pk.layer_name == "hidden")
     centroids = hidden.quantizer_weights["tfjoint_centroids"]
     before = centroids.numpy().copy()
     assert centroids.trainable and np.all(before != 0)  # placed by k-means on the kept weights, none at zero
@@ -90,25 +90,27 @@ def test_strip_bakes_the_shared_values_in_and_a_saved_model_resumes_them(tmp_pat
 
 def test_weight_sharing_trains_under_xla():
     x, y = _digits_like()
-    joint = tfjoint.prepare(_model(), target_sparsity=0.5, end_step=4, frequency=2, clusters=16)
+    joint = tfjoint.prepare(_model(), tfjoint.JointSchedule(0.5, end_step=4, frequency=2, clusters=16))
     joint.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", jit_compile=True)
     joint.fit(x, y, batch_size=32, epochs=1, verbose=0)
-    for pk in tfjoint.pruned_kernels(joint):
+    for pk in tfjoint.inspect.pruned_kernels(joint):
         assert _per_table_values(pk.masked_kernel(), pk.quantizer.cluster_axis) <= 16
 
 
-@pytest.mark.parametrize("clusters,named", [(1, "`clusters` must be an int from 2 to 256"),
+@pytest.mark.parametrize("clusters,named", [(1, "`clusters` must be an int from 3 to 256"),
+                                            (2, "from 3 to 256.*received 2. Two values per table would be zero and "
+                                                "one other value.*collapses.*Use 3"),
                                             (257, "received 257"), (16.0, "received 16.0"),
                                             ({"hidden": 300}, "`clusters\\['hidden'\\]`"),
                                             ({"nowhere": 16}, "does not prune: \\['nowhere'\\]")])
 def test_bad_clusters_are_refused_by_name_before_training(clusters, named):
     with pytest.raises(tfjoint.ConfigError, match=named):
-        tfjoint.prepare(_model(), target_sparsity=0.5, end_step=4, clusters=clusters)
+        tfjoint.prepare(_model(), tfjoint.JointSchedule(0.5, end_step=4, clusters=clusters))
 
 
 def test_a_per_layer_dict_clusters_only_the_layers_it_names():
-    joint = tfjoint.prepare(_model(), target_sparsity=0.5, end_step=4, clusters={"hidden": 4})
-    clusters = {pk.layer_name: pk.quantizer.clusters for pk in tfjoint.pruned_kernels(joint)}
+    joint = tfjoint.prepare(_model(), tfjoint.JointSchedule(0.5, end_step=4, clusters={"hidden": 4}))
+    clusters = {pk.layer_name: pk.quantizer.clusters for pk in tfjoint.inspect.pruned_kernels(joint)}
     assert clusters == {"conv": None, "hidden": 4, "classes": None}
 
 
@@ -116,8 +118,8 @@ def test_lut_compression_needs_tflm_alone(tmp_path):
     joint, x, y = _trained(epochs=1)
     for runtimes in (("litert",), ("tflm", "litert")):
         with pytest.raises(tfjoint.ConfigError, match="only TensorFlow Lite Micro runs .*LiteRT has no DECODE"):
-            tfjoint.export_tflite(tfjoint.strip(joint), str(tmp_path / "m.tflite"), runtimes=runtimes,
-                                  compression="lut")
+            tfjoint.export_tflite(tfjoint.strip(joint), str(tmp_path / "m.tflite"),
+                                  options=tfjoint.ExportOptions(runtimes=runtimes, compression="lut"))
     assert not (tmp_path / "m.tflite").exists()
 
 
@@ -128,9 +130,9 @@ def test_lut_export_is_smaller_runs_in_tflm_with_the_reported_memory_and_compute
     joint, x, y = _trained(clusters=16, sparsity=0.5)
     stripped = tfjoint.strip(joint)
     plain = tfjoint.export_tflite(stripped, str(tmp_path / "plain.tflite"), validation_data=(x, y),
-                                  runtimes=("tflm",))
+                                  options=tfjoint.ExportOptions(runtimes=("tflm",)))
     report = tfjoint.export_tflite(stripped, str(tmp_path / "lut.tflite"), validation_data=(x, y),
-                                   runtimes=("tflm",), compression="lut")
+                                   options=tfjoint.ExportOptions(runtimes=("tflm",), compression="lut"))
     content = (tmp_path / "lut.tflite").read_bytes()
     assert report.passed and report.compression["method"] == "lut"
     assert len(content) == report.size_bytes == report.compression["flash_bytes"] == report.memory["flash_bytes"]
@@ -179,23 +181,25 @@ def test_a_table_that_does_not_follow_the_tensors_quantization_is_refused(tmp_pa
     joint, x, y = _trained(clusters=None, sparsity=0.5, epochs=1)
     # Dense weights on a 15-value grid per unit, each unit its own scale: more than 128 values in all. Only
     # per-channel tables would fit them, and the converter quantizes a Dense's weights per tensor.
-    hidden = next(pk for pk in tfjoint.pruned_kernels(joint) if pk.layer_name == "hidden")
+    hidden = next(pk for pk in tfjoint.inspect.pruned_kernels(joint) if pk.layer_name == "hidden")
     levels = np.random.default_rng(0).integers(-7, 8, hidden.kernel.shape).astype(np.float32)
     hidden.kernel.assign(levels / 7 * np.linspace(0.2, 1.0, hidden.kernel.shape[1], dtype=np.float32)[None, :])
     joint.compile(keras.optimizers.SGD(0.0), "sparse_categorical_crossentropy")
     joint.fit(x[:32], y[:32], batch_size=32, epochs=1, verbose=0)  # one step: the int8 ranges see the new kernel
     stripped = tfjoint.strip(joint)
-    with pytest.raises(tfjoint.ExportError, match="no weight tensor worth compressing.*'hidden': 1?[0-9]{3} distinct "
+    with pytest.raises(tfjoint.errors.ExportError, match="no weight tensor worth compressing.*'hidden': 1?[0-9]{3} distinct "
                                                   "values in a table"):
-        tfjoint.export_tflite(stripped, str(tmp_path / "lut.tflite"), runtimes=("tflm",), compression="lut")
+        tfjoint.export_tflite(stripped, str(tmp_path / "lut.tflite"),
+                              options=tfjoint.ExportOptions(runtimes=("tflm",), compression="lut"))
     assert not (tmp_path / "lut.tflite").exists()
     # Asked directly for per-channel tables on that per-tensor-quantized tensor, tfjoint refuses: TFLM would decode
     # every unit with the first table and run without an error.
-    report = tfjoint.export_tflite(stripped, str(tmp_path / "plain.tflite"), runtimes=("tflm",))
+    report = tfjoint.export_tflite(stripped, str(tmp_path / "plain.tflite"),
+                                   options=tfjoint.ExportOptions(runtimes=("tflm",)))
     tensors = model_editor.read((tmp_path / "plain.tflite").read_bytes()).subgraphs[0].tensors
     weight = next(w for w in report.flatbuffer.weights if "hidden" in w.tensor_name)
     assert len(tensors[weight.tensor_index].quantization.scales) == 1  # read from the file: one scale
-    with pytest.raises(tfjoint.ExportError, match="quantized per tensor.*decode its channels with the wrong tables"):
+    with pytest.raises(tfjoint.errors.ExportError, match="quantized per tensor.*decode its channels with the wrong tables"):
         compression.lut_spec(spec, weight.tensor_index, tensors[weight.tensor_index], 4, 0)
 
 
@@ -203,7 +207,7 @@ def test_two_replicas_share_the_same_clusters():
     out = run_python("""
         import tfjoint, numpy as np
         import tensorflow as tf
-        from tfjoint import keras
+        import tf_keras as keras
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
         strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
@@ -216,7 +220,7 @@ def test_two_replicas_share_the_same_clusters():
             joint.compile("adam", "sparse_categorical_crossentropy")
         rng = np.random.default_rng(0)
         joint.fit(rng.random((64, 8, 8, 1)), rng.integers(0, 10, 64), batch_size=16, epochs=2, verbose=0)
-        for pk in tfjoint.pruned_kernels(joint):
+        for pk in tfjoint.inspect.pruned_kernels(joint):
             values = pk.masked_kernel()
             axis = pk.quantizer.cluster_axis
             rows = values.reshape(1, -1) if axis is None else np.moveaxis(values, axis, 0).reshape(
@@ -240,9 +244,9 @@ def test_bad_weight_bits_are_refused_naming_the_argument(weight_bits):
 def test_a_plan_with_clusters_trains_them_and_refuses_clusters_given_twice():
     plan = tfjoint.CompressionPlan(channel_fractions={}, clusters={"hidden": 4})
     assert tfjoint.CompressionPlan.from_dict(plan.to_dict()).clusters == {"hidden": 4}
-    joint = tfjoint.prepare(_model(), plan=plan, end_step=4, check_conversion=False)
+    joint = tfjoint.prepare(_model(), tfjoint.JointSchedule.from_plan(plan, end_step=4), check=False)
     assert joint.schedule.clusters == {"hidden": 4}  # the plan's choice reaches the schedule stored with the model
-    with pytest.raises(tfjoint.errors.ConfigError, match="CompressionPlan with clusters or `clusters`"):
-        tfjoint.prepare(_model(), plan=plan, end_step=4, clusters=16, check_conversion=False)
-    with pytest.raises(tfjoint.errors.ConfigError, match=r"`clusters\['hidden'\]` must be an int from 2 to 256"):
+    with pytest.raises(tfjoint.errors.ConfigError, match="a CompressionPlan already says clusters"):
+        tfjoint.JointSchedule.from_plan(plan, end_step=4, clusters=16)
+    with pytest.raises(tfjoint.errors.ConfigError, match=r"`clusters\['hidden'\]` must be an int from 3 to 256"):
         tfjoint.CompressionPlan(channel_fractions={}, clusters={"hidden": 300})

@@ -7,10 +7,10 @@ returned NaN, so an XLA-compiled model predicted (and trained) garbage.
 
 import numpy as np
 import pytest
+import tf_keras as keras  # noqa: E402
 from conftest import image_data
 
 import tfjoint
-from tfjoint import keras
 
 
 def _cnn(seed=0):
@@ -25,7 +25,7 @@ def _cnn(seed=0):
 
 
 def _trained(jit_compile: bool, steps: int = 6):
-    joint = tfjoint.prepare(_cnn(), target_sparsity=0.8, end_step=4, frequency=2)
+    joint = tfjoint.prepare(_cnn(), tfjoint.JointSchedule(0.8, end_step=4, frequency=2))
     joint.compile(keras.optimizers.SGD(0.01), "sparse_categorical_crossentropy", jit_compile=jit_compile)
     x, y = image_data(n=8 * steps)
     joint.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False)
@@ -44,14 +44,14 @@ def pair():
 
 
 def test_the_test_model_has_fully_pruned_channels(pair):
-    conv = next(pk for pk in tfjoint.pruned_kernels(pair[0]) if pk.layer_name == "conv")
+    conv = next(pk for pk in tfjoint.inspect.pruned_kernels(pair[0]) if pk.layer_name == "conv")
     assert np.any(np.all(conv.mask.numpy() == 0, axis=(0, 1, 2))), "no channel collapsed: the test proves nothing"
 
 
 def test_masks_steps_and_predictions_match_with_and_without_xla(pair):
     plain, xla = pair
-    assert tfjoint.training_step(plain) == tfjoint.training_step(xla) == 6
-    for a, b in zip(tfjoint.pruned_kernels(plain), tfjoint.pruned_kernels(xla)):
+    assert tfjoint.inspect.training_step(plain) == tfjoint.inspect.training_step(xla) == 6
+    for a, b in zip(tfjoint.inspect.pruned_kernels(plain), tfjoint.inspect.pruned_kernels(xla)):
         np.testing.assert_array_equal(a.mask.numpy(), b.mask.numpy(), err_msg=a.layer_name)
     x, _ = image_data(n=32, seed=3)
     # Training steps differ only in float rounding (XLA fuses differently), which can move a value
@@ -72,7 +72,7 @@ def test_inference_under_xla_equals_inference_without_it_on_the_same_variables(p
 def test_pruned_weights_quantize_to_zero_under_xla_too(pair):
     import tensorflow as tf
 
-    for pk in tfjoint.pruned_kernels(pair[1]):
+    for pk in tfjoint.inspect.pruned_kernels(pair[1]):
         quantize = tf.function(lambda: pk.quantizer(pk.kernel, False, pk.quantizer_weights), jit_compile=True)
         values = quantize().numpy()
         assert np.all(np.isfinite(values)), pk.layer_name
@@ -84,7 +84,8 @@ def test_an_xla_trained_model_exports_a_fully_int8_file_that_agrees_with_it(pair
     x, _ = image_data(n=64, seed=5)
     # Six steps on random labels leave near-uniform outputs: the int8 softmax's 1/256 grid ties some of
     # them, so top-1 agreement is loose here; SQNR is the measure of the file matching the model.
-    report = tfjoint.export_tflite(pair[1], str(tmp_path / "xla.tflite"), validation_data=x, min_agreement=0.85)
+    report = tfjoint.export_tflite(pair[1], str(tmp_path / "xla.tflite"), validation_data=x,
+                                   options=tfjoint.ExportOptions(tolerances=tfjoint.Tolerances(min_agreement=0.85)))
     assert report.fully_int8 and report.passed
     assert report.top1_agreement >= 0.85 and report.sqnr_db > 30
     assert report.per_layer_sparsity["conv"]["tflite"] == pytest.approx(report.per_layer_sparsity["conv"]["keras"])

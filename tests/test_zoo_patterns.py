@@ -10,9 +10,9 @@ CustomScaleLayer).
 import keras as keras3
 import numpy as np
 import pytest
+import tf_keras as keras  # noqa: E402
 
 import tfjoint
-from tfjoint import keras
 
 pytestmark = pytest.mark.slow  # conversions
 
@@ -29,8 +29,9 @@ def _through(model, tmp_path, x, y, **prepare_kwargs):
     joint.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
     joint.fit(x, y, batch_size=16, epochs=1, verbose=0)
     report = tfjoint.export_tflite(tfjoint.strip(joint), str(tmp_path / "m.tflite"), validation_data=(x, y),
-                                   min_agreement=0.5, min_sqnr_db=5.0, max_accuracy_drop=1.0)
-    read_back = tfjoint.read_flatbuffer(open(tmp_path / "m.tflite", "rb").read())
+                                   options=tfjoint.ExportOptions(tolerances=
+                                       tfjoint.Tolerances(max_accuracy_drop=1.0, min_agreement=0.5, min_sqnr_db=5.0)))
+    read_back = tfjoint.inspect.read_flatbuffer(open(tmp_path / "m.tflite", "rb").read())
     assert read_back.fully_int8, [op.name for op in read_back.float_ops]
     return report
 
@@ -127,7 +128,7 @@ def test_layer_normalization_on_images_runs_as_integer_operators_each_fake_quant
     x = keras.layers.Conv2D(8, 3, name="conv")(inputs)
     x = keras.layers.LayerNormalization(name="ln")(x)
     model = keras.Model(inputs, keras.layers.Dense(4, name="classes")(keras.layers.Flatten()(x)))
-    joint = tfjoint.prepare(model, target_sparsity=0.5, end_step=4)
+    joint = tfjoint.prepare(model, tfjoint.JointSchedule(0.5, end_step=4))
     ln = joint.get_layer("quant_ln")
     assert type(ln.layer).__name__ == "IntegerLayerNorm"
     # Each integer operator's output has its own trained range (MEAN, SUB, MUL, RSQRT, ...), named after it.

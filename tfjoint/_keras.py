@@ -7,7 +7,6 @@ active, `tf.keras` stays Keras 3, but tfjoint (and TF-MOT, which also picks
 `tf_keras` in that case) still work on models built with `tf_keras`.
 """
 
-import contextlib
 import os
 import sys
 from typing import Callable, Iterable, Union
@@ -24,8 +23,8 @@ __all__ = [
     "weight_short_name", "serializable", "keras_history", "nodes_in_graph_order", "outbound_layers",
     "distribution_strategy_of", "is_graph_network", "own_trainable_weights", "set_own_trainable_weights",
     "own_non_trainable_weights", "is_keras3_functional", "is_keras3_layer_class", "nested_inputs_and_outputs",
-    "selected_layer_names", "saved_model_metadata", "is_keras3_object", "bytecode_function_name", "registered_function",
-    "registered_functions_for_bytecode", "LayerSelector",
+    "selected_layer_names", "saved_model_metadata", "is_keras3_object", "public_symbol", "builtin_layer_class",
+    "decoded_metadata", "tfmot_scope_objects", "safe_mode_scope", "LayerSelector",
     "PRIVATE_ATTRIBUTES", "PRIVATE_MODULES",
 ]
 
@@ -57,7 +56,12 @@ PRIVATE_ATTRIBUTES = (
 
 
 # Private modules imported (Keras 3's).
-PRIVATE_MODULES = (("keras.src.models.functional", "Functional"),)
+PRIVATE_MODULES = (("keras.src.models.functional", "Functional"), ("keras.src.api_export", "get_symbol_from_name"),
+                   ("tensorflow.python.util.tf_export", "get_symbol_from_name"),
+                   ("tf_keras.src.saving.object_registration", "_THREAD_LOCAL_CUSTOM_OBJECTS"),
+                   ("tf_keras.src.saving.serialization_lib", "SafeModeScope"),
+                   ("tf_keras.src.layers.serialization", "populate_deserializable_objects"),
+                   ("tf_keras.src.saving.legacy.saved_model.json_utils", "decode"))
 
 
 def nodes_in_graph_order(model) -> list:
@@ -164,7 +168,11 @@ def is_keras3_model(obj) -> bool:
 
 
 def saved_model_metadata(directory: str) -> list[dict]:
-    """The JSON metadata tf_keras keeps per object of a SavedModel (`keras_metadata.pb`), parsed (no code runs)."""
+    """The JSON metadata tf_keras keeps per object of a SavedModel (`keras_metadata.pb`), parsed (no code runs).
+
+    In object order (the root model first); each document gains `"_identifier"` (`_tf_keras_layer`,
+    `_tf_keras_model`, ...) and `"_node_path"`.
+    """
     import json
 
     from tf_keras.protobuf import saved_metadata_pb2
@@ -173,68 +181,67 @@ def saved_model_metadata(directory: str) -> list[dict]:
     with open(os.path.join(directory, "keras_metadata.pb"), "rb") as handle:
         metadata.ParseFromString(handle.read())
     found = []
-    for node in metadata.nodes:
+    for node in sorted(metadata.nodes, key=lambda node: node.node_id):
         try:
-            found.append(json.loads(node.metadata))
+            document = json.loads(node.metadata)
         except ValueError:
             continue
+        if isinstance(document, dict):
+            document = dict(document, _identifier=node.identifier, _node_path=node.node_path)
+        found.append(document)
     return found
 
 
-def bytecode_function_name(encoded) -> str | None:
-    """The name of the function a tf_keras Lambda stored as bytecode ("<lambda>" for a lambda), or None.
+def public_symbol(api_name: str, keras3: bool = False):
+    """The object a Keras public API name (`keras.layers.Dense`, `math.add`) stands for in the loader's own export
+    table (TensorFlow's for tf_keras and TF symbols, Keras 3's with `keras3`), or None. Nothing is imported."""
+    if keras3:
+        from keras.src import api_export
 
-    Read from the unmarshalled code object: a code object is only data until a
-    function made from it is called, so nothing of the file runs here.
-    """
-    import base64
-    import marshal
-    import types
+        return api_export.get_symbol_from_name(api_name)
+    from tensorflow.python.util import tf_export
 
-    code = encoded[0] if isinstance(encoded, (list, tuple)) and encoded else encoded
-    if not isinstance(code, str):
-        return None
-    try:
-        loaded = marshal.loads(base64.b64decode(code.encode("ascii")))
-    except Exception:  # another Python's bytecode, or not bytecode at all
-        return None
-    return loaded.co_name if isinstance(loaded, types.CodeType) else None
+    return tf_export.get_symbol_from_name(api_name)
 
 
-def registered_function(name: str | None, module: str | None = None):
-    """The function registered with `keras.utils.register_keras_serializable` under that name (and module)."""
-    found = [obj for obj in keras.utils.get_custom_objects().values()
-             if callable(obj) and not isinstance(obj, type) and getattr(obj, "__name__", None) == name
-             and (module is None or getattr(obj, "__module__", None) == module)]
-    return found[0] if len(found) == 1 else None
+def decoded_metadata(document):
+    """A part of a SavedModel's metadata as tf_keras's loader reads it (tuples, shapes and specs decoded by name;
+    nothing deserialized)."""
+    import json
+
+    from tf_keras.src.saving.legacy.saved_model import json_utils
+
+    return json_utils.decode(json.dumps(document))
 
 
-@contextlib.contextmanager
-def registered_functions_for_bytecode():
-    """tf_keras Lambda layers load their registered function instead of the bytecode the file stores.
+def builtin_layer_class(name: str):
+    """The tf_keras layer or model class the legacy deserializer knows by `name` (TFOpLambda, Functional, ...)."""
+    from tf_keras.src.layers import serialization
 
-    tf_keras stores every Lambda's function as bytecode, a registered one too.
-    Inside this block, a Lambda gets the registered function of the same
-    name, and a function that is not registered is refused (`UnsafeFileError`)
-    instead of being made from the file's bytecode.
-    """
-    from tf_keras.src.utils import generic_utils
+    serialization.populate_deserializable_objects()
+    return serialization.LOCAL.ALL_OBJECTS.get(name)
 
-    original = generic_utils.func_load
 
-    def load(code, defaults=None, closure=None, globs=None):
-        name = bytecode_function_name(code)
-        function = registered_function(name)
-        if function is None:
-            raise errors.UnsafeFileError(f"a layer stores the bytecode of function {name!r}, which is not a "
-                                         "registered function: it would run code from the file.")
-        return function
+_TFMOT_SCOPE_OBJECTS: dict = {}
 
-    generic_utils.func_load = load
-    try:
-        yield
-    finally:
-        generic_utils.func_load = original
+
+def tfmot_scope_objects() -> dict:
+    """The objects TF-MOT's `quantize_scope()` and `prune_scope()` make known by name (read once)."""
+    if not _TFMOT_SCOPE_OBJECTS:
+        import tensorflow_model_optimization as tfmot
+        from tf_keras.src.saving import object_registration
+
+        for scope in (tfmot.quantization.keras.quantize_scope, tfmot.sparsity.keras.prune_scope):
+            with scope():
+                _TFMOT_SCOPE_OBJECTS.update(dict(object_registration._THREAD_LOCAL_CUSTOM_OBJECTS.__dict__))
+    return dict(_TFMOT_SCOPE_OBJECTS)
+
+
+def safe_mode_scope(on: bool = True):
+    """tf_keras's own safe mode (no Python lambda from a file) for the loads within the block; thread-local."""
+    from tf_keras.src.saving import serialization_lib
+
+    return serialization_lib.SafeModeScope(on)
 
 
 def is_keras3_object(obj) -> bool:

@@ -1,9 +1,11 @@
 """The `tfjoint` command (also `python -m tfjoint`): absl flags -> RunConfig -> run().
 
-Exit status: 0 passed validation, 1 failed validation (report still written),
-2 bad arguments or unreadable inputs, each with one line naming the flag or file,
-3 an unexpected error (a bug, or a model tfjoint does not handle yet): one line
-on stderr, and the traceback in `<out>/error.log`.
+Exit status: 0 passed validation; 1 the file failed validation or could not be
+made or run where it must (after training: report.json, and error.log with the
+traceback, are written); 2 bad flags or inputs refused before any work starts,
+each with one line naming the flag or file; 3 an unexpected error (a bug, or a
+model tfjoint does not handle yet): one line on stderr, the traceback in
+`<out>/error.log` and, after training, report.json with what is known.
 `--help` lists the command's own flags by group. TensorFlow's own log lines
 (C++ and Python) are silenced unless --verbosity is 1 or more; tfjoint's
 progress (what runs, for how long) is shown either way.
@@ -132,7 +134,7 @@ def main(argv):
         _import_silenced("tensorflow")
         _import_silenced("ai_edge_litert.interpreter")
     from tfjoint import errors  # imports TensorFlow: after the log level is set
-    from tfjoint.app.pipeline import run
+    from tfjoint.app.pipeline import RunFailed, run
 
     # tfjoint's progress goes through absl at INFO; TensorFlow's Python side logs (SavedModel, converter
     # chatter) through its own "tensorflow" logger, quieted here unless asked for.
@@ -156,6 +158,12 @@ def main(argv):
         print(f"tfjoint: validation failed, report in {os.path.join(out, 'report.json')}: {error.report.failures[0]}",
               file=sys.stderr)
         return EXIT_FAILED_VALIDATION
+    except RunFailed as failed:
+        print(f"tfjoint: {failed}", file=sys.stderr)
+        if isinstance(failed.cause, errors.TfjointError):
+            return EXIT_FAILED_VALIDATION
+        print("tfjoint: this is unexpected; please report it with the model's layer list.", file=sys.stderr)
+        return EXIT_UNEXPECTED
     except (errors.TfjointError, FileNotFoundError) as error:
         print(f"tfjoint: {str(error).splitlines()[0]}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -17,10 +17,16 @@ from typing import Any
 from absl import flags
 
 from tfjoint import errors
-from tfjoint.export.validate import Tolerances
+from tfjoint.export.options import Tolerances
 from tfjoint.losses import LOSSES
 
-__all__ = ["RunConfig", "define_flags", "config_from_flags", "help_text", "GROUPS", "LOSSES"]
+__all__ = ["RunConfig", "define_flags", "config_from_flags", "help_text", "GROUPS", "LOSSES", "RUNTIMES_FOR_TARGET",
+           "FLAG_ALIASES"]
+
+# Where --target validates the file.
+RUNTIMES_FOR_TARGET = {"phone": ("litert",), "micro": ("tflm",)}
+# Old flag names that still work: alias -> the flag it stands for.
+FLAG_ALIASES = {"arena_kb": "ram_kb"}
 
 _TOLERANCES = Tolerances()
 
@@ -95,16 +101,18 @@ class RunConfig:
     max_sparsity: float = _field(0.98, "No layer's weight sparsity above this, whatever the allocation.",
                                  lower=0.0, upper=0.99, group=_CHANNELS)
     clusters: int | None = _field(None, "Weight sharing, in the same fit: the distinct values every pruned kernel "
-                                        "keeps per table (2-256, zero among them; 16 = 4-bit indices). With "
+                                        "keeps per table (3-256, zero among them; 16 = 4-bit indices). With "
                                         "--target=micro --compression=lut, TFLM's LUT compression turns it into "
-                                        "flash; on a phone it shrinks only the gzip download.", lower=2, upper=256,
+                                        "flash; on a phone it shrinks only the gzip download.", lower=3, upper=256,
                                   group=_CHANNELS)
     flash_kb: float | None = _field(None, "Budget: largest .tflite file, in KiB. With --arena_kb and/or --mmacs, "
                                           "tfjoint plans which channels to remove (per layer group) to meet them, "
                                           "and checks the file against them (the arena in TFLM).", lower=0.001,
                                     group=_CHANNELS)
-    arena_kb: float | None = _field(None, "Budget: largest TensorFlow Lite Micro tensor arena, in KiB (measured in "
-                                          "TFLM).", lower=0.001, group=_CHANNELS)
+    ram_kb: float | None = _field(None, "Budget: most RAM the model may take on the device, in KiB, measured in "
+                                        "TensorFlow Lite Micro: the tensor arena, plus the alternate memory DECODE "
+                                        "writes LUT-compressed weights into (--arena_kb is its old name).",
+                                  lower=0.001, group=_CHANNELS)
     mmacs: float | None = _field(None, "Budget: most multiply-accumulates per inference, in millions.", lower=1e-6,
                                  group=_CHANNELS)
     target: str = _field("phone", "Where the model runs. phone: validate in LiteRT (XNNPACK, as Android and Linux "
@@ -190,7 +198,36 @@ class RunConfig:
 
     @property
     def budget_given(self) -> bool:
-        return any(value is not None for value in (self.flash_kb, self.arena_kb, self.mmacs))
+        return any(value is not None for value in (self.flash_kb, self.ram_kb, self.mmacs))
+
+    @property
+    def budget(self):
+        """--flash_kb, --ram_kb and --mmacs as a `tfjoint.Budget` (None without any)."""
+        if not self.budget_given:
+            return None
+        from tfjoint.plan.budget import Budget
+
+        return Budget(flash_bytes=None if self.flash_kb is None else int(self.flash_kb * 1024),
+                      ram_bytes=None if self.ram_kb is None else int(self.ram_kb * 1024),
+                      macs=None if self.mmacs is None else int(self.mmacs * 1e6))
+
+    @property
+    def runtimes(self) -> tuple[str, ...]:
+        """Where --target validates the file (and where prepare's check converts it for)."""
+        return RUNTIMES_FOR_TARGET[self.target]
+
+    def export_options(self, out: str, compression: str, budget=None):
+        """The `tfjoint.ExportOptions` these flags ask for, writing the rejected and float files under `out`."""
+        import os
+
+        from tfjoint.export.options import ExportOptions
+
+        return ExportOptions(quantization=self.quantization, runtimes=self.runtimes, tolerances=self.tolerances,
+                             budget=budget, compression=compression,
+                             # On a microcontroller this host's timings say nothing.
+                             measure_latency=self.target == "phone",
+                             keep_rejected=os.path.join(out, "model.rejected.tflite"),
+                             float_path=os.path.join(out, "float_model.tflite"))
 
     @property
     def tolerances(self) -> Tolerances:
@@ -238,8 +275,9 @@ def help_text(program: str = "tfjoint") -> str:
             lines += textwrap.wrap(f"{meta['help']}{choices}", width=100, initial_indent="      ",
                                    subsequent_indent="      ")
     lines += ["", "Also: --verbosity=1 shows TensorFlow's own log lines; --helpfull lists absl's flags too.",
-              "Exit status: 0 passed validation, 1 failed validation (report still written), 2 bad flags or input,",
-              "3 an unexpected error (one line here; the traceback in <out>/error.log)."]
+              "Exit status: 0 passed validation; 1 failed validation, or the file could not be made or run where it",
+              "must (report.json and error.log written); 2 bad flags or inputs, refused before any work starts; 3 an",
+              "unexpected error (one line here; the traceback in <out>/error.log)."]
     return "\n".join(lines)
 
 
@@ -260,6 +298,9 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
             flags.DEFINE_boolean(field.name, field.default, meta["help"], **kwargs)
         else:
             flags.DEFINE_string(field.name, field.default, meta["help"], **kwargs)
+    for alias, name in FLAG_ALIASES.items():
+        if alias not in flag_values:
+            flags.DEFINE_alias(alias, name, flag_values=flag_values)
 
 
 def config_from_flags(values: flags.FlagValues = flags.FLAGS) -> RunConfig:

@@ -21,18 +21,17 @@ from absl import logging
 import tfjoint
 from tfjoint import errors
 from tfjoint._files import atomic_write_text
-from tfjoint._keras import check_float_model, tf
+from tfjoint._keras import check_float_model, keras, tf
 from tfjoint._progress import Phases
 from tfjoint.app import datasets, plots
-from tfjoint.app.flags import RunConfig
-from tfjoint.export import tflm
+from tfjoint.app.flags import RUNTIMES_FOR_TARGET, RunConfig
 from tfjoint.export.report import ExportReport
 from tfjoint.losses import infer_loss
+from tfjoint.prune.schedule import plan_schedule
+from tfjoint.tflite import tflm
 from tfjoint.train.callbacks import SPARSITY_KEY, STEP_KEY
 
-keras = tfjoint.keras
-
-__all__ = ["RunConfig", "RunResult", "run", "steps_for", "distribution_strategy", "RUNTIMES_FOR_TARGET"]
+__all__ = ["RunConfig", "RunResult", "RunFailed", "run", "steps_for", "distribution_strategy", "RUNTIMES_FOR_TARGET"]
 
 @dataclasses.dataclass
 class RunResult:
@@ -122,28 +121,23 @@ def _allocation(config: RunConfig, float_model, data, phases):
         try:
             return tfjoint.allocate_sparsity(float_model, target, method=method, max_sparsity=config.max_sparsity,
                                              validation_data=(data["x_val"], data["y_val"]))
-        except errors.ConfigError as error:
-            if "cannot be reached" in str(error):
-                raise errors.ConfigError(
-                    f"--target_sparsity={target} cannot be reached with every layer at most "
-                    f"--max_sparsity={config.max_sparsity} (the layers it may prune are too small a share): lower "
-                    "--target_sparsity, raise --max_sparsity, or use --allocation=uniform.") from error
-            raise
+        except errors.TargetUnreachableError as error:
+            raise errors.ConfigError(
+                f"--target_sparsity={target} cannot be reached with every layer at most "
+                f"--max_sparsity={config.max_sparsity} (the layers it may prune are too small a share): lower "
+                "--target_sparsity, raise --max_sparsity, or use --allocation=uniform.") from error
 
 
 def _budget_plan(config: RunConfig, float_model, data, phases):
-    """With --flash_kb/--arena_kb/--mmacs: the channels to remove to meet them (None without budgets)."""
+    """With --flash_kb/--ram_kb/--mmacs: the channels to remove to meet them (None without budgets)."""
     if not config.budget_given:
         return None
     if config.channel_sparsity:
-        raise errors.ConfigError(f"--channel_sparsity={config.channel_sparsity} and a budget (--flash_kb, --arena_kb, "
+        raise errors.ConfigError(f"--channel_sparsity={config.channel_sparsity} and a budget (--flash_kb, --ram_kb, "
                                  "--mmacs) both say which channels go: drop --channel_sparsity, the budget plans them.")
     with phases.run("budget plan"):
-        return tfjoint.plan_for_budget(
-            float_model, flash_bytes=None if config.flash_kb is None else int(config.flash_kb * 1024),
-            arena_bytes=None if config.arena_kb is None else int(config.arena_kb * 1024),
-            macs=None if config.mmacs is None else int(config.mmacs * 1e6),
-            validation_data=(data["x_val"], data["y_val"]), weight_bits=weight_bits_for(config))
+        return tfjoint.plan_for_budget(float_model, config.budget, validation_data=(data["x_val"], data["y_val"]),
+                                       weight_bits=weight_bits_for(config))
 
 
 def weight_bits_for(config: RunConfig) -> tuple[int, ...]:
@@ -160,8 +154,27 @@ def compression_for(config: RunConfig, budget_plan) -> str:
     return config.compression
 
 
+class RunFailed(errors.TfjointError):
+    """A run that failed after training started: `report.json` and `error.log` are written (`files`), and `cause`
+    is the error (a tfjoint error: the file could not be made or validated; anything else: a bug)."""
+
+    def __init__(self, message: str, cause: BaseException, files: dict[str, str]):
+        super().__init__(message)
+        self.cause = cause
+        self.files = files
+
+
+def _schedule(config: RunConfig, total_steps: int, plan, budget_plan) -> "tfjoint.JointSchedule":
+    """The flags, the allocation and the budget plan as the one `JointSchedule` the fit trains."""
+    channels = dict(budget_plan.channel_fractions) if budget_plan else config.channel_sparsity
+    clusters = dict(budget_plan.clusters) if budget_plan and budget_plan.clusters else config.clusters
+    return plan_schedule(total_steps, plan if plan.method != "uniform" else plan.target, prune_end=config.prune_end,
+                         quant_start=config.quant_start, channel_sparsity=channels).replace(clusters=clusters)
+
+
 def run(config: RunConfig) -> RunResult:
-    """Runs the job; raises `ValidationError` (report inside) if the export fails validation."""
+    """Runs the job; raises `ValidationError` (report inside) if the export fails validation, and `RunFailed` (report
+    and error.log written) if anything else fails after training started."""
     if not isinstance(config, RunConfig):
         raise errors.ConfigError(f"run() takes a RunConfig; received {type(config).__name__}.")
     keras.utils.set_random_seed(config.seed)
@@ -179,37 +192,65 @@ def run(config: RunConfig) -> RunResult:
     plan = _allocation(config, float_model, data, phases)
     logging.info("tfjoint: weight sparsity per layer (%s): %s", plan.method,
                  {name: round(value, 3) for name, value in plan.items()})
-    schedule = tfjoint.plan_schedule(total_steps, plan if plan.method != "uniform" else plan.target,
-                                     prune_end=config.prune_end, quant_start=config.quant_start,
-                                     channel_sparsity=dict(budget_plan.channel_fractions) if budget_plan
-                                     else config.channel_sparsity).replace(
-        clusters=dict(budget_plan.clusters) if budget_plan and budget_plan.clusters else config.clusters)
+    schedule = _schedule(config, total_steps, plan, budget_plan)
     logging.info("tfjoint: fine-tuning %d steps; schedule %s", total_steps, schedule.to_dict())
 
     with strategy.scope(), phases.run("prepare", "pruning + QAT wrappers, and a conversion check"):
-        joint = tfjoint.prepare(float_model, schedule=schedule, runtimes=RUNTIMES_FOR_TARGET[config.target])
+        joint = tfjoint.prepare(float_model, schedule, check=config.runtimes)
         trained = joint
         if config.distill:
             trained = tfjoint.Distiller(joint, float_model, temperature=config.distill_temperature,
                                         alpha=config.distill_alpha)
         trained.compile(keras.optimizers.Adam(config.learning_rate), loss, metrics=metrics,
                         jit_compile=config.jit_compile)
-    recorder = _BatchLossRecorder()
-    # A terminal gets Keras's progress bar; a log file one line per epoch (a bar there is thousands of \r and \b).
-    history = trained.fit(x_train, y_train, epochs=config.epochs, batch_size=config.batch_size,
-                          verbose=1 if sys.stdout.isatty() else 2,
-                          callbacks=tfjoint.callbacks() + [recorder])
-    # Every worker strips: reading synchronized variables is collective under MultiWorkerMirroredStrategy.
-    deployable = tfjoint.strip(joint)
-    if not _is_chief(strategy):
-        logging.info("Worker done; the chief writes the outputs.")
-        return RunResult(report=None, out_dir=config.out, files={}, schedule=schedule, is_chief=False)
     resolved = {"loss": keras.losses.serialize(loss), "schedule": schedule.to_dict(),
                 "strategy": type(strategy).__name__, "replicas": strategy.num_replicas_in_sync,
-                "runtimes": list(RUNTIMES_FOR_TARGET[config.target]),
-                "budget_plan": budget_plan.to_dict() if budget_plan else None}
-    return _export_and_plot(config, resolved, deployable, float_model, data, schedule, plan, budget_plan, history,
-                            recorder)
+                "runtimes": list(config.runtimes), "budget_plan": budget_plan.to_dict() if budget_plan else None}
+    known = {"allocation": plan.to_dict(), "plan": budget_plan.to_dict() if budget_plan else None,
+             "schedule": schedule.to_dict()}
+    recorder = _BatchLossRecorder()
+    try:
+        # A terminal gets Keras's progress bar; a log file one line per epoch (a bar there is thousands of \r and \b).
+        history = trained.fit(x_train, y_train, epochs=config.epochs, batch_size=config.batch_size,
+                              verbose=1 if sys.stdout.isatty() else 2,
+                              callbacks=tfjoint.callbacks() + [recorder])
+        known["history"] = {key: [float(v) for v in values] for key, values in history.history.items()}
+        # Every worker strips: reading synchronized variables is collective under MultiWorkerMirroredStrategy.
+        deployable = tfjoint.strip(joint)
+        if not _is_chief(strategy):
+            logging.info("Worker done; the chief writes the outputs.")
+            return RunResult(report=None, out_dir=config.out, files={}, schedule=schedule, is_chief=False)
+        return _export_and_plot(config, resolved, deployable, float_model, data, schedule, plan, budget_plan,
+                                history, recorder)
+    except errors.ValidationError:
+        raise  # its report is written
+    except Exception as error:  # noqa: BLE001  (after the fit, nothing is lost: what is known goes to report.json)
+        raise _failed_after_training(config, resolved, known, error) from error
+
+
+def _failed_after_training(config: RunConfig, resolved: dict, known: dict, error: BaseException) -> RunFailed:
+    """Writes report.json (what is known, and the error) and error.log (the traceback); the error to raise."""
+    import traceback
+
+    os.makedirs(config.out, exist_ok=True)
+    files = {"report.json": os.path.join(config.out, "report.json"),
+             "error.log": os.path.join(config.out, "error.log"),
+             "run_config.json": os.path.join(config.out, "run_config.json")}
+    text = "".join(traceback.format_exception(error))
+    atomic_write_text(files["error.log"], text)
+    atomic_write_text(files["run_config.json"], json.dumps(dict(config.to_dict(), resolved=resolved), indent=2,
+                                                           default=str) + "\n")
+    device = isinstance(error, errors.DeviceError)
+    report = {"status": "FAILED after training", "passed": False, "validated": False,
+              "error": {"type": type(error).__name__, "message": str(error), "tfjoint_error":
+                        isinstance(error, errors.TfjointError), "operator": getattr(error, "operator", None) if
+                        device else None, "tensor": getattr(error, "tensor", None) if device else None,
+                        "traceback": files["error.log"]},
+              "runtimes": list(config.runtimes), "run": known}
+    atomic_write_text(files["report.json"], json.dumps(report, indent=2, default=str) + "\n")
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return RunFailed(f"failed after training ({type(error).__name__}): {first[:500]} Nothing was lost: "
+                     f"{files['report.json']} has what is known, {files['error.log']} the traceback.", error, files)
 
 
 def plan_accuracy_sentence(budget_plan) -> str:
@@ -248,10 +289,6 @@ def fine_tuning_shortfall(report: ExportReport, budget_plan) -> str | None:
     return None
 
 
-# Where --target validates the file.
-RUNTIMES_FOR_TARGET = {"phone": ("litert",), "micro": ("tflm",)}
-
-
 def _export_and_plot(config, resolved, deployable, float_model, data, schedule, plan, budget_plan, history,
                      recorder) -> RunResult:
     os.makedirs(config.out, exist_ok=True)
@@ -261,34 +298,26 @@ def _export_and_plot(config, resolved, deployable, float_model, data, schedule, 
     # The flags as given, and what they resolved to (loss, schedule), to repeat or audit the run.
     atomic_write_text(files["run_config.json"], json.dumps(dict(config.to_dict(), resolved=resolved), indent=2) + "\n")
     calibration = data.get("x_calib", data["x_train"][:200])
+    options = config.export_options(config.out, compression_for(config, budget_plan),
+                                    budget_plan.budget if budget_plan else None)
     failure = None
     try:
-        report = tfjoint.export_tflite(
-            deployable, files["model.tflite"], schedule=schedule, representative_data=calibration,
-            validation_data=(data["x_val"], data["y_val"]), float_model=float_model, tolerances=config.tolerances,
-            quantization=config.quantization, runtimes=RUNTIMES_FOR_TARGET[config.target],
-            budget=budget_plan.budget if budget_plan else None, compression=compression_for(config, budget_plan),
-            measure_latency=config.target == "phone",  # on a microcontroller this host's timings say nothing
-            keep_rejected=os.path.join(config.out, "model.rejected.tflite"),
-            float_path=files["float_model.tflite"], verbose=False,
-        )
+        report = tfjoint.export_tflite(deployable, files["model.tflite"], representative_data=calibration,
+                                       validation_data=(data["x_val"], data["y_val"]), float_model=float_model,
+                                       options=options)
     except errors.ValidationError as error:
         report, failure = error.report, error
-    report.allocation = plan.to_dict()
-    report.plan = budget_plan.to_dict() if budget_plan else None
     shortfall = fine_tuning_shortfall(report, budget_plan)
     if shortfall:
         logging.warning("tfjoint: %s", shortfall)
-        report.notes.append(shortfall)
-    report.save_json(files["report.json"])
+    report.save_json(files["report.json"], run={"allocation": plan.to_dict(), "plan": budget_plan.to_dict() if
+                                                budget_plan else None, "shortfall": shortfall})
     _plot(config, files, report, float_model, data, schedule, plan, budget_plan, history, recorder)
     if failure is not None:
         files.pop("model.tflite")
         raise failure
     if config.target == "micro":
-        written = tfjoint.write_c_array(files["model.tflite"], config.out, "model_data",
-                                        arena_bytes=report.memory.get("tflm_arena_bytes"),
-                                        alt_decompression_bytes=report.compression.get("alt_decompression_bytes"))
+        written = tfjoint.write_c_array(files["model.tflite"], config.out, "model_data", **report.device_memory)
         files.update({"model_data.h": written.header, "model_data.cc": written.source})
     return RunResult(report=report, out_dir=config.out, files=files, schedule=schedule)
 

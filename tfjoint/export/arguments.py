@@ -16,11 +16,11 @@ from tfjoint._keras import check_tf_keras_model, is_keras3_model
 from tfjoint._names import float_layer_name
 from tfjoint.bridge.keras3 import from_keras3
 from tfjoint.data import sample_inputs_of
-from tfjoint.export import tflm
 from tfjoint.export.options import ExportOptions
-from tfjoint.export.runtime import check_runtimes
-from tfjoint.prune.schedule import JointSchedule
 from tfjoint.registry import needs_calibration, unwrapped
+from tfjoint.tflite import tflm
+from tfjoint.tflite.runtimes import check_runtimes
+from tfjoint.train.model_kind import ModelKind, model_kind
 from tfjoint.train.readback import prepared_model
 
 __all__ = ["ExportArguments", "check_arguments"]
@@ -32,17 +32,17 @@ class ExportArguments:
 
     Attributes:
       model: the tf_keras model to export (a Distiller's student taken out).
+      kind: what kind of model it is (found once, here).
       float_model: the float model to compare with (a Keras 3 one rebuilt in
         tf_keras), or None.
       path: where the .tflite goes.
-      schedule: the `JointSchedule` given for the report, or None.
       options: the `ExportOptions`, runtimes normalised.
     """
 
     model: Any
+    kind: ModelKind
     float_model: Any | None
     path: str
-    schedule: JointSchedule | None
     options: ExportOptions
 
 
@@ -68,13 +68,12 @@ def _check_calibration(model, representative_given: bool) -> None:
                                  f"({names}): pass `representative_data` (a few hundred typical inputs).")
 
 
-def check_arguments(model, path, float_model, schedule, options: ExportOptions,
-                    representative_given: bool) -> ExportArguments:
+def check_arguments(model, path, float_model, options: ExportOptions, representative_given: bool) -> ExportArguments:
     """Checks what `export_tflite` was given; returns it normalised.
 
     Raises:
       errors.ModelTypeError: `model` or `float_model` is not a Keras model.
-      errors.ConfigError: a bad path, runtime, schedule or option; TFLM asked
+      errors.ConfigError: a bad path, runtime or option; TFLM asked
         for but not installed; a layer that needs representative data without
         it; LUT compression without TFLM.
     """
@@ -88,15 +87,13 @@ def check_arguments(model, path, float_model, schedule, options: ExportOptions,
         if float_model is None:
             raise errors.ConfigError("`float_path` needs `float_model`: there is no float model to convert.")
         checked_output_path(options.float_path, "float_path")
-    if schedule is not None and not isinstance(schedule, JointSchedule):
-        raise errors.ConfigError(f"`schedule` must be a tfjoint.JointSchedule; received {type(schedule).__name__}.")
     runtimes = check_runtimes(options.runtimes)
     if options.compression == "lut" and runtimes != ("tflm",):
         raise errors.ConfigError(
             f"`compression`='lut' writes TFLM_DECODE operators that only TensorFlow Lite Micro runs (LiteRT has no "
             f"DECODE kernel), but `runtimes`={list(runtimes)}: validate in TFLM alone with runtimes=('tflm',), or "
             "use compression='none' for a file LiteRT runs (shared weights then shrink only the gzip download).")
-    if options.budget is not None and options.budget.arena_bytes is not None:
-        tflm.require_tflm("budget.arena_bytes (the arena is measured in TensorFlow Lite Micro)")
+    if options.budget is not None and options.budget.ram_bytes is not None:
+        tflm.require_tflm("budget.ram_bytes (the RAM is measured in TensorFlow Lite Micro)")
     _check_calibration(model, representative_given)
-    return ExportArguments(model, float_model, path, schedule, options.replace(runtimes=runtimes))
+    return ExportArguments(model, model_kind(model), float_model, path, options.replace(runtimes=runtimes))

@@ -19,6 +19,7 @@ from tfjoint import errors
 from tfjoint._names import float_layer_name
 from tfjoint.export.options import POST_TRAINING, QAT
 from tfjoint.export.source import Source
+from tfjoint.findings import Finding, Kind, note
 from tfjoint.registry import needs_calibration
 from tfjoint.tflite import convert
 from tfjoint.tflite.flatbuffer import FlatbufferSummary, float_op_problems, read_flatbuffer
@@ -56,7 +57,7 @@ class Candidates:
     """The candidate files, in preference order (quantization-aware first), and this stage's notes."""
 
     files: tuple[Candidate, ...]
-    notes: tuple[str, ...] = ()
+    notes: tuple[Finding, ...] = ()
 
 
 def _not_int8_error(summary: FlatbufferSummary, layer_names, quantization: str) -> errors.ExportError:
@@ -92,7 +93,7 @@ def convert_candidates(source: Source, quantization: str, representative: list[n
         data, a float model without it).
     """
     files: list[Candidate] = []
-    notes: list[str] = []
+    notes: list[Finding] = []
     if source.qat_model is not None and quantization in ("auto", QAT):
         files.append(_quantization_aware(source, representative, phases))
     if source.float_model is not None and representative is not None and quantization in ("auto", "ptq"):
@@ -102,7 +103,8 @@ def convert_candidates(source: Source, quantization: str, representative: list[n
             except errors.ExportError as error:
                 if not files:
                     raise
-                content, notes = b"", [f"post-training quantization was not compared: {error}"]
+                content, notes = b"", [note(Kind.CANDIDATE_SKIPPED,
+                                            f"post-training quantization was not compared: {error}")]
         if content:
             summary = read_flatbuffer(content)
             if summary.fully_int8:
@@ -110,7 +112,8 @@ def convert_candidates(source: Source, quantization: str, representative: list[n
             elif not files:
                 raise _not_int8_error(summary, [layer.name for layer in source.float_model.layers], POST_TRAINING)
             else:
-                notes.append("post-training quantization was not compared: its file is not fully int8")
+                notes.append(note(Kind.CANDIDATE_SKIPPED,
+                                  "post-training quantization was not compared: its file is not fully int8"))
     if not files:
         raise errors.ConfigError(
             "`quantization`='ptq' needs `representative_data` (samples to calibrate the int8 ranges on)."
@@ -125,7 +128,7 @@ class FloatReference:
     """The float32 file of `float_model` (None without one, or if it does not convert), and what happened."""
 
     content: bytes | None
-    notes: tuple[str, ...] = ()
+    notes: tuple[Finding, ...] = ()
 
 
 def convert_float_reference(float_model, phases) -> FloatReference:
@@ -136,5 +139,6 @@ def convert_float_reference(float_model, phases) -> FloatReference:
         try:
             return FloatReference(convert.to_float32(float_model))
         except errors.ExportError as error:
-            return FloatReference(None, (f"the float32 reference file of `float_model` was not written (its float "
-                                         f"sizes and latency are missing): {error}",))
+            return FloatReference(None, (note(Kind.FLOAT_REFERENCE, f"the float32 reference file of `float_model` was "
+                                                                    f"not written (its float sizes and latency are "
+                                                                    f"missing): {error}"),))

@@ -39,10 +39,10 @@ Entries are sorted worst first, by the lower of `sqnr_db` and
 
 import numpy as np
 
+from tfjoint import metrics
 from tfjoint._keras import keras, outbound_layers
 from tfjoint._litert import Interpreter, OpResolverType
 from tfjoint._names import float_layer_name
-from tfjoint.export import measure
 from tfjoint.registry import kind_of
 from tfjoint.registry.rewrites import ACTIVATION_SUFFIX
 from tfjoint.tflite.flatbuffer import FlatbufferSummary, name_segments
@@ -181,9 +181,9 @@ def _errors(reference, actual) -> dict:
     if reference is None:
         return {"sqnr_db": None, "cosine_similarity": None, "max_abs_error": None}
     reference = reference.reshape(actual.shape)
-    return {"sqnr_db": measure.sqnr_db(reference, actual),
-            "cosine_similarity": measure.cosine_similarity(reference, actual),
-            "max_abs_error": measure.max_abs_error(reference, actual)}
+    return {"sqnr_db": metrics.sqnr_db(reference, actual),
+            "cosine_similarity": metrics.cosine_similarity(reference, actual),
+            "max_abs_error": metrics.max_abs_error(reference, actual)}
 
 
 def _sqnrs(reference, actual, signal_reference) -> dict:
@@ -195,12 +195,12 @@ def _sqnrs(reference, actual, signal_reference) -> dict:
     shape = actual.shape
     noise = (reference.reshape(shape).astype(np.float64) - actual) ** 2
     signal = signal_reference.reshape(shape).astype(np.float64) ** 2
-    result = {"sqnr_db": measure.power_ratio_db(signal.sum(), noise.sum()),
+    result = {"sqnr_db": metrics.power_ratio_db(signal.sum(), noise.sum()),
               "mean_channel_sqnr_db": None, "worst_channel_sqnr_db": None}
     if actual.ndim >= 2:
         noise, signal = noise.reshape(-1, shape[-1]).sum(axis=0), signal.reshape(-1, shape[-1]).sum(axis=0)
         live = signal > 1e-12 * max(float(signal.max()), 1e-30)
-        capped = [min(measure.power_ratio_db(signal[c], noise[c]), 100.0) for c in np.flatnonzero(live)]
+        capped = [min(metrics.power_ratio_db(signal[c], noise[c]), 100.0) for c in np.flatnonzero(live)]
         if capped:
             result.update(mean_channel_sqnr_db=float(np.mean(capped)), worst_channel_sqnr_db=float(min(capped)))
     return result

@@ -13,18 +13,20 @@ from typing import Any
 
 import numpy as np
 
+from tfjoint import metrics
 from tfjoint._keras import weight_short_name
 from tfjoint._names import float_layer_name
-from tfjoint.export import explain, measure, tflm
+from tfjoint.export import explain
 from tfjoint.export.memory import MemoryFigures, measure_memory, memory_use
 from tfjoint.export.options import QAT, ExportOptions
-from tfjoint.export.runtime import TFLiteModel
 from tfjoint.export.source import Source
 from tfjoint.export.validation import CandidateResult
+from tfjoint.findings import Finding, Kind, note
 from tfjoint.registry import kind_of, output_channels, pruned_weight_name
 from tfjoint.tflite import convert
 from tfjoint.tflite.flatbuffer import FlatbufferSummary, layer_of
 from tfjoint.tflite.operators import op_macs
+from tfjoint.tflite.runtimes import TFLiteModel
 
 __all__ = ["Measurements", "measure_shipped", "EXPLAIN_MAX_WEIGHT_OPS"]
 
@@ -43,7 +45,7 @@ class Measurements:
     per_layer_sparsity: dict
     per_layer_channels: dict
     per_layer_macs: dict
-    notes: tuple[str, ...] = ()
+    notes: tuple[Finding, ...] = ()
     compression: dict = dataclasses.field(default_factory=dict)
 
 
@@ -87,7 +89,7 @@ def per_layer_sparsity(model, summary: FlatbufferSummary, plan: dict[str, float]
         size = sum(t.size for t in weights)
         found[name] = {
             "planned": plan.get(name) if plan is not None else None,
-            "keras": measure.zero_fraction(kernel),
+            "keras": metrics.zero_fraction(kernel),
             "tflite": sum(t.zeros for t in weights) / size if size else None,
             "tflite_tensors": [t.tensor_name for t in weights],
             "size": int(kernel.size),
@@ -153,12 +155,13 @@ def _latency(shipped: CandidateResult, float_content, float_model) -> dict[str, 
 
 
 def _explained(shipped: CandidateResult, source: Source, float_model, inputs,
-               explain_layers: bool | None) -> tuple[list, list[str]]:
+               explain_layers: bool | None) -> tuple[list, list[Finding]]:
     """`per_layer_error` against the float model (the converted float weights without one), and its notes."""
     summary = shipped.candidate.summary
     if explain_layers is None and len(summary.weights) > EXPLAIN_MAX_WEIGHT_OPS:
-        return [], [f"per_layer_error was skipped: the file has {len(summary.weights)} weight operators (more than "
-                    f"{EXPLAIN_MAX_WEIGHT_OPS}); pass explain_layers=True to compute it anyway"]
+        return [], [note(Kind.EXPLAIN, f"per_layer_error was skipped: the file has {len(summary.weights)} weight "
+                                       f"operators (more than {EXPLAIN_MAX_WEIGHT_OPS}); pass "
+                                       "ExportOptions(explain_layers=True) to compute it anyway")]
     if explain_layers is False:
         return [], []
     candidate = shipped.candidate
@@ -167,8 +170,9 @@ def _explained(shipped: CandidateResult, source: Source, float_model, inputs,
                                                              or candidate.keras_model)
     notes = []
     if qat and float_model is None:
-        notes.append("per_layer_error compares with the pruned float model (the QAT model's weights without fake "
-                     "quantization): pass float_model to compare every layer with the original float model")
+        notes.append(note(Kind.EXPLAIN, "per_layer_error compares with the pruned float model (the QAT model's "
+                                        "weights without fake quantization): pass float_model to compare every layer "
+                                        "with the original float model"))
     return explain.per_layer_error(candidate.content, summary, reference, inputs,
                                    qat_model=candidate.keras_model if qat else None,
                                    pruned_model=source.pruned_float), notes
@@ -201,10 +205,7 @@ def measure_shipped(shipped: CandidateResult, source: Source, validation_data, f
     compression = {}
     if shipped.candidate.compressed is not None:
         compression = shipped.candidate.compressed.to_dict()
-        if memory.figures.get("tflm_arena_bytes") is not None:
-            with phases.run("TFLM arena", "without the alternate decompression memory"):
-                compression["tflm_arena_bytes_without_alt_memory"] = tflm.measure_arena(
-                    shipped.candidate.shipped_content).total_bytes
+        compression["tflm_arena_bytes_without_alt_memory"] = memory.figures.get("tflm_arena_bytes_without_alt_memory")
     return Measurements(
         memory=dict(memory.figures), macs=macs, per_layer_error=per_layer_error, latency=latency, budget=budget,
         per_layer_sparsity=per_layer_sparsity(model, summary, source.plan),

@@ -11,7 +11,7 @@
   where it overlaps no tensor alive at the same time. What the file alone
   cannot show is left out: operator scratch buffers (reference kernels
   request few; optimized kernels such as CMSIS-NN request more) and TFLM's
-  persistent "tail". `tfjoint.export.tflm.measure_arena` measures both in
+  persistent "tail". `tfjoint.tflite.tflm.measure_arena` measures both in
   TFLM itself.
 * `macs`: multiply-accumulates per weight operator (CONV_2D,
   DEPTHWISE_CONV_2D, FULLY_CONNECTED, TRANSPOSE_CONV, and an LSTM's gates),
@@ -32,12 +32,13 @@ import tempfile
 from typing import Any, Mapping
 
 from tfjoint import errors
-from tfjoint.export import tflm
+from tfjoint.findings import Finding, Kind, note
+from tfjoint.tflite import tflm
 from tfjoint.tflite.flatbuffer import FlatbufferSummary, read_flatbuffer
 from tfjoint.tflite.operators import op_macs
 
 __all__ = ["MemoryUse", "MemoryFigures", "memory_use", "measure_memory", "planned_head_bytes", "tflm_buffers",
-           "peak_rss_bytes", "ALIGNMENT"]
+           "peak_rss_bytes", "aligned", "ALIGNMENT"]
 
 ALIGNMENT = 16  # TFLM's MicroArenaBufferAlignment()
 
@@ -51,7 +52,8 @@ class MemoryUse:
     macs: int
 
 
-def _aligned(size: int) -> int:
+def aligned(size: int) -> int:
+    """`size` rounded up to TFLM's 16-byte buffer alignment."""
     return -(-int(size) // ALIGNMENT) * ALIGNMENT
 
 
@@ -62,7 +64,7 @@ def planned_head_bytes(buffers: list[tuple[int, int, int]]) -> int:
     """
     if not buffers:
         return 0
-    sizes = [_aligned(size) for size, _, _ in buffers]
+    sizes = [aligned(size) for size, _, _ in buffers]
     # TFLM writes the buffers into its sort arrays from the tail, then bubble-sorts by size (stable, descending).
     order = sorted(reversed(range(len(buffers))), key=lambda i: -sizes[i])
     placed_offsets: list[int] = []  # sorted by offset; equal offsets in insertion order
@@ -159,28 +161,52 @@ class MemoryFigures:
     """What a file needs: the report's `memory` section (`figures`), and what measuring it had to say."""
 
     figures: Mapping[str, Any]
-    notes: tuple[str, ...] = ()
+    notes: tuple[Finding, ...] = ()
+
+    @property
+    def ram_bytes(self) -> int | None:
+        """The RAM the device must provide for the model, measured in TFLM (None if not measured)."""
+        return self.figures.get("ram_bytes")
 
 
 _ARENA_MEASURED_BY = "TensorFlow Lite Micro on this 64-bit host (the tail is smaller on a 32-bit MCU)"
 
 
+def _ram(figures: dict, shipped: bytes, alt_decompression_bytes: int, phases) -> None:
+    """The RAM the device needs: the arena, plus DECODE's alternate memory for a LUT-compressed file, or that file's
+    arena alone (DECODE then writes into it) where that is smaller. Sets `ram_bytes` and how it is laid out."""
+    arena = figures["tflm_arena_bytes"]
+    if not alt_decompression_bytes:
+        figures.update(ram_bytes=arena, ram_layout="arena")
+        return
+    with phases.run("TFLM arena", "without the alternate decompression memory"):
+        alone = tflm.measure_arena(shipped).total_bytes
+    figures["tflm_arena_bytes_without_alt_memory"] = alone
+    if alone <= arena + alt_decompression_bytes:
+        figures.update(ram_bytes=alone, ram_layout="arena alone (DECODE writes the weights into it)",
+                       ram_uses_alt_memory=False)
+    else:
+        figures.update(ram_bytes=arena + alt_decompression_bytes,
+                       ram_layout="arena + alternate decompression memory", ram_uses_alt_memory=True)
+
+
 def measure_memory(summary: FlatbufferSummary, content: bytes, float_content: bytes | None, measure_rss: bool,
                    phases, shipped_content: bytes | None = None, alt_decompression_bytes: int = 0) -> MemoryFigures:
-    """Flash, weights, the TFLM arena (measured when tflite-micro is installed, else the planner's estimate), RSS.
+    """Flash, weights, the TFLM arena and the RAM (measured when tflite-micro is installed, else the planner's
+    estimate), RSS.
 
     `content` is the int8 file (`summary` read from it); `shipped_content`
-    the file written, where it differs (LUT-compressed: flash and the arena
-    are its, the arena with DECODE's alternate buffer of
-    `alt_decompression_bytes`).
+    the file written, where it differs (LUT-compressed: flash, the arena and
+    the RAM are its, with DECODE's alternate buffer of
+    `alt_decompression_bytes`, or without it where one arena is smaller).
     """
     int8 = memory_use(summary)
     shipped = shipped_content if shipped_content is not None else content
     figures: dict[str, Any] = {
         "flash_bytes": len(shipped), "weights_bytes": int8.weights_bytes, "activation_bytes": int8.planned_head_bytes,
         "tflm_arena_bytes": None, "tflm_arena_head_bytes": None, "tflm_arena_tail_bytes": None,
-        "tflm_arena_measured_by": None, "float_weights_bytes": None, "float_activation_bytes": None,
-        "int8_peak_rss_bytes": None, "float_peak_rss_bytes": None,
+        "tflm_arena_measured_by": None, "ram_bytes": None, "float_weights_bytes": None,
+        "float_activation_bytes": None, "int8_peak_rss_bytes": None, "float_peak_rss_bytes": None,
     }
     if shipped_content is not None:
         figures["alt_decompression_bytes"] = int(alt_decompression_bytes)
@@ -191,12 +217,14 @@ def measure_memory(summary: FlatbufferSummary, content: bytes, float_content: by
                 arena = tflm.measure_arena(shipped, alt_decompression_bytes=alt_decompression_bytes)
                 figures.update(tflm_arena_bytes=arena.total_bytes, tflm_arena_head_bytes=arena.head_bytes,
                                tflm_arena_tail_bytes=arena.tail_bytes, tflm_arena_measured_by=_ARENA_MEASURED_BY)
-            except errors.ExportError as error:
-                notes.append(f"TensorFlow Lite Micro could not run this file: {error}")
+                _ram(figures, shipped, alt_decompression_bytes if shipped_content is not None else 0, phases)
+            except errors.DeviceError as error:
+                notes.append(note(Kind.TFLM, f"TensorFlow Lite Micro could not run this file: {error}",
+                                  runtime="tflm", subject=error.operator))
     else:
-        notes.append("memory['activation_bytes'] is an estimate (TFLM's planner, followed exactly, without scratch "
-                     "buffers or TFLM's own persistent memory): install tflite-micro to measure the arena in TFLM "
-                     f"({tflm.INSTALL_HINT})")
+        notes.append(note(Kind.MEMORY, "memory['activation_bytes'] is an estimate (TFLM's planner, followed exactly, "
+                                       "without scratch buffers or TFLM's own persistent memory): install tflite-micro "
+                                       f"to measure the arena and the RAM in TFLM ({tflm.INSTALL_HINT})"))
     if float_content is not None:
         float32 = memory_use(read_flatbuffer(float_content))
         figures.update(float_weights_bytes=float32.weights_bytes, float_activation_bytes=float32.planned_head_bytes)

@@ -1,24 +1,81 @@
-"""`ExportOptions`: how `export_tflite` converts, validates, measures and writes, in one frozen value.
+"""`ExportOptions` and `Tolerances`: how `export_tflite` converts, validates, measures and writes, in one value.
 
-The tolerances are their own value (`tfjoint.Tolerances`); the rest of what
-`export_tflite` takes besides the model, the path and the data lives here, so
-every stage reads one object instead of a dozen keywords.
+Everything `export_tflite` takes besides the model, the path and the data
+lives here, so every stage reads one object instead of a dozen keywords; the
+tolerances are a value of their own inside it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 
 from tfjoint import errors
-from tfjoint.export.validate import Tolerances
-from tfjoint.prune.budget import Budget
+from tfjoint.plan.budget import Budget
 
-__all__ = ["ExportOptions", "QUANTIZATIONS", "COMPRESSIONS", "QAT", "POST_TRAINING"]
+__all__ = ["ExportOptions", "Tolerances", "QUANTIZATIONS", "COMPRESSIONS", "QAT", "POST_TRAINING"]
 
 QUANTIZATIONS = ("auto", "qat", "ptq")
 COMPRESSIONS = ("none", "lut")
 QAT, POST_TRAINING = "qat", "post_training"  # a candidate file's quantization
+
+
+@dataclasses.dataclass(frozen=True)
+class Tolerances:
+    """How much the int8 file may differ before `export_tflite` refuses to write it.
+
+    The one home of the validation defaults: `export_tflite`, the command's
+    flags and `RunConfig` all take theirs from here.
+
+    The default gate checks what quantization did: the int8 file against the
+    Keras model it was converted from (the quantization-aware model, or for
+    post-training quantization the pruned float model). What pruning and
+    fine-tuning cost is the user's choice and is reported, not gated, unless
+    `max_total_drop` asks for it.
+
+    Attributes:
+      max_accuracy_drop: largest accuracy (fraction) the int8 file may lose
+        against the Keras model it was converted from, per labelled
+        classifier output, in every runtime.
+      min_agreement: smallest top-1 agreement of the int8 file with that
+        Keras model, per classifier output.
+      min_sqnr_db: smallest SQNR (dB) of any int8 output against that Keras model.
+      max_mse_increase: largest relative increase of the int8 MSE against the
+        labels over that Keras model's, per real-valued output: 0.5 lets int8
+        be 1.5x as far off.
+      max_total_drop: largest accuracy (fraction) the int8 file may lose
+        against `float_model` (pruning, fine-tuning and quantization
+        together); None (default): not gated, only reported.
+    """
+
+    max_accuracy_drop: float = 0.02
+    min_agreement: float = 0.95
+    min_sqnr_db: float = 15.0
+    max_mse_increase: float = 0.5
+    max_total_drop: float | None = None
+
+    def __post_init__(self):
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if value is None and field.name == "max_total_drop":
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+                raise errors.ConfigError(f"`{field.name}` must be a number; received {value!r}.")
+            object.__setattr__(self, field.name, float(value))
+        for name in ("max_accuracy_drop", "min_agreement", "max_total_drop"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise errors.ConfigError(f"`{name}` must be a fraction in [0, 1]; received {value!r}.")
+        if self.max_mse_increase < 0:
+            raise errors.ConfigError(f"`max_mse_increase` must be >= 0; received {self.max_mse_increase!r}.")
+
+    def to_dict(self) -> dict[str, float]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes) -> "Tolerances":
+        """A copy with the given fields changed; None values keep the current one."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
 def _check_bool(name: str, value) -> None:

@@ -12,13 +12,15 @@ import json
 import math
 from typing import Any
 
+from tfjoint import metrics
 from tfjoint._files import atomic_write_text
-from tfjoint.export import measure, micro, validate
+from tfjoint.export import micro
 from tfjoint.export.candidates import Candidates
 from tfjoint.export.measurements import Measurements
 from tfjoint.export.options import QAT, ExportOptions
 from tfjoint.export.source import Source
 from tfjoint.export.validation import Validation
+from tfjoint.findings import Finding, Kind, largest_first, note
 from tfjoint.tflite.flatbuffer import FlatbufferSummary
 
 __all__ = ["ExportReport", "assemble_report", "accuracy_steps"]
@@ -46,14 +48,21 @@ def _num(value, fmt="{:.2f}") -> str:
     return "n/a" if value is None else fmt.format(value)
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class ExportReport:
-    """Every measurement `tfjoint.export_tflite` made, read back from the artifact.
+    """Every measurement `tfjoint.export_tflite` made, read back from the artifact; a frozen value.
+
+    `passed` is True (validated, every tolerance and budget met, the file
+    written), False (a failure: nothing written at the path), or None (not
+    validated: no validation data, the file checked for structure only).
+    `failures` and `notes` are `Finding` records (kind, severity, runtime,
+    figure) that render as sentences.
 
     Accuracy figures are fractions in [0, 1]; None where they could not be
     measured (no labels, no float model, not a classifier). The headline
     figures (`int8_accuracy`, `top1_agreement`, `sqnr_db`, ...) are those of
-    the first runtime in `runtimes`; `per_runtime` has each runtime's.
+    `headline_runtime`: the runtime with the largest failure, else the first
+    in `runtimes`; `per_runtime` has each runtime's.
     `float_accuracy` is `float_model`'s; `pruned_accuracy` the pruned and
     fine-tuned model's without fake quantization; `keras_accuracy` the Keras
     model the file was converted from (the QAT model, or for post-training
@@ -80,16 +89,17 @@ class ExportReport:
     # "auto", "qat" or "ptq" as asked; and per candidate file, its headline figures and failures.
     quantization_requested: str = "auto"
     quantization_candidates: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    # Which candidate shipped and the rule that decided (a paired test, then the smaller file, then QAT).
+    quantization_decision: dict[str, Any] = dataclasses.field(default_factory=dict)
     schedule: dict[str, Any] | None = None
-    # How the per-layer plan was made (`SparsityPlan.to_dict()`: method, curves), when the command allocated it.
-    allocation: dict[str, Any] | None = None
-    # The channel plan a budget asked for (`tfjoint.plan_for_budget`), and each budget against its measured figure.
-    plan: dict[str, Any] | None = None
+    # Each budget against its measured figure.
     budget: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     float_size_bytes: int | None = None
     float_gzip_size_bytes: int | None = None
     num_validation_samples: int = 0
+    validated: bool = False
     runtimes: list[str] = dataclasses.field(default_factory=list)
+    headline_runtime: str | None = None
     per_runtime: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     float_accuracy: float | None = None
     pruned_accuracy: float | None = None
@@ -108,9 +118,9 @@ class ExportReport:
     latency_ms: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
     stage_seconds: dict[str, float] = dataclasses.field(default_factory=dict)
     thresholds: dict[str, float] = dataclasses.field(default_factory=dict)
-    failures: list[str] = dataclasses.field(default_factory=list)
-    notes: list[str] = dataclasses.field(default_factory=list)
-    passed: bool = False
+    failures: tuple[Finding, ...] = ()
+    notes: tuple[Finding, ...] = ()
+    passed: bool | None = None
     # The flatbuffer as read back (int8 weight values included), for plots and
     # tools that need more than the JSON; not serialized.
     flatbuffer: FlatbufferSummary | None = dataclasses.field(default=None, repr=False, compare=False)
@@ -144,22 +154,55 @@ class ExportReport:
             return None
         return self.int8_latency_ms / self.float_latency_ms
 
+    @property
+    def ram_bytes(self) -> int | None:
+        """The RAM the device must provide, measured in TFLM (arena, plus DECODE's alternate memory)."""
+        return self.memory.get("ram_bytes")
+
+    @property
+    def device_memory(self) -> dict[str, int | None]:
+        """The memory to give TFLM on the device, laid out as `ram_bytes` was measured: the arena, and DECODE's
+        alternate memory (0 where one larger arena is smaller); what `write_c_array` writes to model_data.h."""
+        memory = self.memory
+        if memory.get("ram_uses_alt_memory") is False:
+            return {"arena_bytes": memory.get("tflm_arena_bytes_without_alt_memory"), "alt_decompression_bytes": None}
+        return {"arena_bytes": memory.get("tflm_arena_bytes"),
+                "alt_decompression_bytes": memory.get("alt_decompression_bytes") or None}
+
     def to_dict(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "flatbuffer"}
+        data["failures"] = [f.to_dict() for f in self.failures]
+        data["notes"] = [f.to_dict() for f in self.notes]
         data["qat_accuracy"] = self.qat_accuracy
         data["compression_ratio"] = self.compression_ratio
         data["latency_ratio"] = self.latency_ratio
         return _json_safe(data)
 
-    def save_json(self, path: str) -> None:
-        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+    def save_json(self, path: str, run: dict[str, Any] | None = None) -> None:
+        """Writes the report as JSON (atomically); `run` adds what the command knows beside it (its plans)."""
+        data = self.to_dict() if run is None else dict(self.to_dict(), run=_json_safe(run))
+        atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
-    def _arena_row(self) -> tuple[str, str]:
+    @property
+    def status(self) -> str:
+        """"passed", "FAILED" or "NOT VALIDATED (no validation_data: structure checked only)"."""
+        if self.passed is None:
+            return "NOT VALIDATED (no validation_data: structure checked only)"
+        return "passed" if self.passed else "FAILED"
+
+    def _ram_rows(self) -> list[tuple[str, str]]:
         memory = self.memory
-        if memory.get("tflm_arena_bytes") is not None:
-            return ("TFLM arena (measured: head + tail)", f"{_kb(memory['tflm_arena_bytes'])} "
-                    f"({_kb(memory.get('tflm_arena_head_bytes'))} + {_kb(memory.get('tflm_arena_tail_bytes'))})")
-        return ("TFLM arena head (estimate, no tail)", _kb(memory.get("activation_bytes")))
+        if memory.get("ram_bytes") is None:
+            return [("RAM (TFLM arena head, estimate, no tail)", _kb(memory.get("activation_bytes")))]
+        rows = [("RAM the device must provide (TFLM)", f"{_kb(memory['ram_bytes'])}: {memory.get('ram_layout')}")]
+        if memory.get("ram_uses_alt_memory"):
+            rows.append(("  arena + alternate decompression memory", f"{_kb(memory['tflm_arena_bytes'])} + "
+                                                                     f"{_kb(memory.get('alt_decompression_bytes'))}"))
+        elif memory.get("tflm_arena_bytes") is not None:
+            rows.append(("  arena (head + tail)", f"{_kb(memory['tflm_arena_bytes'])} ("
+                                                  f"{_kb(memory.get('tflm_arena_head_bytes'))} + "
+                                                  f"{_kb(memory.get('tflm_arena_tail_bytes'))})"))
+        return rows
 
     @property
     def for_microcontroller(self) -> bool:
@@ -167,14 +210,14 @@ class ExportReport:
         return bool(self.runtimes) and self.runtimes[0] == "tflm"
 
     def _accuracy_rows(self) -> list[tuple[str, str]]:
-        where = self.runtimes[0] if self.runtimes else "no runtime"
+        where = self.headline_runtime or "no runtime"
         converted = "quantization-aware" if self.quantization == QAT else "pruned float"
         rows = [("float model accuracy", _pct(self.float_accuracy))]
         if self.pruned_accuracy is not None:
             rows.append(("pruned + fine-tuned model accuracy (float)", _pct(self.pruned_accuracy)))
         rows += [(f"Keras model converted ({converted}) accuracy", _pct(self.keras_accuracy)),
                  (f"int8 accuracy ({where})", _pct(self.int8_accuracy))]
-        for runtime in self.runtimes[1:]:
+        for runtime in (r for r in self.runtimes if r != self.headline_runtime):
             rows.append((f"int8 accuracy ({runtime})", _pct(self.per_runtime.get(runtime, {}).get("int8_accuracy"))))
         return rows + [
             ("top-1 agreement int8 vs Keras model converted", _pct(self.top1_agreement)),
@@ -193,23 +236,24 @@ class ExportReport:
         ]
 
     def _summary_rows(self) -> list[tuple[str, str]]:
+        validated_in = ", ".join(self.runtimes) if self.validated else "nowhere (no validation_data)"
         rows = [
+            ("status", self.status + (f", in {validated_in}" if self.validated else "")),
             ("file", self.tflite_path or "(not written)"),
-            ("quantization", self.quantization + (f" (of {', '.join(self.quantization_candidates)}; asked "
-                                                  f"'{self.quantization_requested}')"
+            ("quantization", self.quantization + (f" (of {', '.join(self.quantization_candidates)}: "
+                                                  f"{self.quantization_decision.get('rule')})"
                                                   if len(self.quantization_candidates) > 1 else "")),
             ("fully int8", "yes" if self.fully_int8 else "NO"),
         ]
-        device = [("flash (the file) / weights", f"{_kb(self.memory.get('flash_bytes'))} / "
-                                                 f"{_kb(self.memory.get('weights_bytes'))}"),
-                  self._arena_row(),
-                  ("MACs", "n/a" if self.macs is None else f"{self.macs / 1e6:.2f} M")]
+        weights = ("int8 weights (uncompressed)" if self.compression else "int8 weights")
+        device = [("flash (the .tflite file)", _kb(self.memory.get("flash_bytes")))] + self._ram_rows() + [
+            (weights, _kb(self.memory.get("weights_bytes"))),
+            ("MACs", "n/a" if self.macs is None else f"{self.macs / 1e6:.2f} M")]
         if self.compression:
             tensors = self.compression["tensors"]
             device[1:1] = [
-                ("LUT compression: flash / uncompressed int8", f"{_kb(self.compression['flash_bytes'])} / "
-                                                             f"{_kb(self.compression['uncompressed_flash_bytes'])}"),
-                ("alternate decompression memory (DECODE)", _kb(self.compression["alt_decompression_bytes"])),
+                ("LUT compression: flash / uncompressed int8 file", f"{_kb(self.compression['flash_bytes'])} / "
+                 f"{_kb(self.compression['uncompressed_flash_bytes'])}"),
                 ("tensors compressed / left as they are", f"{len(tensors)} "
                  f"({', '.join(sorted({str(t['bits']) + '-bit' for t in tensors}))}) / "
                  f"{len(self.compression['uncompressed'])}")]
@@ -221,8 +265,7 @@ class ExportReport:
             rows += device + self._accuracy_rows() + sizes + self._host_rows(" [this host, not the MCU]")
         else:
             rows += self._accuracy_rows() + sizes + device + self._host_rows("")
-        return rows + [("validation samples", str(self.num_validation_samples)),
-                       ("passed", "yes" if self.passed else "NO")]
+        return rows + [("validation samples", str(self.num_validation_samples))]
 
     def _latency(self, kind: str) -> str:
         times = self.latency_ms.get(kind)
@@ -317,8 +360,8 @@ class ExportReport:
             lines.append("seconds per stage: " + ", ".join(f"{k} {v:.1f}" for k, v in self.stage_seconds.items()))
         for failure in self.failures:
             lines.append(f"FAILED: {failure}")
-        for note in self.notes:
-            lines.append(f"note: {note}")
+        for finding in self.notes:
+            lines.append(f"note: {finding}")
         return "\n".join(lines)
 
 
@@ -344,13 +387,13 @@ def accuracy_steps(headline: dict[str, Any], per_runtime: dict[str, dict[str, An
     return steps
 
 
-def _heads_up(source: Source, options: ExportOptions) -> list[str]:
+def _heads_up(source: Source, options: ExportOptions) -> list[Finding]:
     notes = []
     if "tflm" in options.runtimes and source.plan and any(v > 0 for v in source.plan.values()) \
             and options.compression != "lut":
-        notes.append("TensorFlow Lite Micro stores weights dense: unstructured zeros shrink the download (gzip), not "
-                     "flash or RAM on a microcontroller; channel_sparsity (or a tfjoint.Budget) removes whole filters, "
-                     "which shrinks both")
+        notes.append(note(Kind.HEADS_UP, "TensorFlow Lite Micro stores weights dense: unstructured zeros shrink the "
+                                         "download (gzip), not flash or RAM on a microcontroller; channel_sparsity "
+                                         "(or a tfjoint.Budget) removes whole filters, which shrinks both"))
     clusters = source.schedule.clusters if source.schedule is not None else None
     if clusters and options.compression != "lut":
         where = ("LiteRT has no LUT runtime: on a phone, shared weights shrink the download (gzip_size_bytes) and "
@@ -358,29 +401,33 @@ def _heads_up(source: Source, options: ExportOptions) -> list[str]:
                  "the file stores them as dense int8: export with compression='lut' for TFLM's LUT compression, "
                  "which turns them into flash")
         shown = clusters if isinstance(clusters, int) else dict(clusters)
-        notes.append(f"the weights share values (clusters={shown}): {where}")
+        notes.append(note(Kind.HEADS_UP, f"the weights share values (clusters={shown}): {where}"))
     return notes
 
 
 def assemble_report(source: Source, candidates: Candidates, validation: Validation, measurements: Measurements,
                     options: ExportOptions, float_content: bytes | None, num_samples: int, data_notes,
-                    stage_seconds: dict[str, float]) -> "ExportReport":
-    """The report, once, from what the stages returned (their notes in stage order)."""
+                    stage_seconds: dict[str, float], tflite_path: str | None,
+                    extra_notes: tuple[Finding, ...] = ()) -> "ExportReport":
+    """The report, once, from what the stages returned (their notes in stage order), and where the file went."""
     shipped = validation.shipped
     summary = shipped.candidate.summary
-    first = shipped.runtimes[0] if shipped.runtimes else None
+    headline_runtime = shipped.headline_runtime
+    first = shipped.in_runtime(headline_runtime) if headline_runtime is not None else None
     headline = first.headline if first is not None else {}
     per_runtime = {result.runtime: result.to_dict() for result in shipped.runtimes}
     notes = (list(source.notes) + list(candidates.notes) + list(validation.notes) + list(measurements.notes)
              + [note for result in shipped.runtimes for note in result.notes] + _heads_up(source, options)
-             + list(data_notes))
+             + list(data_notes) + list(extra_notes))
+    failures = tuple(largest_first(shipped.failures))
     return ExportReport(
-        tflite_path=None,
+        tflite_path=tflite_path,
         quantization=shipped.quantization,
         quantization_requested=options.quantization,
         quantization_candidates={r.quantization: r.summary(options.runtimes[0]) for r in validation.results},
+        quantization_decision=validation.decision.to_dict() if validation.decision is not None else {},
         size_bytes=len(shipped.candidate.shipped_content),
-        gzip_size_bytes=measure.gzip_size(shipped.candidate.shipped_content),
+        gzip_size_bytes=metrics.gzip_size(shipped.candidate.shipped_content),
         fully_int8=summary.fully_int8,
         ops=summary.op_names,
         float_ops=[{"op": op.name, "tensors": list(op.float_tensors)} for op in summary.float_ops],
@@ -396,9 +443,11 @@ def assemble_report(source: Source, candidates: Candidates, validation: Validati
         schedule=source.schedule.to_dict() if source.schedule is not None else None,
         budget=measurements.budget,
         float_size_bytes=len(float_content) if float_content is not None else None,
-        float_gzip_size_bytes=measure.gzip_size(float_content) if float_content is not None else None,
+        float_gzip_size_bytes=metrics.gzip_size(float_content) if float_content is not None else None,
         num_validation_samples=num_samples,
+        validated=validation.validated,
         runtimes=list(options.runtimes) if validation.validated else [],
+        headline_runtime=headline_runtime,
         per_runtime=per_runtime,
         float_accuracy=headline.get("float_accuracy"),
         pruned_accuracy=headline.get("pruned_accuracy"),
@@ -417,7 +466,8 @@ def assemble_report(source: Source, candidates: Candidates, validation: Validati
         latency_ms=measurements.latency,
         stage_seconds={name: round(seconds, 3) for name, seconds in stage_seconds.items()},
         thresholds=options.tolerances.to_dict(),
-        failures=validate.largest_first(shipped.failures),
-        notes=list(dict.fromkeys(notes)),
+        failures=failures,
+        notes=tuple(dict.fromkeys(notes)),
+        passed=(not failures) if validation.validated else (None if not failures else False),
         flatbuffer=summary,
     )

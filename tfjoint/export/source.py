@@ -1,8 +1,8 @@
 """Stage 1 of `export_tflite`: what is converted, and what the report says about how it was trained.
 
-A prepared model is stripped here (the one place this happens); a TF-MOT
-quantization-aware model is taken as it is; a float model is post-training
-quantized. The result is a frozen `Source` with its own notes.
+A prepared model is stripped here (the one place this happens); a stripped or
+TF-MOT quantization-aware model is taken as it is; a float model is
+post-training quantized. The result is a frozen `Source` with its own notes.
 """
 
 from __future__ import annotations
@@ -10,11 +10,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from tfjoint import _tfmot, errors
+from tfjoint import errors
 from tfjoint._keras import distribution_strategy_of
 from tfjoint.export.options import QAT
+from tfjoint.findings import Finding, Kind, note
 from tfjoint.prune.schedule import JointSchedule
-from tfjoint.train.readback import is_prepared, original_channels, pruning_plan, quantized_steps, schedule_of
+from tfjoint.train.model_kind import ModelKind
+from tfjoint.train.readback import original_channels, pruning_plan, quantized_steps, schedule_of
 from tfjoint.train.strip import float_twin, strip
 
 __all__ = ["Source", "quantization_source"]
@@ -25,6 +27,7 @@ class Source:
     """The Keras model(s) that are converted, and how they were trained.
 
     Attributes:
+      kind: what the user handed in.
       qat_model: the quantization-aware model, or None (a float model, or one
         whose fake quantization never trained).
       float_model: the float weights for post-training quantization (a
@@ -38,13 +41,14 @@ class Source:
       notes: what this stage had to say.
     """
 
+    kind: ModelKind
     qat_model: Any | None
     float_model: Any | None
     pruned_float: Any | None
     schedule: JointSchedule | None
     plan: dict[str, float] | None
     original_channels: dict[str, int]
-    notes: tuple[str, ...] = ()
+    notes: tuple[Finding, ...] = ()
 
 
 def _trained_on_several_workers(model) -> bool:
@@ -55,16 +59,11 @@ def _trained_on_several_workers(model) -> bool:
     return sum(len(tasks) for tasks in resolver.cluster_spec().as_dict().values()) > 1
 
 
-def _schedule_of(model, schedule):
-    if schedule is not None:
-        return schedule
-    try:
-        return schedule_of(model)
-    except errors.ModelStructureError:
-        return None
+def _schedule_of(model, kind: ModelKind) -> JointSchedule | None:
+    return schedule_of(model) if kind in (ModelKind.PREPARED, ModelKind.STRIPPED) else None
 
 
-def _float_source(model, schedule, quantization: str, representative_given: bool) -> Source:
+def _float_source(model, quantization: str, representative_given: bool) -> Source:
     if not representative_given:
         raise errors.ModelStructureError(
             f"model '{model.name}' is neither prepared with tfjoint nor quantization-aware, so it has no trained "
@@ -75,12 +74,12 @@ def _float_source(model, schedule, quantization: str, representative_given: bool
             f"`quantization`='qat' but model '{model.name}' is a float model: it has no trained int8 ranges. "
             "Prepare and fit it with tfjoint first, or use quantization='ptq' (or 'auto') with "
             "`representative_data`.")
-    note = "model was not quantization-aware: used full-integer post-training quantization with representative_data"
-    return Source(None, model, None, _schedule_of(model, schedule), None, {}, (note,))
+    return Source(ModelKind.FLOAT, None, model, None, None, None, {}, (note(
+        Kind.SOURCE, "model was not quantization-aware: used full-integer post-training quantization with "
+                     "representative_data"),))
 
 
-def quantization_source(model, schedule: JointSchedule | None, quantization: str,
-                        representative_given: bool) -> Source:
+def quantization_source(model, kind: ModelKind, quantization: str, representative_given: bool) -> Source:
     """Strips a prepared model; takes a QAT model as is; a float model is post-training quantized.
 
     Raises:
@@ -89,22 +88,22 @@ def quantization_source(model, schedule: JointSchedule | None, quantization: str
         trained with fake quantization and no data to calibrate it.
       errors.ModelStructureError: a float model without representative data.
     """
-    if is_prepared(model) and _trained_on_several_workers(model):
+    if kind is ModelKind.PREPARED and _trained_on_several_workers(model):
         raise errors.ConfigError(
             f"model '{model.name}' was trained with MultiWorkerMirroredStrategy: reading its synchronized variables "
             "is a collective operation every worker must join. Call tfjoint.strip(model) on every worker, then "
             "export_tflite the stripped model on the chief only.")
-    quantization_aware = is_prepared(model) or any(_tfmot.is_quantize_wrapper(layer) for layer in model.layers)
-    if not quantization_aware:
-        return _float_source(model, schedule, quantization, representative_given)
-    planned_schedule, plan = _schedule_of(model, schedule), pruning_plan(model)
-    qat_model = strip(model) if is_prepared(model) else model
+    if kind is ModelKind.FLOAT:
+        return _float_source(model, quantization, representative_given)
+    planned_schedule, plan = _schedule_of(model, kind), pruning_plan(model)
+    qat_model = strip(model) if kind is ModelKind.PREPARED else model
     pruned_float = float_twin(qat_model)
     twin = pruned_float if representative_given and quantization != QAT else None
     notes = []
     steps = quantized_steps(model)
     if steps == 0 and planned_schedule is not None and planned_schedule.quant_start_step == 0:
-        notes.append(f"model '{model.name}' was never trained: its int8 activation ranges are the initial ones")
+        notes.append(note(Kind.SOURCE, f"model '{model.name}' was never trained: its int8 activation ranges are the "
+                                       "initial ones"))
     elif steps == 0 and planned_schedule is not None:
         # Trained, but fake quantization never ran: the ranges are the initial ones, not trained ones.
         never = (f"model '{model.name}' never trained with fake quantization: its training stopped before "
@@ -113,6 +112,6 @@ def quantization_source(model, schedule: JointSchedule | None, quantization: str
             raise errors.ConfigError(
                 f"{never}. Train past step {planned_schedule.quant_start_step}, or pass `representative_data` "
                 "(with quantization='auto' or 'ptq') to calibrate post-training.")
-        notes.append(f"{never}: post-training quantization only")
+        notes.append(note(Kind.SOURCE, f"{never}: post-training quantization only"))
         qat_model = None
-    return Source(qat_model, twin, pruned_float, planned_schedule, plan, original_channels(model), tuple(notes))
+    return Source(kind, qat_model, twin, pruned_float, planned_schedule, plan, original_channels(model), tuple(notes))

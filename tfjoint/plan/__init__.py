@@ -1,6 +1,8 @@
-"""Planning for a device: which channels to remove so the int8 file meets flash, RAM and compute budgets.
+"""Planning for a device: which channels (and weight bits) to remove so the int8 file meets flash, RAM and MACs.
 
-This stage comes after export in the data flow because its cost model is the
-export's own machinery (one conversion, the flatbuffer read back, TFLM's
-planner and arena), run before training: `plan_for_budget` -> `prepare(plan=...)`.
+`budget` holds the values (`Budget`, `CompressionPlan`; plain Python that any
+stage may read). The planner comes after export in the data flow because its
+cost model is the export's own machinery (one conversion, the flatbuffer read
+back, TFLM's planner and arena), run before training:
+`plan_for_budget` -> `prepare(model, plan)`.
 """

@@ -3,12 +3,14 @@
 The model is prepared (nothing pruned) and converted once to the int8 file
 `export_tflite` would write; its tensors are read back and each tensor axis
 that carries channels is tied to the channel groups of the layer it comes
-from (`tfjoint.prune.channels`). A plan that keeps `k` of a group's `C`
+from (`tfjoint.prune.channel_groups`). A plan that keeps `k` of a group's `C`
 channels shrinks every axis the group spans accordingly; the prediction
 replays, on the shrunk tensors:
 
 * flash: the file's bytes minus the weights, biases and per-channel
   quantization parameters that go;
+* RAM (`ram_bytes`): the arena, plus for LUT-compressed kernels the
+  alternate memory DECODE writes the largest of them into (`alt_bytes`);
 * arena: TFLM's planner on the shrunk activations (`export.memory`, the
   planner followed exactly), but never below `head_floor_bytes`, the head
   TFLM needed for a plan whose activations needed less (TFLM's planning
@@ -35,16 +37,17 @@ import numpy as np
 from tfjoint._keras import keras
 from tfjoint._names import float_layer_name
 from tfjoint.data import sample_inputs_of
-from tfjoint.export import memory, tflm
+from tfjoint.export import memory
 from tfjoint.export.candidates import Candidate
 from tfjoint.export.compression import MIN_SAVING_BYTES, compress_candidate, lut_bytes
-from tfjoint.prune.budget import CompressionPlan
-from tfjoint.prune.channels import ChannelPlan, Layout
-from tfjoint.prune.schedule import kept_channels
-from tfjoint.tflite import convert
+from tfjoint.plan.budget import CompressionPlan
+from tfjoint.prune.channel_groups import ChannelPlan, Layout
+from tfjoint.prune.schedule import JointSchedule, kept_channels
+from tfjoint.tflite import convert, tflm
 from tfjoint.tflite.flatbuffer import FlatbufferSummary, layer_of, read_flatbuffer
 from tfjoint.tflite.operators import op_macs, operator
-from tfjoint.train.prepare import prepare, ranges_initialized
+from tfjoint.train.conversion_check import ranges_initialized
+from tfjoint.train.prepare import prepare
 from tfjoint.train.prepared_model import finish_channel_pruning
 from tfjoint.train.strip import strip
 
@@ -160,11 +163,17 @@ class CostModel:
             old = int(np.prod(tensor.shape, dtype=np.int64)) if tensor.shape else 1
             new = int(np.prod(shapes[index], dtype=np.int64)) if shapes[index] else 1
             buffers.append((size * new // old if old else size, first, last))
-        flash -= sum(self._lut_saving(kernel, shapes, b) for layer, b in (bits or {}).items()
-                     if (kernel := self.kernels.get(layer)) is not None and b < 8)
+        compressed = [(kernel, b) for layer, b in (bits or {}).items()
+                      if (kernel := self.kernels.get(layer)) is not None and b < 8
+                      and self._lut_saving(kernel, shapes, b) > 0]
+        flash -= sum(self._lut_saving(kernel, shapes, b) for kernel, b in compressed)
         head = max(memory.planned_head_bytes(buffers), self.head_floor_bytes)
         tail = max(self._tail - PER_CHANNEL_OP_DATA_BYTES * removed_op_channels, 0)
-        return {"flash_bytes": int(flash), "arena_bytes": int(head + tail), "head_bytes": int(head), "macs": int(macs)}
+        # DECODE writes each compressed kernel whole into the alternate memory, one operator at a time.
+        alt = max((memory.aligned(int(np.prod(shapes[kernel.index], dtype=np.int64))) for kernel, _ in compressed),
+                  default=0)
+        return {"flash_bytes": int(flash), "arena_bytes": int(head + tail), "head_bytes": int(head),
+                "alt_bytes": int(alt), "ram_bytes": int(head + tail + alt), "macs": int(macs)}
 
     def lut_saving(self, layer: str, fractions: dict[str, float], bits: int) -> int:
         """Bytes LUT compression at `bits` saves on `layer`'s kernel with `fractions` of the channels removed."""
@@ -241,10 +250,10 @@ def _plan_file(model, fractions: dict[str, float], clusters: dict[str, int] | No
     """
     kept = {group: fraction for group, fraction in fractions.items() if fraction > 0}
     if kept or clusters:
-        joint = prepare(model, plan=CompressionPlan(channel_fractions=kept, clusters=clusters or {}), end_step=1,
-                        check_conversion=False)
+        plan = CompressionPlan(channel_fractions=kept, clusters=clusters or {})
+        joint = prepare(model, JointSchedule.from_plan(plan, end_step=1), check=False)
     else:
-        joint = prepare(model, target_sparsity=0.0, end_step=1, check_conversion=False)
+        joint = prepare(model, JointSchedule(0.0, end_step=1), check=False)
     samples = sample_inputs_of(joint)
     with ranges_initialized(joint, samples):  # as after training: real ranges, no identical zero biases stored once
         finish_channel_pruning(joint)
@@ -262,7 +271,8 @@ def _figures(content: bytes, alt_decompression_bytes: int = 0, summary: Flatbuff
     summary = summary or read_flatbuffer(content)
     arena = tflm.measure_arena(content, alt_decompression_bytes=alt_decompression_bytes)
     return {"flash_bytes": len(content), "arena_bytes": arena.total_bytes, "head_bytes": arena.head_bytes,
-            "tail_bytes": arena.tail_bytes, "macs": memory.memory_use(summary).macs}
+            "tail_bytes": arena.tail_bytes, "alt_bytes": int(alt_decompression_bytes),
+            "ram_bytes": arena.total_bytes + int(alt_decompression_bytes), "macs": memory.memory_use(summary).macs}
 
 
 def measure_plan(model, fractions: dict[str, float], clusters: dict[str, int] | None = None) -> dict[str, int]:
@@ -283,8 +293,7 @@ def measure_plan(model, fractions: dict[str, float], clusters: dict[str, int] | 
         return _figures(content)
     candidate = Candidate("qat", stripped, content, read_flatbuffer(content))
     lut = compress_candidate(candidate)
-    return dict(_figures(lut.content, lut.alt_decompression_bytes, candidate.summary),
-                alt_bytes=lut.alt_decompression_bytes)
+    return _figures(lut.content, lut.alt_decompression_bytes, candidate.summary)
 
 
 def build_cost_model(model, plan: ChannelPlan, measure_floor: bool = False) -> CostModel:
@@ -292,7 +301,7 @@ def build_cost_model(model, plan: ChannelPlan, measure_floor: bool = False) -> C
 
     Args:
       model: the tf_keras float model the plan was made on.
-      plan: its channel groups (`tfjoint.prune.channels.plan_channel_groups`).
+      plan: its channel groups (`tfjoint.prune.channel_groups.plan_channel_groups`).
       measure_floor: also build the smallest plan (every group at one
         channel) and measure its arena in TFLM: the floor under every
         predicted head (one more conversion; needs tflite-micro).

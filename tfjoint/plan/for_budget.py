@@ -31,21 +31,22 @@ before any training, with the smallest figure reachable.
 """
 
 import time
+import warnings
 from typing import Sequence
 
 import numpy as np
 
-from tfjoint import _progress, errors
+from tfjoint import _progress, errors, metrics
 from tfjoint._keras import check_float_model, is_keras3_model, keras, tf
 from tfjoint.data import collect_inputs, split_validation
-from tfjoint.export import measure, tflm
 from tfjoint.losses import infer_loss
+from tfjoint.plan.budget import Budget, CompressionPlan
 from tfjoint.plan.cost import ONE_CHANNEL, CostModel, Kernel, build_cost_model, measure_plan
-from tfjoint.prune.budget import Budget, CompressionPlan
-from tfjoint.prune.channels import ChannelPlan, plan_channel_groups
+from tfjoint.prune.channel_groups import ChannelPlan, plan_channel_groups
 from tfjoint.prune.schedule import kept_channels
 from tfjoint.quantize.clusters import initial_centroids, snap
 from tfjoint.registry import kind_of, prunable_layers, pruned_variable, pruned_weight_name
+from tfjoint.tflite import tflm
 
 __all__ = ["plan_for_budget", "channel_groups_of", "STEPS"]
 
@@ -197,7 +198,7 @@ def _accuracy_of_plan(model, plan: ChannelPlan, norms, fractions: dict[str, floa
 
     def measured() -> tuple[float, float | None]:
         outputs = validation.outputs()
-        accuracy = measure.accuracy(outputs, validation.labels) if measure.is_classifier_output(outputs) else None
+        accuracy = metrics.accuracy(outputs, validation.labels) if metrics.is_classifier_output(outputs) else None
         return validation.loss(outputs), accuracy
 
     float_loss, float_accuracy = measured()
@@ -296,42 +297,66 @@ def _checked_in_tflm(model, cost: CostModel, curves, budget: Budget, margin: flo
         missed = budget.misses(measured)
         if not missed:
             return fractions, bits, figures, measured
-        if "arena_bytes" in missed and measured["head_bytes"] > max(figures["head_bytes"], cost.head_floor_bytes):
+        if "ram_bytes" in missed and measured["head_bytes"] > max(figures["head_bytes"], cost.head_floor_bytes):
             # TFLM needed a larger head than these activations: its planning memory, which no channel plan shrinks.
             cost.head_floor_bytes = int(measured["head_bytes"])
             _check_reachable(cost, budget)  # refused now, before training, if no plan can meet it
-            missed.pop("arena_bytes")
+            missed.pop("ram_bytes")
         for name in missed:  # plan below the budget by what the prediction missed it by
             limits[name] *= getattr(budget, name) / measured[name]
     return fractions, bits, figures, measured
 
 
+def _budget_argument(budget, deprecated: dict) -> Budget:
+    """The `Budget` from plan_for_budget's argument, or from the keywords of tfjoint 0.3 (deprecated)."""
+    unknown = sorted(set(deprecated) - {"flash_bytes", "arena_bytes", "ram_bytes", "macs"})
+    if unknown:
+        raise TypeError(f"plan_for_budget() got unexpected keyword argument(s) {unknown}.")
+    given = {name: value for name, value in deprecated.items() if value is not None}
+    if isinstance(budget, (int, float)) and not isinstance(budget, bool):  # plan_for_budget(model, flash_bytes)
+        given.setdefault("flash_bytes", budget)
+        budget = None
+    if given:
+        warnings.warn(f"plan_for_budget({', '.join(f'{name}=' for name in given)}...) is deprecated and will be "
+                      "removed in tfjoint 0.5: pass a tfjoint.Budget(flash_bytes=..., ram_bytes=..., macs=...).",
+                      DeprecationWarning, stacklevel=3)
+        if budget is not None:
+            raise errors.ConfigError("pass either a tfjoint.Budget or its figures as keywords, not both.")
+        if "arena_bytes" in given:
+            given.setdefault("ram_bytes", given.pop("arena_bytes"))
+        return Budget(**given)
+    if not isinstance(budget, Budget):
+        raise errors.ConfigError(f"`budget` must be a tfjoint.Budget (flash_bytes, ram_bytes, macs); received "
+                                 f"{type(budget).__name__} {budget!r:.60}.")
+    return budget
+
+
 def plan_for_budget(
     model: keras.Model,
-    flash_bytes: int | None = None,
-    arena_bytes: int | None = None,
-    macs: int | None = None,
+    budget: Budget | None = None,
     *,
     validation_data=None,
     criterion: str = "l1",
     margin: float = 0.02,
     batch_size: int = 256,
     weight_bits: Sequence[int] = (8,),
+    **deprecated,
 ) -> CompressionPlan:
     """The channels to remove from each channel group so the int8 file meets every budget given.
 
     Example:
-      plan = tfjoint.plan_for_budget(float_model, flash_bytes=64 * 1024, arena_bytes=16 * 1024,
+      plan = tfjoint.plan_for_budget(float_model, tfjoint.Budget(flash_bytes=64 * 1024, ram_bytes=16 * 1024),
                                      validation_data=(x_val, y_val))
-      joint = tfjoint.prepare(float_model, plan=plan, end_step=2000)
+      joint = tfjoint.prepare(float_model, plan)   # the plan's channels are gone by the middle of the fit
       ...
-      tfjoint.export_tflite(tfjoint.strip(joint), "model.tflite", budget=plan.budget, runtimes=("tflm",))
+      tfjoint.export_tflite(tfjoint.strip(joint), "model.tflite",
+                            options=tfjoint.ExportOptions(budget=plan.budget, runtimes=("tflm",)))
 
     Args:
       model: the float model (tf_keras or Keras 3), trained.
-      flash_bytes: largest .tflite file.
-      arena_bytes: largest tensor arena (TFLM's head + tail).
-      macs: most multiply-accumulates per inference.
+      budget: a `tfjoint.Budget`: the largest file (`flash_bytes`), the most
+        RAM (`ram_bytes`: TFLM's arena, plus DECODE's alternate memory for
+        LUT-compressed weights), the most MACs per inference.
       validation_data: `(x, y)`: the channels whose removal costs least loss
         there go first.
       criterion: which filters of a group go first: "l1" or "l2" norm.
@@ -343,7 +368,7 @@ def plan_for_budget(
         kernel as 4- or 2-bit indices into 16 or 4 shared values per table
         (TFLM's LUT compression), where that frees flash for less loss than
         removing channels: the plan's `clusters` then name those layers,
-        `prepare(plan=plan)` trains them shared, and the file ships with
+        `prepare(model, plan)` trains them shared, and the file ships with
         `export_tflite(..., compression="lut", runtimes=("tflm",))`. Needs
         tflite-micro. Default (8,): channels only.
 
@@ -357,7 +382,7 @@ def plan_for_budget(
         plan can reach (the smallest reachable figure is named).
       errors.DataError: `validation_data` missing or not `(x, y)`.
     """
-    budget = Budget(flash_bytes=flash_bytes, arena_bytes=arena_bytes, macs=macs)
+    budget = _budget_argument(budget, deprecated)
     if criterion not in ("l1", "l2"):
         raise errors.ConfigError(f"`criterion` must be 'l1' or 'l2'; received {criterion!r}.")
     if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0.0 <= margin < 0.5:
@@ -383,9 +408,9 @@ def plan_for_budget(
         cost = build_cost_model(model, plan)
     _check_reachable(cost, budget)
     notes = []
-    if not cost.arena_measured and budget.arena_bytes is not None:
+    if not cost.arena_measured and budget.ram_bytes is not None:
         notes.append("the arena is predicted from TFLM's planner without TFLM's persistent memory (tflite-micro is not "
-                     "installed): the plan may miss arena_bytes, which export_tflite checks in TFLM")
+                     "installed): the plan may miss ram_bytes, which export_tflite checks in TFLM")
     measured = None
     bits: dict[str, int] = {}
     pruned = prunable_layers(model)  # what prepare prunes, and so can cluster
@@ -420,11 +445,11 @@ def plan_for_budget(
     if measured is not None:
         predicted["measured_in_tflm"] = {k: int(v) for k, v in measured.items()}
     if bits:
-        alt = f" and {measured['alt_bytes']} bytes of alternate decompression memory beside the arena" \
-            if measured is not None and "alt_bytes" in measured else ""
+        alt = f" and {measured['alt_bytes']} bytes of alternate decompression memory beside the arena (counted in " \
+              "ram_bytes)" if measured is not None and measured.get("alt_bytes") else ""
         notes.append(f"{len(bits)} kernel(s) stored with fewer bits ({', '.join(f'{n}: {b}' for n, b in bits.items())})"
-                     f": train with prepare(plan=plan) and export with compression='lut', runtimes=('tflm',); the "
-                     f"file needs TFLM's DECODE{alt}")
+                     f": train with prepare(model, plan) and export with ExportOptions(compression='lut', "
+                     f"runtimes=('tflm',)); the file needs TFLM's DECODE{alt}")
     return CompressionPlan(channel_fractions={g: f for g, f in fractions.items() if f > 0},
                            clusters={name: 2 ** width for name, width in bits.items()}, budget=budget,
                            predicted=predicted, notes=tuple(notes))

@@ -279,7 +279,7 @@ def allocate_sparsity(
     """Per-layer sparsities whose size-weighted mean over the pruned kernels is `target_sparsity`.
 
     Example:
-      >>> from tfjoint import keras
+      >>> import tf_keras as keras
       >>> import tfjoint
       >>> inputs = keras.Input((32,))
       >>> hidden = keras.layers.Dense(256, name="hidden")(inputs)
@@ -357,10 +357,9 @@ def _reachable_caps(names, sizes, target, max_sparsity, protect_first_last) -> t
         notes.append(f"the first and last layers ({', '.join(protected)}) could not be held at half the target "
                      f"and still reach {target:.0%} overall: they are capped at {max_sparsity} like the rest")
     if sum(caps[n] * sizes[n] for n in names) < target * sum(sizes.values()) - 1e-9:
-        raise errors.ConfigError(
+        raise errors.TargetUnreachableError(
             f"target_sparsity={target} cannot be reached with every layer at most max_sparsity="
-            f"{max_sparsity}. Lower the target or raise max_sparsity."
-        )
+            f"{max_sparsity}. Lower the target or raise max_sparsity.", target, max_sparsity)
     return caps, notes
 
 

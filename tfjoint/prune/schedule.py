@@ -1,7 +1,7 @@
 """`JointSchedule`: the one object that says what is pruned how fast, and when fake quant starts.
 
 prepare builds the model's quantizers from it, the callbacks and the report read
-it back from the prepared model (`tfjoint.schedule_of`), the command line plans
+it back from the prepared model (`tfjoint.inspect.schedule_of`), the command line plans
 it from epochs (`plan_schedule`) and plots it. Its arithmetic is plain Python
 and numpy, mirroring TF-MOT's `PolynomialDecay`, so tests, plots and reports can
 say what the graph *should* hold at any step without running it; the graph
@@ -30,9 +30,13 @@ import numpy as np
 from tfjoint import errors
 
 __all__ = ["JointSchedule", "plan_schedule", "expected_zero_fraction", "SCHEDULE_VERSION", "check_clusters",
-           "MIN_CLUSTERS", "MAX_CLUSTERS"]
+           "MIN_CLUSTERS", "MAX_CLUSTERS", "CHANNEL_CRITERIA", "PRUNE_END", "UPDATES"]
 
-SCHEDULE_VERSION = 2
+SCHEDULE_VERSION = 3
+CHANNEL_CRITERIA = ("l1", "l2")
+PRUNE_END = 0.5  # without an end_step, the target is reached half way through the first fit
+UPDATES = 16  # ... in about this many mask updates
+_FREQUENCY = 100  # TF-MOT's default mask update period, when end_step is given
 
 
 def _check_number(name: str, value, expected: str = "a number") -> None:
@@ -40,15 +44,23 @@ def _check_number(name: str, value, expected: str = "a number") -> None:
         raise errors.ConfigError(f"`{name}` must be {expected}; received {value!r}.")
 
 
-MIN_CLUSTERS, MAX_CLUSTERS = 2, 256  # weight sharing: distinct values per table, zero included
+# Weight sharing: distinct values per table, zero included. Two would be {0, c}: one value shared by every
+# surviving weight of a table, of one sign (the mean of signed weights is about 0), which collapses the kernel.
+# Three is the least that keeps a kernel's signs: {-c, 0, +c}, 2-bit indices.
+MIN_CLUSTERS, MAX_CLUSTERS = 3, 256
 
 
 def check_clusters(name: str, value) -> int:
     """`value` as a number of clusters, or a ConfigError naming `name`."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not MIN_CLUSTERS <= value <= MAX_CLUSTERS:
+        why = (" Two values per table would be zero and one other value of one sign: every surviving weight of a "
+               "channel the same, and the kernel collapses (its int8 file then matches an equally collapsed "
+               "quantization-aware model, so no gate would catch it). Use 3 ({-c, 0, c}, 2-bit indices) or more."
+               if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and 0 < value < MIN_CLUSTERS
+               else "")
         raise errors.ConfigError(f"`{name}` must be an int from {MIN_CLUSTERS} to {MAX_CLUSTERS} (the distinct "
                                  f"values a kernel keeps per table, zero included; 16 for 4-bit indices); "
-                                 f"received {value!r}.")
+                                 f"received {value!r}.{why}")
     return int(value)
 
 
@@ -72,11 +84,15 @@ class JointSchedule:
         `tfjoint.allocate_sparsity`.
       end_step: step of the last mask update: sparsity equals the target from
         then on. Any value > `begin_step` (it need not be on the `frequency`
-        grid: masks also update at `end_step`).
+        grid: masks also update at `end_step`). Defaults to None: half of the
+        first `fit` (its epochs times its steps per epoch), set when that fit
+        starts, with `frequency` giving about 16 mask updates.
       begin_step: step of the first mask update.
       initial_sparsity: sparsity at `begin_step` (capped at a layer's target).
       power: exponent of TF-MOT's PolynomialDecay.
       frequency: masks update every `frequency` steps from `begin_step`.
+        Defaults to None: 100 (TF-MOT's) with an `end_step`, or `end_step /
+        16` when the fit sets it.
       quant_start_step: training steps run in float before fake quantization
         switches on (0: every step is fake-quantized). At inference fake quant
         is always on, so evaluation shows the int8 model.
@@ -96,22 +112,39 @@ class JointSchedule:
         them) every pruned kernel keeps per table, trained in the same fit;
         or a dict `{layer name: clusters}` (layers not named keep every
         value); or None (no sharing). 16 gives 4-bit indices under TFLM's
-        LUT compression (`export_tflite(compression="lut")`).
+        LUT compression (`ExportOptions(compression="lut")`). At least 3:
+        `{-c, 0, c}` (see `MIN_CLUSTERS`).
+      channel_criterion: how filters are ranked for removal: "l1" (sum of
+        absolute weights) or "l2" norm, summed over a group's producers.
+
+    Example:
+      >>> JointSchedule(0.8).end_step is None   # set by the first fit: half of it
+      True
+      >>> JointSchedule(0.8).resolved(total_steps=1000).end_step
+      500
     """
 
-    target_sparsity: float | Mapping[str, float]
-    end_step: int
+    target_sparsity: float | Mapping[str, float] = 0.0
+    end_step: int | None = None
     begin_step: int = 0
     initial_sparsity: float = 0.0
     power: float = 3.0
-    frequency: int = 100
+    frequency: int | None = None
     quant_start_step: int = 0
     channel_sparsity: float | Mapping[str, float] = 0.0
     weight_schedule: Any = None
     clusters: int | Mapping[str, int] | None = None
+    channel_criterion: str = "l1"
     version: int = SCHEDULE_VERSION
 
     def __post_init__(self):
+        if self.version in (2,):  # files of tfjoint 0.3: same fields, frequency given, no channel criterion
+            object.__setattr__(self, "version", SCHEDULE_VERSION)
+        if self.channel_criterion not in CHANNEL_CRITERIA:
+            raise errors.ConfigError(f"`channel_criterion` must be one of {list(CHANNEL_CRITERIA)}; received "
+                                     f"{self.channel_criterion!r}.")
+        if self.end_step is not None and self.frequency is None:
+            object.__setattr__(self, "frequency", _FREQUENCY)
         if self.weight_schedule is not None:
             object.__setattr__(self, "weight_schedule", _pruning_schedule(self.weight_schedule))
         for field in ("target_sparsity", "channel_sparsity"):
@@ -136,6 +169,8 @@ class JointSchedule:
             object.__setattr__(self, "clusters", check_clusters("clusters", self.clusters))
         for name in ("end_step", "begin_step", "frequency", "quant_start_step"):
             value = getattr(self, name)
+            if value is None and name in ("end_step", "frequency"):
+                continue
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
                 raise errors.ConfigError(f"`{name}` must be an int; received {value!r}.")
             object.__setattr__(self, name, int(value))
@@ -143,12 +178,13 @@ class JointSchedule:
         _check_fraction("initial_sparsity", self.initial_sparsity)
         if self.begin_step < 0:
             raise errors.ConfigError(f"`begin_step` must be >= 0; received {self.begin_step}.")
-        if self.end_step <= self.begin_step:
+        if self.end_step is not None and self.end_step <= self.begin_step:
             raise errors.ConfigError(
                 f"`end_step` must be > begin_step={self.begin_step}; received {self.end_step}. It is the step "
-                "at which the target sparsity is reached, e.g. half of the fine-tuning steps."
+                "at which the target sparsity is reached, e.g. half of the fine-tuning steps (or leave it None: "
+                "half of the first fit)."
             )
-        if self.frequency < 1:
+        if self.frequency is not None and self.frequency < 1:
             raise errors.ConfigError(f"`frequency` must be >= 1; received {self.frequency}.")
         if self.power <= 0:
             raise errors.ConfigError(f"`power` must be > 0; received {self.power}.")
@@ -161,6 +197,33 @@ class JointSchedule:
             )
         if self.version != SCHEDULE_VERSION:
             raise errors.ConfigError(f"`version` must be {SCHEDULE_VERSION}; received {self.version!r}.")
+
+    # --- When the fit sets the end ---------------------------------------------
+
+    @property
+    def is_resolved(self) -> bool:
+        """Whether `end_step` is known (else the first fit sets it)."""
+        return self.end_step is not None
+
+    def resolved(self, total_steps: int) -> "JointSchedule":
+        """This schedule with `end_step` set for a fit of `total_steps` steps (unchanged if it has one).
+
+        The target is reached at half the fit (`PRUNE_END`) in about 16 mask
+        updates, leaving the rest to recover at full sparsity.
+        """
+        if self.end_step is not None:
+            return self
+        if isinstance(total_steps, bool) or not isinstance(total_steps, (int, np.integer)) or total_steps < 1:
+            raise errors.ConfigError(f"`total_steps` must be an int >= 1; received {total_steps!r}.")
+        end = max(self.begin_step + 1, int(round(PRUNE_END * total_steps)))
+        frequency = self.frequency or max(1, (end - self.begin_step) // UPDATES)
+        return dataclasses.replace(self, end_step=end, frequency=frequency)
+
+    def _require_end(self) -> int:
+        if self.end_step is None:
+            raise errors.ConfigError("this JointSchedule has no end_step yet: the first fit sets it (half of its "
+                                     "steps), or give one: JointSchedule(..., end_step=...).")
+        return self.end_step
 
     # --- Targets -------------------------------------------------------------
 
@@ -218,7 +281,8 @@ class JointSchedule:
         return self.decay_arguments(final_sparsity)
 
     def decay_arguments(self, final_sparsity: float) -> dict[str, Any]:
-        """Keyword arguments of TF-MOT's `PolynomialDecay` for one kernel with this target."""
+        """Keyword arguments of TF-MOT's `PolynomialDecay` for one kernel with this target (`end_step` and
+        `frequency` None until the fit sets them)."""
         return dict(
             initial_sparsity=min(float(self.initial_sparsity), float(final_sparsity)),
             final_sparsity=float(final_sparsity),
@@ -239,35 +303,40 @@ class JointSchedule:
                 raise errors.ConfigError("a per-layer schedule has one target per layer: pass `target`.")
             target = float(self.target_sparsity)
         initial = min(float(self.initial_sparsity), target)
-        progress = min(1.0, max(0.0, (step - self.begin_step) / (self.end_step - self.begin_step)))
+        end = self._require_end()
+        progress = min(1.0, max(0.0, (step - self.begin_step) / (end - self.begin_step)))
         return target + (initial - target) * (1.0 - progress) ** self.power
 
     def is_update_step(self, step: int) -> bool:
         """True if masks update at `step`: on the frequency grid from begin_step, or at end_step."""
         if self.weight_schedule is not None:
             return _evaluated(self.weight_schedule, step)[0]
-        if step == self.end_step:
+        end = self._require_end()
+        if step == end:
             return True
-        return self.begin_step <= step <= self.end_step and (step - self.begin_step) % self.frequency == 0
+        return self.begin_step <= step <= end and (step - self.begin_step) % (self.frequency or 1) == 0
 
     def update_steps(self) -> list[int]:
         """Every step at which masks update, in order (the last is always `end_step`)."""
+        end = self._require_end()
         if self.weight_schedule is not None:
-            return [step for step in range(self.end_step + 1) if self.is_update_step(step)]
-        steps = list(range(self.begin_step, self.end_step + 1, self.frequency))
-        if steps[-1] != self.end_step:
-            steps.append(self.end_step)
+            return [step for step in range(end + 1) if self.is_update_step(step)]
+        steps = list(range(self.begin_step, end + 1, self.frequency or 1))
+        if steps[-1] != end:
+            steps.append(end)
         return steps
 
     def last_update_step(self, steps_taken: int) -> int | None:
         """The most recent mask-update step at or before `steps_taken`, or None."""
         if self.weight_schedule is not None:
             return max((s for s in self.update_steps() if s <= steps_taken), default=None)
+        end = self._require_end()
         if steps_taken < self.begin_step:
             return None
-        if steps_taken >= self.end_step:
-            return self.end_step
-        return self.begin_step + ((steps_taken - self.begin_step) // self.frequency) * self.frequency
+        if steps_taken >= end:
+            return end
+        frequency = self.frequency or 1
+        return self.begin_step + ((steps_taken - self.begin_step) // frequency) * frequency
 
     def scheduled_sparsity(self, steps_taken: int, target: float | None = None) -> float:
         """Sparsity the masks hold after `steps_taken` training steps (0 before the first update).
@@ -293,11 +362,24 @@ class JointSchedule:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "JointSchedule":
+        """The schedule `to_dict` wrote (this version's, or tfjoint 0.3's)."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise errors.ConfigError(f"unknown JointSchedule fields {unknown}; known: {sorted(known)}.")
         return cls(**data)
+
+    @classmethod
+    def from_plan(cls, plan, end_step: int | None = None, **fields) -> "JointSchedule":
+        """The schedule that trains a `tfjoint.CompressionPlan`: its channels per group, its weight sparsity per
+        layer and its weight sharing, reached at `end_step` (None: half of the first fit)."""
+        given = sorted(set(fields) & {"target_sparsity", "channel_sparsity", "clusters"})
+        if given:
+            raise errors.ConfigError(f"a CompressionPlan already says {', '.join(given)}: give only timing fields "
+                                     "beside it (end_step, frequency, quant_start_step, ...).")
+        return cls(target_sparsity=dict(plan.weight_sparsity) if plan.weight_sparsity else 0.0,
+                   channel_sparsity=dict(plan.channel_fractions), clusters=dict(plan.clusters) or None,
+                   end_step=end_step, **fields)
 
     @classmethod
     def following(cls, weight_schedule, end_step: int | None = None, **fields) -> "JointSchedule":

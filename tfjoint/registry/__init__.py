@@ -16,7 +16,7 @@ registry; no other module names a Keras layer class or one of its weights.
 """
 
 from tfjoint.registry import builtin as _builtin  # noqa: F401  (registers the built-in kinds)
-from tfjoint.registry.channels import CHANNEL_RULES, OUTPUT, ChannelRule, Channels, Layout
+from tfjoint.registry.channel_rules import CHANNEL_RULES, OUTPUT, ChannelRule, Channels, Layout
 from tfjoint.registry.kind import Keras3, LayerKind, Pruning, Quantization, Rewrite
 from tfjoint.registry.rewrites import identity_layer
 from tfjoint.registry.table import (

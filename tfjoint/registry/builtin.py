@@ -9,7 +9,17 @@ import numpy as np
 
 from tfjoint import _tfmot
 from tfjoint._keras import keras
-from tfjoint.registry.channels import CONCATENATES, FLATTENS, FOLLOWS, HEADS, MERGES, NEW, OUTPUT, RESHAPES, Channels
+from tfjoint.registry.channel_rules import (
+    CONCATENATES,
+    FLATTENS,
+    FOLLOWS,
+    HEADS,
+    MERGES,
+    NEW,
+    OUTPUT,
+    RESHAPES,
+    Channels,
+)
 from tfjoint.registry.kind import Keras3, LayerKind, Pruning, Quantization
 from tfjoint.registry.own_layers import Affine, ExpandDims, HardSwish, Squeeze
 from tfjoint.registry.points import PointsQuantizeConfig

@@ -1,7 +1,7 @@
 """`LayerKind`: everything tfjoint knows about one kind of Keras layer, as a composition of facets.
 
 * `Pruning`: which weight magnitude pruning zeroes (and where it lives);
-* `Channels` (`tfjoint.registry.channels`): how channel pruning follows it;
+* `Channels` (`tfjoint.registry.channel_rules`): how channel pruning follows it;
 * `Quantization`: how it becomes int8 (TF-MOT's config, a config of
   tfjoint's, a layout rewrite, or refused with the reason);
 * `Keras3`: what the Keras 3 bridge must translate in its config.
@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping
 import tensorflow_model_optimization as tfmot
 
 from tfjoint import _tfmot, errors
-from tfjoint.registry.channels import NEW, Channels, rule_named
+from tfjoint.registry.channel_rules import NEW, Channels, rule_named
 
 __all__ = ["Pruning", "Quantization", "Keras3", "LayerKind", "Rewrite", "FLAT_FIELDS"]
 

@@ -14,7 +14,7 @@ from typing import Iterator
 
 from tfjoint import _tfmot, errors
 from tfjoint._keras import is_keras3_layer_class, keras, weight_short_name
-from tfjoint.registry.channels import NEW
+from tfjoint.registry.channel_rules import NEW
 from tfjoint.registry.kind import LayerKind, Quantization
 
 __all__ = ["LayerKind", "Quantization", "register_layer", "scoped", "kind_of", "unwrapped", "class_names",
@@ -35,15 +35,15 @@ def register_layer(layer_class: type, kind: LayerKind | None = None, **fields) -
 
     Example:
       >>> import tfjoint
-      >>> from tfjoint import keras
+      >>> import tf_keras as keras
       >>> @keras.utils.register_keras_serializable(package="example")
       ... class Scale(keras.layers.Layer):
       ...     def call(self, x):
       ...         return 2.0 * x
       >>> with tfjoint.registry.scoped():
       ...     kind = tfjoint.register_layer(Scale, channels="follows", tflite_ops=("MUL",),
-      ...         quantization=tfjoint.Quantization.output_only())
-      ...     tfjoint.kind_of(Scale()).channels.rule.name
+      ...         quantization=tfjoint.registry.Quantization.output_only())
+      ...     tfjoint.registry.kind_of(Scale()).channels.rule.name
       'follows'
 
     Args:
@@ -51,7 +51,7 @@ def register_layer(layer_class: type, kind: LayerKind | None = None, **fields) -
         the Keras 3 bridge then carries the layer into the tf_keras model.
         Register it for Keras serialization too (TF-MOT clones models
         through their configs).
-      kind: a ready `LayerKind` (e.g. `tfjoint.kind_of(Conv2D).replace(...)`).
+      kind: a ready `LayerKind` (e.g. `tfjoint.registry.kind_of(Conv2D).replace(...)`).
       **fields: or the kind's fields: facets (`prune=`, `channels=`,
         `quantization=`, `keras3=`, `tflite_ops=`, `tags=`, `affine_map=`) or
         the flat keywords of `LayerKind.of` (`channels="follows"`,
@@ -69,13 +69,13 @@ def register_layer(layer_class: type, kind: LayerKind | None = None, **fields) -
     if not keras_layer:
         received = layer_class.__name__ if inspect.isclass(layer_class) else repr(layer_class)
         raise errors.ConfigError(f"`layer_class` must be a tf_keras layer class (a subclass of "
-                                 f"tfjoint.keras.layers.Layer) or a Keras 3 one (keras.layers.Layer); received "
+                                 f"tf_keras.layers.Layer) or a Keras 3 one (keras.layers.Layer); received "
                                  f"{received}.")
     if kind is not None and fields:
         raise errors.ConfigError(f"give `register_layer` either a LayerKind or its fields, not both; received a "
                                  f"kind and {sorted(fields)}.")
     if kind is not None and not isinstance(kind, LayerKind):
-        raise errors.ConfigError(f"`kind` must be a tfjoint.LayerKind; received {type(kind).__name__}.")
+        raise errors.ConfigError(f"`kind` must be a tfjoint.registry.LayerKind; received {type(kind).__name__}.")
     if kind is None:
         kind = LayerKind.of(**fields)
     if is_keras3_layer_class(layer_class) and (kind.prune.weight or kind.channels.axes):
@@ -83,7 +83,7 @@ def register_layer(layer_class: type, kind: LayerKind | None = None, **fields) -
             f"`layer_class` {layer_class.__name__} is a Keras 3 layer: tfjoint runs it as it is inside the tf_keras "
             f"model, so it cannot prune or mask its weights (received pruned_weight={kind.prune.weight!r}, "
             f"channel_axes={dict(kind.channels.axes)}). Register it without them, or register a tf_keras twin of it "
-            "(tfjoint.keras.layers.Layer) that builds the weights tfjoint prunes.")
+            "(tf_keras.layers.Layer) that builds the weights tfjoint prunes.")
     _KINDS[layer_class] = kind
     return kind
 
@@ -206,10 +206,10 @@ def prunable_layers(model, prune_depthwise: bool = False) -> dict[str, int]:
 
     Example:
       >>> import tfjoint
-      >>> from tfjoint import keras
+      >>> import tf_keras as keras
       >>> inputs = keras.Input((8,))
       >>> model = keras.Model(inputs, keras.layers.Dense(4, name="head")(inputs))
-      >>> tfjoint.prunable_layers(model)
+      >>> tfjoint.inspect.prunable_layers(model)
       {'head': 32}
     """
     sizes = {}

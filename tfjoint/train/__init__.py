@@ -3,5 +3,5 @@
 `prepare` builds the model whose quantizers prune and fake-quantize in one
 fit; `callbacks` reports the schedule while it trains; `readback` reads a
 prepared model back (its kernels, masks, step, schedule); `strip` removes the
-pruning machinery and pruned channels; `saving` loads any model file.
+pruning machinery and pruned channels.
 """

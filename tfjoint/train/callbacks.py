@@ -57,7 +57,7 @@ class JointMonitor(keras.callbacks.Callback):
             raise errors.ModelStructureError(
                 f"model '{self.model.name}' prunes channels, but it is a {type(self.model).__name__}, whose train_step "
                 "does not update channel masks. Fit the model tfjoint.prepare returned (a tfjoint PreparedModel), or "
-                "call tfjoint.update_channel_masks(model) before each step of your own training loop."
+                "call tfjoint.inspect.update_channel_masks(model) before each step of your own training loop."
             )
         self._schedule = schedule_of(self._prepared)
         self._writer = tf.summary.create_file_writer(self.log_dir) if self.log_dir else None

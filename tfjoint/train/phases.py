@@ -20,10 +20,29 @@ ParameterServerStrategy coordinator) keeps the in-graph gates.
 
 from typing import Any
 
+from tfjoint import errors
+from tfjoint._keras import keras
 from tfjoint.quantize.quantizers import training_phase
 from tfjoint.train.readback import training_step
 
 __all__ = ["PhaseSwitchedTraining"]
+
+
+class _ScheduleEndFromFit(keras.callbacks.Callback):
+    """Sets a schedule's missing `end_step` from the fit's length, before the first step is traced."""
+
+    def __init__(self, prepared, initial_epoch: int):
+        super().__init__()
+        self._prepared, self._initial_epoch = prepared, int(initial_epoch or 0)
+
+    def on_train_begin(self, logs=None):
+        steps, epochs = self.params.get("steps"), self.params.get("epochs")
+        if not steps:
+            raise errors.ConfigError(
+                f"model '{self._prepared.name}''s schedule has no end_step, so fit sets it to half of its steps, but "
+                "Keras cannot tell how many steps this fit runs (a dataset without an end): pass steps_per_epoch=, "
+                "or prepare with tfjoint.JointSchedule(..., end_step=...).")
+        self._prepared.resolve_schedule(int(steps) * max(1, int(epochs) - self._initial_epoch))
 
 
 class _PhaseDispatch:
@@ -66,6 +85,19 @@ class PhaseSwitchedTraining:
 
     def _phase_model(self):
         return self
+
+    def fit(self, *args, **kwargs):
+        """tf_keras's `fit`; a schedule without an `end_step` gets one from this fit's length first."""
+        schedule = getattr(self._phase_model(), "schedule", None)
+        if schedule is not None and not schedule.is_resolved:
+            # fit(x, y, batch_size, epochs, verbose, callbacks, ..., initial_epoch at position 11, ...)
+            initial_epoch = kwargs.get("initial_epoch", args[11] if len(args) > 11 else 0)
+            resolver = _ScheduleEndFromFit(self._phase_model(), initial_epoch)
+            if len(args) > 5:
+                args = args[:5] + ([resolver] + list(args[5] or []),) + args[6:]
+            else:
+                kwargs["callbacks"] = [resolver] + list(kwargs.get("callbacks") or [])
+        return super().fit(*args, **kwargs)  # type: ignore[misc]
 
     def _steps_one_per_call(self) -> bool:
         steps_per_execution = getattr(self, "_steps_per_execution", None)

@@ -19,12 +19,15 @@ A custom training loop must call `update_channel_masks(model)` itself before
 each step's forward pass.
 """
 
+import contextlib
+
 import numpy as np
 
 from tfjoint import _tfmot
 from tfjoint._keras import is_keras3_object, keras, serializable, tf
 from tfjoint.prune.schedule import JointSchedule
-from tfjoint.quantize.quantizers import mask_shape
+from tfjoint.quantize.config import JointQuantizeConfig
+from tfjoint.quantize.quantizers import PrunedKernelQuantizer, mask_shape
 from tfjoint.train.phases import PhaseSwitchedTraining
 from tfjoint.train.readback import channel_members
 
@@ -210,6 +213,51 @@ class PreparedModel(PhaseSwitchedTraining, keras.Model):
     def set_schedule(self, schedule: JointSchedule | None) -> None:
         """Records the schedule (loading does; its quantizers were built from it)."""
         self._tfjoint_schedule = schedule
+
+    @contextlib.contextmanager
+    def schedule_set_for(self, total_steps: int):
+        """Within the block, a schedule without `end_step` is set as for a fit of `total_steps` steps; after it,
+        unset again (so that a training-mode call before `fit`, such as the conversion check's, can run)."""
+        schedule = self._tfjoint_schedule
+        if schedule is None or schedule.is_resolved:
+            yield
+            return
+        saved = self._schedule_dicts()
+        before = [dict(d) for d in saved]
+        self.resolve_schedule(total_steps)
+        try:
+            yield
+        finally:
+            for decay, values in zip(saved, before):
+                decay.clear()
+                decay.update(values)
+            self._tfjoint_schedule = schedule
+
+    def _schedule_dicts(self) -> list[dict]:
+        """Every PolynomialDecay argument dict built from the schedule (configs, channel specs, quantizers)."""
+        found = []
+        for layer in self.layers:
+            config = getattr(layer, "quantize_config", None)
+            if not isinstance(config, JointQuantizeConfig):
+                continue
+            found += [decay for decay in ([config.schedule] if config.schedule else [])
+                      + ([config.channels["schedule"]] if config.channels else []) if "class_name" not in decay]
+            found += [quantizer.schedule for _, quantizer, _ in _tfmot.weight_vars(layer)
+                      if isinstance(quantizer, PrunedKernelQuantizer) and "class_name" not in quantizer.schedule]
+        return found
+
+    def resolve_schedule(self, total_steps: int) -> JointSchedule | None:
+        """Sets a schedule without `end_step` for a fit of `total_steps` steps, in the schedule and in every
+        quantizer and channel spec built from it (`fit` does, before its first step is traced; a custom training
+        loop calls it once itself). A schedule with an `end_step` is left as it is."""
+        schedule = self._tfjoint_schedule
+        if schedule is None or schedule.is_resolved:
+            return schedule
+        resolved = schedule.resolved(total_steps)
+        for decay in self._schedule_dicts():  # a user's own PruningSchedule keeps its own steps
+            decay.update(end_step=resolved.end_step, frequency=resolved.frequency)
+        self._tfjoint_schedule = resolved
+        return resolved
 
 
 def group_masks(model) -> dict[str, np.ndarray]:

@@ -5,7 +5,6 @@ works the same on a model fresh from `tfjoint.prepare` and on one reloaded
 with `tfjoint.load_model`.
 """
 
-import weakref
 from typing import Iterator, NamedTuple
 
 import numpy as np
@@ -41,7 +40,6 @@ __all__ = [
     "channels_removed",
     "prepared_model",
     "schedule_of",
-    "carry_schedule",
     "quantized_steps",
     "pruning_plan",
     "original_channels",
@@ -243,62 +241,50 @@ def prepared_model(model):
     return student if student is not None and is_prepared(student) else model
 
 
-# Stripped models are TF-MOT's own classes (they load with quantize_scope() alone), so the schedule they were
-# trained with travels beside them, in memory, rather than in their config.
-_CARRIED_SCHEDULES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
-def carry_schedule(model, schedule: JointSchedule, plan: dict[str, float], original_channels: dict[str, int],
-                   steps_taken: int | None = None) -> None:
-    """Records, for the life of the `model` object, its schedule, pruning plan, channels before pruning and steps.
-
-    `tfjoint.strip` does, so that `export_tflite(tfjoint.strip(joint))` reports them.
-    """
-    _CARRIED_SCHEDULES[model] = (schedule, dict(plan), dict(original_channels), steps_taken)
+def _record(model):
+    """The `TrainingRecord` a stripped model carries, or None."""
+    return getattr(model, "training", None) if hasattr(model, "_tfjoint_training") else None
 
 
 def quantized_steps(model) -> int | None:
     """Training steps that ran with fake quantization (0: the int8 ranges never trained); None if unknown.
 
-    Read from a prepared model's step counters, or carried by a stripped one.
+    Read from a prepared model's step counters, or from a stripped model's record.
     """
     model = prepared_model(model)
-    try:
-        schedule = schedule_of(model)
-    except errors.ModelStructureError:
-        return None
     if is_prepared(model):
+        schedule = getattr(model, "schedule", None)
         steps = training_step(model)
-    else:
-        steps = _CARRIED_SCHEDULES[model][3] if model in _CARRIED_SCHEDULES else None
-    if steps is None:
-        return None
-    return max(0, steps - schedule.quant_start_step)
+        if steps is None or not isinstance(schedule, JointSchedule):
+            return None
+        return max(0, steps - schedule.quant_start_step)
+    record = _record(model)
+    return record.quantized_steps if record is not None else None
 
 
 def original_channels(model) -> dict[str, int]:
     """Output channels of each channel-carrying layer before channel pruning, by the user's layer name.
 
-    Read from a prepared model, or carried by a stripped one (empty if unknown).
+    Read from a prepared model, or from a stripped model's record (empty if unknown).
     """
     model = prepared_model(model)
     if is_prepared(model):
         found = {float_layer_name(layer.name): output_channels(layer) for layer in model.layers}
         return {name: channels for name, channels in found.items() if channels is not None}
-    carried = _CARRIED_SCHEDULES.get(model)
-    return dict(carried[2]) if carried is not None else {}
+    record = _record(model)
+    return dict(record.original_channels) if record is not None else {}
 
 
 def pruning_plan(model) -> dict[str, float] | None:
     """The final sparsity of every kernel a model prunes, by the user's layer name (None if unknown).
 
-    Read from a prepared model's quantizers, or carried by a stripped one.
+    Read from a prepared model's quantizers, or from a stripped model's record.
     """
     model = prepared_model(model)
     if is_prepared(model):
         return {pk.layer_name: pk.quantizer.final_sparsity or 0.0 for pk in pruned_kernels(model)}
-    carried = _CARRIED_SCHEDULES.get(model)
-    return dict(carried[1]) if carried is not None else None
+    record = _record(model)
+    return dict(record.plan) if record is not None else None
 
 
 def schedule_of(model) -> JointSchedule:
@@ -315,9 +301,9 @@ def schedule_of(model) -> JointSchedule:
     schedule = getattr(model, "schedule", None)
     if isinstance(schedule, JointSchedule):
         return schedule
-    carried = _CARRIED_SCHEDULES.get(model)
-    if carried is not None:
-        return carried[0]
+    record = _record(model)
+    if record is not None:
+        return record.schedule
     if is_prepared(model):
         raise errors.ModelStructureError(
             f"model '{model.name}' holds tfjoint quantizers but no schedule (a model built before tfjoint 0.3 or "

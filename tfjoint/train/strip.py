@@ -1,11 +1,13 @@
 """`tfjoint.strip`: remove the pruning machinery (and pruned channels), keep TF-MOT's QAT model.
 
 The result is what `tfmot.quantization.keras.quantize_apply` with the default
-8-bit scheme would have built for the (smaller) model: TF-MOT's own
-QuantizeWrapperV2 layers, quantize configs and quantizers, trained ranges
-kept, every pruned kernel multiplied by its mask so the zeros are in the
-weights themselves, and no mask, threshold or step counter left. It loads
-with `tfmot.quantization.keras.quantize_scope()` alone, and converts to int8.
+8-bit scheme would have built for the (smaller) model: TF-MOT's quantize
+configs and quantizers in its QuantizeWrapperV2 and QuantizeLayer (as
+tfjoint's subclasses that load from `.keras`, `tfjoint.quantize.wrappers`),
+trained ranges kept, every pruned kernel multiplied by its mask so the zeros
+are in the weights themselves, and no mask, threshold or step counter left.
+It is a `StrippedModel`, which records how it was trained, and converts to
+int8.
 
 When channels were pruned, they are removed for real: producers get fewer
 filters (or units), BatchNorm and depthwise parameters and per-channel
@@ -20,14 +22,14 @@ import tensorflow_model_optimization as tfmot
 
 from tfjoint import _tfmot, errors
 from tfjoint._keras import check_tf_keras_model, keras, nested_inputs_and_outputs, weight_short_name
-from tfjoint.prune.channels import Layout, channel_layouts
+from tfjoint.prune.channel_groups import Layout, channel_layouts
 from tfjoint.prune.schedule import JointSchedule
 from tfjoint.quantize.config import JointQuantizeConfig, unwrap_config
 from tfjoint.quantize.quantizers import CHANNEL_MASK, ChannelMaskQuantizer, GatedQuantizer, mask_shape
+from tfjoint.quantize.wrappers import JointQuantizeLayer, JointQuantizeWrapper
 from tfjoint.registry import identity_layer, kind_of, unwrapped
-from tfjoint.train.prepared_model import PreparedModel, group_masks
+from tfjoint.train.prepared_model import group_masks
 from tfjoint.train.readback import (
-    carry_schedule,
     channel_members,
     is_prepared,
     original_channels,
@@ -36,10 +38,10 @@ from tfjoint.train.readback import (
     pruning_plan,
     training_step,
 )
+from tfjoint.train.stripped_model import StrippedModel, TrainingRecord
 
 __all__ = ["strip", "strips_cleanly", "kept_channels_per_layer", "float_twin"]
 
-_QuantizeWrapper = tfmot.quantization.keras.QuantizeWrapperV2
 _QuantizeLayer = _tfmot.QuantizeLayer
 
 
@@ -86,10 +88,10 @@ def _strip_layer(layer, kept):
     keep_out = kept.get(layer.name, (None, None))[1]
     if isinstance(layer, tfmot.quantization.keras.QuantizeWrapper):
         inner = layer.layer.__class__.from_config(_smaller_config(layer.layer, keep_out))
-        return _QuantizeWrapper(inner, unwrap_config(layer.quantize_config), name=layer.name)
+        return JointQuantizeWrapper(inner, unwrap_config(layer.quantize_config), name=layer.name)
     if isinstance(layer, _QuantizeLayer):
         quantizer = layer.quantizer.quantizer if isinstance(layer.quantizer, GatedQuantizer) else layer.quantizer
-        return _QuantizeLayer(quantizer=quantizer, name=layer.name)
+        return JointQuantizeLayer(quantizer=quantizer, name=layer.name)
     return layer.__class__.from_config(_smaller_config(layer, keep_out))
 
 
@@ -139,10 +141,11 @@ def strip(model: keras.Model) -> keras.Model:
         student is stripped).
 
     Returns:
-      A new, uncompiled tf_keras QAT model whose pruned kernels hold exact
-      zeros and whose pruned channels are gone. It carries the schedule it was
-      trained with (`tfjoint.schedule_of` reads it, `export_tflite` reports it)
-      for as long as the object lives; a file of it keeps none.
+      A new, uncompiled `StrippedModel`: TF-MOT's QAT layers, whose pruned
+      kernels hold exact zeros and whose pruned channels are gone, with the
+      record of how it was trained (`model.training`: the schedule, each
+      kernel's final sparsity, the channels before pruning, the steps), which
+      its `.keras` file keeps and `export_tflite` reports.
 
     Raises:
       errors.ModelTypeError: `model` is not a tf_keras model.
@@ -158,13 +161,13 @@ def strip(model: keras.Model) -> keras.Model:
     kept = kept_channels_per_layer(model) if channel_members(model) else {}
     with tfmot.quantization.keras.quantize_scope():
         stripped = keras.models.clone_model(model, clone_function=lambda layer: _strip_layer(layer, kept))
-    if isinstance(stripped, PreparedModel):  # a plain Functional model of TF-MOT's layers
-        inputs, outputs = nested_inputs_and_outputs(stripped)
-        stripped = keras.Model(inputs, outputs, name=stripped.name)
+    record = None
     if isinstance(getattr(model, "schedule", None), JointSchedule):
         # So that export_tflite(strip(joint)) reports the schedule, the plan and the channels before pruning.
-        carry_schedule(stripped, model.schedule, pruning_plan(model) or {}, original_channels(model),
-                       training_step(model))
+        record = TrainingRecord(model.schedule, pruning_plan(model) or {}, original_channels(model),
+                                training_step(model))
+    inputs, outputs = nested_inputs_and_outputs(stripped)  # TF-MOT's layers, and the record of their training
+    stripped = StrippedModel(inputs, outputs, name=stripped.name, training=record)
 
     masked = _masked_values(model)
     source_layers = {layer.name: layer for layer in model.layers}

@@ -6,7 +6,7 @@ layouts: a producer (Conv, Dense) starts a group, a BatchNorm follows its
 input, an Add merges its inputs' groups, a Concatenate lays them side by
 side, a Flatten spreads them over positions. Attention (`HEADS`) starts a
 group inside itself, its heads, and leaves its output's channels whole: a
-layer's *own* layout is the one its channel masks and `strip` follow. `tfjoint.prune.channels` walks a
+layer's *own* layout is the one its channel masks and `strip` follow. `tfjoint.prune.channel_groups` walks a
 model's graph once and asks each layer's rule (through a `ChannelWalk`); a
 kind whose rule is `OPAQUE` keeps the channels around it whole.
 
@@ -69,7 +69,7 @@ def spatial_positions(layer) -> int:
 
 
 class ChannelWalk(Protocol):
-    """What a rule may ask of the graph walk (`tfjoint.prune.channels`) for one layer call."""
+    """What a rule may ask of the graph walk (`tfjoint.prune.channel_groups`) for one layer call."""
 
     def producer_group(self, layer) -> str | None:
         """The group `layer` starts, if it is a producer the plan prunes."""

@@ -16,6 +16,7 @@ TFLM accepts, and reads TFLM's own account of it: the planned activations
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -93,8 +94,9 @@ def measure_arena(content: bytes, upper_bound: int = 1 << 31, alt_decompression_
 
     Raises:
       errors.ConfigError: tflite-micro is not installed.
-      errors.ExportError: TFLM cannot allocate the model at any size (an
-        operator it has no kernel for, say); the message has TFLM's reason.
+      errors.DeviceError: TFLM cannot allocate the model at any size (an
+        operator it has no kernel for, say); the message has TFLM's reason,
+        and the error the operator and tensor it failed at.
     """
     require_tflm("runtimes")
     with tempfile.TemporaryDirectory() as directory:
@@ -109,12 +111,47 @@ def measure_arena(content: bytes, upper_bound: int = 1 << 31, alt_decompression_
                                  f"{(result.stderr.strip().splitlines() or ['no output'])[-1][:400]}")
     measured = json.loads(line)
     if "error" in measured:
-        raise errors.ExportError(f"TensorFlow Lite Micro cannot allocate this model with any arena up to "
-                                 f"{upper_bound} bytes: {measured['error']}")
+        raise device_error(content, f"{measured['error']}\n{result.stderr}", upper_bound)
     total, recorded = int(measured["total"]), measured["recorded"]
     tail = int(recorded.get("tail", 0))
     return TFLMArena(total_bytes=total, head_bytes=total - tail, tail_bytes=tail,
                      planned_bytes=int(recorded.get("head", 0)))
+
+
+_NODE = re.compile(r"Node (\S+) \(number (\d+)f?\) failed to (prepare|invoke|allocate)[^\n]*")
+_OPCODE = re.compile(r"(?:Didn't find op for builtin opcode|Failed to get registration from op code) '?([A-Z0-9_]+)'?")
+
+
+def device_error(content: bytes, text: str, upper_bound: int) -> errors.DeviceError:
+    """A `DeviceError` naming the operator TFLM failed at (and its output tensor), read from TFLM's own messages."""
+    from tfjoint.tflite.flatbuffer import read_flatbuffer
+
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith(("WARNING", "I0000"))]
+    reason = "; ".join(dict.fromkeys(lines[-6:])) or "no reason given"
+    node, opcode = _NODE.search(text), _OPCODE.search(text)
+    operator = tensor = None
+    if node is not None:
+        index = int(node.group(2))
+        try:
+            summary = read_flatbuffer(content)
+            op = next((op for op in summary.ops if op.index == index), None)
+            names = {t.index: t.name for t in summary.tensors}
+            tensor = names.get(op.outputs[0]) if op is not None and op.outputs else None
+            operator = f"{op.name} #{index}" if op is not None else f"{node.group(1)} #{index}"
+        except Exception:  # noqa: BLE001  (a file LiteRT cannot read back: the message still says what TFLM said)
+            operator = f"{node.group(1)} #{index}"
+    elif opcode is not None:
+        operator = opcode.group(1)
+    what = {
+        "prepare": "its Prepare failed (a shape, a type or a quantization it does not take)",
+        "invoke": "it failed when run", "allocate": "its tensors could not be planned"}.get(
+        node.group(3) if node is not None else "", "")
+    where = (f" at operator {operator}" + (f" (output '{tensor}')" if tensor else "") + (f": {what}" if what else "")
+             if operator else "")
+    return errors.DeviceError(
+        f"TensorFlow Lite Micro cannot run this file{where} (no arena up to {upper_bound} bytes allocates it). "
+        f"TFLM said: {reason}. Replace the layer that writes that tensor with one TFLM runs, or deploy on LiteRT.",
+        operator=operator, tensor=tensor)
 
 
 class TFLMModel:

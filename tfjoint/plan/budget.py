@@ -2,8 +2,9 @@
 
 A microcontroller developer has flash, RAM and time budgets, not sparsity
 ratios. `Budget` holds them: the file's bytes (flash: TFLM runs the
-flatbuffer in place), the tensor arena TFLM needs (RAM), and the
-multiply-accumulates of one inference (time). `tfjoint.plan_for_budget`
+flatbuffer in place), the RAM the device must provide (TFLM's tensor arena,
+plus the alternate memory DECODE writes LUT-compressed weights into), and
+the multiply-accumulates of one inference (time). `tfjoint.plan_for_budget`
 turns a budget into a `CompressionPlan` (a fraction of channels kept per
 channel group, optionally a weight sparsity per layer), `tfjoint.prepare`
 trains it, and `tfjoint.export_tflite(budget=...)` measures the file (the
@@ -17,15 +18,17 @@ from __future__ import annotations
 import dataclasses
 import math
 import types
+import warnings
 from typing import Any, Mapping
 
 from tfjoint import errors
+from tfjoint.findings import Finding, Kind, failure
 from tfjoint.prune.schedule import check_clusters
 
 __all__ = ["Budget", "CompressionPlan", "BUDGET_FIGURES"]
 
 # Budget field -> the report figure it is checked against.
-BUDGET_FIGURES = {"flash_bytes": "flash_bytes", "arena_bytes": "tflm_arena_bytes", "macs": "macs"}
+BUDGET_FIGURES = {"flash_bytes": "flash_bytes", "ram_bytes": "ram_bytes", "macs": "macs"}
 
 
 def _positive_int_or_none(name: str, value) -> int | None:
@@ -43,27 +46,38 @@ class Budget:
 
     Example:
       >>> import tfjoint
-      >>> budget = tfjoint.Budget(flash_bytes=256 * 1024, arena_bytes=64 * 1024)
+      >>> budget = tfjoint.Budget(flash_bytes=256 * 1024, ram_bytes=64 * 1024)
       >>> budget.given
-      ('flash_bytes', 'arena_bytes')
+      ('flash_bytes', 'ram_bytes')
 
     Attributes:
       flash_bytes: largest .tflite file (TFLM reads it from flash in place).
-      arena_bytes: largest tensor arena, as TensorFlow Lite Micro measures it
-        (planned activations + its persistent structures).
+      ram_bytes: most RAM the model may take on the device, as TensorFlow
+        Lite Micro measures it: the tensor arena (planned activations and its
+        persistent structures) plus, for a LUT-compressed file, the alternate
+        memory its DECODE operators write weights into (or the one larger
+        arena without it, where that is smaller). `arena_bytes=` is the old
+        name (deprecated).
       macs: most multiply-accumulates per inference (CONV, DEPTHWISE_CONV,
         FULLY_CONNECTED, TRANSPOSE_CONV), the cost device latency follows.
     """
 
     flash_bytes: int | None = None
-    arena_bytes: int | None = None
+    ram_bytes: int | None = None
     macs: int | None = None
+    arena_bytes: dataclasses.InitVar[int | None] = None
 
-    def __post_init__(self):
+    def __post_init__(self, arena_bytes=None):
+        if arena_bytes is not None and not isinstance(arena_bytes, property):
+            warnings.warn("Budget(arena_bytes=...) is deprecated: it is a RAM budget, Budget(ram_bytes=...), and "
+                          "counts the alternate decompression memory too.", DeprecationWarning, stacklevel=3)
+            if self.ram_bytes is not None:
+                raise errors.ConfigError("give `ram_bytes` or its old name `arena_bytes`, not both.")
+            object.__setattr__(self, "ram_bytes", arena_bytes)
         for name in BUDGET_FIGURES:
             object.__setattr__(self, name, _positive_int_or_none(name, getattr(self, name)))
         if not self.given:
-            raise errors.ConfigError("a Budget needs at least one of `flash_bytes`, `arena_bytes`, `macs`.")
+            raise errors.ConfigError("a Budget needs at least one of `flash_bytes`, `ram_bytes`, `macs`.")
 
     @property
     def given(self) -> tuple[str, ...]:
@@ -75,6 +89,9 @@ class Budget:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Budget:
+        data = dict(data)
+        if "arena_bytes" in data:  # written before the RAM budget had its name
+            data.setdefault("ram_bytes", data.pop("arena_bytes"))
         unknown = sorted(set(data) - set(BUDGET_FIGURES))
         if unknown:
             raise errors.ConfigError(f"unknown Budget fields {unknown}; known: {sorted(BUDGET_FIGURES)}.")
@@ -89,31 +106,38 @@ class Budget:
                 missed[name] = int(figure)
         return missed
 
-    def check(self, memory: Mapping[str, Any], macs: int) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    def check(self, memory: Mapping[str, Any], macs: int) -> tuple[dict[str, dict[str, Any]], list[Finding]]:
         """Each budget against the file's measured figure: the report's `budget` section and the failures.
 
         Args:
-          memory: the report's `memory` (flash_bytes, tflm_arena_bytes, ...).
+          memory: the report's `memory` (flash_bytes, ram_bytes, ...).
           macs: the file's MACs.
         """
-        measured = {"flash_bytes": memory.get("flash_bytes"), "arena_bytes": memory.get("tflm_arena_bytes"),
-                    "macs": macs}
+        measured = {"flash_bytes": memory.get("flash_bytes"), "ram_bytes": memory.get("ram_bytes"), "macs": macs}
         where = {"flash_bytes": "the .tflite file's size",
-                 "arena_bytes": "TensorFlow Lite Micro, measured on this host",
+                 "ram_bytes": "TensorFlow Lite Micro on this host: " + str(memory.get("ram_layout") or "the arena"),
                  "macs": "the file's weight operators"}
-        section, failures = {}, []
+        section: dict[str, dict[str, Any]] = {}
+        failures = []
         for name in self.given:
             limit, figure = getattr(self, name), measured[name]
             if figure is None:
-                failures.append(f"budget {name}={limit}: the figure could not be measured (is tflite-micro "
-                                "installed and able to run the file?)")
+                failures.append(failure(Kind.BUDGET, f"budget {name}={limit}: the figure could not be measured (is "
+                                                     "tflite-micro installed and able to run the file?)",
+                                        subject=name, limit=float(limit), excess=1.0))
                 continue
             margin = (limit - figure) / limit
             section[name] = {"limit": limit, "measured": int(figure), "margin": margin, "measured_by": where[name]}
             if figure > limit:
-                failures.append(f"budget {name}: the file needs {int(figure)}, {int(figure) - limit} "
-                                f"({figure / limit - 1:.1%}) over the limit {limit} (measured by {where[name]})")
+                failures.append(failure(
+                    Kind.BUDGET, f"budget {name}: the file needs {int(figure)}, {int(figure) - limit} "
+                                 f"({figure / limit - 1:.1%}) over the limit {limit} (measured by {where[name]})",
+                    subject=name, measured=float(figure), limit=float(limit), excess=figure / limit - 1))
         return section, failures
+
+
+Budget.arena_bytes = property(lambda self: self.ram_bytes,  # type: ignore[attr-defined, assignment]
+                              doc="The old name of `ram_bytes` (deprecated).")
 
 
 @dataclasses.dataclass(frozen=True)

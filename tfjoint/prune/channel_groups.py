@@ -33,7 +33,7 @@ from typing import Callable
 from tfjoint import errors
 from tfjoint._keras import keras_history, nodes_in_graph_order, tf
 from tfjoint.registry import Layout, is_input_layer, kind_of, unwrapped
-from tfjoint.registry.channels import Channels, fixed_layout
+from tfjoint.registry.channel_rules import Channels, fixed_layout
 
 __all__ = ["Layout", "LayerChannels", "ChannelGroup", "ChannelPlan", "channel_layouts", "plan_channel_groups",
            "zero_preserving"]

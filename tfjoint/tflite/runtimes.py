@@ -20,7 +20,7 @@ import numpy as np
 from tfjoint import errors
 from tfjoint._keras import keras
 from tfjoint._litert import Interpreter, OpResolverType
-from tfjoint.export import tflm
+from tfjoint.tflite import tflm
 
 __all__ = ["TFLiteModel", "RUNTIMES", "runtime_model", "check_runtimes"]
 

@@ -1,4 +1,4 @@
-"""Validation: `Tolerances`, and the comparisons of the int8 file's outputs that they apply to.
+"""The comparisons of the int8 file's outputs that the `Tolerances` apply to, and the failures they find.
 
 For every output, the dequantized int8 outputs (run in LiteRT or TFLM) are
 compared with the Keras model they were converted from (what quantization
@@ -8,100 +8,21 @@ all, gated only with `max_total_drop`), and with the labels when given:
 accuracy for classifier outputs, MSE and MAE for real-valued ones.
 """
 
-import dataclasses
 import math
 from typing import Any
 
 import numpy as np
 
-from tfjoint import errors
+from tfjoint import errors, metrics
 from tfjoint._names import float_layer_name
-from tfjoint.export import measure
+from tfjoint.export.options import Tolerances
+from tfjoint.findings import Finding, Kind, failure, largest_first, note
 
-__all__ = ["Tolerances", "Failure", "labels_per_output", "compare_outputs", "failures", "notes_on_outputs",
-           "primary_output", "input_range_notes", "headline", "largest_first"]
+__all__ = ["labels_per_output", "compare_outputs", "failures", "notes_on_outputs", "primary_output",
+           "input_range_notes", "headline", "largest_first"]
 
 # Differences this small are rounding, not a violation: 0.9260 - 0.9060 = 0.020000000000000018 meets 0.02.
 _SLACK = 1e-9
-
-
-@dataclasses.dataclass(frozen=True)
-class Tolerances:
-    """How much the int8 file may differ before `export_tflite` refuses to write it.
-
-    The one home of the validation defaults: `export_tflite`, the command's
-    flags and `RunConfig` all take theirs from here.
-
-    The default gate checks what quantization did: the int8 file against the
-    Keras model it was converted from (the quantization-aware model, or for
-    post-training quantization the pruned float model). What pruning and
-    fine-tuning cost is the user's choice and is reported, not gated, unless
-    `max_total_drop` asks for it.
-
-    Attributes:
-      max_accuracy_drop: largest accuracy (fraction) the int8 file may lose
-        against the Keras model it was converted from, per labelled
-        classifier output, in every runtime.
-      min_agreement: smallest top-1 agreement of the int8 file with that
-        Keras model, per classifier output.
-      min_sqnr_db: smallest SQNR (dB) of any int8 output against that Keras model.
-      max_mse_increase: largest relative increase of the int8 MSE against the
-        labels over that Keras model's, per real-valued output: 0.5 lets int8
-        be 1.5x as far off.
-      max_total_drop: largest accuracy (fraction) the int8 file may lose
-        against `float_model` (pruning, fine-tuning and quantization
-        together); None (default): not gated, only reported.
-    """
-
-    max_accuracy_drop: float = 0.02
-    min_agreement: float = 0.95
-    min_sqnr_db: float = 15.0
-    max_mse_increase: float = 0.5
-    max_total_drop: float | None = None
-
-    def __post_init__(self):
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            if value is None and field.name == "max_total_drop":
-                continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-                raise errors.ConfigError(f"`{field.name}` must be a number; received {value!r}.")
-            object.__setattr__(self, field.name, float(value))
-        for name in ("max_accuracy_drop", "min_agreement", "max_total_drop"):
-            value = getattr(self, name)
-            if value is not None and not 0.0 <= value <= 1.0:
-                raise errors.ConfigError(f"`{name}` must be a fraction in [0, 1]; received {value!r}.")
-        if self.max_mse_increase < 0:
-            raise errors.ConfigError(f"`max_mse_increase` must be >= 0; received {self.max_mse_increase!r}.")
-
-    def to_dict(self) -> dict[str, float]:
-        return dataclasses.asdict(self)
-
-    def replace(self, **changes) -> "Tolerances":
-        """A copy with the given fields changed; None values keep the current one."""
-        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
-
-
-class Failure(str):
-    """One violated tolerance, as the sentence the report shows, with how far past its limit it is.
-
-    `severity` is the excess in accuracy points' terms (an accuracy drop or an
-    agreement shortfall as a fraction, an SQNR shortfall / 100 dB, an MSE
-    excess / 10, a budget overrun as a fraction), so the report and the
-    command lead with the largest failure.
-    """
-
-    severity: float
-
-    def __new__(cls, text: str, severity: float = 0.0):
-        failure = super().__new__(cls, text)
-        failure.severity = float(severity)
-        return failure
-
-
-def largest_first(found) -> list:
-    """Failures sorted by severity, largest first (plain strings last, in their order)."""
-    return sorted(found, key=lambda failure: -getattr(failure, "severity", -1.0))
 
 
 def labels_per_output(labels, output_names) -> list:
@@ -144,8 +65,8 @@ def _is_binary(outputs: np.ndarray, labels: np.ndarray) -> bool:
 
 def _regression_metrics(entry, prefix, outputs, labels) -> None:
     labels = np.asarray(labels, np.float64).reshape(outputs.shape)
-    entry[f"{prefix}_mse"] = measure.mse(outputs, labels)
-    entry[f"{prefix}_mae"] = measure.mae(outputs, labels)
+    entry[f"{prefix}_mse"] = metrics.mse(outputs, labels)
+    entry[f"{prefix}_mae"] = metrics.mae(outputs, labels)
 
 
 def compare_outputs(output_names, int8_out, keras_out, float_out, labels, pruned_out=None) -> dict[str, dict[str, Any]]:
@@ -157,43 +78,43 @@ def compare_outputs(output_names, int8_out, keras_out, float_out, labels, pruned
     per_output = {}
     for i, name in enumerate(output_names):
         entry: dict[str, Any] = {
-            "sqnr_db": measure.sqnr_db(keras_out[i], int8_out[i]),
-            "cosine_similarity": measure.cosine_similarity(keras_out[i], int8_out[i]),
-            "max_abs_error": measure.max_abs_error(keras_out[i], int8_out[i]),
+            "sqnr_db": metrics.sqnr_db(keras_out[i], int8_out[i]),
+            "cosine_similarity": metrics.cosine_similarity(keras_out[i], int8_out[i]),
+            "max_abs_error": metrics.max_abs_error(keras_out[i], int8_out[i]),
         }
-        classifier = measure.is_classifier_output(int8_out[i])
+        classifier = metrics.is_classifier_output(int8_out[i])
         entry["classifier"] = classifier
         if classifier:
-            entry["top1_agreement"] = measure.top1_agreement(keras_out[i], int8_out[i])
+            entry["top1_agreement"] = metrics.top1_agreement(keras_out[i], int8_out[i])
         if float_out is not None:
-            entry["float_sqnr_db"] = measure.sqnr_db(float_out[i], int8_out[i])
-            entry["float_max_abs_error"] = measure.max_abs_error(float_out[i], int8_out[i])
+            entry["float_sqnr_db"] = metrics.sqnr_db(float_out[i], int8_out[i])
+            entry["float_max_abs_error"] = metrics.max_abs_error(float_out[i], int8_out[i])
             if classifier:
-                entry["float_top1_agreement"] = measure.top1_agreement(float_out[i], int8_out[i])
+                entry["float_top1_agreement"] = metrics.top1_agreement(float_out[i], int8_out[i])
         label = labels[i]
         if label is not None:
             label = np.asarray(label)
             if classifier or _is_binary(keras_out[i], label):
-                entry["int8_accuracy"] = measure.accuracy(int8_out[i], label)
-                entry["keras_accuracy"] = measure.accuracy(keras_out[i], label)
+                entry["int8_accuracy"] = metrics.accuracy(int8_out[i], label)
+                entry["keras_accuracy"] = metrics.accuracy(keras_out[i], label)
                 if float_out is not None:
-                    entry["float_accuracy"] = measure.accuracy(float_out[i], label)
+                    entry["float_accuracy"] = metrics.accuracy(float_out[i], label)
                 if pruned_out is not None:
-                    entry["pruned_accuracy"] = measure.accuracy(pruned_out[i], label)
+                    entry["pruned_accuracy"] = metrics.accuracy(pruned_out[i], label)
             elif label.size == int8_out[i].size:
                 _regression_metrics(entry, "int8", int8_out[i], label)
                 _regression_metrics(entry, "keras", keras_out[i], label)
                 if float_out is not None:
                     _regression_metrics(entry, "float", float_out[i], label)
-                entry["mse_increase"] = measure.relative_increase(entry["int8_mse"], entry["keras_mse"])
+                entry["mse_increase"] = metrics.relative_increase(entry["int8_mse"], entry["keras_mse"])
         per_output[name] = entry
     return per_output
 
 
-def failures(per_output, tolerances: Tolerances, runtime: str | None = None) -> list[Failure]:
+def failures(per_output, tolerances: Tolerances, runtime: str | None = None) -> list[Finding]:
     """Every tolerance an output violates, as a sentence naming the runtime, the output, the value and the limit.
 
-    Largest first (see `Failure`). Values within 1e-9 of a limit meet it
+    Largest first (see `Finding.excess`). Values within 1e-9 of a limit meet it
     (floating-point rounding is not a violation).
     """
     found = []
@@ -202,58 +123,69 @@ def failures(per_output, tolerances: Tolerances, runtime: str | None = None) -> 
         if "int8_accuracy" in entry and "keras_accuracy" in entry:
             drop = entry["keras_accuracy"] - entry["int8_accuracy"]
             if drop > tolerances.max_accuracy_drop + _SLACK:
-                found.append(Failure(
+                found.append(failure(
+                    Kind.ACCURACY_DROP,
                     f"{where}output '{name}': int8 accuracy {entry['int8_accuracy']:.4f} is {drop:.4f} below the Keras "
                     f"model it was converted from ({entry['keras_accuracy']:.4f}) > max_accuracy_drop "
-                    f"{tolerances.max_accuracy_drop}", drop))
+                    f"{tolerances.max_accuracy_drop}", runtime=runtime, subject=name, measured=drop,
+                    limit=tolerances.max_accuracy_drop, excess=drop))
         if tolerances.max_total_drop is not None and "float_accuracy" in entry:
             drop = entry["float_accuracy"] - entry["int8_accuracy"]
             if drop > tolerances.max_total_drop + _SLACK:
-                found.append(Failure(
+                found.append(failure(
+                    Kind.TOTAL_DROP,
                     f"{where}output '{name}': int8 accuracy {entry['int8_accuracy']:.4f} is {drop:.4f} below the float "
-                    f"model's {entry['float_accuracy']:.4f} > max_total_drop {tolerances.max_total_drop}", drop))
+                    f"model's {entry['float_accuracy']:.4f} > max_total_drop {tolerances.max_total_drop}",
+                    runtime=runtime, subject=name, measured=drop, limit=tolerances.max_total_drop, excess=drop))
         if "top1_agreement" in entry and entry["top1_agreement"] < tolerances.min_agreement - _SLACK:
-            found.append(Failure(
+            found.append(failure(
+                Kind.AGREEMENT,
                 f"{where}output '{name}': top-1 agreement of int8 with its Keras model {entry['top1_agreement']:.4f} "
-                f"< min_agreement {tolerances.min_agreement}", tolerances.min_agreement - entry["top1_agreement"]))
+                f"< min_agreement {tolerances.min_agreement}", runtime=runtime, subject=name,
+                measured=entry["top1_agreement"], limit=tolerances.min_agreement,
+                excess=tolerances.min_agreement - entry["top1_agreement"]))
         if entry["sqnr_db"] < tolerances.min_sqnr_db - _SLACK:
-            found.append(Failure(f"{where}output '{name}': SQNR {entry['sqnr_db']:.2f} dB < min_sqnr_db "
-                                 f"{tolerances.min_sqnr_db}", (tolerances.min_sqnr_db - entry["sqnr_db"]) / 100))
+            found.append(failure(Kind.SQNR, f"{where}output '{name}': SQNR {entry['sqnr_db']:.2f} dB < min_sqnr_db "
+                                            f"{tolerances.min_sqnr_db}", runtime=runtime, subject=name,
+                                 measured=entry["sqnr_db"], limit=tolerances.min_sqnr_db,
+                                 excess=(tolerances.min_sqnr_db - entry["sqnr_db"]) / 100))
         if "mse_increase" in entry and entry["mse_increase"] > tolerances.max_mse_increase + _SLACK:
-            found.append(Failure(
+            found.append(failure(
+                Kind.MSE,
                 f"{where}output '{name}': int8 MSE {entry['int8_mse']:.6g} is {entry['mse_increase']:.0%} above the "
                 f"Keras model's {entry['keras_mse']:.6g} > max_mse_increase {tolerances.max_mse_increase} "
-                f"({tolerances.max_mse_increase:.0%})",
-                min(entry["mse_increase"] - tolerances.max_mse_increase, 1e3) / 10))
+                f"({tolerances.max_mse_increase:.0%})", runtime=runtime, subject=name, measured=entry["mse_increase"],
+                limit=tolerances.max_mse_increase,
+                excess=min(entry["mse_increase"] - tolerances.max_mse_increase, 1e3) / 10))
     return largest_first(found)
 
 
-def notes_on_outputs(per_output, keras_out, output_scales: dict[str, float | None], has_float: bool) -> list[str]:
+def notes_on_outputs(per_output, keras_out, output_scales: dict[str, float | None], has_float: bool) -> list[Finding]:
     """What the numbers alone would hide: an exact match that proves little, and a coarse output grid."""
     notes = []
     for i, (name, entry) in enumerate(per_output.items()):
         if math.isinf(entry["sqnr_db"]) and not has_float:
-            notes.append(
+            notes.append(note(
+                Kind.EXACT_MATCH,
                 f"output '{name}': the int8 file reproduces its Keras model exactly (SQNR inf), which says the "
                 "conversion is faithful, not that quantization is harmless: that Keras model is as coarse as the "
-                "int8 one. Pass float_model= (and labels) to measure what quantization cost."
-            )
+                "int8 one. Pass float_model= (and labels) to measure what quantization cost.", subject=name))
         scale = output_scales.get(name)
         values = np.asarray(keras_out[i], np.float64)
         if scale and values.size and not entry["classifier"]:  # probabilities move in 1/256 steps by design
             low, high = np.percentile(values, [1, 99])
             steps = (high - low) / scale
             if steps < 64:
-                notes.append(
+                notes.append(note(
+                    Kind.COARSE_OUTPUT,
                     f"output '{name}': the int8 output moves in steps of {scale:.4g}, only {steps:.0f} steps across "
                     f"the 1st-99th percentile range of its values on the validation data ({low:.4g} .. {high:.4g}); "
                     "small differences are lost. Scale the targets to a wider range (e.g. standardize them) "
-                    "or keep this output in float."
-                )
+                    "or keep this output in float.", subject=name, measured=float(steps)))
     return notes
 
 
-def input_range_notes(inputs: list[np.ndarray], io_tensors, argument: str) -> list[str]:
+def input_range_notes(inputs: list[np.ndarray], io_tensors, argument: str) -> list[Finding]:
     """Notes for data whose values the int8 input cannot represent (0-255 pixels into a model trained on 0-1).
 
     The int8 input clips everything outside `float_range`; a few outliers are
@@ -270,11 +202,13 @@ def input_range_notes(inputs: list[np.ndarray], io_tensors, argument: str) -> li
         outside = float(np.mean((array < low - margin) | (array > high + margin)))
         if outside > 0.01:
             name = tensor.signature_name or tensor.name
-            notes.append(
+            notes.append(note(
+                Kind.DATA_RANGE,
                 f"`{argument}`: {outside:.0%} of input '{name}''s values lie outside [{low:.4g}, {high:.4g}], the "
                 f"range its int8 input can represent (the data spans [{float(array.min()):.4g}, "
                 f"{float(array.max()):.4g}]); they are clipped. Preprocess the data as for training (e.g. scale pixels "
-                "to the model's range) before validating, calibrating or deploying.")
+                "to the model's range) before validating, calibrating or deploying.", subject=argument,
+                measured=outside))
     return notes
 
 

@@ -18,6 +18,8 @@ __all__ = [
     "mse",
     "mae",
     "relative_increase",
+    "correct_per_sample",
+    "exact_binomial_p",
 ]
 
 
@@ -77,12 +79,7 @@ def top1_agreement(a: np.ndarray, b: np.ndarray) -> float:
 
 def accuracy(outputs: np.ndarray, labels: np.ndarray) -> float:
     """Top-1 accuracy against integer labels or one-hot rows; a one-unit output is a probability (> 0.5)."""
-    labels = np.asarray(labels)
-    if outputs.ndim == 2 and outputs.shape[1] == 1:
-        return float(np.mean((outputs.reshape(-1) > 0.5) == labels.reshape(-1).astype(bool)))
-    if labels.ndim == outputs.ndim and labels.shape[-1] == outputs.shape[-1] and labels.shape[-1] > 1:
-        labels = np.argmax(labels, axis=-1)
-    return float(np.mean(np.argmax(outputs, axis=-1) == labels.reshape(-1)))
+    return float(np.mean(correct_per_sample(outputs, labels)))
 
 
 def mse(outputs: np.ndarray, labels: np.ndarray) -> float:
@@ -113,3 +110,25 @@ def entropy_bound_bytes(total: int, nonzero: int, bits_per_value: int = 8) -> fl
     p = nonzero / total
     entropy = 0.0 if p in (0.0, 1.0) else -(p * math.log2(p) + (1 - p) * math.log2(1 - p))
     return (total * entropy + nonzero * bits_per_value) / 8.0
+
+
+def correct_per_sample(outputs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Whether each prediction is right: top-1 against integer labels or one-hot rows; a one-unit output is a
+    probability (> 0.5). One entry per prediction (per sample, or per time step of a sequence output)."""
+    outputs, labels = np.asarray(outputs), np.asarray(labels)
+    if outputs.ndim == 2 and outputs.shape[1] == 1:
+        return (outputs.reshape(-1) > 0.5) == labels.reshape(-1).astype(bool)
+    if labels.ndim == outputs.ndim and labels.shape[-1] == outputs.shape[-1] and labels.shape[-1] > 1:
+        labels = np.argmax(labels, axis=-1)
+    return np.argmax(outputs, axis=-1).reshape(-1) == labels.reshape(-1)
+
+
+def exact_binomial_p(wins: int, losses: int) -> float:
+    """Two-sided exact p-value that `wins` and `losses` come from a fair coin (McNemar's exact test on the
+    discordant pairs of a paired comparison; the sign test)."""
+    n = int(wins) + int(losses)
+    if n == 0:
+        return 1.0
+    k = min(int(wins), int(losses))
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2.0 ** n
+    return float(min(1.0, 2.0 * tail))

@@ -1,0 +1,129 @@
+"""The conversion check: a freshly prepared model converted once, as `export_tflite` will, before any training.
+
+The int8 file's structure does not depend on trained values, so a layer the
+converter rejects, leaves in float, or computes differently from the
+quantization-aware model, is refused now, naming the user's layer instead of
+an MLIR location. Where the file will run on a microcontroller, it is also
+allocated in TensorFlow Lite Micro: an operator TFLM has no kernel for, or a
+tensor it cannot plan, is refused before the fit rather than after it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+from absl import logging
+
+from tfjoint import errors
+from tfjoint.data import outputs_as_list, sample_inputs_of
+from tfjoint.metrics import sqnr_db
+from tfjoint.registry import needs_calibration, offset_variables
+from tfjoint.tflite import convert, tflm
+from tfjoint.tflite.flatbuffer import float_op_problems, layer_of, missing_in_tflm, read_flatbuffer
+from tfjoint.tflite.run import run_reference
+
+__all__ = ["refuse_what_export_would", "ranges_initialized", "MIN_CHECK_SQNR_DB"]
+
+# Below this, the int8 file of a freshly prepared model computes something else than its quantization-aware model
+# (TFLite's fused int8 LSTM measured 1.7 dB; files whose operators QAT simulates measure 25-45 dB).
+MIN_CHECK_SQNR_DB = 10.0
+
+
+@contextlib.contextmanager
+def ranges_initialized(prepared, samples):
+    """The prepared model after one training-mode step on `samples`, and exactly as before afterwards.
+
+    A freshly prepared model's quantizer ranges are their initial values, and
+    an untrained model's biases are exactly zero, which the converter treats
+    unlike trained values (a TRANSPOSE_CONV with an all-zero bias stays float,
+    and identical zero biases are stored once, so the file is smaller than the
+    trained one will be); one step gives the ranges real values, and all-zero
+    biases (and BatchNorm shifts, which fold into biases) small values,
+    distinct per channel. Every variable (ranges, biases, BatchNorm
+    statistics, masks, step counters) is put back after, and a schedule the
+    fit will set (no `end_step` yet) is left unset.
+    """
+    saved = [variable.numpy() for variable in prepared.variables]
+    distinct = np.random.default_rng(0)
+    try:
+        with prepared.schedule_set_for(2):  # one step needs an end_step; the fit sets the real one
+            for variable in (v for layer in prepared.layers for v in offset_variables(layer)):
+                value = variable.numpy()
+                if not np.any(value):
+                    variable.assign(distinct.uniform(1e-2, 2e-2, value.shape).astype(value.dtype))
+            prepared(samples if len(samples) > 1 else samples[0], training=True)
+        yield
+    finally:
+        for variable, value in zip(prepared.variables, saved):
+            variable.assign(value)
+
+
+def _fidelity_db(prepared, content: bytes, samples) -> float:
+    """The lowest SQNR, over the outputs, of the int8 file against the quantization-aware model on `samples`."""
+    input_names, output_names = convert.keras_names(prepared)
+    expected = outputs_as_list(prepared.predict(samples if len(samples) > 1 else samples[0], verbose=0))
+    actual = run_reference(content, input_names, output_names, samples)
+    return min(sqnr_db(e, a) for e, a in zip(expected, actual))
+
+
+def _refuse_for_tflm(prepared, content: bytes, summary) -> None:
+    """Allocates the file in TFLM (as the export will measure it); an operator or tensor it cannot take is
+    refused now, naming the layer."""
+    layer_names = [layer.name for layer in prepared.layers]
+    missing = missing_in_tflm(summary, layer_names)
+    if missing:
+        raise errors.UnsupportedLayerError(
+            f"model '{prepared.name}' would not run in TensorFlow Lite Micro: its int8 file needs "
+            f"{'; '.join(missing)}, which TFLM has no kernel for (found before training, by converting the prepared "
+            "model once). Use an activation TFLM runs (relu, or GELU as prepared for a microcontroller), or deploy "
+            "on LiteRT (a phone).")
+    try:
+        tflm.measure_arena(content)
+    except errors.DeviceError as error:
+        layer = layer_of(error.tensor or "", layer_names) if error.tensor else None
+        where = f" (layer '{layer}')" if layer else ""
+        raise errors.UnsupportedLayerError(
+            f"model '{prepared.name}' would not run in TensorFlow Lite Micro: converted once before training, its "
+            f"int8 file fails there at operator {error.operator or '?'}{where}: {error}") from error
+
+
+def refuse_what_export_would(prepared, runtimes=()) -> None:
+    """Converts the prepared model once, as `export_tflite` will, and refuses now what it would refuse after training.
+
+    With "tflm" among `runtimes`, the file is also allocated in TensorFlow
+    Lite Micro (an operator it has no kernel for, a tensor it cannot plan).
+
+    Raises:
+      errors.UnsupportedLayerError: the converter fails, the file would not
+        be fully int8, would compute something else than the model, or would
+        not run where asked; the message names the layers.
+    """
+    samples = sample_inputs_of(prepared)
+    representative = samples if needs_calibration(prepared) else None  # the export calibrates those layers
+    try:
+        with ranges_initialized(prepared, samples):
+            content = convert.to_int8(prepared, representative)
+            summary = read_flatbuffer(content)
+            fidelity = _fidelity_db(prepared, content, samples) if summary.fully_int8 else None
+    except errors.ExportError as error:
+        raise errors.UnsupportedLayerError(
+            f"model '{prepared.name}' would not export to int8 (found before training, by converting the prepared "
+            f"model once): {error}") from error
+    if not summary.fully_int8:
+        problems = float_op_problems(summary, [layer.name for layer in prepared.layers])
+        raise errors.UnsupportedLayerError(
+            f"model '{prepared.name}' would not export fully int8 (found before training, by converting the prepared "
+            f"model once): {'; '.join(problems)}. Replace or exclude those layers with ones TFLite runs in int8.")
+    if "tflm" in runtimes:
+        _refuse_for_tflm(prepared, content, summary)
+    if fidelity is not None and fidelity < MIN_CHECK_SQNR_DB:
+        raise errors.UnsupportedLayerError(
+            f"model '{prepared.name}' would not keep its accuracy in int8: converted once before training, its int8 "
+            f"file computes {fidelity:.1f} dB (SQNR) from the quantization-aware model on sample inputs (below "
+            f"{MIN_CHECK_SQNR_DB:g} dB: the file runs operators the quantization-aware model does not simulate). "
+            "Replace the layer TFLite runs differently (a registry entry of your own can say how it is quantized: "
+            "tfjoint.register_layer), or report the model.")
+    if fidelity is not None:
+        logging.info("tfjoint: conversion check: the int8 file is %.1f dB (SQNR) from the quantization-aware model "
+                     "on sample inputs", fidelity)
