@@ -59,7 +59,8 @@ CONFIGS = {
 
 def run_config(task, config, epochs, path):
     steps = epochs * int(np.ceil(len(task.data["x_train"]) / task.batch))
-    schedule = tfjoint.inspect.plan_schedule(steps, config["target_sparsity"], channel_sparsity=config["channel_sparsity"])
+    schedule = tfjoint.inspect.plan_schedule(steps, config["target_sparsity"],
+                                             channel_sparsity=config["channel_sparsity"])
     joint = tfjoint.prepare(float_clone(task.model, task.loss), schedule)
     report, fit_seconds = fine_tune_and_export(task, joint, joint, epochs, path)
     with open(path, "rb") as handle:

@@ -134,7 +134,8 @@ def test_the_old_budget_keywords_still_plan_with_a_deprecation_warning(digits_fl
                                        validation_data=(digits_data["x_val"], digits_data["y_val"]))
     assert plan.budget == tfjoint.Budget(flash_bytes=10 ** 9) and not plan.channel_fractions
     with pytest.raises(tfjoint.ConfigError, match="`budget` must be a tfjoint.Budget.*received str 'small'"):
-        tfjoint.plan_for_budget(digits_float_model, "small", validation_data=(digits_data["x_val"], digits_data["y_val"]))
+        tfjoint.plan_for_budget(digits_float_model, "small", validation_data=(digits_data["x_val"],
+                                                                              digits_data["y_val"]))
 
 
 def test_a_plan_for_another_model_names_the_groups_that_do_not_match(digits_float_model):

@@ -114,7 +114,8 @@ def test_help_lists_the_commands_flags_by_group_with_defaults():
     words = " ".join(text.split())
     assert "--target_sparsity (default: none)" in words and "0.8 for --target=phone" in words
     assert "--target  (default: phone)" in text and "--max_total_drop" in text and "--unsafe_load" in text
-    assert "--ram_kb" in text and "--arena_kb is its old name" in text and "--image_size" in text and "Try --helpfull" not in text
+    assert "--ram_kb" in text and "--arena_kb is its old name" in text and "--image_size" in text
+    assert "Try --helpfull" not in text
 
 
 def test_budgets_on_the_command_line_are_planned_and_met_in_tflm(tmp_path):

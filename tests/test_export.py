@@ -225,12 +225,15 @@ def test_a_float_flatbuffer_is_named_as_not_int8(float_model):
 @pytest.mark.parametrize(
     "kwargs,error,match",
     [
-        (dict(representative_data=np.zeros((4, 8, 8))), tfjoint.errors.DataError, r"input 'image' has shape \(4, 8, 8\)"),
+        (dict(representative_data=np.zeros((4, 8, 8))), tfjoint.errors.DataError,
+         r"input 'image' has shape \(4, 8, 8\)"),
         (dict(representative_data=np.zeros((0, 8, 8, 1))), tfjoint.errors.DataError, "empty"),
         (dict(representative_data=np.array([["a"] * 64] * 2).reshape(2, 8, 8, 1)), tfjoint.errors.DataError, "dtype"),
         (dict(representative_data=lambda: iter([])), tfjoint.errors.DataError, "yielded no samples"),
-        (dict(validation_data=(np.full((2, 8, 8, 1), np.nan, np.float32), np.zeros(2))), tfjoint.errors.DataError, "NaN"),
-        (dict(validation_data=(np.zeros((3, 8, 8, 1)), np.zeros(2))), tfjoint.errors.DataError, "2 labels for 3 samples"),
+        (dict(validation_data=(np.full((2, 8, 8, 1), np.nan, np.float32), np.zeros(2))), tfjoint.errors.DataError,
+         "NaN"),
+        (dict(validation_data=(np.zeros((3, 8, 8, 1)), np.zeros(2))), tfjoint.errors.DataError,
+         "2 labels for 3 samples"),
         (dict(min_agreement=1.5), tfjoint.ConfigError, "min_agreement"),
     ],
 )

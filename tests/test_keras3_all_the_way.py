@@ -33,7 +33,8 @@ def _model(scale_class):
 
 def test_an_unregistered_keras3_layer_is_refused_pointing_to_register_layer():
     model = _model(_keras3_scale_class())
-    with pytest.raises(tfjoint.errors.UnsupportedLayerError, match="'scale' \\(Scale\\).*tfjoint.register_layer\\(YourLayer"):
+    with pytest.raises(tfjoint.errors.UnsupportedLayerError,
+                       match="'scale' \\(Scale\\).*tfjoint.register_layer\\(YourLayer"):
         tfjoint.prepare(model, tfjoint.JointSchedule(0.5, end_step=4))
 
 

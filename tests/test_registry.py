@@ -51,7 +51,8 @@ def test_an_unregistered_custom_layer_stops_channel_pruning_and_is_refused_with_
     model = _model(Opaque(name="opaque"))
     plan = plan_channel_groups(model, {"first", "second"})
     assert plan.groups["first"].frozen_by.startswith("layer 'opaque' (Opaque) is a layer whose channels tfjoint cannot")
-    with pytest.raises(tfjoint.errors.UnsupportedLayerError, match="'opaque' \\(Opaque\\).*register_keras_serializable"):
+    with pytest.raises(tfjoint.errors.UnsupportedLayerError,
+                       match="'opaque' \\(Opaque\\).*register_keras_serializable"):
         tfjoint.prepare(model, tfjoint.JointSchedule(0.5, end_step=4))
     keras.utils.register_keras_serializable(package="test_registry")(Opaque)  # serializable, but no entry
     with pytest.raises(tfjoint.errors.UnsupportedLayerError, match="'opaque' \\(Opaque\\).*tfjoint.register_layer"):
@@ -91,8 +92,8 @@ def test_flat_keywords_and_facets_build_the_same_kind():
 def test_a_layer_kind_added_in_a_scoped_registry_is_followed_by_channel_pruning_and_exports_int8(tmp_path):
     with tfjoint.registry.scoped():
         tfjoint.register_layer(Gain, channels="follows", channel_axes={"gain": 0},
-                               sliced_weights={"gain": {"in": 0}}, quantization=tfjoint.registry.Quantization.output_only(),
-                               tflite_ops=("MUL",))
+                               sliced_weights={"gain": {"in": 0}},
+                               quantization=tfjoint.registry.Quantization.output_only(), tflite_ops=("MUL",))
         _prune_follow_and_export(tmp_path)
     assert tfjoint.registry.kind_of(Gain) is None  # the scope ended: the entry is gone
 

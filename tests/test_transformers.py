@@ -159,12 +159,14 @@ def test_a_layer_tfjoint_cannot_take_yet_is_refused_by_name_before_training():
     inputs = keras.Input((8, 16), name="x")
     attention = keras.layers.MultiHeadAttention(2, 8, attention_axes=(1, 2), name="attention")
     model = keras.Model(inputs, attention(inputs, inputs))
-    with pytest.raises(tfjoint.errors.UnsupportedLayerError, match="'attention' \\(MultiHeadAttention\\): it attends over "
+    with pytest.raises(tfjoint.errors.UnsupportedLayerError,
+                       match="'attention' \\(MultiHeadAttention\\): it attends over "
                                                             "axes"):
         tfjoint.prepare(model, tfjoint.JointSchedule(0.5, end_step=4))
     inputs = keras.Input((8, 16), name="x")
     model = keras.Model(inputs, keras.layers.EinsumDense("abc,bd->acd", output_shape=(16, 4), name="mix")(inputs))
-    with pytest.raises(tfjoint.errors.UnsupportedLayerError, match="'mix' \\(EinsumDense\\): its equation 'abc,bd->acd'"):
+    with pytest.raises(tfjoint.errors.UnsupportedLayerError,
+                       match="'mix' \\(EinsumDense\\): its equation 'abc,bd->acd'"):
         tfjoint.prepare(model, tfjoint.JointSchedule(0.5, end_step=4))
 
 

@@ -187,7 +187,8 @@ def test_a_table_that_does_not_follow_the_tensors_quantization_is_refused(tmp_pa
     joint.compile(keras.optimizers.SGD(0.0), "sparse_categorical_crossentropy")
     joint.fit(x[:32], y[:32], batch_size=32, epochs=1, verbose=0)  # one step: the int8 ranges see the new kernel
     stripped = tfjoint.strip(joint)
-    with pytest.raises(tfjoint.errors.ExportError, match="no weight tensor worth compressing.*'hidden': 1?[0-9]{3} distinct "
+    with pytest.raises(tfjoint.errors.ExportError,
+                       match="no weight tensor worth compressing.*'hidden': 1?[0-9]{3} distinct "
                                                   "values in a table"):
         tfjoint.export_tflite(stripped, str(tmp_path / "lut.tflite"),
                               options=tfjoint.ExportOptions(runtimes=("tflm",), compression="lut"))
@@ -199,7 +200,8 @@ def test_a_table_that_does_not_follow_the_tensors_quantization_is_refused(tmp_pa
     tensors = model_editor.read((tmp_path / "plain.tflite").read_bytes()).subgraphs[0].tensors
     weight = next(w for w in report.flatbuffer.weights if "hidden" in w.tensor_name)
     assert len(tensors[weight.tensor_index].quantization.scales) == 1  # read from the file: one scale
-    with pytest.raises(tfjoint.errors.ExportError, match="quantized per tensor.*decode its channels with the wrong tables"):
+    with pytest.raises(tfjoint.errors.ExportError,
+                       match="quantized per tensor.*decode its channels with the wrong tables"):
         compression.lut_spec(spec, weight.tensor_index, tensors[weight.tensor_index], 4, 0)
 
 
