@@ -603,7 +603,9 @@ class _Graph:
                 if done[name] != index or not all(ref in tensors for ref in _references(node)):
                     continue
                 args = _resolve(node.get("args", []), tensors)
-                kwargs = {k: v for k, v in _resolve(node.get("kwargs", {}), tensors).items() if v is not None}
+                # `training` is how Keras 3 recorded the call, not part of the graph: tf_keras would keep it fixed.
+                kwargs = {k: v for k, v in _resolve(node.get("kwargs", {}), tensors).items()
+                          if v is not None and k != "training"}
                 outputs = self.rebuilt[name].call(args, kwargs)
                 for position, tensor in enumerate(tf.nest.flatten(outputs)):
                     tensors[(name, index, position)] = tensor

@@ -24,12 +24,15 @@ from tfjoint.registry.kind import Keras3, LayerKind, Pruning, Quantization
 from tfjoint.registry.own_layers import Affine, ExpandDims, HardSwish, Squeeze
 from tfjoint.registry.points import PointsQuantizeConfig
 from tfjoint.registry.recurrent import (
+    GRU_OPERATORS,
     LSTM_OPERATORS,
     IntegerBidirectionalLSTM,
+    IntegerGRU,
     IntegerLSTM,
     bidirectional_from_keras3,
     bidirectional_from_layer,
     bidirectional_refusal,
+    gru_refusal,
     lstm_refusal,
 )
 from tfjoint.registry.rewrites import (
@@ -37,6 +40,7 @@ from tfjoint.registry.rewrites import (
     Conv1DAsConv2D,
     DenseAsConv2D,
     DepthwiseConv1DAsConv2D,
+    GRUAsIntegerCells,
     LSTMAsIntegerCells,
     SeparableConv1DAsConv2D,
     on_last_axis,
@@ -306,11 +310,11 @@ register_layer(_layers.Reshape, LayerKind(
 
 # --- Refused, with what to do instead ----------------------------------------------------------------------------
 
-_RECURRENT = ("TF-MOT's 8-bit scheme cannot quantize recurrent layers. For a sequence model use a Conv1D block "
-              "(Conv1D + BatchNorm + ReLU, dilated for a long context), which tfjoint prunes and exports fully int8")
-for _name in ("GRU", "SimpleRNN", "RNN", "ConvLSTM1D", "ConvLSTM2D"):
-    register_layer(getattr(_layers, _name), LayerKind(quantization=Quantization(
-        refused=_RECURRENT + "; or an LSTM, which tfjoint runs as integer operators, quantization-aware")))
+_RECURRENT = ("TF-MOT's 8-bit scheme cannot quantize this recurrent layer. Use an LSTM or a GRU, which tfjoint runs "
+              "as integer operators, quantization-aware; or a Conv1D block (Conv1D + BatchNorm + ReLU, dilated for a "
+              "long context), which tfjoint prunes and exports fully int8")
+for _name in ("SimpleRNN", "RNN", "ConvLSTM1D", "ConvLSTM2D"):
+    register_layer(getattr(_layers, _name), LayerKind(quantization=Quantization(refused=_RECURRENT)))
 # A Bidirectional(LSTM) runs as both directions' integer cells, merged (`IntegerBidirectionalLSTM`).
 register_layer(_layers.Bidirectional, LayerKind(
     quantization=Quantization(substitute=bidirectional_from_layer, check=bidirectional_refusal, static_batch=True),
@@ -332,6 +336,15 @@ register_layer(IntegerLSTM, LayerKind(
     prune=Pruning(weight="kernel", also=("recurrent_kernel",)),
     quantization=Quantization(config=lambda: PointsQuantizeConfig(["kernel", "recurrent_kernel"])),
     tflite_ops=LSTM_OPERATORS, offset_weights=("bias",)))
+# A GRU runs as the integer operators of its cell: TFLM has no GRU kernel.
+register_layer(_layers.GRU, LayerKind(
+    prune=Pruning(weight="kernel", also=("recurrent_kernel",), holder=lambda layer: layer.cell),
+    quantization=Quantization(rewrite=GRUAsIntegerCells, check=gru_refusal, static_batch=True),
+    tflite_ops=GRU_OPERATORS))
+register_layer(IntegerGRU, LayerKind(
+    prune=Pruning(weight="kernel", also=("recurrent_kernel",)),
+    quantization=Quantization(config=lambda: PointsQuantizeConfig(["kernel", "recurrent_kernel"])),
+    tflite_ops=GRU_OPERATORS, offset_weights=("bias",)))
 # An Embedding is an int8 GATHER of its table (quantized per tensor; the looked-up rows keep the table's scale).
 def _embedding_refusal(layer) -> str | None:
     if layer.get_config().get("mask_zero"):

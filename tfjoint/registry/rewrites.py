@@ -61,13 +61,13 @@ import tensorflow_model_optimization as tfmot
 from tfjoint._keras import keras
 from tfjoint.registry.kind import Rewrite
 from tfjoint.registry.own_layers import ExpandDims, Squeeze
-from tfjoint.registry.recurrent import IntegerLSTM
+from tfjoint.registry.recurrent import IntegerGRU, IntegerLSTM, recurrent_settings
 from tfjoint.registry.table import class_names, kind_named, registered_kinds
 
 __all__ = ["Rewrite", "Conv1DAsConv2D", "DenseAsConv2D", "AffineAsDepthwise", "ActivationAsLayer",
            "rewrite_transforms", "batchnorm_transforms", "EXPAND_SUFFIX", "SQUEEZE_SUFFIX", "ACTIVATION_SUFFIX",
            "DEPTHWISE_SUFFIX", "SeparableConv1DAsConv2D", "SequenceDenseAsConv2D", "DepthwiseConv1DAsConv2D",
-           "on_last_axis", "identity_layer", "LSTMAsIntegerCells"]
+           "on_last_axis", "identity_layer", "LSTMAsIntegerCells", "GRUAsIntegerCells"]
 
 _transforms = tfmot.quantization.keras.graph_transformations.transforms
 # TF-MOT's graph-transformation classes, typed as Any: TF-MOT ships no type information for them.
@@ -398,29 +398,46 @@ class ActivationAsLayer(_Transform):
 
 
 class LSTMAsIntegerCells(Rewrite):
-    """A Keras LSTM as an `IntegerLSTM` (`tfjoint.registry.recurrent`) of the same name and weights.
+    """A Keras LSTM as an `IntegerLSTM` (`tfjoint.registry.recurrent`) of the same name, weights and training
+    settings (dropout, regularizers, constraints).
 
     The LSTM's registry entry refuses, before this runs, an LSTM the integer
     cell cannot stand for (`lstm_refusal`).
     """
 
     ORDER = 30
+    CELL: Any = IntegerLSTM
 
     def pattern(self):
         return LayerPattern(class_names(rewrite=self.matched()))
 
+    def _cell(self, config: dict):
+        return self.CELL(config["units"], return_sequences=config.get("return_sequences", False),
+                         go_backwards=config.get("go_backwards", False), use_bias=config.get("use_bias", True),
+                         name=config["name"], trainable=config.get("trainable", True), **recurrent_settings(config))
+
     def replacement(self, match_layer):
         config = match_layer.layer["config"]
         weights = _weights_of(match_layer)
-        layer = IntegerLSTM(config["units"], return_sequences=config.get("return_sequences", False),
-                            go_backwards=config.get("go_backwards", False), use_bias=config.get("use_bias", True),
-                            name=config["name"], trainable=config.get("trainable", True))
+        layer = self._cell(config)
         names = ("kernel:0", "recurrent_kernel:0") + (("bias:0",) if layer.use_bias else ())
         ordered = collections.OrderedDict((name, weights[name]) for name in names)
         return LayerNode(_serialized(layer), weights=ordered, metadata={"quantize_config": None})
 
     def custom_objects(self):
-        return {"tfjoint>IntegerLSTM": IntegerLSTM}
+        return {f"tfjoint>{self.CELL.__name__}": self.CELL}
+
+
+class GRUAsIntegerCells(LSTMAsIntegerCells):
+    """A Keras GRU as an `IntegerGRU` of the same name, weights and training settings (`reset_after` kept)."""
+
+    CELL = IntegerGRU
+
+    def _cell(self, config: dict):
+        return IntegerGRU(config["units"], reset_after=config.get("reset_after", True),
+                          return_sequences=config.get("return_sequences", False),
+                          go_backwards=config.get("go_backwards", False), use_bias=config.get("use_bias", True),
+                          name=config["name"], trainable=config.get("trainable", True), **recurrent_settings(config))
 
 
 class _LoneBatchNormAsDepthwise(AffineAsDepthwise):

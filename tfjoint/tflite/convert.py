@@ -31,6 +31,7 @@ from tfjoint._keras import tf
 from tfjoint._litert import Interpreter
 from tfjoint._names import float_layer_name
 from tfjoint.registry import needs_static_batch, unwrapped
+from tfjoint.registry.recurrent import unrolled
 
 __all__ = ["to_int8", "to_float32", "keras_names", "layers_named_in"]
 
@@ -93,7 +94,9 @@ def _save_serving_function(model, directory: str) -> None:
         return dict(zip(output_names, tf.nest.flatten(outputs)))
 
     module.serve = serve
-    tf.saved_model.save(module, directory, signatures={"serving_default": serve})
+    with unrolled(model):  # the converter quantizes no control flow: recurrent steps as operators
+        serve.get_concrete_function()
+        tf.saved_model.save(module, directory, signatures={"serving_default": serve})
 
 
 # Field slots (vtable offsets) of the TFLite schema's tables, for the in-place edit below.

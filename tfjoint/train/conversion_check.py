@@ -18,7 +18,7 @@ from absl import logging
 from tfjoint import errors
 from tfjoint.data import outputs_as_list, sample_inputs_of
 from tfjoint.metrics import sqnr_db
-from tfjoint.registry import needs_calibration, offset_variables
+from tfjoint.registry import needs_calibration, offset_variables, recurrent_layers, unwrapped
 from tfjoint.tflite import convert, tflm
 from tfjoint.tflite.flatbuffer import float_op_problems, layer_of, missing_in_tflm, read_flatbuffer
 from tfjoint.tflite.run import run_reference
@@ -88,6 +88,33 @@ def _refuse_for_tflm(prepared, content: bytes, summary) -> None:
             f"int8 file fails there at operator {error.operator or '?'}{where}: {error}") from error
 
 
+# A recurrent model is checked on sequences this long: its cell converts the same at every step, and the whole-
+# sequence file unrolls the steps, so converting every one of them would only make the check grow with them.
+CHECKED_STEPS = 4
+
+
+def _shortened(prepared):
+    """`prepared` on sequences of `CHECKED_STEPS` steps, its layers shared (it converts what the full model does, in
+    less time), or `prepared` itself: no recurrent layer, short sequences already, or layers whose shapes follow
+    the sequence's length (a Flatten before a Dense)."""
+    recurrent = [layer for layer in prepared.layers if isinstance(unwrapped(layer), recurrent_layers())]
+    steps = [t.shape[1] for t in prepared.inputs if t.shape.rank == 3 and t.shape[1] is not None]
+    if not recurrent or not steps or min(steps) <= 2 * CHECKED_STEPS:
+        return prepared
+    from tfjoint._keras import keras
+
+    for length in (CHECKED_STEPS, 2 * CHECKED_STEPS, 4 * CHECKED_STEPS):
+        try:
+            inputs = [keras.Input((length,) + tuple(t.shape[2:]) if t.shape.rank == 3 else tuple(t.shape[1:]),
+                                  batch_size=t.shape[0], dtype=t.dtype, name=t.name.split(":")[0]) for t in
+                      prepared.inputs]
+            shortened = keras.models.clone_model(prepared, input_tensors=inputs, clone_function=lambda layer: layer)
+            return keras.Model(shortened.inputs, shortened.outputs, name=prepared.name)
+        except Exception:  # noqa: BLE001  (a layer whose shape needs the full length: check the full model)
+            continue
+    return prepared
+
+
 def refuse_what_export_would(prepared, runtimes=()) -> None:
     """Converts the prepared model once, as `export_tflite` will, and refuses now what it would refuse after training.
 
@@ -103,9 +130,11 @@ def refuse_what_export_would(prepared, runtimes=()) -> None:
     representative = samples if needs_calibration(prepared) else None  # the export calibrates those layers
     try:
         with ranges_initialized(prepared, samples):
-            content = convert.to_int8(prepared, representative)
+            checked = _shortened(prepared)
+            checked_samples = sample_inputs_of(checked) if checked is not prepared else samples
+            content = convert.to_int8(checked, checked_samples if representative is not None else None)
             summary = read_flatbuffer(content)
-            fidelity = _fidelity_db(prepared, content, samples) if summary.fully_int8 else None
+            fidelity = _fidelity_db(checked, content, checked_samples) if summary.fully_int8 else None
     except errors.ExportError as error:
         raise errors.UnsupportedLayerError(
             f"model '{prepared.name}' would not export to int8 (found before training, by converting the prepared "
