@@ -222,7 +222,7 @@ def _lstm_cell(layer, prefix: str, x, state: list | None, masks):
     return new_hidden, [new_hidden, new_cell]
 
 
-_LSTM_POINTS = (("input_gates", "range"), ("recurrent_gates", "range"), ("gates", "range"),
+_LSTM_POINTS: tuple[tuple[str, str], ...] = (("input_gates", "range"), ("recurrent_gates", "range"), ("gates", "range"),
                 ("input_gate", "sigmoid"), ("forget_gate", "sigmoid"), ("candidate", "tanh"),
                 ("output_gate", "sigmoid"), ("new_cell", "range"), ("kept_cell", "range"), ("cell", "range"),
                 ("cell_activation", "tanh"), ("hidden", "range"))
@@ -249,7 +249,7 @@ class IntegerLSTM(_IntegerRecurrent):
 
     GATES = 4
     STATE = ("hidden", "cell")
-    POINTS = _LSTM_POINTS
+    POINTS: tuple[tuple[str, str], ...] = _LSTM_POINTS
 
     def build(self, input_shape):
         self._cell_weights("", int(input_shape[-1]))
@@ -277,8 +277,10 @@ def _gru_cell(layer, prefix: str, x, state: list | None, masks):
     if state is None:
         zero = recurrent_bias if recurrent_bias is not None else tf.zeros((3 * units,))
         z = point("update_gate", tf.sigmoid(point("update_sum", x_z + zero[:units])))
-        reset = point("reset_recurrent", point("reset_gate", tf.sigmoid(point("reset_sum", x_r + zero[units:2 * units])))
-                      * zero[2 * units:]) if layer.reset_after and recurrent_bias is not None else None
+        reset = None
+        if layer.reset_after and recurrent_bias is not None:
+            r = point("reset_gate", tf.sigmoid(point("reset_sum", x_r + zero[units:2 * units])))
+            reset = point("reset_recurrent", r * zero[2 * units:])
         candidate = point("candidate", tf.tanh(point("candidate_sum", x_h + reset) if reset is not None else x_h))
         new_hidden = point("hidden", candidate - point("kept", z * candidate))  # z * 0 + (1 - z) * candidate
         return new_hidden, [new_hidden]
