@@ -21,7 +21,8 @@ LEAVES = {"errors", "_keras", "_tfmot", "_litert", "_files", "_progress", "_name
 # import leaves, any module of an earlier stage, and earlier modules of its own.
 STAGES = {
     "registry": ["registry.channel_rules", "registry.kind", "registry.table", "registry.own_layers",
-                 "registry.own_configs", "registry.points", "registry.recurrent", "registry.transformer",
+                 "registry.own_configs", "registry.points", "registry.activations", "registry.recurrent",
+                 "registry.transformer",
                  "registry.rewrites", "registry.builtin"],
     "bridge": ["bridge.translate", "bridge.equivalence", "bridge.keras3"],
     "prune": ["prune.schedule", "prune.selection", "prune.channel_groups", "prune.channel_specs", "prune.allocation"],

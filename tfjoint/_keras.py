@@ -9,7 +9,7 @@ active, `tf.keras` stays Keras 3, but tfjoint (and TF-MOT, which also picks
 
 import os
 import sys
-from typing import Callable, Iterable, Union
+from typing import Any, Callable, Iterable, Union
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
@@ -24,7 +24,7 @@ __all__ = [
     "distribution_strategy_of", "is_graph_network", "own_trainable_weights", "set_own_trainable_weights",
     "own_non_trainable_weights", "is_keras3_functional", "is_keras3_layer_class", "nested_inputs_and_outputs",
     "selected_layer_names", "saved_model_metadata", "is_keras3_object", "public_symbol", "builtin_layer_class",
-    "decoded_metadata", "tfmot_scope_objects", "safe_mode_scope", "LayerSelector",
+    "decoded_metadata", "tfmot_scope_objects", "safe_mode_scope", "replay", "LayerSelector",
     "PRIVATE_ATTRIBUTES", "PRIVATE_MODULES",
 ]
 
@@ -70,6 +70,30 @@ def nodes_in_graph_order(model) -> list:
     for depth in sorted(model._nodes_by_depth, reverse=True):  # inputs have the highest depth
         nodes.extend(model._nodes_by_depth[depth])
     return nodes
+
+
+def replay(model, inputs: list, call) -> list:
+    """`model`'s graph run again on `inputs` (one per model input), each layer call made by `call(layer, args,
+    kwargs)` (which may call the layer, another layer, or several): the outputs, one per model output.
+
+    The graph is Keras's own (`_nodes_by_depth`), in depth order; a node's
+    arguments are its recorded call's, with every Keras tensor mapped to the
+    tensor the replay made for it.
+    """
+    made: dict[int, Any] = {id(tensor): new for tensor, new in zip(model.inputs, inputs)}
+
+    def mapped(value):
+        return made[id(value)] if id(value) in made else value
+
+    for node in nodes_in_graph_order(model):
+        if node.is_input:
+            continue
+        args = tf.nest.map_structure(mapped, node.call_args)
+        kwargs = tf.nest.map_structure(mapped, node.call_kwargs)
+        outputs = call(node.outbound_layer, args, kwargs)
+        for old, new in zip(tf.nest.flatten(node.outputs), tf.nest.flatten(outputs)):
+            made[id(old)] = new
+    return [made[id(tensor)] for tensor in model.outputs]
 
 
 def nested_inputs_and_outputs(model):

@@ -92,11 +92,15 @@ class _QuietStderr:
         return False
 
 
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
 class _OwnMessagesOnly(logging.logging.Filter):
-    """absl's handler passes tfjoint's progress and anything at WARNING or above, not TensorFlow's INFO lines."""
+    """absl's handler passes tfjoint's progress (records logged from tfjoint's own files) and anything at WARNING or
+    above, not TensorFlow's INFO lines."""
 
     def filter(self, record):
-        return record.levelno >= logging.logging.WARNING or str(record.getMessage()).startswith("tfjoint")
+        return record.levelno >= logging.logging.WARNING or os.path.abspath(record.pathname).startswith(_PACKAGE)
 
 
 class _ProgressFormatter(logging.PythonFormatter):

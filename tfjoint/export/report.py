@@ -14,6 +14,7 @@ from typing import Any
 
 from tfjoint import metrics
 from tfjoint._files import atomic_write_text
+from tfjoint._names import float_layer_name
 from tfjoint.export import micro
 from tfjoint.export.candidates import Candidates
 from tfjoint.export.measurements import Measurements
@@ -21,6 +22,7 @@ from tfjoint.export.options import QAT, ExportOptions
 from tfjoint.export.source import Source
 from tfjoint.export.validation import Validation
 from tfjoint.findings import Finding, Kind, largest_first, note
+from tfjoint.registry import kind_of
 from tfjoint.tflite.flatbuffer import FlatbufferSummary
 
 __all__ = ["ExportReport", "assemble_report", "accuracy_steps"]
@@ -389,6 +391,13 @@ def accuracy_steps(headline: dict[str, Any], per_runtime: dict[str, dict[str, An
 
 def _heads_up(source: Source, options: ExportOptions) -> list[Finding]:
     notes = []
+    model = source.qat_model or source.float_model
+    stand_ins = [float_layer_name(layer.name) for layer in (model.layers if model is not None else [])
+                 if "micro_stand_in" in getattr(kind_of(layer), "tags", ())]
+    if stand_ins:
+        notes.append(note(Kind.HEADS_UP, f"{', '.join(stand_ins)} run GELU as x * sigmoid(1.702 x) (MUL, LOGISTIC, "
+                                         "MUL), as prepared for TensorFlow Lite Micro (which has no GELU kernel); the "
+                                         "model trained with it, so the file computes what it learned"))
     if "tflm" in options.runtimes and source.plan and any(v > 0 for v in source.plan.values()) \
             and options.compression != "lut":
         notes.append(note(Kind.HEADS_UP, "TensorFlow Lite Micro stores weights dense: unstructured zeros shrink the "

@@ -164,8 +164,10 @@ def _in_runtimes(candidate: Candidate, validation_data, float_out, pruned_out, o
             if runtime == "tflm" else []
         if missing:
             raise errors.ExportError(f"the int8 file needs {'; '.join(missing)}, which TensorFlow Lite Micro has no "
-                                     "kernel for: validate it on LiteRT (runtimes=('litert',)), or replace that "
-                                     "layer's activation with one TFLM runs (relu, swish) and fine-tune.")
+                                     "kernel for: prepare the model for TFLM (tfjoint.prepare(model, schedule, "
+                                     "check='tflm') runs GELU as x * sigmoid(1.702 x)), replace that layer's "
+                                     "activation with one TFLM runs (relu, swish) and fine-tune, or validate it on "
+                                     "LiteRT (runtimes=('litert',)).")
         compressed = candidate.compressed is not None and runtime == "tflm"
         with phases.run("validation", f"{candidate.quantization} file{' (LUT)' if compressed else ''} in {runtime}"):
             model = runtime_model(runtime, candidate.shipped_content if compressed else candidate.content,

@@ -254,8 +254,9 @@ class JointLayoutTransform(tfmot.quantization.keras.QuantizeLayoutTransform):
         if bad_activations:
             raise errors.UnsupportedLayerError(
                 f"model '{model.name}' has activations that TF-MOT's 8-bit quantization, and so tfjoint, cannot "
-                f"quantize: {', '.join(bad_activations)}. Use one it can (relu, relu6, swish, gelu, sigmoid, "
-                "tanh, softmax) and fine-tune the float model with it before preparing."
+                f"quantize: {', '.join(bad_activations)}. Use one it can (relu, relu6, swish, gelu, leaky_relu, "
+                "sigmoid, tanh, softmax): for elu or selu, a keras.layers.LeakyReLU layer after the (linear) layer "
+                "comes closest; then fine-tune the float model with it before preparing."
             )
         for name, entry in layer_quantize_map.items():
             if entry.get("quantize_config") is not None:

@@ -9,6 +9,14 @@ import numpy as np
 
 from tfjoint import _tfmot
 from tfjoint._keras import keras
+from tfjoint.registry.activations import (
+    LEAKY_RELU_OPERATORS,
+    SIGMOID_GELU_OPERATORS,
+    IntegerLeakyReLU,
+    SigmoidGelu,
+    gelu_for_tflm,
+    leaky_relu_from_layer,
+)
 from tfjoint.registry.channel_rules import (
     CONCATENATES,
     FLATTENS,
@@ -220,13 +228,18 @@ def _relu_blocker(layer, rank: int) -> str | None:
 register_layer(_layers.ReLU, LayerKind(channels=Channels(FOLLOWS, blocker=_relu_blocker), tflite_ops=("RELU",),
                                        tags=frozenset({"relu"})))
 register_layer(_layers.Activation, LayerKind(channels=Channels(FOLLOWS), tags=frozenset({"activation"})))
-register_layer(_layers.LeakyReLU, LayerKind(channels=Channels(FOLLOWS), tflite_ops=("LEAKY_RELU",),
+# A LeakyReLU runs as MUL and MAXIMUM (`IntegerLeakyReLU`): TFLM's int8 LEAKY_RELU rounds negative values with a bias
+# that QAT does not simulate.
+register_layer(_layers.LeakyReLU, LayerKind(channels=Channels(FOLLOWS), tflite_ops=LEAKY_RELU_OPERATORS,
+                                            quantization=Quantization(substitute=leaky_relu_from_layer),
                                             keras3=Keras3(renamed_arguments={"negative_slope": "alpha"})))
+register_layer(IntegerLeakyReLU, LayerKind(channels=Channels(FOLLOWS), tflite_ops=LEAKY_RELU_OPERATORS,
+                                           quantization=Quantization(config=lambda: PointsQuantizeConfig())))
 register_layer(_layers.Softmax, LayerKind(channels=Channels(blocker=lambda layer, rank: "normalizes over the channels"),
                                           tflite_ops=("SOFTMAX",), tags=frozenset({"probabilities"})))
 register_layer(_layers.ELU, LayerKind(channels=Channels(FOLLOWS), quantization=Quantization(
-    refused="TF-MOT's 8-bit scheme cannot quantize an ELU layer: use ReLU (or relu6/swish) and fine-tune the float "
-            "model with it before preparing")))
+    refused="TF-MOT's 8-bit scheme cannot quantize an ELU layer: use a LeakyReLU layer (or ReLU) and fine-tune the "
+            "float model with it before preparing")))
 register_layer(_layers.PReLU, LayerKind(quantization=Quantization(
     refused="TF-MOT's 8-bit scheme cannot quantize PReLU: use LeakyReLU or ReLU and fine-tune the float model with "
             "it before preparing")))
@@ -375,8 +388,12 @@ register_layer(IntegerEinsumDense, LayerKind(
 register_layer(PositionEmbedding, LayerKind(
     quantization=Quantization(config=lambda: _tfmot.Default8BitQuantizeConfig(["position_embeddings"], [], False)),
     tflite_ops=("STRIDED_SLICE", "BROADCAST_TO")))
-register_layer(Gelu, LayerKind(channels=Channels(FOLLOWS), quantization=Quantization.output_only(),
-                               tflite_ops=("GELU",)))
+# GELU: TFLite's int8 GELU on a phone; on a microcontroller (TFLM has no GELU kernel) x * sigmoid(1.702 x).
+register_layer(Gelu, LayerKind(channels=Channels(FOLLOWS), quantization=Quantization(
+    config=Quantization.output_only().config, micro_substitute=gelu_for_tflm), tflite_ops=("GELU",)))
+register_layer(SigmoidGelu, LayerKind(channels=Channels(FOLLOWS), tflite_ops=SIGMOID_GELU_OPERATORS,
+                                      quantization=Quantization(config=lambda: PointsQuantizeConfig()),
+                                      tags=frozenset({"micro_stand_in"})))
 register_layer(TakeStep, LayerKind(channels=Channels(FOLLOWS), quantization=Quantization.values_unchanged(),
                                    tflite_ops=("STRIDED_SLICE",)))
 # Its heads are a channel group inside it: a head's query/key/value columns and output rows are masked together,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import types
+import warnings
 from typing import Any, Callable, Mapping
 
 import tensorflow_model_optimization as tfmot
@@ -124,6 +125,9 @@ class Quantization:
         made of operators TFLite runs in int8 (None: keep this one);
         `prepare` puts it in the layer's place before anything else (a
         MultiHeadAttention, a LayerNormalization, an Add of three inputs).
+      micro_substitute: `layer -> layer or None`: the stand-in where the file
+        will run in TensorFlow Lite Micro, which lacks the layer's operator
+        (a GELU); `prepare(check="tflm")` uses it, and says so.
     """
 
     config: Callable[..., Any] | None = None
@@ -133,6 +137,7 @@ class Quantization:
     static_batch: bool | Callable[[Any], bool] = False
     check: Callable[[Any], str | None] | None = None
     substitute: Callable[[Any], Any] | None = None
+    micro_substitute: Callable[[Any], Any] | None = None
 
     @classmethod
     def output_only(cls) -> Quantization:
@@ -158,7 +163,7 @@ class Quantization:
         if self.rewrite is not None and not (inspect.isclass(self.rewrite) and issubclass(self.rewrite, Rewrite)):
             raise errors.ConfigError(f"`Quantization.rewrite` must be a tfjoint.registry.Rewrite subclass (a layout "
                                      f"rewrite class, not its name); received {self.rewrite!r}.")
-        for name in ("check", "substitute"):
+        for name in ("check", "substitute", "micro_substitute"):
             value = getattr(self, name)
             if value is not None and not callable(value):
                 raise errors.ConfigError(f"`Quantization.{name}` must be a function or None; received {value!r}.")
@@ -202,7 +207,7 @@ class Keras3:
         object.__setattr__(self, "kwargs_defaults", _frozen(self.kwargs_defaults))
 
 
-# `register_layer`'s flat keywords (tfjoint 0.3), each the facet field it sets.
+# `register_layer`'s flat keywords (tfjoint 0.3, deprecated), each the facet field it sets.
 FLAT_FIELDS = {
     "channels": ("channels", "rule"), "channel_blocker": ("channels", "blocker"),
     "channel_axes": ("channels", "axes"), "sliced_weights": ("channels", "sliced"),
@@ -281,6 +286,10 @@ class LayerKind:
             if name in FLAT_FIELDS and not (name == "channels" and isinstance(value, Channels)):
                 facet, attribute = FLAT_FIELDS[name]
                 facets[facet][attribute] = value
+                if name != "channels":  # a rule name is a shorthand of Channels(rule=...), not a flat field
+                    warnings.warn(f"register_layer({name}=...) is deprecated and will be removed in tfjoint 0.5: "
+                                  f"give the facet, {_FACETS[facet].__name__}({attribute}=...), as `{facet}=`.",
+                                  DeprecationWarning, stacklevel=3)
             else:
                 direct[name] = value
         for facet, values in facets.items():

@@ -200,7 +200,7 @@ def prepare(model: keras.Model, schedule: Any = None, *, layers: LayerSelection 
     selection = _layer_selection(layers, deprecated)
     _check_custom_layers_serializable(model)
     _check_quantizable(model)
-    model = substituted(model)  # attention, LayerNorm: as tfjoint's integer layers, weights and names kept
+    model = substituted(model, runtimes)  # attention, LayerNorm, LeakyReLU (and GELU for TFLM): tfjoint's layers
     pruned = pruned_weights(model, joint, selection)
     joint, specs = channel_specs(model, joint, pruned)
     scheme = JointQuantizeScheme(joint, pruned, specs, input_shapes=_input_shapes(model))
