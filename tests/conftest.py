@@ -47,7 +47,8 @@ def _fast_tests_do_not_convert(request, monkeypatch):
     other conversion fails the test."""
     if request.node.get_closest_marker("slow") or request.node.get_closest_marker("benchmark"):
         return
-    monkeypatch.setattr(_conversion_check_module, "refuse_what_export_would", lambda prepared, runtimes=(): None)
+    monkeypatch.setattr(_conversion_check_module, "refuse_what_export_would",
+                        lambda prepared, runtimes=(), streaming=False: None)
     monkeypatch.setattr(_convert_module, "_convert", _conversion_in_a_fast_test)
 
 

@@ -130,14 +130,14 @@ def test_schedule_of_a_distiller_is_its_students():
     assert tfjoint.inspect.schedule_of(distiller).target_sparsity == 0.7
 
 
-def test_a_gru_refusal_says_what_fits_a_sequence_model():
+def test_a_simple_rnn_refusal_says_what_fits_a_sequence_model():
     inputs = keras.Input((10, 4))
-    x = keras.layers.GRU(8, name="rnn")(inputs)
+    x = keras.layers.SimpleRNN(8, name="rnn")(inputs)
     model = keras.Model(inputs, keras.layers.Dense(2, name="head")(x))
     with pytest.raises(tfjoint.errors.UnsupportedLayerError) as caught:
         tfjoint.prepare(model, tfjoint.JointSchedule(0.5, end_step=10))
     message = str(caught.value)
-    assert "'rnn' (GRU)" in message and "Conv1D" in message and "LSTM" in message
+    assert "'rnn' (SimpleRNN)" in message and "Conv1D" in message and "LSTM" in message and "GRU" in message
     assert "preprocessing outside" not in message
 
 

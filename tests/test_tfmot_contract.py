@@ -70,16 +70,21 @@ def _holders():
     dense = keras.layers.Dense(2, name="dense")
     model = keras.Model(inputs, keras.layers.ReLU(name="relu")(dense(inputs)))
     qat = tfmot.quantization.keras.quantize_model(model)
+    fused = keras.Input((4,))
+    relu_qat = tfmot.quantization.keras.quantize_model(keras.Model(fused, keras.layers.Dense(
+        2, activation="relu", name="fused")(fused)))
     return {
         "QuantizeWrapperV2 (built)": qat.get_layer("quant_dense"),
         "QuantizeWrapperV2 (output-quantized)": qat.get_layer("quant_relu"),
         "QuantizeAwareActivation": _tfmot.QuantizeAwareActivation,
+        "QuantizeAwareActivation (post-quantized)": relu_qat.get_layer("quant_fused")._quantize_activations[0],
         "PolynomialDecay": tfmot.sparsity.keras.PolynomialDecay,
         "Default8BitQuantizeRegistry": tfmot.quantization.keras.default_8bit.Default8BitQuantizeRegistry(),
         "Functional model": model,
         "model": model,
         "symbolic tensor": model.outputs[0],
         "layer": dense,
+        "causal convolution": keras.layers.Conv1D(2, 3, padding="causal"),
         "variable": tf.Variable(1.0),
         "Interpreter": Interpreter(model_content=to_float32(model)),
     }

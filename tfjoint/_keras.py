@@ -24,7 +24,7 @@ __all__ = [
     "distribution_strategy_of", "is_graph_network", "own_trainable_weights", "set_own_trainable_weights",
     "own_non_trainable_weights", "is_keras3_functional", "is_keras3_layer_class", "nested_inputs_and_outputs",
     "selected_layer_names", "saved_model_metadata", "is_keras3_object", "public_symbol", "builtin_layer_class",
-    "decoded_metadata", "tfmot_scope_objects", "safe_mode_scope", "replay", "LayerSelector",
+    "decoded_metadata", "tfmot_scope_objects", "safe_mode_scope", "replay", "LayerSelector", "without_causal_padding",
     "PRIVATE_ATTRIBUTES", "PRIVATE_MODULES",
 ]
 
@@ -52,6 +52,7 @@ PRIVATE_ATTRIBUTES = (
     ("layer", "_non_trainable_weights"),
     ("Functional model", "_nested_inputs"),
     ("Functional model", "_nested_outputs"),
+    ("causal convolution", "_is_causal"),
 )
 
 
@@ -131,6 +132,12 @@ def own_trainable_weights(layer) -> list:
 
 def set_own_trainable_weights(layer, variables: list) -> None:
     layer._trainable_weights = list(variables)
+
+
+def without_causal_padding(layer) -> None:
+    """Makes a causal convolution pad nothing (its input then carries the frames the padding stood for)."""
+    layer.padding = "valid"
+    layer._is_causal = False
 
 
 def own_non_trainable_weights(layer) -> list:

@@ -45,6 +45,7 @@ __all__ = [
     "weight_vars",
     "output_quantizers",
     "output_quantizer_vars",
+    "activation_quantizer_vars",
     "fused_activation_names",
     "default_config_for_class",
     "is_quantize_wrapper",
@@ -69,6 +70,8 @@ PRIVATE_ATTRIBUTES = (
     ("QuantizeWrapperV2 (built)", "_weight_vars"),
     ("QuantizeWrapperV2 (built)", "_output_quantizers"),
     ("QuantizeWrapperV2 (output-quantized)", "_output_quantizer_vars"),
+    ("QuantizeWrapperV2 (built)", "_quantize_activations"),
+    ("QuantizeAwareActivation (post-quantized)", "_post_activation_vars"),
     ("QuantizeAwareActivation", "_PRE_QUANT_ACTIVATIONS"),
     ("QuantizeAwareActivation", "_POST_QUANT_ACTIVATIONS"),
     ("QuantizeAwareActivation", "_NO_QUANTIZE_ACTIVATIONS"),
@@ -101,6 +104,16 @@ def output_quantizers(wrapper) -> list:
 def output_quantizer_vars(wrapper) -> dict:
     """The variables of a built QuantizeWrapper's output quantizer."""
     return getattr(wrapper, "_output_quantizer_vars", {}) or {}
+
+
+def activation_quantizer_vars(wrapper) -> list[dict]:
+    """The range variables of each activation a built QuantizeWrapper fake-quantizes after its activation."""
+    found = []
+    for activation in getattr(wrapper, "_quantize_activations", []) or []:
+        variables = getattr(activation, "_post_activation_vars", None)
+        if variables:
+            found.append(variables)
+    return found
 
 
 def fused_activation_names() -> frozenset[str]:

@@ -128,6 +128,11 @@ class RunConfig:
                                       "beside channels. The report and model_data.h give the arena and the "
                                       "alternate decompression memory.",
                               choices=("none", "lut"), group=_DEVICE)
+    streaming: bool = _field(False, "For a sequence model (recurrent layers, convolutions over time): write a "
+                                    "file that runs one hop of frames per call and carries its state between calls "
+                                    "as int8 tensors (model_data.h says which), instead of one that unrolls the "
+                                    "whole sequence: flash and RAM no longer grow with the sequence's length. "
+                                    "Validated frame by frame against the streaming Keras model.", group=_DEVICE)
     max_accuracy_drop: float = _field(_TOLERANCES.max_accuracy_drop,
                                       "Fail if int8 accuracy is more than this below the Keras model it was "
                                       "converted from (what quantization cost), in every runtime.",
@@ -177,6 +182,10 @@ class RunConfig:
             raise errors.ConfigError("--compression=lut needs --clusters (at most 128: LUT indices are 1 to 7 bits), "
                                      "or a budget (--flash_kb) for the plan to choose 2-, 4- or 8-bit weights per "
                                      "layer. Try --clusters=16.")
+        if self.streaming and self.quantization == "ptq":
+            raise errors.ConfigError("--streaming needs the quantization-aware file (its states keep the int8 ranges "
+                                     "QAT trained for them); received --quantization=ptq. Use --quantization=auto "
+                                     "or qat.")
         if self.compression == "lut" and self.clusters is not None and self.clusters > 128:
             raise errors.ConfigError(f"--compression=lut needs --clusters of at most 128 (LUT indices are 1 to 7 "
                                      f"bits); received --clusters={self.clusters}. Try --clusters=16.")
@@ -223,7 +232,7 @@ class RunConfig:
         from tfjoint.export.options import ExportOptions
 
         return ExportOptions(quantization=self.quantization, runtimes=self.runtimes, tolerances=self.tolerances,
-                             budget=budget, compression=compression,
+                             budget=budget, compression=compression, streaming=self.streaming,
                              # On a microcontroller this host's timings say nothing.
                              measure_latency=self.target == "phone",
                              keep_rejected=os.path.join(out, "model.rejected.tflite"),

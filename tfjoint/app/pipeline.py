@@ -196,7 +196,8 @@ def run(config: RunConfig) -> RunResult:
     logging.info("tfjoint: fine-tuning %d steps; schedule %s", total_steps, schedule.to_dict())
 
     with strategy.scope(), phases.run("prepare", "pruning + QAT wrappers, and a conversion check"):
-        joint = tfjoint.prepare(float_model, schedule, check=config.runtimes)
+        checks = config.runtimes + (("streaming",) if config.streaming else ())
+        joint = tfjoint.prepare(float_model, schedule, check=checks)
         trained = joint
         if config.distill:
             trained = tfjoint.Distiller(joint, float_model, temperature=config.distill_temperature,

@@ -95,5 +95,12 @@ def check_arguments(model, path, float_model, options: ExportOptions, representa
             "use compression='none' for a file LiteRT runs (shared weights then shrink only the gzip download).")
     if options.budget is not None and options.budget.ram_bytes is not None:
         tflm.require_tflm("budget.ram_bytes (the RAM is measured in TensorFlow Lite Micro)")
+    kind = model_kind(model)
+    if options.streaming and (kind is ModelKind.FLOAT or options.quantization == "ptq"):
+        raise errors.ConfigError(
+            f"`streaming`=True needs the quantization-aware file of a model trained with tfjoint (its states keep "
+            f"the int8 ranges QAT trained for them); received a {kind.value} model with `quantization`="
+            f"{options.quantization!r}. Prepare and fit the model with tfjoint, and export with quantization='auto' "
+            "or 'qat'.")
     _check_calibration(model, representative_given)
-    return ExportArguments(model, model_kind(model), float_model, path, options.replace(runtimes=runtimes))
+    return ExportArguments(model, kind, float_model, path, options.replace(runtimes=runtimes))

@@ -17,12 +17,15 @@ import numpy as np
 
 from tfjoint import errors
 from tfjoint._names import float_layer_name
+from tfjoint.data import outputs_as_list
 from tfjoint.export.options import POST_TRAINING, QAT
 from tfjoint.export.source import Source
 from tfjoint.findings import Finding, Kind, note
 from tfjoint.registry import needs_calibration
 from tfjoint.tflite import convert
 from tfjoint.tflite.flatbuffer import FlatbufferSummary, float_op_problems, read_flatbuffer
+from tfjoint.tflite.runtimes import runtime_model
+from tfjoint.tflite.streaming import StreamingModel, StreamRunner, keras_stream, streaming_model
 
 __all__ = ["Candidate", "Candidates", "FloatReference", "convert_candidates", "convert_float_reference"]
 
@@ -41,6 +44,35 @@ class Candidate:
     content: bytes
     summary: FlatbufferSummary
     compressed: Any = None
+    stream: StreamingModel | None = None
+
+    @property
+    def file_names(self) -> tuple[list[str], list[str]]:
+        """The file's input and output names, in Keras order (a streaming file's states after the frames and
+        the outputs)."""
+        if self.stream is None:
+            return convert.keras_names(self.keras_model)
+        states = self.stream.states
+        return ([self.stream.input_name] + [state.name for state in states],
+                list(self.stream.output_names) + [state.output_name for state in states])
+
+    def runtime_model(self, runtime: str, compressed: bool = False):
+        """The file in `runtime` (the LUT-compressed one with `compressed`), called like the Keras model: a
+        streaming file runs over each whole sequence, frame by frame."""
+        content = self.shipped_content if compressed else self.content
+        model = runtime_model(runtime, content, self.summary, *self.file_names,
+                              alt_decompression_bytes=self.alt_decompression_bytes if compressed else 0)
+        if self.stream is None:
+            return model
+        return StreamRunner(self.stream, lambda inputs: model.predict(inputs, batch_size=1, verbose=False))
+
+    def reference_outputs(self, inputs: list[np.ndarray], batch_size: int) -> list[np.ndarray]:
+        """What the Keras model the file was converted from computes on `inputs` (a streaming file's: the Keras
+        step model, run call by call over each sequence)."""
+        if self.stream is not None:
+            return keras_stream(self.stream).predict(inputs)
+        return outputs_as_list(self.keras_model.predict(inputs if len(inputs) > 1 else inputs[0],
+                                                        batch_size=batch_size, verbose=0))
 
     @property
     def shipped_content(self) -> bytes:
@@ -69,21 +101,44 @@ def _not_int8_error(summary: FlatbufferSummary, layer_names, quantization: str) 
     )
 
 
-def _quantization_aware(source: Source, representative, phases) -> Candidate:
+def _stream_samples(stream: StreamingModel, representative: list[np.ndarray]) -> list[np.ndarray]:
+    """Calibration samples for a streaming file: its inputs (frames and states) as the Keras step model meets them
+    running over the representative sequences."""
+    seen: list[list[np.ndarray]] = []
+    reference = keras_stream(stream)
+
+    def record(inputs):
+        seen.append([np.asarray(array) for array in inputs])
+        return reference.call_model(inputs)
+
+    StreamRunner(stream, record, batched=True).predict(representative[0][:64])
+    return [np.concatenate([sample[index] for sample in seen]) for index in range(len(seen[0]))]
+
+
+def _quantization_aware(source: Source, representative, streaming: bool, phases) -> Candidate:
     assert source.qat_model is not None
-    calibrated = needs_calibration(source.qat_model)  # an LSTM: its ranges are calibrated in the conversion
-    detail = "quantization-aware" + (", calibrating " + ", ".join(
-        f"'{float_layer_name(layer.name)}'" for layer in calibrated) if calibrated else "")
+    stream = None
+    if streaming:
+        with phases.run("streaming", "the model one call computes, and its states"):
+            stream = streaming_model(source.qat_model)
+    converted = stream.keras_model if stream is not None else source.qat_model
+    calibrated = needs_calibration(converted)  # an LSTM: its ranges are calibrated in the conversion
+    detail = ("quantization-aware" + (", streaming" if stream is not None else "")
+              + (", calibrating " + ", ".join(f"'{float_layer_name(layer.name)}'" for layer in calibrated)
+                 if calibrated else ""))
+    samples = None
+    if calibrated and representative is not None:
+        samples = _stream_samples(stream, representative) if stream is not None else representative
     with phases.run("conversion", detail):
-        content = convert.to_int8(source.qat_model, representative if calibrated else None)
+        content = convert.to_int8(converted, samples)
     summary = read_flatbuffer(content)
     if not summary.fully_int8:
-        raise _not_int8_error(summary, [layer.name for layer in source.qat_model.layers], QAT)
-    return Candidate(QAT, source.qat_model, content, summary)
+        raise _not_int8_error(summary, [layer.name for layer in converted.layers], QAT)
+    return Candidate(QAT, source.qat_model, content, summary, stream=stream)
 
 
 def convert_candidates(source: Source, quantization: str, representative: list[np.ndarray] | None,
-                       phases) -> Candidates:
+                       phases, streaming: bool = False) -> Candidates:
     """The candidate files `quantization` ("auto", "qat" or "ptq") asks for, each checked fully int8.
 
     Raises:
@@ -95,8 +150,11 @@ def convert_candidates(source: Source, quantization: str, representative: list[n
     files: list[Candidate] = []
     notes: list[Finding] = []
     if source.qat_model is not None and quantization in ("auto", QAT):
-        files.append(_quantization_aware(source, representative, phases))
-    if source.float_model is not None and representative is not None and quantization in ("auto", "ptq"):
+        files.append(_quantization_aware(source, representative, streaming, phases))
+    if streaming and files and source.float_model is not None and representative is not None:
+        notes.append(note(Kind.CANDIDATE_SKIPPED, "post-training quantization was not compared: a streaming file's "
+                                                  "states keep the int8 ranges QAT trained for them"))
+    elif source.float_model is not None and representative is not None and quantization in ("auto", "ptq"):
         with phases.run("conversion", "post-training quantization"):
             try:
                 content = convert.to_int8(source.float_model, representative)

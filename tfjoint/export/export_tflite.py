@@ -5,6 +5,7 @@ order data flows through them:
 
     arguments     every argument checked before any slow work (`ExportArguments`)
     source        strip a prepared model (or take a QAT model, or a float one for post-training quantization)
+    streaming     with streaming=True: the model one call computes (a hop of frames, the states as int8 I/O)
     candidates    one file per quantization (QAT, and post-training quantization of the same pruned weights),
                   each converted and read back once, and refused if not fully int8
     compression   with compression="lut": each file's weights LUT-compressed by TFLM's own tooling
@@ -132,8 +133,8 @@ def export_tflite(model: keras.Model, path: str | os.PathLike, *, representative
         representative_data, inputs_of, "representative_data", _CALIBRATION_SAMPLES)
     validation_data = None if validation_data is None else split_validation(validation_data, inputs_of)
 
-    candidates = compress_candidates(convert_candidates(source, options.quantization, representative, phases),
-                                     options.compression, phases)
+    candidates = compress_candidates(convert_candidates(source, options.quantization, representative, phases,
+                                                        options.streaming), options.compression, phases)
     reference = convert_float_reference(arguments.float_model, phases)
     float_content = reference.content
     if options.float_path is not None and float_content is not None:

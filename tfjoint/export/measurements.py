@@ -27,6 +27,7 @@ from tfjoint.tflite import convert
 from tfjoint.tflite.flatbuffer import FlatbufferSummary, layer_of
 from tfjoint.tflite.operators import op_macs
 from tfjoint.tflite.runtimes import TFLiteModel
+from tfjoint.tflite.streaming import unrolled_finding
 
 __all__ = ["Measurements", "measure_shipped", "EXPLAIN_MAX_WEIGHT_OPS"]
 
@@ -142,7 +143,7 @@ def _originals(source: Source, float_model) -> dict[str, int]:
 def _latency(shipped: CandidateResult, float_content, float_model) -> dict[str, dict[str, float]]:
     """Median single-sample latency: int8 with XNNPACK (1 and 4 threads) and builtin kernels, float32 likewise."""
     candidate = shipped.candidate
-    names = convert.keras_names(candidate.keras_model)
+    names = candidate.file_names  # a streaming file: one call (one hop of frames)
     runners = {"int8": TFLiteModel(candidate.content, *names)}
     if float_content is not None:
         runners["float"] = TFLiteModel(float_content, *convert.keras_names(float_model))
@@ -165,6 +166,10 @@ def _explained(shipped: CandidateResult, source: Source, float_model, inputs,
     if explain_layers is False:
         return [], []
     candidate = shipped.candidate
+    if candidate.stream is not None:
+        return [], [note(Kind.EXPLAIN, "per_layer_error is not computed for a streaming file (its tensors hold one "
+                                       "call's frames, the Keras layers' the whole sequence); export with "
+                                       "streaming=False to see it per layer")]
     qat = candidate.quantization == QAT
     reference = float_model if float_model is not None else (source.pruned_float or source.float_model
                                                              or candidate.keras_model)
@@ -189,6 +194,9 @@ def measure_shipped(shipped: CandidateResult, source: Source, validation_data, f
                                 candidate.shipped_content if candidate.compressed is not None else None,
                                 candidate.alt_decompression_bytes)
     notes = list(memory.notes)
+    if shipped.candidate.stream is None:
+        unrolled = unrolled_finding(shipped.candidate.keras_model, memory.figures, options.runtimes)
+        notes += [unrolled] if unrolled is not None else []
     per_layer_error: list[Any] = []
     if validation_data is not None:
         with phases.run("per-layer error"):

@@ -13,11 +13,14 @@ import dataclasses
 import os
 import re
 
+import numpy as np
+
 from tfjoint import errors
 from tfjoint._files import atomic_write_texts
 from tfjoint.tflite.operators import resolver_method
 
-__all__ = ["write_c_array", "micro_op_resolver_calls", "micro_op_resolver_method", "c_array_source", "CArrayFiles"]
+__all__ = ["write_c_array", "micro_op_resolver_calls", "micro_op_resolver_method", "c_array_source", "CArrayFiles",
+           "FileState", "file_states"]
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _BYTES_PER_LINE = 12
@@ -48,13 +51,77 @@ def micro_op_resolver_calls(op_names) -> list[str]:
     return calls
 
 
+@dataclasses.dataclass(frozen=True)
+class FileState:
+    """A streaming file's state, read from the file: the input it is fed at, the output it comes back at."""
+
+    name: str
+    input_index: int
+    output_index: int
+    bytes: int
+    zero_point: int
+
+
+def file_states(content: bytes) -> list[FileState]:
+    """The state tensors of a streaming file (`ExportOptions(streaming=True)`): each input `X` whose output
+    `X_next` has the same shape, type and quantization; [] for any other file."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(content, 0)
+    if not model.signatureDefs or not model.subgraphs:
+        return []
+    graph, signature = model.subgraphs[0], model.signatureDefs[0]
+    inputs = {entry.name.decode(): list(graph.inputs).index(entry.tensorIndex) for entry in signature.inputs}
+    outputs = {entry.name.decode(): list(graph.outputs).index(entry.tensorIndex) for entry in signature.outputs}
+    found = []
+    for name, position in sorted(inputs.items(), key=lambda item: item[1]):
+        if f"{name}_next" not in outputs:
+            continue
+        tensor = graph.tensors[graph.inputs[position]]
+        returned = graph.tensors[graph.outputs[outputs[f"{name}_next"]]]
+        quantization, back = tensor.quantization, returned.quantization
+        same = (list(tensor.shape) == list(returned.shape) and tensor.type == returned.type and quantization
+                is not None and back is not None and list(quantization.scale) == list(back.scale)
+                and list(quantization.zeroPoint) == list(back.zeroPoint))
+        if same and tensor.type == schema.TensorType.INT8:
+            found.append(FileState(name, position, outputs[f"{name}_next"], int(np.prod(tensor.shape)),
+                                   int(quantization.zeroPoint[0])))
+    return found
+
+
+def _states_text(content: bytes) -> str:
+    states = file_states(content)
+    if not states:
+        return ""
+    count = len(states)
+
+    def row(values) -> str:
+        return "{" + ", ".join(str(v) for v in values) + "}"
+
+    return (
+        "// A streaming file: it runs one hop of frames per Invoke() and carries its state in int8 tensors.\n"
+        "// After each Invoke(), read the model's outputs and copy every output kStateOutput[i] (kStateBytes[i]\n"
+        "// bytes) to a buffer of your own first, then each into input kStateInput[i] (same scale): TFLM's planner\n"
+        "// may place an input where an output lives, so writing an input can overwrite an output. To start a new\n"
+        "// sequence, fill every state input with its zero point, kStateZeroPoint[i].\n"
+        f"// States: {', '.join(state.name for state in states)}.\n"
+        f"constexpr int kStateCount = {count};\n"
+        f"constexpr int kStateInput[kStateCount] = {row(s.input_index for s in states)};\n"
+        f"constexpr int kStateOutput[kStateCount] = {row(s.output_index for s in states)};\n"
+        f"constexpr int kStateBytes[kStateCount] = {row(s.bytes for s in states)};\n"
+        f"constexpr int kStateZeroPoint[kStateCount] = {row(s.zero_point for s in states)};\n\n"
+    )
+
+
 def c_array_source(content: bytes, name: str, arena_bytes: int | None = None,
                    alt_decompression_bytes: int | None = None) -> tuple[str, str]:
     """(header, source) text defining `g_<name>` (16-byte aligned) and `g_<name>_len`.
 
     With `arena_bytes`, the header also defines `constexpr int kTensorArenaSize`;
     with `alt_decompression_bytes` (a LUT-compressed file),
-    `constexpr int kAltDecompressionMemorySize`.
+    `constexpr int kAltDecompressionMemorySize`; for a streaming file, the
+    state tensors to carry between calls (`kStateInput`, `kStateOutput`,
+    `kStateBytes`, `kStateZeroPoint`), read from the file.
     """
     guard = f"TFJOINT_{name.upper()}_H_"
     arena = ""
@@ -73,6 +140,7 @@ def c_array_source(content: bytes, name: str, arena_bytes: int | None = None,
             "// decoded tensors take arena space (kTensorArenaSize assumes the buffer is given).\n"
             f"constexpr int kAltDecompressionMemorySize = {int(-(-int(alt_decompression_bytes) // 16) * 16)};\n\n"
         )
+    arena += _states_text(content)
     header = (
         f"// Generated by tfjoint from a .tflite flatbuffer ({len(content)} bytes).\n"
         f"#ifndef {guard}\n#define {guard}\n\n"

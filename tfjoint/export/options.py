@@ -104,6 +104,14 @@ class ExportOptions:
       compression: "none" (default) or "lut": TFLM's look-up-table
         compression of the weights (`TFLM_DECODE` operators), for a model
         trained with `prepare(clusters=...)`; needs "tflm" among `runtimes`.
+      streaming: write a file that runs one hop of frames per call and
+        carries its state (an LSTM's hidden and cell state, a convolution's
+        last frames) as int8 inputs and outputs, instead of one that unrolls
+        the whole sequence: a sequence model's flash and RAM then no longer
+        grow with the sequence (`tfjoint.tflite.streaming`; the report's
+        `streaming` section says which tensors to carry). It is validated
+        frame by frame against the whole-sequence model. Needs a model
+        trained with tfjoint (the states keep QAT's ranges).
       measure_latency: time single-sample invokes of the int8 and float32
         files and measure the peak resident memory of running each.
       explain_layers: compute `per_layer_error` (None: on for files up to 200
@@ -119,6 +127,7 @@ class ExportOptions:
     tolerances: Tolerances = dataclasses.field(default_factory=Tolerances)
     budget: Budget | None = None
     compression: str = "none"
+    streaming: bool = False
     measure_latency: bool = False
     explain_layers: bool | None = None
     keep_rejected: str | None = None
@@ -144,6 +153,7 @@ class ExportOptions:
         if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
             raise errors.ConfigError(f"`batch_size` must be an int >= 1; received {batch!r}.")
         _check_bool("measure_latency", self.measure_latency)
+        _check_bool("streaming", self.streaming)
         _check_bool("verbose", self.verbose)
         if self.explain_layers is not None:
             _check_bool("explain_layers", self.explain_layers)

@@ -12,6 +12,8 @@ import json
 import math
 from typing import Any
 
+import numpy as np
+
 from tfjoint import metrics
 from tfjoint._files import atomic_write_text
 from tfjoint._names import float_layer_name
@@ -44,6 +46,12 @@ def _json_safe(value):
 
 def _kb(value) -> str:
     return "n/a" if value is None else f"{value / 1024:.1f} KB"
+
+
+def _macs(value) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value / 1e6:.2f} M" if value >= 100_000 else f"{value / 1e3:.1f} K"
 
 
 def _num(value, fmt="{:.2f}") -> str:
@@ -116,6 +124,10 @@ class ExportReport:
     per_layer_error: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     memory: dict[str, Any] = dataclasses.field(default_factory=dict)
     compression: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # A streaming file: frames per call, the state tensors to carry from each call's outputs to the next's inputs
+    # (read back from the file: shape, bytes, scale, zero point) and how to reset them. Empty for a whole-sequence
+    # file. Its memory, MACs and latency are per call.
+    streaming: dict[str, Any] = dataclasses.field(default_factory=dict)
     macs: int | None = None
     latency_ms: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
     stage_seconds: dict[str, float] = dataclasses.field(default_factory=dict)
@@ -250,7 +262,7 @@ class ExportReport:
         weights = ("int8 weights (uncompressed)" if self.compression else "int8 weights")
         device = [("flash (the .tflite file)", _kb(self.memory.get("flash_bytes")))] + self._ram_rows() + [
             (weights, _kb(self.memory.get("weights_bytes"))),
-            ("MACs", "n/a" if self.macs is None else f"{self.macs / 1e6:.2f} M")]
+            ("MACs" + (" per call" if self.streaming else ""), _macs(self.macs))]
         if self.compression:
             tensors = self.compression["tensors"]
             device[1:1] = [
@@ -259,6 +271,11 @@ class ExportReport:
                 ("tensors compressed / left as they are", f"{len(tensors)} "
                  f"({', '.join(sorted({str(t['bits']) + '-bit' for t in tensors}))}) / "
                  f"{len(self.compression['uncompressed'])}")]
+        if self.streaming:
+            states = self.streaming["states"]
+            device.insert(0, ("streaming", f"{self.streaming['frames_per_call']} frame(s) per call; "
+                                           f"{len(states)} state tensor(s), {sum(t['bytes'] for t in states)} B "
+                                           "carried from call to call (MACs and latency per call)"))
         sizes = [("weight sparsity (flatbuffer)", _pct(self.weight_sparsity)),
                  ("size int8 (raw / gzip)", f"{_kb(self.size_bytes)} / {_kb(self.gzip_size_bytes)}"),
                  ("size float32 (raw / gzip)", f"{_kb(self.float_size_bytes)} / {_kb(self.float_gzip_size_bytes)}"),
@@ -414,6 +431,21 @@ def _heads_up(source: Source, options: ExportOptions) -> list[Finding]:
     return notes
 
 
+def _streaming_section(stream, summary: FlatbufferSummary) -> dict[str, Any]:
+    """The report's `streaming` section: the stream's layout, each state as the file has it (read back)."""
+    if stream is None:
+        return {}
+    section = stream.to_dict()
+    inputs = {t.signature_name: (position, t) for position, t in enumerate(summary.inputs)}
+    outputs = {t.signature_name: (position, t) for position, t in enumerate(summary.outputs)}
+    for state in section["states"]:
+        (input_position, tensor), (output_position, _) = inputs[state["name"]], outputs[state["output_name"]]
+        state.update(input_index=input_position, output_index=output_position, dtype=tensor.dtype,
+                     bytes=int(np.prod(state["shape"])) * np.dtype(tensor.dtype).itemsize, scale=tensor.scale,
+                     zero_point=tensor.zero_point)
+    return section
+
+
 def assemble_report(source: Source, candidates: Candidates, validation: Validation, measurements: Measurements,
                     options: ExportOptions, float_content: bytes | None, num_samples: int, data_notes,
                     stage_seconds: dict[str, float], tflite_path: str | None,
@@ -471,6 +503,7 @@ def assemble_report(source: Source, candidates: Candidates, validation: Validati
         per_layer_error=measurements.per_layer_error,
         memory=measurements.memory,
         compression=measurements.compression,
+        streaming=_streaming_section(shipped.candidate.stream, summary),
         macs=measurements.macs,
         latency_ms=measurements.latency,
         stage_seconds={name: round(seconds, 3) for name, seconds in stage_seconds.items()},

@@ -32,7 +32,6 @@ from tfjoint.export.options import QAT, ExportOptions
 from tfjoint.findings import Finding, Kind, failure, largest_first, note
 from tfjoint.tflite import convert
 from tfjoint.tflite.flatbuffer import missing_in_tflm
-from tfjoint.tflite.runtimes import runtime_model
 
 __all__ = ["RuntimeResult", "CandidateResult", "Decision", "Validation", "validate_candidates", "choose",
            "SIGNIFICANCE"]
@@ -151,10 +150,32 @@ def _outcomes(per_output: Mapping[str, dict], int8_out, labels) -> np.ndarray | 
     return None
 
 
-def _in_runtimes(candidate: Candidate, validation_data, float_out, pruned_out, options: ExportOptions,
+def _streaming_cost(candidate: Candidate, validation_data, keras_out, options: ExportOptions) -> Finding:
+    """What running the model call by call changed, in Keras (before any int8): the streaming Keras model against
+    the whole-sequence one. Reported, not gated: causal layers stream exactly; 'valid' ones see zeros before a
+    sequence's first frames."""
+    inputs, labels = validation_data
+    names = convert.keras_names(candidate.keras_model)[1]
+    whole = _predict(candidate.keras_model, inputs, options.batch_size)
+    assert whole is not None
+    per_output = compare.compare_outputs(names, keras_out, whole, None, compare.labels_per_output(labels, names))
+    parts = []
+    for name, entry in per_output.items():
+        figures = [f"SQNR {entry['sqnr_db']:.1f} dB"]
+        if "top1_agreement" in entry:
+            figures.append(f"top-1 agreement {entry['top1_agreement']:.2%}")
+        if "int8_accuracy" in entry:
+            figures.append(f"accuracy {entry['keras_accuracy']:.2%} whole -> {entry['int8_accuracy']:.2%} streaming")
+        parts.append(f"'{name}': " + ", ".join(figures))
+    return note(Kind.STREAMING_MISMATCH, "streaming, in Keras before int8 (the model call by call against the "
+                                         "whole sequence): " + "; ".join(parts) + ". The gate compares the int8 "
+                                         "file with the streaming Keras model; layers with padding='valid' see "
+                                         "zeros before a sequence's first frames (padding='causal' streams exactly)")
+
+
+def _in_runtimes(candidate: Candidate, validation_data, keras_out, float_out, pruned_out, options: ExportOptions,
                  phases) -> tuple[RuntimeResult, ...]:
     inputs, labels = validation_data
-    keras_out = _predict(candidate.keras_model, inputs, options.batch_size)
     names = convert.keras_names(candidate.keras_model)
     per_output_labels = compare.labels_per_output(labels, names[1])
     output_scales = {t.signature_name or t.name: t.scale for t in candidate.summary.outputs}
@@ -170,8 +191,7 @@ def _in_runtimes(candidate: Candidate, validation_data, float_out, pruned_out, o
                                      "LiteRT (runtimes=('litert',)).")
         compressed = candidate.compressed is not None and runtime == "tflm"
         with phases.run("validation", f"{candidate.quantization} file{' (LUT)' if compressed else ''} in {runtime}"):
-            model = runtime_model(runtime, candidate.shipped_content if compressed else candidate.content,
-                                  candidate.summary, *names, alt_decompression_bytes=candidate.alt_decompression_bytes)
+            model = candidate.runtime_model(runtime, compressed)
             int8_out = model.predict(inputs, batch_size=options.batch_size, verbose=options.verbose)
         per_output = compare.compare_outputs(names[1], int8_out, keras_out, float_out, per_output_labels,
                                              pruned_out if candidate.quantization == QAT else None)
@@ -179,8 +199,8 @@ def _in_runtimes(candidate: Candidate, validation_data, float_out, pruned_out, o
         notes = list(compare.notes_on_outputs(per_output, keras_out, output_scales, float_out is not None))
         if compressed:
             with phases.run("validation", f"{candidate.quantization} file (uncompressed) in {runtime}"):
-                uncompressed = runtime_model(runtime, candidate.content, candidate.summary, *names).predict(
-                    inputs, batch_size=options.batch_size, verbose=False)
+                uncompressed = candidate.runtime_model(runtime).predict(inputs, batch_size=options.batch_size,
+                                                                        verbose=False)
             decoding = _decoding_failures(names[1], int8_out, uncompressed)
             failures += decoding
             notes.append(note(Kind.COMPRESSION, "the LUT-compressed file's outputs in TFLM are identical to the "
@@ -275,12 +295,16 @@ def validate_candidates(candidates: Candidates, validation_data, float_model, pr
         float_out = _predict(float_model, validation_data[0], options.batch_size)
         pruned_out = _predict(pruned_float, validation_data[0], options.batch_size)
     results = []
+    notes = []
     for candidate in candidates.files:
-        runtimes = () if validation_data is None else _in_runtimes(candidate, validation_data, float_out, pruned_out,
-                                                                  options, phases)
+        runtimes: tuple[RuntimeResult, ...] = ()
+        if validation_data is not None:
+            keras_out = candidate.reference_outputs(validation_data[0], options.batch_size)
+            if candidate.stream is not None:
+                notes.append(_streaming_cost(candidate, validation_data, keras_out, options))
+            runtimes = _in_runtimes(candidate, validation_data, keras_out, float_out, pruned_out, options, phases)
         memory, budget_failures = _budget_check(candidate, options, float_content, phases)
         results.append(CandidateResult(candidate, runtimes, memory, budget_failures))
-    notes = []
     if validation_data is None:
         shipped = next((r for r in results if not r.failures), results[0])
         decision = Decision(shipped.quantization, "not validated (no validation_data): the quantization-aware file")

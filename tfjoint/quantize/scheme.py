@@ -29,6 +29,7 @@ from tfjoint.prune.schedule import JointSchedule
 from tfjoint.quantize.config import JointQuantizeConfig
 from tfjoint.quantize.quantizers import GatedQuantizer, serialize
 from tfjoint.registry import int8_kinds_sentence, is_input_layer, kind_of
+from tfjoint.registry.activations import UNQUANTIZABLE_ACTIVATION_ADVICE
 from tfjoint.registry.rewrites import DEPTHWISE_SUFFIX, batchnorm_transforms, rewrite_transforms
 
 __all__ = ["JointQuantizeScheme", "JointQuantizeRegistry", "JointLayoutTransform", "default_8bit_transforms"]
@@ -254,9 +255,7 @@ class JointLayoutTransform(tfmot.quantization.keras.QuantizeLayoutTransform):
         if bad_activations:
             raise errors.UnsupportedLayerError(
                 f"model '{model.name}' has activations that TF-MOT's 8-bit quantization, and so tfjoint, cannot "
-                f"quantize: {', '.join(bad_activations)}. Use one it can (relu, relu6, swish, gelu, leaky_relu, "
-                "sigmoid, tanh, softmax): for elu or selu, a keras.layers.LeakyReLU layer after the (linear) layer "
-                "comes closest; then fine-tune the float model with it before preparing."
+                f"quantize: {', '.join(bad_activations)}. {UNQUANTIZABLE_ACTIVATION_ADVICE}"
             )
         for name, entry in layer_quantize_map.items():
             if entry.get("quantize_config") is not None:

@@ -19,7 +19,8 @@ from __future__ import annotations
 from tfjoint._keras import keras, serializable, tf
 from tfjoint.registry.points import PointsMixin
 
-__all__ = ["IntegerLeakyReLU", "SigmoidGelu", "GELU_SIGMOID_SCALE", "LEAKY_RELU_OPERATORS", "SIGMOID_GELU_OPERATORS"]
+__all__ = ["UNQUANTIZABLE_ACTIVATION_ADVICE",
+           "IntegerLeakyReLU", "SigmoidGelu", "GELU_SIGMOID_SCALE", "LEAKY_RELU_OPERATORS", "SIGMOID_GELU_OPERATORS"]
 
 GELU_SIGMOID_SCALE = 1.702  # x * sigmoid(1.702 x) approximates x * Phi(x) within 0.02 everywhere
 LEAKY_RELU_OPERATORS = ("MUL", "MAXIMUM")
@@ -33,6 +34,8 @@ class IntegerLeakyReLU(PointsMixin, keras.layers.Layer):
     Args:
       alpha: the slope for negative inputs, >= 0.
     """
+
+    STANDS_FOR = "LeakyReLU"  # the Keras class it replaces, for messages
 
     POINTS = (("scaled", "range"), ("output", "range"))
 
@@ -81,3 +84,9 @@ def gelu_for_tflm(layer) -> SigmoidGelu:
 # activations whose int8 operator is not what QAT simulates (leaky_relu), or that TFLM lacks (gelu, micro only).
 ACTIVATION_LAYERS = {"leaky_relu": lambda name: IntegerLeakyReLU(0.2, name=name)}  # Keras's default slope there
 MICRO_ACTIVATION_LAYERS = {"gelu": lambda name: SigmoidGelu(name=name)}
+
+# What to use instead of an activation TF-MOT's 8-bit scheme cannot quantize (a message's end).
+UNQUANTIZABLE_ACTIVATION_ADVICE = (
+    "Use one it can (relu, relu6, swish, gelu, leaky_relu, sigmoid, tanh, softmax): for elu or selu, a "
+    "keras.layers.LeakyReLU layer after the (linear) layer comes closest; then fine-tune the float model with it "
+    "before preparing.")

@@ -11,13 +11,16 @@ They change no values, so they are not quantized (their registry entries, in
   arithmetic and `hard_silu` activation as.
 * `Keras3Layer`: a Keras 3 layer of the user's (registered with
   `tfjoint.register_layer`), run inside the tf_keras model on TensorFlow.
+* `FixedRange`, `TimeSlice` and `TimeConcat`: what a streaming file's step model
+  adds around the user's layers (a state on its trained int8 range, the frames
+  a ring buffer keeps, the buffer joined to the new frames).
 """
 
 import numpy as np
 
 from tfjoint._keras import keras, serializable, tf
 
-__all__ = ["ExpandDims", "Squeeze", "Affine", "HardSwish", "Keras3Layer"]
+__all__ = ["ExpandDims", "Squeeze", "Affine", "HardSwish", "Keras3Layer", "FixedRange", "TimeSlice", "TimeConcat"]
 
 
 def _axes(axes) -> tuple[int, ...]:
@@ -166,3 +169,49 @@ class Keras3Layer(keras.layers.Layer):
 
         return dict(super().get_config(), layer=keras3.saving.serialize_keras_object(self.keras3_layer))
 
+
+
+@serializable
+class FixedRange(keras.layers.Layer):
+    """Fake quantization on a fixed int8 range: a streaming state on the range QAT trained for what it holds
+    (the converter gives the file's tensor that scale); without a range, the identity."""
+
+    def __init__(self, low: float | None = None, high: float | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.low = None if low is None else float(low)
+        self.high = None if high is None else float(high)
+
+    def call(self, inputs):
+        if self.low is None or self.high is None:
+            return tf.identity(inputs)
+        return tf.quantization.fake_quant_with_min_max_args(inputs, self.low, self.high, num_bits=8)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return dict(super().get_config(), low=self.low, high=self.high)
+
+
+@serializable
+class TimeSlice(keras.layers.Layer):
+    """Frames `start:stop` along axis 1 (the time axis)."""
+
+    def __init__(self, start: int | None = None, stop: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.start = None if start is None else int(start)
+        self.stop = None if stop is None else int(stop)
+
+    def call(self, inputs):
+        return inputs[:, self.start:self.stop]
+
+    def get_config(self):
+        return dict(super().get_config(), start=self.start, stop=self.stop)
+
+
+@serializable
+class TimeConcat(keras.layers.Layer):
+    """Its inputs joined along axis 1 (the time axis)."""
+
+    def call(self, inputs):
+        return tf.concat(list(inputs), axis=1)

@@ -12,7 +12,7 @@ output, so QAT trains the ranges the file uses and the int8 file computes what
 the quantization-aware model computed. A sequence's first step has no state
 (no recurrent projection, no forget gate: fewer operators, and no float
 zeros for the converter to keep); a file that runs one frame per call
-(`tfjoint.export.streaming`) runs the full cell from a zero state instead, which
+(`tfjoint.tflite.streaming`) runs the full cell from a zero state instead, which
 differs from it by the rounding of two requantizations on that first step.
 
 How the time steps run:
@@ -247,6 +247,8 @@ class IntegerLSTM(_IntegerRecurrent):
         rather than a symbolic loop.
     """
 
+    STANDS_FOR = "LSTM"  # the Keras class it replaces, for messages
+
     GATES = 4
     STATE = ("hidden", "cell")
     POINTS: tuple[tuple[str, str], ...] = _LSTM_POINTS
@@ -322,6 +324,8 @@ class IntegerGRU(_IntegerRecurrent):
         (Keras's default, and cuDNN's), else before it.
     """
 
+    STANDS_FOR = "GRU"  # the Keras class it replaces, for messages
+
     GATES = 3
     STATE = ("hidden",)
     POINTS = (("input_gates", "range"), ("recurrent_gates", "range"), ("update_sum", "range"),
@@ -367,6 +371,8 @@ class IntegerBidirectionalLSTM(IntegerLSTM):
       use_bias, dropout, recurrent_dropout, *_regularizer, *_constraint,
         unroll: as `IntegerLSTM`'s.
     """
+
+    STANDS_FOR = "Bidirectional"  # the Keras class it replaces, for messages
 
     POINTS = tuple((f"{direction}_{name}", kind) for direction in ("forward", "backward")
                    for name, kind in _LSTM_POINTS) + (("merged", "range"),)

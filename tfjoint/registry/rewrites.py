@@ -59,6 +59,7 @@ import numpy as np
 import tensorflow_model_optimization as tfmot
 
 from tfjoint._keras import keras
+from tfjoint._names import SQUEEZE_SUFFIX
 from tfjoint.registry.kind import Rewrite
 from tfjoint.registry.own_layers import ExpandDims, Squeeze
 from tfjoint.registry.recurrent import IntegerGRU, IntegerLSTM, recurrent_settings
@@ -67,7 +68,7 @@ from tfjoint.registry.table import class_names, kind_named, registered_kinds
 __all__ = ["Rewrite", "Conv1DAsConv2D", "DenseAsConv2D", "AffineAsDepthwise", "ActivationAsLayer",
            "rewrite_transforms", "batchnorm_transforms", "EXPAND_SUFFIX", "SQUEEZE_SUFFIX", "ACTIVATION_SUFFIX",
            "DEPTHWISE_SUFFIX", "SeparableConv1DAsConv2D", "SequenceDenseAsConv2D", "DepthwiseConv1DAsConv2D",
-           "on_last_axis", "identity_layer", "LSTMAsIntegerCells", "GRUAsIntegerCells"]
+           "on_last_axis", "identity_layer", "LSTMAsIntegerCells", "GRUAsIntegerCells", "user_class_name"]
 
 _transforms = tfmot.quantization.keras.graph_transformations.transforms
 # TF-MOT's graph-transformation classes, typed as Any: TF-MOT ships no type information for them.
@@ -76,7 +77,6 @@ LayerNode: Any = _transforms.LayerNode
 _Transform: Any = _transforms.Transform
 
 EXPAND_SUFFIX = "_as_2d"
-SQUEEZE_SUFFIX = "_as_1d"
 ACTIVATION_SUFFIX = "_activation"
 DEPTHWISE_SUFFIX = "_depthwise"
 # The layers a rewritten Conv/Dense may absorb, by their registry tags. Longest patterns first, as in TF-MOT's list.
@@ -100,6 +100,22 @@ def on_last_axis(axis, rank: int) -> bool:
 def identity_layer(name: str):
     """A layer that passes its input through and converts to no operator (what the input quantizer stands for)."""
     return keras.layers.Activation("linear", name=name)
+
+
+def user_class_name(layer, model) -> str:
+    """The class of the user's layer `layer` stands for: a Conv1D for the Conv2D a 1-D rewrite made of it (its
+    input comes through `<name>_as_2d`), an LSTM for tfjoint's integer one, else the layer's own."""
+    from tfjoint._names import float_layer_name
+    from tfjoint.registry.table import unwrapped
+
+    inner = unwrapped(layer)
+    expanded = f"{float_layer_name(layer.name)}{EXPAND_SUFFIX}"
+    if not any(float_layer_name(other.name) == expanded for other in model.layers):
+        return getattr(inner, "STANDS_FOR", type(inner).__name__)  # tfjoint's LSTM says LSTM
+    kernel = inner.get_config().get("kernel_size")
+    if isinstance(kernel, (list, tuple)) and tuple(kernel) == (1, 1) and type(inner).__name__ == "Conv2D":
+        return "Dense"
+    return type(inner).__name__.replace("2D", "1D")
 
 
 def _is_batch_norm(class_name: str) -> bool:

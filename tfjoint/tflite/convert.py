@@ -29,7 +29,7 @@ from tfjoint import errors
 from tfjoint._capture import captured_output
 from tfjoint._keras import tf
 from tfjoint._litert import Interpreter
-from tfjoint._names import float_layer_name
+from tfjoint._names import float_layer_name, output_name
 from tfjoint.registry import needs_static_batch, unwrapped
 from tfjoint.registry.recurrent import unrolled
 
@@ -38,7 +38,7 @@ __all__ = ["to_int8", "to_float32", "keras_names", "layers_named_in"]
 def keras_names(model) -> tuple[list[str], list[str]]:
     """The model's input and output names as the file names them (the user's names, in Keras order)."""
     inputs = [t.name.split(":")[0] for t in model.inputs]
-    return inputs, [float_layer_name(name) for name in model.output_names]
+    return inputs, [output_name(name) for name in model.output_names]
 
 
 def _without_locations(line: str) -> str:

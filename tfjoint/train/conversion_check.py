@@ -11,6 +11,7 @@ tensor it cannot plan, is refused before the fit rather than after it.
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 import numpy as np
 from absl import logging
@@ -22,6 +23,7 @@ from tfjoint.registry import needs_calibration, offset_variables, recurrent_laye
 from tfjoint.tflite import convert, tflm
 from tfjoint.tflite.flatbuffer import float_op_problems, layer_of, missing_in_tflm, read_flatbuffer
 from tfjoint.tflite.run import run_reference
+from tfjoint.tflite.streaming import streaming_model
 
 __all__ = ["refuse_what_export_would", "ranges_initialized", "MIN_CHECK_SQNR_DB"]
 
@@ -115,11 +117,19 @@ def _shortened(prepared):
     return prepared
 
 
-def refuse_what_export_would(prepared, runtimes=()) -> None:
+def _streaming_file(prepared) -> tuple[bytes, Any]:
+    """The streaming file of `prepared` (a layer that cannot stream is refused, named) and its step model."""
+    stream = streaming_model(prepared)
+    return convert.to_int8(stream.keras_model, None), stream.keras_model
+
+
+def refuse_what_export_would(prepared, runtimes=(), streaming: bool = False) -> None:
     """Converts the prepared model once, as `export_tflite` will, and refuses now what it would refuse after training.
 
     With "tflm" among `runtimes`, the file is also allocated in TensorFlow
     Lite Micro (an operator it has no kernel for, a tensor it cannot plan).
+    With `streaming`, the file checked is the streaming one
+    (`tfjoint.tflite.streaming`): one call's frames, the states as int8 I/O.
 
     Raises:
       errors.UnsupportedLayerError: the converter fails, the file would not
@@ -130,6 +140,17 @@ def refuse_what_export_would(prepared, runtimes=()) -> None:
     representative = samples if needs_calibration(prepared) else None  # the export calibrates those layers
     try:
         with ranges_initialized(prepared, samples):
+            if streaming:
+                content, step = _streaming_file(prepared)
+                summary = read_flatbuffer(content)
+                if not summary.fully_int8:
+                    problems = float_op_problems(summary, [layer.name for layer in step.layers])
+                    raise errors.UnsupportedLayerError(
+                        f"model '{prepared.name}' would not stream fully int8 (found before training, by converting "
+                        f"its streaming file once): {'; '.join(problems)}.")
+                if "tflm" in runtimes:
+                    _refuse_for_tflm(step, content, summary)
+                return
             checked = _shortened(prepared)
             checked_samples = sample_inputs_of(checked) if checked is not prepared else samples
             content = convert.to_int8(checked, checked_samples if representative is not None else None)

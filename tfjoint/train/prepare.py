@@ -97,9 +97,18 @@ def _runtimes_to_check(check, deprecated: dict) -> tuple[str, ...]:
     if check is False or check is None:
         return ()
     if isinstance(check, (str, list, tuple)):
-        return check_runtimes(check, "check")
+        runtimes = [name for name in ((check,) if isinstance(check, str) else check) if name != STREAMING]
+        return check_runtimes(runtimes or ("litert",), "check")
     raise errors.ConfigError(f"`check` must be True, False, or the runtimes the file will run in (\"litert\", "
-                             f"\"tflm\", a list of them); received {check!r}.")
+                             f"\"tflm\", a list of them, with \"streaming\" for a streaming file); received "
+                             f"{check!r}.")
+
+
+STREAMING = "streaming"  # in `check`: the file will be a streaming one (ExportOptions(streaming=True))
+
+
+def _checks_streaming(check) -> bool:
+    return isinstance(check, (str, list, tuple)) and STREAMING in ((check,) if isinstance(check, str) else check)
 
 
 def _layer_selection(layers, deprecated: dict) -> LayerSelection:
@@ -169,7 +178,10 @@ def prepare(model: keras.Model, schedule: Any = None, *, layers: LayerSelection 
         layer the int8 export would refuse is refused now, before any
         training. True (default) checks for LiteRT; the runtimes the file
         will run in ("tflm", or a list) also check there: with "tflm" the
-        file is allocated in TensorFlow Lite Micro. False skips it.
+        file is allocated in TensorFlow Lite Micro. With "streaming" among
+        them (e.g. `check=("tflm", "streaming")`), the streaming file
+        (`ExportOptions(streaming=True)`) is built and converted instead: a
+        layer that cannot stream is refused now. False skips it.
       **deprecated: the keywords of tfjoint 0.3 (`target_sparsity=`,
         `end_step=`, `channel_sparsity=`, `clusters=`, `prune_only=`, ...),
         each a field of `JointSchedule` or `LayerSelection` now; they still
@@ -212,5 +224,5 @@ def prepare(model: keras.Model, schedule: Any = None, *, layers: LayerSelection 
     place_centroids(prepared)
     if runtimes:
         with _progress.Phases("tfjoint prepare").run("conversion check", "the export's converter, once"):
-            conversion_check.refuse_what_export_would(prepared, runtimes)
+            conversion_check.refuse_what_export_would(prepared, runtimes, streaming=_checks_streaming(check))
     return prepared
