@@ -61,7 +61,8 @@ def test_the_readme_registration_with_import_keras_prunes_channels_through_the_l
                                        # float_model: Keras 3
                                        options=tfjoint.ExportOptions(runtimes=("litert", "tflm")))
     assert report.passed and report.fully_int8 and report.operator_counts["MUL"] == 1
-    assert report.per_layer_channels["conv"] == {"original": 8, "keras": 4, "tflite": 4}  # followed through 'scale'
+    # followed through the scale layer
+    assert report.per_layer_channels["conv"] == {"original": 8, "keras": 4, "tflite": 4, "unit": "channels"}
     assert report.float_accuracy is not None and report.per_runtime["tflm"]["int8_accuracy"] is not None
 
 

@@ -9,6 +9,7 @@ deliverable and runs the same whichever Keras trained it.
 """
 
 import numpy as np
+from absl import logging
 
 from tfjoint import errors
 from tfjoint._keras import is_keras3_functional, is_keras3_model, keras
@@ -30,14 +31,49 @@ def _keras3_model_kind(model3) -> str:
     return "functional" if is_keras3_functional(model3) else "subclassed"
 
 
-def _random_inputs(model3) -> list[np.ndarray]:
-    """Seeded uniform [0, 1) samples for every input; unknown dimensions get 16."""
+def _random_inputs(model3, fixed: dict | None = None) -> list[np.ndarray]:
+    """Seeded samples for every input, uniform in [0, 1) (0 or 1 for integer inputs: ids, masks); unknown
+    dimensions get `fixed`'s, else 16."""
     rng = np.random.default_rng(0)
     arrays = []
-    for tensor in model3.inputs:
-        shape = [_RANDOM_SAMPLES] + [d if d is not None else 16 for d in tensor.shape[1:]]
-        arrays.append(rng.random(shape, dtype=np.float32))
+    for spec in model_inputs(model3):
+        name, dims = spec
+        dims = (fixed or {}).get(name) or dims
+        shape = [_RANDOM_SAMPLES] + [d if d is not None else 16 for d in dims]
+        dtype = np.dtype(getattr(spec, "dtype", np.float32))
+        if np.issubdtype(dtype, np.integer) or dtype == np.bool_:  # ids and masks: 0 or 1
+            arrays.append(rng.integers(0, 2, shape).astype(dtype))
+        else:
+            arrays.append(rng.random(shape, dtype=np.float32))
     return arrays
+
+
+_LENGTH_KEYS = ("max_sequence_length", "sequence_length")
+
+
+def _declared_length(model3) -> int | None:
+    """The sequence length a model declares (a keras_hub backbone's `max_sequence_length`, a position embedding's
+    `sequence_length`), or None."""
+    configs = [model3.get_config() if hasattr(model3, "get_config") else {}]
+    configs += [layer.get_config() for layer in getattr(model3, "layers", [])]
+    for config in configs:
+        for key in _LENGTH_KEYS:
+            if isinstance(config, dict) and isinstance(config.get(key), int):
+                return int(config[key])
+    return None
+
+
+def _declared_shapes(model3) -> dict | None:
+    """For inputs whose sequence axis is unknown: the length the model declares, logged (None if it declares
+    none, or every axis is known)."""
+    open_inputs = [(name, shape) for name, shape in model_inputs(model3) if len(shape) >= 1 and shape[0] is None]
+    length = _declared_length(model3) if open_inputs else None
+    if length is None:
+        return None
+    logging.warning("tfjoint: Keras 3 model '%s' leaves the sequence length of %s open: using the %d it declares "
+                    "(max_sequence_length); pass sample_inputs to prepare for another length", model3.name,
+                    ", ".join(f"'{name}'" for name, _ in open_inputs), length)
+    return {name: (length,) + tuple(shape[1:]) for name, shape in open_inputs}
 
 
 def from_keras3(model, sample_inputs=None, *, rtol: float = RTOL) -> keras.Model:
@@ -58,7 +94,9 @@ def from_keras3(model, sample_inputs=None, *, rtol: float = RTOL) -> keras.Model
         dict of arrays, a dataset or generator; like `representative_data`).
         Default: seeded random values in [0, 1). Give real data when you have
         it: it exercises the ranges your model sees, and its shapes fix the
-        axes the model leaves unknown (a sequence length).
+        axes the model leaves unknown (a sequence length). Without them, a
+        sequence length left open is the one the model declares (a keras_hub
+        backbone's `max_sequence_length`), with a logged warning.
       rtol: largest allowed difference between the two models' outputs,
         relative to the largest output magnitude.
 
@@ -91,8 +129,8 @@ def from_keras3(model, sample_inputs=None, *, rtol: float = RTOL) -> keras.Model
         )
     samples = None if sample_inputs is None else collect_inputs(sample_inputs, model, "sample_inputs", max_samples=64)
     # The samples fix the axes the model leaves unknown (a sequence length): an int8 file runs fixed shapes.
-    fixed = None if samples is None else {name: array.shape[1:] for (name, _), array in
-                                          zip(model_inputs(model), samples)}
+    fixed = _declared_shapes(model) if samples is None else {name: array.shape[1:] for (name, _), array in
+                                                              zip(model_inputs(model), samples)}
     rebuilt = rebuild_in_tf_keras(model, fixed)
-    check_equivalent(model, rebuilt, _random_inputs(model) if samples is None else samples, rtol)
+    check_equivalent(model, rebuilt, _random_inputs(model, fixed) if samples is None else samples, rtol)
     return rebuilt

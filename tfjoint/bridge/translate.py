@@ -31,6 +31,9 @@ import dataclasses
 import inspect
 from typing import Any, Callable
 
+import numpy as np
+from absl import logging
+
 from tfjoint import errors
 from tfjoint._keras import keras, tf
 from tfjoint.registry import kind_of
@@ -125,6 +128,19 @@ class _Untranslatable(Exception):
     """One reason a layer cannot be rebuilt; collected and reported together."""
 
 
+_CONSTANT_TENSOR = "__tensor__"
+_CUSTOM_LAYER_ADVICE = (
+    "{what} tfjoint cannot rebuild from its sublayers (a layer whose call() uses only Keras layers and keras.ops "
+    "arithmetic, like keras.io's TransformerBlock, is rebuilt from them). Either make its call() use only those, "
+    "or register it with keras.saving.register_keras_serializable and tell tfjoint how it is quantized and how its "
+    "channels follow: tfjoint.register_layer(YourLayer, quantization=tfjoint.registry.Quantization.output_only(), "
+    "channels=...); or rewrite it with built-in layers")
+
+
+def _custom_what(entry) -> str:
+    return f"'{entry.get('registered_name') or entry['class_name']}' from {entry.get('module') or 'an unknown module'}"
+
+
 def _layer_class(entry) -> type:
     class_name = entry["class_name"]
     module = entry.get("module") or ""
@@ -132,11 +148,7 @@ def _layer_class(entry) -> type:
         raise _Untranslatable("Lambda layers hold Python code that cannot be moved between Keras versions: "
                               "replace it with a built-in layer")
     if not module.startswith("keras.layers") and not module.startswith("keras.src.layers"):
-        what = f"'{entry.get('registered_name') or class_name}' from {module or 'an unknown module'}"
-        raise _Untranslatable(f"it is {what}, a custom layer tfjoint has no registry entry for: register it with "
-                              "keras.saving.register_keras_serializable and tell tfjoint how it is quantized and how "
-                              "its channels follow, with tfjoint.register_layer(YourLayer, quantization="
-                              "tfjoint.Quantization.output_only(), channels=...); or rewrite it with built-in layers")
+        raise _Untranslatable(_CUSTOM_LAYER_ADVICE.format(what=f"it is {_custom_what(entry)}, a custom layer"))
     cls = getattr(keras.layers, class_name, None)
     if not inspect.isclass(cls):
         raise _Untranslatable(f"tf_keras has no layer {class_name}")
@@ -494,6 +506,7 @@ _KERAS3_CUSTOM_LAYERS = {"CustomScaleLayer": _custom_scale, "LayerScale": _layer
                          "keras_hub>ReversibleEmbedding": _reversible_embedding,
                          "ReversibleEmbedding": _reversible_embedding}
 _CUSTOM_LAYER_MODULES = ("keras.src.applications", "keras_hub", "keras.layers", "keras.src.layers")
+_KERAS_MODULES = ("keras.", "keras_hub")  # Keras's and keras_hub's own classes (and module "keras" itself)
 _HARD_SWISH_NAMES = ("hard_silu", "hard_swish")
 
 
@@ -504,6 +517,94 @@ def _nested(entry, layer3) -> _Rebuilt:
     graph = _Graph(layer3, graph_config(layer3, entry["config"]))
     if graph.problems:
         raise _Untranslatable("; ".join(graph.problems))
+    return _Rebuilt(lambda args, kwargs: graph.replay(args[0] if len(args) == 1 else list(args)), graph.weights)
+
+
+def _constant(value) -> np.ndarray | None:
+    """A constant tensor Keras 3 wrote into a node's arguments (`{"class_name": "__tensor__", ...}`), or None."""
+    if isinstance(value, dict) and value.get("class_name") == _CONSTANT_TENSOR:
+        config = value["config"]
+        return np.asarray(config["value"], dtype=config.get("dtype") or "float32")
+    return None
+
+
+def _position_adds(config, layer3) -> dict[str, _Rebuilt]:
+    """In a traced composite: `x + table[:steps]` where `table` is an Embedding of the composite called on
+    `arange(steps)` outside the graph (keras.io's TokenAndPositionEmbedding) becomes tfjoint's `PositionEmbedding`
+    holding that table (trained and quantized as the embedding it is), added to `x`."""
+    import keras as keras3
+
+    tables = [(sub, sub.get_weights()[0]) for sub in _sublayers(layer3) if isinstance(sub, keras3.layers.Embedding)]
+    found = {}
+    for entry in config["layers"]:
+        if entry["class_name"] != "Add" or not (entry.get("module") or "").startswith("keras.src.ops"):
+            continue
+        args = entry["inbound_nodes"][0].get("args", [])
+        constants = [c for c in (_constant(arg) for arg in args) if c is not None]
+        if len(args) != 2 or len(constants) != 1 or constants[0].ndim != 2:
+            continue
+        rows = constants[0]
+        match = next(((sub, table) for sub, table in tables if table.shape[1] == rows.shape[1]
+                      and table.shape[0] >= rows.shape[0] and np.array_equal(table[:rows.shape[0]], rows)), None)
+        if match is None:
+            continue
+        sub, table = match
+        name = entry["config"].get("name", entry.get("name"))
+        positions = PositionEmbedding(table.shape[0], name=f"{layer3.name}_{sub.name}")
+
+        def call(call_args, kwargs, positions=positions, name=name):
+            tensor = next(arg for arg in call_args if _constant(arg) is None and not isinstance(arg, np.ndarray))
+            return keras.layers.Add(name=name)([tensor, positions(tensor)])
+
+        found[name] = _Rebuilt(call, [(positions, _Arrays(positions.name, [table]))])
+    return found
+
+
+def _sublayers(layer3) -> list:
+    """The layers a Keras 3 layer holds (its attributes that are layers, nested ones included)."""
+    import keras as keras3
+
+    found, seen, stack = [], set(), [layer3]
+    while stack:
+        current = stack.pop()
+        for value in vars(current).values():
+            items = value if isinstance(value, (list, tuple)) else [value]
+            for item in items:
+                if isinstance(item, keras3.layers.Layer) and id(item) not in seen and item is not layer3:
+                    seen.add(id(item))
+                    found.append(item)
+                    stack.append(item)
+    return found
+
+
+def _composite(entry, layer3) -> _Rebuilt:
+    """A custom Keras 3 layer made of layers tfjoint knows (keras.io's TransformerBlock): its `call` traced on
+    symbolic inputs into a graph of its sublayers, which is rebuilt as any graph (each sublayer pruned and
+    quantized as itself)."""
+    import keras as keras3
+
+    if layer3 is None:
+        raise _Untranslatable("it is a custom layer whose object is not available (build the model first)")
+    nodes = entry.get("inbound_nodes", [])
+    specs = [arg for arg in (nodes[0].get("args", []) if nodes else []) if _references(arg)]
+    if len(nodes) != 1 or not specs or any(not isinstance(arg, dict) for arg in specs):
+        raise _Untranslatable(_CUSTOM_LAYER_ADVICE.format(what=_custom_what(entry)))
+    inputs = [keras3.Input(batch_shape=tuple(spec["config"]["shape"]), dtype=spec["config"].get("dtype"))
+              for spec in specs]
+    try:
+        outputs = layer3.call(*inputs)
+        traced = keras3.Model(inputs, outputs, name=layer3.name)
+    except Exception as error:  # noqa: BLE001  (any failure of the user's code on symbolic inputs)
+        raise _Untranslatable(f"{_custom_what(entry)} is a custom layer; tracing its call() on symbolic inputs, to "
+                              f"rebuild it from its sublayers, failed ({type(error).__name__}: {error}). "
+                              + _CUSTOM_LAYER_ADVICE.format(what="it")) from error
+    config = traced.get_config()
+    graph = _Graph(traced, config, _position_adds(config, layer3))
+    if graph.problems:
+        raise _Untranslatable(f"{_custom_what(entry)} is a custom layer rebuilt from its sublayers, and some cannot "
+                              "be: " + "; ".join(graph.problems))
+    logging.info("tfjoint: custom layer '%s' (%s) rebuilt from its sublayers: %s", layer3.name,
+                 type(layer3).__name__, ", ".join(e.get("name") or e["config"]["name"] for e in graph.entries))
     return _Rebuilt(lambda args, kwargs: graph.replay(args[0] if len(args) == 1 else list(args)), graph.weights)
 
 
@@ -548,6 +649,8 @@ def _rebuilder(entry, layer3) -> _Rebuilt:
     custom = _KERAS3_CUSTOM_LAYERS.get(entry.get("registered_name") or entry["class_name"])
     if custom is not None and module.startswith(_CUSTOM_LAYER_MODULES):
         return custom(entry, layer3)
+    if module != "keras" and not module.startswith(_KERAS_MODULES) and layer3 is not None and _sublayers(layer3):
+        return _composite(entry, layer3)  # a user's layer made of layers: rebuilt from them
     if entry["class_name"] == "Activation" and entry["config"].get("activation") in _HARD_SWISH_NAMES:
         return _hard_swish(entry, layer3)
     return _standard(entry, layer3)
@@ -560,7 +663,7 @@ class _Graph:
     at once); `replay(inputs)` runs the rebuilt layers on tf_keras tensors.
     """
 
-    def __init__(self, model3, config):
+    def __init__(self, model3, config, overrides: dict[str, "_Rebuilt"] | None = None):
         self.config = config
         self.functional = "input_layers" in config
         layers3 = {layer.name: layer for layer in getattr(model3, "layers", [])}
@@ -571,7 +674,7 @@ class _Graph:
         for entry in self.entries:
             name = entry.get("name") or entry["config"].get("name")
             try:
-                self.rebuilt[name] = _rebuilder(entry, layers3.get(name))
+                self.rebuilt[name] = (overrides or {}).get(name) or _rebuilder(entry, layers3.get(name))
             except _Untranslatable as reason:
                 self.problems.append(f"'{name}' ({entry['class_name']}): {reason}")
 

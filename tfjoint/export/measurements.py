@@ -22,7 +22,7 @@ from tfjoint.export.options import QAT, ExportOptions
 from tfjoint.export.source import Source
 from tfjoint.export.validation import CandidateResult
 from tfjoint.findings import Finding, Kind, note
-from tfjoint.registry import kind_of, output_channels, pruned_weight_name
+from tfjoint.registry import kind_of, output_channels, pruned_weight_name, unwrapped
 from tfjoint.tflite import convert
 from tfjoint.tflite.flatbuffer import FlatbufferSummary, layer_of
 from tfjoint.tflite.operators import op_macs
@@ -98,18 +98,20 @@ def per_layer_sparsity(model, summary: FlatbufferSummary, plan: dict[str, float]
     return found
 
 
-def per_layer_channels(model, summary: FlatbufferSummary, original: dict) -> dict[str, dict[str, int | None]]:
-    """Output channels per weight layer: before pruning, in the Keras model, and in the int8 file."""
+def per_layer_channels(model, summary: FlatbufferSummary, original: dict) -> dict[str, dict[str, Any]]:
+    """Output channels (an attention layer's heads: `unit`) per weight layer: before pruning, in the Keras model,
+    and in the int8 file (its weight tensor's output channels over the unit's width)."""
     layers = [layer for layer in model.layers if output_channels(layer) is not None]
     tensors = summary.weights_of([layer.name for layer in layers])
-    return {
-        float_layer_name(layer.name): {
-            "original": original.get(float_layer_name(layer.name)),
-            "keras": output_channels(layer),
-            "tflite": tensors[layer.name][0].output_channels if tensors.get(layer.name) else None,
-        }
-        for layer in layers
-    }
+    found: dict[str, dict[str, Any]] = {}
+    for layer in layers:
+        channels = kind_of(layer).channels  # type: ignore[union-attr]  # output_channels says it has a kind
+        width = channels.unit_width(unwrapped(layer)) if channels.unit_width is not None else 1
+        in_file = tensors[layer.name][0].output_channels if tensors.get(layer.name) else None
+        found[float_layer_name(layer.name)] = {
+            "original": original.get(float_layer_name(layer.name)), "keras": output_channels(layer),
+            "tflite": in_file // width if in_file is not None else None, "unit": channels.unit}
+    return found
 
 
 def per_layer_macs(model, summary: FlatbufferSummary) -> dict[str, int]:

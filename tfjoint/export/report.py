@@ -339,10 +339,12 @@ class ExportReport:
         removed = {name: e for name, e in self.per_layer_channels.items()
                    if e.get("original") is not None and e["original"] != e.get("tflite")}
         if removed:
-            lines += ["", f"{'channels':<24} {'original':>8} {'keras':>8} {'tflite':>8} {'MACs':>10}"]
+            lines += ["", f"{'channels (heads)':<30} {'original':>8} {'keras':>8} {'tflite':>8} {'MACs':>10}"]
             for name, entry in removed.items():
                 macs = self.per_layer_macs.get(name)
-                lines.append(f"{name[:24]:<24} {entry.get('original')!s:>8} {entry.get('keras')!s:>8} "
+                unit = entry.get("unit", "channels")
+                label = f"{name[:22]} heads" if unit == "heads" else name[:30]
+                lines.append(f"{label:<30} {entry.get('original')!s:>8} {entry.get('keras')!s:>8} "
                              f"{entry.get('tflite')!s:>8} {'n/a' if macs is None else f'{macs / 1e6:.2f}M':>10}")
         return lines
 

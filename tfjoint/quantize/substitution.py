@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from absl import logging
 
-from tfjoint._keras import keras, replay
+from tfjoint._keras import keras, keras_history, outbound_layers, replay
 from tfjoint.registry import kind_of
 from tfjoint.registry.activations import ACTIVATION_LAYERS, MICRO_ACTIVATION_LAYERS
 
@@ -60,13 +60,29 @@ def _activation_layers(model, runtimes) -> dict[str, object]:
     return found
 
 
+def _ids_inputs(model) -> set[str]:
+    """Float inputs that only Embeddings read: token ids, which the file takes as int32 (not quantized to int8)."""
+    found = set()
+    for tensor in model.inputs:
+        layer = keras_history(tensor)[0]
+        readers = outbound_layers(layer)
+        takes_ids = all("takes_ids" in getattr(kind_of(reader), "tags", ()) for reader in readers)
+        if tensor.dtype.is_floating and readers and takes_ids:
+            found.add(layer.name)
+    return found
+
+
 def substituted(model, runtimes=()):
-    """`model`, or a copy whose substituted layers are tfjoint's stand-ins (weights copied, names kept)."""
+    """`model`, or a copy whose substituted layers are tfjoint's stand-ins (weights copied, names kept), and whose
+    float inputs that only Embeddings read are int32 token ids."""
     stand_ins = substitutes(model, runtimes)
     split = {name: activation for name, activation in _activation_layers(model, runtimes).items()
              if name not in stand_ins}
-    if not stand_ins and not split:
+    ids = _ids_inputs(model)
+    if not stand_ins and not split and not ids:
         return model
+    if ids:
+        logging.info("tfjoint: inputs %s feed only Embeddings: the file takes them as int32 token ids", sorted(ids))
     for name, layer in list(stand_ins.items()) + list(split.items()):
         if type(layer).__name__ == "SigmoidGelu":
             logging.warning("tfjoint: '%s' runs GELU as x * sigmoid(1.702 x) (MUL, LOGISTIC, MUL): TensorFlow Lite "
@@ -84,7 +100,8 @@ def substituted(model, runtimes=()):
         output = clone(*args, **kwargs)
         return split[layer.name](output) if layer.name in split else output
 
-    inputs = [keras.Input(tensor.shape[1:], batch_size=tensor.shape[0], dtype=tensor.dtype,
+    inputs = [keras.Input(tensor.shape[1:], batch_size=tensor.shape[0],
+                          dtype="int32" if keras_history(tensor)[0].name in ids else tensor.dtype,
                           name=tensor.name.split(":")[0]) for tensor in model.inputs]
     outputs = replay(model, inputs, call)
     copy = keras.Model(inputs, outputs if len(outputs) > 1 else outputs[0], name=model.name)

@@ -370,7 +370,7 @@ register_layer(_layers.Embedding, LayerKind(
     prune=Pruning(weight="embeddings"),
     quantization=Quantization(config=lambda: _tfmot.Default8BitQuantizeConfig(["embeddings"], [], False),
                               check=_embedding_refusal),
-    tflite_ops=("GATHER",)))
+    tflite_ops=("GATHER",), tags=frozenset({"takes_ids"})))
 
 # Keras's MultiHeadAttention runs as `IntegerAttention` (`tfjoint.registry.transformer`): the projections as int8
 # CONV_2D, the scores and context as int8 BATCH_MATMUL, SOFTMAX on its fixed grid, each output fake-quantized.
@@ -387,7 +387,7 @@ register_layer(IntegerEinsumDense, LayerKind(
     tflite_ops=("FULLY_CONNECTED",), offset_weights=("bias",)))
 register_layer(PositionEmbedding, LayerKind(
     quantization=Quantization(config=lambda: _tfmot.Default8BitQuantizeConfig(["position_embeddings"], [], False)),
-    tflite_ops=("STRIDED_SLICE", "BROADCAST_TO")))
+    tflite_ops=()))  # a constant in the file: the table's first rows
 # GELU: TFLite's int8 GELU on a phone; on a microcontroller (TFLM has no GELU kernel) x * sigmoid(1.702 x).
 register_layer(Gelu, LayerKind(channels=Channels(FOLLOWS), quantization=Quantization(
     config=Quantization.output_only().config, micro_substitute=gelu_for_tflm), tflite_ops=("GELU",)))
@@ -404,7 +404,8 @@ register_layer(IntegerAttention, LayerKind(
     channels=Channels(HEADS, axes=_HEAD_AXES,
                       sliced=dict({name: {"out": axis} for name, axis in _HEAD_AXES.items()},
                                   query_bias={"out": 0}, key_bias={"out": 0}, value_bias={"out": 0}),
-                      resize=_set("num_heads"), count=lambda layer: int(layer.num_heads)),
+                      resize=_set("num_heads"), count=lambda layer: int(layer.num_heads), unit="heads",
+                      unit_width=lambda layer: int(layer.key_dim)),
     quantization=Quantization(config=lambda: PointsQuantizeConfig(IntegerAttention.KERNELS,
                                                                   weight_points=IntegerAttention.KERNELS)),
     tflite_ops=ATTENTION_OPERATORS, offset_weights=IntegerAttention.BIASES))

@@ -275,6 +275,10 @@ class Channels:
         channels (a Conv's filters) or the "in" ones (a depthwise conv's).
       resize: `(config, output channels) -> config` of the smaller layer.
       count: `layer -> channels` it outputs, for the report.
+      unit: what one channel is called in the report ("channels"; "heads"
+        for attention).
+      unit_width: `layer -> output channels of its weight tensors per unit`
+        (an attention head's key_dim), to count units in the file.
     """
 
     rule: ChannelRule = OPAQUE
@@ -285,12 +289,14 @@ class Channels:
     range_channels: str = "out"
     resize: Callable[[dict, int], dict] | None = None
     count: Callable[[Any], int | None] | None = None
+    unit: str = "channels"
+    unit_width: Callable[[Any], int] | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "rule", rule_named(self.rule))
         if self.range_channels not in ("in", "out"):
             raise errors.ConfigError(f"`range_channels` must be 'in' or 'out'; received {self.range_channels!r}.")
-        for name in ("blocker", "resize", "count"):
+        for name in ("blocker", "resize", "count", "unit_width"):
             value = getattr(self, name)
             if value is not None and not callable(value):
                 raise errors.ConfigError(f"`{name}` must be a function or None; received {value!r}.")

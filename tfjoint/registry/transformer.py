@@ -296,8 +296,10 @@ class PositionEmbedding(keras.layers.Layer):
     """A learned embedding per position, the first `steps` of them, as wide as the input (keras_hub's layer).
 
     Called on a (batch, steps, features) tensor; returns the embeddings of
-    positions 0 .. steps-1 broadcast over the batch (add it to the input). In
-    int8 it is the table's rows, quantized with the table.
+    positions 0 .. steps-1, (1, steps, features): an Add broadcasts them over
+    the batch. In int8 they are a constant (the table's rows, quantized with
+    the table), with no shape arithmetic (TFLM's BROADCAST_TO takes no shape
+    computed at run time).
 
     Args:
       sequence_length: positions the table holds (at least the input's steps).
@@ -315,10 +317,10 @@ class PositionEmbedding(keras.layers.Layer):
 
     def call(self, inputs):
         steps = inputs.shape[-2]
-        return tf.broadcast_to(self.position_embeddings[:steps], tf.shape(inputs))
+        return self.position_embeddings[None, :steps]
 
     def compute_output_shape(self, input_shape):
-        return input_shape
+        return tf.TensorShape([1]).concatenate(tf.TensorShape(input_shape)[1:])
 
     def get_config(self):
         return dict(super().get_config(), sequence_length=self.sequence_length)
