@@ -49,7 +49,7 @@ def accelerometer(n: int, seed: int, steps: int = STEPS):
     t = np.arange(steps)[None, :, None]
     frequency = (1 + y)[:, None, None] * 0.04 * np.array([1.0, 1.3, 0.7])[None, None, :]
     x = np.sin(2 * np.pi * frequency * t + rng.uniform(0, 2 * np.pi, (n, 1, 3)))
-    return (x + rng.normal(0, 0.4, x.shape)).astype(np.float32), y
+    return (x + rng.normal(0, 0.3, x.shape)).astype(np.float32), y
 
 
 def build(name: str, seed: int):
@@ -79,7 +79,7 @@ def _agreement_with_whole_sequence(report, path: str, joint, x_val) -> float:
     the whole-sequence quantization-aware Keras model."""
     from tfjoint.tflite.flatbuffer import read_flatbuffer
     from tfjoint.tflite.runtimes import runtime_model
-    from tfjoint.tflite.streaming import StreamRunner, StreamState, StreamingModel
+    from tfjoint.tflite.streaming import StreamingModel, StreamRunner, StreamState
 
     content = open(path, "rb").read()
     section = report.streaming
@@ -97,13 +97,13 @@ def run(name: str, seed: int, epochs: int, fine_tune: int, n_train: int, n_val: 
     x, y = accelerometer(n_train, seed)
     x_val, y_val = accelerometer(n_val, 1000 + seed)
     model = build(name, seed)
-    model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(keras.optimizers.Adam(5e-3, clipnorm=1.0), "sparse_categorical_crossentropy", metrics=["accuracy"])
     model.fit(x, y, epochs=epochs, batch_size=32, verbose=0)
     float_accuracy = float(model.evaluate(x_val, y_val, verbose=0)[1])
     start = time.perf_counter()
     joint = tfjoint.prepare(model, 0.5, check=("tflm", "streaming"))
     prepare_seconds = time.perf_counter() - start
-    joint.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    joint.compile(keras.optimizers.Adam(1e-3, clipnorm=1.0), "sparse_categorical_crossentropy", metrics=["accuracy"])
     timer = EpochTimer()
     joint.fit(x, y, epochs=fine_tune, batch_size=32, verbose=0, callbacks=[timer])
     row = {"model": name, "seed": seed, "float_accuracy": float_accuracy, "prepare_s": prepare_seconds,
@@ -113,10 +113,16 @@ def run(name: str, seed: int, epochs: int, fine_tune: int, n_train: int, n_val: 
             continue
         path = os.path.join(out, f"{name}_{seed}_{form}.tflite")
         start = time.perf_counter()
-        report = tfjoint.export_tflite(joint, path, representative_data=x[:200], validation_data=(x_val, y_val),
-                                       float_model=model, options=tfjoint.ExportOptions(
-                                           streaming=streaming, runtimes=("tflm",), quantization="qat"))
+        try:
+            report = tfjoint.export_tflite(joint, path, representative_data=x[:200], validation_data=(x_val, y_val),
+                                           float_model=model, options=tfjoint.ExportOptions(
+                                               streaming=streaming, runtimes=("tflm",), quantization="qat",
+                                               keep_rejected=path))
+        except tfjoint.ValidationError as failed:  # recorded as it is: the table says which runs failed the gate
+            report = failed.report
         row[form] = {"export_s": time.perf_counter() - start, "conversion_s": report.stage_seconds.get("conversion"),
+                     "passed": report.passed, "failures": [str(f) for f in report.failures],
+                     "top1_agreement_tflm": report.top1_agreement,
                      "keras_accuracy": report.keras_accuracy, "tflm_accuracy": report.int8_accuracy,
                      "flash_bytes": report.memory["flash_bytes"], "arena_bytes": report.memory["tflm_arena_bytes"],
                      "ram_bytes": report.memory["ram_bytes"], "operators": sum(report.operator_counts.values())}
@@ -130,8 +136,9 @@ def run(name: str, seed: int, epochs: int, fine_tune: int, n_train: int, n_val: 
 
 def table(rows: list[dict]) -> str:
     lines = ["| model | form | float acc % | Keras acc % | TFLM acc % | flash KB | TFLM arena KB | operators | "
-             "export s (conversion) | first / later epoch s | streaming = whole sequence (TFLM, top-1) % |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "export s (conversion) | first / later epoch s | streaming = whole sequence (TFLM, top-1) % | "
+             "passed the gate |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name in dict.fromkeys(row["model"] for row in rows):
         group = [row for row in rows if row["model"] == name]
         for form in ("streaming", "unrolled"):
@@ -150,7 +157,8 @@ def table(rows: list[dict]) -> str:
                 f"({mean_text([e['conversion_s'] for e in entries], '.0f')}) | "
                 f"{mean_text([r['first_epoch_s'] for r in group], '.1f')} / "
                 f"{mean_text([r['later_epoch_s'] for r in group], '.1f')} | "
-                f"{mean_text([e.get('whole_sequence_agreement_tflm') for e in entries], '.1f', 100)} |")
+                f"{mean_text([e.get('whole_sequence_agreement_tflm') for e in entries], '.1f', 100)} | "
+                f"{sum(bool(e.get('passed')) for e in entries)}/{len(entries)} |")
     return "\n".join(lines)
 
 
@@ -165,7 +173,7 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     files = os.path.join(args.out, "sequences_files")
     os.makedirs(files, exist_ok=True)
-    epochs, fine_tune, n_train, n_val = (1, 2, 128, 64) if args.tiny else (8, 3, 1200, 300)
+    epochs, fine_tune, n_train, n_val = (1, 2, 128, 64) if args.tiny else (15, 3, 1200, 300)
     rows = []
     for seed in [int(s) for s in args.seeds.split(",")]:
         for name in args.models.split(","):

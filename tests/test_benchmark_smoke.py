@@ -159,3 +159,11 @@ def test_weight_sharing_budget_benchmark_tiny_run(tmp_path):
         assert rows[method]["budget_bytes"] == int(0.3 * rows["plain"]["flash_bytes"])
     assert rows["bits plan"]["clusters"] and not rows["channels plan"]["clusters"]
     assert "| digits | bits plan |" in (tmp_path / "weight_sharing_budget_tiny.md").read_text()
+
+
+def test_sequences_benchmark_tiny_run(tmp_path):
+    _run_benchmark("sequences.py", f"--out={tmp_path}", "--seeds=0", "--models=lstm,conv_lstm", "--whole_seeds=0")
+    rows = json.loads((tmp_path / "sequences.json").read_text())["rows"]
+    assert [row["model"] for row in rows] == ["lstm", "conv_lstm"]
+    assert all(row["streaming"]["flash_bytes"] > 0 and row["streaming"]["arena_bytes"] > 0 for row in rows)
+    assert "| conv_lstm | streaming (1 seed) |" in (tmp_path / "sequences.md").read_text()

@@ -21,7 +21,8 @@ LEAVES = {"errors", "_keras", "_tfmot", "_litert", "_files", "_progress", "_name
 # import leaves, any module of an earlier stage, and earlier modules of its own.
 STAGES = {
     "registry": ["registry.channel_rules", "registry.kind", "registry.table", "registry.own_layers",
-                 "registry.own_configs", "registry.points", "registry.activations", "registry.recurrent",
+                 "registry.own_configs", "registry.array_ops", "registry.points", "registry.activations",
+                 "registry.recurrent",
                  "registry.streaming", "registry.transformer",
                  "registry.rewrites", "registry.builtin"],
     "bridge": ["bridge.translate", "bridge.equivalence", "bridge.keras3"],
@@ -29,7 +30,7 @@ STAGES = {
     "quantize": ["quantize.clusters", "quantize.quantizers", "quantize.config", "quantize.substitution",
                  "quantize.scheme", "quantize.wrappers"],
     "tflite": ["tflite.operators", "tflite.flatbuffer", "tflite.run", "tflite.convert", "tflite.tflm",
-               "tflite.runtimes", "tflite.streaming"],
+               "tflite.runtimes", "tflite.streaming", "tflite.split_weights"],
     "train": ["train.readback", "train.model_kind", "train.phases", "train.prepared_model", "train.centroids",
               "train.conversion_check", "train.schedule_argument", "train.prepare", "train.callbacks",
               "train.distill", "train.stripped_model", "train.strip"],

@@ -332,3 +332,57 @@ def test_keras_io_text_transformer_prepares_trains_and_runs_fully_int8_in_tflm_a
     positions = [layer for layer in joint.layers if "PositionEmbedding" in type(layer).__name__
                  or "PositionEmbedding" in type(getattr(layer, "layer", layer)).__name__]
     assert positions, [type(layer).__name__ for layer in joint.layers]  # the table trains as a table
+
+
+def keras_ops_transformer(steps: int = 16, vocab_size: int = 20, dim: int = 16, heads: int = 2):
+    """A transformer written functionally with keras.ops, as keras.io's examples do: positions from
+    zeros_like + arange, heads split by reshape and transpose, attention by matmul and softmax, expand_dims, slices,
+    ones_like and arithmetic with constants."""
+    import keras as keras3
+    from keras import layers, ops
+
+    keras3.utils.set_random_seed(0)
+    tokens = keras3.Input((steps,), dtype="int32", name="tokens")
+    positions = ops.zeros_like(tokens) + ops.arange(steps)
+    x = layers.Embedding(vocab_size, dim, name="tok")(tokens) + layers.Embedding(steps, dim, name="pos")(positions)
+
+    def split(name, order):
+        return ops.transpose(ops.reshape(layers.Dense(dim, name=name)(x), (-1, steps, heads, dim // heads)), order)
+
+    scores = ops.matmul(split("q", (0, 2, 1, 3)), split("k", (0, 2, 3, 1))) * (1.0 / np.sqrt(dim // heads))
+    context = ops.matmul(ops.softmax(scores, axis=-1), split("v", (0, 2, 1, 3)))
+    x = x + layers.Dense(dim, name="o")(ops.reshape(ops.transpose(context, (0, 2, 1, 3)), (-1, steps, dim)))
+    first = ops.expand_dims(x, 1)[:, 0, :, :][:, 0]
+    scaled = first * (ops.ones_like(first) * 2.0)
+    return keras3.Model(tokens, layers.Dense(2, activation="softmax", name="head")(scaled))
+
+
+@pytest.mark.slow
+def test_keras_ops_written_transformer_is_rebuilt_and_runs_fully_int8_in_tflm(tmp_path):
+    import keras as keras3
+
+    x, y = _which_marker(768, 0)
+    x_val, y_val = _which_marker(192, 1)
+    x, x_val = x.astype(np.int32), x_val.astype(np.int32)
+    model = keras_ops_transformer()
+    model.compile(keras3.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=4, batch_size=32, verbose=0)
+    joint = tfjoint.prepare(model, tfjoint.JointSchedule(0.5), check=("tflm",))
+    kinds = {type(getattr(layer, "layer", layer)).__name__ for layer in joint.layers}
+    assert {"MatMul", "Permute", "Reshape", "Softmax", "FilledLike", "ConstantOp"} <= kinds, kinds
+    joint.compile(keras.optimizers.Adam(5e-4), "sparse_categorical_crossentropy")
+    joint.fit(x, y, epochs=2, batch_size=32, verbose=0)
+    report = tfjoint.export_tflite(joint, str(tmp_path / "ops.tflite"), validation_data=(x_val, y_val),
+                                   options=tfjoint.ExportOptions(runtimes=("tflm",)))
+    assert report.passed and report.fully_int8 and report.int8_accuracy > 0.9
+    assert report.operator_counts["BATCH_MATMUL"] == 2 and report.operator_counts["SOFTMAX"] == 2
+
+
+def test_a_raw_op_tfjoint_cannot_rebuild_names_what_it_rebuilds():
+    import keras as keras3
+
+    inputs = keras3.Input((8,), name="x")
+    model = keras3.Model(inputs, keras3.layers.Dense(2)(keras3.ops.cumsum(inputs, axis=-1)))
+    with pytest.raises(tfjoint.errors.UnsupportedLayerError) as caught:
+        tfjoint.prepare(model, tfjoint.JointSchedule(0.5), check=False)
+    assert "keras.ops.cumsum" in str(caught.value) and "matmul" in str(caught.value)

@@ -149,7 +149,13 @@ def test_lut_export_is_smaller_runs_in_tflm_with_the_reported_memory_and_compute
     # The file runs in TFLM with exactly the report's arena and alternate decompression memory, and computes
     # what the uncompressed int8 file computes.
     arena, alt = report.memory["tflm_arena_bytes"], report.compression["alt_decompression_bytes"]
-    assert alt == 32 * 576  # the hidden kernel decoded (32 x 576 int8 values): the largest DECODE output
+    # Decoded whole, the hidden kernel (32 x 576 int8 values) would take the RAM to 2.6x the plain file's: it is
+    # split into groups of output channels, each decoded on its own, within 1.5x (the default limit).
+    split = {entry["layer"]: entry for entry in report.compression["split"]}
+    assert split["hidden"]["groups"] > 1 and split["hidden"]["bytes"] == 32 * 576
+    assert alt < 32 * 576 and report.ram_bytes <= 1.5 * plain.ram_bytes
+    # the largest decoded group, read from the file (one DECODE per group)
+    assert alt == max(-(-entry["decoded"].size // 16) * 16 for entry in compression.decoded_tables(content))
     sample = np.round(x[:8] / report.inputs[0]["scale"] + report.inputs[0]["zero_point"]).clip(-128, 127)
 
     def outputs(data, arena_size, alt_size):
@@ -166,7 +172,7 @@ def test_lut_export_is_smaller_runs_in_tflm_with_the_reported_memory_and_compute
                                   outputs((tmp_path / "plain.tflite").read_bytes(), plain.memory["tflm_arena_bytes"],
                                           0))
     # Without the alternate memory the decoded weights take arena space (measured by TFLM too).
-    assert report.compression["tflm_arena_bytes_without_alt_memory"] > arena + 9000
+    assert report.compression["tflm_arena_bytes_without_alt_memory"] > arena
     files = tfjoint.write_c_array(tmp_path / "lut.tflite", tmp_path / "c", arena_bytes=arena,
                                   alt_decompression_bytes=alt)
     header = open(files.header).read()

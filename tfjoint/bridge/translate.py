@@ -37,6 +37,7 @@ from absl import logging
 from tfjoint import errors
 from tfjoint._keras import keras, tf
 from tfjoint.registry import kind_of
+from tfjoint.registry.array_ops import ELEMENTWISE_OPS, KERAS3_OPS, OpUntranslatable, Slice
 from tfjoint.registry.own_layers import Affine, HardSwish, Keras3Layer
 from tfjoint.registry.transformer import Gelu, IntegerAttention, PositionEmbedding, TakeStep
 
@@ -292,45 +293,85 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _check_raw_op(entry) -> None:
-    """A raw `keras.ops` call tfjoint can rebuild: elementwise arithmetic of two tensors, or a tensor and a number."""
+def _arithmetic(entry) -> bool:
+    """Whether a raw op node is elementwise arithmetic of two tensors, or of a tensor and a number (`Affine`)."""
     op = entry["class_name"]
     for node in entry.get("inbound_nodes", []):
         args = node.get("args", [])
         if node.get("kwargs") or len(args) != 2:
-            raise _Untranslatable(f"it is a raw keras.ops.{op.lower()} call with arguments tfjoint cannot rebuild: "
-                                  "use a Keras layer (Add, Multiply, ...)")
+            return False
         tensors = [arg for arg in args if _references(arg)]
         numbers = [arg for arg in args if _is_number(arg)]
-        if len(tensors) == 2 and op in _TENSOR_OPS:
-            continue
-        if len(tensors) == 1 and len(numbers) == 1 and op in _SCALAR_OPS:
-            continue
-        raise _Untranslatable(f"it is a raw keras.ops.{op.lower()} call on {len(tensors)} tensor(s) and "
-                              f"{len(numbers)} number(s); tfjoint rebuilds elementwise add, subtract, multiply, "
-                              "maximum and minimum of two tensors, and add, subtract, multiply or divide by a number: "
-                              "use a Keras layer for the rest")
+        if not ((len(tensors) == 2 and op in _TENSOR_OPS) or (len(tensors) == 1 and len(numbers) == 1
+                                                              and op in _SCALAR_OPS)):
+            return False
+    return True
 
 
 def _get_item(entry) -> _Rebuilt:
-    """`x[:, i]` (one step of a sequence, as a BERT pools its first token): tfjoint's `TakeStep`."""
+    """`x[:, i]` (one step of a sequence, as a BERT pools its first token): tfjoint's `TakeStep`; any other slice
+    or index that keeps the batch axis whole: `Slice`."""
     name = entry["config"].get("name", entry.get("name"))
     node = entry.get("inbound_nodes", [{}])[0]
     args = node.get("args", [])
     index = list(args[1]) if len(args) == 2 and isinstance(args[1], (list, tuple)) else None
     full = {"class_name": "__slice__", "config": {"start": None, "stop": None, "step": None}}
-    if not index or len(index) < 2 or index[0] != full or not isinstance(index[1], int) \
-            or any(part != full for part in index[2:]):
-        raise _Untranslatable("it is a raw slice tfjoint cannot rebuild (it rebuilds x[:, i], one step of a "
-                              "sequence): use a Keras layer")
-    layer = TakeStep(index[1], name=name)
-    return _Rebuilt(lambda call_args, kwargs: layer(call_args[0]), [])
+    if not index or index[0] != full:
+        raise _Untranslatable("it is a raw slice tfjoint cannot rebuild (it rebuilds slices that keep the batch "
+                              "axis whole, x[:, ...]): use a Keras layer")
+    if len(index) >= 2 and isinstance(index[1], int) and all(part == full for part in index[2:]):
+        layer = TakeStep(index[1], name=name)
+        return _Rebuilt(lambda call_args, kwargs: layer(call_args[0]), [])
+    spec: list = []
+    for part in index[1:]:
+        if isinstance(part, int):
+            spec.append(part)
+        elif isinstance(part, dict) and part.get("class_name") == "__slice__":
+            spec.append([part["config"].get("start"), part["config"].get("stop"), part["config"].get("step")])
+        else:
+            raise _Untranslatable(f"it slices with {part!r}, which tfjoint cannot rebuild (indices and start:stop:step "
+                                  "slices are): use a Keras layer")
+    sliced = Slice(spec, name=name)
+    return _Rebuilt(lambda call_args, kwargs: sliced(call_args[0]), [])
+
+
+def _from_table(entry) -> _Rebuilt:
+    """A raw op the registry's `KERAS3_OPS` table rebuilds (reshape, transpose, matmul, softmax, expand_dims,
+    zeros_like, arithmetic with a constant array, ...)."""
+    op, name = entry["class_name"], entry["config"].get("name", entry.get("name"))
+    nodes = entry.get("inbound_nodes", [])
+    if len(nodes) != 1:
+        raise _Untranslatable(f"it is a raw keras.ops.{op.lower()} call used more than once")
+    args = nodes[0].get("args", [])
+    constants = [(value, position) for position, value in enumerate(_constant(arg) for arg in args)
+                 if value is not None]
+    try:
+        build = KERAS3_OPS[op](entry["config"], name, args, constants)
+    except OpUntranslatable as reason:
+        raise _Untranslatable(f"it is a raw keras.ops.{op.lower()} call tfjoint cannot rebuild: {reason}") from None
+
+    def call(call_args, kwargs):
+        tensors = [arg for arg in call_args if _constant(arg) is None and not _is_number(arg)
+                   and not isinstance(arg, (list, tuple, dict, np.ndarray))]
+        try:
+            return build(tensors)
+        except OpUntranslatable as reason:
+            raise errors.UnsupportedLayerError(f"raw keras.ops.{op.lower()} call '{name}': {reason}.") from None
+
+    return _Rebuilt(call, [])
 
 
 def _raw_op(entry, layer3) -> _Rebuilt:
-    """`x + 3.0` becomes an `Affine` layer; `a + b` of two tensors the matching merge layer (named like the op)."""
-    _check_raw_op(entry)
+    """`x + 3.0` becomes an `Affine` layer; `a + b` of two tensors the matching merge layer (named like the op);
+    the ops of `KERAS3_OPS` their layers; anything else is refused, naming what is rebuilt."""
     op, name = entry["class_name"], entry["config"].get("name", entry.get("name"))
+    if not _arithmetic(entry):
+        if op in KERAS3_OPS:
+            return _from_table(entry)
+        raise _Untranslatable(f"it is a raw keras.ops.{op.lower()} call tfjoint cannot rebuild; it rebuilds "
+                              "elementwise arithmetic (of two tensors, or with a number or a constant array) and "
+                              f"{', '.join(sorted(k.lower() for k in KERAS3_OPS if k not in ELEMENTWISE_OPS))}: use "
+                              "a Keras layer for the rest")
 
     def call(args, kwargs):
         tensors = [arg for arg in args if not _is_number(arg)]

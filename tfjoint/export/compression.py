@@ -23,6 +23,11 @@ Which tensors, and how (`plan_tables`):
   table (LUT indices are 1 to 7 bits), or too small to pay (indices, tables
   and DECODE's metadata would not save `MIN_SAVING_BYTES`).
 
+Decoding takes RAM: a tensor whose decoded size would take the file's RAM past
+the limit (a RAM budget, else 1.5x the uncompressed file's, measured in TFLM)
+is split into groups of output channels first (`tflite.split_weights`), each
+decoded on its own; the report lists what was split and why.
+
 The compressed file is validated in TFLM against the uncompressed one: the
 outputs must be identical (`export.validation`).
 """
@@ -39,10 +44,13 @@ from tfjoint import errors
 from tfjoint._names import float_layer_name
 from tfjoint.export.candidates import Candidate, Candidates
 from tfjoint.quantize.clusters import index_bits
-from tfjoint.tflite.flatbuffer import layer_of
+from tfjoint.tflite import tflm
+from tfjoint.tflite.flatbuffer import layer_of, read_flatbuffer
+from tfjoint.tflite.split_weights import WeightSplit, split_output_channels, splittable
 
-__all__ = ["LutTable", "LutFile", "plan_tables", "lut_spec", "lut_bytes", "compress_candidate", "compress_candidates",
-           "decoded_tables", "MIN_SAVING_BYTES", "MAX_LUT_VALUES"]
+__all__ = ["LutTable", "LutFile", "plan_tables", "plan_splits", "lut_spec", "lut_bytes", "compress_candidate",
+           "compress_candidates", "decoded_tables", "MIN_SAVING_BYTES", "MAX_LUT_VALUES", "MAX_GROUPS",
+           "DEFAULT_RAM_GROWTH"]
 
 MAX_LUT_VALUES = 128  # 7-bit indices: the widest TFLM's LUT format holds
 MIN_SAVING_BYTES = 64  # what a compressed tensor must save, after everything it adds to the file
@@ -91,6 +99,7 @@ class LutFile:
     uncompressed_bytes: int
     tables: tuple[LutTable, ...]
     alt_decompression_bytes: int
+    splits: tuple[dict[str, Any], ...] = ()
 
     @property
     def compressed(self) -> tuple[LutTable, ...]:
@@ -104,7 +113,7 @@ class LutFile:
         """The report's `compression` section (sizes from the files, values read from the int8 weights)."""
         return {"method": "lut", "flash_bytes": len(self.content), "uncompressed_flash_bytes": self.uncompressed_bytes,
                 "alt_decompression_bytes": self.alt_decompression_bytes,
-                "tensors": [t.to_dict() for t in self.compressed],
+                "tensors": [t.to_dict() for t in self.compressed], "split": [dict(split) for split in self.splits],
                 "uncompressed": [{"tensor": t.tensor, "layer": t.layer, "op": t.op, "bytes": t.bytes_before,
                                   "reason": t.reason} for t in self.left_uncompressed]}
 
@@ -264,8 +273,62 @@ def decoded_tables(content: bytes) -> list[dict[str, Any]]:
     return found
 
 
-def compress_candidate(candidate: Candidate) -> LutFile:
-    """The candidate's LUT-compressed file (TFLM's own compressor), or an ExportError naming the tensor at fault."""
+MAX_GROUPS = 64  # output-channel groups one tensor is split into at most (each adds an operator and its tensors)
+DEFAULT_RAM_GROWTH = 1.5  # without a RAM budget: decoding may take the file's RAM to 1.5x the uncompressed file's
+
+
+def plan_splits(candidate: Candidate, tables: list[LutTable], ram_limit: int | None) -> tuple[list, list[dict]]:
+    """Which compressed tensors to split into groups of output channels, so that decoding one group fits the RAM
+    left beside the uncompressed file's (measured in TFLM): `ram_limit` (a RAM budget), else 1.5x that file's.
+
+    Returns the splits and, per tensor split (or that no split brings within the limit), a report entry.
+    """
+    model_editor, _, _ = _compression_modules()
+    plain = tflm.measure_arena(candidate.content).total_bytes
+    limit = int(ram_limit) if ram_limit is not None else int(plain * DEFAULT_RAM_GROWTH)
+    allowance = limit - plain
+    graph = model_editor.read(candidate.content).subgraphs[0]
+    splits, entries = [], []
+    for table in tables:
+        if table.bits is None or table.bytes_before <= max(allowance, 0):
+            continue
+        weight = graph.tensors[table.tensor_index]
+        users = graph.consumers_of(weight)
+        channels = table.shape[0]
+        groups = min(MAX_GROUPS, channels, -(-table.bytes_before // max(allowance, 1)))
+        entry = {"tensor": table.tensor, "layer": table.layer, "bytes": table.bytes_before, "ram_limit": limit,
+                 "uncompressed_ram": plain}
+        if len(users) != 1 or not splittable(users[0], weight):
+            entries.append(dict(entry, groups=1, reason=f"decoded whole ({table.bytes_before} bytes) it takes RAM "
+                                                        f"past {limit}; its operator cannot be split by channels"))
+            continue
+        if allowance <= 0 or -(-table.bytes_before // groups) > allowance:
+            entries.append(dict(entry, groups=groups, reason=(
+                f"even in {groups} groups of output channels a group decodes to more than the {max(allowance, 0)} "
+                f"bytes the RAM limit ({limit}) leaves beside the uncompressed file's {plain}")))
+        else:
+            entries.append(dict(entry, groups=groups, reason=(
+                f"decoded whole ({table.bytes_before} bytes) it would take RAM past {limit} (the uncompressed file "
+                f"needs {plain}): split into {groups} groups of output channels, each decoded on its own")))
+        splits.append(WeightSplit(table.tensor_index, groups))
+    return splits, entries
+
+
+def compress_candidate(candidate: Candidate, ram_limit: int | None = None) -> LutFile:
+    """The candidate's LUT-compressed file (TFLM's own compressor), or an ExportError naming the tensor at fault.
+
+    Compressed tensors whose decoding would take the RAM past `ram_limit` (default: 1.5x the uncompressed
+    file's, measured in TFLM) are first split into groups of output channels (`plan_splits`): the same results,
+    a smaller decode buffer."""
+    splits, split_entries = plan_splits(candidate, plan_tables(candidate), ram_limit)
+    if splits:
+        split = split_output_channels(candidate.content, splits)
+        candidate = dataclasses.replace(candidate, content=split, summary=read_flatbuffer(split))
+    compressed_file = _compressed(candidate)
+    return dataclasses.replace(compressed_file, splits=tuple(split_entries))
+
+
+def _compressed(candidate: Candidate) -> LutFile:
     model_editor, spec, compress = _compression_modules()
     tables = plan_tables(candidate)
     compressed = [table for table in tables if table.bits is not None]
@@ -333,12 +396,13 @@ def _read_back(tables: list[LutTable], content: bytes, candidate: Candidate) -> 
     return tuple(read)
 
 
-def compress_candidates(candidates: Candidates, compression: str, phases) -> Candidates:
-    """Each candidate with its LUT-compressed file attached (`compression`="lut"), else unchanged."""
+def compress_candidates(candidates: Candidates, compression: str, phases, ram_limit: int | None = None) -> Candidates:
+    """Each candidate with its LUT-compressed file attached (`compression`="lut"), else unchanged; `ram_limit`:
+    a RAM budget the decoding must fit."""
     if compression != "lut":
         return candidates
     files = []
     for candidate in candidates.files:
         with phases.run("LUT compression", f"{candidate.quantization} file"):
-            files.append(dataclasses.replace(candidate, compressed=compress_candidate(candidate)))
+            files.append(dataclasses.replace(candidate, compressed=compress_candidate(candidate, ram_limit)))
     return Candidates(tuple(files), candidates.notes)

@@ -133,8 +133,9 @@ def export_tflite(model: keras.Model, path: str | os.PathLike, *, representative
         representative_data, inputs_of, "representative_data", _CALIBRATION_SAMPLES)
     validation_data = None if validation_data is None else split_validation(validation_data, inputs_of)
 
+    ram_limit = options.budget.ram_bytes if options.budget is not None else None
     candidates = compress_candidates(convert_candidates(source, options.quantization, representative, phases,
-                                                        options.streaming), options.compression, phases)
+                                                        options.streaming), options.compression, phases, ram_limit)
     reference = convert_float_reference(arguments.float_model, phases)
     float_content = reference.content
     if options.float_path is not None and float_content is not None:

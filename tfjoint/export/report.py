@@ -271,6 +271,10 @@ class ExportReport:
                 ("tensors compressed / left as they are", f"{len(tensors)} "
                  f"({', '.join(sorted({str(t['bits']) + '-bit' for t in tensors}))}) / "
                  f"{len(self.compression['uncompressed'])}")]
+            if self.compression.get("split"):
+                device.insert(3, ("split to decode in less RAM", ", ".join(
+                    f"'{entry['layer'] or entry['tensor']}' in {entry['groups']} channel groups"
+                    for entry in self.compression["split"])))
         if self.streaming:
             states = self.streaming["states"]
             device.insert(0, ("streaming", f"{self.streaming['frames_per_call']} frame(s) per call; "

@@ -17,6 +17,7 @@ from tfjoint.registry.activations import (
     gelu_for_tflm,
     leaky_relu_from_layer,
 )
+from tfjoint.registry.array_ops import ConstantOp, FilledLike, MatMul, Slice
 from tfjoint.registry.channel_rules import (
     CONCATENATES,
     FLATTENS,
@@ -29,6 +30,7 @@ from tfjoint.registry.channel_rules import (
     Channels,
 )
 from tfjoint.registry.kind import Keras3, LayerKind, Pruning, Quantization
+from tfjoint.registry.own_configs import OutputUnlessIntegerConfig
 from tfjoint.registry.own_layers import Affine, ExpandDims, HardSwish, Squeeze
 from tfjoint.registry.points import PointsQuantizeConfig
 from tfjoint.registry.recurrent import (
@@ -394,6 +396,13 @@ register_layer(Gelu, LayerKind(channels=Channels(FOLLOWS), quantization=Quantiza
 register_layer(SigmoidGelu, LayerKind(channels=Channels(FOLLOWS), tflite_ops=SIGMOID_GELU_OPERATORS,
                                       quantization=Quantization(config=lambda: PointsQuantizeConfig()),
                                       tags=frozenset({"micro_stand_in"})))
+# keras.ops calls the Keras 3 bridge rebuilds (`tfjoint.registry.array_ops`).
+register_layer(FilledLike, LayerKind(quantization=Quantization(config=OutputUnlessIntegerConfig),
+                                     tflite_ops=("ZEROS_LIKE", "ADD")))
+register_layer(ConstantOp, LayerKind(quantization=Quantization(config=OutputUnlessIntegerConfig),
+                                     tflite_ops=("ADD", "SUB", "MUL", "MAXIMUM", "MINIMUM")))
+register_layer(MatMul, LayerKind(quantization=Quantization.output_only(), tflite_ops=("BATCH_MATMUL",)))
+register_layer(Slice, LayerKind(quantization=Quantization.values_unchanged(), tflite_ops=("STRIDED_SLICE",)))
 register_layer(TakeStep, LayerKind(channels=Channels(FOLLOWS), quantization=Quantization.values_unchanged(),
                                    tflite_ops=("STRIDED_SLICE",)))
 # Its heads are a channel group inside it: a head's query/key/value columns and output rows are masked together,

@@ -5,13 +5,15 @@
   model): no fake quantization, but its cell's kernels handed to the quantize
   wrapper through `PassThroughQuantizer`, so that tfjoint's pruning quantizer
   can prune them like any kernel.
+* `OutputUnlessIntegerConfig`: the output fake-quantized, unless the layer
+  computes integers (positions built with `zeros_like(ids) + arange`).
 """
 
 import tensorflow_model_optimization as tfmot
 
 from tfjoint._keras import serializable
 
-__all__ = ["PassThroughQuantizer", "CellWeightsConfig"]
+__all__ = ["PassThroughQuantizer", "CellWeightsConfig", "OutputUnlessIntegerConfig"]
 
 
 @serializable
@@ -66,6 +68,38 @@ class CellWeightsConfig(tfmot.quantization.keras.QuantizeConfig):
 
     def __eq__(self, other):
         return type(other) is type(self) and other.get_config() == self.get_config()
+
+    def __ne__(self, other):
+        return not self.__eq__(other)
+
+
+@serializable
+class OutputUnlessIntegerConfig(tfmot.quantization.keras.QuantizeConfig):
+    """Fake-quantize the layer's output, unless the layer computes integers (`layer.integer`: positions, ids)."""
+
+    def get_weights_and_quantizers(self, layer):
+        return []
+
+    def get_activations_and_quantizers(self, layer):
+        return []
+
+    def set_quantize_weights(self, layer, quantize_weights):
+        pass
+
+    def set_quantize_activations(self, layer, quantize_activations):
+        pass
+
+    def get_output_quantizers(self, layer):
+        if getattr(layer, "integer", False):
+            return []
+        return [tfmot.quantization.keras.quantizers.MovingAverageQuantizer(num_bits=8, per_axis=False,
+                                                                           symmetric=False, narrow_range=False)]
+
+    def get_config(self):
+        return {}
+
+    def __eq__(self, other):
+        return type(other) is type(self)
 
     def __ne__(self, other):
         return not self.__eq__(other)
