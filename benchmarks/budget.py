@@ -50,6 +50,10 @@ flags.DEFINE_integer("seeds", 3, "Seeds for models whose accuracy is measured.",
 flags.DEFINE_integer("epochs", 10, "Fine-tuning epochs (MobileNetV2: at most 2).", lower_bound=1)
 flags.DEFINE_list("levels", list(LEVELS), "Budget levels to run (of: " + ", ".join(LEVELS) + ").")
 flags.DEFINE_boolean("tiny", False, "Smoke-test sizes.")
+flags.DEFINE_boolean("kws", False, "Run the keyword-spotting DS-CNN at 20 KB flash / 12 KB RAM through the command "
+                     "(--target=micro --flash_kb=20 --ram_kb=12 --epochs=E), against the smallest uniform channel "
+                     "sparsity that meets the same budgets.")
+flags.DEFINE_float("kws_noise", 0.68, "Extra noise on the keyword features (a float DS-CNN keeps about 86%).")
 
 _NO_TOLERANCE = dict(max_accuracy_drop=1.0, min_agreement=0.0, min_sqnr_db=-1e9, max_mse_increase=1e9)
 
@@ -161,8 +165,127 @@ def markdown(rows, measured_accuracy) -> str:
     return "\n".join(lines)
 
 
+# --- The keyword-spotting DS-CNN at 20 KB flash / 12 KB RAM, through the command with its defaults -------------
+
+KWS_FLAGS = ["--target=micro", "--flash_kb=20", "--ram_kb=12"]
+
+
+def _kws_data(n: int, seed: int):
+    """what_you_keep's keyword features, under more noise: a float DS-CNN then keeps about 86%."""
+    import what_you_keep
+
+    x, y = what_you_keep.keyword_features(n, seed)
+    rng = np.random.default_rng(seed + 7)
+    return (x + rng.normal(0, FLAGS.kws_noise, x.shape)).astype(np.float32), y
+
+
+def _command(args: list[str], out: str) -> dict:
+    import subprocess
+
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, "-m", "tfjoint", f"--out={out}", *args], capture_output=True, text=True,
+                            env=dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(__file__))))
+    path = os.path.join(out, "report.json")
+    report = json.load(open(path)) if os.path.exists(path) else {}
+    return {"exit": result.returncode, "seconds": time.perf_counter() - started, "report": report,
+            "stderr": result.stderr[-1500:] if not report else ""}
+
+
+def _smallest_uniform_channels(model_path: str) -> float:
+    """The smallest channel_sparsity (1/16 steps) whose untrained file meets 20 KB flash and 12 KB RAM in TFLM."""
+    model = tfjoint.load_model(model_path)
+    budget = tfjoint.Budget(flash_bytes=20 * 1024, ram_bytes=12 * 1024)
+    groups = channel_groups_of(model).prunable_groups
+    for count in range(1, 16):
+        fraction = count / 16
+        measured = measure_plan(model, {group: fraction for group in groups})
+        if not budget.misses(measured):
+            return fraction
+    return 15 / 16
+
+
+def run_kws(seed: int, epochs: int, tiny: bool, out: str) -> list[dict]:
+    import what_you_keep
+
+    work = os.path.join(out, f"kws_{seed}")
+    os.makedirs(work, exist_ok=True)
+    n_train, n_val = (600, 200) if tiny else (3000, 600)
+    x, y = _kws_data(n_train, seed)
+    x_val, y_val = _kws_data(n_val, 1000 + seed)
+    model = what_you_keep.ds_cnn(seed)
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x, y, epochs=2 if tiny else 12, batch_size=32, verbose=0)
+    float_accuracy = float(model.evaluate(x_val, y_val, verbose=0)[1])
+    model_path, data_path = os.path.join(work, "ds_cnn.keras"), os.path.join(work, "kws.npz")
+    model.save(model_path)
+    np.savez(data_path, x_train=x, y_train=y, x_val=x_val, y_val=y_val, x_calib=x[:300])
+    common = [f"--model={model_path}", f"--data={data_path}", f"--seed={seed}", f"--epochs={epochs}"]
+    rows = []
+    planned = _command(common + KWS_FLAGS, os.path.join(work, "planned"))
+    uniform_fraction = _smallest_uniform_channels(model_path)
+    uniform = _command(common + ["--target=micro", f"--channel_sparsity={uniform_fraction}"],
+                       os.path.join(work, "uniform"))
+    for system, run in (("planned", planned), ("uniform", uniform)):
+        report = run["report"]
+        memory = report.get("memory", {})
+        plan = (report.get("plan") or {}) if system == "planned" else {}
+        rows.append({"model": "kws_ds_cnn", "seed": seed, "system": system, "float_accuracy": float_accuracy,
+                     "tflm_accuracy": (report.get("per_runtime", {}).get("tflm") or {}).get("int8_accuracy"),
+                     "flash_bytes": memory.get("flash_bytes"), "ram_bytes": memory.get("ram_bytes"),
+                     "met": (memory.get("flash_bytes") or 1e9) <= 20 * 1024 and (memory.get("ram_bytes") or 1e9)
+                     <= 12 * 1024, "exit": run["exit"], "seconds": run["seconds"], "error": run["stderr"],
+                     "channel_fractions": plan.get("channel_fractions") if plan else uniform_fraction,
+                     "strategy": (plan.get("predicted") or {}).get("strategy") if plan else None})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def kws_markdown(rows) -> str:
+    lines = ["| system | float % | TFLM % | vs float (points) | flash KB | RAM KB | met 20 KB / 12 KB | "
+             "plan (seed 0) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for system in ("planned", "uniform"):
+        group = [r for r in rows if r["system"] == system]
+        if not group:
+            continue
+        first = group[0]
+        plan = first["channel_fractions"]
+        described = (", ".join(f"{g} -{f:.0%}" for g, f in sorted(plan.items(), key=lambda kv: -kv[1]))
+                     if isinstance(plan, dict) else f"every group -{plan:.0%}")
+        if first.get("strategy"):
+            described += f" ({first['strategy']['strategy']})"
+        paired = [r["tflm_accuracy"] - r["float_accuracy"] for r in group if r["tflm_accuracy"] is not None]
+        lines.append(
+            f"| {system} | {_mean([r['float_accuracy'] for r in group], 100)} | "
+            f"{_mean([r['tflm_accuracy'] for r in group], 100)} | {_mean(paired, 100)} | "
+            f"{_mean([r['flash_bytes'] for r in group], 1 / 1024)} | {_mean([r['ram_bytes'] for r in group], 1 / 1024)}"
+            f" | {sum(bool(r['met']) for r in group)}/{len(group)} | {described} |")
+    return "\n".join(lines)
+
+
+def _mean(values, scale):
+    mean, spread = mean_spread([None if v is None else v * scale for v in values])
+    return "n/a" if mean is None else f"{mean:.1f} ± {spread:.1f}"
+
+
+def main_kws():
+    os.makedirs(FLAGS.out, exist_ok=True)
+    started, rows = time.perf_counter(), []
+    for seed in range(1 if FLAGS.tiny else FLAGS.seeds):
+        rows += run_kws(seed, 1 if FLAGS.tiny else FLAGS.epochs, FLAGS.tiny, FLAGS.out)
+    command = "python benchmarks/budget.py " + " ".join(sys.argv[1:])
+    with open(os.path.join(FLAGS.out, "budget_kws.json"), "w") as handle:
+        json.dump({"command": command, "seconds": time.perf_counter() - started, "rows": rows}, handle, indent=1)
+    table = kws_markdown(rows)
+    write_text(os.path.join(FLAGS.out, "budget_kws.md"), f"`{command}` ({time.perf_counter() - started:.0f} s)\n\n"
+               + table + "\n")
+    print(table)
+
+
 def main(argv):
     del argv
+    if FLAGS.kws:
+        return main_kws()
     check_task_names(FLAGS.models)
     unknown = sorted(set(FLAGS.levels) - set(LEVELS))
     if unknown:

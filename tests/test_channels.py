@@ -123,7 +123,7 @@ def test_the_int8_file_has_fewer_channels_and_the_report_says_so(channel_pruned,
                                    options=tfjoint.ExportOptions(tolerances=tfjoint.Tolerances(max_accuracy_drop=1.0)))
     assert report.fully_int8 and report.passed
     channels = report.per_layer_channels
-    assert channels["stem"] == {"original": 8, "keras": 4, "tflite": 4}
+    assert channels["stem"] == {"original": 8, "keras": 4, "tflite": 4, "unit": "channels"}
     assert channels["side"] == {"original": 4, "keras": 2, "tflite": 2}
     assert channels["head"] == {"original": 3, "keras": 3, "tflite": 3}
     shapes = {w.op_name: w.shape for w in report.flatbuffer.weights if w.op_name == "DEPTHWISE_CONV_2D"}

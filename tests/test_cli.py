@@ -255,7 +255,7 @@ def test_channel_sparsity_flag_removes_channels_from_the_file(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
     channels = report["per_layer_channels"]
-    assert channels["conv1"] == {"original": 32, "keras": 16, "tflite": 16}
+    assert channels["conv1"] == {"original": 32, "keras": 16, "tflite": 16, "unit": "channels"}
     assert channels["classes"]["tflite"] == 10  # the output keeps its channels
     assert json.loads((out / "run_config.json").read_text())["resolved"]["schedule"]["channel_sparsity"] == 0.5
     assert (out / "sparsity_per_layer.png").stat().st_size > 0

@@ -211,3 +211,11 @@ def test_streaming_needs_a_model_trained_with_tfjoint(tmp_path):
 
     with pytest.raises(tfjoint.errors.ConfigError, match="--streaming needs the quantization-aware file"):
         RunConfig(streaming=True, quantization="ptq")
+
+
+def test_the_streaming_flag_reaches_the_export_options(tmp_path):
+    from tfjoint.app.flags import RunConfig
+
+    options = RunConfig(streaming=True, target="micro").export_options(str(tmp_path), "none")
+    assert options.streaming is True and options.runtimes == ("tflm",)
+    assert RunConfig().export_options(str(tmp_path), "none").streaming is False

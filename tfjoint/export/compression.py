@@ -23,10 +23,10 @@ Which tensors, and how (`plan_tables`):
   table (LUT indices are 1 to 7 bits), or too small to pay (indices, tables
   and DECODE's metadata would not save `MIN_SAVING_BYTES`).
 
-Decoding takes RAM: a tensor whose decoded size would take the file's RAM past
-the limit (a RAM budget, else 1.5x the uncompressed file's, measured in TFLM)
-is split into groups of output channels first (`tflite.split_weights`), each
-decoded on its own; the report lists what was split and why.
+Decoding takes RAM: with a RAM budget, a tensor whose decoding would take the
+file past it is split into groups of output channels first
+(`tflite.split_weights`), each decoded on its own, or left uncompressed where
+no split fits; the report lists what was split or left, and why.
 
 The compressed file is validated in TFLM against the uncompressed one: the
 outputs must be identical (`export.validation`).
@@ -48,7 +48,7 @@ from tfjoint.tflite import tflm
 from tfjoint.tflite.flatbuffer import layer_of, read_flatbuffer
 from tfjoint.tflite.split_weights import WeightSplit, split_output_channels, splittable
 
-__all__ = ["LutTable", "LutFile", "plan_tables", "plan_splits", "lut_spec", "lut_bytes", "compress_candidate",
+__all__ = ["LutTable", "LutFile", "plan_tables", "lut_ram", "lut_spec", "lut_bytes", "compress_candidate",
            "compress_candidates", "decoded_tables", "MIN_SAVING_BYTES", "MAX_LUT_VALUES", "MAX_GROUPS",
            "DEFAULT_RAM_GROWTH"]
 
@@ -274,63 +274,94 @@ def decoded_tables(content: bytes) -> list[dict[str, Any]]:
 
 
 MAX_GROUPS = 64  # output-channel groups one tensor is split into at most (each adds an operator and its tensors)
-DEFAULT_RAM_GROWTH = 1.5  # without a RAM budget: decoding may take the file's RAM to 1.5x the uncompressed file's
+DEFAULT_RAM_GROWTH = 1.5  # without a RAM budget, the report warns past 1.5x the uncompressed file's RAM
 
 
-def plan_splits(candidate: Candidate, tables: list[LutTable], ram_limit: int | None) -> tuple[list, list[dict]]:
-    """Which compressed tensors to split into groups of output channels, so that decoding one group fits the RAM
-    left beside the uncompressed file's (measured in TFLM): `ram_limit` (a RAM budget), else 1.5x that file's.
+def lut_ram(content: bytes, alt_decompression_bytes: int) -> int:
+    """The RAM a LUT-compressed file needs in TFLM: the arena plus the alternate decompression memory, or the
+    single arena DECODE then writes into, whichever is smaller (both measured)."""
+    with_alt = tflm.measure_arena(content, alt_decompression_bytes=alt_decompression_bytes).total_bytes
+    return min(with_alt + alt_decompression_bytes, tflm.measure_arena(content).total_bytes)
 
-    Returns the splits and, per tensor split (or that no split brings within the limit), a report entry.
-    """
+
+def _splits_for(candidate: Candidate, tables: list[LutTable], group_bytes: int) -> list[WeightSplit]:
+    """Each compressed, splittable tensor larger than `group_bytes`, in as many output-channel groups as make each
+    group at most that (at most `MAX_GROUPS`, at least one channel per group)."""
     model_editor, _, _ = _compression_modules()
-    plain = tflm.measure_arena(candidate.content).total_bytes
-    limit = int(ram_limit) if ram_limit is not None else int(plain * DEFAULT_RAM_GROWTH)
-    allowance = limit - plain
     graph = model_editor.read(candidate.content).subgraphs[0]
-    splits, entries = [], []
+    found = []
     for table in tables:
-        if table.bits is None or table.bytes_before <= max(allowance, 0):
+        if table.bits is None or table.bytes_before <= group_bytes:
             continue
         weight = graph.tensors[table.tensor_index]
         users = graph.consumers_of(weight)
-        channels = table.shape[0]
-        groups = min(MAX_GROUPS, channels, -(-table.bytes_before // max(allowance, 1)))
-        entry = {"tensor": table.tensor, "layer": table.layer, "bytes": table.bytes_before, "ram_limit": limit,
-                 "uncompressed_ram": plain}
-        if len(users) != 1 or not splittable(users[0], weight):
-            entries.append(dict(entry, groups=1, reason=f"decoded whole ({table.bytes_before} bytes) it takes RAM "
-                                                        f"past {limit}; its operator cannot be split by channels"))
-            continue
-        if allowance <= 0 or -(-table.bytes_before // groups) > allowance:
-            entries.append(dict(entry, groups=groups, reason=(
-                f"even in {groups} groups of output channels a group decodes to more than the {max(allowance, 0)} "
-                f"bytes the RAM limit ({limit}) leaves beside the uncompressed file's {plain}")))
-        else:
-            entries.append(dict(entry, groups=groups, reason=(
-                f"decoded whole ({table.bytes_before} bytes) it would take RAM past {limit} (the uncompressed file "
-                f"needs {plain}): split into {groups} groups of output channels, each decoded on its own")))
-        splits.append(WeightSplit(table.tensor_index, groups))
-    return splits, entries
+        if len(users) == 1 and splittable(users[0], weight):
+            found.append(WeightSplit(table.tensor_index, min(MAX_GROUPS, table.shape[0],
+                                                             -(-table.bytes_before // max(group_bytes, 1)))))
+    return found
 
 
 def compress_candidate(candidate: Candidate, ram_limit: int | None = None) -> LutFile:
     """The candidate's LUT-compressed file (TFLM's own compressor), or an ExportError naming the tensor at fault.
 
-    Compressed tensors whose decoding would take the RAM past `ram_limit` (default: 1.5x the uncompressed
-    file's, measured in TFLM) are first split into groups of output channels (`plan_splits`): the same results,
-    a smaller decode buffer."""
-    splits, split_entries = plan_splits(candidate, plan_tables(candidate), ram_limit)
-    if splits:
-        split = split_output_channels(candidate.content, splits)
-        candidate = dataclasses.replace(candidate, content=split, summary=read_flatbuffer(split))
-    compressed_file = _compressed(candidate)
-    return dataclasses.replace(compressed_file, splits=tuple(split_entries))
-
-
-def _compressed(candidate: Candidate) -> LutFile:
-    model_editor, spec, compress = _compression_modules()
+    Decoding takes RAM: each compressed tensor is rebuilt whole before its
+    operator. With a RAM budget (`ram_limit`) the compressed file must fit
+    it, measured in TFLM: its largest compressed tensors are split into groups
+    of output channels (`tflite.split_weights`: the same results), the groups
+    halved in size until the RAM fits, as long as the file stays smaller than
+    the uncompressed one (each group costs a few hundred bytes of flash).
+    Where no split fits, the tensors too large to decode within the budget
+    are left uncompressed. The report lists what was split or left, and why.
+    Without a budget nothing is split; the report says what decoding costs.
+    """
+    lut = _compressed(candidate)
+    if ram_limit is None:
+        return lut
     tables = plan_tables(candidate)
+    plain = tflm.measure_arena(candidate.content).total_bytes
+    limit = int(ram_limit)
+    ram = lut_ram(lut.content, lut.alt_decompression_bytes)
+    largest = max((t.bytes_before for t in tables if t.bits is not None), default=0)
+    group_bytes = largest
+    splits: list[WeightSplit] = []
+    while ram > limit and group_bytes > 1:
+        group_bytes //= 2
+        trial_splits = _splits_for(candidate, tables, group_bytes)
+        if not trial_splits:
+            break
+        if trial_splits == splits:  # the groups are capped (channels, MAX_GROUPS): this size splits no further
+            continue
+        split = split_output_channels(candidate.content, trial_splits)
+        trial = _compressed(dataclasses.replace(candidate, content=split, summary=read_flatbuffer(split)))
+        if len(trial.content) >= len(candidate.content):
+            break  # the groups cost more flash than the compression saves
+        splits, lut, ram = trial_splits, trial, lut_ram(trial.content, trial.alt_decompression_bytes)
+    sizes = {t.tensor_index: t for t in tables}
+    if ram > limit:  # no split fits: the tensors too large to decode within the budget stay as they are
+        allowance = max(limit - plain, 0)
+        kept = [t.tensor_index for t in tables if t.bits is not None and t.bytes_before > allowance]
+        lut = _compressed(candidate, leave=frozenset(kept))
+        entries = tuple({"tensor": sizes[i].tensor, "layer": sizes[i].layer, "bytes": sizes[i].bytes_before,
+                         "groups": 1, "ram_limit": limit, "uncompressed_ram": plain,
+                         "reason": f"left uncompressed: decoding it needs {sizes[i].bytes_before} bytes beside the "
+                                   f"{plain} the file needs, past the RAM budget of {limit}, and no split into "
+                                   "channel groups both fits and keeps the file smaller"} for i in kept)
+        return dataclasses.replace(lut, splits=entries)
+    entries = tuple({"tensor": sizes[split.tensor_index].tensor, "layer": sizes[split.tensor_index].layer,
+                     "bytes": sizes[split.tensor_index].bytes_before, "groups": split.groups, "ram_limit": limit,
+                     "uncompressed_ram": plain, "ram": ram,
+                     "reason": f"decoded whole it took the RAM past the budget of {limit} bytes (the uncompressed "
+                               f"file needs {plain}); in {split.groups} groups of output channels, each decoded on "
+                               f"its own, the file needs {ram}"}
+                    for split in splits)
+    return dataclasses.replace(lut, uncompressed_bytes=len(candidate.content), splits=entries)
+
+
+def _compressed(candidate: Candidate, leave: frozenset[int] = frozenset()) -> LutFile:
+    model_editor, spec, compress = _compression_modules()
+    tables = [dataclasses.replace(t, bits=None, axis=None, bytes_after=None, reason=(
+        "too large to decode within the RAM budget")) if t.tensor_index in leave else t
+        for t in plan_tables(candidate)]
     compressed = [table for table in tables if table.bits is not None]
     if not compressed:
         reasons = "; ".join(f"'{t.layer or t.tensor}': {t.reason}" for t in tables) or "it has no int8 weights"

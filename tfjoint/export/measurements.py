@@ -17,17 +17,18 @@ from tfjoint import metrics
 from tfjoint._keras import weight_short_name
 from tfjoint._names import float_layer_name
 from tfjoint.export import explain
+from tfjoint.export.compression import DEFAULT_RAM_GROWTH
 from tfjoint.export.memory import MemoryFigures, measure_memory, memory_use
 from tfjoint.export.options import QAT, ExportOptions
 from tfjoint.export.source import Source
 from tfjoint.export.validation import CandidateResult
-from tfjoint.findings import Finding, Kind, note
+from tfjoint.findings import Finding, Kind, Severity, note
 from tfjoint.registry import kind_of, output_channels, pruned_weight_name, unwrapped
-from tfjoint.tflite import convert
+from tfjoint.tflite import convert, tflm
 from tfjoint.tflite.flatbuffer import FlatbufferSummary, layer_of
 from tfjoint.tflite.operators import op_macs
 from tfjoint.tflite.runtimes import TFLiteModel
-from tfjoint.tflite.streaming import unrolled_finding
+from tfjoint.tflite.streaming import TYPICAL_MCU_FLASH_BYTES, TYPICAL_MCU_RAM_BYTES, unrolled_finding
 
 __all__ = ["Measurements", "measure_shipped", "EXPLAIN_MAX_WEIGHT_OPS"]
 
@@ -185,6 +186,46 @@ def _explained(shipped: CandidateResult, source: Source, float_model, inputs,
                                    pruned_model=source.pruned_float), notes
 
 
+def _decoding_ram_finding(shipped: CandidateResult, figures, options: ExportOptions) -> Finding | None:
+    """Without a RAM budget, a LUT file whose decoding takes the RAM past 1.5x the uncompressed file's: a warning
+    with the figures and the budget that would split it."""
+    candidate = shipped.candidate
+    ram = figures.get("ram_bytes")
+    if candidate.compressed is None or options.budget is not None or not ram or not tflm.tflm_available():
+        return None
+    plain = tflm.measure_arena(candidate.content).total_bytes
+    if ram <= DEFAULT_RAM_GROWTH * plain:
+        return None
+    largest = max(candidate.compressed.compressed, key=lambda table: table.bytes_before, default=None)
+    which = f" (the largest: '{largest.layer or largest.tensor}', {largest.bytes_before} bytes)" if largest else ""
+    return Finding(Kind.MEMORY, f"LUT decoding takes the RAM from {plain} bytes (the uncompressed file) to {ram} "
+                                f"({ram / plain:.1f}x): TFLM rebuilds each compressed tensor whole before its "
+                                f"operator{which}. Give a RAM budget (ExportOptions(budget=tfjoint.Budget("
+                                "ram_bytes=...)), or --ram_kb) and the export splits the largest tensors into channel "
+                                "groups that fit", Severity.WARNING, measured=float(ram), limit=float(plain))
+
+
+def _too_big_finding(summary: FlatbufferSummary, figures, options: ExportOptions) -> Finding | None:
+    """For a microcontroller (TFLM among the runtimes): a warning when the file's flash or RAM exceeds a typical
+    board's (1 MB, 256 KB), naming what takes it and what shrinks it."""
+    if "tflm" not in options.runtimes:
+        return None
+    flash, ram = figures.get("flash_bytes") or 0, figures.get("ram_bytes") or 0
+    if flash <= TYPICAL_MCU_FLASH_BYTES and ram <= TYPICAL_MCU_RAM_BYTES:
+        return None
+    weights = sum(t.size for t in summary.weights)
+    tail = figures.get("tflm_arena_tail_bytes")
+    causes = [f"{len(summary.ops)} operators" + (f" (TFLM keeps {tail // 1024} KB of data for them)" if tail else ""),
+              f"{weights // 1024} KB of int8 weights", f"{(figures.get('tflm_arena_head_bytes') or 0) // 1024} KB "
+                                                      "of activations at their peak"]
+    return Finding(Kind.DEVICE_FIT, f"the file needs {flash // 1024} KB of flash and {ram // 1024} KB of RAM, past a "
+                                    f"typical microcontroller's {TYPICAL_MCU_FLASH_BYTES >> 20} MB / "
+                                    f"{TYPICAL_MCU_RAM_BYTES >> 10} KB: {', '.join(causes)}. Remove channels "
+                                    "(JointSchedule(channel_sparsity=...), or plan them with tfjoint.Budget and "
+                                    "plan_for_budget), share weights (clusters with compression='lut'), or use a "
+                                    "smaller input", Severity.WARNING, measured=float(max(flash, ram)))
+
+
 def measure_shipped(shipped: CandidateResult, source: Source, validation_data, float_model, float_content,
                     options: ExportOptions, phases) -> Measurements:
     """Everything the report says about the shipped file beyond its validation."""
@@ -196,9 +237,12 @@ def measure_shipped(shipped: CandidateResult, source: Source, validation_data, f
                                 candidate.shipped_content if candidate.compressed is not None else None,
                                 candidate.alt_decompression_bytes)
     notes = list(memory.notes)
-    if shipped.candidate.stream is None:
-        unrolled = unrolled_finding(shipped.candidate.keras_model, memory.figures, options.runtimes)
-        notes += [unrolled] if unrolled is not None else []
+    fit = unrolled_finding(shipped.candidate.keras_model, memory.figures, options.runtimes) \
+        if shipped.candidate.stream is None else None
+    fit = fit or _too_big_finding(summary, memory.figures, options)
+    notes += [fit] if fit is not None else []
+    decoding = _decoding_ram_finding(shipped, memory.figures, options)
+    notes += [decoding] if decoding is not None else []
     per_layer_error: list[Any] = []
     if validation_data is not None:
         with phases.run("per-layer error"):

@@ -23,7 +23,7 @@ from tfjoint.export.measurements import Measurements
 from tfjoint.export.options import QAT, ExportOptions
 from tfjoint.export.source import Source
 from tfjoint.export.validation import Validation
-from tfjoint.findings import Finding, Kind, largest_first, note
+from tfjoint.findings import Finding, Kind, Severity, largest_first, note
 from tfjoint.registry import kind_of
 from tfjoint.tflite.flatbuffer import FlatbufferSummary
 
@@ -386,7 +386,7 @@ class ExportReport:
         for failure in self.failures:
             lines.append(f"FAILED: {failure}")
         for finding in self.notes:
-            lines.append(f"note: {finding}")
+            lines.append(f"{'WARNING' if finding.severity is Severity.WARNING else 'note'}: {finding}")
         return "\n".join(lines)
 
 

@@ -300,7 +300,7 @@ class _Strategies:
     once can cost much more than that sum (a keyword-spotting DS-CNN whose greedy plan emptied three layers lost
     15 points where a spread plan kept its accuracy). So the greedy plan with no cap, greedy plans capped at 3/4
     and 1/2 of any group, and the uniform plan are each measured together on the validation data, and the
-    least lossy that meets the limits wins.
+    least lossy that meets the limits wins. (With `weight_bits`, only the greedy plans, which can use bits.)
     """
 
     def __init__(self, model, plan: ChannelPlan, norms, validation: _Validation, axes):
@@ -314,7 +314,8 @@ class _Strategies:
     def best(self, cost: CostModel, curves, limits: dict[str, float], bit_curves=None):
         candidates = {f"greedy (at most {cap:.0%} of a group)": _greedy(cost, curves, limits, bit_curves, cap)
                       for cap in _CAPS}
-        candidates["uniform"] = _uniform(cost, limits)
+        if not bit_curves:  # with bits among the levers, every candidate may use them: the greedy ones do
+            candidates["uniform"] = _uniform(cost, limits)
         meeting = {name: plan for name, plan in candidates.items() if _excess(plan[2], limits) == 0}
         if not meeting:
             return candidates[next(iter(candidates))]

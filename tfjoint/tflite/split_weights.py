@@ -81,6 +81,39 @@ def _groups_of(tensor, groups: list[np.ndarray], editor, model) -> list:
     return parts
 
 
+MAX_CONCAT_INPUTS = 10  # TFLM's CONCATENATION takes at most 10 inputs (kMaxInputNum)
+
+
+def _joined(parts: list, output, editor, schema) -> list:
+    """CONCATENATION operators joining `parts` (channel groups, in order) into `output` along its last axis: one,
+    or a tree of them, none with more than `MAX_CONCAT_INPUTS` inputs."""
+
+    def concatenation(inputs, into):
+        options = schema.ConcatenationOptionsT()
+        options.axis = len(into.shape) - 1
+        options.fusedActivationFunction = schema.ActivationFunctionType.NONE
+        fb = schema.OperatorT()
+        fb.builtinOptionsType, fb.builtinOptions = schema.BuiltinOptions.ConcatenationOptions, options
+        return editor.Operator(opcode=schema.BuiltinOperator.CONCATENATION, inputs=inputs, outputs=[into], _fb=fb)
+
+    operators, level = [], 0
+    while len(parts) > MAX_CONCAT_INPUTS:
+        level += 1
+        merged = []
+        for number, start in enumerate(range(0, len(parts), MAX_CONCAT_INPUTS)):
+            chunk = parts[start:start + MAX_CONCAT_INPUTS]
+            if len(chunk) == 1:
+                merged.append(chunk[0])
+                continue
+            into = output.copy(name=f"{(output.name or 'output').split(';')[0]}/j{level}_{number}")
+            into.buffer = None
+            into.shape = tuple(output.shape[:-1]) + (sum(int(t.shape[-1]) for t in chunk),)
+            operators.append(concatenation(chunk, into))
+            merged.append(into)
+        parts = merged
+    return operators + [concatenation(parts, output)]
+
+
 def split_output_channels(content: bytes, splits: list[WeightSplit]) -> bytes:
     """`content` with each named weight's operator split into its groups of output channels (see the module).
 
@@ -122,17 +155,10 @@ def split_output_channels(content: bytes, splits: list[WeightSplit]) -> bytes:
             parts.append(editor.Operator(opcode=operator.opcode, inputs=inputs, outputs=[part_output],
                                          _fb=same_options(operator)))
             outputs.append(part_output)
-        options = schema.ConcatenationOptionsT()
-        options.axis = len(output.shape) - 1
-        options.fusedActivationFunction = schema.ActivationFunctionType.NONE
-        joined = schema.OperatorT()
-        joined.builtinOptionsType = schema.BuiltinOptions.ConcatenationOptions
-        joined.builtinOptions = options
-        concat = editor.Operator(opcode=schema.BuiltinOperator.CONCATENATION, inputs=outputs, outputs=[output],
-                                 _fb=joined)
+        joins = _joined(outputs, output, editor, schema)
         position = graph.operators.index(operator)
-        graph.operators[position:position + 1] = parts + [concat]
-        for tensor in [t for part in parts for t in part.inputs[1:] + part.outputs if t is not None]:
+        graph.operators[position:position + 1] = parts + joins
+        for tensor in [t for op in parts + joins for t in op.inputs[1:] + op.outputs if t is not None]:
             if tensor not in graph.tensors:
                 graph.tensors.append(tensor)
     for tensor in graph.tensors:  # the converter gives activations empty buffers of their own: keep them bufferless
