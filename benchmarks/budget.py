@@ -28,6 +28,7 @@ scan. MobileNetV2 trains on random data: budgets and time only.
 import json
 import os
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -207,8 +208,7 @@ def _smallest_uniform_channels(model_path: str) -> float:
 def run_kws(seed: int, epochs: int, tiny: bool, out: str) -> list[dict]:
     import what_you_keep
 
-    work = os.path.join(out, f"kws_{seed}")
-    os.makedirs(work, exist_ok=True)
+    work = tempfile.mkdtemp(prefix=f"tfjoint_kws_{seed}_")
     n_train, n_val = (600, 200) if tiny else (3000, 600)
     x, y = _kws_data(n_train, seed)
     x_val, y_val = _kws_data(n_val, 1000 + seed)

@@ -124,8 +124,8 @@ def test_the_int8_file_has_fewer_channels_and_the_report_says_so(channel_pruned,
     assert report.fully_int8 and report.passed
     channels = report.per_layer_channels
     assert channels["stem"] == {"original": 8, "keras": 4, "tflite": 4, "unit": "channels"}
-    assert channels["side"] == {"original": 4, "keras": 2, "tflite": 2}
-    assert channels["head"] == {"original": 3, "keras": 3, "tflite": 3}
+    assert channels["side"] == {"original": 4, "keras": 2, "tflite": 2, "unit": "channels"}
+    assert channels["head"] == {"original": 3, "keras": 3, "tflite": 3, "unit": "channels"}
     shapes = {w.op_name: w.shape for w in report.flatbuffer.weights if w.op_name == "DEPTHWISE_CONV_2D"}
     assert shapes["DEPTHWISE_CONV_2D"][-1] == 4
     assert "channels" in str(report) and "original" in str(report)
