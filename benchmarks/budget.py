@@ -188,8 +188,10 @@ def _command(args: list[str], out: str) -> dict:
                             env=dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(__file__))))
     path = os.path.join(out, "report.json")
     report = json.load(open(path)) if os.path.exists(path) else {}
+    config = os.path.join(out, "run_config.json")
+    resolved = json.load(open(config)).get("resolved", {}) if os.path.exists(config) else {}
     return {"exit": result.returncode, "seconds": time.perf_counter() - started, "report": report,
-            "stderr": result.stderr[-1500:] if not report else ""}
+            "budget_plan": resolved.get("budget_plan") or {}, "stderr": result.stderr[-1500:] if not report else ""}
 
 
 def _smallest_uniform_channels(model_path: str) -> float:
@@ -225,17 +227,19 @@ def run_kws(seed: int, epochs: int, tiny: bool, out: str) -> list[dict]:
     uniform_fraction = _smallest_uniform_channels(model_path)
     uniform = _command(common + ["--target=micro", f"--channel_sparsity={uniform_fraction}"],
                        os.path.join(work, "uniform"))
-    for system, run in (("planned", planned), ("uniform", uniform)):
+    distilled = _command(common + KWS_FLAGS + ["--distill"], os.path.join(work, "planned_distill"))
+    for system, run in (("planned", planned), ("uniform", uniform), ("planned_distill", distilled)):
         report = run["report"]
         memory = report.get("memory", {})
-        plan = (report.get("plan") or {}) if system == "planned" else {}
+        plan = run["budget_plan"] if system.startswith("planned") else {}
         rows.append({"model": "kws_ds_cnn", "seed": seed, "system": system, "float_accuracy": float_accuracy,
                      "tflm_accuracy": (report.get("per_runtime", {}).get("tflm") or {}).get("int8_accuracy"),
                      "flash_bytes": memory.get("flash_bytes"), "ram_bytes": memory.get("ram_bytes"),
                      "met": (memory.get("flash_bytes") or 1e9) <= 20 * 1024 and (memory.get("ram_bytes") or 1e9)
                      <= 12 * 1024, "exit": run["exit"], "seconds": run["seconds"], "error": run["stderr"],
                      "channel_fractions": plan.get("channel_fractions") if plan else uniform_fraction,
-                     "strategy": (plan.get("predicted") or {}).get("strategy") if plan else None})
+                     "strategy": (plan.get("predicted") or {}).get("strategy") if plan else None,
+                     "quantization": report.get("quantization")})
         print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -244,7 +248,7 @@ def kws_markdown(rows) -> str:
     lines = ["| system | float % | TFLM % | vs float (points) | flash KB | RAM KB | met 20 KB / 12 KB | "
              "plan (seed 0) |",
              "|---|---|---|---|---|---|---|---|"]
-    for system in ("planned", "uniform"):
+    for system in ("planned", "uniform", "planned_distill"):
         group = [r for r in rows if r["system"] == system]
         if not group:
             continue

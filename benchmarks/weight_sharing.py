@@ -42,6 +42,7 @@ import tfjoint  # noqa: E402  (selects tf_keras before TensorFlow loads)
 from tfjoint.app import digits  # noqa: E402
 
 SPARSITY = 0.8
+RAM_FACTOR = 1.5  # the RAM budget of a compressed file: this times the plain file's arena
 METHODS = ("plain", "tfjoint 16", "tfjoint 4", "TF-MOT 16", "TF-MOT 4")
 # With --longer: tfjoint's one fit at 1.5x the epochs (half the epochs of TF-MOT's three fits together).
 LONGER = ("tfjoint 16 x1.5", "tfjoint 4 x1.5")
@@ -78,18 +79,22 @@ def _steps(data, epochs, batch=32):
     return epochs * -(-len(data["x_train"]) // batch)
 
 
-def _export(model, data, path, compression):
+def _export(model, data, path, compression, ram_limit=None):
+    budget = tfjoint.Budget(ram_bytes=ram_limit) if ram_limit else None
     report = tfjoint.export_tflite(model, path, validation_data=(data["x_val"], data["y_val"]),
                                    options=tfjoint.ExportOptions(quantization="qat", runtimes=("tflm",),
-                                                                 compression=compression))
+                                                                 compression=compression, budget=budget))
+    split = report.compression.get("split", [])
     return {"flash_bytes": report.size_bytes, "tflm_accuracy": report.per_runtime["tflm"]["int8_accuracy"],
-            "arena_bytes": report.memory.get("tflm_arena_bytes"),
+            "arena_bytes": report.memory.get("tflm_arena_bytes"), "ram_bytes": report.memory.get("ram_bytes"),
+            "ram_limit": ram_limit, "split_tensors": sum(entry["groups"] > 1 for entry in split),
+            "left_uncompressed": sum(entry["groups"] == 1 for entry in split),
             "alt_bytes": report.compression.get("alt_decompression_bytes", 0),
             "compressed_tensors": len(report.compression.get("tensors", [])),
             "max_values": max([t["values"] for t in report.compression.get("tensors", [])], default=None)}
 
 
-def _tfjoint(model, data, epochs, clusters, path):
+def _tfjoint(model, data, epochs, clusters, path, ram_limit=None):
     started = time.perf_counter()
     joint = tfjoint.prepare(_clone(model),
                             tfjoint.JointSchedule(SPARSITY, end_step=_steps(data, epochs) // 2, frequency=10,
@@ -98,11 +103,11 @@ def _tfjoint(model, data, epochs, clusters, path):
     joint.compile(keras.optimizers.Adam(5e-4), "sparse_categorical_crossentropy")
     joint.fit(data["x_train"], data["y_train"], epochs=epochs, batch_size=32, verbose=0)
     wall = time.perf_counter() - started
-    row = _export(tfjoint.strip(joint), data, path, "lut" if clusters else "none")
+    row = _export(tfjoint.strip(joint), data, path, "lut" if clusters else "none", ram_limit if clusters else None)
     return dict(row, wall_s=wall)
 
 
-def _tfmot_chain(model, data, epochs, clusters, path):
+def _tfmot_chain(model, data, epochs, clusters, path, ram_limit=None):
     import tensorflow_model_optimization as tfmot
 
     started = time.perf_counter()
@@ -125,7 +130,7 @@ def _tfmot_chain(model, data, epochs, clusters, path):
     pcqat.compile(keras.optimizers.Adam(5e-4), "sparse_categorical_crossentropy")
     pcqat.fit(data["x_train"], data["y_train"], epochs=epochs, batch_size=32, verbose=0)
     wall = time.perf_counter() - started
-    return dict(_export(pcqat, data, path, "lut"), wall_s=wall)
+    return dict(_export(pcqat, data, path, "lut", ram_limit), wall_s=wall)
 
 
 BUDGET_METHODS = ("plain", "channels plan", "bits plan")
@@ -179,15 +184,18 @@ def run_budget(task: str, seed: int, tiny: bool, work: str) -> list[dict]:
 def run(task: str, seed: int, tiny: bool, work: str, methods=METHODS) -> list[dict]:
     model, data, epochs = TASKS[task](seed, tiny)
     rows = []
+    ram_limit = None  # the goal's: compressed files get a RAM budget of RAM_FACTOR x the plain file's arena
     for method in methods:
         path = os.path.join(work, f"{task}_{seed}_{method.replace(' ', '_')}.tflite")
         clusters = int(method.split()[1]) if " " in method else None
         try:
             if method.startswith("TF-MOT"):
-                row = _tfmot_chain(model, data, epochs, clusters, path)
+                row = _tfmot_chain(model, data, epochs, clusters, path, ram_limit)
             else:
                 scaled = int(round(epochs * 1.5)) if method.endswith("x1.5") else epochs
-                row = _tfjoint(model, data, scaled, clusters, path)
+                row = _tfjoint(model, data, scaled, clusters, path, ram_limit)
+                if method == "plain" and row.get("arena_bytes"):
+                    ram_limit = int(RAM_FACTOR * row["arena_bytes"])
         except Exception as error:  # a method that fails is a row saying so, not a lost run
             row = {"error": f"{type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''}"}
         rows.append(dict(row, task=task, seed=seed, method=method, epochs=epochs))
@@ -214,9 +222,10 @@ def _groups(rows: list[dict], columns: int):
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| task | method | TFLM accuracy | flash KB | flash / plain | arena KB | alt. memory KB | fit wall s | "
-             "wall / TF-MOT |", "|---|---|---|---|---|---|---|---|---|"]
-    for group in _groups(rows, 9):
+    lines = ["| task | method | TFLM accuracy | flash KB | flash / plain | arena KB | alt. memory KB | RAM KB "
+             "(arena + alt.) | RAM / plain arena | tensors split / left whole | fit wall s | wall / TF-MOT |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for group in _groups(rows, 12):
         if isinstance(group, str):
             lines.append(group)
             continue
@@ -226,11 +235,16 @@ def table(rows: list[dict]) -> str:
         tfmot = by_seed(f"TF-MOT {clusters}")
         ratio = [r["flash_bytes"] / plain[r["seed"]]["flash_bytes"] for r in ok if r["seed"] in plain]
         wall = [r["wall_s"] / tfmot[r["seed"]]["wall_s"] for r in ok if r["seed"] in tfmot]
+        ram = [r["ram_bytes"] / plain[r["seed"]]["arena_bytes"] for r in ok
+               if r.get("ram_bytes") and r["seed"] in plain and plain[r["seed"]].get("arena_bytes")]
         lines.append(
             f"| {task} | {method} | {mean_text([100 * r['tflm_accuracy'] for r in ok], '.2f')} % | "
             f"{mean_text([r['flash_bytes'] / 1024 for r in ok], '.1f')} | {mean_text(ratio, '.3f')} | "
             f"{mean_text([r['arena_bytes'] / 1024 for r in ok if r['arena_bytes']], '.1f')} | "
             f"{mean_text([r['alt_bytes'] / 1024 for r in ok], '.1f')} | "
+            f"{mean_text([r['ram_bytes'] / 1024 for r in ok if r.get('ram_bytes')], '.1f')} | "
+            f"{mean_text(ram, '.2f')} | {mean_text([r.get('split_tensors', 0) for r in ok], '.0f')} / "
+            f"{mean_text([r.get('left_uncompressed', 0) for r in ok], '.0f')} | "
             f"{mean_text([r['wall_s'] for r in ok], '.0f')} | "
             f"{mean_text(wall, '.2f') if method.startswith('tfjoint') and clusters else ''} |")
     return "\n".join(lines)

@@ -119,8 +119,7 @@ def test_strip_removes_the_channels_and_computes_the_same(channel_pruned):
 def test_the_int8_file_has_fewer_channels_and_the_report_says_so(channel_pruned, tmp_path):
     x, y = _data(64, seed=4)
     report = tfjoint.export_tflite(channel_pruned, str(tmp_path / "c.tflite"), validation_data=(x, y),
-                                   float_model=_residual_model(),
-                                   options=tfjoint.ExportOptions(tolerances=tfjoint.Tolerances(max_accuracy_drop=1.0)))
+                                   float_model=_residual_model())
     assert report.fully_int8 and report.passed
     channels = report.per_layer_channels
     assert channels["stem"] == {"original": 8, "keras": 4, "tflite": 4, "unit": "channels"}

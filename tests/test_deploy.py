@@ -62,9 +62,7 @@ def test_a_multi_input_multi_output_model_lists_every_tensor_in_file_order(tmp_p
     joint.compile("adam", ["mse", "mse"])
     x = [np.random.default_rng(0).random((16, 6), np.float32), np.random.default_rng(1).random((16, 4), np.float32)]
     joint.fit(x, [np.zeros((16, 3)), np.zeros((16, 1))], batch_size=8, verbose=0)
-    report = tfjoint.export_tflite(joint, str(tmp_path / "m.tflite"), validation_data=x,
-                                   options=tfjoint.ExportOptions(tolerances=
-                                       tfjoint.Tolerances(min_agreement=0, min_sqnr_db=0)))
+    report = tfjoint.export_tflite(joint, str(tmp_path / "m.tflite"), validation_data=x)
     inputs, outputs = _interpreter_io(tmp_path / "m.tflite")
     assert len(report.inputs) == 2 and len(report.outputs) == 2
     assert _without(report.inputs, "signature_name", "float_range") == inputs

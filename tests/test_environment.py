@@ -51,8 +51,7 @@ def test_a_tf_keras_model_on_tf_2_16_plus_is_keras3_and_goes_through():
         x = np.random.default_rng(0).random((64, 6), dtype=np.float32)
         joint.fit(x, np.argmax(x[:, :3], 1), batch_size=16, verbose=0)
         import tempfile, os
-        report = tfjoint.export_tflite(joint, os.path.join(tempfile.mkdtemp(), "m.tflite"), validation_data=x,
-                                       min_agreement=0.5, min_sqnr_db=5)
+        report = tfjoint.export_tflite(joint, os.path.join(tempfile.mkdtemp(), "m.tflite"), validation_data=x)
         print(isinstance(joint, tfjoint.keras.Model), report.fully_int8, report.per_layer_sparsity["hidden"]["tflite"])
     """)
     module, fully_int8, sparsity = out.split()[-3:]

@@ -38,8 +38,7 @@ def lone_bn_report(digits_data, tmp_path_factory):
     path = tmp_path_factory.mktemp("bn") / "m.tflite"
     report = tfjoint.export_tflite(tfjoint.strip(joint), str(path), float_model=model,
                                    validation_data=(digits_data["x_val"], digits_data["y_val"]),
-                                   options=tfjoint.ExportOptions(quantization="qat",
-                                                                 tolerances=tfjoint.Tolerances(max_accuracy_drop=1.0)))
+                                   options=tfjoint.ExportOptions(quantization="qat"))
     return report, path
 
 

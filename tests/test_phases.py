@@ -107,9 +107,7 @@ def test_export_of_a_model_whose_fake_quant_never_ran(tmp_path):
     with pytest.raises(tfjoint.ConfigError, match="representative_data"):
         tfjoint.export_tflite(stripped, str(tmp_path / "auto.tflite"))
     report = tfjoint.export_tflite(stripped, str(tmp_path / "auto.tflite"), representative_data=x,
-                                   validation_data=(x, y),
-                                   options=tfjoint.ExportOptions(tolerances=
-                                       tfjoint.Tolerances(max_accuracy_drop=1.0, min_agreement=0.0, min_sqnr_db=-1e9)))
+                                   validation_data=(x, y))
     assert report.quantization == "post_training" and list(report.quantization_candidates) == ["post_training"]
     assert any("never trained with fake quantization" in note for note in report.notes)
     assert tfjoint.inspect.read_flatbuffer((tmp_path / "auto.tflite").read_bytes()).fully_int8

@@ -82,8 +82,8 @@ def test_pruned_weights_quantize_to_zero_under_xla_too(pair):
 @pytest.mark.slow
 def test_an_xla_trained_model_exports_a_fully_int8_file_that_agrees_with_it(pair, tmp_path):
     x, _ = image_data(n=64, seed=5)
-    # Six steps on random labels leave near-uniform outputs: the int8 softmax's 1/256 grid ties some of
-    # them, so top-1 agreement is loose here; SQNR is the measure of the file matching the model.
+    # Six steps on random labels leave near-tied outputs: 6 of 64 top-1 choices flip on int8's grid
+    # (agreement 0.906, measured), so agreement is loosened to 0.85; SQNR is what shows the file matches.
     report = tfjoint.export_tflite(pair[1], str(tmp_path / "xla.tflite"), validation_data=x,
                                    options=tfjoint.ExportOptions(tolerances=tfjoint.Tolerances(min_agreement=0.85)))
     assert report.fully_int8 and report.passed
