@@ -120,8 +120,7 @@ def test_help_lists_the_commands_flags_by_group_with_defaults():
 
 def test_budgets_on_the_command_line_are_planned_and_met_in_tflm(tmp_path):
     out = tmp_path / "out"
-    result = tfjoint_cli(f"--out={out}", *FAST, "--target=micro", "--flash_kb=60", "--arena_kb=7",
-                         "--max_accuracy_drop=0.3")
+    result = tfjoint_cli(f"--out={out}", *FAST, "--target=micro", "--flash_kb=60", "--arena_kb=7")
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
     assert report["budget"]["flash_bytes"]["measured"] <= 60 * 1024 == report["budget"]["flash_bytes"]["limit"]
@@ -159,11 +158,11 @@ def test_a_softmax_layer_classifier_trains_with_the_right_loss(saved_inputs, dig
     assert report["int8_accuracy"] > 0.85 and report["passed"]
 
 
-@pytest.mark.parametrize("model_file", ["float.h5", "float.keras"])
-def test_saved_model_and_npz(saved_inputs, tmp_path, model_file):
+def test_saved_model_and_npz(saved_inputs, tmp_path):
+    """A .keras file and an .npz (the .h5 goes through the command in the test below)."""
     out = tmp_path / "out"
-    result = tfjoint_cli(f"--model={saved_inputs / model_file}", f"--data={saved_inputs / 'data.npz'}",
-                         f"--out={out}", "--epochs=2", "--target_sparsity=0.5", "--max_accuracy_drop=0.1")
+    result = tfjoint_cli(f"--model={saved_inputs / 'float.keras'}", f"--data={saved_inputs / 'data.npz'}",
+                         f"--out={out}", "--epochs=2", "--target_sparsity=0.5")
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
     assert report["weight_sparsity"] == pytest.approx(0.5, abs=0.005)
@@ -220,9 +219,10 @@ def test_console_script_is_installed():
     assert "--target_sparsity" in result.stdout and "--max_mse_increase" in result.stdout  # (absl exits 1 after help)
 
 
-@pytest.mark.parametrize("suffix", [".keras", ".h5"])
-def test_a_keras3_model_saved_the_default_way_goes_through_the_command(saved_inputs, digits_data, tmp_path, suffix):
-    """TF 2.16+'s default Keras: trained and saved with Keras 3, fine-tuned and shipped by tfjoint."""
+def test_a_keras3_model_saved_the_default_way_goes_through_the_command(saved_inputs, digits_data, tmp_path):
+    """TF 2.16+'s default Keras: trained and saved with Keras 3 (as .keras, its default; a Keras 3 .h5 loads in
+    test_safe_load), fine-tuned and shipped by tfjoint."""
+    suffix = ".keras"
     import keras as keras3
 
     keras3.utils.set_random_seed(0)
@@ -250,8 +250,7 @@ def test_a_keras3_model_saved_the_default_way_goes_through_the_command(saved_inp
 
 def test_channel_sparsity_flag_removes_channels_from_the_file(tmp_path):
     out = tmp_path / "out"
-    result = tfjoint_cli(f"--out={out}", *FAST, "--channel_sparsity=0.5", "--target_sparsity=0.5",
-                         "--max_accuracy_drop=0.2")
+    result = tfjoint_cli(f"--out={out}", *FAST, "--channel_sparsity=0.5", "--target_sparsity=0.5")
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
     channels = report["per_layer_channels"]
@@ -264,7 +263,7 @@ def test_channel_sparsity_flag_removes_channels_from_the_file(tmp_path):
 def test_distillation_another_allocation_and_xla_from_the_command(tmp_path):
     out = tmp_path / "out"
     result = tfjoint_cli(f"--out={out}", *FAST, "--allocation=erk", "--distill", "--distill_temperature=2",
-                         "--distill_alpha=0.5", "--target_sparsity=0.9", "--max_accuracy_drop=0.3", "--jit_compile")
+                         "--distill_alpha=0.5", "--target_sparsity=0.9", "--jit_compile")
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
     assert report["run"]["allocation"]["method"] == "erk" and not (out / "sensitivity.png").exists()

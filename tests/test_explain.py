@@ -23,6 +23,7 @@ def outlier_report(digits_float_model, digits_data, tmp_path_factory):
     kernel[3, 5] = 1000.0
     model.get_layer("fc1").set_weights([kernel, bias])
     path = str(tmp_path_factory.mktemp("outlier") / "outlier.tflite")
+    # The outlier is planted to break the file: the gate is opened so the report that explains it is written.
     return tfjoint.export_tflite(model, path, representative_data=digits_data["x_calib"],
                                  validation_data=(digits_data["x_val"], digits_data["y_val"]),
                                  options=tfjoint.ExportOptions(tolerances=
@@ -93,6 +94,7 @@ def test_a_regression_output_gets_mse_mae_and_fails_on_a_coarse_int8_grid(tmp_pa
     model.fit(x, y, epochs=40, batch_size=64, verbose=0)
     # Validation on a narrow slice of the range: 0.25 .. 0.40 of it, where int8's steps are coarse.
     narrow = (y[:, 0] > 100) & (y[:, 0] < 160)
+    # SQNR is opened so that the regression check is the one that fails, the one this test is about.
     with pytest.raises(tfjoint.ValidationError, match="max_mse_increase") as caught:
         tfjoint.export_tflite(model, str(tmp_path / "r.tflite"), representative_data=x,
                               validation_data=(x[narrow], y[narrow]),
