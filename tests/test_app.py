@@ -95,6 +95,17 @@ def test_every_field_is_a_flag_with_its_default_and_bounds():
         values["target_sparsity"].parse("1.5")
 
 
+def test_distillation_is_on_by_default_under_a_budget_and_the_flags_say_otherwise():
+    values = flags.FlagValues()
+    app_flags.define_flags(values)
+    for argv, distills in ((["--flash_kb=20"], True), (["--ram_kb=12", "--nodistill"], False), ([], False),
+                           (["--distill"], True)):
+        values.unparse_flags()
+        values(["tfjoint", *argv])
+        config = app_flags.config_from_flags(values)
+        assert config.distills is distills, argv
+
+
 def test_lut_with_a_flash_budget_lets_the_plan_choose_bits_and_clusters_fix_them():
     from tfjoint.app.pipeline import compression_for, weight_bits_for
 

@@ -127,6 +127,7 @@ def test_budgets_on_the_command_line_are_planned_and_met_in_tflm(tmp_path):
     assert report["budget"]["ram_bytes"]["measured"] <= 7 * 1024  # --arena_kb: the old name of --ram_kb
     assert report["run"]["plan"]["channel_fractions"] and (out / "budget.png").stat().st_size > 0
     assert (out / "model.tflite").stat().st_size <= 60 * 1024
+    assert "distillation_loss" in report["run"]["history"]  # distilled from the float model: the default under a budget
 
 
 @pytest.fixture(scope="module")

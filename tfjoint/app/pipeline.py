@@ -199,14 +199,18 @@ def run(config: RunConfig) -> RunResult:
         checks = config.runtimes + (("streaming",) if config.streaming else ())
         joint = tfjoint.prepare(float_model, schedule, check=checks)
         trained = joint
-        if config.distill:
+        if config.distills:
+            if config.distill is None:
+                logging.info("tfjoint: distilling from the float model, the default under a budget (--nodistill "
+                             "turns it off)")
             trained = tfjoint.Distiller(joint, float_model, temperature=config.distill_temperature,
                                         alpha=config.distill_alpha)
         trained.compile(keras.optimizers.Adam(config.learning_rate), loss, metrics=metrics,
                         jit_compile=config.jit_compile)
     resolved = {"loss": keras.losses.serialize(loss), "schedule": schedule.to_dict(),
                 "strategy": type(strategy).__name__, "replicas": strategy.num_replicas_in_sync,
-                "runtimes": list(config.runtimes), "budget_plan": budget_plan.to_dict() if budget_plan else None}
+                "runtimes": list(config.runtimes), "distill": config.distills,
+                "budget_plan": budget_plan.to_dict() if budget_plan else None}
     known = {"allocation": plan.to_dict(), "plan": budget_plan.to_dict() if budget_plan else None,
              "schedule": schedule.to_dict()}
     recorder = _BatchLossRecorder()
@@ -270,9 +274,10 @@ def plan_accuracy_sentence(budget_plan) -> str:
             f"model has {figure}: the fine-tuning recovers from there")
 
 
-def fine_tuning_shortfall(report: ExportReport, budget_plan) -> str | None:
+def fine_tuning_shortfall(report: ExportReport, budget_plan, distilled: bool = False) -> str | None:
     """A sentence when the fine-tuned model ends far below what it should: the plan's untrained prediction, or the
-    float model; with what helps."""
+    float model; with what helps (distillation only where it was not used)."""
+    distil = "" if distilled else ", or distil from the float model (--distill)"
     trained = report.pruned_accuracy if report.pruned_accuracy is not None else report.keras_accuracy
     float_accuracy = report.float_accuracy
     if trained is None or float_accuracy is None:
@@ -281,12 +286,11 @@ def fine_tuning_shortfall(report: ExportReport, budget_plan) -> str | None:
     if predicted is not None and trained < predicted - 0.02:
         return (f"the fine-tuned model scores {trained:.1%}, below the {predicted:.1%} the budget plan measured with "
                 f"its channels removed and no fine-tuning at all: fine-tuning made it worse. Train longer "
-                "(--epochs), with a lower --learning_rate, or distil from the float model (--distill).")
+                f"(--epochs) or with a lower --learning_rate{distil}.")
     if trained < float_accuracy - 0.05:
         return (f"the fine-tuned model scores {trained:.1%}, {float_accuracy - trained:.1%} below the float model's "
-                f"{float_accuracy:.1%}: it has not recovered from what was removed. Train longer (--epochs), distil "
-                "from the float model (--distill), or remove less (--target_sparsity, --channel_sparsity, a larger "
-                "budget).")
+                f"{float_accuracy:.1%}: it has not recovered from what was removed. Train longer (--epochs){distil}, "
+                "or remove less (--target_sparsity, --channel_sparsity, a larger budget).")
     return None
 
 
@@ -308,11 +312,13 @@ def _export_and_plot(config, resolved, deployable, float_model, data, schedule, 
                                        options=options)
     except errors.ValidationError as error:
         report, failure = error.report, error
-    shortfall = fine_tuning_shortfall(report, budget_plan)
+    shortfall = fine_tuning_shortfall(report, budget_plan, config.distills)
     if shortfall:
         logging.warning("tfjoint: %s", shortfall)
-    report.save_json(files["report.json"], run={"allocation": plan.to_dict(), "plan": budget_plan.to_dict() if
-                                                budget_plan else None, "shortfall": shortfall})
+    report.save_json(files["report.json"], run={
+        "allocation": plan.to_dict(), "plan": budget_plan.to_dict() if budget_plan else None, "shortfall": shortfall,
+        "distill": config.distills, "history": {key: [float(v) for v in values]
+                                                for key, values in history.history.items()}})
     _plot(config, files, report, float_model, data, schedule, plan, budget_plan, history, recorder)
     if failure is not None:
         files.pop("model.tflite")
