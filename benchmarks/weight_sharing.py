@@ -283,6 +283,53 @@ def render(path: str) -> str:
     return budget_table(rows) if any(r["method"] == "bits plan" for r in rows) else table(rows)
 
 
+RAM_CURVE_FACTORS = (1.5, 2.0, 3.0, 4.0, 8.0, 16.0)
+
+
+def run_ram_curve(task: str, seed: int, tiny: bool, work: str) -> list[dict]:
+    """One model trained with 16 clusters, exported with LUT under RAM budgets of RAM_CURVE_FACTORS x the plain
+    file's arena and with none: what the export split or left whole, and the flash and RAM it measured."""
+    model, data, epochs = TASKS[task](seed, tiny)
+    steps = _steps(data, epochs)
+    joint = tfjoint.prepare(_clone(model), tfjoint.JointSchedule(SPARSITY, end_step=steps // 2, frequency=10,
+                                                                 clusters=16), check=False)
+    joint.compile(keras.optimizers.Adam(5e-4), "sparse_categorical_crossentropy")
+    joint.fit(data["x_train"], data["y_train"], epochs=epochs, batch_size=32, verbose=0)
+    stripped = tfjoint.strip(joint)
+    plain = _export(stripped, data, os.path.join(work, "plain.tflite"), "none")
+    rows = [dict(plain, factor=None, compression="none")]
+    for factor in (None,) + RAM_CURVE_FACTORS:
+        limit = int(factor * plain["arena_bytes"]) if factor else None
+        try:
+            row = dict(_export(stripped, data, os.path.join(work, f"lut_{factor}.tflite"), "lut", limit),
+                       factor=factor, compression="lut")
+        except Exception as error:  # a budget the export refuses is a row saying so
+            row = {"factor": factor, "compression": "lut",
+                   "error": f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"}
+        rows.append(row)
+    for row in rows:
+        row.update(task=task, seed=seed, plain_flash=plain["flash_bytes"], plain_arena=plain["arena_bytes"])
+        print(json.dumps(row), flush=True)
+    return rows
+
+
+def ram_curve_table(rows: list[dict]) -> str:
+    lines = ["| task | file | RAM budget | flash KB | flash / plain | RAM KB (arena + alt.) | RAM / plain arena | "
+             "tensors split / left whole |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        limit_kb = (r["factor"] or 0) * r["plain_arena"] / 1024
+        budget = f"{r['factor']:g}x plain arena ({limit_kb:.1f} KB)" if r["factor"] else "none"
+        if "error" in r:
+            lines.append(f"| {r['task']} | LUT 16 | {budget} | refused: {r['error'][:120]} | | | | |")
+            continue
+        name = "plain int8" if r["compression"] == "none" else "LUT 16"
+        lines.append(f"| {r['task']} | {name} | {budget if name != 'plain int8' else ''} | "
+                     f"{r['flash_bytes'] / 1024:.1f} | {r['flash_bytes'] / r['plain_flash']:.3f} | "
+                     f"{r['ram_bytes'] / 1024:.1f} | {r['ram_bytes'] / r['plain_arena']:.2f} | "
+                     f"{r.get('split_tensors', 0)} / {r.get('left_uncompressed', 0)} |")
+    return "\n".join(lines)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="benchmarks/results")
@@ -295,6 +342,9 @@ def main():
     parser.add_argument("--budget", action="store_true",
                         help="a flash budget of 30%% of the plain file: channels-only plan against the plan with bits "
                              "(weight_sharing_budget.*)")
+    parser.add_argument("--ram_curve", action="store_true",
+                        help="a 16-cluster model exported with LUT under RAM budgets of 1.5x to 16x the plain "
+                             "arena (weight_sharing_ram_curve.*)")
     args = parser.parse_args()
     if args.render:
         print(render(args.render))
@@ -307,13 +357,16 @@ def main():
                 if args.budget:
                     rows += run_budget(task, seed, args.tiny, work)
                     continue
+                if args.ram_curve:
+                    rows += run_ram_curve(task, seed, args.tiny, work)
+                    continue
                 rows += run(task, seed, args.tiny, work,
                             ("plain", "TF-MOT 16", "TF-MOT 4") + LONGER if args.longer else METHODS)
     name = ("weight_sharing" + ("_longer" if args.longer else "") + ("_budget" if args.budget else "")
-            + ("_tiny" if args.tiny else ""))
+            + ("_ram_curve" if args.ram_curve else "") + ("_tiny" if args.tiny else ""))
     with open(os.path.join(args.out, f"{name}.json"), "w") as handle:
         json.dump({"command": " ".join(sys.argv), "rows": rows}, handle, indent=2)
-    text = budget_table(rows) if args.budget else table(rows)
+    text = budget_table(rows) if args.budget else ram_curve_table(rows) if args.ram_curve else table(rows)
     with open(os.path.join(args.out, f"{name}.md"), "w") as handle:
         handle.write(f"`{' '.join(sys.argv)}`\n\n{text}\n")
     print(text)
