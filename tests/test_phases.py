@@ -1,11 +1,13 @@
 """`fit` traces one train function for the float steps and one for the quantized steps (tfjoint.train.phases)."""
 
 import collections
+import importlib.util
+import os
 
 import numpy as np
 import pytest
 import tf_keras as keras  # noqa: E402
-from conftest import compile_joint, image_data, small_cnn
+from conftest import ROOT, compile_joint, image_data, small_cnn
 
 import tfjoint
 from tfjoint._keras import tf
@@ -27,9 +29,9 @@ def _fake_quant_ops(counts) -> int:
     return sum(n for op, n in counts.items() if op.startswith("FakeQuant"))
 
 
-def _relu_range(model) -> tuple[float, float]:
-    values = {w.name: float(w.numpy()) for w in model.weights if w.name.startswith("quant_relu/output_m")}
-    return values["quant_relu/output_min:0"], values["quant_relu/output_max:0"]
+def _relu_range(model, layer: str = "quant_relu") -> tuple[float, float]:
+    values = {w.name: float(w.numpy()) for w in model.weights if w.name.startswith(f"{layer}/output_m")}
+    return values[f"{layer}/output_min:0"], values[f"{layer}/output_max:0"]
 
 
 def test_float_steps_trace_no_fake_quant_and_quantized_steps_no_gate():
@@ -111,3 +113,24 @@ def test_export_of_a_model_whose_fake_quant_never_ran(tmp_path):
     assert report.quantization == "post_training" and list(report.quantization_candidates) == ["post_training"]
     assert any("never trained with fake quantization" in note for note in report.notes)
     assert tfjoint.inspect.read_flatbuffer((tmp_path / "auto.tflite").read_bytes()).fully_int8
+
+
+@pytest.mark.slow
+def test_a_late_quant_start_passes_the_conversion_check_with_ranges_set_for_it():
+    """The check's one step fake-quantizes even before `quant_start_step`: left at TF-MOT's initial ranges, this
+    trained Conv1D+BatchNorm model's int8 file read -2.1 dB from the model, and prepare refused it."""
+    spec = importlib.util.spec_from_file_location("kws", os.path.join(ROOT, "examples", "keyword_spotting_conv1d.py"))
+    kws = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(kws)
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((kws.FRAMES, kws.FEATURES), name="mfcc")
+    x = inputs
+    for i in (1, 2):
+        x = keras.layers.Conv1D(32, 5, use_bias=False, name=f"conv1d_{i}")(x)
+        x = keras.layers.ReLU(name=f"relu_{i}")(keras.layers.BatchNormalization(name=f"bn_{i}")(x))
+    x = keras.layers.Dense(32, activation="relu", name="fc")(keras.layers.GlobalAveragePooling1D(name="pool")(x))
+    model = keras.Model(inputs, keras.layers.Dense(kws.KEYWORDS, activation="softmax", name="keyword")(x))
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(*kws.make_clips(2000, seed=1), epochs=30, batch_size=64, verbose=0)  # 4 s
+    joint = tfjoint.prepare(model, tfjoint.JointSchedule(0.8, end_step=2, frequency=1, quant_start_step=10 ** 9))
+    assert training_step(joint) == 0 and _relu_range(joint, "quant_relu_1") == (-6.0, 6.0)  # all put back

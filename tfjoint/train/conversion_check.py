@@ -19,6 +19,7 @@ from absl import logging
 from tfjoint import errors
 from tfjoint.data import outputs_as_list, sample_inputs_of
 from tfjoint.metrics import sqnr_db
+from tfjoint.quantize.quantizers import training_phase
 from tfjoint.registry import needs_calibration, offset_variables, recurrent_layers, unwrapped
 from tfjoint.tflite import convert, tflm
 from tfjoint.tflite.flatbuffer import float_op_problems, layer_of, missing_in_tflm, read_flatbuffer
@@ -42,7 +43,8 @@ def ranges_initialized(prepared, samples):
     and identical zero biases are stored once, so the file is smaller than the
     trained one will be); one step gives the ranges real values, and all-zero
     biases (and BatchNorm shifts, which fold into biases) small values,
-    distinct per channel. Every variable (ranges, biases, BatchNorm
+    distinct per channel. The step fake-quantizes even before a late
+    `quant_start_step`, so that the ranges are set there too. Every variable (ranges, biases, BatchNorm
     statistics, masks, step counters) is put back after, and a schedule the
     fit will set (no `end_step` yet) is left unset.
     """
@@ -54,7 +56,8 @@ def ranges_initialized(prepared, samples):
                 value = variable.numpy()
                 if not np.any(value):
                     variable.assign(distinct.uniform(1e-2, 2e-2, value.shape).astype(value.dtype))
-            prepared(samples if len(samples) > 1 else samples[0], training=True)
+            with training_phase(quantizing=True):  # a late quant_start_step: the ranges are set all the same
+                prepared(samples if len(samples) > 1 else samples[0], training=True)
         yield
     finally:
         for variable, value in zip(prepared.variables, saved):
