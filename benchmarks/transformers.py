@@ -249,7 +249,7 @@ def main():
     with tempfile.TemporaryDirectory() as work:
         for name in args.models.split(","):
             for seed in (int(s) for s in args.seeds.split(",")):
-                rows += run(name, seed, args.tiny, work)
+                rows += run(name, seed, args.tiny, work, [m for m in args.methods.split(",") if m])
     stem = "transformers" + ("_tiny" if args.tiny else "")
     with open(os.path.join(args.out, f"{stem}.json"), "w") as handle:
         json.dump({"command": " ".join(sys.argv), "rows": rows}, handle, indent=2)
