@@ -113,6 +113,18 @@ def test_budget_benchmark_tiny_run(tmp_path):
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tflite")]
 
 
+def test_budget_kws_benchmark_tiny_run(tmp_path):
+    _run_benchmark("budget.py", "--kws", f"--out={tmp_path}")
+    rows = json.loads((tmp_path / "budget_kws.json").read_text())["rows"]
+    assert {row["system"] for row in rows} == {"planned", "uniform", "planned_distill"}
+    for row in rows:  # the command's report: measured on the file in TFLM
+        assert row["exit"] == 0, row["error"]
+        assert row["met"] and 0.0 <= row["tflm_accuracy"] <= 1.0
+    planned = next(row for row in rows if row["system"] == "planned")
+    assert isinstance(planned["channel_fractions"], dict) and planned["strategy"]["strategy"]
+    assert "| planned_distill |" in (tmp_path / "budget_kws.md").read_text()
+
+
 def test_transformers_benchmark_tiny_run(tmp_path):
     _run_benchmark("transformers.py", "--seeds=0", f"--out={tmp_path}")
     rows = json.loads((tmp_path / "transformers_tiny.json").read_text())["rows"]
@@ -125,6 +137,7 @@ def test_transformers_benchmark_tiny_run(tmp_path):
         assert mine["tfjoint heads"]["size_bytes"] < mine["tfjoint"]["size_bytes"]  # heads physically removed
         assert mine["tfjoint 50%"]["weight_sparsity"] > 0.2
         assert mine["latency heads/unpruned (builtin)"]["ratio"] > 0
+        assert "error" not in mine["tfjoint micro"] and mine["tfjoint micro"]["float_ops"] == 0  # GELU's stand-in
     assert "| bert_tiny | tfjoint heads |" in (tmp_path / "transformers_tiny.md").read_text()
 
 
@@ -136,7 +149,21 @@ def test_weight_sharing_benchmark_tiny_run(tmp_path):
     assert rows["tfjoint 4"]["flash_bytes"] < rows["tfjoint 16"]["flash_bytes"]
     for method in ("tfjoint 16", "TF-MOT 16"):
         assert rows[method]["alt_bytes"] > 0 and 0.0 <= rows[method]["tflm_accuracy"] <= 1.0
+        # under the goal's RAM budget, measured in TFLM (arena + alternate memory)
+        assert rows[method]["ram_limit"] == int(1.5 * rows["plain"]["arena_bytes"])
+        assert rows[method]["ram_bytes"] <= rows[method]["ram_limit"]
     assert "| digits | tfjoint 4 |" in (tmp_path / "weight_sharing_tiny.md").read_text()
+
+
+def test_weight_sharing_ram_curve_tiny_run(tmp_path):
+    _run_benchmark("weight_sharing.py", "--ram_curve", "--seeds=0", "--tasks=digits", f"--out={tmp_path}")
+    rows = json.loads((tmp_path / "weight_sharing_ram_curve_tiny.json").read_text())["rows"]
+    budgeted = [row for row in rows if row["factor"]]
+    assert len(budgeted) == 6 and not [row for row in budgeted if "error" in row]
+    for row in budgeted:  # each file within its RAM budget, measured in TFLM
+        assert row["ram_bytes"] <= row["ram_limit"] == int(row["factor"] * row["plain_arena"])
+    unbounded = next(row for row in rows if row["compression"] == "lut" and not row["factor"])
+    assert unbounded["flash_bytes"] < unbounded["plain_flash"] and unbounded["ram_bytes"] > budgeted[0]["ram_bytes"]
 
 
 def test_what_you_keep_benchmark_tiny_run(tmp_path):
