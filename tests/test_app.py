@@ -9,6 +9,7 @@ from absl import flags
 
 import tfjoint
 from tfjoint.app import flags as app_flags
+from tfjoint.app import pipeline
 from tfjoint.app.flags import RunConfig
 from tfjoint.app.pipeline import run
 from tfjoint.losses import infer_loss
@@ -104,6 +105,10 @@ def test_distillation_is_on_by_default_under_a_budget_and_the_flags_say_otherwis
         values(["tfjoint", *argv])
         config = app_flags.config_from_flags(values)
         assert config.distills is distills, argv
+        classifier = keras.losses.SparseCategoricalCrossentropy()
+        assert pipeline.distills(config, classifier) is distills, argv
+        # A regression model is not distilled by default (softened outputs are a classifier's); asked, it is.
+        assert pipeline.distills(config, keras.losses.MeanSquaredError()) is (distills and "--distill" in argv)
 
 
 def test_lut_with_a_flash_budget_lets_the_plan_choose_bits_and_clusters_fix_them():

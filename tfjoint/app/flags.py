@@ -84,9 +84,9 @@ class RunConfig:
     prune_end: float = _field(0.5, "When target sparsity is reached, as a fraction of the fine-tuning steps.",
                               lower=0.01, upper=1.0, group=_SCHEDULE)
     distill: bool | None = _field(None, "Distill from the float model during fine-tuning (one extra forward per "
-                                        "step). Default: on with a budget (--flash_kb, --ram_kb, --mmacs), whose "
-                                        "plan removes channels the float model had; off otherwise. --nodistill "
-                                        "turns it off.", group=_SCHEDULE)
+                                        "step). Default: on for a classifier with a budget (--flash_kb, --ram_kb, "
+                                        "--mmacs), whose plan removes channels the float model had; off otherwise. "
+                                        "--nodistill turns it off.", group=_SCHEDULE)
     distill_temperature: float = _field(4.0, "Distillation temperature (> 0).", lower=0.01, group=_SCHEDULE)
     distill_alpha: float = _field(0.3, "Weight of the task loss in distillation (the rest goes to the teacher).",
                                   lower=0.0, upper=1.0, group=_SCHEDULE)

@@ -140,6 +140,16 @@ def _budget_plan(config: RunConfig, float_model, data, phases):
                                        weight_bits=weight_bits_for(config))
 
 
+def distills(config: RunConfig, loss) -> bool:
+    """--distill; by default, under a budget, for a classifier (its softened outputs are what distillation
+    passes on; a regression model is left to its own loss)."""
+    if config.distill is not None:
+        return config.distill
+    classifies = isinstance(loss, (keras.losses.SparseCategoricalCrossentropy, keras.losses.CategoricalCrossentropy,
+                                   keras.losses.BinaryCrossentropy))
+    return config.distills and classifies
+
+
 def weight_bits_for(config: RunConfig) -> tuple[int, ...]:
     """The bit widths a budget plan may store kernels with: with --compression=lut and no --clusters, 8, 4 or 2 per
     layer (the plan chooses, beside channels); otherwise 8."""
@@ -185,6 +195,7 @@ def run(config: RunConfig) -> RunResult:
     data, float_model = _inputs(config, phases)
     x_train, y_train = data["x_train"].astype(np.float32), data["y_train"]
     loss, metrics = infer_loss(float_model, y_train, config.loss)
+    distill = distills(config, loss)
     total_steps = steps_for(config.epochs, len(x_train), config.batch_size)
     budget_plan = _budget_plan(config, float_model, data, phases)
     if budget_plan is not None:
@@ -199,17 +210,17 @@ def run(config: RunConfig) -> RunResult:
         checks = config.runtimes + (("streaming",) if config.streaming else ())
         joint = tfjoint.prepare(float_model, schedule, check=checks)
         trained = joint
-        if config.distills:
+        if distill:
             if config.distill is None:
-                logging.info("tfjoint: distilling from the float model, the default under a budget (--nodistill "
-                             "turns it off)")
+                logging.info("tfjoint: distilling from the float model, the default for a classifier under a budget "
+                             "(--nodistill turns it off)")
             trained = tfjoint.Distiller(joint, float_model, temperature=config.distill_temperature,
                                         alpha=config.distill_alpha)
         trained.compile(keras.optimizers.Adam(config.learning_rate), loss, metrics=metrics,
                         jit_compile=config.jit_compile)
     resolved = {"loss": keras.losses.serialize(loss), "schedule": schedule.to_dict(),
                 "strategy": type(strategy).__name__, "replicas": strategy.num_replicas_in_sync,
-                "runtimes": list(config.runtimes), "distill": config.distills,
+                "runtimes": list(config.runtimes), "distill": distill,
                 "budget_plan": budget_plan.to_dict() if budget_plan else None}
     known = {"allocation": plan.to_dict(), "plan": budget_plan.to_dict() if budget_plan else None,
              "schedule": schedule.to_dict()}
@@ -312,12 +323,12 @@ def _export_and_plot(config, resolved, deployable, float_model, data, schedule, 
                                        options=options)
     except errors.ValidationError as error:
         report, failure = error.report, error
-    shortfall = fine_tuning_shortfall(report, budget_plan, config.distills)
+    shortfall = fine_tuning_shortfall(report, budget_plan, resolved["distill"])
     if shortfall:
         logging.warning("tfjoint: %s", shortfall)
     report.save_json(files["report.json"], run={
         "allocation": plan.to_dict(), "plan": budget_plan.to_dict() if budget_plan else None, "shortfall": shortfall,
-        "distill": config.distills, "history": {key: [float(v) for v in values]
+        "distill": resolved["distill"], "history": {key: [float(v) for v in values]
                                                 for key, values in history.history.items()}})
     _plot(config, files, report, float_model, data, schedule, plan, budget_plan, history, recorder)
     if failure is not None:
