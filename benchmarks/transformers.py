@@ -194,7 +194,8 @@ def run(name: str, seed: int, tiny: bool, work: str, methods=None) -> list[dict]
             files[method] = open(path, "rb").read()
             rows.append({"method": method, "accuracy": report.int8_accuracy, "float_ops": len(report.float_ops),
                          "size_bytes": report.size_bytes, "export_s": export_s,
-                         "weight_sparsity": report.weight_sparsity})
+                         "weight_sparsity": report.weight_sparsity,
+                         "tflm_arena_bytes": report.memory.get("tflm_arena_bytes") if "tflm" in report.runtimes else None})
         except Exception as error:
             rows.append({"method": method, "error": f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"})
     if {"tfjoint", "tfjoint heads"} <= set(files):
@@ -212,18 +213,18 @@ def run(name: str, seed: int, tiny: bool, work: str, methods=None) -> list[dict]
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| model | method | accuracy % | vs float (points) | float ops | size KB | export s |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| model | method | accuracy % | vs float (points) | float ops | size KB | export s | TFLM arena KB |",
+             "|---|---|---|---|---|---|---|---|"]
     groups: dict = {}
     for row in rows:
         groups.setdefault((row["model"], row["method"]), []).append(row)
     for (model, method), group in groups.items():
         ok = [r for r in group if "error" not in r]
         if not ok:
-            lines.append(f"| {model} | {method} | failed: {group[0]['error'][:100]} | | | | |")
+            lines.append(f"| {model} | {method} | failed: {group[0]['error'][:100]} | | | | | |")
             continue
         if "ratio" in ok[0]:
-            lines.append(f"| {model} | {method} | ratio {mean_text([r['ratio'] for r in ok], '.3f')} | | | | |")
+            lines.append(f"| {model} | {method} | ratio {mean_text([r['ratio'] for r in ok], '.3f')} | | | | | |")
             continue
         floats = {r["seed"]: r["accuracy"] for r in rows if r["model"] == model and r["method"] == "float"}
         drop = [100 * (r["accuracy"] - floats[r["seed"]]) for r in ok if r["seed"] in floats]
@@ -231,7 +232,8 @@ def table(rows: list[dict]) -> str:
                      f"{mean_text(drop) if method != 'float' else ''} | "
                      f"{mean_text([r.get('float_ops') for r in ok], '.0f')} | "
                      f"{mean_text([r['size_bytes'] / 1024 for r in ok if r.get('size_bytes')], '.1f')} | "
-                     f"{mean_text([r.get('export_s') for r in ok], '.0f')} |")
+                     f"{mean_text([r.get('export_s') for r in ok], '.0f')} | "
+                     f"{mean_text([r['tflm_arena_bytes'] / 1024 for r in ok if r.get('tflm_arena_bytes')], '.1f')} |")
     return "\n".join(lines)
 
 
