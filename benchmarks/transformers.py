@@ -195,7 +195,8 @@ def run(name: str, seed: int, tiny: bool, work: str, methods=None) -> list[dict]
             rows.append({"method": method, "accuracy": report.int8_accuracy, "float_ops": len(report.float_ops),
                          "size_bytes": report.size_bytes, "export_s": export_s,
                          "weight_sparsity": report.weight_sparsity,
-                         "tflm_arena_bytes": report.memory.get("tflm_arena_bytes") if "tflm" in report.runtimes else None})
+                         "tflm_arena_bytes": (report.memory.get("tflm_arena_bytes") if "tflm" in report.runtimes
+                                              else None)})
         except Exception as error:
             rows.append({"method": method, "error": f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"})
     if {"tfjoint", "tfjoint heads"} <= set(files):
