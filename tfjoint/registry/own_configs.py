@@ -12,6 +12,7 @@
 import tensorflow_model_optimization as tfmot
 
 from tfjoint._keras import serializable
+from tfjoint._tfmot import EqualByConfig
 
 __all__ = ["PassThroughQuantizer", "CellWeightsConfig", "OutputUnlessIntegerConfig"]
 
@@ -74,7 +75,7 @@ class CellWeightsConfig(tfmot.quantization.keras.QuantizeConfig):
 
 
 @serializable
-class OutputUnlessIntegerConfig(tfmot.quantization.keras.QuantizeConfig):
+class OutputUnlessIntegerConfig(EqualByConfig, tfmot.quantization.keras.QuantizeConfig):
     """Fake-quantize the layer's output, unless the layer computes integers (`layer.integer`: positions, ids)."""
 
     def get_weights_and_quantizers(self, layer):
@@ -97,9 +98,3 @@ class OutputUnlessIntegerConfig(tfmot.quantization.keras.QuantizeConfig):
 
     def get_config(self):
         return {}
-
-    def __eq__(self, other):
-        return type(other) is type(self)
-
-    def __ne__(self, other):
-        return not self.__eq__(other)

@@ -144,32 +144,29 @@ def refuse_what_export_would(prepared, runtimes=(), streaming: bool = False) -> 
     try:
         with ranges_initialized(prepared, samples):
             if streaming:
-                content, step = _streaming_file(prepared)
-                summary = read_flatbuffer(content)
-                if not summary.fully_int8:
-                    problems = float_op_problems(summary, [layer.name for layer in step.layers])
-                    raise errors.UnsupportedLayerError(
-                        f"model '{prepared.name}' would not stream fully int8 (found before training, by converting "
-                        f"its streaming file once): {'; '.join(problems)}.")
-                if "tflm" in runtimes:
-                    _refuse_for_tflm(step, content, summary)
-                return
-            checked = _shortened(prepared)
-            checked_samples = sample_inputs_of(checked) if checked is not prepared else samples
-            content = convert.to_int8(checked, checked_samples if representative is not None else None)
+                content, checked = _streaming_file(prepared)
+            else:
+                checked = _shortened(prepared)
+                checked_samples = sample_inputs_of(checked) if checked is not prepared else samples
+                content = convert.to_int8(checked, checked_samples if representative is not None else None)
             summary = read_flatbuffer(content)
-            fidelity = _fidelity_db(checked, content, checked_samples) if summary.fully_int8 else None
+            fidelity = (_fidelity_db(checked, content, checked_samples)
+                        if summary.fully_int8 and not streaming else None)
     except errors.ExportError as error:
         raise errors.UnsupportedLayerError(
             f"model '{prepared.name}' would not export to int8 (found before training, by converting the prepared "
             f"model once): {error}") from error
     if not summary.fully_int8:
-        problems = float_op_problems(summary, [layer.name for layer in prepared.layers])
+        problems = "; ".join(float_op_problems(summary, [layer.name for layer in checked.layers]))
+        if streaming:
+            raise errors.UnsupportedLayerError(
+                f"model '{prepared.name}' would not stream fully int8 (found before training, by converting its "
+                f"streaming file once): {problems}.")
         raise errors.UnsupportedLayerError(
             f"model '{prepared.name}' would not export fully int8 (found before training, by converting the prepared "
-            f"model once): {'; '.join(problems)}. Replace or exclude those layers with ones TFLite runs in int8.")
+            f"model once): {problems}. Replace or exclude those layers with ones TFLite runs in int8.")
     if "tflm" in runtimes:
-        _refuse_for_tflm(prepared, content, summary)
+        _refuse_for_tflm(checked, content, summary)
     if fidelity is not None and fidelity < MIN_CHECK_SQNR_DB:
         raise errors.UnsupportedLayerError(
             f"model '{prepared.name}' would not keep its accuracy in int8: converted once before training, its int8 "
