@@ -19,10 +19,18 @@ Rows, per model (accuracy on the validation split, in LiteRT with XNNPACK as a p
 * AEQ: ai-edge-quantizer's static int8 recipe (static_wi8_ai8) on the float .tflite, where it runs;
 * tfjoint: `prepare(target_sparsity=0)` -> fit -> strip -> `export_tflite` (QAT, no pruning);
 * tfjoint 50%: 50% unstructured sparsity of every pruned kernel (attention projections, FFN, classifier);
-* tfjoint heads: `channel_sparsity=0.5`: half of the heads and FFN neurons removed (and 0 unstructured).
+* tfjoint heads: `channel_sparsity=0.5`: half of the heads and FFN neurons removed (and 0 unstructured), the heads
+  ranked by weight magnitude;
+* tfjoint heads (scan): the same, the heads ranked by the loss each one's removal costs (`scan_heads`, on the last
+  500 training samples: the validation split stays unseen);
+* tfjoint micro: `--target=micro`'s path: GELU as its TFLM stand-in, the file run in TFLM.
 
 The latency rows compare the heads-pruned file with the unpruned tfjoint file, 1 thread, paired rounds, in
 LiteRT's builtin kernels and with XNNPACK. `export_s` is tfjoint's export of the unpruned model (2 cores).
+
+`--models=encoder_large` is latency only: a 4-layer encoder where attention dominates (hidden 128, 4 heads of 32,
+FFN 256, sequence 64, GELU), trained a few steps on random data (latency follows the shapes, not the weights): half
+of its heads and FFN neurons removed against the unpruned int8 file.
 """
 
 import argparse
@@ -47,7 +55,8 @@ from tfjoint.app import digits  # noqa: E402
 
 keras3 = importlib.import_module("keras")  # Keras 3, imported after tfjoint
 
-METHODS = ("float", "TF PTQ", "AEQ", "tfjoint", "tfjoint 50%", "tfjoint heads")
+METHODS = ("float", "TF PTQ", "AEQ", "tfjoint", "tfjoint 50%", "tfjoint heads", "tfjoint heads (scan)",
+           "tfjoint micro")
 
 
 # --- Models and data ---------------------------------------------------------------------------------------------
@@ -101,7 +110,29 @@ def _bert_data(seed: int, tiny: bool):
     return {"x": x, "y": y}, {"x": x_val, "y": y_val}, 2 if tiny else 20, 1 if tiny else 4
 
 
-MODELS = {"vit_digits": (_vit, _vit_data), "bert_tiny": (_bert, _bert_data)}
+def _encoder_large(seed: int, hidden: int = 128, heads: int = 4, layers: int = 4, steps: int = 64):
+    keras3.utils.set_random_seed(seed)
+    inputs = keras3.Input((steps, hidden), name="x")
+    x = inputs
+    for block in range(layers):
+        h = keras3.layers.LayerNormalization(epsilon=1e-6, name=f"ln{block}a")(x)
+        x = x + keras3.layers.MultiHeadAttention(heads, hidden // heads, name=f"attention{block}")(h, h)
+        h = keras3.layers.LayerNormalization(epsilon=1e-6, name=f"ln{block}b")(x)
+        h = keras3.layers.Dense(2 * hidden, activation="gelu", name=f"ffn{block}_in")(h)
+        x = x + keras3.layers.Dense(hidden, name=f"ffn{block}_out")(h)
+    x = keras3.layers.GlobalAveragePooling1D(name="pool")(keras3.layers.LayerNormalization(name="ln")(x))
+    return keras3.Model(inputs, keras3.layers.Dense(4, activation="softmax", name="classes")(x), name="encoder_large")
+
+
+def _encoder_large_data(seed: int, tiny: bool):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(64, 64, 128)).astype(np.float32)
+    y = rng.integers(0, 4, 64)
+    return {"x": x, "y": y}, {"x": x[:32], "y": y[:32]}, 1, 1
+
+
+MODELS = {"vit_digits": (_vit, _vit_data), "bert_tiny": (_bert, _bert_data),
+          "encoder_large": (_encoder_large, _encoder_large_data)}
 
 
 # --- Files and their accuracy ------------------------------------------------------------------------------------
@@ -150,16 +181,24 @@ def _aeq(model3, train) -> bytes:
     return bytes(qt.quantize(calibration).quantized_model)
 
 
-def _tfjoint(model3, train, val, epochs, path, target_sparsity=0.0, channel_sparsity=0.0, target="phone"):
+def _tfjoint(model3, train, val, epochs, path, target_sparsity=0.0, channel_sparsity=0.0, target="phone",
+             scan=False, validate=True):
     steps = epochs * -(-len(train["y"]) // 32)
+    scores = {}
+    if scan:  # the heads ranked by measurement, on training samples (the validation split stays unseen)
+        from tfjoint.plan.for_budget import scan_heads
+
+        tail = {k: v[-500:] for k, v in train["x"].items()} if isinstance(train["x"], dict) else train["x"][-500:]
+        scores = scan_heads(model3, (tail, train["y"][-500:]))
     schedule = tfjoint.JointSchedule(target_sparsity, end_step=max(steps // 2, 1), frequency=max(steps // 32, 1),
-                                     channel_sparsity=channel_sparsity)
+                                     channel_sparsity=channel_sparsity, channel_scores=scores)
     micro = target == "micro"  # GELU trains as its TFLM stand-in, the file is validated in TFLM
     joint = tfjoint.prepare(model3, schedule, sample_inputs=train["x"], check=("tflm",) if micro else True)
     joint.compile(keras3.optimizers.Adam(3e-4), "sparse_categorical_crossentropy")
     joint.fit(train["x"], train["y"], epochs=epochs, batch_size=32, verbose=0)
     started = time.perf_counter()
-    report = tfjoint.export_tflite(tfjoint.strip(joint), path, validation_data=(val["x"], val["y"]),
+    report = tfjoint.export_tflite(tfjoint.strip(joint), path,
+                                   validation_data=(val["x"], val["y"]) if validate else None,
                                    representative_data=train["x"],
                                    options=tfjoint.ExportOptions(quantization="qat", explain_layers=False,
                                                                  runtimes=("tflm",) if micro else ("litert",)))
@@ -173,6 +212,8 @@ def run(name: str, seed: int, tiny: bool, work: str, methods=None) -> list[dict]
     model.compile(keras3.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
     model.fit(train["x"], train["y"], epochs=float_epochs, batch_size=32, verbose=0)
     rows = [{"method": "float", "accuracy": float(model.evaluate(val["x"], val["y"], verbose=0)[1])}]
+    if name == "encoder_large":  # latency only
+        methods = ["tfjoint", "tfjoint heads"]
     for method, make in (("TF PTQ", _tf_ptq), ("AEQ", _aeq)):
         if methods and method not in methods:
             continue
@@ -185,12 +226,13 @@ def run(name: str, seed: int, tiny: bool, work: str, methods=None) -> list[dict]
     files = {}
     for method, kwargs in (("tfjoint", dict(target_sparsity=0.0)), ("tfjoint 50%", dict(target_sparsity=0.5)),
                            ("tfjoint heads", dict(target_sparsity=0.0, channel_sparsity=0.5)),
+                           ("tfjoint heads (scan)", dict(target_sparsity=0.0, channel_sparsity=0.5, scan=True)),
                            ("tfjoint micro", dict(target_sparsity=0.0, target="micro"))):
         if methods and method not in methods:
             continue
         path = os.path.join(work, f"{name}_{seed}_{method.replace(' ', '_').replace('%', '')}.tflite")
         try:
-            report, export_s = _tfjoint(model, train, val, epochs, path, **kwargs)
+            report, export_s = _tfjoint(model, train, val, epochs, path, validate=name != "encoder_large", **kwargs)
             files[method] = open(path, "rb").read()
             rows.append({"method": method, "accuracy": report.int8_accuracy, "float_ops": len(report.float_ops),
                          "size_bytes": report.size_bytes, "export_s": export_s,
@@ -228,8 +270,9 @@ def table(rows: list[dict]) -> str:
             lines.append(f"| {model} | {method} | ratio {mean_text([r['ratio'] for r in ok], '.3f')} | | | | | |")
             continue
         floats = {r["seed"]: r["accuracy"] for r in rows if r["model"] == model and r["method"] == "float"}
-        drop = [100 * (r["accuracy"] - floats[r["seed"]]) for r in ok if r["seed"] in floats]
-        lines.append(f"| {model} | {method} | {mean_text([100 * r['accuracy'] for r in ok])} | "
+        drop = [100 * (r["accuracy"] - floats[r["seed"]]) for r in ok
+                if r["seed"] in floats and r.get("accuracy") is not None]
+        lines.append(f"| {model} | {method} | {mean_text([r['accuracy'] for r in ok], scale=100)} | "
                      f"{mean_text(drop) if method != 'float' else ''} | "
                      f"{mean_text([r.get('float_ops') for r in ok], '.0f')} | "
                      f"{mean_text([r['size_bytes'] / 1024 for r in ok if r.get('size_bytes')], '.1f')} | "

@@ -1,6 +1,8 @@
 """Transformers prune and quantize in one fit, fully int8 on LiteRT: every layer kind's int8 output checked against
 the quantization-aware model (the default tolerances gate exactly that), and a keras_hub BERT end to end."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import tf_keras as keras  # noqa: E402
@@ -194,15 +196,29 @@ def _encoder_classifier(heads=4):
 def test_channel_sparsity_removes_whole_heads_and_ffn_neurons_and_the_file_is_smaller(tmp_path):
     import keras as keras3
 
+    from tfjoint.train.readback import channel_members
+
     x = _sequences(160)
     y = (x[:, :, 0].mean(1) > 0).astype(np.int32) + (x[:, :, 1].mean(1) > 0).astype(np.int32)
     keras3.utils.set_random_seed(0)
     model = _encoder_classifier()
-    joint = tfjoint.prepare(model, tfjoint.JointSchedule(0.0, end_step=8, frequency=2, channel_sparsity=0.5),
-                            sample_inputs=x)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(x, y, batch_size=16, epochs=3, verbose=0)
+    # A budget on compute: the planner's cost model counts heads (its MACs are those of the file it builds), and
+    # ranks them by the loss each one's removal costs.
+    plan = tfjoint.plan_for_budget(model, tfjoint.Budget(macs=24_000), validation_data=(x, y))
+    assert plan.channel_fractions.get("attention", 0) > 0, plan
+    assert plan.predicted["macs"] == plan.predicted["measured_in_tflm"]["macs"] <= 24_000
+    rises = plan.channel_scores["attention"]  # the head scan's (checked in the test that follows)
+    # Half the heads and FFN neurons, the heads the scan ranks lowest going first.
+    plan = dataclasses.replace(plan, channel_fractions={"attention": 0.5, "ffn_in": 0.5})
+    joint = tfjoint.prepare(model, tfjoint.JointSchedule.from_plan(plan, end_step=8, frequency=2), sample_inputs=x)
     joint.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
     before = joint.predict(x, verbose=0)
     joint.fit(x, y, batch_size=16, epochs=2, verbose=0)
+    kept = np.flatnonzero(next(m for m in channel_members(joint) if m.producer and m.group == "attention")
+                          .channel_mask.numpy())
+    np.testing.assert_array_equal(kept, np.sort(np.argsort(rises)[2:]))
     stripped = tfjoint.strip(joint)
     # The removed heads and neurons were exactly zero: the smaller model computes what the masked one did.
     np.testing.assert_allclose(stripped.predict(x, verbose=0), joint.predict(x, verbose=0), atol=1e-6)
@@ -386,3 +402,57 @@ def test_a_raw_op_tfjoint_cannot_rebuild_names_what_it_rebuilds():
     with pytest.raises(tfjoint.errors.UnsupportedLayerError) as caught:
         tfjoint.prepare(model, tfjoint.JointSchedule(0.5), check=False)
     assert "keras.ops.cumsum" in str(caught.value) and "matmul" in str(caught.value)
+
+
+def test_measured_head_scores_rank_the_heads_training_removes_instead_of_their_norms():
+    """`channel_scores` (the planner's head scan) choose which heads go: here the opposite of the norms' choice."""
+    from tfjoint.train.readback import channel_members
+
+    x = _sequences(64)
+    y = (x[:, :, 0].mean(1) > 0).astype(np.int32)
+    float_model = _encoder_classifier()
+    query = float_model.get_layer("attention").get_weights()[0]  # (dim, heads, key_dim)
+    norms = np.abs(query).sum(axis=(0, 2))
+    scores = tuple(float(-n) for n in norms)  # the weakest heads by norm are the most important by measurement
+    schedule = tfjoint.JointSchedule(0.0, end_step=2, frequency=1, channel_sparsity={"attention": 0.5},
+                                     channel_scores={"attention": scores})
+    assert tfjoint.JointSchedule.from_dict(schedule.to_dict()) == schedule
+    joint = tfjoint.prepare(float_model, schedule, sample_inputs=x, check=False)
+    joint.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    joint.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    producer = next(m for m in channel_members(joint) if m.producer and m.group == "attention")
+    kept = np.flatnonzero(producer.channel_mask.numpy())
+    np.testing.assert_array_equal(kept, np.sort(np.argsort(norms)[:2]))  # the two smallest norms, kept
+    assert tfjoint.strip(joint).get_layer("quant_attention").layer.num_heads == 2
+    with pytest.raises(tfjoint.errors.ConfigError, match=r"channel_scores\['attention'\]` has 3 scores; group "):
+        tfjoint.prepare(float_model, schedule.replace(channel_scores={"attention": (1.0, 2.0, 3.0)}),
+                        sample_inputs=x, check=False)
+    with pytest.raises(tfjoint.errors.ConfigError, match=r"channel_scores\['attention'\]` must be a non-empty list"):
+        schedule.replace(channel_scores={"attention": (1.0, float("nan"))})
+
+
+def test_the_head_scan_scores_each_head_by_the_loss_its_removal_costs():
+    import keras as keras3
+
+    from tfjoint.plan.for_budget import scan_heads
+
+    x = _sequences(96)
+    y = (x[:, :, 0].mean(1) > 0).astype(np.int32) + (x[:, :, 1].mean(1) > 0).astype(np.int32)
+    keras3.utils.set_random_seed(1)
+    model = _encoder_classifier()
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(x, y, batch_size=16, epochs=2, verbose=0)
+    scores = scan_heads(model, (x, y))
+    assert set(scores) == {"attention"} and len(scores["attention"]) == 4
+    loss = keras3.losses.SparseCategoricalCrossentropy()
+    baseline = float(loss(y, model.predict(x, verbose=0)))
+    output = model.get_layer("attention")._output_dense.kernel
+    original, rises = output.numpy(), []
+    for head in range(4):  # each head removed alone, measured here on the user's Keras 3 model
+        output.assign(np.where(np.arange(4)[:, None, None] == head, 0.0, original))
+        rises.append(float(loss(y, model.predict(x, verbose=0))) - baseline)
+    output.assign(original)
+    np.testing.assert_allclose(scores["attention"], rises, atol=1e-4)
+    assert len(set(np.round(rises, 6))) == 4  # the heads differ, so the order means something
+    with pytest.raises(tfjoint.errors.DataError, match="`validation_data` is required"):
+        scan_heads(model, None)

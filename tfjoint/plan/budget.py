@@ -23,7 +23,7 @@ from typing import Any, Mapping
 
 from tfjoint import errors
 from tfjoint.findings import Finding, Kind, failure
-from tfjoint.prune.schedule import check_clusters
+from tfjoint.prune.schedule import check_clusters, checked_scores
 
 __all__ = ["Budget", "CompressionPlan", "BUDGET_FIGURES"]
 
@@ -156,6 +156,11 @@ class CompressionPlan:
         `prepare(clusters=...)`): 4 or 16 where the planner chose 2- or
         4-bit weights as the cheaper way to meet a flash budget; the file
         then ships with `export_tflite(compression="lut")`. Empty: 8 bits.
+      channel_scores: channel group -> one measured importance per channel,
+        which ranks the group's channels instead of their norms (the highest
+        kept). The planner fills it for attention heads: each head's score is
+        the validation loss its removal alone costs. Empty: norms rank every
+        group.
       budget: the budget it was planned for, if any.
       predicted: the figures the cost model predicts for the int8 file
         (flash_bytes, arena_bytes, macs, and what they are measured on).
@@ -165,6 +170,7 @@ class CompressionPlan:
     channel_fractions: Mapping[str, float]
     weight_sparsity: Mapping[str, float] = dataclasses.field(default_factory=dict)
     clusters: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    channel_scores: Mapping[str, tuple[float, ...]] = dataclasses.field(default_factory=dict)
     budget: Budget | None = None
     predicted: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     notes: tuple[str, ...] = ()
@@ -178,12 +184,15 @@ class CompressionPlan:
             object.__setattr__(self, field, types.MappingProxyType({k: float(v) for k, v in values.items()}))
         clusters = {name: check_clusters(f"clusters['{name}']", value) for name, value in dict(self.clusters).items()}
         object.__setattr__(self, "clusters", types.MappingProxyType(clusters))
+        object.__setattr__(self, "channel_scores", checked_scores(self.channel_scores))
         object.__setattr__(self, "predicted", types.MappingProxyType(dict(self.predicted)))
         object.__setattr__(self, "notes", tuple(self.notes))
 
     def to_dict(self) -> dict[str, Any]:
         return {"channel_fractions": dict(self.channel_fractions), "weight_sparsity": dict(self.weight_sparsity),
-                "clusters": dict(self.clusters), "budget": self.budget.to_dict() if self.budget else None,
+                "clusters": dict(self.clusters),
+                "channel_scores": {group: list(scores) for group, scores in self.channel_scores.items()},
+                "budget": self.budget.to_dict() if self.budget else None,
                 "predicted": dict(self.predicted), "notes": list(self.notes)}
 
     @classmethod
@@ -192,4 +201,4 @@ class CompressionPlan:
         budget = data.pop("budget", None)
         return cls(budget=Budget.from_dict({k: v for k, v in budget.items() if v is not None}) if budget else None,
                    **{k: v for k, v in data.items() if k in ("channel_fractions", "weight_sparsity", "clusters",
-                                                              "predicted", "notes")})
+                                                              "channel_scores", "predicted", "notes")})

@@ -43,6 +43,7 @@ from tfjoint.export.compression import MIN_SAVING_BYTES, compress_candidate, lut
 from tfjoint.plan.budget import CompressionPlan
 from tfjoint.prune.channel_groups import ChannelPlan, Layout
 from tfjoint.prune.schedule import JointSchedule, kept_channels
+from tfjoint.quantize.substitution import substituted
 from tfjoint.tflite import convert, tflm
 from tfjoint.tflite.flatbuffer import FlatbufferSummary, layer_of, read_flatbuffer
 from tfjoint.tflite.operators import op_macs, operator
@@ -238,17 +239,46 @@ def _axes_of(summary: FlatbufferSummary, plan: ChannelPlan, layer_names: list[st
     return found
 
 
+def _inside_axes(full: FlatbufferSummary, smallest: FlatbufferSummary, plan: ChannelPlan, groups: dict[str, int],
+                 layer_names: list[str]) -> dict[int, list[_Axis]]:
+    """The tensor axes that carry a group inside a layer (attention's heads), read from two files.
+
+    Inside the layer the heads are spread over reshapes, transposes and
+    batched matmuls whose axes no layout walk follows, so the converter
+    shows them: `smallest` is the file with each such group down to one
+    channel. A tensor of the layer (matched by name) whose axis is C times
+    shorter there, for a group of C channels, carries the group on that axis.
+    """
+    by_name = {tensor.name: tensor for tensor in smallest.tensors}
+    found: dict[int, list[_Axis]] = {}
+    for tensor in full.tensors:
+        other = by_name.get(tensor.name)
+        layer = layer_of(tensor.name, layer_names)
+        entry = plan.layers.get(float_layer_name(layer)) if layer else None
+        if other is None or entry is None or entry.inside is None or len(other.shape) != len(tensor.shape):
+            continue
+        group = next(iter(entry.inside.groups()), None)
+        if group not in groups:
+            continue
+        for axis, (length, one) in enumerate(zip(tensor.shape, other.shape)):
+            if length != one and one * groups[group] == length:
+                found.setdefault(tensor.index, []).append(_Axis(axis, Layout(((group, groups[group]),), int(one))))
+    return found
+
+
 def _plan_file(model, fractions: dict[str, float], clusters: dict[str, int] | None = None
                ) -> tuple[bytes, "keras.Model"]:
     """The int8 file (and the stripped model) `model` gives with `fractions` of each group's channels removed.
 
-    Nothing is trained: the masks are set where the schedule ends, so the
+    The file is the one for TensorFlow Lite Micro (a GELU as its stand-in,
+    `quantize.substitution`). Nothing is trained: the masks are set where the schedule ends, so the
     shapes (not the values) are those the trained plan will have; the
     ranges get one step and zero biases distinct small values, as the
     conversion check in `prepare` does, so the converter stores what it will
     store for the trained model.
     """
     kept = {group: fraction for group, fraction in fractions.items() if fraction > 0}
+    model = substituted(model, ("tflm",))  # budgets are the microcontroller's: GELU as TFLM runs it
     if kept or clusters:
         plan = CompressionPlan(channel_fractions=kept, clusters=clusters or {})
         joint = prepare(model, JointSchedule.from_plan(plan, end_step=1), check=False)
@@ -319,6 +349,12 @@ def build_cost_model(model, plan: ChannelPlan, measure_floor: bool = False) -> C
             floor = measure_plan(model, {group: ONE_CHANNEL for group in groups})["head_bytes"]
     layer_names = [layer.name for layer in qat.layers]
     axes = _axes_of(summary, plan, layer_names)
+    inside = sorted({group for entry in plan.layers.values() if entry.inside is not None
+                     for group in entry.inside.groups() if group in groups})
+    if inside:  # heads: one more conversion, with each down to one, shows which tensor axes carry them
+        smallest = read_flatbuffer(_plan_file(model, {group: ONE_CHANNEL for group in inside})[0])
+        for index, found in _inside_axes(summary, smallest, plan, groups, layer_names).items():
+            axes.setdefault(index, []).extend(found)
     return CostModel(summary, content, axes, groups, tail, measured, head_floor_bytes=floor,
                      kernels=_kernels_of(summary, layer_names))
 

@@ -4,8 +4,11 @@
 2. A cost model (`plan.cost`) of the int8 file: flash, TFLM arena and MACs as a
    function of the channels each group keeps, from one conversion.
 3. A sensitivity scan: each group alone loses its weakest channels (by the L1
-   or L2 norm of its producers' filters) at several fractions, and the
-   validation loss is measured with no training.
+   or L2 norm of its producers' filters; attention heads by the validation
+   loss each one's removal alone costs, a head scan) at several fractions,
+   and the validation loss is measured with no training. The head scan's
+   scores go into the plan (`channel_scores`), so training removes the
+   heads the planner measured.
 4. Greedy: repeatedly remove another step of channels from the group whose
    loss rises least per unit of budget freed (the excess over each budget, in
    proportion to that budget), until every budget is met.
@@ -48,7 +51,7 @@ from tfjoint.quantize.clusters import initial_centroids, snap
 from tfjoint.registry import kind_of, prunable_layers, pruned_variable, pruned_weight_name
 from tfjoint.tflite import tflm
 
-__all__ = ["plan_for_budget", "channel_groups_of", "STEPS"]
+__all__ = ["plan_for_budget", "scan_heads", "channel_groups_of", "STEPS"]
 
 STEPS = 16  # a group's channels are removed in sixteenths
 _SCAN_FRACTIONS = (0.25, 0.5, 0.75, 0.9)
@@ -63,25 +66,40 @@ def channel_groups_of(model) -> ChannelPlan:
     return plan_channel_groups(model, producers)
 
 
+def _channel_axis(layer, weight_name: str) -> int:
+    """The axis of `weight_name` that holds `layer`'s channels (attention's heads: not the last)."""
+    kind = kind_of(layer)
+    axis = kind.channels.axes.get(weight_name, -1) if kind is not None else -1
+    return axis if isinstance(axis, int) else -1
+
+
 def _filter_norms(model, plan: ChannelPlan, criterion: str) -> dict[str, np.ndarray]:
-    """Per group, the summed L1 (or L2) norm of each output channel's filters over its producers."""
+    """Per group, the summed L1 (or L2) norm of each channel's filters over its producers."""
     norms = {}
     for name, group in plan.prunable_groups.items():
         total = np.zeros(group.channels)
         for producer in group.producers:
-            kernel = pruned_variable(model.get_layer(producer))
-            values = np.reshape(kernel.numpy(), (-1, kernel.shape[-1]))
+            layer = model.get_layer(producer)
+            kernel = pruned_variable(layer).numpy()
+            values = np.moveaxis(kernel, _channel_axis(layer, pruned_weight_name(layer) or ""), -1)
+            values = values.reshape(-1, values.shape[-1])
             total += np.abs(values).sum(0) if criterion == "l1" else np.sqrt((values ** 2).sum(0))
         norms[name] = total
     return norms
 
 
+def _inside_groups(plan: ChannelPlan) -> set[str]:
+    """The prunable groups whose channels are inside a layer, not its output (attention's heads)."""
+    return {group for entry in plan.layers.values() if entry.inside is not None
+            for group in entry.inside.groups() if group in plan.prunable_groups}
+
+
 def _members(model, plan: ChannelPlan, group: str) -> list:
-    """Every layer whose output channels include `group`'s, with the channel offsets of the group in it."""
+    """Every layer whose own channels (its output's, or its heads) include `group`'s, with the group's offset."""
     found = []
     for name, entry in plan.layers.items():
         offset = 0
-        for segment, size in entry.output.segments:
+        for segment, size in entry.own.segments:
             if segment == group:
                 found.append((model.get_layer(name), offset, size))
             offset += size
@@ -89,7 +107,8 @@ def _members(model, plan: ChannelPlan, group: str) -> list:
 
 
 def _zero_channels(model, plan: ChannelPlan, group: str, channels: np.ndarray) -> list:
-    """Zeroes `channels` of `group` wherever they are made (producer filters and biases, BatchNorm scale and shift).
+    """Zeroes `channels` of `group` wherever they are made (producer filters and biases, BatchNorm scale and shift,
+    a head's projections), along each weight's channel axis.
 
     Returns the (variable, original value) pairs to restore.
     """
@@ -105,9 +124,39 @@ def _zero_channels(model, plan: ChannelPlan, group: str, channels: np.ndarray) -
             value = variable.numpy()
             saved.append((variable, value))
             zeroed = value.copy()
-            zeroed[..., offset + channels] = 0.0
+            index: list = [slice(None)] * zeroed.ndim
+            index[_channel_axis(layer, weight_name) if zeroed.ndim > 1 else 0] = offset + channels
+            zeroed[tuple(index)] = 0.0
             variable.assign(zeroed)
     return saved
+
+
+def _head_scores(model, plan: ChannelPlan, norms: dict[str, np.ndarray], validation: "_Validation",
+                 phases) -> dict[str, np.ndarray]:
+    """Per group of heads: the validation loss each head's removal alone costs (no training), the higher kept first.
+
+    A head's weights are not comparable by norm with another's (their
+    products, not their sizes, make the attention), so heads are ranked by
+    measurement, as the greedy search ranks groups. Norms break ties.
+    """
+    groups = sorted(_inside_groups(plan) & set(norms))
+    if not groups:
+        return {}
+    baseline = validation.loss()
+    scores = {}
+    with phases.run("head scan", f"{sum(len(norms[g]) for g in groups)} heads, each removed alone"):
+        for group in groups:
+            rises = []
+            for channel in range(len(norms[group])):
+                saved = _zero_channels(model, plan, group, np.array([channel]))
+                try:
+                    rises.append(validation.loss() - baseline)
+                finally:
+                    for variable, value in saved:
+                        variable.assign(value)
+            scale = max(float(np.max(norms[group])), 1e-12)
+            scores[group] = np.array(rises) + 1e-6 * norms[group] / scale
+    return scores
 
 
 class _Validation:
@@ -410,6 +459,47 @@ def _budget_argument(budget, deprecated: dict) -> Budget:
     return budget
 
 
+def _float_model(model, validation_data, why: str):
+    """The tf_keras float model (a Keras 3 one rebuilt), checked with the validation data a scan needs."""
+    if validation_data is None:
+        raise errors.DataError(f"`validation_data` is required: {why}. Pass (x_val, y_val).")
+    if is_keras3_model(model):
+        from tfjoint.bridge.keras3 import from_keras3
+
+        model = from_keras3(model)
+    check_float_model(model)
+    collect_inputs(validation_data[0] if isinstance(validation_data, tuple) else validation_data, model,
+                   "validation_data", max_samples=1)
+    return model
+
+
+def scan_heads(model: keras.Model, validation_data, *, batch_size: int = 256) -> dict[str, tuple[float, ...]]:
+    """The validation loss each attention head's removal alone costs (no training), per attention layer.
+
+    These are the `channel_scores` that make training remove the heads that
+    matter least (`plan_for_budget` puts them in its plan itself):
+
+      from tfjoint.plan.for_budget import scan_heads
+
+      scores = scan_heads(float_model, (x_val, y_val))
+      joint = tfjoint.prepare(float_model, tfjoint.JointSchedule(channel_sparsity=0.5, channel_scores=scores))
+
+    Args:
+      model: the float model (tf_keras or Keras 3), trained.
+      validation_data: `(x, y)`, held out from what the plan will be judged on.
+      batch_size: samples per forward pass.
+
+    Returns:
+      `{attention layer: one loss rise per head}` (a negative rise: the
+      model did better without that head); empty for a model without heads.
+    """
+    model = _float_model(model, validation_data, "the head scan measures the loss each head's removal costs on it")
+    plan = channel_groups_of(model)
+    validation = _Validation(model, validation_data, batch_size)
+    scores = _head_scores(model, plan, _filter_norms(model, plan, "l1"), validation, _progress.Phases("tfjoint plan"))
+    return {group: tuple(float(v) for v in values) for group, values in scores.items()}
+
+
 def plan_for_budget(
     model: keras.Model,
     budget: Budget | None = None,
@@ -438,7 +528,8 @@ def plan_for_budget(
         LUT-compressed weights), the most MACs per inference.
       validation_data: `(x, y)`: the channels whose removal costs least loss
         there go first.
-      criterion: which filters of a group go first: "l1" or "l2" norm.
+      criterion: which filters of a group go first: "l1" or "l2" norm
+        (attention heads: the head scan, whatever the criterion).
       margin: plan to this fraction below each budget, for what the cost
         model cannot see exactly (the arena is verified in TFLM at export).
       batch_size: samples per forward pass in the scan.
@@ -469,16 +560,7 @@ def plan_for_budget(
     levels = _check_weight_bits(weight_bits)
     if levels:
         tflm.require_tflm(f"weight_bits={tuple(weight_bits)} (the plan is LUT-compressed and checked in TFLM)")
-    if validation_data is None:
-        raise errors.DataError("`validation_data` is required: plan_for_budget measures which channels cost least "
-                               "loss on it. Pass (x_val, y_val).")
-    if is_keras3_model(model):
-        from tfjoint.bridge.keras3 import from_keras3
-
-        model = from_keras3(model)
-    check_float_model(model)
-    collect_inputs(validation_data[0] if isinstance(validation_data, tuple) else validation_data, model,
-                   "validation_data", max_samples=1)
+    model = _float_model(model, validation_data, "plan_for_budget measures which channels cost least loss on it")
     started = time.perf_counter()
     phases = _progress.Phases("tfjoint plan")
     plan = channel_groups_of(model)
@@ -497,13 +579,16 @@ def plan_for_budget(
     axes = {name: _table_axis(model, name, kernel) for name, kernel in cost.kernels.items()
             if name in pruned} if levels else {}
     validation = _Validation(model, validation_data, batch_size)
+    norms = _filter_norms(model, plan, criterion)
+    head_scores = _head_scores(model, plan, norms, validation, phases)
+    ranking = dict(norms, **head_scores)  # within a group, the lowest goes first
     if _excess(cost.full, _limits(budget, margin)) == 0:
         fractions, figures = {group: 0.0 for group in cost.groups}, cost.full
         notes.append("the unpruned model already meets every budget: nothing is removed")
     else:
-        curves = _sensitivity(model, plan, _filter_norms(model, plan, criterion), validation, phases)
+        curves = _sensitivity(model, plan, ranking, validation, phases)
         bit_curves = _bits_sensitivity(model, axes, levels, validation, phases) if levels else None
-        strategies = _Strategies(model, plan, _filter_norms(model, plan, criterion), validation, axes)
+        strategies = _Strategies(model, plan, ranking, validation, axes)
         with phases.run("strategies", "greedy, capped and uniform plans, each measured untrained"):
             if check:
                 fractions, bits, figures, measured = _checked_in_tflm(model, cost, curves, budget, margin, phases,
@@ -522,8 +607,7 @@ def plan_for_budget(
                                      f"at most {round(_MAX_FRACTION * STEPS)}/{STEPS} of any group's channels "
                                      "removed). Raise the budget, or use a smaller architecture.")
     with phases.run("accuracy of the plan", "its channels zeroed, no fine-tuning"):
-        accuracy = _accuracy_of_plan(model, plan, _filter_norms(model, plan, criterion), fractions, validation, bits,
-                                     axes)
+        accuracy = _accuracy_of_plan(model, plan, ranking, fractions, validation, bits, axes)
     predicted = dict(figures, full=cost.full, arena_measured=cost.arena_measured, **accuracy,
                      seconds=time.perf_counter() - started, stage_seconds=dict(phases.seconds))
     if strategies is not None and strategies.chosen:
@@ -539,8 +623,9 @@ def plan_for_budget(
                      f": train with prepare(model, plan) and export with ExportOptions(compression='lut', "
                      f"runtimes=('tflm',)); the file needs TFLM's DECODE{alt}")
     return CompressionPlan(channel_fractions={g: f for g, f in fractions.items() if f > 0},
-                           clusters={name: 2 ** width for name, width in bits.items()}, budget=budget,
-                           predicted=predicted, notes=tuple(notes))
+                           clusters={name: 2 ** width for name, width in bits.items()},
+                           channel_scores={group: tuple(scores) for group, scores in head_scores.items()},
+                           budget=budget, predicted=predicted, notes=tuple(notes))
 
 
 def _check_weight_bits(weight_bits) -> tuple[int, ...]:

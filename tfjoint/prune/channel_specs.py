@@ -42,6 +42,13 @@ def _specs(model, plan: ChannelPlan, schedule: JointSchedule) -> dict[str, dict]
         decay = schedule.decay_arguments(schedule.channel_target_for(own or groups[0]))
         specs[layer.name] = {"segments": segments, "axes": present, "schedule": decay,
                              "criterion": schedule.channel_criterion, "producer": own is not None}
+        if own is not None and own in schedule.channel_scores:
+            scores = schedule.channel_scores[own]
+            if len(scores) != prunable[own].channels:
+                raise errors.ConfigError(
+                    f"`channel_scores['{own}']` has {len(scores)} scores; group '{own}' of model '{model.name}' has "
+                    f"{prunable[own].channels} channels. Plan for this model (tfjoint.plan_for_budget(model, ...)).")
+            specs[layer.name]["scores"] = list(scores)
     return specs
 
 

@@ -30,7 +30,7 @@ import numpy as np
 from tfjoint import errors
 
 __all__ = ["JointSchedule", "plan_schedule", "expected_zero_fraction", "SCHEDULE_VERSION", "check_clusters",
-           "MIN_CLUSTERS", "MAX_CLUSTERS", "CHANNEL_CRITERIA", "PRUNE_END", "UPDATES"]
+           "checked_scores", "MIN_CLUSTERS", "MAX_CLUSTERS", "CHANNEL_CRITERIA", "PRUNE_END", "UPDATES"]
 
 SCHEDULE_VERSION = 3
 CHANNEL_CRITERIA = ("l1", "l2")
@@ -62,6 +62,23 @@ def check_clusters(name: str, value) -> int:
                                  f"values a kernel keeps per table, zero included; 16 for 4-bit indices); "
                                  f"received {value!r}.{why}")
     return int(value)
+
+
+def checked_scores(value) -> Mapping[str, tuple[float, ...]]:
+    """`channel_scores` as a read-only {group: tuple of finite floats}."""
+    if value is None:
+        value = {}
+    if not isinstance(value, Mapping):
+        raise errors.ConfigError(f"`channel_scores` must be a dict {{group: one score per channel}}; received "
+                                 f"{type(value).__name__}.")
+    checked = {}
+    for group, scores in value.items():
+        values = np.asarray(scores, dtype=np.float64) if not isinstance(scores, (str, bytes)) else np.array([])
+        if not isinstance(group, str) or values.ndim != 1 or values.size == 0 or not np.all(np.isfinite(values)):
+            raise errors.ConfigError(f"`channel_scores['{group}']` must be a non-empty list of finite numbers (one "
+                                     f"per channel of the group); received {scores!r}.")
+        checked[group] = tuple(float(v) for v in values)
+    return types.MappingProxyType(checked)
 
 
 def _check_fraction(name: str, value) -> None:
@@ -116,6 +133,12 @@ class JointSchedule:
         `{-c, 0, c}` (see `MIN_CLUSTERS`).
       channel_criterion: how filters are ranked for removal: "l1" (sum of
         absolute weights) or "l2" norm, summed over a group's producers.
+      channel_scores: `{group: one score per channel}`, measured importances
+        that rank a group's channels instead of their norms (the highest
+        kept): `tfjoint.plan_for_budget` fills it for attention heads from a
+        loss scan (the validation loss each head's removal costs), and
+        `scan_heads` (in `tfjoint.plan.for_budget`) returns it. Groups not named
+        follow `channel_criterion`.
 
     Example:
       >>> JointSchedule(0.8).end_step is None   # set by the first fit: half of it
@@ -135,6 +158,7 @@ class JointSchedule:
     weight_schedule: Any = None
     clusters: int | Mapping[str, int] | None = None
     channel_criterion: str = "l1"
+    channel_scores: Mapping[str, tuple[float, ...]] = dataclasses.field(default_factory=dict)
     version: int = SCHEDULE_VERSION
 
     def __post_init__(self):
@@ -145,6 +169,7 @@ class JointSchedule:
                                      f"{self.channel_criterion!r}.")
         if self.end_step is not None and self.frequency is None:
             object.__setattr__(self, "frequency", _FREQUENCY)
+        object.__setattr__(self, "channel_scores", checked_scores(self.channel_scores))
         if self.weight_schedule is not None:
             object.__setattr__(self, "weight_schedule", _pruning_schedule(self.weight_schedule))
         for field in ("target_sparsity", "channel_sparsity"):
@@ -357,6 +382,7 @@ class JointSchedule:
         for field in ("target_sparsity", "channel_sparsity", "clusters"):
             if isinstance(data[field], Mapping):
                 data[field] = dict(data[field])
+        data["channel_scores"] = {group: list(scores) for group, scores in self.channel_scores.items()}
         data["weight_schedule"] = None if self.weight_schedule is None else _serialized(self.weight_schedule)
         return data
 
@@ -379,7 +405,7 @@ class JointSchedule:
                                      "beside it (end_step, frequency, quant_start_step, ...).")
         return cls(target_sparsity=dict(plan.weight_sparsity) if plan.weight_sparsity else 0.0,
                    channel_sparsity=dict(plan.channel_fractions), clusters=dict(plan.clusters) or None,
-                   end_step=end_step, **fields)
+                   channel_scores=plan.channel_scores, end_step=end_step, **fields)
 
     @classmethod
     def following(cls, weight_schedule, end_step: int | None = None, **fields) -> "JointSchedule":

@@ -42,7 +42,9 @@ class JointQuantizeConfig(EqualByConfig, tfmot.quantization.keras.QuantizeConfig
       channels: for a layer whose channels belong to channel groups:
         `{"segments": [[group or None, size], ...], "axes": {weight name:
         channel axis}, "producer": bool, "schedule": decay arguments of the
-        channel sparsity, "criterion": "l1" or "l2"}`. The listed weights are
+        channel sparsity, "criterion": "l1" or "l2", optionally "scores": one
+        measured importance per channel of a producer's group, which ranks
+        them instead of the criterion}`. The listed weights are
         multiplied by the channel mask (the groups' masks side by side, ones
         for None), or with the axis name "__output__" the layer's output is;
         a producer's kernel is scored to choose its group's channels.
@@ -135,13 +137,16 @@ class JointQuantizeConfig(EqualByConfig, tfmot.quantization.keras.QuantizeConfig
 def _normalized_channels(channels: Mapping | None) -> dict | None:
     if not channels:
         return None
-    return {
+    normalized = {
         "segments": [[None if group is None else str(group), int(size)] for group, size in channels["segments"]],
         "axes": {str(k): int(v) for k, v in dict(channels["axes"]).items()},
         "producer": bool(channels.get("producer", False)),
         "schedule": dict(channels["schedule"]),
         "criterion": str(channels.get("criterion", "l1")),
     }
+    if channels.get("scores") is not None:
+        normalized["scores"] = [float(score) for score in channels["scores"]]
+    return normalized
 
 
 def unwrap_config(config):

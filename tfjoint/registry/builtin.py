@@ -406,14 +406,16 @@ register_layer(Slice, LayerKind(quantization=Quantization.values_unchanged(), tf
 register_layer(TakeStep, LayerKind(channels=Channels(FOLLOWS), quantization=Quantization.values_unchanged(),
                                    tflite_ops=("STRIDED_SLICE",)))
 # Its heads are a channel group inside it: a head's query/key/value columns and output rows are masked together,
-# scored by their summed norms, and `strip` removes them (num_heads shrinks; the output keeps its width).
+# scored by their summed norms (the planner: by a loss scan), and `strip` removes them (num_heads shrinks; the
+# output keeps its width).
 _HEAD_AXES = {"query_kernel": 1, "key_kernel": 1, "value_kernel": 1, "output_kernel": 0}
 register_layer(IntegerAttention, LayerKind(
     prune=Pruning(weight="query_kernel", also=("key_kernel", "value_kernel", "output_kernel")),
     channels=Channels(HEADS, axes=_HEAD_AXES,
                       sliced=dict({name: {"out": axis} for name, axis in _HEAD_AXES.items()},
                                   query_bias={"out": 0}, key_bias={"out": 0}, value_bias={"out": 0}),
-                      resize=_set("num_heads"), count=lambda layer: int(layer.num_heads), unit="heads",
+                      zeroed=tuple(_HEAD_AXES), resize=_set("num_heads"), count=lambda layer: int(layer.num_heads),
+                      unit="heads",
                       unit_width=lambda layer: int(layer.key_dim)),
     quantization=Quantization(config=lambda: PointsQuantizeConfig(IntegerAttention.KERNELS,
                                                                   weight_points=IntegerAttention.KERNELS)),

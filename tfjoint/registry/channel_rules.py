@@ -269,8 +269,9 @@ class Channels:
         broadcasts along (`OUTPUT` masks the layer's output).
       sliced: when channels go, weight name -> {"in": axis, "out": axis}:
         which axes lose the removed input / output channels.
-      zeroed: the weights whose last axis a channel removal zeroes (the
-        planner's sensitivity scan removes channels this way, untrained).
+      zeroed: the weights a channel removal zeroes, along their axis in
+        `axes` (the last by default): the planner's sensitivity scan removes
+        channels this way, untrained.
       range_channels: whether per-channel quantizer ranges follow the "out"
         channels (a Conv's filters) or the "in" ones (a depthwise conv's).
       resize: `(config, output channels) -> config` of the smaller layer.

@@ -63,7 +63,10 @@ def _new_group_masks(producers_by_group, sparsities):
     masks = {}
     for group, producers in producers_by_group.items():
         sparsity = sparsities[group]
-        score = tf.add_n([_filter_scores(p, p.criterion) for p in producers])
+        measured = next((p.scores for p in producers if p.scores is not None), None)
+        # Measured importances (the planner's loss scan of attention heads) rank the group; else its filters' norms.
+        score = (tf.constant(measured, tf.float32) if measured is not None
+                 else tf.add_n([_filter_scores(p, p.criterion) for p in producers]))
         channels = int(score.shape[0])
         keep = tf.cast(tf.maximum(tf.math.round(tf.cast(channels, tf.float32) * (1.0 - sparsity)), 1.0), tf.int32)
         _, indices = tf.math.top_k(score, k=channels)

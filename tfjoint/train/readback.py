@@ -84,6 +84,7 @@ class ChannelMember(NamedTuple):
     step: tf.Variable | None
     channel_schedule: dict
     criterion: str
+    scores: tuple[float, ...] | None = None  # measured importances that rank a producer's channels instead
 
     @property
     def group(self) -> str | None:
@@ -142,6 +143,7 @@ def channel_members(model) -> list[ChannelMember]:
                     step=weights.get(STEP),
                     channel_schedule=config.channels["schedule"],
                     criterion=config.channels["criterion"],
+                    scores=tuple(config.channels["scores"]) if producer and "scores" in config.channels else None,
                 )
             )
         for quantizer in _tfmot.output_quantizers(wrapper):
