@@ -456,3 +456,20 @@ def test_the_head_scan_scores_each_head_by_the_loss_its_removal_costs():
     assert len(set(np.round(rises, 6))) == 4  # the heads differ, so the order means something
     with pytest.raises(tfjoint.errors.DataError, match="`validation_data` is required"):
         scan_heads(model, None)
+
+
+def test_pruning_the_heads_of_one_attention_layer_leaves_the_others_whole():
+    import keras as keras3
+
+    inputs = keras3.Input((8, 16), name="x")
+    x = inputs + keras3.layers.MultiHeadAttention(4, 8, name="first")(inputs, inputs)
+    x = x + keras3.layers.MultiHeadAttention(2, 8, name="second")(x, x)
+    outputs = keras3.layers.Dense(3, activation="softmax", name="classes")(keras3.layers.GlobalAveragePooling1D()(x))
+    x_train = _sequences(32)
+    schedule = tfjoint.JointSchedule(0.0, end_step=1, channel_sparsity={"first": 0.5})
+    joint = tfjoint.prepare(keras3.Model(inputs, outputs), schedule, sample_inputs=x_train, check=False)
+    joint.compile("adam", "sparse_categorical_crossentropy")
+    joint.fit(x_train, np.zeros(32, np.int32), batch_size=16, epochs=1, verbose=0)
+    stripped = tfjoint.strip(joint)
+    assert [stripped.get_layer(f"quant_{name}").layer.num_heads for name in ("first", "second")] == [2, 2]
+    np.testing.assert_allclose(stripped.predict(x_train, verbose=0), joint.predict(x_train, verbose=0), atol=1e-6)

@@ -229,8 +229,9 @@ class _Heads(ChannelRule):
         return fixed_layout(call.channels)
 
     def own_layout(self, call: _Call) -> Layout | None:
+        # Heads not pruned (another attention layer's are) are kept whole: its heads, never its output channels.
         group = call.walk.producer_group(call.layer)
-        return None if group is None else Layout(((group, int(call.inner.num_heads)),))
+        return Layout(((group, int(call.inner.num_heads)),))
 
 
 NEW, FOLLOWS, MERGES, CONCATENATES = _New(), _Follows(), _Merges(), _Concatenates()
