@@ -18,7 +18,7 @@ import tf_keras as keras
 import tfjoint
 
 
-def main(out: str, steps: int = 20, alpha: float = 0.35, size: int = 96) -> tfjoint.ExportReport:
+def main(out: str, steps: int = 20, alpha: float = 0.35, size: int = 96, check: bool = True) -> tfjoint.ExportReport:
     os.makedirs(out, exist_ok=True)
     keras.utils.set_random_seed(0)
     float_model = keras.applications.MobileNetV2(input_shape=(size, size, 3), alpha=alpha, weights=None, classes=10)
@@ -26,7 +26,8 @@ def main(out: str, steps: int = 20, alpha: float = 0.35, size: int = 96) -> tfjo
     x = rng.random((steps * 8, size, size, 3), dtype=np.float32)
     y = rng.integers(0, 10, len(x))
 
-    joint = tfjoint.prepare(float_model, tfjoint.JointSchedule(0.5, end_step=steps // 2, frequency=1))
+    # check=True (the default) converts once before training, so a layer the export would refuse is refused now.
+    joint = tfjoint.prepare(float_model, tfjoint.JointSchedule(0.5, end_step=steps // 2, frequency=1), check=check)
     joint.compile(keras.optimizers.Adam(1e-4), "sparse_categorical_crossentropy")
     joint.fit(x, y, batch_size=8, epochs=1, verbose=2, callbacks=tfjoint.callbacks())
 

@@ -139,7 +139,8 @@ def test_a_keras_hub_bert_prunes_and_quantizes_in_one_fit_and_exports_fully_int8
     model = bert_tiny_classifier()
     model.compile(keras3.optimizers.Adam(2e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
     model.fit(x, y, epochs=6, batch_size=32, verbose=0)
-    joint = tfjoint.prepare(model, tfjoint.JointSchedule(0.5, end_step=32, frequency=8), sample_inputs=x)
+    joint = tfjoint.prepare(model, tfjoint.JointSchedule(0.5, end_step=32, frequency=8), sample_inputs=x,
+                            check=False)  # the export converts it; the TFLM half below runs the check
     joint.compile(keras3.optimizers.Adam(5e-4), "sparse_categorical_crossentropy")  # Keras 3 objects are taken too
     joint.fit(x, y, epochs=2, batch_size=32, verbose=0)
     attention = [pk for pk in tfjoint.inspect.pruned_kernels(joint) if pk.layer_name.endswith("_attention")]
@@ -213,7 +214,8 @@ def test_channel_sparsity_removes_whole_heads_and_ffn_neurons_and_the_file_is_sm
     rises = plan.channel_scores["attention"]  # the head scan's (checked in the test that follows)
     # Half the heads and FFN neurons, the heads the scan ranks lowest going first.
     plan = dataclasses.replace(plan, channel_fractions={"attention": 0.5, "ffn_in": 0.5})
-    joint = tfjoint.prepare(model, tfjoint.JointSchedule.from_plan(plan, end_step=8, frequency=2), sample_inputs=x)
+    joint = tfjoint.prepare(model, tfjoint.JointSchedule.from_plan(plan, end_step=8, frequency=2), sample_inputs=x,
+                            check=False)  # the export below converts it
     joint.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
     before = joint.predict(x, verbose=0)
     joint.fit(x, y, batch_size=16, epochs=2, verbose=0)
@@ -258,7 +260,7 @@ def test_convnext_layer_norm_gelu_and_layer_scale_export_fully_int8(tmp_path):
                               classes=10, weights=None, name="convnext_mini")
     x = np.random.default_rng(0).random((48, 32, 32, 3)).astype(np.float32) * 255.0
     y = np.random.default_rng(1).integers(0, 10, 48)
-    joint = tfjoint.prepare(model, tfjoint.JointSchedule(0.5, end_step=4), sample_inputs=x[:8])
+    joint = tfjoint.prepare(model, tfjoint.JointSchedule(0.5, end_step=4), sample_inputs=x[:8], check=False)
     joint.compile(keras.optimizers.Adam(1e-4), "sparse_categorical_crossentropy")
     joint.fit(x[:16], y[:16], batch_size=8, epochs=1, verbose=0)
     report = tfjoint.export_tflite(tfjoint.strip(joint), str(tmp_path / "convnext.tflite"),
