@@ -131,7 +131,10 @@ def bert_tiny_classifier(seed=0, steps=12):
 
 
 @pytest.mark.slow
-def test_a_keras_hub_bert_prunes_and_quantizes_in_one_fit_and_exports_fully_int8(tmp_path):
+def test_a_keras_hub_bert_prunes_and_quantizes_in_one_fit_and_runs_fully_int8_in_litert_and_tflm(tmp_path):
+    """keras_hub's BertBackbone, prepared for a microcontroller: GELU trains as x * sigmoid(1.702 x) (TFLM has no
+    GELU kernel; the int8 GELU a phone runs is checked per layer kind above and in the ConvNeXt test), the file
+    runs in LiteRT and in TFLM's own interpreter."""
     import keras as keras3
 
     x, y = _token_order(1024, 0)
@@ -140,31 +143,22 @@ def test_a_keras_hub_bert_prunes_and_quantizes_in_one_fit_and_exports_fully_int8
     model.compile(keras3.optimizers.Adam(2e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
     model.fit(x, y, epochs=6, batch_size=32, verbose=0)
     joint = tfjoint.prepare(model, tfjoint.JointSchedule(0.5, end_step=32, frequency=8), sample_inputs=x,
-                            check=False)  # the export converts it; the TFLM half below runs the check
+                            check=("tflm",))
     joint.compile(keras3.optimizers.Adam(5e-4), "sparse_categorical_crossentropy")  # Keras 3 objects are taken too
     joint.fit(x, y, epochs=2, batch_size=32, verbose=0)
     attention = [pk for pk in tfjoint.inspect.pruned_kernels(joint) if pk.layer_name.endswith("_attention")]
     assert len(attention) == 8  # query, key, value and output kernels of both encoders
     report = tfjoint.export_tflite(tfjoint.strip(joint), str(tmp_path / "bert.tflite"), validation_data=(x_val, y_val),
-                                   float_model=model,
-                                   options=tfjoint.ExportOptions(runtimes=("litert", "litert_reference")))
+                                   float_model=model, options=tfjoint.ExportOptions(runtimes=("litert", "tflm")))
     assert report.passed and report.fully_int8 and report.keras_accuracy > 0.7  # learned (chance: 0.5)
+    assert all(report.per_runtime[runtime]["int8_accuracy"] > 0.7 for runtime in ("litert", "tflm"))
     summary = tfjoint.inspect.read_flatbuffer((tmp_path / "bert.tflite").read_bytes())
-    assert {"GATHER", "BATCH_MATMUL", "SOFTMAX", "RSQRT", "GELU"} <= set(summary.op_names)
+    assert {"GATHER", "BATCH_MATMUL", "SOFTMAX", "RSQRT", "LOGISTIC"} <= set(summary.op_names)
+    assert "GELU" not in summary.op_names
     assert not summary.float_ops and summary.inputs[0].dtype == "int32"  # token ids stay ids
     sparsity = report.per_layer_sparsity["transformer_layer_0_attention"]["tflite"]
     assert sparsity == pytest.approx(0.5, abs=0.01)  # read from the int8 weights of the file
-    # For a microcontroller: GELU trains as x * sigmoid(1.702 x) (TFLM has no GELU), and TFLM runs the file.
-    micro = tfjoint.prepare(model, tfjoint.JointSchedule(0.5, end_step=8, frequency=4), sample_inputs=x,
-                            check=("tflm",))
-    micro.compile(keras3.optimizers.Adam(5e-4), "sparse_categorical_crossentropy")
-    micro.fit({k: v[:512] for k, v in x.items()}, y[:512], epochs=1, batch_size=32, verbose=0)  # fine-tunes
-    half = {k: v[:128] for k, v in x_val.items()}, y_val[:128]
-    on_device = tfjoint.export_tflite(micro, str(tmp_path / "bert_micro.tflite"), validation_data=half,
-                                      options=tfjoint.ExportOptions(runtimes=("tflm",)))
-    assert on_device.passed and on_device.fully_int8 and on_device.int8_accuracy > 0.7
-    assert "GELU" not in on_device.ops and "LOGISTIC" in on_device.ops
-    assert on_device.memory["tflm_arena_bytes"] > 0  # allocated and run by TFLM
+    assert report.memory["tflm_arena_bytes"] > 0  # allocated and run by TFLM
 
 
 def test_a_layer_tfjoint_cannot_take_yet_is_refused_by_name_before_training():
@@ -231,6 +225,7 @@ def test_channel_sparsity_removes_whole_heads_and_ffn_neurons_and_the_file_is_sm
     summary = tfjoint.inspect.read_flatbuffer((tmp_path / "pruned.tflite").read_bytes())
     assert report.passed and summary.fully_int8
     assert report.per_layer_channels["attention"] == {"original": 4, "keras": 2, "tflite": 2, "unit": "heads"}
+    assert any("heads of 'attention' were chosen by a loss scan" in str(n) for n in report.notes), report.notes
     # Read back from the file: the attention scores are (batch, heads, queries, keys) with 2 of 4 heads left, and
     # the FFN's first projection has 16 of its 32 filters.
     tensors = {tensor.index: tensor for tensor in summary.tensors}

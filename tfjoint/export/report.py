@@ -426,6 +426,12 @@ def _heads_up(source: Source, options: ExportOptions) -> list[Finding]:
         notes.append(note(Kind.HEADS_UP, "TensorFlow Lite Micro stores weights dense: unstructured zeros shrink the "
                                          "download (gzip), not flash or RAM on a microcontroller; channel_sparsity "
                                          "(or a tfjoint.Budget) removes whole filters, which shrinks both"))
+    scanned = sorted(group for group in source.schedule.channel_scores
+                     if source.schedule.channel_target_for(group) > 0) if source.schedule is not None else []
+    if scanned:
+        notes.append(note(Kind.HEADS_UP, f"the heads of {', '.join(repr(name) for name in scanned)} were chosen by a "
+                                         "loss scan (the validation loss each one's removal alone cost), not by "
+                                         "their weights' magnitude"))
     clusters = source.schedule.clusters if source.schedule is not None else None
     if clusters and options.compression != "lut":
         where = ("LiteRT has no LUT runtime: on a phone, shared weights shrink the download (gzip_size_bytes) and "
