@@ -123,3 +123,16 @@ def test_lut_with_a_flash_budget_lets_the_plan_choose_bits_and_clusters_fix_them
     assert compression_for(planned, tfjoint.CompressionPlan(channel_fractions={}, clusters={"fc1": 16})) == "lut"
     with pytest.raises(tfjoint.ConfigError, match="--compression=lut needs --clusters"):
         RunConfig(target="micro", compression="lut")
+
+
+def test_the_command_trains_the_heads_its_budget_plan_ranked():
+    """The plan's head scores reach the schedule the command fits (the in-graph mask update ranks by them)."""
+    from tfjoint.prune.allocation import SparsityPlan
+
+    budget_plan = tfjoint.CompressionPlan(channel_fractions={"attention": 0.5, "ffn_in": 0.25},
+                                          channel_scores={"attention": (0.3, -0.1, 0.2, 0.0)})
+    uniform = SparsityPlan({}, method="uniform", target=0.0, sizes={})
+    schedule = pipeline._schedule(RunConfig(target="micro", flash_kb=20), 100, uniform, budget_plan)
+    assert dict(schedule.channel_sparsity) == {"attention": 0.5, "ffn_in": 0.25}
+    assert dict(schedule.channel_scores) == {"attention": (0.3, -0.1, 0.2, 0.0)}
+    assert not pipeline._schedule(RunConfig(), 100, uniform, None).channel_scores

@@ -178,8 +178,10 @@ def _schedule(config: RunConfig, total_steps: int, plan, budget_plan) -> "tfjoin
     """The flags, the allocation and the budget plan as the one `JointSchedule` the fit trains."""
     channels = dict(budget_plan.channel_fractions) if budget_plan else config.channel_sparsity
     clusters = dict(budget_plan.clusters) if budget_plan and budget_plan.clusters else config.clusters
+    scores = budget_plan.channel_scores if budget_plan else {}  # the heads the planner's scan ranked
     return plan_schedule(total_steps, plan if plan.method != "uniform" else plan.target, prune_end=config.prune_end,
-                         quant_start=config.quant_start, channel_sparsity=channels).replace(clusters=clusters)
+                         quant_start=config.quant_start, channel_sparsity=channels).replace(clusters=clusters,
+                                                                                             channel_scores=scores)
 
 
 def run(config: RunConfig) -> RunResult:
