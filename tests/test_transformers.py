@@ -188,18 +188,24 @@ def _encoder_classifier(heads=4):
     return keras3.Model(inputs, outputs)
 
 
-@pytest.mark.slow
-def test_channel_sparsity_removes_whole_heads_and_ffn_neurons_and_the_file_is_smaller(tmp_path):
+def _trained_encoder(n: int, seed: int, epochs: int):
+    """`_encoder_classifier` trained in float on `n` sequences (which two of two features are positive on average)."""
     import keras as keras3
 
-    from tfjoint.train.readback import channel_members
-
-    x = _sequences(160)
+    x = _sequences(n)
     y = (x[:, :, 0].mean(1) > 0).astype(np.int32) + (x[:, :, 1].mean(1) > 0).astype(np.int32)
-    keras3.utils.set_random_seed(0)
+    keras3.utils.set_random_seed(seed)
     model = _encoder_classifier()
     model.compile("adam", "sparse_categorical_crossentropy")
-    model.fit(x, y, batch_size=16, epochs=3, verbose=0)
+    model.fit(x, y, batch_size=16, epochs=epochs, verbose=0)
+    return model, x, y
+
+
+@pytest.mark.slow
+def test_channel_sparsity_removes_whole_heads_and_ffn_neurons_and_the_file_is_smaller(tmp_path):
+    from tfjoint.train.readback import channel_members
+
+    model, x, y = _trained_encoder(160, seed=0, epochs=3)
     # A budget on compute: the planner's cost model counts heads (its MACs are those of the file it builds), and
     # ranks them by the loss each one's removal costs.
     plan = tfjoint.plan_for_budget(model, tfjoint.Budget(macs=24_000), validation_data=(x, y))
@@ -434,12 +440,7 @@ def test_the_head_scan_scores_each_head_by_the_loss_its_removal_costs():
 
     from tfjoint.plan.for_budget import scan_heads
 
-    x = _sequences(96)
-    y = (x[:, :, 0].mean(1) > 0).astype(np.int32) + (x[:, :, 1].mean(1) > 0).astype(np.int32)
-    keras3.utils.set_random_seed(1)
-    model = _encoder_classifier()
-    model.compile("adam", "sparse_categorical_crossentropy")
-    model.fit(x, y, batch_size=16, epochs=2, verbose=0)
+    model, x, y = _trained_encoder(96, seed=1, epochs=2)
     scores = scan_heads(model, (x, y))
     assert set(scores) == {"attention"} and len(scores["attention"]) == 4
     loss = keras3.losses.SparseCategoricalCrossentropy()
