@@ -16,7 +16,9 @@ replays, on the shrunk tensors:
   TFLM needed for a plan whose activations needed less (TFLM's planning
   memory and the kernels' temporaries set a floor that no activation size
   shows; measured on the smallest plan, or set by the planner from a plan it
-  measured), plus TFLM's persistent tail, measured on the full
+  measured; for attention, plus the scratch memory TFLM's head for the full
+  file has beyond the replay, which removing heads does not shrink), plus
+  TFLM's persistent tail, measured on the full
   file and reduced by the per-channel operator data of the removed filters (an
   estimate when tflite-micro is not installed);
 * MACs: per weight operator, from the shrunk shapes;
@@ -102,7 +104,7 @@ class CostModel:
 
     def __init__(self, summary: FlatbufferSummary, content: bytes, axes: dict[int, list[_Axis]],
                  groups: dict[str, int], tail_bytes: int | None, arena_measured: bool, head_floor_bytes: int = 0,
-                 kernels: dict[str, Kernel] | None = None):
+                 kernels: dict[str, Kernel] | None = None, head_offset_bytes: int = 0):
         self._summary = summary
         self.kernels = dict(kernels or {})
         self._axes = axes
@@ -113,6 +115,7 @@ class CostModel:
         self.groups = dict(groups)
         self.arena_measured = arena_measured
         self.head_floor_bytes = int(head_floor_bytes)
+        self.head_offset_bytes = int(head_offset_bytes)
         self.full = self.predict({})
 
     def _shapes(self, kept_by_group: dict[str, int]) -> dict[int, tuple[int, ...]]:
@@ -168,7 +171,7 @@ class CostModel:
                       if (kernel := self.kernels.get(layer)) is not None and b < 8
                       and self._lut_saving(kernel, shapes, b) > 0]
         flash -= sum(self._lut_saving(kernel, shapes, b) for kernel, b in compressed)
-        head = max(memory.planned_head_bytes(buffers), self.head_floor_bytes)
+        head = max(memory.planned_head_bytes(buffers) + self.head_offset_bytes, self.head_floor_bytes)
         tail = max(self._tail - PER_CHANNEL_OP_DATA_BYTES * removed_op_channels, 0)
         # DECODE writes each compressed kernel whole into the alternate memory, one operator at a time.
         alt = max((memory.aligned(int(np.prod(shapes[kernel.index], dtype=np.int64))) for kernel, _ in compressed),
@@ -338,11 +341,12 @@ def build_cost_model(model, plan: ChannelPlan, measure_floor: bool = False) -> C
     """
     content, qat = _plan_file(model, {})
     summary = read_flatbuffer(content)
-    tail, measured, floor = None, False, 0
+    tail, measured, floor, head = None, False, 0, None
     groups = {name: group.channels for name, group in plan.prunable_groups.items()}
     if tflm.tflm_available():
         try:
-            tail, measured = tflm.measure_arena(content).tail_bytes, True
+            arena = tflm.measure_arena(content)
+            tail, head, measured = arena.tail_bytes, arena.head_bytes, True
         except Exception:  # a file TFLM cannot run: the arena is the planner's estimate alone
             tail = None
         if measured and measure_floor and groups:
@@ -351,12 +355,17 @@ def build_cost_model(model, plan: ChannelPlan, measure_floor: bool = False) -> C
     axes = _axes_of(summary, plan, layer_names)
     inside = sorted({group for entry in plan.layers.values() if entry.inside is not None
                      for group in entry.inside.groups() if group in groups})
+    offset = 0
     if inside:  # heads: one more conversion, with each down to one, shows which tensor axes carry them
         smallest = read_flatbuffer(_plan_file(model, {group: ONE_CHANNEL for group in inside})[0])
         for index, found in _inside_axes(summary, smallest, plan, groups, layer_names).items():
             axes.setdefault(index, []).extend(found)
+        if head is not None:  # attention's kernels take scratch memory no tensor shows, and it does not shrink
+            replayed = memory.planned_head_bytes([(size, first, last) for size, first, last, _ in
+                                                  memory.tflm_buffers(summary, with_index=True)])
+            offset = max(int(head) - replayed, 0)
     return CostModel(summary, content, axes, groups, tail, measured, head_floor_bytes=floor,
-                     kernels=_kernels_of(summary, layer_names))
+                     kernels=_kernels_of(summary, layer_names), head_offset_bytes=offset)
 
 
 def _kernels_of(summary: FlatbufferSummary, layer_names: list[str]) -> dict[str, Kernel]:
