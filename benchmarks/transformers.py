@@ -285,7 +285,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--models", default="vit_digits,bert_tiny", help=f"from {','.join(MODELS)} "
+                                                                          "(encoder_large: latency only)")
     parser.add_argument("--tiny", action="store_true", help="a smoke run: little data, few epochs")
     parser.add_argument("--methods", default="", help="comma-separated rows to run (default: all), e.g. "
                                                       "'tfjoint,tfjoint micro' for GELU against its TFLM stand-in")
