@@ -274,8 +274,9 @@ def _plan_file(model, fractions: dict[str, float], clusters: dict[str, int] | No
     """The int8 file (and the stripped model) `model` gives with `fractions` of each group's channels removed.
 
     The file is the one for TensorFlow Lite Micro (a GELU as its stand-in,
-    `quantize.substitution`). Nothing is trained: the masks are set where the schedule ends, so the
-    shapes (not the values) are those the trained plan will have; the
+    `quantize.substitution`). Nothing is trained: the masks are set where
+    the schedule ends, so the shapes (not the values) are those the trained
+    plan will have; the
     ranges get one step and zero biases distinct small values, as the
     conversion check in `prepare` does, so the converter stores what it will
     store for the trained model.
@@ -353,17 +354,14 @@ def build_cost_model(model, plan: ChannelPlan, measure_floor: bool = False) -> C
             floor = measure_plan(model, {group: ONE_CHANNEL for group in groups})["head_bytes"]
     layer_names = [layer.name for layer in qat.layers]
     axes = _axes_of(summary, plan, layer_names)
-    inside = sorted({group for entry in plan.layers.values() if entry.inside is not None
-                     for group in entry.inside.groups() if group in groups})
+    inside = plan.inside_groups
     offset = 0
     if inside:  # heads: one more conversion, with each down to one, shows which tensor axes carry them
         smallest = read_flatbuffer(_plan_file(model, {group: ONE_CHANNEL for group in inside})[0])
         for index, found in _inside_axes(summary, smallest, plan, groups, layer_names).items():
             axes.setdefault(index, []).extend(found)
         if head is not None:  # attention's kernels take scratch memory no tensor shows, and it does not shrink
-            replayed = memory.planned_head_bytes([(size, first, last) for size, first, last, _ in
-                                                  memory.tflm_buffers(summary, with_index=True)])
-            offset = max(int(head) - replayed, 0)
+            offset = max(int(head) - memory.planned_head_bytes(memory.tflm_buffers(summary)), 0)
     return CostModel(summary, content, axes, groups, tail, measured, head_floor_bytes=floor,
                      kernels=_kernels_of(summary, layer_names), head_offset_bytes=offset)
 

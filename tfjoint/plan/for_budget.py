@@ -88,12 +88,6 @@ def _filter_norms(model, plan: ChannelPlan, criterion: str) -> dict[str, np.ndar
     return norms
 
 
-def _inside_groups(plan: ChannelPlan) -> set[str]:
-    """The prunable groups whose channels are inside a layer, not its output (attention's heads)."""
-    return {group for entry in plan.layers.values() if entry.inside is not None
-            for group in entry.inside.groups() if group in plan.prunable_groups}
-
-
 def _members(model, plan: ChannelPlan, group: str) -> list:
     """Every layer whose own channels (its output's, or its heads) include `group`'s, with the group's offset."""
     found = []
@@ -139,7 +133,7 @@ def _head_scores(model, plan: ChannelPlan, norms: dict[str, np.ndarray], validat
     products, not their sizes, make the attention), so heads are ranked by
     measurement, as the greedy search ranks groups. Norms break ties.
     """
-    groups = sorted(_inside_groups(plan) & set(norms))
+    groups = [group for group in plan.inside_groups if group in norms]
     if not groups:
         return {}
     baseline = validation.loss()

@@ -85,6 +85,12 @@ class ChannelPlan:
     def prunable_groups(self) -> dict[str, ChannelGroup]:
         return {name: group for name, group in self.groups.items() if group.frozen_by is None}
 
+    @property
+    def inside_groups(self) -> list[str]:
+        """The prunable groups whose channels are inside a layer, not its output (attention's heads), sorted."""
+        return sorted({group for entry in self.layers.values() if entry.inside is not None
+                       for group in entry.inside.groups() if group in self.prunable_groups})
+
     def frozen_notes(self, include_outputs: bool = True) -> list[str]:
         """Why each frozen group keeps every channel (the model's own outputs left out on request)."""
         return [f"channels of {', '.join(repr(p) for p in g.producers)} kept whole: {g.frozen_by}"
