@@ -21,10 +21,10 @@ demo: $(STAMP)
 	$(BIN)/tfjoint --out=demo_out
 
 # The full suite: what CI runs. Lint and type checks first (seconds), then every test but the benchmark smoke runs,
-# on two workers (most of a test's time is single-threaded conversion and tracing) that steal work from each other,
-# so one long file does not leave a worker idle.
+# on two workers (most of a test's time is single-threaded conversion and tracing), a file at a time: a module's
+# fixtures (trained models) are built once, not again on a worker that steals half its tests.
 test: lint $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 --dist worksteal -m "not benchmark"
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not benchmark"
 
 # ruff (style, imports, the 120-character limit) and mypy (the library's types).
 lint: $(STAMP)
