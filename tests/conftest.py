@@ -107,3 +107,26 @@ def digits_joint(digits_float_model, digits_data):
     model.compile(keras.optimizers.Adam(5e-4), "sparse_categorical_crossentropy")
     model.fit(digits_data["x_train"], digits_data["y_train"], batch_size=32, epochs=2, verbose=0)
     return model
+
+
+def image_folder(folder):
+    """Two classes of 20x20 PNGs, red and blue, 16 each."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for label, colour in (("red", 0), ("blue", 2)):
+        (folder / label).mkdir(parents=True)
+        for index in range(16):
+            pixels = rng.integers(0, 60, (20, 20, 3)).astype(np.uint8)
+            pixels[..., colour] = rng.integers(180, 255, (20, 20))
+            Image.fromarray(pixels).save(folder / label / f"{index}.png")
+    return folder
+
+
+def image_classifier(channels: int):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((16, 16, channels), name="image")
+    x = keras.layers.Rescaling(1 / 255.0, name="scale")(inputs)
+    x = keras.layers.Conv2D(8, 3, activation="relu", name="conv")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    return keras.Model(inputs, keras.layers.Dense(2, activation="softmax", name="classes")(x))

@@ -136,3 +136,22 @@ def test_the_command_trains_the_heads_its_budget_plan_ranked():
     assert dict(schedule.channel_sparsity) == {"attention": 0.5, "ffn_in": 0.25}
     assert dict(schedule.channel_scores) == {"attention": (0.3, -0.1, 0.2, 0.0)}
     assert not pipeline._schedule(RunConfig(), 100, uniform, None).channel_scores
+
+
+def test_an_image_folder_is_read_in_the_colour_mode_the_models_input_takes(tmp_path):
+    """--color_mode=auto: the same RGB folder is read as grayscale for a 1-channel model, as RGB for a 3-channel one,
+    and passes the check against that model (the command's run on RGB images: test_cli)."""
+    from conftest import image_classifier, image_folder
+
+    from tfjoint.app import datasets
+
+    images = str(image_folder(tmp_path / "images"))
+    for channels, mode in ((1, "grayscale"), (3, "rgb")):
+        model = image_classifier(channels)
+        assert datasets.color_mode_for(model, "auto") == mode
+        data = datasets.load_data(images, (16, 16), 0.2, 0, mode)
+        datasets.check_against_model(data, model, images)
+        assert data["x_train"].shape[1:] == (16, 16, channels) and len(data["x_val"]) == round(32 * 0.2)
+        assert sorted(set(data["y_train"]) | set(data["y_val"])) == [0, 1]
+    with pytest.raises(tfjoint.errors.DataError, match="--image_size=16x16 and --color_mode=grayscale"):
+        datasets.check_against_model(datasets.load_data(images, (16, 16), 0.2, 0, "rgb"), image_classifier(1), images)

@@ -33,7 +33,7 @@ def planned(digits_float_model, digits_data, full_figures):
 
 
 def test_the_cost_model_of_the_unpruned_model_is_the_file(digits_float_model, digits_data, full_figures, tmp_path):
-    joint = tfjoint.prepare(digits_float_model, tfjoint.JointSchedule(0.0, end_step=1))
+    joint = tfjoint.prepare(digits_float_model, tfjoint.JointSchedule(0.0, end_step=1), check=False)
     joint.compile(keras.optimizers.Adam(1e-4), "sparse_categorical_crossentropy")
     joint.fit(digits_data["x_train"][:64], digits_data["y_train"][:64], batch_size=32, verbose=0)  # trained values
     report = tfjoint.export_tflite(tfjoint.strip(joint), str(tmp_path / "m.tflite"),
@@ -46,7 +46,8 @@ def test_the_cost_model_of_the_unpruned_model_is_the_file(digits_float_model, di
 def test_a_plan_meets_its_budgets_in_tflm_and_the_report_says_by_how_much(digits_float_model, digits_data, planned,
                                                                         tmp_path):
     assert planned.channel_fractions and set(planned.budget.given) == {"flash_bytes", "ram_bytes"}
-    joint = tfjoint.prepare(digits_float_model, tfjoint.JointSchedule.from_plan(planned, end_step=40, frequency=10))
+    joint = tfjoint.prepare(digits_float_model, tfjoint.JointSchedule.from_plan(planned, end_step=40, frequency=10),
+                            check=False)
     assert joint.schedule.channel_sparsity == planned.channel_fractions  # stored with the model, by group
     joint.compile(keras.optimizers.Adam(5e-4), "sparse_categorical_crossentropy")
     joint.fit(digits_data["x_train"], digits_data["y_train"], epochs=2, verbose=0)
@@ -182,7 +183,7 @@ def test_bits_beside_channels_meet_a_flash_budget_in_tflm_with_fewer_channels_re
     assert sum(with_bits.channel_fractions.values()) < removed  # bits freed flash channels would have had to
     assert "compression='lut'" in " ".join(with_bits.notes)
 
-    joint = tfjoint.prepare(digits_float_model, plan=with_bits, end_step=20, frequency=5)
+    joint = tfjoint.prepare(digits_float_model, plan=with_bits, end_step=20, frequency=5, check=False)
     joint.compile(keras.optimizers.Adam(5e-4), "sparse_categorical_crossentropy")
     joint.fit(digits_data["x_train"], digits_data["y_train"], epochs=1, verbose=0)
     path = tmp_path / "m.tflite"

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 import tf_keras as keras  # noqa: E402
-from conftest import ROOT
+from conftest import ROOT, image_classifier, image_folder
 
 pytestmark = pytest.mark.slow
 FAST = ["--epochs=2", "--float_epochs=3"]
@@ -58,26 +58,6 @@ def test_embedded_default_writes_everything_and_passes(tmp_path):
         assert f"{phase} done in" in result.stderr, phase
 
 
-def test_micro_target_validates_in_tflm_and_sizes_the_arena_in_the_c_header(tmp_path):
-    out = tmp_path / "out"
-    result = tfjoint_cli(f"--out={out}", *FAST, "--target=micro")
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads((out / "report.json").read_text())
-    assert report["runtimes"] == ["tflm"] and report["per_runtime"]["tflm"]["int8_accuracy"] > 0.5
-    # No weight sparsity by default on a microcontroller (TFLM stores weights dense), no host latency or RSS.
-    run_config = json.loads((out / "run_config.json").read_text())
-    assert run_config["target_sparsity"] is None and run_config["resolved"]["schedule"]["target_sparsity"] == 0.0
-    assert report["weight_sparsity"] < 0.05 and report["latency_ms"] == {}
-    assert report["memory"]["int8_peak_rss_bytes"] is None
-    # The device first: flash and RAM before the accuracy; RAM is the arena here (nothing compressed).
-    assert result.stdout.index("RAM the device must provide") < result.stdout.index("int8 accuracy (tflm)")
-    arena = report["memory"]["tflm_arena_bytes"]
-    assert report["memory"]["ram_bytes"] == arena
-    header = (out / "model_data.h").read_text()
-    assert f"constexpr int kTensorArenaSize = {-(-arena // 16) * 16};" in header
-    assert str(len((out / "model.tflite").read_bytes())) in (out / "model_data.cc").read_text()
-
-
 def test_micro_target_with_clusters_and_lut_compression_states_both_memories_in_the_c_header(tmp_path):
     out = tmp_path / "out"
     result = tfjoint_cli(f"--out={out}", *FAST, "--target=micro", "--clusters=16", "--compression=lut")
@@ -118,7 +98,7 @@ def test_help_lists_the_commands_flags_by_group_with_defaults():
     assert "Try --helpfull" not in text
 
 
-def test_budgets_on_the_command_line_are_planned_and_met_in_tflm(tmp_path):
+def test_micro_target_with_budgets_is_planned_validated_and_met_in_tflm_and_sized_in_the_c_header(tmp_path):
     out = tmp_path / "out"
     result = tfjoint_cli(f"--out={out}", *FAST, "--target=micro", "--flash_kb=60", "--arena_kb=7")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -128,6 +108,18 @@ def test_budgets_on_the_command_line_are_planned_and_met_in_tflm(tmp_path):
     assert report["run"]["plan"]["channel_fractions"] and (out / "budget.png").stat().st_size > 0
     assert (out / "model.tflite").stat().st_size <= 60 * 1024
     assert "distillation_loss" in report["run"]["history"]  # distilled from the float model: the default under a budget
+    # --target=micro: validated in TFLM; no weight sparsity by default (TFLM stores weights dense), no host latency.
+    assert report["runtimes"] == ["tflm"] and report["per_runtime"]["tflm"]["int8_accuracy"] > 0.5
+    run_config = json.loads((out / "run_config.json").read_text())
+    assert run_config["target_sparsity"] is None and report["weight_sparsity"] < 0.05 and report["latency_ms"] == {}
+    assert report["memory"]["int8_peak_rss_bytes"] is None
+    # The device first: flash and RAM before the accuracy; RAM is the arena here (nothing compressed).
+    assert result.stdout.index("RAM the device must provide") < result.stdout.index("int8 accuracy (tflm)")
+    arena = report["memory"]["tflm_arena_bytes"]
+    assert report["memory"]["ram_bytes"] == arena
+    header = (out / "model_data.h").read_text()
+    assert f"constexpr int kTensorArenaSize = {-(-arena // 16) * 16};" in header
+    assert str(len((out / "model.tflite").read_bytes())) in (out / "model_data.cc").read_text()
 
 
 @pytest.fixture(scope="module")
@@ -199,7 +191,7 @@ def test_failed_validation_exits_1_and_still_writes_the_report(saved_inputs, tmp
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(args, named, tmp_path):
-    result = tfjoint_cli(f"--out={tmp_path / 'out'}", *args)
+    result = tfjoint_cli(f"--out={tmp_path / 'out'}", "--float_epochs=1", *args)
     assert result.returncode == 2, result.stderr[-2000:]
     last = result.stderr.strip().splitlines()[-1]
     assert named in last and last.startswith("tfjoint:")
@@ -283,38 +275,20 @@ def test_a_wrongly_shaped_npz_array_is_named_by_its_key(saved_inputs, digits_dat
     assert "--data" in last and "'x_train'" in last and "sample_inputs" not in last
 
 
-@pytest.mark.parametrize("channels", [3, 1])
-def test_an_image_folder_is_data_with_image_size(tmp_path, channels):
-    """RGB images for a 3-channel model; the same folder read as grayscale for a 1-channel model (--color_mode=auto)."""
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for label, colour in (("red", 0), ("blue", 2)):
-        (tmp_path / "images" / label).mkdir(parents=True)
-        for index in range(16):
-            pixels = rng.integers(0, 60, (20, 20, 3)).astype(np.uint8)
-            pixels[..., colour] = rng.integers(180, 255, (20, 20))
-            Image.fromarray(pixels).save(tmp_path / "images" / label / f"{index}.png")
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((16, 16, channels), name="image")
-    x = keras.layers.Rescaling(1 / 255.0, name="scale")(inputs)
-    x = keras.layers.Conv2D(8, 3, activation="relu", name="conv")(x)
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax", name="classes")(x))
-    model.save(str(tmp_path / "float.keras"))
+def test_an_image_folder_is_data_with_image_size(tmp_path):
+    """RGB images for a 3-channel model (the same folder read as grayscale for a 1-channel model: test_app)."""
+    images = image_folder(tmp_path / "images")
+    image_classifier(3).save(str(tmp_path / "float.keras"))
     out = tmp_path / "out"
-    result = tfjoint_cli(f"--model={tmp_path / 'float.keras'}", f"--data={tmp_path / 'images'}", "--image_size=16",
+    result = tfjoint_cli(f"--model={tmp_path / 'float.keras'}", f"--data={images}", "--image_size=16",
                          f"--out={out}", "--epochs=2", "--target_sparsity=0.5", "--allocation=uniform")
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
     assert report["num_validation_samples"] == round(32 * 0.2) and report["fully_int8"]
-    assert report["inputs"][0]["shape"][-1] == channels
-    if channels == 1:
-        return
-    missing = tfjoint_cli(f"--model={tmp_path / 'float.keras'}", f"--data={tmp_path / 'images'}",
-                          f"--out={tmp_path / 'out2'}")
+    assert report["inputs"][0]["shape"][-1] == 3
+    missing = tfjoint_cli(f"--model={tmp_path / 'float.keras'}", f"--data={images}", f"--out={tmp_path / 'out2'}")
     assert missing.returncode == 2 and "--image_size" in missing.stderr.strip().splitlines()[-1]
-    wrong = tfjoint_cli(f"--model={tmp_path / 'float.keras'}", f"--data={tmp_path / 'images'}", "--image_size=12",
+    wrong = tfjoint_cli(f"--model={tmp_path / 'float.keras'}", f"--data={images}", "--image_size=12",
                         "--color_mode=grayscale", f"--out={tmp_path / 'out3'}")
     assert wrong.returncode == 2 and "--image_size=16x16 and --color_mode=rgb" in wrong.stderr.splitlines()[-1]
 

@@ -72,6 +72,7 @@ def test_the_committed_notebook_shows_its_outputs():
     assert code and all(cell.execution_count is not None for cell in code)
     outputs = [o for cell in code for o in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
+    assert not [o for o in outputs if "DeprecationWarning" in o.get("text", "")]  # the notebook shows the 0.4 form
     assert sum(1 for o in outputs if o.output_type == "display_data" and "image/png" in o.data) >= 5
     assert any("fully int8" in o.get("text", "") for o in outputs)
 
@@ -88,5 +89,7 @@ def test_tutorial_notebook_executes(tmp_path):
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
     errors = [f"{o.ename}: {o.evalue}" for o in outputs if o.output_type == "error"]
     assert not errors, errors
+    deprecated = [o.text for o in outputs if "DeprecationWarning" in o.get("text", "")]
+    assert not deprecated, deprecated
     assert any(o.output_type == "display_data" and "image/png" in o.data for o in outputs)
     assert (tmp_path / "digits_int8.tflite").exists()

@@ -159,7 +159,7 @@ def test_multi_output_model_gets_metrics_per_output(tmp_path):
     y_cls, y_val = (x[:, :4].argmax(1)), x.sum(1, keepdims=True)
     model.compile("adam", ["sparse_categorical_crossentropy", "mse"])
     model.fit(x, [y_cls, y_val], epochs=20, verbose=0)
-    joint = tfjoint.prepare(model, tfjoint.JointSchedule(0.5, end_step=16, frequency=4))
+    joint = tfjoint.prepare(model, tfjoint.JointSchedule(0.5, end_step=16, frequency=4), check=False)
     joint.compile("adam", ["sparse_categorical_crossentropy", "mse"])
     joint.fit(x, [y_cls, y_val], epochs=4, batch_size=32, verbose=0)
     report = tfjoint.export_tflite(joint, str(tmp_path / "m.tflite"), validation_data=(x, [y_cls, None]),
@@ -179,7 +179,7 @@ def test_conv1d_model_exports_fully_int8_with_its_zeros(tmp_path):
     rng = np.random.default_rng(0)
     x_data = rng.random((128, 40, 6), dtype=np.float32)
     y = rng.integers(0, 3, 128)
-    joint = tfjoint.prepare(model, tfjoint.JointSchedule(0.75, end_step=8, frequency=2))
+    joint = tfjoint.prepare(model, tfjoint.JointSchedule(0.75, end_step=8, frequency=2), check=False)
     joint.compile("adam", "sparse_categorical_crossentropy")
     joint.fit(x_data, y, epochs=3, batch_size=32, verbose=0)
     report = tfjoint.export_tflite(joint, str(tmp_path / "kws.tflite"), validation_data=x_data, float_model=model)
@@ -255,7 +255,7 @@ def test_fixed_batch_model_is_validated_in_padded_batches(tmp_path):
     hidden = keras.layers.Dense(16, activation="relu")(inputs)
     model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="head")(hidden))
     x = np.random.default_rng(0).random((40, 12), dtype=np.float32)
-    joint = tfjoint.prepare(model, tfjoint.JointSchedule(0.5, end_step=4, frequency=2))
+    joint = tfjoint.prepare(model, tfjoint.JointSchedule(0.5, end_step=4, frequency=2), check=False)
     joint.compile("adam", "sparse_categorical_crossentropy")
     joint.fit(x, x[:, :3].argmax(1), batch_size=4, epochs=1, verbose=0)
     report = tfjoint.export_tflite(joint, str(tmp_path / "m.tflite"), validation_data=x[:10])
@@ -285,7 +285,7 @@ def test_pruned_depthwise_zeros_reach_the_int8_file(tmp_path):
     x = keras.layers.GlobalAveragePooling2D()(x)
     model = keras.Model(inputs, keras.layers.Dense(2, name="out")(x))
     joint = tfjoint.prepare(model, tfjoint.JointSchedule(0.5, end_step=2, frequency=1),
-                            layers=tfjoint.LayerSelection(prune_depthwise=True))
+                            layers=tfjoint.LayerSelection(prune_depthwise=True), check=False)
     joint.compile("adam", "mse")
     x_data = np.random.default_rng(0).random((8, 8, 8, 4), dtype=np.float32)
     joint.fit(x_data, np.zeros((8, 2)), batch_size=4, verbose=0)
@@ -328,7 +328,7 @@ def test_a_keras3_model_with_named_outputs_validates_with_labels_by_those_names(
     losses = {"classes": "sparse_categorical_crossentropy", "value": "mse"}
     model3.compile("adam", losses)
     model3.fit(x, y, epochs=10, verbose=0)
-    joint = tfjoint.prepare(model3, tfjoint.JointSchedule(0.5, end_step=16, frequency=4), sample_inputs=x)
+    joint = tfjoint.prepare(model3, tfjoint.JointSchedule(0.5, end_step=16, frequency=4), sample_inputs=x, check=False)
     joint.compile("adam", losses)
     joint.fit(x, y, epochs=2, batch_size=32, verbose=0)
     report = tfjoint.export_tflite(joint, str(tmp_path / "named.tflite"), validation_data=(x, y))
@@ -349,7 +349,7 @@ def test_a_conv2d_transpose_model_keeps_its_signature(tmp_path):
     x = keras.layers.Conv2DTranspose(4, 2, strides=2, padding="same", activation="relu", name="up")(x)
     model = keras.Model(inputs, keras.layers.Conv2D(1, 1, name="mask")(x))
     x_data = np.random.default_rng(0).random((64, 8, 8, 1), dtype=np.float32)
-    joint = tfjoint.prepare(model, tfjoint.JointSchedule(0.5, end_step=4, frequency=2))
+    joint = tfjoint.prepare(model, tfjoint.JointSchedule(0.5, end_step=4, frequency=2), check=False)
     joint.compile("adam", "mse")
     joint.fit(x_data, x_data, batch_size=16, verbose=0)
     path = tmp_path / "unet.tflite"

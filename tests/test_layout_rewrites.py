@@ -50,7 +50,7 @@ def exported(tmp_path_factory):
     float_model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
     float_model.fit(x_train, y_train, epochs=8, batch_size=32, verbose=0)
     steps = 4 * int(np.ceil(len(x_train) / 32))
-    joint = tfjoint.prepare(float_model, tfjoint.inspect.plan_schedule(steps, 0.5))
+    joint = tfjoint.prepare(float_model, tfjoint.inspect.plan_schedule(steps, 0.5), check=False)
     joint.compile(keras.optimizers.Adam(5e-4), "sparse_categorical_crossentropy")
     joint.fit(x_train, y_train, epochs=4, batch_size=32, verbose=0)
     path = str(tmp_path_factory.mktemp("rewrites") / "kws.tflite")
@@ -96,7 +96,7 @@ def test_rescaling_and_a_lone_batchnorm_are_int8_too(tmp_path):
     model.compile("adam", "sparse_categorical_crossentropy")
     model.fit(x_train, data["y_train"], epochs=12, verbose=0)
     # Nothing pruned: what is measured is the rewrites (and int8), not the sparsity of an 8-filter conv.
-    joint = tfjoint.prepare(model, tfjoint.JointSchedule(0.0, end_step=40, frequency=10))
+    joint = tfjoint.prepare(model, tfjoint.JointSchedule(0.0, end_step=40, frequency=10), check=False)
     joint.compile(keras.optimizers.Adam(5e-4), "sparse_categorical_crossentropy")
     joint.fit(x_train, data["y_train"], epochs=3, verbose=0)
     report = tfjoint.export_tflite(joint, str(tmp_path / "m.tflite"), validation_data=(x_val, data["y_val"]),
@@ -123,7 +123,7 @@ def _fit_prepare_export(model, path, epochs=3):
     x_val, y_val = _image_data(128, 1)
     model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
     model.fit(x, y, epochs=epochs, batch_size=32, verbose=0)
-    joint = tfjoint.prepare(model, tfjoint.JointSchedule(0.5, end_step=24, frequency=4))
+    joint = tfjoint.prepare(model, tfjoint.JointSchedule(0.5, end_step=24, frequency=4), check=False)
     joint.compile(keras.optimizers.Adam(5e-4), "sparse_categorical_crossentropy")
     joint.fit(x, y, epochs=2, batch_size=32, verbose=0)
     return joint, tfjoint.export_tflite(joint, path, validation_data=(x_val, y_val), float_model=model)
@@ -203,7 +203,8 @@ def _fine_tuned(model, float_epochs: int, end_step: int, epochs: int, **prepare_
     x_train, y_train = _keyword_data(512, 0)
     model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
     model.fit(x_train, y_train, epochs=float_epochs, batch_size=32, verbose=0)
-    joint = tfjoint.prepare(model, target_sparsity=0.5, end_step=end_step, frequency=4, **prepare_arguments)
+    joint = tfjoint.prepare(model, target_sparsity=0.5, end_step=end_step, frequency=4, **prepare_arguments,
+                            check=False)
     joint.compile(keras.optimizers.Adam(5e-4), "sparse_categorical_crossentropy")
     joint.fit(x_train, y_train, epochs=epochs, batch_size=32, verbose=0)
     return joint

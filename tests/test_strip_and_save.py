@@ -124,7 +124,7 @@ def test_float_keras_file_loads_with_its_weights_and_computes_the_same(tmp_path)
 def test_a_prepared_model_stores_its_schedule_through_save_and_load_and_strip_carries_it(tmp_path):
     schedule = tfjoint.JointSchedule(target_sparsity={"conv": 0.6, "fc": 0.3}, end_step=12, frequency=3,
                                      quant_start_step=2)
-    joint = compile_joint(tfjoint.prepare(small_cnn(), schedule))
+    joint = compile_joint(tfjoint.prepare(small_cnn(), schedule, check=False))
     assert tfjoint.inspect.schedule_of(joint) == schedule
     for suffix in (".keras", ".h5"):
         path = str(tmp_path / f"joint{suffix}")

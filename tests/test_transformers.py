@@ -89,7 +89,7 @@ def test_each_layer_kinds_int8_output_matches_the_quantization_aware_model(kind,
     keras.utils.set_random_seed(0)
     model = build()
     x = data()
-    joint = tfjoint.prepare(model, tfjoint.JointSchedule(0.0, end_step=2), sample_inputs=x)
+    joint = tfjoint.prepare(model, tfjoint.JointSchedule(0.0, end_step=2), sample_inputs=x, check=False)
     joint.compile(keras.optimizers.Adam(1e-3), "mse")
     outputs = joint.predict(x, verbose=0)
     joint.fit(x, outputs, batch_size=16, epochs=1, verbose=0)  # ranges observed on the data
@@ -243,7 +243,8 @@ def test_channel_sparsity_removes_whole_heads_and_ffn_neurons_and_the_file_is_sm
     assert scores and all(shape[1] == 2 for shape in scores), scores
     filters = [w.shape[0] for w in summary.weights if w.op_name == "CONV_2D" and "ffn_in" in " ".join(w.names)]
     assert filters == [16], [(w.names, w.shape) for w in summary.weights]
-    unpruned = tfjoint.prepare(_encoder_classifier(), tfjoint.JointSchedule(0.0, end_step=2), sample_inputs=x)
+    unpruned = tfjoint.prepare(_encoder_classifier(), tfjoint.JointSchedule(0.0, end_step=2), sample_inputs=x,
+                               check=False)
     # An untrained reference for its size only: written after the structure check (no validation data).
     tfjoint.export_tflite(tfjoint.strip(unpruned), str(tmp_path / "full.tflite"),
                           options=tfjoint.ExportOptions(runtimes=("litert",)))

@@ -33,7 +33,7 @@ def _per_table_values(values: np.ndarray, axis) -> int:
 def _trained(clusters=16, sparsity=0.6, epochs=3, **kwargs):
     x, y = _digits_like()
     joint = tfjoint.prepare(_model(), target_sparsity=sparsity, end_step=12, frequency=2, clusters=clusters,
-                            **kwargs)
+                            **kwargs, check=False)
     joint.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
     joint.fit(x, y, batch_size=32, epochs=epochs, verbose=0)
     return joint, x, y
