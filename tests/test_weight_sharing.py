@@ -1,5 +1,7 @@
 """Weight sharing: clusters trained in the same fit as pruning and QAT, shipped with TFLM's LUT compression."""
 
+import re
+
 import numpy as np
 import pytest
 import tf_keras as keras  # noqa: E402
@@ -277,8 +279,15 @@ def test_a_ram_budget_splits_the_largest_tensor_into_channel_groups_that_decode_
     hidden = [entry for entry in decoded if "hidden" in entry["tensor"]]
     assert len(hidden) == split["hidden"]["groups"] and sum(e["decoded"].size for e in hidden) == 32 * 576
     assert not [f for f in report.failures if f.kind is tfjoint.findings.Kind.LUT_DECODING]  # outputs identical
-    # A budget no split meets (while keeping the file smaller) leaves the tensor as it is, and says so.
-    with pytest.raises(tfjoint.errors.ExportError, match="'hidden': too large to decode within the RAM budget"):
+    # A budget no split meets (while keeping the file smaller) leaves the tensor as it is; with nothing else worth
+    # compressing, the export says what RAM compression needs at the least (measured in TFLM) and what to do.
+    tight = plain.ram_bytes + 64
+    with pytest.raises(tfjoint.errors.ExportError, match=rf"cannot fit the RAM budget of {tight} bytes.*'hidden'.*"
+                                                         r"Raise ram_bytes to at least \d+, or export with "
+                                                         r"compression='none'") as refused:
         tfjoint.export_tflite(stripped, str(tmp_path / "tight.tflite"), validation_data=(x, y),
                               options=tfjoint.ExportOptions(runtimes=("tflm",), compression="lut",
-                                                            budget=tfjoint.Budget(ram_bytes=plain.ram_bytes + 64)))
+                                                            budget=tfjoint.Budget(ram_bytes=tight)))
+    least = int(re.search(r"measured in TFLM, is (\d+) bytes", str(refused.value)).group(1))
+    assert tight < least <= report.ram_bytes  # past the budget; at most what the split file above needs
+    assert not (tmp_path / "tight.tflite").exists()

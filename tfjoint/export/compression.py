@@ -35,6 +35,7 @@ outputs must be identical (`export.validation`).
 from __future__ import annotations
 
 import dataclasses
+import enum
 import warnings
 from typing import Any
 
@@ -48,7 +49,7 @@ from tfjoint.tflite import tflm
 from tfjoint.tflite.flatbuffer import layer_of, read_flatbuffer
 from tfjoint.tflite.split_weights import WeightSplit, split_output_channels, splittable
 
-__all__ = ["LutTable", "LutFile", "plan_tables", "lut_ram", "lut_spec", "lut_bytes", "compress_candidate",
+__all__ = ["Left", "LutTable", "LutFile", "plan_tables", "lut_ram", "lut_spec", "lut_bytes", "compress_candidate",
            "compress_candidates", "decoded_tables", "MIN_SAVING_BYTES", "MAX_LUT_VALUES", "MAX_GROUPS",
            "DEFAULT_RAM_GROWTH"]
 
@@ -62,6 +63,16 @@ _TENSOR_ENTRY_BYTES = 96
 _QUANTIZATION_BYTES_PER_SCALE = 12
 _ALIGNMENT = 16  # TFLM aligns each decoded tensor in the alternate buffer
 _INT8 = 9  # tflite.TensorType.INT8
+
+
+class Left(str, enum.Enum):
+    """Why a weight tensor was left uncompressed."""
+
+    AXIS = "axis"  # quantized per channel along an axis DECODE has no tables for
+    TOO_MANY_VALUES = "too_many_values"  # more distinct values in a table than LUT indices hold
+    TOO_SMALL = "too_small"  # the indices, tables and DECODE's tensors would not save enough
+    RAM_BUDGET = "ram_budget"  # decoding it would take the RAM past the budget
+    SHARED_BUFFER = "shared_buffer"  # its buffer is shared with a tensor left uncompressed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,7 +90,8 @@ class LutTable:
     axis: int | None  # per-channel tables' axis; None: one table
     bytes_before: int
     bytes_after: int | None
-    reason: str | None = None  # why it was left uncompressed
+    reason: str | None = None  # why it was left uncompressed, in words
+    left: Left | None = None  # why it was left uncompressed
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -115,7 +127,7 @@ class LutFile:
                 "alt_decompression_bytes": self.alt_decompression_bytes,
                 "tensors": [t.to_dict() for t in self.compressed], "split": [dict(split) for split in self.splits],
                 "uncompressed": [{"tensor": t.tensor, "layer": t.layer, "op": t.op, "bytes": t.bytes_before,
-                                  "reason": t.reason} for t in self.left_uncompressed]}
+                                  "reason": t.reason, "left": t.left} for t in self.left_uncompressed]}
 
 
 def _compression_modules():
@@ -185,12 +197,12 @@ def plan_tables(candidate: Candidate) -> list[LutTable]:
                       shape=tuple(int(d) for d in values.shape), tables=tables, values=most,
                       bytes_before=before)
         if axis is not None and axis not in (0, values.ndim - 1):
-            found.append(LutTable(bits=None, axis=None, bytes_after=None, reason=(
+            found.append(LutTable(bits=None, axis=None, bytes_after=None, left=Left.AXIS, reason=(
                 f"quantized per channel along axis {axis}; TFLM's DECODE supports tables along axis 0 or the last "
                 "axis only"), **common))
             continue
         if most > MAX_LUT_VALUES:
-            found.append(LutTable(bits=None, axis=None, bytes_after=None, reason=(
+            found.append(LutTable(bits=None, axis=None, bytes_after=None, left=Left.TOO_MANY_VALUES, reason=(
                 f"{most} distinct values in a table: LUT indices hold at most {MAX_LUT_VALUES} (7 bits); train it "
                 f"with prepare(clusters=...) to share values"), **common))
             continue
@@ -198,7 +210,7 @@ def plan_tables(candidate: Candidate) -> list[LutTable]:
         scales = len(getattr(tensor.quantization, "scales", None) or [0]) if tensor.quantization is not None else 0
         after = lut_bytes(int(values.size), bits, tables, _table_length(values, axis), len(tensor.name or ""), scales)
         if before - after < MIN_SAVING_BYTES:
-            found.append(LutTable(bits=None, axis=None, bytes_after=None, reason=(
+            found.append(LutTable(bits=None, axis=None, bytes_after=None, left=Left.TOO_SMALL, reason=(
                 f"too small to pay: {before} bytes would become {after} in the file ({bits}-bit indices, {tables} "
                 f"table(s), and what a DECODE adds: its tensors, names and a copy of the quantization parameters), "
                 f"less than {MIN_SAVING_BYTES} bytes saved"), **common))
@@ -324,6 +336,7 @@ def compress_candidate(candidate: Candidate, ram_limit: int | None = None) -> Lu
     largest = max((t.bytes_before for t in tables if t.bits is not None), default=0)
     group_bytes = largest
     splits: list[WeightSplit] = []
+    least: tuple[int, tuple[WeightSplit, ...]] = (ram, ())  # the least RAM measured, and its splits
     while ram > limit and group_bytes > 1:
         group_bytes //= 2
         trial_splits = _splits_for(candidate, tables, group_bytes)
@@ -336,10 +349,21 @@ def compress_candidate(candidate: Candidate, ram_limit: int | None = None) -> Lu
         if len(trial.content) >= len(candidate.content):
             break  # the groups cost more flash than the compression saves
         splits, lut, ram = trial_splits, trial, lut_ram(trial.content, trial.alt_decompression_bytes)
+        least = min(least, (ram, tuple(splits)), key=lambda measured: measured[0])
     sizes = {t.tensor_index: t for t in tables}
     if ram > limit:  # no split fits: the tensors too large to decode within the budget stay as they are
         allowance = max(limit - plain, 0)
         kept = [t.tensor_index for t in tables if t.bits is not None and t.bytes_before > allowance]
+        if {t.tensor_index for t in tables if t.bits is not None} <= set(kept):
+            groups = [f"{sizes[g.tensor_index].layer or sizes[g.tensor_index].tensor} in {g.groups}" for g in least[1]]
+            how = f"in output-channel groups ({', '.join(groups)})" if groups else "decoded whole"
+            raise errors.ExportError(
+                f"`compression`='lut' cannot fit the RAM budget of {limit} bytes (ExportOptions(budget=Budget("
+                f"ram_bytes={limit}))): every tensor worth compressing "
+                f"({', '.join(repr(sizes[i].layer or sizes[i].tensor) for i in kept)}) is decoded into RAM beside "
+                f"the {plain} bytes the uncompressed file needs. The least RAM a compressed file needed, measured in "
+                f"TFLM, is {least[0]} bytes, {how}. Raise ram_bytes to at least {least[0]}, or export with "
+                "compression='none' (a split into more groups costs more flash than it saves).")
         lut = _compressed(candidate, leave=frozenset(kept))
         entries = tuple({"tensor": sizes[i].tensor, "layer": sizes[i].layer, "bytes": sizes[i].bytes_before,
                          "groups": 1, "ram_limit": limit, "uncompressed_ram": plain,
@@ -359,14 +383,17 @@ def compress_candidate(candidate: Candidate, ram_limit: int | None = None) -> Lu
 
 def _compressed(candidate: Candidate, leave: frozenset[int] = frozenset()) -> LutFile:
     model_editor, spec, compress = _compression_modules()
-    tables = [dataclasses.replace(t, bits=None, axis=None, bytes_after=None, reason=(
+    tables = [dataclasses.replace(t, bits=None, axis=None, bytes_after=None, left=Left.RAM_BUDGET, reason=(
         "too large to decode within the RAM budget")) if t.tensor_index in leave else t
         for t in plan_tables(candidate)]
     compressed = [table for table in tables if table.bits is not None]
     if not compressed:
         reasons = "; ".join(f"'{t.layer or t.tensor}': {t.reason}" for t in tables) or "it has no int8 weights"
-        raise errors.ExportError(f"`compression`='lut' found no weight tensor worth compressing: {reasons}. Train "
-                                 "with tfjoint.prepare(..., clusters=16) (or fewer) so weights share values.")
+        causes = {t.left for t in tables}
+        advice = ("Train with tfjoint.prepare(..., clusters=16) (or fewer) so weights share values."
+                  if Left.TOO_MANY_VALUES in causes or not tables else
+                  "Export with compression='none': TFLM's DECODE does not pay on tensors this small.")
+        raise errors.ExportError(f"`compression`='lut' found no weight tensor worth compressing: {reasons}. {advice}")
     tensors = model_editor.read(candidate.content).subgraphs[0].tensors
     # Largest saving first; while the file is not smaller than the int8 file, the smallest saving is given up.
     chosen = sorted(compressed, key=lambda t: t.bytes_before - (t.bytes_after or 0), reverse=True)
@@ -384,7 +411,7 @@ def _compressed(candidate: Candidate, leave: frozenset[int] = frozenset()) -> Lu
             break
         chosen = chosen[:-1]
     given_up = {t.tensor_index for t in compressed} - {t.tensor_index for t in chosen}
-    tables = [dataclasses.replace(t, bits=None, axis=None, bytes_after=None, reason=(
+    tables = [dataclasses.replace(t, bits=None, axis=None, bytes_after=None, left=Left.TOO_SMALL, reason=(
         "too small to pay: with it the compressed file was not smaller")) if t.tensor_index in given_up else t
         for t in tables]
     if len(content) >= len(candidate.content):
@@ -414,8 +441,10 @@ def _read_back(tables: list[LutTable], content: bytes, candidate: Candidate) -> 
             continue
         entry = decoded.get(table.tensor)
         if entry is None:
-            read.append(dataclasses.replace(table, bits=None, axis=None, bytes_after=None, reason=(
-                "its buffer is shared with a tensor left uncompressed; TFLM's compressor keeps such a buffer whole")))
+            read.append(dataclasses.replace(
+                table, bits=None, axis=None, bytes_after=None, left=Left.SHARED_BUFFER,
+                reason=("its buffer is shared with a tensor left uncompressed; TFLM's compressor keeps such a "
+                        "buffer whole")))
             continue
         original = originals.get(table.tensor_index)
         if original is not None and not np.array_equal(entry["decoded"], original):
