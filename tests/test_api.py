@@ -79,6 +79,15 @@ def test_a_plan_is_a_schedule():
     assert joint.schedule.target_sparsity == {"fc": 0.5} and joint.schedule.end_step is None
 
 
+def test_a_plan_prints_what_it_removes_and_against_which_budget():
+    plan = tfjoint.CompressionPlan({"conv1": 0.25, "conv2": 0.0}, {"fc": 0.5}, budget=tfjoint.Budget(macs=1000),
+                                   notes=("made by hand",))
+    assert str(plan).splitlines() == ["compression plan", f"{'':12}{'budget':>10}{'predicted':>11}{'in TFLM':>10}"
+                                      f"{'unpruned':>10}", f"{'macs':12}{1000:>10}{'-':>11}{'-':>10}{'-':>10}",
+                                      "channels removed: conv1 25.0%", "weight sparsity: fc 50.0%",
+                                      "note: made by hand"]
+
+
 def test_the_report_is_one_frozen_value():
     fields = {f.name for f in dataclasses.fields(tfjoint.ExportReport)}
     report = tfjoint.ExportReport(tflite_path=None, quantization="qat", size_bytes=1, gzip_size_bytes=1,

@@ -91,6 +91,12 @@ def test_the_planner_checks_its_plan_in_tflm(planned):
     measured = planned.predicted["measured_in_tflm"]  # the plan's file, built untrained and measured in TFLM
     assert not planned.budget.misses(measured)
     assert set(measured) >= {"flash_bytes", "ram_bytes", "arena_bytes", "macs"}
+    # print(plan): each budget beside its prediction, its TFLM measurement and the unpruned model's figure.
+    rows = {line.split()[0]: line.split()[1:] for line in str(planned).splitlines()[2:5]}
+    for name in ("flash_bytes", "ram_bytes"):
+        assert rows[name] == [str(getattr(planned.budget, name)), str(planned.predicted[name]), str(measured[name]),
+                              str(planned.predicted["full"][name])], str(planned)
+    assert "channels removed: " in str(planned) and "before fine-tuning" in str(planned)
 
 
 def test_when_every_plan_is_at_chance_untrained_the_one_keeping_most_macs_is_chosen(digits_float_model, digits_data,

@@ -188,6 +188,36 @@ class CompressionPlan:
         object.__setattr__(self, "predicted", types.MappingProxyType(dict(self.predicted)))
         object.__setattr__(self, "notes", tuple(self.notes))
 
+    def __str__(self) -> str:
+        """What `print(plan)` shows: the budget against the prediction, then what is removed, per group."""
+        predicted, full = self.predicted, self.predicted.get("full") or {}
+        measured = self.predicted.get("measured_in_tflm") or {}
+        strategy = self.predicted.get("strategy") or {}
+        lines = ["compression plan" + (f" ({strategy['strategy']}: {strategy['reason']})" if strategy else "")]
+        figures = [name for name in ("flash_bytes", "ram_bytes", "macs")
+                   if name in predicted or (self.budget is not None and getattr(self.budget, name) is not None)]
+        if figures:
+            lines.append(f"{'':12}{'budget':>10}{'predicted':>11}{'in TFLM':>10}{'unpruned':>10}")
+            for name in figures:
+                limit = getattr(self.budget, name) if self.budget is not None else None
+                row = [limit, predicted.get(name), measured.get(name), full.get(name)]
+                lines.append(f"{name:12}" + "".join(f"{'-' if v is None else int(v):>{w}}"
+                                                      for v, w in zip(row, (10, 11, 10, 10))))
+        for title, values, form in (("channels removed", self.channel_fractions, "{:.1%}"),
+                                    ("weight sparsity", self.weight_sparsity, "{:.1%}"),
+                                    ("clusters", self.clusters, "{}")):
+            chosen = {name: value for name, value in values.items() if value}
+            if chosen:
+                lines.append(f"{title}: " + ", ".join(f"{name} {form.format(v)}" for name, v in chosen.items()))
+        if self.channel_scores:
+            lines.append("ranked by a loss scan (heads): " + ", ".join(self.channel_scores))
+        if "accuracy_before_fine_tuning" in predicted:
+            before, float_accuracy = predicted["accuracy_before_fine_tuning"], predicted["float_accuracy"]
+            lines.append(f"accuracy with that removed, before fine-tuning: {before:.2%} (float {float_accuracy:.2%}); "
+                         "the fine-tuning recovers from there")
+        lines.extend(f"note: {note}" for note in self.notes)
+        return "\n".join(lines)
+
     def to_dict(self) -> dict[str, Any]:
         return {"channel_fractions": dict(self.channel_fractions), "weight_sparsity": dict(self.weight_sparsity),
                 "clusters": dict(self.clusters),
