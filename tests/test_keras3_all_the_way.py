@@ -85,3 +85,46 @@ def test_a_keras3_model_with_unnamed_inputs_is_the_float_model_of_its_prepared_m
     joint = tfjoint.prepare(model, tfjoint.JointSchedule(0.5, end_step=4), sample_inputs=samples, check=False)
     rebuilt = _float_model(model, tfjoint.strip(joint))  # export_tflite(float_model=model) does this first
     np.testing.assert_allclose(rebuilt.predict(samples, verbose=0), model.predict(samples, verbose=0), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_data_augmentation_inside_the_model_augments_while_training_and_leaves_nothing_in_the_file(tmp_path):
+    """keras.io's image classifiers augment inside the model: the joint fit keeps augmenting, the file (TFLM) holds
+    only the classifier, computing what the model computes at inference."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    augment = keras.Sequential([keras.layers.RandomFlip("horizontal"), keras.layers.RandomRotation(0.1),
+                                keras.layers.RandomZoom(0.1), keras.layers.RandomContrast(0.2)], name="augment")
+    inputs = keras.Input((12, 12, 3), name="image")
+    x = keras.layers.Rescaling(1 / 255.0, name="scale")(augment(inputs))
+    x = keras.layers.Conv2D(8, 3, activation="relu", name="conv")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="classes")(x))
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (64, 12, 12, 3)).astype(np.float32)
+    labels = rng.integers(0, 3, 64)
+    joint = tfjoint.prepare(model, tfjoint.JointSchedule(0.5, end_step=4, frequency=2), check="tflm")
+    joint.compile("adam", "sparse_categorical_crossentropy")
+    joint.fit(images, labels, batch_size=16, epochs=1, verbose=0, callbacks=tfjoint.callbacks())
+    inference = joint(images, training=False).numpy()
+    np.testing.assert_array_equal(joint(images, training=False).numpy(), inference)  # no augmentation at inference
+    assert not np.allclose(joint(images, training=True).numpy(), inference, atol=1e-3)  # augmented while training
+    report = tfjoint.export_tflite(tfjoint.strip(joint), str(tmp_path / "m.tflite"), validation_data=(images, labels),
+                                   options=tfjoint.ExportOptions(runtimes=("tflm",)))
+    assert report.passed and report.thresholds == tfjoint.Tolerances().to_dict()
+    ops = tfjoint.inspect.read_flatbuffer((tmp_path / "m.tflite").read_bytes()).op_names
+    assert set(ops) == {"DEPTHWISE_CONV_2D", "CONV_2D", "MEAN", "FULLY_CONNECTED", "SOFTMAX"}, ops  # Rescaling: DW
+
+
+@pytest.mark.parametrize("framework", ["tf_keras", "keras3"])
+def test_a_random_crop_which_crops_at_inference_too_is_refused_before_training_with_what_to_do(framework):
+    import importlib
+
+    k = importlib.import_module("tf_keras" if framework == "tf_keras" else "keras")
+    inputs = k.Input((12, 12, 3))
+    x = k.layers.Conv2D(4, 3, name="conv")(k.layers.RandomCrop(8, 8, name="crop")(inputs))
+    model = k.Model(inputs, k.layers.Dense(2, name="classes")(k.layers.GlobalAveragePooling2D()(x)))
+    with pytest.raises(tfjoint.errors.UnsupportedLayerError,
+                       match=r"'crop' \(RandomCrop\): RandomCrop crops \(and resizes\) at inference.*pipeline"):
+        tfjoint.prepare(model, tfjoint.JointSchedule(0.5, end_step=4))

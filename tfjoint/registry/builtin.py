@@ -264,6 +264,16 @@ for _name, _op in (("AveragePooling1D", "AVERAGE_POOL_2D"), ("AveragePooling2D",
                                                                   tflite_ops=(_op,)))
 register_layer(_layers.UpSampling1D, _PASS_THROUGH.replace(quantization=Quantization.output_only()))
 register_layer(_tfmot.QuantizeLayer, _PASS_THROUGH)  # TF-MOT's input quantizer (and tfjoint's subclass)
+# Data augmentation inside the model (keras.io's image classifiers): it augments while the joint fit trains and is
+# the identity at inference, so the converter leaves nothing of it in the file. Keras 3 writes the data format it
+# resolved into the config; tf_keras's layers take channels-last images only.
+for _name in ("RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation", "RandomContrast", "RandomBrightness"):
+    register_layer(getattr(_layers, _name), _PASS_THROUGH.replace(
+        quantization=Quantization.values_unchanged(), tflite_ops=(),
+        keras3=Keras3(kwargs_defaults={"data_format": "channels_last"})))
+register_layer(_layers.RandomCrop, LayerKind(quantization=Quantization(
+    refused="RandomCrop crops (and resizes) at inference too, not only while training: crop the images in your "
+            "input pipeline instead, or augment with RandomTranslation or RandomZoom, which leave inference alone")))
 register_layer(ExpandDims, _PASS_THROUGH.replace(quantization=Quantization.values_unchanged()))
 register_layer(Squeeze, _PASS_THROUGH.replace(quantization=Quantization.values_unchanged()))
 

@@ -49,6 +49,7 @@ def _check_quantizable(model) -> None:
     for layer in model.layers:
         kind = kind_of(layer)
         reason = kind.quantization.check(layer) if kind is not None and kind.quantization.check else None
+        reason = reason or (kind.quantization.refused if kind is not None else None)  # before TF-MOT calls it
         if reason:
             refusals.append(f"'{layer.name}' ({type(layer).__name__}): {reason}")
     if refusals:
