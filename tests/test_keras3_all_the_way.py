@@ -90,14 +90,16 @@ def test_a_keras3_model_with_unnamed_inputs_is_the_float_model_of_its_prepared_m
 @pytest.mark.slow
 def test_data_augmentation_inside_the_model_augments_while_training_and_leaves_nothing_in_the_file(tmp_path):
     """keras.io's image classifiers augment inside the model: the joint fit keeps augmenting, the file (TFLM) holds
-    only the classifier, computing what the model computes at inference."""
+    only the classifier (a Resizing as int8 RESIZE_BILINEAR, a Rescaling as a depthwise conv), computing what the
+    model computes at inference."""
     import keras
 
     keras.utils.set_random_seed(0)
     augment = keras.Sequential([keras.layers.RandomFlip("horizontal"), keras.layers.RandomRotation(0.1),
                                 keras.layers.RandomZoom(0.1), keras.layers.RandomContrast(0.2)], name="augment")
     inputs = keras.Input((12, 12, 3), name="image")
-    x = keras.layers.Rescaling(1 / 255.0, name="scale")(augment(inputs))
+    x = keras.layers.Resizing(10, 10, name="resize")(augment(inputs))  # keras.io's audio classifier resizes too
+    x = keras.layers.Rescaling(1 / 255.0, name="scale")(x)
     x = keras.layers.Conv2D(8, 3, activation="relu", name="conv")(x)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="classes")(x))
@@ -114,7 +116,7 @@ def test_data_augmentation_inside_the_model_augments_while_training_and_leaves_n
                                    options=tfjoint.ExportOptions(runtimes=("tflm",)))
     assert report.passed and report.thresholds == tfjoint.Tolerances().to_dict()
     ops = tfjoint.inspect.read_flatbuffer((tmp_path / "m.tflite").read_bytes()).op_names
-    assert set(ops) == {"DEPTHWISE_CONV_2D", "CONV_2D", "MEAN", "FULLY_CONNECTED", "SOFTMAX"}, ops  # Rescaling: DW
+    assert set(ops) == {"RESIZE_BILINEAR", "DEPTHWISE_CONV_2D", "CONV_2D", "MEAN", "FULLY_CONNECTED", "SOFTMAX"}, ops
 
 
 @pytest.mark.parametrize("framework", ["tf_keras", "keras3"])
@@ -128,3 +130,45 @@ def test_a_random_crop_which_crops_at_inference_too_is_refused_before_training_w
     with pytest.raises(tfjoint.errors.UnsupportedLayerError,
                        match=r"'crop' \(RandomCrop\): RandomCrop crops \(and resizes\) at inference.*pipeline"):
         tfjoint.prepare(model, tfjoint.JointSchedule(0.5, end_step=4))
+
+
+def test_time_distributed_dense_is_a_dense_on_the_last_axis_and_other_wrapped_layers_are_refused():
+    import keras as keras3
+    import tf_keras
+
+    keras3.utils.set_random_seed(0)
+    inputs = keras3.Input((6, 4), name="series")
+    steps = keras3.layers.TimeDistributed(keras3.layers.Dense(3, activation="relu"), name="td")(inputs)
+    model3 = keras3.Model(inputs, keras3.layers.Dense(2, name="out")(keras3.layers.Flatten()(steps)))
+    x = np.random.default_rng(0).normal(size=(8, 6, 4)).astype(np.float32)
+    rebuilt = tfjoint.from_keras3(model3)
+    assert type(rebuilt.get_layer("td")) is tf_keras.layers.Dense
+    np.testing.assert_allclose(rebuilt.predict(x, verbose=0), model3.predict(x, verbose=0), atol=1e-5)
+    # tf_keras: the same, by substitution in prepare (the same weights, the same names).
+    tf_inputs = tf_keras.Input((6, 4))
+    wrapped = tf_keras.layers.TimeDistributed(tf_keras.layers.Dense(3), name="td")(tf_inputs)
+    tf_model = tf_keras.Model(tf_inputs, tf_keras.layers.Dense(2, name="out")(tf_keras.layers.Flatten()(wrapped)))
+    joint = tfjoint.prepare(tf_model, tfjoint.JointSchedule(0.5, end_step=4))
+    assert {pk.layer_name for pk in tfjoint.inspect.pruned_kernels(joint)} == {"td", "out"}
+    conv_inputs = tf_keras.Input((4, 8, 8, 1))
+    conv = tf_keras.layers.TimeDistributed(tf_keras.layers.Conv2D(2, 3), name="frames")(conv_inputs)
+    conv_model = tf_keras.Model(conv_inputs, tf_keras.layers.Dense(2)(tf_keras.layers.Flatten()(conv)))
+    with pytest.raises(tfjoint.errors.UnsupportedLayerError, match=r"'frames' \(TimeDistributed\): it wraps a Conv2D"):
+        tfjoint.prepare(conv_model, tfjoint.JointSchedule(0.5, end_step=4))
+
+
+def test_strings_and_embedding_masks_are_refused_by_the_layer_that_holds_them():
+    import keras as keras3
+
+    texts = keras3.Input((1,), dtype="string")
+    vectorize = keras3.layers.TextVectorization(max_tokens=20, output_sequence_length=5, name="vectorize")
+    vectorize.adapt(np.array(["a b c", "b c d"]))
+    pooled = keras3.layers.GlobalAveragePooling1D()(keras3.layers.Embedding(20, 4)(vectorize(texts)))
+    with pytest.raises(tfjoint.errors.UnsupportedLayerError, match=r"'vectorize' \(TextVectorization\): it maps "
+                                                                   r"strings to token ids.*dtype='int32'"):
+        tfjoint.prepare(keras3.Model(texts, keras3.layers.Dense(2)(pooled)), tfjoint.JointSchedule(0.5, end_step=4))
+    tokens = keras3.Input((5,), dtype="int32")
+    masked = keras3.layers.Embedding(20, 4, mask_zero=True, name="tokens")(tokens)
+    pooled = keras3.layers.GlobalAveragePooling1D()(masked)
+    with pytest.raises(tfjoint.errors.UnsupportedLayerError, match=r"'tokens' \(Embedding\): it has mask_zero=True"):
+        tfjoint.prepare(keras3.Model(tokens, keras3.layers.Dense(2)(pooled)), tfjoint.JointSchedule(0.5, end_step=4))

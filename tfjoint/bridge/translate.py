@@ -272,6 +272,13 @@ def _standard(entry, layer3) -> _Rebuilt:
         entry = dict(entry, config=dict(entry["config"], activation="linear"))
     cls, config = _translated_layer_config(entry, layer3)
     layer = cls.from_config(config)  # type: ignore[attr-defined]  # a tf_keras layer class
+    if kind is not None and kind.quantization.check is not None:
+        try:
+            reason = kind.quantization.check(layer)
+        except Exception:  # noqa: BLE001  (a check that needs the built layer: prepare runs it on the rebuilt model)
+            reason = None
+        if reason:  # said for this layer, not as the raw ops Keras 3 wrote around it (an Embedding's mask)
+            raise _Untranslatable(reason)
     weights = [(layer, layer3)] if layer3 is not None else []
     if fused in _HARD_SWISH_NAMES:
         after = HardSwish(name=f"{config['name']}_hard_swish")

@@ -7,7 +7,7 @@ default 8-bit registry knows them.
 
 import numpy as np
 
-from tfjoint import _tfmot
+from tfjoint import _tfmot, errors
 from tfjoint._keras import keras
 from tfjoint.registry.activations import (
     LEAKY_RELU_OPERATORS,
@@ -271,6 +271,61 @@ for _name in ("RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation",
     register_layer(getattr(_layers, _name), _PASS_THROUGH.replace(
         quantization=Quantization.values_unchanged(), tflite_ops=(),
         keras3=Keras3(kwargs_defaults={"data_format": "channels_last"})))
+
+
+def _resizing_refusal(layer) -> str | None:
+    if layer.interpolation in ("bilinear", "nearest"):
+        return None
+    return (f"its interpolation is {layer.interpolation!r}: TFLite resizes int8 images bilinearly or by nearest "
+            "neighbour only; use interpolation='bilinear' or 'nearest'")
+
+
+# A resize moves and averages int8 values within their range: its output keeps its input's scale (TFLite's int8
+# RESIZE_BILINEAR needs one scale on both).
+register_layer(_layers.Resizing, LayerKind(
+    channels=Channels(FOLLOWS), quantization=Quantization(config=Quantization.values_unchanged().config,
+                                                          check=_resizing_refusal),
+    tflite_ops=("RESIZE_BILINEAR",), keras3=Keras3(kwargs_defaults={"data_format": "channels_last"})))
+# Strings are not tensors an int8 file takes: the vocabulary stays in the app.
+for _name in ("TextVectorization", "StringLookup"):
+    register_layer(getattr(_layers, _name), LayerKind(quantization=Quantization(
+        refused="it maps strings to token ids, which no int8 file (and no microcontroller) takes: keep it in your app "
+                "or input pipeline and give the model the token ids (keras.Input(shape, dtype='int32'))")))
+
+
+# TimeDistributed(Dense) is a Dense on the last axis: the same weights, the same result, and an int8
+# FULLY_CONNECTED. Other wrapped layers are refused.
+def _time_distributed_refusal(layer) -> str | None:
+    if isinstance(layer.layer, _layers.Dense):
+        return None
+    return (f"it wraps a {type(layer.layer).__name__}: tfjoint takes TimeDistributed(Dense) (a Dense on the last "
+            "axis computes the same) and no other; reshape the steps into the batch around the layer, or use a "
+            "layer that takes the time axis (Conv1D, Conv2D, DepthwiseConv1D)")
+
+
+def _time_distributed_dense(layer):
+    if not isinstance(layer.layer, _layers.Dense):
+        return None
+    return _layers.Dense.from_config(dict(layer.layer.get_config(), name=layer.name))
+
+
+def _time_distributed_from_keras3(config: dict, layer3):
+    inner = config["layer"]
+    if inner.get("class_name") != "Dense":
+        raise errors.UnsupportedLayerError(
+            f"layer '{config['name']}' (TimeDistributed) wraps a {inner.get('class_name')}: tfjoint takes "
+            "TimeDistributed(Dense) (a Dense on the last axis computes the same) and no other; reshape the steps "
+            "into the batch around the layer, or use a layer that takes the time axis (Conv1D, Conv2D).")
+    arguments = {key: inner["config"][key] for key in ("units", "activation", "use_bias") if key in inner["config"]}
+    if not isinstance(arguments.get("activation", "linear"), str):
+        raise errors.UnsupportedLayerError(f"layer '{config['name']}' (TimeDistributed): its Dense's activation "
+                                           f"{arguments['activation']!r} is not a built-in one tfjoint can carry over.")
+    return _layers.Dense(**arguments, name=config["name"])
+
+
+register_layer(_layers.TimeDistributed, LayerKind(
+    quantization=Quantization(substitute=_time_distributed_dense, check=_time_distributed_refusal),
+    keras3=Keras3(translate=_time_distributed_from_keras3), tflite_ops=("FULLY_CONNECTED",)))
 register_layer(_layers.RandomCrop, LayerKind(quantization=Quantization(
     refused="RandomCrop crops (and resizes) at inference too, not only while training: crop the images in your "
             "input pipeline instead, or augment with RandomTranslation or RandomZoom, which leave inference alone")))
