@@ -27,6 +27,8 @@ def _classifier(head: str) -> keras.Model:
         outputs = keras.layers.Dense(1, activation="sigmoid")(inputs)
     elif head == "sigmoid_logit":
         outputs = keras.layers.Dense(1)(inputs)
+    elif head == "multi_label":
+        outputs = keras.layers.Dense(3, activation="sigmoid")(inputs)
     else:
         outputs = keras.layers.Dense(3)(inputs)
     return keras.Model(inputs, outputs)
@@ -43,6 +45,7 @@ def _classifier(head: str) -> keras.Model:
         ("sigmoid", np.array([0, 1, 1]), keras.losses.BinaryCrossentropy, False),
         ("sigmoid_logit", np.array([0, 1, 1]), keras.losses.BinaryCrossentropy, True),
         ("sigmoid_logit", np.array([0.2, 1.7, 0.3]), keras.losses.MeanSquaredError, None),
+        ("multi_label", np.array([[1, 0, 1], [0, 0, 0], [0, 1, 0]]), keras.losses.BinaryCrossentropy, False),
     ],
 )
 def test_auto_loss_follows_the_labels_and_the_output_layer(head, labels, loss_class, from_logits):
@@ -109,6 +112,9 @@ def test_distillation_is_on_by_default_under_a_budget_and_the_flags_say_otherwis
         assert pipeline.distills(config, classifier) is distills, argv
         # A regression model is not distilled by default (softened outputs are a classifier's); asked, it is.
         assert pipeline.distills(config, keras.losses.MeanSquaredError()) is (distills and "--distill" in argv)
+        # Nor a multi-label one: the Distiller softens a distribution over classes, not independent labels.
+        multi = pipeline.distills(config, keras.losses.BinaryCrossentropy(), multi_label=True)
+        assert multi is (distills and "--distill" in argv)
 
 
 def test_lut_with_a_flash_budget_lets_the_plan_choose_bits_and_clusters_fix_them():

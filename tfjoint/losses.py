@@ -35,7 +35,8 @@ def infer_loss(model, y: np.ndarray, requested: str = "auto"):
 
     "auto": integer labels -> sparse categorical cross-entropy (binary
     cross-entropy for 0/1 labels and a one-unit output); one-hot rows ->
-    categorical; anything else -> mean squared error. `from_logits` is False
+    categorical; multi-hot rows (multi-label) -> binary; anything else ->
+    mean squared error. `from_logits` is False
     when the output layer ends in softmax/sigmoid, True otherwise.
     """
     from tfjoint._keras import keras
@@ -51,6 +52,8 @@ def infer_loss(model, y: np.ndarray, requested: str = "auto"):
             requested = "sparse_categorical_crossentropy"
         elif y.ndim == 2 and y.shape[-1] > 1 and np.all((y == 0) | (y == 1)) and np.all(y.sum(-1) == 1):
             requested = "categorical_crossentropy"
+        elif y.ndim == 2 and y.shape[-1] > 1 and units == y.shape[-1] and np.all((y == 0) | (y == 1)):
+            requested = "binary_crossentropy"  # multi-hot rows: one yes/no decision per label (multi-label)
         else:
             requested = "mse"
     classes = {

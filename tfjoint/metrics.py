@@ -72,8 +72,22 @@ def is_classifier_output(outputs: np.ndarray) -> bool:
     return outputs.ndim == 2 and outputs.shape[1] >= 2
 
 
+def is_multi_label_output(outputs: np.ndarray) -> bool:
+    """True for (batch, classes) probabilities that do not sum to one per row: independent sigmoids, one decision
+    per label (multi-label), which argmax misreads."""
+    outputs = np.asarray(outputs, np.float64)
+    if outputs.ndim != 2 or outputs.shape[1] < 2 or outputs.size == 0:
+        return False
+    if float(outputs.min()) < 0.0 or float(outputs.max()) > 1.0:
+        return False
+    return bool(np.median(np.abs(outputs.sum(axis=1) - 1.0)) > 0.05)
+
+
 def top1_agreement(a: np.ndarray, b: np.ndarray) -> float:
-    """Fraction of rows whose argmax is the same in `a` and `b`."""
+    """Fraction of rows whose argmax is the same in `a` and `b`; for multi-label outputs
+    (`is_multi_label_output(a)`), the fraction of labels decided the same way (probability > 0.5)."""
+    if is_multi_label_output(a):
+        return float(np.mean((np.asarray(a) > 0.5) == (np.asarray(b) > 0.5)))
     return float(np.mean(np.argmax(a, axis=-1) == np.argmax(b, axis=-1)))
 
 
@@ -112,12 +126,20 @@ def entropy_bound_bytes(total: int, nonzero: int, bits_per_value: int = 8) -> fl
     return (total * entropy + nonzero * bits_per_value) / 8.0
 
 
+def _multi_hot(labels: np.ndarray) -> bool:
+    """0/1 label rows that are not all one-hot (some sample has no label or several)."""
+    return bool(labels.ndim == 2 and np.all((labels == 0) | (labels == 1)) and np.any(labels.sum(axis=1) != 1))
+
+
 def correct_per_sample(outputs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Whether each prediction is right: top-1 against integer labels or one-hot rows; a one-unit output is a
-    probability (> 0.5). One entry per prediction (per sample, or per time step of a sequence output)."""
+    probability (> 0.5), and so is each label of a multi-label output against multi-hot rows. One entry per
+    prediction (per sample, per time step of a sequence output, or per label)."""
     outputs, labels = np.asarray(outputs), np.asarray(labels)
     if outputs.ndim == 2 and outputs.shape[1] == 1:
         return (outputs.reshape(-1) > 0.5) == labels.reshape(-1).astype(bool)
+    if labels.shape == outputs.shape and _multi_hot(labels) and is_multi_label_output(outputs):
+        return ((outputs > 0.5) == labels.astype(bool)).reshape(-1)  # one decision per label (Keras's binary accuracy)
     if labels.ndim == outputs.ndim and labels.shape[-1] == outputs.shape[-1] and labels.shape[-1] > 1:
         labels = np.argmax(labels, axis=-1)
     return np.argmax(outputs, axis=-1).reshape(-1) == labels.reshape(-1)

@@ -140,11 +140,14 @@ def _budget_plan(config: RunConfig, float_model, data, phases):
                                        weight_bits=weight_bits_for(config))
 
 
-def distills(config: RunConfig, loss) -> bool:
+def distills(config: RunConfig, loss, multi_label: bool = False) -> bool:
     """--distill; by default, under a budget, for a classifier (its softened outputs are what distillation
-    passes on; a regression model is left to its own loss)."""
+    passes on; a regression model is left to its own loss, and a multi-label one too: the Distiller softens a
+    distribution over classes, which independent labels are not)."""
     if config.distill is not None:
         return config.distill
+    if multi_label:
+        return False
     classifies = isinstance(loss, (keras.losses.SparseCategoricalCrossentropy, keras.losses.CategoricalCrossentropy,
                                    keras.losses.BinaryCrossentropy))
     return config.distills and classifies
@@ -197,7 +200,8 @@ def run(config: RunConfig) -> RunResult:
     data, float_model = _inputs(config, phases)
     x_train, y_train = data["x_train"].astype(np.float32), data["y_train"]
     loss, metrics = infer_loss(float_model, y_train, config.loss)
-    distill = distills(config, loss)
+    distill = distills(config, loss, multi_label=np.ndim(y_train) == 2 and np.shape(y_train)[-1] > 1
+                       and isinstance(loss, keras.losses.BinaryCrossentropy))
     total_steps = steps_for(config.epochs, len(x_train), config.batch_size)
     budget_plan = _budget_plan(config, float_model, data, phases)
     if budget_plan is not None:

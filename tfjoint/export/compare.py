@@ -84,6 +84,7 @@ def compare_outputs(output_names, int8_out, keras_out, float_out, labels, pruned
         }
         classifier = metrics.is_classifier_output(int8_out[i])
         entry["classifier"] = classifier
+        entry["multi_label"] = metrics.is_multi_label_output(keras_out[i])  # agreement and accuracy per label
         if classifier:
             entry["top1_agreement"] = metrics.top1_agreement(keras_out[i], int8_out[i])
         if float_out is not None:
@@ -109,6 +110,10 @@ def compare_outputs(output_names, int8_out, keras_out, float_out, labels, pruned
                 entry["mse_increase"] = metrics.relative_increase(entry["int8_mse"], entry["keras_mse"])
         per_output[name] = entry
     return per_output
+
+
+def _agreement(entry) -> str:
+    return "per-label agreement" if entry.get("multi_label") else "top-1 agreement"
 
 
 def failures(per_output, tolerances: Tolerances, runtime: str | None = None) -> list[Finding]:
@@ -140,9 +145,9 @@ def failures(per_output, tolerances: Tolerances, runtime: str | None = None) -> 
         if "top1_agreement" in entry and entry["top1_agreement"] < tolerances.min_agreement - _SLACK:
             found.append(failure(
                 Kind.AGREEMENT,
-                f"{where}output '{name}': top-1 agreement of int8 with its Keras model {entry['top1_agreement']:.4f} "
-                f"< min_agreement {tolerances.min_agreement}", runtime=runtime, subject=name,
-                measured=entry["top1_agreement"], limit=tolerances.min_agreement,
+                f"{where}output '{name}': {_agreement(entry)} of int8 with its Keras model "
+                f"{entry['top1_agreement']:.4f} < min_agreement {tolerances.min_agreement}", runtime=runtime,
+                subject=name, measured=entry["top1_agreement"], limit=tolerances.min_agreement,
                 excess=tolerances.min_agreement - entry["top1_agreement"]))
         if entry["sqnr_db"] < tolerances.min_sqnr_db - _SLACK:
             found.append(failure(Kind.SQNR, f"{where}output '{name}': SQNR {entry['sqnr_db']:.2f} dB < min_sqnr_db "

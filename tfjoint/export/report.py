@@ -234,7 +234,8 @@ class ExportReport:
         for runtime in (r for r in self.runtimes if r != self.headline_runtime):
             rows.append((f"int8 accuracy ({runtime})", _pct(self.per_runtime.get(runtime, {}).get("int8_accuracy"))))
         return rows + [
-            ("top-1 agreement int8 vs Keras model converted", _pct(self.top1_agreement)),
+            (("per-label" if any(e.get("multi_label") for e in self.per_output.values()) else "top-1")
+             + " agreement int8 vs Keras model converted", _pct(self.top1_agreement)),
             ("SQNR int8 vs Keras model converted", _num(self.sqnr_db, "{:.1f} dB")),
             ("SQNR int8 vs float model", _num(self.float_sqnr_db, "{:.1f} dB")),
         ]
