@@ -172,3 +172,17 @@ def test_strings_and_embedding_masks_are_refused_by_the_layer_that_holds_them():
     pooled = keras3.layers.GlobalAveragePooling1D()(masked)
     with pytest.raises(tfjoint.errors.UnsupportedLayerError, match=r"'tokens' \(Embedding\): it has mask_zero=True"):
         tfjoint.prepare(keras3.Model(tokens, keras3.layers.Dense(2)(pooled)), tfjoint.JointSchedule(0.5, end_step=4))
+
+
+def test_a_layer_norm_over_one_channel_is_refused_before_training_with_why():
+    """keras.io's time-series transformer normalizes a univariate series over its one channel: the output is beta
+    whatever the input, and no int8 file computes it (float requantization in LiteRT, an abort in TFLM)."""
+    import keras as keras3
+
+    inputs = keras3.Input((16, 1))
+    normalized = keras3.layers.LayerNormalization(epsilon=1e-6, name="norm")(inputs)
+    pooled = keras3.layers.GlobalAveragePooling1D()(keras3.layers.Dense(4, name="mix")(normalized) + inputs)
+    model = keras3.Model(inputs, keras3.layers.Dense(2, name="classes")(pooled))
+    with pytest.raises(tfjoint.errors.UnsupportedLayerError,
+                       match=r"'norm' \(LayerNormalization\): it normalizes over one channel.*remove it"):
+        tfjoint.prepare(model, tfjoint.JointSchedule(0.5, end_step=4))

@@ -281,6 +281,10 @@ def layer_norm_refusal(layer) -> str | None:
         return f"it normalizes over axes {axis}: tfjoint's integer LayerNorm normalizes the last axis"
     if getattr(layer, "rms_scaling", False):
         return "it uses rms_scaling: use the standard LayerNormalization (rms_scaling=False)"
+    if isinstance(layer.input_shape, tuple) and layer.input_shape[-1] == 1:
+        return ("it normalizes over one channel, so its output is its beta whatever the input (x - mean(x) is 0); "
+                "an int8 file cannot compute that zero (the converter requantizes through float, and TFLite Micro "
+                "aborts on its scale): remove it (it passes on only its beta), or normalize more than one channel")
     return None
 
 

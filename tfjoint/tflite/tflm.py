@@ -107,8 +107,11 @@ def measure_arena(content: bytes, upper_bound: int = 1 << 31, alt_decompression_
                                  str(int(alt_decompression_bytes))], capture_output=True, text=True, timeout=1800)
     line = next((line for line in reversed(result.stdout.splitlines()) if line.startswith("{")), None)
     if result.returncode != 0 or line is None:
+        crashed = (f"TFLM crashed (exit {result.returncode}: an assertion inside its kernels, often a scale it cannot "
+                   "represent) while allocating the file; run it with `python -m tfjoint._probes.tflm_arena FILE` to "
+                   "see where") if result.returncode in (134, -6, 139, -11) else "no output"
         raise errors.ExportError(f"measuring the arena in TensorFlow Lite Micro failed: "
-                                 f"{(result.stderr.strip().splitlines() or ['no output'])[-1][:400]}")
+                                 f"{(result.stderr.strip().splitlines() or [crashed])[-1][:400]}")
     measured = json.loads(line)
     if "error" in measured:
         raise device_error(content, f"{measured['error']}\n{result.stderr}", upper_bound)
