@@ -186,3 +186,16 @@ def test_a_layer_norm_over_one_channel_is_refused_before_training_with_why():
     with pytest.raises(tfjoint.errors.UnsupportedLayerError,
                        match=r"'norm' \(LayerNormalization\): it normalizes over one channel.*remove it"):
         tfjoint.prepare(model, tfjoint.JointSchedule(0.5, end_step=4))
+
+
+def test_a_lambda_layer_in_a_tf_keras_model_is_refused_before_training_with_what_to_write_instead():
+    """TF-MOT rebuilds the model from its config, where Keras refuses a Python lambda (it raised Keras's own
+    "pass safe_mode=False to the loading function", which says nothing about preparing)."""
+    import tf_keras
+
+    inputs = tf_keras.Input((8,))
+    doubled = tf_keras.layers.Lambda(lambda t: t * 2.0, name="double")(inputs)
+    model = tf_keras.Model(inputs, tf_keras.layers.Dense(2, name="classes")(doubled))
+    with pytest.raises(tfjoint.errors.UnsupportedLayerError,
+                       match=r"'double' \(Lambda\): it runs a Python function.*Rescaling for a scale"):
+        tfjoint.prepare(model, tfjoint.JointSchedule(0.5, end_step=4))

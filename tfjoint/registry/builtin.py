@@ -286,6 +286,12 @@ register_layer(_layers.Resizing, LayerKind(
     channels=Channels(FOLLOWS), quantization=Quantization(config=Quantization.values_unchanged().config,
                                                           check=_resizing_refusal),
     tflite_ops=("RESIZE_BILINEAR",), keras3=Keras3(kwargs_defaults={"data_format": "channels_last"})))
+# A Lambda is Python code: TF-MOT rebuilds the model from its config (Keras refuses a lambda there, in safe mode),
+# and no registry entry can say how arbitrary code quantizes.
+register_layer(_layers.Lambda, LayerKind(quantization=Quantization(
+    refused="it runs a Python function, which TF-MOT cannot rebuild from the model's config nor tfjoint quantize: "
+            "write it with Keras layers (Rescaling for a scale and offset, Reshape, Permute, Add, Multiply, "
+            "Activation), or as a custom layer registered with tfjoint.register_layer")))
 # Strings are not tensors an int8 file takes: the vocabulary stays in the app.
 for _name in ("TextVectorization", "StringLookup"):
     register_layer(getattr(_layers, _name), LayerKind(quantization=Quantization(
