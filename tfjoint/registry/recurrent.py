@@ -271,19 +271,30 @@ def _gru_cell(layer, prefix: str, x, state: list | None, masks):
 
     bias = layer.weight(prefix + "bias") if layer.use_bias else None
     input_bias, recurrent_bias = (bias[0], bias[1]) if bias is not None and layer.reset_after else (bias, None)
-    projected = tf.matmul(_dropped(x, masks[0]), layer.weight(prefix + "kernel"))
+    kernel = layer.weight(prefix + "kernel")
+    recurrent_kernel = layer.weight(prefix + "recurrent_kernel")
+    if state is None and recurrent_bias is None:
+        # A first step with nothing recurrent to add (reset_after=False, or no bias): a SPLIT whose outputs feed
+        # LOGISTIC and TANH directly is requantized through float by the converter; one projection per gate is not.
+        def gate(index):
+            part = tf.matmul(_dropped(x, masks[0]), kernel[:, index * units:(index + 1) * units])
+            return part + input_bias[index * units:(index + 1) * units] if input_bias is not None else part
+
+        z = point("update_gate", tf.sigmoid(point("update_sum", gate(0))))
+        candidate = point("candidate", tf.tanh(point("candidate_sum", gate(2))))
+        new_hidden = point("hidden", candidate - point("kept", z * candidate))
+        return new_hidden, [new_hidden]
+    projected = tf.matmul(_dropped(x, masks[0]), kernel)
     if input_bias is not None:
         projected = projected + input_bias
     x_z, x_r, x_h = tf.split(point("input_gates", projected), 3, axis=-1)
-    recurrent_kernel = layer.weight(prefix + "recurrent_kernel")
-    if state is None:
-        zero = recurrent_bias if recurrent_bias is not None else tf.zeros((3 * units,))
+    if state is None:  # a recurrent bias to add (reset_after=True): the zero state's recurrent projection
+        zero = recurrent_bias
+        assert zero is not None  # the branch above took the first steps without one
         z = point("update_gate", tf.sigmoid(point("update_sum", x_z + zero[:units])))
-        reset = None
-        if layer.reset_after and recurrent_bias is not None:
-            r = point("reset_gate", tf.sigmoid(point("reset_sum", x_r + zero[units:2 * units])))
-            reset = point("reset_recurrent", r * zero[2 * units:])
-        candidate = point("candidate", tf.tanh(point("candidate_sum", x_h + reset) if reset is not None else x_h))
+        r = point("reset_gate", tf.sigmoid(point("reset_sum", x_r + zero[units:2 * units])))
+        reset = point("reset_recurrent", r * zero[2 * units:])
+        candidate = point("candidate", tf.tanh(point("candidate_sum", x_h + reset)))
         new_hidden = point("hidden", candidate - point("kept", z * candidate))  # z * 0 + (1 - z) * candidate
         return new_hidden, [new_hidden]
     hidden_in = _dropped(state[0], masks[1])
