@@ -61,6 +61,10 @@ def infer_loss(model, y: np.ndarray, requested: str = "auto"):
         "categorical_crossentropy": keras.losses.CategoricalCrossentropy,
         "binary_crossentropy": keras.losses.BinaryCrossentropy,
     }
+    if requested == "binary_crossentropy" and units and units > 1:  # Keras's "accuracy" would be argmax's here
+        threshold = 0.0 if from_logits else 0.5
+        return (keras.losses.BinaryCrossentropy(from_logits=from_logits),
+                [keras.metrics.BinaryAccuracy(name="accuracy", threshold=threshold)])
     if requested in classes:
         return classes[requested](from_logits=from_logits), ["accuracy"]
     return keras.losses.MeanSquaredError(), []

@@ -222,8 +222,9 @@ def run(config: RunConfig) -> RunResult:
                              "(--nodistill turns it off)")
             trained = tfjoint.Distiller(joint, float_model, temperature=config.distill_temperature,
                                         alpha=config.distill_alpha)
-        trained.compile(keras.optimizers.Adam(config.learning_rate), loss, metrics=metrics,
-                        jit_compile=config.jit_compile)
+        in_scope = [m if isinstance(m, str) else type(m).from_config(m.get_config()) for m in metrics]  # variables
+        trained.compile(keras.optimizers.Adam(config.learning_rate), loss, metrics=in_scope,  # in the strategy's
+                        jit_compile=config.jit_compile)                                      # scope
     resolved = {"loss": keras.losses.serialize(loss), "schedule": schedule.to_dict(),
                 "strategy": type(strategy).__name__, "replicas": strategy.num_replicas_in_sync,
                 "runtimes": list(config.runtimes), "distill": distill,
