@@ -301,12 +301,15 @@ for _name in ("TextVectorization", "StringLookup"):
 
 # TimeDistributed(Dense) is a Dense on the last axis: the same weights, the same result, and an int8
 # FULLY_CONNECTED. Other wrapped layers are refused.
+_TIME_DISTRIBUTED_ADVICE = ("tfjoint takes TimeDistributed(Dense) (a Dense on the last axis computes the same) and no "
+                            "other; reshape the steps into the batch around the layer, or use a layer that takes the "
+                            "time axis (Conv1D, Conv2D, DepthwiseConv1D)")
+
+
 def _time_distributed_refusal(layer) -> str | None:
     if isinstance(layer.layer, _layers.Dense):
         return None
-    return (f"it wraps a {type(layer.layer).__name__}: tfjoint takes TimeDistributed(Dense) (a Dense on the last "
-            "axis computes the same) and no other; reshape the steps into the batch around the layer, or use a "
-            "layer that takes the time axis (Conv1D, Conv2D, DepthwiseConv1D)")
+    return f"it wraps a {type(layer.layer).__name__}: {_TIME_DISTRIBUTED_ADVICE}"
 
 
 def _time_distributed_dense(layer):
@@ -318,10 +321,8 @@ def _time_distributed_dense(layer):
 def _time_distributed_from_keras3(config: dict, layer3):
     inner = config["layer"]
     if inner.get("class_name") != "Dense":
-        raise errors.UnsupportedLayerError(
-            f"layer '{config['name']}' (TimeDistributed) wraps a {inner.get('class_name')}: tfjoint takes "
-            "TimeDistributed(Dense) (a Dense on the last axis computes the same) and no other; reshape the steps "
-            "into the batch around the layer, or use a layer that takes the time axis (Conv1D, Conv2D).")
+        raise errors.UnsupportedLayerError(f"layer '{config['name']}' (TimeDistributed) wraps a "
+                                           f"{inner.get('class_name')}: {_TIME_DISTRIBUTED_ADVICE}.")
     arguments = {key: inner["config"][key] for key in ("units", "activation", "use_bias") if key in inner["config"]}
     if not isinstance(arguments.get("activation", "linear"), str):
         raise errors.UnsupportedLayerError(f"layer '{config['name']}' (TimeDistributed): its Dense's activation "
