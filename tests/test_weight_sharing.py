@@ -60,7 +60,9 @@ def test_every_pruned_kernel_keeps_at_most_k_values_per_table_zero_among_them_an
 
 def test_the_centroids_are_trained_and_weights_follow_them():
     x, y = _digits_like()
-    joint = tfjoint.prepare(_model(), tfjoint.JointSchedule(0.5, end_step=4, frequency=2, clusters=16))
+    # Tables of their own (the conv's channels would share one: `shared_tables` has its test below).
+    joint = tfjoint.prepare(_model(), tfjoint.JointSchedule(0.5, end_step=4, frequency=2, clusters=16,
+                                                            shared_tables=False))
     joint.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
     hidden = next(pk for pk in tfjoint.inspect.pruned_kernels(joint) if pk.layer_name == "hidden")
     centroids = hidden.quantizer_weights["tfjoint_centroids"]
@@ -97,6 +99,72 @@ def test_weight_sharing_trains_under_xla():
     joint.fit(x, y, batch_size=32, epochs=1, verbose=0)
     for pk in tfjoint.inspect.pruned_kernels(joint):
         assert _per_table_values(pk.masked_kernel(), pk.quantizer.cluster_axis) <= 16
+
+
+def _separable(seed=0):
+    """Two convolutions (144 and 9216 weights), then a depthwise-separable block: a depthwise kernel (9 weights per
+    channel) and a 64x64 pointwise one; then two Dense layers (quantized per tensor)."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((8, 8, 1), name="image")
+    x = keras.layers.Conv2D(16, 3, activation="relu", name="conv")(inputs)
+    x = keras.layers.Conv2D(64, 3, activation="relu", name="wide")(x)
+    x = keras.layers.DepthwiseConv2D(3, padding="same", activation="relu", name="dw")(x)
+    x = keras.layers.Conv2D(64, 1, activation="relu", name="pw")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    x = keras.layers.Dense(64, activation="relu", name="hidden")(x)
+    return keras.Model(inputs, keras.layers.Dense(4, activation="softmax", name="classes")(x))
+
+
+def _int8_per_channel(values: np.ndarray, axis: int) -> np.ndarray:
+    """`values` on its symmetric per-channel int8 grid, as the converter quantizes a kernel: round(127 w / peak)."""
+    moved = np.moveaxis(values, axis, 0).reshape(values.shape[axis], -1)
+    peaks = np.abs(moved).max(axis=1, keepdims=True)
+    return np.round(127 * moved / np.where(peaks > 0, peaks, 1))
+
+
+# A depthwise kernel never shares: TF-MOT's range for it is one for every channel (its last axis, the multiplier),
+# and the converter quantizes it per channel from values already rounded to that range.
+@pytest.mark.parametrize("shared_tables,expected", [(None, {"conv": True, "wide": False, "dw": False, "pw": True}),
+                                                    (True, {"conv": True, "wide": True, "dw": False, "pw": True}),
+                                                    (False, {"conv": False, "wide": False, "dw": False,
+                                                             "pw": False})])
+def test_small_per_channel_kernels_share_one_table_of_int8_values_across_their_channels(shared_tables, expected):
+    # A table per channel costs 64 x 16 bytes: more than 4-bit indices save on a 64x64 pointwise kernel (or 16 x 16
+    # on a 144-weight conv). There the channels share one table: every channel's
+    # int8 values come from one set. On the 9216-weight conv, tables of their own pay.
+    x, y = _digits_like()
+    joint = tfjoint.prepare(_separable(), tfjoint.JointSchedule(0.5, end_step=4, frequency=2, clusters=16,
+                                                                shared_tables=shared_tables),
+                            layers=tfjoint.LayerSelection(prune_depthwise=True), check=False)
+    joint.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
+    kernels = {pk.layer_name: pk for pk in tfjoint.inspect.pruned_kernels(joint)}
+    levels = {name: pk.quantizer_weights["tfjoint_centroids"].numpy().copy() for name, pk in kernels.items()}
+    joint.fit(x, y, batch_size=32, epochs=2, verbose=0)
+    assert {name: kernels[name].quantizer.shared_table for name in expected} == expected
+    for name, pk in kernels.items():
+        axis = pk.quantizer.cluster_axis
+        if name in ("hidden", "classes"):
+            assert axis is None and not pk.quantizer.shared_table  # a Dense is quantized per tensor: one table
+            continue
+        # What the forward pass fake-quantizes, put on the converter's per-channel int8 grid.
+        int8 = _int8_per_channel(pk.quantizer(pk.kernel, False, pk.quantizer_weights).numpy(), axis)
+        distinct = len(np.unique(int8))
+        if pk.quantizer.shared_table:
+            # One table: 15 values (7 trained levels, each with its sign, and 0) across all 64 channels.
+            assert levels[name].shape == (1, 7) and distinct <= 15, (name, distinct)
+            assert len(np.unique(np.abs(int8))) <= 8  # symmetric levels: a sign flipped by BN folding stays in
+            assert 127 in int8  # each channel's largest weight is its range's end
+            assert not np.allclose(pk.quantizer_weights["tfjoint_centroids"].numpy(), levels[name])  # trained
+        else:
+            assert levels[name].shape == (int(pk.kernel.shape[axis]), 15)
+            assert max(len(np.unique(row)) for row in int8) <= 16
+            if name == "wide":
+                assert distinct > 16, distinct  # a table per channel, each with its own values
+
+
+def test_shared_tables_must_be_a_bool_or_none():
+    with pytest.raises(tfjoint.ConfigError, match="`shared_tables` must be True, False or None.*received 'yes'"):
+        tfjoint.JointSchedule(0.5, clusters=16, shared_tables="yes")
 
 
 @pytest.mark.parametrize("clusters,named", [(1, "`clusters` must be an int from 3 to 256"),
@@ -177,6 +245,55 @@ def test_lut_export_is_smaller_runs_in_tflm_with_the_reported_memory_and_compute
     header = open(files.header).read()
     assert f"kTensorArenaSize = {-(-arena // 16) * 16};" in header
     assert f"kAltDecompressionMemorySize = {-(-alt // 16) * 16};" in header
+
+
+@pytest.mark.slow
+def test_a_shared_table_ships_as_one_lut_table_that_tflm_decodes_for_every_channel(tmp_path):
+    from tflite_micro import runtime
+    from tflite_micro.tensorflow.lite.micro.compression import model_editor
+
+    x, y = _digits_like()
+    joint = tfjoint.prepare(_separable(), tfjoint.JointSchedule(0.5, end_step=12, frequency=2, clusters=16),
+                            check=False)
+    joint.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    joint.fit(x, y, batch_size=32, epochs=2, verbose=0)
+    stripped = tfjoint.strip(joint)
+    plain = tfjoint.export_tflite(stripped, str(tmp_path / "plain.tflite"), options=tfjoint.ExportOptions(
+        runtimes=("tflm",)))
+    report = tfjoint.export_tflite(stripped, str(tmp_path / "lut.tflite"), validation_data=(x, y),
+                                   options=tfjoint.ExportOptions(runtimes=("tflm",), compression="lut"))
+    content = (tmp_path / "lut.tflite").read_bytes()
+    assert report.passed
+    tables = {t["layer"]: t for t in report.compression["tensors"]}
+    # Read back from the file: the pointwise kernel, quantized per channel (64 scales), is 4-bit indices into one
+    # table of at most 15 values (its DCM's table stride 0: every channel reads it); the wide conv has a table per
+    # channel; the hidden Dense, quantized per tensor, one table.
+    graph = model_editor.read(content).subgraphs[0]
+    decoded = {entry["tensor"]: entry for entry in compression.decoded_tables(content)}
+    pw = decoded[tables["pw"]["tensor"]]
+    assert pw["bits"] == 4 and pw["tables"] == 1 and pw["values"] <= 15
+    pw_decode = next(op for op in graph.operators
+                     if op.opcode_name == "TFLM_DECODE" and op.inputs[0].name == tables["pw"]["tensor"])
+    assert len(pw_decode.outputs[0].quantization.scales) == 64 and bytes(pw_decode.inputs[1].buffer.data)[6] == 0
+    assert decoded[tables["wide"]["tensor"]]["tables"] == 64 and decoded[tables["hidden"]["tensor"]]["tables"] == 1
+    # The uncompressed int8 file holds the same 15 values in every channel of that kernel.
+    tensors = model_editor.read((tmp_path / "plain.tflite").read_bytes()).subgraphs[0].tensors
+    weight = next(w for w in plain.flatbuffer.weights if "/quant_pw/" in w.tensor_name)
+    np.testing.assert_array_equal(np.asarray(tensors[weight.tensor_index].array), pw["decoded"])
+    # TFLM computes with the compressed file exactly what it computes with the uncompressed one.
+    sample = np.round(x[:8] / report.inputs[0]["scale"] + report.inputs[0]["zero_point"]).clip(-128, 127)
+
+    def outputs(data, alt_size):
+        interpreter = runtime.Interpreter.from_bytes(data, arena_size=200_000, alt_decompression_memory_size=alt_size)
+        found = []
+        for row in sample.astype(np.int8):
+            interpreter.set_input(row[None], 0)
+            interpreter.invoke()
+            found.append(interpreter.get_output(0).copy())
+        return np.concatenate(found)
+
+    np.testing.assert_array_equal(outputs(content, report.compression["alt_decompression_bytes"]),
+                                  outputs((tmp_path / "plain.tflite").read_bytes(), 0))
 
 
 @pytest.mark.slow

@@ -16,7 +16,10 @@ Which tensors, and how (`plan_tables`):
   fully-connected weights) with int8 values;
 * one value table per channel where the tensor is quantized per channel, on
   its quantized axis (TFLM's DECODE supports axis 0 and the last); one table
-  where it is quantized per tensor. A per-channel table on a tensor quantized
+  where it is quantized per tensor, or where one table holds every channel's
+  values (a kernel trained with shared tables, `JointSchedule.shared_tables`:
+  its channels then read that table with a stride of 0,
+  `_one_table_for_every_channel`). A per-channel table on a tensor quantized
   per tensor would run and decode every channel with the first table
   (silently wrong): such a table is refused (`lut_spec`), never written;
 * left uncompressed, with the reason in the report: more than 128 values in a
@@ -44,7 +47,7 @@ import numpy as np
 from tfjoint import errors
 from tfjoint._names import float_layer_name
 from tfjoint.export.candidates import Candidate, Candidates
-from tfjoint.quantize.clusters import index_bits
+from tfjoint.quantize.clusters import DCM_BYTES, MIN_SAVING_BYTES, index_bits, lut_bytes
 from tfjoint.tflite import tflm
 from tfjoint.tflite.flatbuffer import layer_of, read_flatbuffer
 from tfjoint.tflite.split_weights import WeightSplit, split_output_channels, splittable
@@ -54,15 +57,10 @@ __all__ = ["Left", "LutTable", "LutFile", "plan_tables", "lut_ram", "lut_spec", 
            "DEFAULT_RAM_GROWTH"]
 
 MAX_LUT_VALUES = 128  # 7-bit indices: the widest TFLM's LUT format holds
-MIN_SAVING_BYTES = 64  # what a compressed tensor must save, after everything it adds to the file
-_DCM_BYTES = 16  # DECODE's common metadata, ahead of the value tables
-# What each compressed tensor adds besides its indices and tables (measured on the files TFLM's tool writes): the
-# decoded and the ancillary tensors' entries and names (each its own copy of the name), DECODE's operator, and a
-# copy of the tensor's quantization parameters (per channel: a float32 scale and an int64 zero point each).
-_TENSOR_ENTRY_BYTES = 96
-_QUANTIZATION_BYTES_PER_SCALE = 12
 _ALIGNMENT = 16  # TFLM aligns each decoded tensor in the alternate buffer
 _INT8 = 9  # tflite.TensorType.INT8
+_ONE_TABLE_AXIS = 0xF  # the DCM's axis field (byte 5, high bits) for one table (TFLM's per-tensor mode)
+_DCM_STRIDE_BYTE = 6  # the DCM's byte holding the value tables' stride
 
 
 class Left(str, enum.Enum):
@@ -160,6 +158,10 @@ def lut_spec(spec, tensor_index: int, tensor, bits: int, axis: int | None):
       errors.ExportError: per-channel tables on a tensor quantized per tensor
         (or along another axis): TFLM would decode every channel with the
         first table and compute a wrong result without an error.
+
+    One table (`axis` None) on a tensor quantized per channel is TFLM's
+    per-tensor mode, which its DECODE reads correctly only once the table
+    stride is 0 (`_one_table_for_every_channel`, after compression).
     """
     quantized = _quantized_axis(tensor)
     if axis is not None and axis != quantized:
@@ -219,18 +221,6 @@ def plan_tables(candidate: Candidate) -> list[LutTable]:
     return found
 
 
-def lut_bytes(size: int, bits: int, tables: int, table_length: int, name_length: int, scales: int) -> int:
-    """What a LUT-compressed tensor of `size` weights costs in the file (an estimate, checked on the written file).
-
-    Its `bits`-bit indices, `tables` value tables of `table_length` entries,
-    DECODE's metadata, and what each compressed tensor adds: the decoded and
-    ancillary tensors' entries and names (`name_length` characters each),
-    and a copy of its quantization parameters (`scales` of them).
-    """
-    return (-(-size * bits // 8) + tables * max(table_length, 1) + _DCM_BYTES + _TENSOR_ENTRY_BYTES
-            + 2 * name_length + _QUANTIZATION_BYTES_PER_SCALE * scales)
-
-
 def _table_length(values: np.ndarray, axis: int | None) -> int:
     return max(len(np.unique(row)) for row in _rows(values, axis))
 
@@ -254,9 +244,12 @@ def _alt_decompression_bytes(content: bytes) -> int:
 def decoded_tables(content: bytes) -> list[dict[str, Any]]:
     """Read back from a LUT-compressed file: per DECODE output, its tensor, index bits, tables, distinct values.
 
-    The values are decoded from the file's indices and value tables (TFLM's
-    LUT format: big-endian packed indices; the DCM's byte 5 holds the axis
-    and the bit width, byte 6 the table stride).
+    The values are decoded as TFLM's DECODE decodes them (its LUT kernel,
+    `decode_state_lut.cc`): big-endian packed indices; the DCM's byte 5
+    holds the bit width, byte 6 the table stride; the channels are the
+    output tensor's quantization channels (whatever the DCM's axis field
+    says), channel `c` reading the table at `c * stride`. A stride of 0 is
+    one table every channel reads (`_one_table_for_every_channel`).
     """
     model_editor, _, _ = _compression_modules()
     model = model_editor.read(content)
@@ -267,22 +260,48 @@ def decoded_tables(content: bytes) -> list[dict[str, Any]]:
         for position, output in enumerate(operator.outputs):
             encoded, ancillary = operator.inputs[2 * position], operator.inputs[2 * position + 1]
             metadata = bytes(ancillary.buffer.data)
-            bits, axis_field, stride = metadata[5] & 0x07, metadata[5] >> 4, metadata[6]
+            bits, stride = metadata[5] & 0x07, metadata[6]
             count = int(np.prod(output.shape))
             packed = np.unpackbits(np.frombuffer(bytes(encoded.buffer.data), np.uint8))[:count * bits]
             indices = packed.reshape(count, bits) @ (1 << np.arange(bits - 1, -1, -1))
-            tables = np.frombuffer(metadata[_DCM_BYTES:], np.int8).reshape(-1, stride)
+            region = np.frombuffer(metadata[DCM_BYTES:], np.int8)
             shape = tuple(int(d) for d in output.shape)
-            if axis_field == 0xF:
-                values = tables[0][indices].reshape(shape)
-            else:
-                channel = np.indices(shape)[axis_field].reshape(-1)
-                values = tables[channel, indices].reshape(shape)
-            per_table = values.reshape(1, -1) if axis_field == 0xF else _rows(values, axis_field)
-            found.append({"tensor": encoded.name, "bits": int(bits), "axis": None if axis_field == 0xF else axis_field,
-                          "tables": int(tables.shape[0]), "values": int(max(len(np.unique(r)) for r in per_table)),
-                          "decoded": values})
+            axis = _quantized_axis(output)
+            channel = np.zeros(count, np.int64) if axis is None else np.indices(shape)[axis].reshape(-1)
+            values = region[channel * stride + indices].reshape(shape)
+            channel_axis = None if stride == 0 else axis  # None: every channel reads one table
+            per_table = _rows(values, channel_axis)
+            found.append({"tensor": encoded.name, "bits": int(bits), "axis": channel_axis,
+                          "tables": 1 if channel_axis is None else int(shape[channel_axis]),
+                          "values": int(max(len(np.unique(r)) for r in per_table)), "decoded": values})
     return found
+
+
+def _one_table_for_every_channel(content: bytes) -> bytes:
+    """`content` with every one-table LUT tensor quantized per channel given a table stride of 0.
+
+    TFLM's DECODE decodes a tensor quantized per channel with a table per
+    channel, channel `c` at `c * stride`, whatever the DCM's axis field says:
+    TFLM's compressor writes one table (its per-tensor mode) with the
+    table's length as the stride, and every channel but the first would
+    read past it. The format's stride field allows 0 (`LutAncillaryData`):
+    every channel then reads the one table. The DCM's bytes are patched
+    where they are, so the file is otherwise TFLM's compressor's.
+    """
+    model_editor, _, _ = _compression_modules()
+    patched = bytearray(content)
+    for operator in model_editor.read(content).subgraphs[0].operators:
+        if operator.opcode_name != "TFLM_DECODE":
+            continue
+        for position, output in enumerate(operator.outputs):
+            metadata = bytes(operator.inputs[2 * position + 1].buffer.data)
+            if metadata[5] >> 4 != _ONE_TABLE_AXIS or _quantized_axis(output) is None or metadata[6] == 0:
+                continue
+            at = content.find(metadata)
+            while at >= 0:
+                patched[at + _DCM_STRIDE_BYTE] = 0
+                at = content.find(metadata, at + 1)
+    return bytes(patched)
 
 
 MAX_GROUPS = 64  # output-channel groups one tensor is split into at most (each adds an operator and its tensors)
@@ -402,7 +421,7 @@ def _compressed(candidate: Candidate, leave: frozenset[int] = frozenset()) -> Lu
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # its expansion warning: tensors that would grow are left out above
-                content = bytes(compress(candidate.content, specs))
+                content = _one_table_for_every_channel(bytes(compress(candidate.content, specs)))
         except Exception as error:  # TFLM's CompressionError (or a bug there): name what was being compressed
             raise errors.ExportError(f"TFLM's LUT compression failed on this file ({type(error).__name__}: "
                                      f"{error}); tensors: {[t.layer or t.tensor for t in chosen]}. Export with "

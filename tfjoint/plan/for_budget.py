@@ -47,7 +47,7 @@ from tfjoint.plan.budget import Budget, CompressionPlan
 from tfjoint.plan.cost import ONE_CHANNEL, CostModel, Kernel, build_cost_model, measure_plan
 from tfjoint.prune.channel_groups import ChannelPlan, plan_channel_groups
 from tfjoint.prune.schedule import kept_channels
-from tfjoint.quantize.clusters import initial_centroids, snap
+from tfjoint.quantize.clusters import initial_centroids, initial_levels, shares_one_table, snap, snap_shared
 from tfjoint.registry import kind_of, prunable_layers, pruned_variable, pruned_weight_name
 from tfjoint.tflite import tflm
 
@@ -208,7 +208,11 @@ def _table_axis(model, layer_name: str, kernel: Kernel) -> int | None:
 
 
 def _clustered(values: np.ndarray, clusters: int, axis: int | None) -> np.ndarray:
-    """`values` with each weight snapped to the nearest of `clusters` k-means values of its table (zero one of them)."""
+    """`values` with each weight snapped to the nearest of `clusters` k-means values of its table (zero one of them),
+    or to one table's levels its channels share, where `prepare` would share one (`clusters.shares_one_table`)."""
+    if axis is not None and shares_one_table(values.shape, axis, clusters):
+        levels = initial_levels(values, clusters, axis)
+        return snap_shared(tf.constant(values), tf.constant(levels), axis).numpy()
     centroids = initial_centroids(values, clusters, axis)
     return snap(tf.constant(values), tf.constant(centroids), axis).numpy()
 

@@ -131,6 +131,16 @@ class JointSchedule:
         value); or None (no sharing). 16 gives 4-bit indices under TFLM's
         LUT compression (`ExportOptions(compression="lut")`). At least 3:
         `{-c, 0, c}` (see `MIN_CLUSTERS`).
+      shared_tables: for a kernel quantized per channel, whether its channels
+        share one table of values (levels relative to each channel's largest
+        weight, symmetric: `{-l, 0, +l}`, so `clusters` - 1 rounded down to
+        even are trained) instead of a table per channel. None (default):
+        where per-channel tables would cost the file more than the
+        compression saves with them (small kernels, such as a 64x64 pointwise
+        convolution's); True or False: every kernel. A depthwise kernel keeps
+        a table per channel: TF-MOT trains it with one range for every
+        channel, and the converter quantizes it per channel from values
+        rounded to that range, which one shared table would not survive.
       channel_criterion: how filters are ranked for removal: "l1" (sum of
         absolute weights) or "l2" norm, summed over a group's producers.
       channel_scores: `{group: one score per channel}`, measured importances
@@ -157,6 +167,7 @@ class JointSchedule:
     channel_sparsity: float | Mapping[str, float] = 0.0
     weight_schedule: Any = None
     clusters: int | Mapping[str, int] | None = None
+    shared_tables: bool | None = None
     channel_criterion: str = "l1"
     channel_scores: Mapping[str, tuple[float, ...]] = dataclasses.field(default_factory=dict)
     version: int = SCHEDULE_VERSION
@@ -192,6 +203,9 @@ class JointSchedule:
             object.__setattr__(self, "clusters", types.MappingProxyType(clusters))
         elif self.clusters is not None:
             object.__setattr__(self, "clusters", check_clusters("clusters", self.clusters))
+        if self.shared_tables is not None and not isinstance(self.shared_tables, (bool, np.bool_)):
+            raise errors.ConfigError(f"`shared_tables` must be True, False or None (decided per kernel); received "
+                                     f"{self.shared_tables!r}.")
         for name in ("end_step", "begin_step", "frequency", "quant_start_step"):
             value = getattr(self, name)
             if value is None and name in ("end_step", "frequency"):

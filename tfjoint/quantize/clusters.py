@@ -20,6 +20,17 @@ stores as `ceil(log2(clusters))`-bit indices.
 `initial_centroids` places them before training (quantiles of the weights,
 refined by a few k-means steps), in numpy; `snap` is the in-graph
 assignment.
+
+One table for every channel (`shares_one_table`): per-channel tables cost a
+table per channel in the file, which on a small kernel (a depthwise or a
+64x64 pointwise convolution) is more than the indices save. There the
+channels share one set of levels relative to each channel's largest weight
+(`snap_shared`): a weight becomes `peak_c * l_k`, the levels `l_k` trained
+and symmetric (`{-l, 0, +l}`, so that a sign flipped by folding a
+BatchNormalization keeps the set), each on the int8 grid of the channel's
+range. The per-channel int8 scale is then `peak_c * max(l) / 127`, and every
+channel's int8 values are the same `round(127 * l_k / max(l))`: one LUT table
+for the whole tensor, whatever the per-channel scales.
 """
 
 from __future__ import annotations
@@ -28,9 +39,62 @@ import numpy as np
 
 from tfjoint._keras import tf
 
-__all__ = ["initial_centroids", "snap", "channels_first", "index_bits"]
+__all__ = ["initial_centroids", "snap", "channels_first", "index_bits", "initial_levels", "snap_shared",
+           "level_count", "shares_one_table", "lut_bytes", "MIN_SAVING_BYTES", "DCM_BYTES"]
 
 _KMEANS_STEPS = 12
+_INT8_STEPS = 127  # a symmetric, narrow-range int8 scale: the channel's range maps to +-127
+
+# What TFLM's LUT compression adds to the file (measured on the files TFLM's tool writes).
+MIN_SAVING_BYTES = 64  # what a compressed tensor must save, after everything it adds to the file
+DCM_BYTES = 16  # DECODE's common metadata, ahead of the value tables
+# What each compressed tensor adds besides its indices and tables: the decoded and the ancillary tensors' entries and
+# names (each its own copy of the name), DECODE's operator, and a copy of the tensor's quantization parameters (per
+# channel: a float32 scale and an int64 zero point each).
+_TENSOR_ENTRY_BYTES = 96
+_QUANTIZATION_BYTES_PER_SCALE = 12
+_TYPICAL_NAME_LENGTH = 32  # a converted weight tensor's name, before the file exists
+
+
+def lut_bytes(size: int, bits: int, tables: int, table_length: int, name_length: int, scales: int) -> int:
+    """What a LUT-compressed tensor of `size` weights costs in the file (an estimate, checked on the written file).
+
+    Its `bits`-bit indices, `tables` value tables of `table_length` entries,
+    DECODE's metadata, and what each compressed tensor adds: the decoded and
+    ancillary tensors' entries and names (`name_length` characters each),
+    and a copy of its quantization parameters (`scales` of them).
+    """
+    return (-(-size * bits // 8) + tables * max(table_length, 1) + DCM_BYTES + _TENSOR_ENTRY_BYTES
+            + 2 * name_length + _QUANTIZATION_BYTES_PER_SCALE * scales)
+
+
+def shares_one_table(shape, axis: int | None, clusters: int, shared_tables: bool | None = None) -> bool:
+    """Whether a clustered kernel's channels share one LUT table (`snap_shared`) instead of one table each.
+
+    Only a kernel quantized per channel (`axis` set) along its last axis has
+    a choice: TF-MOT's range runs along a weight's last axis, so a depthwise
+    kernel (channels on axis 2, its multiplier last) is trained with one
+    range for every channel, and the converter quantizes it per channel from
+    values already rounded to that range: levels relative to each channel's
+    largest weight would not survive, and it keeps a table per channel.
+    With `shared_tables` None, the channels share one table where
+    per-channel tables would cost more bytes than the compression saves
+    with them (indices, tables and DECODE's additions against the int8
+    tensor, by `lut_bytes`); True or False decides for every kernel.
+    """
+    if axis is None or axis % len(shape) != len(shape) - 1:
+        return False
+    if shared_tables is not None:
+        return bool(shared_tables)
+    size = int(np.prod(shape))
+    channels = int(shape[axis])
+    per_channel = lut_bytes(size, index_bits(clusters), channels, clusters, _TYPICAL_NAME_LENGTH, channels)
+    return channels * clusters > size - per_channel
+
+
+def level_count(clusters: int) -> int:
+    """The trained level magnitudes of a shared table: `{-l, 0, +l}` for each, within `clusters` values."""
+    return (clusters - 1) // 2
 
 
 def index_bits(values: int) -> int:
@@ -101,3 +165,61 @@ def snap(values, centroids, axis: int | None):
     snapped = snapped + (rows - tf.stop_gradient(rows))  # straight through for the weights
     snapped = tf.reshape(snapped, tf.shape(moved))
     return snapped if axis is None else tf.experimental.numpy.moveaxis(snapped, 0, axis % rank)
+
+
+def _peaks(values: np.ndarray, axis: int) -> np.ndarray:
+    """Each channel's largest weight magnitude, as a column: (channels, 1)."""
+    return np.abs(channels_first(values, axis)).max(axis=1, keepdims=True)
+
+
+def initial_levels(values: np.ndarray, clusters: int, axis: int, sparsity: float = 0.0) -> np.ndarray:
+    """(1, `level_count(clusters)`) level magnitudes in (0, 1] one table shares across the channels along `axis`.
+
+    k-means of the weights' magnitudes relative to their channel's largest,
+    over the weights pruning will keep (the largest `1 - sparsity` of each
+    channel).
+    """
+    values = np.asarray(values, np.float64)
+    rows, peaks = channels_first(values, axis), _peaks(values, axis)
+    kept = []
+    for row, peak in zip(rows, peaks[:, 0]):
+        row = np.abs(row[row != 0])
+        if peak <= 0 or not row.size:
+            continue
+        if sparsity > 0:
+            row = row[row >= np.quantile(row, min(sparsity, 1.0 - 1.0 / row.size))]
+        kept.append(row / peak)
+    magnitudes = np.concatenate(kept) if kept else np.zeros(0)
+    levels = np.clip(_kmeans_1d(magnitudes, level_count(clusters)), 1e-3, 1.0)
+    return np.sort(np.abs(levels))[None, :].astype(np.float32)
+
+
+def snap_shared(values, levels, axis: int):
+    """`values` with each weight replaced by `peak_c * l` for the nearest shared level `l` (or 0), in the graph.
+
+    Args:
+      values: the kernel (masked).
+      levels: (1, n): trained level magnitudes; each is used as `+l` and `-l`,
+        clipped to (0, 1] and placed on the int8 grid of the largest
+        (`round(127 * l / max(l))`, straight through).
+      axis: the channel axis the kernel is quantized along.
+
+    Every channel's largest weight becomes `peak_c * max(l)`, so its int8
+    scale is `peak_c * max(l) / 127` and its int8 values are the shared
+    `round(127 * l / max(l))`. The forward value is the snapped weight; the
+    gradient flows to the levels and, straight through, to `values`.
+    """
+    rank = values.shape.rank
+    axis = axis % rank
+    peak = tf.stop_gradient(tf.reduce_max(tf.abs(values), axis=[d for d in range(rank) if d != axis], keepdims=True))
+    normalized = values / tf.maximum(peak, 1e-12)
+    magnitudes = tf.sort(tf.clip_by_value(tf.abs(tf.reshape(levels, [-1])), 1e-3, 1.0))
+    top = magnitudes[-1]
+    on_grid = tf.round(magnitudes / top * _INT8_STEPS) / _INT8_STEPS * top
+    magnitudes = magnitudes + tf.stop_gradient(on_grid - magnitudes)
+    full = tf.concat([-tf.reverse(magnitudes, [0]), tf.zeros([1], magnitudes.dtype), magnitudes], axis=0)
+    boundaries = (full[1:] + full[:-1]) / 2
+    flat = tf.reshape(tf.stop_gradient(normalized), [1, -1])
+    members = tf.searchsorted(boundaries[None, :], flat, side="left")
+    snapped = tf.reshape(tf.gather(full, members[0]), tf.shape(values)) * peak
+    return snapped + (values - tf.stop_gradient(values))  # straight through for the weights

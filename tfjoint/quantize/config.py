@@ -6,6 +6,7 @@ import tensorflow_model_optimization as tfmot
 
 from tfjoint import _tfmot, errors
 from tfjoint._keras import serializable, weight_short_name
+from tfjoint.quantize.clusters import shares_one_table
 from tfjoint.quantize.quantizers import (
     OUTPUT,
     ChannelMaskedOutputQuantizer,
@@ -39,6 +40,9 @@ class JointQuantizeConfig(EqualByConfig, tfmot.quantization.keras.QuantizeConfig
       clusters: weight sharing of the pruned weights: distinct values per
         table (None: none). A weight TF-MOT quantizes per channel gets one
         table per channel (along its kind's channel axis), else one.
+      shared_tables: for a weight quantized per channel, whether its channels
+        share one table (`clusters.snap_shared`): None decides per weight
+        (`clusters.shares_one_table`: where per-channel tables do not pay).
       channels: for a layer whose channels belong to channel groups:
         `{"segments": [[group or None, size], ...], "axes": {weight name:
         channel axis}, "producer": bool, "schedule": decay arguments of the
@@ -51,7 +55,7 @@ class JointQuantizeConfig(EqualByConfig, tfmot.quantization.keras.QuantizeConfig
     """
 
     def __init__(self, config, quant_start_step: int, pruned_weights=(), schedule=None, channels=None,
-                 clusters=None):
+                 clusters=None, shared_tables: bool | None = None):
         if isinstance(config, dict):
             config = deserialize(config)
         self.config = config
@@ -60,6 +64,7 @@ class JointQuantizeConfig(EqualByConfig, tfmot.quantization.keras.QuantizeConfig
         self.schedule = dict(schedule) if schedule else None
         self.channels = _normalized_channels(channels)
         self.clusters = None if clusters is None else int(clusters)
+        self.shared_tables = None if shared_tables is None else bool(shared_tables)
         if self.pruned_weights and not self.schedule:
             raise errors.ConfigError("JointQuantizeConfig: `schedule` is required when `pruned_weights` is set.")
 
@@ -84,9 +89,11 @@ class JointQuantizeConfig(EqualByConfig, tfmot.quantization.keras.QuantizeConfig
         name = weight_short_name(weight)
         axis = self.channel_axes.get(name)
         if name in self.pruned_weights:
+            cluster_axis = self._cluster_axis(layer, name, quantizer)
+            shared = self.clusters is not None and shares_one_table(
+                tuple(weight.shape), cluster_axis, self.clusters, self.shared_tables)
             return PrunedKernelQuantizer(quantizer, self.quant_start_step, self.schedule, channel_axis=axis,
-                                         clusters=self.clusters,
-                                         cluster_axis=self._cluster_axis(layer, name, quantizer))
+                                         clusters=self.clusters, cluster_axis=cluster_axis, shared_table=shared)
         return GatedQuantizer(quantizer, self.quant_start_step, channel_axis=axis)
 
     def get_weights_and_quantizers(self, layer):
@@ -126,11 +133,13 @@ class JointQuantizeConfig(EqualByConfig, tfmot.quantization.keras.QuantizeConfig
             "schedule": self.schedule,
             "channels": self.channels,
             "clusters": self.clusters,
+            "shared_tables": self.shared_tables,
         }
 
     @classmethod
     def from_config(cls, config):
-        return cls(**config)
+        # Files of tfjoint 0.4 and earlier have no `shared_tables`: their kernels have a table per channel.
+        return cls(**{"shared_tables": False, **config})
 
 
 

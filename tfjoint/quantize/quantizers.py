@@ -38,12 +38,13 @@ twice in one traced step (a shared layer) counts once.
 import contextlib
 from typing import Any
 
+import numpy as np
 import tensorflow_model_optimization as tfmot
 
 from tfjoint import _tfmot
-from tfjoint._keras import keras, serializable, tf
+from tfjoint._keras import keras, serializable, tf, weight_short_name
 from tfjoint._tfmot import EqualByConfig
-from tfjoint.quantize.clusters import snap
+from tfjoint.quantize.clusters import level_count, snap, snap_shared
 from tfjoint.registry import OUTPUT  # in a channel spec's axes: mask the layer's output instead of a weight
 
 __all__ = [
@@ -362,16 +363,21 @@ class PrunedKernelQuantizer(GatedQuantizer):
       clusters: if set, weight sharing: the masked kernel is snapped to at
         most this many trained values per table, zero among them
         (`tfjoint.quantize.clusters`), before fake quantization.
-      cluster_axis: the channel axis of per-channel tables (the kernel is
-        quantized per channel), or None for one table.
+      cluster_axis: the channel axis the kernel is quantized along (per-channel
+        tables, or the channels of a shared table), or None: quantized per
+        tensor, one table.
+      shared_table: with `cluster_axis`, the channels share one table of
+        levels relative to each channel's largest weight
+        (`clusters.snap_shared`) instead of a table each.
     """
 
     def __init__(self, quantizer, quant_start_step: int, schedule: dict[str, Any], channel_axis: int | None = None,
-                 clusters: int | None = None, cluster_axis: int | None = None):
+                 clusters: int | None = None, cluster_axis: int | None = None, shared_table: bool = False):
         super().__init__(quantizer, quant_start_step, channel_axis)
         self.schedule = dict(schedule)
         self.clusters = None if clusters is None else int(clusters)
         self.cluster_axis = None if cluster_axis is None else int(cluster_axis)
+        self.shared_table = bool(shared_table) and self.clusters is not None and self.cluster_axis is not None
 
     @property
     def counts_steps(self) -> bool:
@@ -398,10 +404,13 @@ class PrunedKernelQuantizer(GatedQuantizer):
             aggregation=tf.VariableAggregation.MEAN,
         )
         if self.clusters is not None:  # placed by `tfjoint.prepare` from the kernel (clusters.initial_centroids)
-            tables = 1 if self.cluster_axis is None else tensor_shape[self.cluster_axis]
+            if self.shared_table:
+                shape = (1, level_count(self.clusters))
+            else:
+                shape = (1 if self.cluster_axis is None else tensor_shape[self.cluster_axis], self.clusters - 1)
             weights[CENTROIDS] = layer.add_weight(
                 f"{name}_{CENTROIDS}",
-                shape=(tables, self.clusters - 1),
+                shape=shape,
                 initializer=keras.initializers.Zeros(),
                 trainable=True,
             )
@@ -414,6 +423,8 @@ class PrunedKernelQuantizer(GatedQuantizer):
         """`masked` snapped to its centroids (weight sharing), or unchanged without clusters."""
         if self.clusters is None:
             return masked
+        if self.shared_table:
+            return snap_shared(masked, weights[CENTROIDS], self.cluster_axis)
         return snap(masked, weights[CENTROIDS], self.cluster_axis)
 
     @_NOT_AUTOGRAPHED
@@ -445,6 +456,27 @@ class PrunedKernelQuantizer(GatedQuantizer):
             masked = self._masked(inputs, weights)
         return self._gate(self.shared(masked, weights), weights, steps_taken)
 
+    def _own_range(self, values):
+        """A shared table's kernel range: each channel's largest magnitude, as TF-MOT's symmetric per-axis
+        LastValueQuantizer takes it on a training step (its range runs along the last axis)."""
+        high = tf.reduce_max(tf.abs(values), axis=list(range(values.shape.rank - 1)))
+        return tf.maximum(high, _DEGENERATE_RANGE)
+
+    def _quantize(self, values, training: bool, weights):
+        if not (self.shared_table and not training):
+            return super()._quantize(values, training, weights)
+        # At inference a weight quantizer uses the range of the last training step's kernel, one optimizer update
+        # old; a shared table needs the current kernel's, or channels leave the table (strip writes it too).
+        high = self._own_range(values)
+        return self.quantizer(values, False, weights=dict(own_weights_removed(weights), min_var=-high, max_var=high))
+
+    def range_of(self, values: np.ndarray, weights) -> dict[str, np.ndarray]:
+        """The range variables of a shared table's kernel, by weight name, for `values` (the kernel as the forward
+        pass sees it): what `strip` writes, so that the file's channels keep the one table."""
+        inner = own_weights_removed(weights)
+        high = self._own_range(tf.constant(values)).numpy()
+        return {weight_short_name(inner["min_var"]): -high, weight_short_name(inner["max_var"]): high}
+
     @property
     def final_sparsity(self) -> float | None:
         """The sparsity the kernel ends with (None for a schedule of the user's without an `end_step`)."""
@@ -460,6 +492,8 @@ class PrunedKernelQuantizer(GatedQuantizer):
         config["schedule"] = dict(self.schedule)
         if self.clusters is not None:
             config.update(clusters=self.clusters, cluster_axis=self.cluster_axis)
+        if self.shared_table:
+            config["shared_table"] = True
         return config
 
 

@@ -121,6 +121,7 @@ class JointQuantizeRegistry(tfmot.quantization.keras.QuantizeRegistry):
             schedule=self._schedule.weight_schedule_config(target) if pruned and target is not None else None,
             channels=self._channel_specs.get(layer_name),
             clusters=self._schedule.clusters_for(layer_name) if pruned else None,
+            shared_tables=self._schedule.shared_tables,
         )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tfjoint.quantize.clusters import initial_centroids
+from tfjoint.quantize.clusters import initial_centroids, initial_levels
 from tfjoint.quantize.quantizers import CENTROIDS
 from tfjoint.train.readback import pruned_kernels
 
@@ -10,9 +10,14 @@ __all__ = ["place_centroids"]
 
 
 def place_centroids(prepared) -> None:
-    """Sets every clustered kernel's centroids from its current weights (k-means per table, before training)."""
+    """Sets every clustered kernel's centroids (or a shared table's levels) from its current weights (k-means per
+    table, before training)."""
     for pk in pruned_kernels(prepared):
-        if pk.quantizer.clusters is not None:
-            centroids = initial_centroids(pk.masked_kernel(shared=False), pk.quantizer.clusters,
-                                          pk.quantizer.cluster_axis, pk.quantizer.final_sparsity or 0.0)
+        quantizer = pk.quantizer
+        if quantizer.clusters is not None:
+            kernel, sparsity = pk.masked_kernel(shared=False), quantizer.final_sparsity or 0.0
+            if quantizer.shared_table and quantizer.cluster_axis is not None:
+                centroids = initial_levels(kernel, quantizer.clusters, quantizer.cluster_axis, sparsity)
+            else:
+                centroids = initial_centroids(kernel, quantizer.clusters, quantizer.cluster_axis, sparsity)
             pk.quantizer_weights[CENTROIDS].assign(centroids)
