@@ -189,8 +189,14 @@ def plan_tables(candidate: Candidate) -> list[LutTable]:
         axis = _quantized_axis(tensor)
         most = max(len(np.unique(row)) for row in _rows(values, axis))
         whole = len(np.unique(values))
-        if axis is not None and whole <= most:
-            axis = None  # one table holds every value: no per-channel tables needed
+        if axis is not None and whole <= MAX_LUT_VALUES:
+            # One table for every channel where that stores the tensor in fewer bytes than a table per channel
+            # (a kernel trained with shared tables: its channels' values are one set, slightly wider than any
+            # single channel's): estimated with the scales and name either way.
+            scales, name = values.shape[axis], len(tensor.name or "")
+            per_channel = lut_bytes(int(values.size), index_bits(most), values.shape[axis], most, name, scales)
+            if lut_bytes(int(values.size), index_bits(whole), 1, whole, name, scales) <= per_channel:
+                axis, most = None, whole
         tables = 1 if axis is None else values.shape[axis]
         before = int(values.size)
         layer = layer_of(weight.tensor_name, layer_names) or layer_of(weight.output_name, layer_names)

@@ -45,6 +45,7 @@ from tfjoint.export.compression import MIN_SAVING_BYTES, compress_candidate, lut
 from tfjoint.plan.budget import CompressionPlan
 from tfjoint.prune.channel_groups import ChannelPlan, Layout
 from tfjoint.prune.schedule import JointSchedule, kept_channels
+from tfjoint.quantize.clusters import shares_one_table
 from tfjoint.quantize.substitution import substituted
 from tfjoint.tflite import convert, tflm
 from tfjoint.tflite.flatbuffer import FlatbufferSummary, layer_of, read_flatbuffer
@@ -63,6 +64,8 @@ ONE_CHANNEL = 1.0 - 1e-9
 # The least a kernel's LUT compression must save for the planner to count on it (the export compresses a tensor
 # that saves MIN_SAVING_BYTES, by its own estimate; planning well above that leaves room for the difference).
 PLANNED_LUT_SAVING_BYTES = 4 * MIN_SAVING_BYTES
+# The operators whose per-channel weights `prepare` trains with their range along the channels (its last Keras axis).
+_SHAREABLE_OPS = frozenset({"CONV_2D", "FULLY_CONNECTED"})
 # A per-channel quantized tensor stores a float32 scale and an int64 zero point per channel.
 PER_CHANNEL_QUANTIZATION_BYTES = 12
 # TFLM keeps an int32 multiplier and shift per output channel of a convolution (`Operator.per_channel_op_data`).
@@ -76,6 +79,9 @@ class Kernel:
     index: int  # tensor index
     name_length: int
     per_channel: bool
+    # Trained with its range along the channels (a convolution's filters): its channels may share one table
+    # (`clusters.shares_one_table`). A depthwise or transposed convolution's range runs along another axis.
+    shareable: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,8 +197,10 @@ class CostModel:
         PLANNED_LUT_SAVING_BYTES: the export's estimate might then leave the tensor uncompressed)."""
         tensor = next(t for t in self._summary.tensors if t.index == kernel.index)
         size = int(np.prod(shapes[kernel.index], dtype=np.int64))
-        tables = self._scaled_channel_count(tensor, shapes[kernel.index]) if kernel.per_channel else 1
-        saving = size - lut_bytes(size, bits, tables, 2 ** bits, kernel.name_length, tables)
+        channels = self._scaled_channel_count(tensor, shapes[kernel.index]) if kernel.per_channel else 1
+        shared = kernel.shareable and shares_one_table((size // max(channels, 1), channels), -1, 2 ** bits)
+        tables = 1 if shared else channels
+        saving = size - lut_bytes(size, bits, tables, 2 ** bits, kernel.name_length, channels)
         return saving if saving >= PLANNED_LUT_SAVING_BYTES else 0
 
     @staticmethod
@@ -373,6 +381,7 @@ def _kernels_of(summary: FlatbufferSummary, layer_names: list[str]) -> dict[str,
     for weight in summary.weights:
         layer = layer_of(weight.tensor_name, layer_names) or layer_of(weight.output_name, layer_names)
         if layer is not None and weight.dtype == "int8" and weight.tensor_index >= 0:
-            found.setdefault(float_layer_name(layer), Kernel(weight.tensor_index, len(weight.tensor_name),
-                                                             weight.tensor_index in per_channel))
+            channels = weight.tensor_index in per_channel
+            found.setdefault(float_layer_name(layer), Kernel(weight.tensor_index, len(weight.tensor_name), channels,
+                                                             channels and weight.op_name in _SHAREABLE_OPS))
     return found
