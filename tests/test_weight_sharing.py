@@ -60,9 +60,7 @@ def test_every_pruned_kernel_keeps_at_most_k_values_per_table_zero_among_them_an
 
 def test_the_centroids_are_trained_and_weights_follow_them():
     x, y = _digits_like()
-    # Tables of their own (the conv's channels would share one: `shared_tables` has its test below).
-    joint = tfjoint.prepare(_model(), tfjoint.JointSchedule(0.5, end_step=4, frequency=2, clusters=16,
-                                                            shared_tables=False))
+    joint = tfjoint.prepare(_model(), tfjoint.JointSchedule(0.5, end_step=4, frequency=2, clusters=16))
     joint.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
     hidden = next(pk for pk in tfjoint.inspect.pruned_kernels(joint) if pk.layer_name == "hidden")
     centroids = hidden.quantizer_weights["tfjoint_centroids"]
@@ -124,14 +122,14 @@ def _int8_per_channel(values: np.ndarray, axis: int) -> np.ndarray:
 
 # A depthwise kernel never shares: TF-MOT's range for it is one for every channel (its last axis, the multiplier),
 # and the converter quantizes it per channel from values already rounded to that range.
-@pytest.mark.parametrize("shared_tables,expected", [(None, {"conv": True, "wide": False, "dw": False, "pw": True}),
+@pytest.mark.parametrize("shared_tables,expected", [(None, {"conv": False, "wide": False, "dw": False, "pw": True}),
                                                     (True, {"conv": True, "wide": True, "dw": False, "pw": True}),
                                                     (False, {"conv": False, "wide": False, "dw": False,
                                                              "pw": False})])
 def test_small_per_channel_kernels_share_one_table_of_int8_values_across_their_channels(shared_tables, expected):
-    # A table per channel costs 64 x 16 bytes: more than 4-bit indices save on a 64x64 pointwise kernel (or 16 x 16
-    # on a 144-weight conv). There the channels share one table: every channel's
-    # int8 values come from one set. On the 9216-weight conv, tables of their own pay.
+    # A table per channel costs 64 x 16 bytes: more than 4-bit indices save on a 64x64 pointwise kernel. There the
+    # channels share one table: every channel's int8 values come from one set. On the 9216-weight conv, tables of
+    # their own pay; on the 144-weight conv nothing pays, and tables of their own keep the weights closer.
     x, y = _digits_like()
     joint = tfjoint.prepare(_separable(), tfjoint.JointSchedule(0.5, end_step=4, frequency=2, clusters=16,
                                                                 shared_tables=shared_tables),

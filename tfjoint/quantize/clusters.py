@@ -79,17 +79,20 @@ def shares_one_table(shape, axis: int | None, clusters: int, shared_tables: bool
     largest weight would not survive, and it keeps a table per channel.
     With `shared_tables` None, the channels share one table where
     per-channel tables would cost more bytes than the compression saves
-    with them (indices, tables and DECODE's additions against the int8
-    tensor, by `lut_bytes`); True or False decides for every kernel.
+    with them, and one table makes the compression pay (indices, tables and
+    DECODE's additions against the int8 tensor, by `lut_bytes`): where
+    neither pays, the tensor ships uncompressed, and tables of their own
+    keep the weights closer. True or False decides for every kernel.
     """
     if axis is None or axis % len(shape) != len(shape) - 1:
         return False
     if shared_tables is not None:
         return bool(shared_tables)
     size = int(np.prod(shape))
-    channels = int(shape[axis])
-    per_channel = lut_bytes(size, index_bits(clusters), channels, clusters, _TYPICAL_NAME_LENGTH, channels)
-    return channels * clusters > size - per_channel
+    channels, bits = int(shape[axis]), index_bits(clusters)
+    per_channel = lut_bytes(size, bits, channels, clusters, _TYPICAL_NAME_LENGTH, channels)
+    one_table = lut_bytes(size, bits, 1, clusters, _TYPICAL_NAME_LENGTH, channels)
+    return channels * clusters > size - per_channel and size - one_table >= MIN_SAVING_BYTES
 
 
 def level_count(clusters: int) -> int:
