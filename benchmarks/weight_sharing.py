@@ -6,7 +6,10 @@ Per task and seed, from one float model trained here:
 
 * plain:       tfjoint, 80% sparsity, no clusters: the int8 file TFLM stores dense (the reference);
 * tfjoint 16 / tfjoint 4: the same one fit with `clusters=16` / `clusters=4`, exported with
-  `compression="lut"` (TFLM's LUT compression: 4-bit / 2-bit indices);
+  `compression="lut"` (TFLM's LUT compression: 4-bit / 2-bit indices); the channels of a kernel share one table
+  where a table each would not pay (`JointSchedule(shared_tables=None)`, the default);
+* with --shared_tables (weight_sharing_shared.*): plain, and tfjoint 16 / 4 with `shared_tables=True`: every
+  convolution's channels share one table;
 * TF-MOT 16 / TF-MOT 4: TF-MOT's three fits on tf_keras (prune_low_magnitude -> strip -> cluster_weights with
   preserve_sparsity -> strip -> PCQAT, `Default8BitClusterPreserveQuantizeScheme(preserve_sparsity=True)`), each fit
   as many epochs as tfjoint's one, its QAT model put through the same export and LUT compression.
@@ -46,6 +49,8 @@ RAM_FACTOR = 1.5  # the RAM budget of a compressed file: this times the plain fi
 METHODS = ("plain", "tfjoint 16", "tfjoint 4", "TF-MOT 16", "TF-MOT 4")
 # With --longer: tfjoint's one fit at 1.5x the epochs (half the epochs of TF-MOT's three fits together).
 LONGER = ("tfjoint 16 x1.5", "tfjoint 4 x1.5")
+# With --shared_tables: every convolution's channels share one table.
+SHARED = ("tfjoint 16 shared", "tfjoint 4 shared")
 
 
 def _digits(seed: int, tiny: bool):
@@ -94,11 +99,11 @@ def _export(model, data, path, compression, ram_limit=None):
             "max_values": max([t["values"] for t in report.compression.get("tensors", [])], default=None)}
 
 
-def _tfjoint(model, data, epochs, clusters, path, ram_limit=None):
+def _tfjoint(model, data, epochs, clusters, path, ram_limit=None, shared_tables=None):
     started = time.perf_counter()
     joint = tfjoint.prepare(_clone(model),
                             tfjoint.JointSchedule(SPARSITY, end_step=_steps(data, epochs) // 2, frequency=10,
-                                                  clusters=clusters),
+                                                  clusters=clusters, shared_tables=shared_tables),
                             check=False)
     joint.compile(keras.optimizers.Adam(5e-4), "sparse_categorical_crossentropy")
     joint.fit(data["x_train"], data["y_train"], epochs=epochs, batch_size=32, verbose=0)
@@ -193,7 +198,8 @@ def run(task: str, seed: int, tiny: bool, work: str, methods=METHODS) -> list[di
                 row = _tfmot_chain(model, data, epochs, clusters, path, ram_limit)
             else:
                 scaled = int(round(epochs * 1.5)) if method.endswith("x1.5") else epochs
-                row = _tfjoint(model, data, scaled, clusters, path, ram_limit)
+                row = _tfjoint(model, data, scaled, clusters, path, ram_limit,
+                               shared_tables=True if method.endswith("shared") else None)
                 if method == "plain" and row.get("arena_bytes"):
                     ram_limit = int(RAM_FACTOR * row["arena_bytes"])
         except Exception as error:  # a method that fails is a row saying so, not a lost run
@@ -339,6 +345,9 @@ def main():
     parser.add_argument("--render", default=None, help="print the table of a results .json and exit")
     parser.add_argument("--longer", action="store_true",
                         help="only plain, TF-MOT's chains and tfjoint at 1.5x the epochs (weight_sharing_longer.*)")
+    parser.add_argument("--shared_tables", action="store_true",
+                        help="only plain and tfjoint with every convolution's channels sharing one table "
+                             "(weight_sharing_shared.*)")
     parser.add_argument("--budget", action="store_true",
                         help="a flash budget of 30%% of the plain file: channels-only plan against the plan with bits "
                              "(weight_sharing_budget.*)")
@@ -360,9 +369,11 @@ def main():
                 if args.ram_curve:
                     rows += run_ram_curve(task, seed, args.tiny, work)
                     continue
-                rows += run(task, seed, args.tiny, work,
-                            ("plain", "TF-MOT 16", "TF-MOT 4") + LONGER if args.longer else METHODS)
-    name = ("weight_sharing" + ("_longer" if args.longer else "") + ("_budget" if args.budget else "")
+                methods = (("plain", "TF-MOT 16", "TF-MOT 4") + LONGER if args.longer else
+                           ("plain",) + SHARED if args.shared_tables else METHODS)
+                rows += run(task, seed, args.tiny, work, methods)
+    name = ("weight_sharing" + ("_longer" if args.longer else "") + ("_shared" if args.shared_tables else "")
+            + ("_budget" if args.budget else "")
             + ("_ram_curve" if args.ram_curve else "") + ("_tiny" if args.tiny else ""))
     with open(os.path.join(args.out, f"{name}.json"), "w") as handle:
         json.dump({"command": " ".join(sys.argv), "rows": rows}, handle, indent=2)

@@ -160,6 +160,28 @@ def test_small_per_channel_kernels_share_one_table_of_int8_values_across_their_c
                 assert distinct > 16, distinct  # a table per channel, each with its own values
 
 
+def test_a_saved_model_with_shared_tables_resumes_them_and_strips_to_the_ranges_that_keep_one_table(tmp_path):
+    x, y = _digits_like()
+    joint = tfjoint.prepare(_separable(), tfjoint.JointSchedule(0.5, end_step=4, frequency=2, clusters=8,
+                                                                shared_tables=True), check=False)
+    joint.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
+    joint.fit(x, y, batch_size=32, epochs=1, verbose=0)
+    joint.save(str(tmp_path / "joint.keras"))
+    loaded = tfjoint.load_model(str(tmp_path / "joint.keras"))
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), joint.predict(x, verbose=0), atol=1e-6)
+    assert {pk.layer_name for pk in tfjoint.inspect.pruned_kernels(loaded) if pk.quantizer.shared_table} == {
+        "conv", "wide", "pw"}
+    stripped = tfjoint.strip(loaded)
+    np.testing.assert_allclose(stripped.predict(x, verbose=0), loaded.predict(x, verbose=0), atol=1e-6)
+    # The stripped model's kernel ranges are its kernels' own (not the last training step's), so the converter's
+    # per-channel int8 grid puts every channel on the one table.
+    pw = stripped.get_layer("quant_pw")
+    kernel, high = (next(w.numpy() for w in pw.weights if w.name.endswith(suffix))
+                    for suffix in ("/kernel:0", "/kernel_max:0"))
+    np.testing.assert_allclose(high, np.abs(kernel).max(axis=(0, 1, 2)), rtol=1e-6)
+    assert len(np.unique(_int8_per_channel(kernel, -1))) <= 7
+
+
 def test_shared_tables_must_be_a_bool_or_none():
     with pytest.raises(tfjoint.ConfigError, match="`shared_tables` must be True, False or None.*received 'yes'"):
         tfjoint.JointSchedule(0.5, clusters=16, shared_tables="yes")

@@ -464,7 +464,7 @@ class PrunedKernelQuantizer(GatedQuantizer):
 
     def _quantize(self, values, training: bool, weights):
         if not (self.shared_table and not training):
-            return super()._quantize(values, training, weights)
+            return self._fake_quantize(values, training, weights)  # it masks: ranges are guarded
         # At inference a weight quantizer uses the range of the last training step's kernel, one optimizer update
         # old; a shared table needs the current kernel's, or channels leave the table (strip writes it too).
         high = self._own_range(values)
