@@ -77,6 +77,7 @@ def test_a_softmax_layer_classifier_trains_on_probabilities_without_the_keras_wa
         (dict(max_accuracy_drop=2.0), "--max_accuracy_drop must be <= 1.0"),
         (dict(epochs=2.5), "--epochs must be an integer; received 2.5"),
         (dict(data="x.npz"), "--data needs --model"),
+        (dict(shared_tables="yes"), "--shared_tables must be one of \\['auto', 'always', 'never'\\]; received 'yes'"),
     ],
 )
 def test_run_config_refuses_what_the_command_line_refuses(changes, match):
@@ -145,6 +146,15 @@ def test_the_command_trains_the_heads_its_budget_plan_ranked():
     assert dict(schedule.channel_sparsity) == {"attention": 0.5, "ffn_in": 0.25}
     assert dict(schedule.channel_scores) == {"attention": (0.3, -0.1, 0.2, 0.0)}
     assert not pipeline._schedule(RunConfig(), 100, uniform, None).channel_scores
+
+
+@pytest.mark.parametrize("flag,shared", [("auto", None), ("always", True), ("never", False)])
+def test_shared_tables_flag_reaches_the_schedule_the_command_fits(flag, shared):
+    from tfjoint.prune.allocation import SparsityPlan
+
+    uniform = SparsityPlan({}, method="uniform", target=0.5, sizes={})
+    schedule = pipeline._schedule(RunConfig(clusters=16, shared_tables=flag), 100, uniform, None)
+    assert schedule.clusters == 16 and schedule.shared_tables is shared
 
 
 def test_an_image_folder_is_read_in_the_colour_mode_the_models_input_takes(tmp_path):

@@ -27,6 +27,8 @@ __all__ = ["RunConfig", "define_flags", "config_from_flags", "help_text", "GROUP
 RUNTIMES_FOR_TARGET = {"phone": ("litert",), "micro": ("tflm",)}
 # Old flag names that still work: alias -> the flag it stands for.
 FLAG_ALIASES = {"arena_kb": "ram_kb"}
+# --shared_tables -> JointSchedule(shared_tables=...): None decides per kernel.
+SHARED_TABLES = {"auto": None, "always": True, "never": False}
 
 _TOLERANCES = Tolerances()
 
@@ -107,6 +109,10 @@ class RunConfig:
                                         "--target=micro --compression=lut, TFLM's LUT compression turns it into "
                                         "flash; on a phone it shrinks only the gzip download.", lower=3, upper=256,
                                   group=_CHANNELS)
+    shared_tables: str = _field("auto", "With --clusters, whether a convolution's channels share one table of "
+                                        "values instead of a table each: auto where a table each would cost the "
+                                        "file more than the compression saves; always (more flash saved, a "
+                                        "coarser fit); never.", choices=tuple(SHARED_TABLES), group=_CHANNELS)
     flash_kb: float | None = _field(None, "Budget: largest .tflite file, in KiB. With --arena_kb and/or --mmacs, "
                                           "tfjoint plans which channels to remove (per layer group) to meet them, "
                                           "and checks the file against them (the arena in TFLM).", lower=0.001,

@@ -24,7 +24,7 @@ from tfjoint._files import atomic_write_text
 from tfjoint._keras import check_float_model, keras, tf
 from tfjoint._progress import Phases
 from tfjoint.app import datasets, plots
-from tfjoint.app.flags import RUNTIMES_FOR_TARGET, RunConfig
+from tfjoint.app.flags import RUNTIMES_FOR_TARGET, SHARED_TABLES, RunConfig
 from tfjoint.export.report import ExportReport
 from tfjoint.losses import infer_loss
 from tfjoint.prune.schedule import plan_schedule
@@ -183,8 +183,8 @@ def _schedule(config: RunConfig, total_steps: int, plan, budget_plan) -> "tfjoin
     clusters = dict(budget_plan.clusters) if budget_plan and budget_plan.clusters else config.clusters
     scores = budget_plan.channel_scores if budget_plan else {}  # the heads the planner's scan ranked
     return plan_schedule(total_steps, plan if plan.method != "uniform" else plan.target, prune_end=config.prune_end,
-                         quant_start=config.quant_start, channel_sparsity=channels).replace(clusters=clusters,
-                                                                                             channel_scores=scores)
+                         quant_start=config.quant_start, channel_sparsity=channels).replace(
+        clusters=clusters, channel_scores=scores, shared_tables=SHARED_TABLES[config.shared_tables])
 
 
 def run(config: RunConfig) -> RunResult:
