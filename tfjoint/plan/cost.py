@@ -45,8 +45,10 @@ from tfjoint.export.compression import MIN_SAVING_BYTES, compress_candidate, lut
 from tfjoint.plan.budget import CompressionPlan
 from tfjoint.prune.channel_groups import ChannelPlan, Layout
 from tfjoint.prune.schedule import JointSchedule, kept_channels
-from tfjoint.quantize.clusters import shares_one_table
+from tfjoint.quantize.clusters import along_range, shares_one_table
 from tfjoint.quantize.substitution import substituted
+from tfjoint.registry import pruned_variable, pruned_weight_name
+from tfjoint.registry.table import channel_axis
 from tfjoint.tflite import convert, tflm
 from tfjoint.tflite.flatbuffer import FlatbufferSummary, layer_of, read_flatbuffer
 from tfjoint.tflite.operators import op_macs, operator
@@ -64,8 +66,6 @@ ONE_CHANNEL = 1.0 - 1e-9
 # The least a kernel's LUT compression must save for the planner to count on it (the export compresses a tensor
 # that saves MIN_SAVING_BYTES, by its own estimate; planning well above that leaves room for the difference).
 PLANNED_LUT_SAVING_BYTES = 4 * MIN_SAVING_BYTES
-# The operators whose per-channel weights `prepare` trains with their range along the channels (its last Keras axis).
-_SHAREABLE_OPS = frozenset({"CONV_2D", "FULLY_CONNECTED"})
 # A per-channel quantized tensor stores a float32 scale and an int64 zero point per channel.
 PER_CHANNEL_QUANTIZATION_BYTES = 12
 # TFLM keeps an int32 multiplier and shift per output channel of a convolution (`Operator.per_channel_op_data`).
@@ -79,8 +79,8 @@ class Kernel:
     index: int  # tensor index
     name_length: int
     per_channel: bool
-    # Trained with its range along the channels (a convolution's filters): its channels may share one table
-    # (`clusters.shares_one_table`). A depthwise or transposed convolution's range runs along another axis.
+    # Its channels are its quantizer's range axis, so they may share one table (`clusters.shares_one_table`);
+    # not a depthwise kernel's, whose range runs along its multiplier.
     shareable: bool = False
 
 
@@ -371,17 +371,27 @@ def build_cost_model(model, plan: ChannelPlan, measure_floor: bool = False) -> C
         if head is not None:  # attention's kernels take scratch memory no tensor shows, and it does not shrink
             offset = max(int(head) - memory.planned_head_bytes(memory.tflm_buffers(summary)), 0)
     return CostModel(summary, content, axes, groups, tail, measured, head_floor_bytes=floor,
-                     kernels=_kernels_of(summary, layer_names), head_offset_bytes=offset)
+                     kernels=_kernels_of(summary, layer_names, _shareable(model)), head_offset_bytes=offset)
 
 
-def _kernels_of(summary: FlatbufferSummary, layer_names: list[str]) -> dict[str, Kernel]:
+def _shareable(model) -> set[str]:
+    """The layers whose pruned kernel's channels are its quantizer's range axis (`clusters.along_range`)."""
+    found = set()
+    for layer in model.layers:
+        variable = pruned_variable(layer)
+        if variable is not None and along_range(variable.shape, channel_axis(layer, pruned_weight_name(layer))):
+            found.add(layer.name)
+    return found
+
+
+def _kernels_of(summary: FlatbufferSummary, layer_names: list[str], shareable: set[str]) -> dict[str, Kernel]:
     """The user's layer -> its int8 weight tensor in the file (the one LUT compression would encode)."""
     per_channel = {t.index for t in summary.tensors if len(t.scales) > 1}
     found: dict[str, Kernel] = {}
     for weight in summary.weights:
         layer = layer_of(weight.tensor_name, layer_names) or layer_of(weight.output_name, layer_names)
         if layer is not None and weight.dtype == "int8" and weight.tensor_index >= 0:
-            channels = weight.tensor_index in per_channel
-            found.setdefault(float_layer_name(layer), Kernel(weight.tensor_index, len(weight.tensor_name), channels,
-                                                             channels and weight.op_name in _SHAREABLE_OPS))
+            name, channels = float_layer_name(layer), weight.tensor_index in per_channel
+            found.setdefault(name, Kernel(weight.tensor_index, len(weight.tensor_name), channels,
+                                          channels and name in shareable))
     return found

@@ -49,6 +49,7 @@ from tfjoint.prune.channel_groups import ChannelPlan, plan_channel_groups
 from tfjoint.prune.schedule import kept_channels
 from tfjoint.quantize.clusters import initial_centroids, initial_levels, shares_one_table, snap, snap_shared
 from tfjoint.registry import kind_of, prunable_layers, pruned_variable, pruned_weight_name
+from tfjoint.registry.table import channel_axis
 from tfjoint.tflite import tflm
 
 __all__ = ["plan_for_budget", "scan_heads", "channel_groups_of", "STEPS"]
@@ -66,13 +67,6 @@ def channel_groups_of(model) -> ChannelPlan:
     return plan_channel_groups(model, producers)
 
 
-def _channel_axis(layer, weight_name: str) -> int:
-    """The axis of `weight_name` that holds `layer`'s channels (attention's heads: not the last)."""
-    kind = kind_of(layer)
-    axis = kind.channels.axes.get(weight_name, -1) if kind is not None else -1
-    return axis if isinstance(axis, int) else -1
-
-
 def _filter_norms(model, plan: ChannelPlan, criterion: str) -> dict[str, np.ndarray]:
     """Per group, the summed L1 (or L2) norm of each channel's filters over its producers."""
     norms = {}
@@ -81,7 +75,7 @@ def _filter_norms(model, plan: ChannelPlan, criterion: str) -> dict[str, np.ndar
         for producer in group.producers:
             layer = model.get_layer(producer)
             kernel = pruned_variable(layer).numpy()
-            values = np.moveaxis(kernel, _channel_axis(layer, pruned_weight_name(layer) or ""), -1)
+            values = np.moveaxis(kernel, channel_axis(layer, pruned_weight_name(layer)), -1)
             values = values.reshape(-1, values.shape[-1])
             total += np.abs(values).sum(0) if criterion == "l1" else np.sqrt((values ** 2).sum(0))
         norms[name] = total
@@ -119,7 +113,7 @@ def _zero_channels(model, plan: ChannelPlan, group: str, channels: np.ndarray) -
             saved.append((variable, value))
             zeroed = value.copy()
             index: list = [slice(None)] * zeroed.ndim
-            index[_channel_axis(layer, weight_name) if zeroed.ndim > 1 else 0] = offset + channels
+            index[channel_axis(layer, weight_name) if zeroed.ndim > 1 else 0] = offset + channels
             zeroed[tuple(index)] = 0.0
             variable.assign(zeroed)
     return saved
@@ -202,9 +196,7 @@ def _table_axis(model, layer_name: str, kernel: Kernel) -> int | None:
     if not kernel.per_channel:
         return None
     layer = model.get_layer(layer_name)
-    kind, weight = kind_of(layer), pruned_weight_name(layer)
-    axis = kind.channels.axes.get(weight, -1) if kind is not None and weight is not None else -1
-    return axis if isinstance(axis, int) else -1
+    return channel_axis(layer, pruned_weight_name(layer))
 
 
 def _clustered(values: np.ndarray, clusters: int, axis: int | None) -> np.ndarray:

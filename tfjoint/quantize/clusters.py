@@ -40,7 +40,7 @@ import numpy as np
 from tfjoint._keras import tf
 
 __all__ = ["initial_centroids", "snap", "channels_first", "index_bits", "initial_levels", "snap_shared",
-           "level_count", "shares_one_table", "lut_bytes", "MIN_SAVING_BYTES", "DCM_BYTES"]
+           "level_count", "shares_one_table", "along_range", "lut_bytes", "MIN_SAVING_BYTES", "DCM_BYTES"]
 
 _KMEANS_STEPS = 12
 _INT8_STEPS = 127  # a symmetric, narrow-range int8 scale: the channel's range maps to +-127
@@ -68,6 +68,12 @@ def lut_bytes(size: int, bits: int, tables: int, table_length: int, name_length:
             + 2 * name_length + _QUANTIZATION_BYTES_PER_SCALE * scales)
 
 
+def along_range(shape, axis: int | None) -> bool:
+    """Whether a kernel's channels along `axis` are its quantizer's range axis: TF-MOT's per-channel range runs
+    along a weight's last axis (a depthwise kernel's channels are on axis 2, its multiplier last)."""
+    return axis is not None and axis % len(shape) == len(shape) - 1
+
+
 def shares_one_table(shape, axis: int | None, clusters: int, shared_tables: bool | None = None) -> bool:
     """Whether a clustered kernel's channels share one LUT table (`snap_shared`) instead of one table each.
 
@@ -84,7 +90,7 @@ def shares_one_table(shape, axis: int | None, clusters: int, shared_tables: bool
     neither pays, the tensor ships uncompressed, and tables of their own
     keep the weights closer. True or False decides for every kernel.
     """
-    if axis is None or axis % len(shape) != len(shape) - 1:
+    if not along_range(shape, axis):
         return False
     if shared_tables is not None:
         return bool(shared_tables)

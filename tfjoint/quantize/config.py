@@ -17,7 +17,7 @@ from tfjoint.quantize.quantizers import (
     deserialize,
     serialize,
 )
-from tfjoint.registry import kind_of
+from tfjoint.registry.table import channel_axis
 
 __all__ = ["JointQuantizeConfig", "unwrap_config"]
 
@@ -81,9 +81,7 @@ class JointQuantizeConfig(EqualByConfig, tfmot.quantization.keras.QuantizeConfig
         """The channel axis of a clustered weight's tables: where its quantizer has one range per channel."""
         if self.clusters is None or not getattr(quantizer, "per_axis", False):
             return None
-        kind = kind_of(layer)
-        axis = kind.channels.axes.get(name, -1) if kind is not None else -1
-        return axis if isinstance(axis, int) else -1
+        return channel_axis(layer, name)
 
     def _weight_quantizer(self, layer, weight, quantizer):
         name = weight_short_name(weight)

@@ -21,7 +21,7 @@ __all__ = ["LayerKind", "Quantization", "register_layer", "scoped", "kind_of", "
            "kind_named", "registered_class", "registered_kinds", "pruned_weight_name", "pruned_weight_names",
            "weight_variable", "pruned_variable", "needs_static_batch", "needs_calibration", "prunable_layers",
            "output_channels", "is_input_layer", "prunable_kinds_sentence", "int8_kinds_sentence",
-           "offset_weight_names", "offset_variables"]
+           "offset_weight_names", "offset_variables", "channel_axis"]
 
 _KINDS: dict[type, LayerKind] = {}
 
@@ -218,6 +218,14 @@ def prunable_layers(model, prune_depthwise: bool = False) -> dict[str, int]:
         if variable is not None:
             sizes[layer.name] = int(variable.shape.num_elements())
     return sizes
+
+
+def channel_axis(layer, weight_name: str | None) -> int:
+    """The axis of `layer`'s weight `weight_name` that holds its channels (its kind's `channels.axes`): the last by
+    default; another for a kernel laid out otherwise (a depthwise kernel's input channels, attention's heads)."""
+    kind = kind_of(layer)
+    axis = kind.channels.axes.get(weight_name, -1) if kind is not None and weight_name is not None else -1
+    return axis if isinstance(axis, int) else -1
 
 
 def output_channels(layer) -> int | None:
