@@ -22,13 +22,13 @@ is exported too (`streaming=False`): the form that grows with the steps.
 Flash is the file's size; the arena and the RAM are measured by TFLM.
 """
 
-import argparse
 import json
 import os
 import sys
 import time
 
 import numpy as np
+from absl import app, flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -162,14 +162,17 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="benchmarks/results")
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--whole_seeds", type=int, default=1, help="seeds that also export the unrolled file")
-    parser.add_argument("--models", default="lstm,gru,conv_lstm")
-    parser.add_argument("--tiny", action="store_true", help="a smoke run: few samples and epochs")
-    args = parser.parse_args()
+FLAGS = flags.FLAGS
+flags.DEFINE_string("out", "benchmarks/results", "Directory for sequences.json, sequences.md and the files.")
+flags.DEFINE_string("seeds", "0,1,2", "Comma-separated seeds.")
+flags.DEFINE_integer("whole_seeds", 1, "Seeds that also export the unrolled file.")
+flags.DEFINE_string("models", "lstm,gru,conv_lstm", "Comma-separated models.")
+flags.DEFINE_boolean("tiny", False, "A smoke run: few samples and epochs.")
+
+
+def main(argv):
+    del argv
+    args = FLAGS
     os.makedirs(args.out, exist_ok=True)
     files = os.path.join(args.out, "sequences_files")
     os.makedirs(files, exist_ok=True)
@@ -186,4 +189,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    app.run(main)

@@ -33,7 +33,6 @@ FFN 256, sequence 64, GELU), trained a few steps on random data (latency follows
 of its heads and FFN neurons removed against the unpruned int8 file.
 """
 
-import argparse
 import importlib
 import json
 import os
@@ -43,6 +42,7 @@ import tempfile
 import time
 
 import numpy as np
+from absl import app, flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -281,16 +281,18 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="benchmarks/results")
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--models", default="vit_digits,bert_tiny", help=f"from {','.join(MODELS)} "
-                                                                          "(encoder_large: latency only)")
-    parser.add_argument("--tiny", action="store_true", help="a smoke run: little data, few epochs")
-    parser.add_argument("--methods", default="", help="comma-separated rows to run (default: all), e.g. "
-                                                      "'tfjoint,tfjoint micro' for GELU against its TFLM stand-in")
-    args = parser.parse_args()
+FLAGS = flags.FLAGS
+flags.DEFINE_string("out", "benchmarks/results", "Directory for transformers.json and transformers.md.")
+flags.DEFINE_string("seeds", "0,1,2", "Comma-separated seeds.")
+flags.DEFINE_string("models", "vit_digits,bert_tiny", f"From {','.join(MODELS)} (encoder_large: latency only).")
+flags.DEFINE_boolean("tiny", False, "A smoke run: little data, few epochs.")
+flags.DEFINE_string("methods", "", "Comma-separated rows to run (default: all), e.g. 'tfjoint,tfjoint micro' for "
+                                   "GELU against its TFLM stand-in.")
+
+
+def main(argv):
+    del argv
+    args = FLAGS
     os.makedirs(args.out, exist_ok=True)
     rows = []
     with tempfile.TemporaryDirectory() as work:
@@ -307,4 +309,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    app.run(main)

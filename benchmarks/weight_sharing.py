@@ -27,7 +27,6 @@ With --budget (weight_sharing_budget.*): at a flash budget of 30% of the plain f
 each trained with `prepare(plan=plan)` for the same epochs and checked against the budget in TFLM.
 """
 
-import argparse
 import json
 import os
 import sys
@@ -39,10 +38,26 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
 import tf_keras as keras  # noqa: E402
+from absl import app, flags  # noqa: E402
 from common import mean_text  # noqa: E402
 
 import tfjoint  # noqa: E402  (selects tf_keras before TensorFlow loads)
 from tfjoint.app import digits  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("out", "benchmarks/results", "Directory for the results (.json and .md).")
+flags.DEFINE_string("seeds", "0,1,2", "Comma-separated seeds.")
+flags.DEFINE_string("tasks", "digits,ds_cnn", "Comma-separated tasks: digits, ds_cnn.")
+flags.DEFINE_boolean("tiny", False, "A smoke run: few samples and epochs.")
+flags.DEFINE_string("render", None, "Print the table of a results .json and exit.")
+flags.DEFINE_boolean("longer", False, "Only plain, TF-MOT's chains and tfjoint at 1.5x the epochs "
+                                      "(weight_sharing_longer.*).")
+flags.DEFINE_boolean("shared_tables", False, "Only plain and tfjoint with every convolution's channels sharing one "
+                                             "table (weight_sharing_shared.*).")
+flags.DEFINE_boolean("budget", False, "A flash budget of 30% of the plain file: channels-only plan against the plan "
+                                      "with bits (weight_sharing_budget.*).")
+flags.DEFINE_boolean("ram_curve", False, "A 16-cluster model exported with LUT under RAM budgets of 1.5x to 16x the "
+                                         "plain arena (weight_sharing_ram_curve.*).")
 
 SPARSITY = 0.8
 RAM_FACTOR = 1.5  # the RAM budget of a compressed file: this times the plain file's arena
@@ -336,25 +351,9 @@ def ram_curve_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="benchmarks/results")
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--tasks", default=",".join(TASKS))
-    parser.add_argument("--tiny", action="store_true", help="a smoke run: few samples and epochs")
-    parser.add_argument("--render", default=None, help="print the table of a results .json and exit")
-    parser.add_argument("--longer", action="store_true",
-                        help="only plain, TF-MOT's chains and tfjoint at 1.5x the epochs (weight_sharing_longer.*)")
-    parser.add_argument("--shared_tables", action="store_true",
-                        help="only plain and tfjoint with every convolution's channels sharing one table "
-                             "(weight_sharing_shared.*)")
-    parser.add_argument("--budget", action="store_true",
-                        help="a flash budget of 30%% of the plain file: channels-only plan against the plan with bits "
-                             "(weight_sharing_budget.*)")
-    parser.add_argument("--ram_curve", action="store_true",
-                        help="a 16-cluster model exported with LUT under RAM budgets of 1.5x to 16x the plain "
-                             "arena (weight_sharing_ram_curve.*)")
-    args = parser.parse_args()
+def main(argv):
+    del argv
+    args = FLAGS
     if args.render:
         print(render(args.render))
         return
@@ -384,4 +383,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    app.run(main)

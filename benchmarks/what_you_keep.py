@@ -21,7 +21,6 @@ table gives the mean and spread over the seeds. Data is generated (keyword
 features, series) or bundled (scikit-learn's digits): no downloads.
 """
 
-import argparse
 import json
 import os
 import subprocess
@@ -29,6 +28,7 @@ import sys
 import time
 
 import numpy as np
+from absl import app, flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -223,14 +223,9 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="benchmarks/results")
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--tasks", default="digits,ds_cnn_budget,conv1d_lstm,conv1d_bn_70")
-    parser.add_argument("--epochs", type=int, default=10, help="--epochs given to the command (its default: 10)")
-    parser.add_argument("--tiny", action="store_true", help="small data and few epochs: a smoke run")
-    args = parser.parse_args()
+def main(argv):
+    del argv
+    args = flags.FLAGS  # defined when run as a script (other benchmarks import this module)
     os.makedirs(args.out, exist_ok=True)
     work = os.path.join(args.out, "what_you_keep_work")
     os.makedirs(work, exist_ok=True)
@@ -249,4 +244,9 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    flags.DEFINE_string("out", "benchmarks/results", "Directory for what_you_keep.json and .md.")
+    flags.DEFINE_string("seeds", "0,1,2", "Comma-separated seeds.")
+    flags.DEFINE_string("tasks", "digits,ds_cnn_budget,conv1d_lstm,conv1d_bn_70", "Comma-separated tasks.")
+    flags.DEFINE_integer("epochs", 10, "--epochs given to the command (its default: 10).")
+    flags.DEFINE_boolean("tiny", False, "Small data and few epochs: a smoke run.")
+    app.run(main)
