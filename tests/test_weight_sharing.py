@@ -32,6 +32,24 @@ def _per_table_values(values: np.ndarray, axis) -> int:
     return max(len(np.unique(row)) for row in rows)
 
 
+def _int8_inputs(x, report) -> np.ndarray:
+    """`x` quantized as the file's input is."""
+    return np.round(x / report.inputs[0]["scale"] + report.inputs[0]["zero_point"]).clip(-128, 127).astype(np.int8)
+
+
+def _tflm_outputs(content: bytes, sample: np.ndarray, arena: int, alt: int) -> np.ndarray:
+    """The file's outputs for each row of `sample`, run in TFLM with that arena and alternate decompression memory."""
+    from tflite_micro import runtime
+
+    interpreter = runtime.Interpreter.from_bytes(content, arena_size=arena, alt_decompression_memory_size=alt)
+    found = []
+    for row in sample:
+        interpreter.set_input(row[None], 0)
+        interpreter.invoke()
+        found.append(interpreter.get_output(0).copy())
+    return np.concatenate(found)
+
+
 def _trained(clusters=16, sparsity=0.6, epochs=3, **kwargs):
     x, y = _digits_like()
     joint = tfjoint.prepare(_model(), target_sparsity=sparsity, end_step=12, frequency=2, clusters=clusters,
@@ -215,7 +233,6 @@ def test_lut_compression_needs_tflm_alone(tmp_path):
 
 @pytest.mark.slow
 def test_lut_export_is_smaller_runs_in_tflm_with_the_reported_memory_and_computes_the_uncompressed_file(tmp_path):
-    from tflite_micro import runtime
 
     joint, x, y = _trained(clusters=16, sparsity=0.5)
     stripped = tfjoint.strip(joint)
@@ -243,21 +260,10 @@ def test_lut_export_is_smaller_runs_in_tflm_with_the_reported_memory_and_compute
     # Without a RAM budget nothing is split, and the report says what decoding costs against the plain file.
     decoding = [n for n in report.notes if n.kind is tfjoint.findings.Kind.MEMORY and "LUT decoding" in n]
     assert decoding and decoding[0].limit == plain.ram_bytes and decoding[0].measured == report.ram_bytes
-    sample = np.round(x[:8] / report.inputs[0]["scale"] + report.inputs[0]["zero_point"]).clip(-128, 127)
-
-    def outputs(data, arena_size, alt_size):
-        interpreter = runtime.Interpreter.from_bytes(data, arena_size=arena_size,
-                                                     alt_decompression_memory_size=alt_size)
-        found = []
-        for row in sample.astype(np.int8):
-            interpreter.set_input(row[None], 0)
-            interpreter.invoke()
-            found.append(interpreter.get_output(0).copy())
-        return np.concatenate(found)
-
-    np.testing.assert_array_equal(outputs(content, arena, alt),
-                                  outputs((tmp_path / "plain.tflite").read_bytes(), plain.memory["tflm_arena_bytes"],
-                                          0))
+    sample = _int8_inputs(x[:8], report)
+    np.testing.assert_array_equal(_tflm_outputs(content, sample, arena, alt),
+                                  _tflm_outputs((tmp_path / "plain.tflite").read_bytes(), sample,
+                                                plain.memory["tflm_arena_bytes"], 0))
     # Without the alternate memory the decoded weights take arena space (measured by TFLM too).
     assert report.compression["tflm_arena_bytes_without_alt_memory"] > arena + 9000
     files = tfjoint.write_c_array(tmp_path / "lut.tflite", tmp_path / "c", arena_bytes=arena,
@@ -269,7 +275,6 @@ def test_lut_export_is_smaller_runs_in_tflm_with_the_reported_memory_and_compute
 
 @pytest.mark.slow
 def test_a_shared_table_ships_as_one_lut_table_that_tflm_decodes_for_every_channel(tmp_path):
-    from tflite_micro import runtime
     from tflite_micro.tensorflow.lite.micro.compression import model_editor
 
     x, y = _digits_like()
@@ -301,19 +306,10 @@ def test_a_shared_table_ships_as_one_lut_table_that_tflm_decodes_for_every_chann
     weight = next(w for w in plain.flatbuffer.weights if "/quant_pw/" in w.tensor_name)
     np.testing.assert_array_equal(np.asarray(tensors[weight.tensor_index].array), pw["decoded"])
     # TFLM computes with the compressed file exactly what it computes with the uncompressed one.
-    sample = np.round(x[:8] / report.inputs[0]["scale"] + report.inputs[0]["zero_point"]).clip(-128, 127)
-
-    def outputs(data, alt_size):
-        interpreter = runtime.Interpreter.from_bytes(data, arena_size=200_000, alt_decompression_memory_size=alt_size)
-        found = []
-        for row in sample.astype(np.int8):
-            interpreter.set_input(row[None], 0)
-            interpreter.invoke()
-            found.append(interpreter.get_output(0).copy())
-        return np.concatenate(found)
-
-    np.testing.assert_array_equal(outputs(content, report.compression["alt_decompression_bytes"]),
-                                  outputs((tmp_path / "plain.tflite").read_bytes(), 0))
+    sample = _int8_inputs(x[:8], report)
+    np.testing.assert_array_equal(
+        _tflm_outputs(content, sample, 200_000, report.compression["alt_decompression_bytes"]),
+        _tflm_outputs((tmp_path / "plain.tflite").read_bytes(), sample, 200_000, 0))
 
 
 @pytest.mark.slow

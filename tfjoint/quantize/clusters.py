@@ -22,8 +22,8 @@ refined by a few k-means steps), in numpy; `snap` is the in-graph
 assignment.
 
 One table for every channel (`shares_one_table`): per-channel tables cost a
-table per channel in the file, which on a small kernel (a depthwise or a
-64x64 pointwise convolution) is more than the indices save. There the
+table per channel in the file, which on a small kernel (a 64x64 pointwise
+convolution) is more than the indices save. There the
 channels share one set of levels relative to each channel's largest weight
 (`snap_shared`): a weight becomes `peak_c * l_k`, the levels `l_k` trained
 and symmetric (`{-l, 0, +l}`, so that a sign flipped by folding a
@@ -176,11 +176,6 @@ def snap(values, centroids, axis: int | None):
     return snapped if axis is None else tf.experimental.numpy.moveaxis(snapped, 0, axis % rank)
 
 
-def _peaks(values: np.ndarray, axis: int) -> np.ndarray:
-    """Each channel's largest weight magnitude, as a column: (channels, 1)."""
-    return np.abs(channels_first(values, axis)).max(axis=1, keepdims=True)
-
-
 def initial_levels(values: np.ndarray, clusters: int, axis: int, sparsity: float = 0.0) -> np.ndarray:
     """(1, `level_count(clusters)`) level magnitudes in (0, 1] one table shares across the channels along `axis`.
 
@@ -188,10 +183,9 @@ def initial_levels(values: np.ndarray, clusters: int, axis: int, sparsity: float
     over the weights pruning will keep (the largest `1 - sparsity` of each
     channel).
     """
-    values = np.asarray(values, np.float64)
-    rows, peaks = channels_first(values, axis), _peaks(values, axis)
+    rows = channels_first(np.asarray(values, np.float64), axis)
     kept = []
-    for row, peak in zip(rows, peaks[:, 0]):
+    for row, peak in zip(rows, np.abs(rows).max(axis=1)):
         row = np.abs(row[row != 0])
         if peak <= 0 or not row.size:
             continue

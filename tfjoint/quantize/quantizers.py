@@ -463,7 +463,7 @@ class PrunedKernelQuantizer(GatedQuantizer):
         return tf.maximum(high, _DEGENERATE_RANGE)
 
     def _quantize(self, values, training: bool, weights):
-        if not (self.shared_table and not training):
+        if training or not self.shared_table:
             return self._fake_quantize(values, training, weights)  # it masks: ranges are guarded
         # At inference a weight quantizer uses the range of the last training step's kernel, one optimizer update
         # old; a shared table needs the current kernel's, or channels leave the table (strip writes it too).

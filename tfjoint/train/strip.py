@@ -122,10 +122,9 @@ def _masked_values(model) -> dict[tuple[str, str], np.ndarray]:
     """Every weight that a mask multiplies in the forward pass, with its masks applied."""
     values = {}
     for pk in pruned_kernels(model):
-        values[(pk.layer_name, pk.weight_name)] = pk.masked_kernel()
+        kernel = values[(pk.layer_name, pk.weight_name)] = pk.masked_kernel()
         if pk.quantizer.shared_table:  # the range of the kernel it ships, so every channel keeps the one table
-            for name, value in pk.quantizer.range_of(values[(pk.layer_name, pk.weight_name)],
-                                                     pk.quantizer_weights).items():
+            for name, value in pk.quantizer.range_of(kernel, pk.quantizer_weights).items():
                 values[(pk.layer_name, name)] = value
     for wrapper in model.layers:
         for weight, quantizer, weights in _tfmot.weight_vars(wrapper):
