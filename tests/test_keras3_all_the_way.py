@@ -32,7 +32,15 @@ def _model(scale_class):
 
 
 def test_an_unregistered_keras3_layer_is_refused_pointing_to_register_layer():
-    model = _model(_keras3_scale_class())
+    import keras
+
+    class Scale(keras.layers.Layer):
+        """Twice its input's cumulative sum: keras.ops arithmetic alone would be rebuilt from call(); cumsum is not."""
+
+        def call(self, x):
+            return keras.ops.cumsum(x, axis=-1) * 2.0
+
+    model = _model(Scale)
     with pytest.raises(tfjoint.errors.UnsupportedLayerError,
                        match="'scale' \\(Scale\\).*tfjoint.register_layer\\(YourLayer"):
         tfjoint.prepare(model, tfjoint.JointSchedule(0.5, end_step=4))

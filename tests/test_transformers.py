@@ -402,6 +402,125 @@ def test_keras_ops_written_transformer_is_rebuilt_and_runs_fully_int8_in_tflm(tm
     assert report.operator_counts["BATCH_MATMUL"] == 2 and report.operator_counts["SOFTMAX"] == 2
 
 
+def keras_io_vit(image_size: int = 16, patch_size: int = 4, dim: int = 16, heads: int = 2, strides=None,
+                 class_token: bool = False):
+    """keras.io's "Image classification with Vision Transformer", its `Patches` and `PatchEncoder` layers as the
+    guide writes them (patches by `keras.ops.image.extract_patches`, positions by an Embedding of `arange`), GELU
+    MLPs and a logits head. `strides` makes the patches overlap; `class_token` adds a weight of the layer's own."""
+    import keras as keras3
+    from keras import layers, ops
+
+    class Patches(layers.Layer):
+        def __init__(self, patch_size):
+            super().__init__()
+            self.patch_size = patch_size
+
+        def call(self, images):
+            input_shape = ops.shape(images)
+            batch_size, channels = input_shape[0], input_shape[3]
+            patches = keras3.ops.image.extract_patches(images, size=self.patch_size, strides=strides)
+            rows, cols = patches.shape[1], patches.shape[2]
+            return ops.reshape(patches, (batch_size, rows * cols, self.patch_size * self.patch_size * channels))
+
+    class PatchEncoder(layers.Layer):
+        def __init__(self, num_patches, projection_dim):
+            super().__init__()
+            self.num_patches = num_patches
+            self.projection = layers.Dense(units=projection_dim)
+            self.position_embedding = layers.Embedding(input_dim=num_patches, output_dim=projection_dim)
+            if class_token:
+                self.token = self.add_weight(shape=(1, 1, projection_dim), name="class_token")
+
+        def call(self, patch):
+            positions = ops.expand_dims(ops.arange(start=0, stop=self.num_patches, step=1), axis=0)
+            encoded = self.projection(patch) + self.position_embedding(positions)
+            return encoded + self.token if class_token else encoded
+
+    keras3.utils.set_random_seed(0)
+    inputs = keras3.Input(shape=(image_size, image_size, 1))
+    patches = Patches(patch_size)(inputs)
+    encoded = PatchEncoder(patches.shape[1], dim)(patches)
+    x1 = layers.LayerNormalization(epsilon=1e-6)(encoded)
+    attention = layers.MultiHeadAttention(num_heads=heads, key_dim=dim, dropout=0.1)(x1, x1)
+    x2 = layers.Add()([attention, encoded])
+    x3 = layers.LayerNormalization(epsilon=1e-6)(x2)
+    x3 = layers.Dropout(0.1)(layers.Dense(2 * dim, activation=keras3.activations.gelu)(x3))
+    x3 = layers.Dropout(0.1)(layers.Dense(dim, activation=keras3.activations.gelu)(x3))
+    x = layers.Flatten()(layers.LayerNormalization(epsilon=1e-6)(layers.Add()([x3, x2])))
+    return keras3.Model(inputs, layers.Dense(10)(layers.Dropout(0.5)(x)))
+
+
+def _digit_images(size: int = 16):
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = np.repeat(np.repeat(digits.images, size // 8, 1), size // 8, 2)[..., None].astype(np.float32) / 16.0
+    return images, digits.target
+
+
+def test_keras_io_vit_patches_and_patch_encoder_become_layers_that_compute_what_keras_does():
+    """`extract_patches` is regrouped by Reshape and Permute (no arithmetic), and the position Embedding, called on
+    `expand_dims(arange)` outside the graph, trains as a table."""
+    model = keras_io_vit()
+    images = np.random.default_rng(0).random((8, 16, 16, 1)).astype(np.float32)
+    bridged = tfjoint.from_keras3(model, images)
+    np.testing.assert_allclose(bridged.predict(images, verbose=0), model.predict(images, verbose=0),
+                               atol=1e-4, rtol=1e-4)
+    kinds = {type(layer).__name__ for layer in bridged.layers}
+    assert {"Permute", "Reshape", "PositionEmbedding"} <= kinds, kinds
+    assert "Conv2D" not in kinds and "ConstantOp" not in kinds, kinds
+    table = next(layer for layer in bridged.layers if type(layer).__name__ == "PositionEmbedding")
+    encoder = next(layer for layer in model.layers if type(layer).__name__ == "PatchEncoder")
+    np.testing.assert_array_equal(table.get_weights()[0], encoder.position_embedding.get_weights()[0])
+    assert table.trainable_weights
+
+
+@pytest.mark.parametrize("variant, expected", [
+    ({"strides": 2}, ["(ExtractPatches)", "keras.ops.image.extract_patches", "strides=[2, 2]", "non-overlapping"]),
+    ({"class_token": True}, ["PatchEncoder", "class_token", "weights of its own", "Embedding"]),
+])
+def test_a_keras_io_vit_variant_tfjoint_cannot_rebuild_is_refused_by_name_before_training(variant, expected):
+    with pytest.raises(tfjoint.errors.UnsupportedLayerError) as caught:
+        tfjoint.prepare(keras_io_vit(**variant), tfjoint.JointSchedule(0.5), check=False)
+    assert all(part in str(caught.value) for part in expected), str(caught.value)
+
+
+@pytest.mark.slow
+def test_keras_io_vit_trains_and_runs_fully_int8_in_tflm(tmp_path):
+    import keras as keras3
+
+    images, labels = _digit_images()
+    model = keras_io_vit()
+    model.compile(keras3.optimizers.Adam(3e-3), keras3.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(images[:1400], labels[:1400], epochs=4, batch_size=64, verbose=0)
+    joint = tfjoint.prepare(model, tfjoint.JointSchedule(0.5), sample_inputs=images[:32], check=("tflm",))
+    joint.compile(keras.optimizers.Adam(5e-4), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    joint.fit(images[:640], labels[:640], epochs=1, batch_size=64, verbose=0)
+    report = tfjoint.export_tflite(tfjoint.strip(joint), str(tmp_path / "vit.tflite"),
+                                   validation_data=(images[1400:], labels[1400:]), float_model=model,
+                                   options=tfjoint.ExportOptions(runtimes=("tflm",)))
+    summary = tfjoint.inspect.read_flatbuffer((tmp_path / "vit.tflite").read_bytes())
+    assert report.passed and summary.fully_int8 and report.int8_accuracy > 0.7  # chance is 0.1; 0.83 measured
+    assert {"TRANSPOSE", "BATCH_MATMUL", "LOGISTIC"} <= set(summary.op_names) and "GELU" not in summary.op_names
+
+
+def test_a_constant_token_through_a_layer_norm_trains_to_finite_weights():
+    """keras.io's epsilon (1e-6) and a token whose channels are all equal (an empty image patch): its variance is
+    int8 zero, where the file's RSQRT gives its range's largest value. Training must not see the infinity."""
+    inputs = keras.Input((4, 8))
+    x = keras.layers.LayerNormalization(epsilon=1e-6)(keras.layers.Dense(8)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(x)))
+    x_train = np.random.default_rng(0).normal(size=(32, 4, 8)).astype(np.float32)
+    x_train[:, 0] = 0.0  # the Dense gives every sample's first token its bias alone, the same in every channel
+    model.layers[1].set_weights([model.layers[1].get_weights()[0], np.full(8, 0.5, np.float32)])
+    joint = tfjoint.prepare(model, tfjoint.JointSchedule(0.5, end_step=4), check=False)
+    joint.compile(keras.optimizers.Adam(1e-3), keras.losses.MeanSquaredError())
+    history = joint.fit(x_train, np.zeros((32, 2), np.float32), batch_size=16, epochs=2, verbose=0)
+    assert np.isfinite(history.history["loss"]).all(), history.history["loss"]
+    assert all(np.isfinite(weight).all() for weight in joint.get_weights())
+    assert np.isfinite(joint.predict(x_train, verbose=0)).all()
+
+
 def test_a_raw_op_tfjoint_cannot_rebuild_names_what_it_rebuilds():
     import keras as keras3
 

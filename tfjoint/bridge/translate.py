@@ -29,6 +29,7 @@ with its class.
 
 import dataclasses
 import inspect
+import re
 from typing import Any, Callable
 
 import numpy as np
@@ -130,12 +131,14 @@ class _Untranslatable(Exception):
 
 
 _CONSTANT_TENSOR = "__tensor__"
+_REGISTER_ADVICE = (
+    "register it with keras.saving.register_keras_serializable and tell tfjoint how it is quantized and how its "
+    "channels follow: tfjoint.register_layer(YourLayer, quantization=tfjoint.registry.Quantization.output_only(), "
+    "channels=...); or rewrite it with built-in layers")
 _CUSTOM_LAYER_ADVICE = (
     "{what} tfjoint cannot rebuild from its sublayers (a layer whose call() uses only Keras layers and keras.ops "
     "arithmetic, like keras.io's TransformerBlock, is rebuilt from them). Either make its call() use only those, "
-    "or register it with keras.saving.register_keras_serializable and tell tfjoint how it is quantized and how its "
-    "channels follow: tfjoint.register_layer(YourLayer, quantization=tfjoint.registry.Quantization.output_only(), "
-    "channels=...); or rewrite it with built-in layers")
+    "or " + _REGISTER_ADVICE)
 
 
 def _custom_what(entry) -> str:
@@ -342,20 +345,31 @@ def _get_item(entry) -> _Rebuilt:
     return _Rebuilt(lambda call_args, kwargs: sliced(call_args[0]), [])
 
 
+def _snake(op: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", op).lower()  # ExtractPatches -> extract_patches
+
+
+def _op_call(entry) -> str:
+    """How the user wrote a raw op node: `keras.ops.zeros_like`, `keras.ops.image.extract_patches`."""
+    namespace = (entry.get("module") or "").removeprefix("keras.src.ops").strip(".").split(".")[0]
+    return ".".join(["keras.ops"] + ([namespace] if namespace not in ("", "numpy", "core", "nn", "math") else [])
+                    + [_snake(entry["class_name"])])
+
+
 def _from_table(entry) -> _Rebuilt:
     """A raw op the registry's `KERAS3_OPS` table rebuilds (reshape, transpose, matmul, softmax, expand_dims,
     zeros_like, arithmetic with a constant array, ...)."""
     op, name = entry["class_name"], entry["config"].get("name", entry.get("name"))
     nodes = entry.get("inbound_nodes", [])
     if len(nodes) != 1:
-        raise _Untranslatable(f"it is a raw keras.ops.{op.lower()} call used more than once")
+        raise _Untranslatable(f"it is a raw {_op_call(entry)} call used more than once")
     args = nodes[0].get("args", [])
     constants = [(value, position) for position, value in enumerate(_constant(arg) for arg in args)
                  if value is not None]
     try:
         build = KERAS3_OPS[op](entry["config"], name, args, constants)
     except OpUntranslatable as reason:
-        raise _Untranslatable(f"it is a raw keras.ops.{op.lower()} call tfjoint cannot rebuild: {reason}") from None
+        raise _Untranslatable(f"it is a raw {_op_call(entry)} call tfjoint cannot rebuild: {reason}") from None
 
     def call(call_args, kwargs):
         tensors = [arg for arg in call_args if _constant(arg) is None and not _is_number(arg)
@@ -363,7 +377,7 @@ def _from_table(entry) -> _Rebuilt:
         try:
             return build(tensors)
         except OpUntranslatable as reason:
-            raise errors.UnsupportedLayerError(f"raw keras.ops.{op.lower()} call '{name}': {reason}.") from None
+            raise errors.UnsupportedLayerError(f"raw {_op_call(entry)} call '{name}': {reason}.") from None
 
     return _Rebuilt(call, [])
 
@@ -375,9 +389,9 @@ def _raw_op(entry, layer3) -> _Rebuilt:
     if not _arithmetic(entry):
         if op in KERAS3_OPS:
             return _from_table(entry)
-        raise _Untranslatable(f"it is a raw keras.ops.{op.lower()} call tfjoint cannot rebuild; it rebuilds "
+        raise _Untranslatable(f"it is a raw {_op_call(entry)} call tfjoint cannot rebuild; it rebuilds "
                               "elementwise arithmetic (of two tensors, or with a number or a constant array) and "
-                              f"{', '.join(sorted(k.lower() for k in KERAS3_OPS if k not in ELEMENTWISE_OPS))}: use "
+                              f"{', '.join(sorted(_snake(k) for k in KERAS3_OPS if k not in ELEMENTWISE_OPS))}: use "
                               "a Keras layer for the rest")
 
     def call(args, kwargs):
@@ -578,8 +592,8 @@ def _constant(value) -> np.ndarray | None:
 
 def _position_adds(config, layer3) -> dict[str, _Rebuilt]:
     """In a traced composite: `x + table[:steps]` where `table` is an Embedding of the composite called on
-    `arange(steps)` outside the graph (keras.io's TokenAndPositionEmbedding) becomes tfjoint's `PositionEmbedding`
-    holding that table (trained and quantized as the embedding it is), added to `x`."""
+    `arange(steps)` outside the graph (keras.io's TokenAndPositionEmbedding and its ViT's PatchEncoder) becomes
+    tfjoint's `PositionEmbedding` holding that table (trained and quantized as the embedding it is), added to `x`."""
     import keras as keras3
 
     tables = [(sub, sub.get_weights()[0]) for sub in _sublayers(layer3) if isinstance(sub, keras3.layers.Embedding)]
@@ -589,9 +603,11 @@ def _position_adds(config, layer3) -> dict[str, _Rebuilt]:
             continue
         args = entry["inbound_nodes"][0].get("args", [])
         constants = [c for c in (_constant(arg) for arg in args) if c is not None]
-        if len(args) != 2 or len(constants) != 1 or constants[0].ndim != 2:
+        if len(args) != 2 or len(constants) != 1:
             continue
-        rows = constants[0]
+        rows = constants[0][0] if constants[0].ndim == 3 and len(constants[0]) == 1 else constants[0]
+        if rows.ndim != 2:  # `table(arange(steps))`, or `table(expand_dims(arange(steps), 0))` (keras.io's ViT)
+            continue
         match = next(((sub, table) for sub, table in tables if table.shape[1] == rows.shape[1]
                       and table.shape[0] >= rows.shape[0] and np.array_equal(table[:rows.shape[0]], rows)), None)
         if match is None:
@@ -637,6 +653,13 @@ def _composite(entry, layer3) -> _Rebuilt:
     specs = [arg for arg in (nodes[0].get("args", []) if nodes else []) if _references(arg)]
     if len(nodes) != 1 or not specs or any(not isinstance(arg, dict) for arg in specs):
         raise _Untranslatable(_CUSTOM_LAYER_ADVICE.format(what=_custom_what(entry)))
+    held = {id(weight) for sub in _sublayers(layer3) for weight in sub.weights}
+    own = [weight.path or weight.name for weight in layer3.weights if id(weight) not in held]
+    if own:  # traced, they would become constants: the fit would not train them
+        raise _Untranslatable(
+            f"{_custom_what(entry)} is a custom layer with weights of its own ({', '.join(own)}), which tfjoint "
+            "cannot train once the layer is rebuilt from its call(): hold them in a Keras layer (an Embedding for a "
+            "table of positions, a Dense for a projection), or " + _REGISTER_ADVICE)
     inputs = [keras3.Input(batch_shape=tuple(spec["config"]["shape"]), dtype=spec["config"].get("dtype"))
               for spec in specs]
     try:
@@ -649,8 +672,9 @@ def _composite(entry, layer3) -> _Rebuilt:
     config = traced.get_config()
     graph = _Graph(traced, config, _position_adds(config, layer3))
     if graph.problems:
-        raise _Untranslatable(f"{_custom_what(entry)} is a custom layer rebuilt from its sublayers, and some cannot "
-                              "be: " + "; ".join(graph.problems))
+        raise _Untranslatable(f"{_custom_what(entry)} is a custom layer rebuilt from its call(), and part of it "
+                              "cannot be: " + "; ".join(graph.problems) + ". Either make its call() use only Keras "
+                              "layers and the keras.ops tfjoint rebuilds, or " + _REGISTER_ADVICE)
     logging.info("tfjoint: custom layer '%s' (%s) rebuilt from its sublayers: %s", layer3.name,
                  type(layer3).__name__, ", ".join(e.get("name") or e["config"]["name"] for e in graph.entries))
     return _Rebuilt(lambda args, kwargs: graph.replay(args[0] if len(args) == 1 else list(args)), graph.weights)
@@ -697,8 +721,8 @@ def _rebuilder(entry, layer3) -> _Rebuilt:
     custom = _KERAS3_CUSTOM_LAYERS.get(entry.get("registered_name") or entry["class_name"])
     if custom is not None and module.startswith(_CUSTOM_LAYER_MODULES):
         return custom(entry, layer3)
-    if module != "keras" and not module.startswith(_KERAS_MODULES) and layer3 is not None and _sublayers(layer3):
-        return _composite(entry, layer3)  # a user's layer made of layers: rebuilt from them
+    if module != "keras" and not module.startswith(_KERAS_MODULES) and layer3 is not None:
+        return _composite(entry, layer3)  # a user's layer made of layers and keras.ops: rebuilt from them
     if entry["class_name"] == "Activation" and entry["config"].get("activation") in _HARD_SWISH_NAMES:
         return _hard_swish(entry, layer3)
     return _standard(entry, layer3)

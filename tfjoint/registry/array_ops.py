@@ -13,7 +13,11 @@ arithmetic with constants. Each such op is a node of the Keras 3 graph;
   of a float one, `Affine(scale=0, offset=value)`, exactly int8;
 * elementwise `Add`, `Subtract`, `Multiply`, `Maximum`, `Minimum` with a
   constant array (the `arange` of positions) -> `ConstantOp`;
-* `GetItem` (`x[:, a:b]`, `x[..., i]`; the batch axis whole) -> `Slice`.
+* `GetItem` (`x[:, a:b]`, `x[..., i]`; the batch axis whole) -> `Slice`;
+* `ExtractPatches` of non-overlapping patches (keras.io's ViT `Patches`)
+  -> `Reshape`, `Permute`, `Reshape`: the patch's pixels regrouped, no
+  arithmetic, so int8 exactly (Keras computes it as a convolution with a
+  one-hot kernel).
 
 The layers here are registered in `builtin` like every layer: how they
 quantize (a float result on its trained range; an integer one, positions,
@@ -181,6 +185,37 @@ def _expand_dims(config, name: str, args: list, constants: list) -> Callable:
     return call
 
 
+def _extract_patches(config, name: str, args: list, constants: list) -> Callable:
+    size = config.get("size")
+    size = [int(size)] * 2 if isinstance(size, int) else [int(s) for s in size]
+    strides = config.get("strides") or size
+    strides = [int(strides)] * 2 if isinstance(strides, int) else [int(s) for s in strides]
+    dilation = config.get("dilation_rate", 1)
+    dilation = [int(dilation)] * 2 if isinstance(dilation, int) else [int(d) for d in dilation]
+    fmt = config.get("data_format") or "channels_last"
+    if len(size) != 2 or strides != size or dilation != [1, 1] or fmt != "channels_last" \
+            or config.get("padding", "valid") != "valid":
+        raise OpUntranslatable(
+            f"it extracts patches with size={size}, strides={strides}, dilation_rate={dilation}, "
+            f"padding={config.get('padding')!r}, data_format={fmt!r}; tfjoint rebuilds non-overlapping 2-D patches "
+            "(strides equal to size, or left out; dilation 1; padding 'valid'; channels_last)")
+    (ph, pw) = size
+
+    def call(tensors):
+        shape = tensors[0].shape
+        if shape.rank != 4 or any(d is None for d in shape[1:]) or shape[1] % ph or shape[2] % pw:
+            raise OpUntranslatable(f"it extracts {ph}x{pw} patches from a tensor of shape {tuple(shape)}: tfjoint "
+                                   "needs a batch of images of known size, a multiple of the patch size")
+        rows, cols, channels = shape[1] // ph, shape[2] // pw, shape[3]
+        # (rows, ph, cols, pw * channels) -> (rows, cols, ph, pw * channels) -> one vector per patch, in the order
+        # of Keras's one-hot kernel (patch row, patch column, channel).
+        x = keras.layers.Reshape((rows, ph, cols, pw * channels), name=f"{name}_rows")(tensors[0])
+        x = keras.layers.Permute((1, 3, 2, 4), name=f"{name}_regroup")(x)
+        return keras.layers.Reshape((rows, cols, ph * pw * channels), name=name)(x)
+
+    return call
+
+
 def _filled(value: float) -> Callable:
     def build(config, name: str, args: list, constants: list) -> Callable:
         def call(tensors):
@@ -207,6 +242,6 @@ def _with_constant(op: str) -> Callable:
 # Keras 3 op class -> `(op config, name, node args, [(constant array, argument position)]) -> tensors -> output`.
 KERAS3_OPS: dict[str, Callable[..., Callable[[list], Any]]] = {
     "Reshape": _reshape, "Transpose": _transpose, "Matmul": _matmul, "Softmax": _softmax,
-    "ExpandDims": _expand_dims, "ZerosLike": _filled(0.0), "OnesLike": _filled(1.0),
+    "ExpandDims": _expand_dims, "ExtractPatches": _extract_patches, "ZerosLike": _filled(0.0), "OnesLike": _filled(1.0),
     **{op: _with_constant(op) for op in ELEMENTWISE_OPS},
 }

@@ -64,19 +64,35 @@ class IntegerLayerNorm(PointsMixin, keras.layers.Layer):
         self.beta = self.add_weight("beta", shape=(channels,), initializer="zeros") if self.center else None
         super().build(input_shape)
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
         mean = self.point("mean", tf.reduce_mean(inputs, axis=-1, keepdims=True))
         centered = self.point("centered", inputs - mean)
         squared = self.point("squared", centered * centered)
         variance = self.point("variance", tf.reduce_mean(squared, axis=-1, keepdims=True))
         shifted = self.point("shifted_variance", variance + self.epsilon)
-        inverse = self.point("inverse_std", tf.math.rsqrt(shifted))
+        inverse = self.point("inverse_std", self._inverse_std(shifted, training))
         x = self.point("normalized", centered * inverse)
         if self.gamma is not None:
             x = self.point("scaled", x * self.weight("gamma"))
         if self.beta is not None:
             x = x + self.weight("beta")
         return self.point("output", x)
+
+    def _inverse_std(self, shifted, training):
+        """`rsqrt(shifted)`. A variance far below its int8 range's step (a near-constant token, as from an empty
+        image patch, with keras.io's epsilon of 1e-6) is int8 zero; TFLite's and TFLM's RSQRT give the largest
+        value of the output's range there, and fake quantization at inference clamps the infinity to it too. In
+        training the infinity would enter the range's moving average (and the gradient), so it is replaced by the
+        largest value the range holds, with no gradient."""
+        if not training:
+            return tf.math.rsqrt(shifted)  # what the file computes, and what the converter converts
+        positive = shifted > 0.0
+        inverse = tf.math.rsqrt(tf.where(positive, shifted, tf.ones_like(shifted)))
+        largest = tf.reduce_max(tf.where(positive, inverse, tf.zeros_like(inverse)))
+        stored = self.point_range("inverse_std")
+        if stored is not None:
+            largest = tf.maximum(largest, tf.cast(stored[1], largest.dtype))
+        return tf.where(positive, inverse, tf.stop_gradient(largest))
 
     def compute_output_shape(self, input_shape):
         return input_shape
