@@ -154,6 +154,27 @@ def test_a_raw_keras_op_tfjoint_cannot_rebuild_is_named():
         tfjoint.from_keras3(model3)
 
 
+def _dict_input_encoder():
+    """A model of named inputs, as keras_hub's backbones are (`{"token_ids": ..., "padding_mask": ...}`)."""
+    ids, weights = keras3.Input((6,), name="token_ids"), keras3.Input((6,), name="padding_mask")
+    mixed = keras3.layers.Add()([keras3.layers.Dense(4, name="from_ids")(ids),
+                                 keras3.layers.Dense(4, name="from_mask")(weights)])
+    return keras3.Model({"token_ids": ids, "padding_mask": weights}, mixed, name="encoder")
+
+
+def test_a_nested_model_called_with_a_dict_of_its_named_inputs_is_rebuilt():
+    """`backbone({"token_ids": t, "padding_mask": m})`, the way keras_hub's docs call a backbone; the dict's order
+    is not the model's."""
+    keras3.utils.set_random_seed(0)
+    encoder = _dict_input_encoder()
+    mask, ids = keras3.Input((6,), name="mask"), keras3.Input((6,), name="ids")
+    model3 = keras3.Model([mask, ids], keras3.layers.Dense(2)(encoder({"padding_mask": mask, "token_ids": ids})))
+    rng = np.random.default_rng(0)
+    x = [rng.random((8, 6)).astype(np.float32), rng.random((8, 6)).astype(np.float32)]
+    model = tfjoint.from_keras3(model3, x)
+    np.testing.assert_allclose(model.predict(x, verbose=0), model3.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+
+
 def test_a_subclassed_keras3_model_is_refused_with_what_to_do():
     class Net(keras3.Model):
         def __init__(self):

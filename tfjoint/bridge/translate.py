@@ -755,15 +755,26 @@ class _Graph:
         return [pair for rebuilt in self.rebuilt.values() for pair in rebuilt.weights]
 
     def replay(self, inputs):
-        """The rebuilt layers called on `inputs` (a tensor or a list, in the model's input order)."""
+        """The rebuilt layers called on `inputs`: a tensor, a list in the model's input order, or a dict by input
+        name (a keras_hub backbone called as `backbone({"token_ids": ..., "padding_mask": ...})`)."""
         if not self.functional:
             x = inputs
             for entry in self.entries:
                 x = self.rebuilt[entry.get("name") or entry["config"]["name"]].call([x], {})
             return x
-        given = inputs if isinstance(inputs, (list, tuple)) else [inputs]
-        tensors = dict(zip(_endpoints(self.config["input_layers"]), given))
-        return self.run(tensors)
+        spec = self.config["input_layers"]
+        endpoints = _endpoints(spec)
+        if isinstance(inputs, dict):
+            keys = list(spec) if isinstance(spec, dict) else [endpoint[0] for endpoint in endpoints]
+            missing = [key for key in keys if key not in inputs]
+            if missing:
+                raise errors.UnsupportedLayerError(
+                    f"nested model '{self.config.get('name')}' is called with inputs {sorted(inputs)}; it takes "
+                    f"{keys}: call it with every one of them, by those names.")
+            given = [inputs[key] for key in keys]
+        else:
+            given = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+        return self.run(dict(zip(endpoints, given)))
 
     def run(self, tensors: dict):
         """Replays every node once its inputs exist in `tensors` ((layer, node, index) -> tensor); the outputs."""
