@@ -161,6 +161,48 @@ def test_a_keras_hub_bert_prunes_and_quantizes_in_one_fit_and_runs_fully_int8_in
     assert report.memory["tflm_arena_bytes"] > 0  # allocated and run by TFLM
 
 
+def _keras_hub_decoder_only(cross_attention: bool = False):
+    """keras.io's text generation with keras_hub: Embedding + SinePositionEncoding, a decoder-only
+    TransformerDecoder (causal), a next-token head at every position."""
+    import keras as keras3
+    import keras_hub
+
+    keras3.utils.set_random_seed(0)
+    tokens = keras3.Input((12,), dtype="int32", name="tokens")
+    embedded = keras3.layers.Embedding(30, 16)(tokens)
+    x = embedded + keras_hub.layers.SinePositionEncoding()(embedded)
+    decoder = keras_hub.layers.TransformerDecoder(32, 2)
+    x = decoder(x, x) if cross_attention else decoder(x)
+    return keras3.Model(tokens, keras3.layers.Dense(30)(x))
+
+
+def test_keras_hub_sine_positions_and_a_decoder_only_transformer_are_rebuilt_causal_and_fixed():
+    """The rebuilt decoder attends causally (a later token changes no earlier output); the sine table is a
+    constant of the keras_hub layer's own values that training leaves alone."""
+    import keras_hub
+
+    model3 = _keras_hub_decoder_only()
+    tokens = np.random.default_rng(0).integers(0, 30, (4, 12)).astype(np.int32)
+    model = tfjoint.from_keras3(model3, tokens)
+    np.testing.assert_allclose(model.predict(tokens, verbose=0), model3.predict(tokens, verbose=0),
+                               rtol=1e-4, atol=1e-4)
+    changed = tokens.copy()
+    changed[:, -1] = (changed[:, -1] + 1) % 30
+    before, after = model.predict(tokens, verbose=0), model.predict(changed, verbose=0)
+    np.testing.assert_allclose(before[:, :-1], after[:, :-1], rtol=1e-5, atol=1e-5)
+    assert not np.allclose(before[:, -1], after[:, -1])
+    sine = model.get_layer("sine_position_encoding")
+    assert not sine.trainable_weights
+    np.testing.assert_allclose(sine.get_weights()[0],
+                               keras_hub.layers.SinePositionEncoding()(np.zeros((1, 12, 16), np.float32))[0],
+                               rtol=1e-6, atol=1e-6)
+
+
+def test_a_keras_hub_decoder_with_cross_attention_is_refused_by_name():
+    with pytest.raises(tfjoint.errors.UnsupportedLayerError, match="'transformer_decoder.*cross-attention"):
+        tfjoint.prepare(_keras_hub_decoder_only(cross_attention=True), tfjoint.JointSchedule(0.5), check=False)
+
+
 def test_a_layer_tfjoint_cannot_take_yet_is_refused_by_name_before_training():
     inputs = keras.Input((8, 16), name="x")
     attention = keras.layers.MultiHeadAttention(2, 8, attention_axes=(1, 2), name="attention")

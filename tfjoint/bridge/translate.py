@@ -511,11 +511,24 @@ def _activation_layers(activation, name: str) -> tuple[Any, Any]:
 
 def _transformer_encoder(entry, layer3) -> _Rebuilt:
     """keras_hub's TransformerEncoder, as the layers it is made of: attention, residual adds, LayerNorms, the FFN."""
+    return _transformer_block(entry, layer3, attention_path="self_attention_layer", causal=False)
+
+
+def _transformer_decoder(entry, layer3) -> _Rebuilt:
+    """keras_hub's TransformerDecoder used decoder-only (GPT-style, keras.io's text generation): the encoder's layers
+    with causal self-attention. With an encoder sequence (cross-attention) it is refused."""
+    if entry["config"].get("encoder_sequence_shape") is not None:
+        raise _Untranslatable("it attends to an encoder sequence (cross-attention), which tfjoint does not rebuild; "
+                              "a decoder-only TransformerDecoder (called on one sequence) is rebuilt")
+    return _transformer_block(entry, layer3, attention_path="self_attention", causal=True)
+
+
+def _transformer_block(entry, layer3, attention_path: str, causal: bool) -> _Rebuilt:
     config, name = entry["config"], entry["config"]["name"]
     if layer3 is None:
         raise _Untranslatable("its weights are not available (build the model before bridging it)")
     weights = _weights_by_path(layer3)
-    attention_weights = [weights[f"self_attention_layer/{part}/{kind}"]
+    attention_weights = [weights[f"{attention_path}/{part}/{kind}"]
                          for part in ("query", "key", "value", "attention_output") for kind in ("kernel", "bias")]
     dim, heads, key_dim = attention_weights[0].shape
     epsilon, rate = config.get("layer_norm_epsilon", 1e-5), config.get("dropout", 0.0)
@@ -526,17 +539,26 @@ def _transformer_encoder(entry, layer3) -> _Rebuilt:
     outer = keras.layers.Dense(dim, name=f"{name}_ffn_out")
     ffn_norm = keras.layers.LayerNormalization(epsilon=epsilon, name=f"{name}_ffn_norm")
     first = config.get("normalize_first", False)
+    kind = "TransformerDecoder" if causal else "TransformerEncoder"
 
     def call(args, kwargs):
-        padding, attention_mask = kwargs.get("padding_mask"), kwargs.get("attention_mask")
+        if causal and (len(args) > 1 and args[1] is not None or kwargs.get("encoder_sequence") is not None):
+            raise errors.UnsupportedLayerError(f"keras_hub TransformerDecoder '{name}' is given an encoder sequence "
+                                               "(cross-attention), which tfjoint does not rebuild.")
+        if causal and kwargs.get("use_causal_mask") is False:
+            raise errors.UnsupportedLayerError(f"keras_hub TransformerDecoder '{name}' is called with "
+                                               "use_causal_mask=False; tfjoint rebuilds its causal form.")
+        names = ("decoder_padding_mask", "decoder_attention_mask") if causal else ("padding_mask", "attention_mask")
+        padding, attention_mask = (kwargs.get(key) for key in names)
         if padding is not None and attention_mask is not None:
-            raise errors.UnsupportedLayerError(f"keras_hub TransformerEncoder '{name}' is given both a padding mask "
-                                               "and an attention mask; tfjoint takes one of them.")
+            raise errors.UnsupportedLayerError(f"keras_hub {kind} '{name}' is given both a padding mask and an "
+                                               "attention mask; tfjoint takes one of them.")
         mask = padding if padding is not None else attention_mask
         x = args[0]
         residual = x
         x = attention_norm(x) if first else x
-        x = attention(x, x, attention_mask=mask) if mask is not None else attention(x, x)
+        options = {"use_causal_mask": True} if causal else {}
+        x = attention(x, x, attention_mask=mask, **options) if mask is not None else attention(x, x, **options)
         x = keras.layers.Dropout(rate, name=f"{name}_attention_dropout")(x)
         x = keras.layers.Add(name=f"{name}_attention_add")([residual, x])
         x = x if first else attention_norm(x)
@@ -561,10 +583,38 @@ def _transformer_encoder(entry, layer3) -> _Rebuilt:
     ])
 
 
+def _sine_position_encoding(entry, layer3) -> _Rebuilt:
+    """keras_hub's SinePositionEncoding: its values depend on the input's shape alone, so it is a fixed (untrained)
+    table of positions, computed by the keras_hub layer itself: a constant in the file."""
+    name = entry["config"]["name"]
+    if layer3 is None:
+        raise _Untranslatable("its layer object is not available (build the model before bridging it)")
+
+    def call(args, kwargs):
+        steps, width = args[0].shape[-2], args[0].shape[-1]
+        if steps is None:
+            raise errors.UnsupportedLayerError(
+                f"keras_hub SinePositionEncoding '{name}' gets sequences of unknown length: an int8 file runs fixed "
+                "shapes. Pass sample_inputs (a batch of your data, padded to the length you deploy) to "
+                "tfjoint.prepare / tfjoint.from_keras3, or give the model's Input a fixed length.")
+        if kwargs.get("positions") is not None or kwargs.get("start_index"):
+            raise errors.UnsupportedLayerError(f"keras_hub SinePositionEncoding '{name}' is called with custom "
+                                               "positions or a start index; tfjoint encodes positions 0 .. steps-1.")
+        table = np.asarray(layer3(np.zeros((1, steps, width), np.float32)))[0]
+        layer = PositionEmbedding(steps, name=name, trainable=False)
+        output = layer(args[0])
+        layer.set_weights([table])
+        return output
+
+    return _Rebuilt(call, [])
+
+
 _KERAS3_CUSTOM_LAYERS = {"CustomScaleLayer": _custom_scale, "LayerScale": _layer_scale,
                          "keras_hub>PositionEmbedding": _position_embedding,
                          "keras_hub>TokenAndPositionEmbedding": _token_and_position_embedding,
                          "keras_hub>TransformerEncoder": _transformer_encoder,
+                         "keras_hub>TransformerDecoder": _transformer_decoder,
+                         "keras_hub>SinePositionEncoding": _sine_position_encoding,
                          "keras_hub>ReversibleEmbedding": _reversible_embedding,
                          "ReversibleEmbedding": _reversible_embedding}
 _CUSTOM_LAYER_MODULES = ("keras.src.applications", "keras_hub", "keras.layers", "keras.src.layers")
