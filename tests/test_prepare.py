@@ -369,3 +369,19 @@ def test_unquantizable_layer_is_named():
     with pytest.raises(tfjoint.errors.UnsupportedLayerError, match="'rnn' \\(SimpleRNN\\)"):
         tfjoint.prepare(model, tfjoint.JointSchedule(0.5, end_step=100))
 
+
+
+@pytest.mark.parametrize("where", ["layer argument", "ActivityRegularization layer"])
+def test_an_activity_regularizer_is_refused_before_training_naming_the_layer(where):
+    """TF-MOT's wrapper cannot carry the loss an activity regularizer adds in its call: the fit failed with
+    TensorFlow's 'out of scope' TypeError."""
+    inputs = keras.Input((8,))
+    argument = where == "layer argument"
+    x = keras.layers.Dense(8, name="hidden" if argument else "dense",
+                           activity_regularizer=keras.regularizers.l2(1e-3) if argument else None)(inputs)
+    if not argument:
+        x = keras.layers.ActivityRegularization(l2=1e-3, name="hidden")(keras.layers.ReLU()(x))
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(x))
+    with pytest.raises(tfjoint.errors.UnsupportedLayerError,
+                       match="'hidden' \\(.*activity_regularizer=None"):
+        tfjoint.prepare(model, tfjoint.JointSchedule(0.5, end_step=4), check=False)

@@ -88,6 +88,23 @@ def test_average_pooling_after_a_conv_is_int8(tmp_path):
     assert "AVERAGE_POOL_2D" in report.ops
 
 
+def test_noise_layers_leave_nothing_in_the_file_and_an_average_merge_is_int8(tmp_path):
+    """GaussianNoise, GaussianDropout and AlphaDropout train and are the identity at inference (TF-MOT's registry
+    does not know them: they were refused); Average's sum was float before its MUL."""
+    inputs = keras3.Input((8, 8, 3))
+    x = keras3.layers.GaussianNoise(0.1, name="noise")(inputs)
+    a = keras3.layers.Conv2D(8, 3, padding="same", activation="relu", name="a")(x)
+    b = keras3.layers.Conv2D(8, 1, activation="relu", name="b")(x)
+    x = keras3.layers.Average(name="average")([a, b, keras3.layers.Conv2D(8, 1, name="c")(x)])
+    x = keras3.layers.GaussianDropout(0.1, name="gaussian_dropout")(x)
+    x = keras3.layers.AlphaDropout(0.1, name="alpha_dropout")(x)
+    x_data, y_data = _data()
+    report = _through(keras3.Model(inputs, _head(x)), tmp_path, x_data, y_data)
+    counts = report.operator_counts
+    assert counts["ADD"] == 2 and counts["MUL"] == 1, counts  # the sum, then times 1/3
+    assert set(counts) <= {"CONV_2D", "ADD", "MUL", "MEAN", "FULLY_CONNECTED", "SOFTMAX"}, counts
+
+
 def test_a_nested_stem_and_layer_scale_are_flattened(tmp_path):
     """ConvNeXt: a Sequential stem inside the Functional model, and LayerScale (a per-channel gamma)."""
     from keras.src.applications.convnext import LayerScale

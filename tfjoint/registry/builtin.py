@@ -250,11 +250,15 @@ register_layer(_layers.PReLU, LayerKind(quantization=Quantization(
 # --- Layers whose channels pass through --------------------------------------------------------------------------
 
 _PASS_THROUGH = LayerKind(channels=Channels(FOLLOWS))
-for _name in ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
-              "GaussianDropout", "AlphaDropout", "ActivityRegularization", "MaxPooling2D", "GlobalMaxPooling1D",
-              "GlobalMaxPooling2D", "GlobalAveragePooling1D",
+for _name in ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "MaxPooling2D",
+              "GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalAveragePooling1D",
               "GlobalAveragePooling2D", "ZeroPadding1D", "ZeroPadding2D", "Cropping1D", "Cropping2D", "UpSampling2D"):
     register_layer(getattr(_layers, _name), _PASS_THROUGH)
+# Noise and regularization while training, the identity at inference (TF-MOT's registry does not know them).
+# (ActivityRegularization's loss is refused with every activity_regularizer, by `prepare`.)
+for _name in ("GaussianNoise", "GaussianDropout", "AlphaDropout", "ActivityRegularization"):
+    register_layer(getattr(_layers, _name), _PASS_THROUGH.replace(quantization=Quantization.values_unchanged(),
+                                                                  tflite_ops=()))
 register_layer(_layers.MaxPooling1D, _PASS_THROUGH.replace(quantization=Quantization.values_unchanged()))
 # TFLite's int8 AVERAGE_POOL_2D needs one scale on its input and output (the converter refuses two: "quantization
 # parameters violate the same scale constraint"); an average of int8 values stays in their range, so its output
@@ -368,9 +372,11 @@ def _pairwise_sum(layer):
 register_layer(_layers.Add, LayerKind(channels=Channels(MERGES), quantization=Quantization(substitute=_pairwise_sum),
                                       tflite_ops=("ADD",)))
 register_layer(IntegerSum, LayerKind(channels=Channels(MERGES), quantization=Quantization(
-    config=lambda: PointsQuantizeConfig()), tflite_ops=("ADD",)))
-for _name, _op in (("Subtract", "SUB"), ("Multiply", "MUL"), ("Average", "ADD"), ("Maximum", "MAXIMUM"),
-                   ("Minimum", "MINIMUM")):
+    config=lambda: PointsQuantizeConfig()), tflite_ops=("ADD", "MUL")))
+register_layer(_layers.Average, LayerKind(channels=Channels(MERGES), quantization=Quantization(
+    substitute=lambda layer: IntegerSum(len(layer.input), scale=1.0 / len(layer.input), name=layer.name)),
+    tflite_ops=("ADD", "MUL")))  # TF-MOT quantizes its output only: the sum before the MUL was float
+for _name, _op in (("Subtract", "SUB"), ("Multiply", "MUL"), ("Maximum", "MAXIMUM"), ("Minimum", "MINIMUM")):
     register_layer(getattr(_layers, _name), LayerKind(channels=Channels(MERGES),
                                                       quantization=Quantization.output_only(), tflite_ops=(_op,)))
 

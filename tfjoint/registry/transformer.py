@@ -492,31 +492,37 @@ def einsum_dense_from_layer(layer) -> IntegerEinsumDense:
 
 @serializable
 class IntegerSum(PointsMixin, keras.layers.Layer):
-    """The sum of several inputs, one addition at a time, each partial sum an int8 tensor with its own range.
+    """The sum of several inputs, one addition at a time, each partial sum an int8 tensor with its own range;
+    with `scale`, the sum times a constant (a Keras `Average`: 1 / the count).
 
     TFLite's ADD takes two operands: a Keras `Add` of three or more inputs
     (a BERT's token + position + segment embeddings) converts to a chain of
     ADDs, and TF-MOT fake-quantizes only the last one's output, leaving the
-    partial sums in float. `prepare` substitutes this layer for such an Add.
+    partial sums in float. An `Average` is that chain, then a MUL. `prepare`
+    substitutes this layer for either.
     """
 
-    def __init__(self, num_inputs: int, **kwargs):
+    def __init__(self, num_inputs: int, scale: float = 1.0, **kwargs):
         super().__init__(**kwargs)
         self.num_inputs = int(num_inputs)
+        self.scale = float(scale)
+
+    @property
+    def _sums(self) -> int:  # additions whose result is a point of its own (the last is the output, unscaled)
+        return self.num_inputs - 1 if self.scale != 1.0 else self.num_inputs - 2
 
     @property
     def POINTS(self):  # noqa: N802  (the quantization points, as `PointsMixin` layers name them)
-        return tuple((f"partial_sum_{i}", "range") for i in range(1, self.num_inputs - 1)) + (("output", "range"),)
+        return tuple((f"partial_sum_{i}", "range") for i in range(1, self._sums + 1)) + (("output", "range"),)
 
     def call(self, inputs):
         total = inputs[0]
         for index, x in enumerate(inputs[1:], start=1):
-            total = total + x
-            total = self.point("output" if index == len(inputs) - 1 else f"partial_sum_{index}", total)
-        return total
+            total = self.point(f"partial_sum_{index}" if index <= self._sums else "output", total + x)
+        return self.point("output", total * self.scale) if self.scale != 1.0 else total
 
     def compute_output_shape(self, input_shape):
         return input_shape[0]
 
     def get_config(self):
-        return dict(super().get_config(), num_inputs=self.num_inputs)
+        return dict(super().get_config(), num_inputs=self.num_inputs, scale=self.scale)

@@ -43,6 +43,13 @@ __all__ = ["prepare", "DEPRECATED_KEYWORDS"]
 DEPRECATED_KEYWORDS = SCHEDULE_KEYWORDS + SELECTION_KEYWORDS + CHECK_KEYWORDS + ("plan",)
 
 
+_ACTIVITY_REGULARIZER = (
+    "it adds an activity regularization loss each time it is called (its activity_regularizer), which TF-MOT's "
+    "quantize wrapper cannot carry out of its call (TensorFlow fails the fit with 'out of scope'); it changes "
+    "nothing at inference: remove it (activity_regularizer=None, or the layer that only adds the loss), and put the "
+    "penalty in your loss if the fine-tuning needs it")
+
+
 def _check_quantizable(model) -> None:
     """Layers whose kind is quantized but which, as configured, cannot be: refused now, each with its reason."""
     refusals = []
@@ -50,6 +57,8 @@ def _check_quantizable(model) -> None:
         kind = kind_of(layer)
         reason = kind.quantization.check(layer) if kind is not None and kind.quantization.check else None
         reason = reason or (kind.quantization.refused if kind is not None else None)  # before TF-MOT calls it
+        if not reason and getattr(layer, "activity_regularizer", None) is not None:
+            reason = _ACTIVITY_REGULARIZER
         if reason:
             refusals.append(f"'{layer.name}' ({type(layer).__name__}): {reason}")
     if refusals:
