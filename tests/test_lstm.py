@@ -164,7 +164,7 @@ def test_a_keras3_bidirectional_lstm_keeps_its_accuracy_in_litert_and_tflm_and_i
     joint.compile(keras.optimizers.Adam(5e-4), "sparse_categorical_crossentropy", metrics=["accuracy"])
     joint.fit(x, y, epochs=3, batch_size=32, verbose=0)
     path = tmp_path / "model.tflite"
-    report = tfjoint.export_tflite(tfjoint.strip(joint), str(path), validation_data=(x_val, y_val), float_model=model,
+    report = tfjoint.export_tflite(tfjoint.strip(joint), str(path), validation_data=(x_val, y_val),
                                    options=tfjoint.ExportOptions(runtimes=("litert", "tflm")))
     assert report.passed and report.thresholds == tfjoint.Tolerances().to_dict()
     summary = tfjoint.inspect.read_flatbuffer(path.read_bytes())

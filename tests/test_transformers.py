@@ -149,7 +149,7 @@ def test_a_keras_hub_bert_prunes_and_quantizes_in_one_fit_and_runs_fully_int8_in
     attention = [pk for pk in tfjoint.inspect.pruned_kernels(joint) if pk.layer_name.endswith("_attention")]
     assert len(attention) == 8  # query, key, value and output kernels of both encoders
     report = tfjoint.export_tflite(tfjoint.strip(joint), str(tmp_path / "bert.tflite"), validation_data=(x_val, y_val),
-                                   float_model=model, options=tfjoint.ExportOptions(runtimes=("litert", "tflm")))
+                                   options=tfjoint.ExportOptions(runtimes=("litert", "tflm")))
     assert report.passed and report.fully_int8 and report.keras_accuracy > 0.7  # learned (chance: 0.5)
     assert all(report.per_runtime[runtime]["int8_accuracy"] > 0.7 for runtime in ("litert", "tflm"))
     summary = tfjoint.inspect.read_flatbuffer((tmp_path / "bert.tflite").read_bytes())
@@ -390,7 +390,7 @@ def test_keras_io_text_transformer_prepares_trains_and_runs_fully_int8_in_tflm_a
     joint.compile(keras.optimizers.Adam(5e-4), "sparse_categorical_crossentropy")
     joint.fit(x, y, epochs=2, batch_size=32, verbose=0)
     report = tfjoint.export_tflite(joint, str(tmp_path / "text.tflite"), validation_data=(x_val, y_val),
-                                   float_model=model, options=tfjoint.ExportOptions(runtimes=("tflm", "litert")))
+                                   options=tfjoint.ExportOptions(runtimes=("tflm", "litert")))
     assert report.passed and report.fully_int8 and report.int8_accuracy > 0.9
     assert report.inputs[0]["dtype"] == "int32"  # token ids stay ids
     pruned = set(report.per_layer_sparsity)
@@ -539,7 +539,7 @@ def test_keras_io_vit_trains_and_runs_fully_int8_in_tflm(tmp_path):
     joint.compile(keras.optimizers.Adam(5e-4), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     joint.fit(images[:640], labels[:640], epochs=1, batch_size=64, verbose=0)
     report = tfjoint.export_tflite(tfjoint.strip(joint), str(tmp_path / "vit.tflite"),
-                                   validation_data=(images[1400:], labels[1400:]), float_model=model,
+                                   validation_data=(images[1400:], labels[1400:]),
                                    options=tfjoint.ExportOptions(runtimes=("tflm",)))
     summary = tfjoint.inspect.read_flatbuffer((tmp_path / "vit.tflite").read_bytes())
     assert report.passed and summary.fully_int8 and report.int8_accuracy > 0.7  # chance is 0.1; 0.83 measured
