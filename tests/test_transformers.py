@@ -517,6 +517,37 @@ def test_keras_io_vit_patches_and_patch_encoder_become_layers_that_compute_what_
     assert table.trainable_weights
 
 
+def test_keras_io_mlp_mixer_blocks_in_a_sequential_are_rebuilt_from_their_call():
+    """keras.io's MLP-Mixer: custom layers inside a Sequential (no call nodes in its config), each with a
+    LayerNormalization it calls twice and `keras.ops.transpose` around Sequential MLPs."""
+    import keras as keras3
+    from keras import layers, ops
+
+    class MLPMixerLayer(layers.Layer):
+        def __init__(self, num_patches, hidden_units, dropout_rate, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.mlp1 = keras3.Sequential([layers.Dense(num_patches, activation="gelu"), layers.Dense(num_patches),
+                                           layers.Dropout(dropout_rate)])
+            self.mlp2 = keras3.Sequential([layers.Dense(num_patches, activation="gelu"), layers.Dense(hidden_units),
+                                           layers.Dropout(dropout_rate)])
+            self.normalize = layers.LayerNormalization(epsilon=1e-6)
+
+        def call(self, inputs):
+            x = self.normalize(inputs)
+            x = ops.transpose(self.mlp1(ops.transpose(x, axes=(0, 2, 1))), axes=(0, 2, 1)) + inputs
+            return x + self.mlp2(self.normalize(x))
+
+    keras3.utils.set_random_seed(0)
+    inputs = keras3.Input((8, 12))
+    x = keras3.Sequential([MLPMixerLayer(8, 12, 0.1) for _ in range(2)])(inputs)
+    model3 = keras3.Model(inputs, layers.Dense(3)(layers.GlobalAveragePooling1D()(x)))
+    x_data = np.random.default_rng(0).normal(size=(8, 8, 12)).astype(np.float32)
+    model = tfjoint.from_keras3(model3, x_data)
+    np.testing.assert_allclose(model.predict(x_data, verbose=0), model3.predict(x_data, verbose=0),
+                               rtol=1e-4, atol=1e-4)
+    assert sum(type(layer).__name__ == "Permute" for layer in model.layers) == 4
+
+
 @pytest.mark.parametrize("variant, expected", [
     ({"strides": 2}, ["(ExtractPatches)", "keras.ops.image.extract_patches", "strides=[2, 2]", "non-overlapping"]),
     ({"class_token": True}, ["PatchEncoder", "class_token", "weights of its own", "Embedding"]),

@@ -701,7 +701,9 @@ def _composite(entry, layer3) -> _Rebuilt:
         raise _Untranslatable("it is a custom layer whose object is not available (build the model first)")
     nodes = entry.get("inbound_nodes", [])
     specs = [arg for arg in (nodes[0].get("args", []) if nodes else []) if _references(arg)]
-    if len(nodes) != 1 or not specs or any(not isinstance(arg, dict) for arg in specs):
+    if not nodes and (entry.get("build_config") or {}).get("input_shape"):  # a layer of a Sequential: no nodes
+        specs = [{"config": {"shape": entry["build_config"]["input_shape"], "dtype": layer3.input_dtype}}]
+    elif len(nodes) != 1 or not specs or any(not isinstance(arg, dict) for arg in specs):
         raise _Untranslatable(_CUSTOM_LAYER_ADVICE.format(what=_custom_what(entry)))
     held = {id(weight) for sub in _sublayers(layer3) for weight in sub.weights}
     own = [weight.path or weight.name for weight in layer3.weights if id(weight) not in held]
