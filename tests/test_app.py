@@ -174,3 +174,44 @@ def test_an_image_folder_is_read_in_the_colour_mode_the_models_input_takes(tmp_p
         assert sorted(set(data["y_train"]) | set(data["y_val"])) == [0, 1]
     with pytest.raises(tfjoint.errors.DataError, match="--image_size=16x16 and --color_mode=grayscale"):
         datasets.check_against_model(datasets.load_data(images, (16, 16), 0.2, 0, "rgb"), image_classifier(1), images)
+
+
+_USER_LAYERS = '''
+import keras
+
+
+@keras.saving.register_keras_serializable(package="{package}")
+class Twice(keras.layers.Layer):
+    def call(self, x):
+        return x * 2.0
+'''
+
+
+@pytest.mark.parametrize("how", ["a .py file", "a module name"])
+def test_imports_registers_the_users_custom_layers_so_their_model_file_loads(how, tmp_path, monkeypatch):
+    """--imports: the command imports what the user names (their code, named on the command line) before loading;
+    a file naming a class nobody registered is refused with that advice."""
+    import keras as keras3
+
+    package = "test_app_imports_" + ("file" if how.endswith("file") else "module")
+    (tmp_path / f"{package}.py").write_text(_USER_LAYERS.format(package=package))
+    monkeypatch.chdir(tmp_path)
+    spec = f"{package}.py" if how == "a .py file" else package
+    assert pipeline.import_user_modules(f" {spec} ,") == [package]
+    twice = keras3.saving.get_registered_object(f"{package}>Twice")
+    inputs = keras3.Input((4,))
+    keras3.Model(inputs, keras3.layers.Dense(2)(twice()(inputs))).save(str(tmp_path / "model.keras"))
+    model = pipeline._load_float_model(str(tmp_path / "model.keras"))
+    np.testing.assert_allclose(model.predict(np.ones((1, 4), np.float32), verbose=0).shape, (1, 2))
+    del keras3.saving.get_custom_objects()[f"{package}>Twice"]  # as in a process that did not import it
+    with pytest.raises(tfjoint.errors.UnsafeFileError, match="--imports=your_module"):
+        pipeline._load_float_model(str(tmp_path / "model.keras"))
+
+
+def test_imports_of_a_module_that_fails_names_the_flag_and_the_module(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(tfjoint.errors.DataError, match="--imports: importing 'no_such_module_here' failed"):
+        pipeline.import_user_modules("no_such_module_here")
+    (tmp_path / "broken.py").write_text("raise RuntimeError('my bug')\n")
+    with pytest.raises(tfjoint.errors.DataError, match="broken.py.*RuntimeError: my bug"):
+        pipeline.import_user_modules("broken.py")

@@ -59,6 +59,12 @@ class RunConfig:
     unsafe_load: bool = _field(False, "Load --model even if the file holds Python code that loading runs (a lambda "
                                       "stored as bytecode). Only for a file you trust: by default such a file is "
                                       "refused before any of its code runs.", group=_DATA)
+    imports: str | None = _field(None, "Python modules to import before loading --model, comma-separated (a module "
+                                       "name, found from the current directory too, or a .py file): where your "
+                                       "custom layers are defined and registered "
+                                       "(keras.saving.register_keras_serializable, tfjoint.register_layer). Code "
+                                       "you name here runs; nothing is imported because the file names it.",
+                                 group=_DATA)
     color_mode: str = _field("auto", "For an image folder: how images are read. auto: as many channels as the "
                                      "model's input has (1 grayscale, 3 rgb, 4 rgba).",
                              choices=("auto", "grayscale", "rgb", "rgba"), group=_DATA)

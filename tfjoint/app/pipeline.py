@@ -49,6 +49,36 @@ def steps_for(epochs: int, samples: int, batch_size: int) -> int:
     return epochs * math.ceil(samples / batch_size)
 
 
+def import_user_modules(imports: str | None) -> list[str]:
+    """Imports the modules --imports names (a module name, looked up from the current directory too, or a .py file),
+    so that the custom layers they register load; the modules' names."""
+    import importlib
+    import importlib.util
+
+    names = []
+    for item in [part.strip() for part in (imports or "").split(",") if part.strip()]:
+        try:
+            if item.endswith(".py"):
+                if not os.path.isfile(item):
+                    raise FileNotFoundError(f"no file {item!r}")
+                name = os.path.splitext(os.path.basename(item))[0]
+                spec = importlib.util.spec_from_file_location(name, item)
+                assert spec is not None and spec.loader is not None
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[name] = module
+                spec.loader.exec_module(module)
+            else:
+                if os.getcwd() not in sys.path:
+                    sys.path.insert(0, os.getcwd())  # as `python -m` would find it
+                name = importlib.import_module(item).__name__
+        except Exception as error:  # noqa: BLE001  (any failure of the user's module is theirs to see)
+            raise errors.DataError(f"--imports: importing {item!r} failed ({type(error).__name__}: {error}). Give a "
+                                   "module importable from the current directory (my_layers) or a .py file "
+                                   "(path/to/my_layers.py).") from error
+        names.append(name)
+    return names
+
+
 def _load_float_model(path: str, unsafe_load: bool = False, sample_inputs=None):
     """The --model file as a tf_keras float model (a Keras 3 file is rebuilt and checked, on `sample_inputs` when
     given); code in it runs only with --unsafe_load."""
@@ -100,6 +130,7 @@ def _inputs(config: RunConfig, phases):
             return data, digits.train_float_model(data, epochs=config.float_epochs, seed=config.seed)
     assert config.data is not None  # RunConfig requires --data with --model
     with phases.run("loading", f"{config.model} and {config.data}"):
+        import_user_modules(config.imports)
         datasets.check_exists(config.data)
         if os.path.isdir(config.data):  # a folder of images is read in the model's colour mode
             model = _load_float_model(config.model, config.unsafe_load)

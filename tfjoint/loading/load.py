@@ -69,14 +69,15 @@ def _advice(model_file: ModelFile, refusals: tuple[Refusal, ...]) -> str:
                 "tfjoint.register_layer to say how it is quantized).")
     if model_file.loader == KERAS3:
         return ("If the file is yours, import and register what it names (keras.saving.register_keras_serializable) "
-                "before loading; Keras 3 itself loads no other module's code.")
+                "before loading (the tfjoint command: --imports=your_module); Keras 3 itself loads no other module's "
+                "code.")
     advice = []
     if lambdas:
         advice.append("register the Lambda's function with @keras.utils.register_keras_serializable before loading "
                       "(it then loads by name, from your code), or replace the Lambda by built-in layers")
     if len(lambdas) < len(refusals):
         advice.append("register each class or function it names (keras.utils.register_keras_serializable) before "
-                      "loading, if it is yours")
+                      "loading, if it is yours (the tfjoint command: --imports=your_module)")
     return ("To load it: " + "; ".join(advice) + ". If you trust the file as a program, "
             "tfjoint.load_model(path, safe_mode=False) (or `tfjoint --unsafe_load`) loads it as tf_keras would, "
             "running what it names.")
