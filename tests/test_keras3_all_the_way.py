@@ -207,3 +207,50 @@ def test_a_lambda_layer_in_a_tf_keras_model_is_refused_before_training_with_what
     with pytest.raises(tfjoint.errors.UnsupportedLayerError,
                        match=r"'double' \(Lambda\): it runs a Python function.*Rescaling for a scale"):
         tfjoint.prepare(model, tfjoint.JointSchedule(0.5, end_step=4))
+
+
+def test_keras_hub_layers_are_registry_entries_that_rebuild_their_own_class_and_not_a_subclass():
+    """keras_hub's layers are entries like any kind (`Keras3.rebuild`); a user's subclass that calls differently is
+    not taken for its parent: it is rebuilt from its own call()."""
+    import keras
+    import keras_hub
+
+    class DoubledEncoder(keras_hub.layers.TransformerEncoder):
+        def call(self, inputs):
+            return super().call(inputs) * 2.0
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6, 8))
+    x = keras_hub.layers.TransformerEncoder(16, 2, name="plain")(inputs)
+    model3 = keras.Model(inputs, DoubledEncoder(16, 2, name="doubled")(x))
+    x_data = np.random.default_rng(0).normal(size=(4, 6, 8)).astype(np.float32)
+    model = tfjoint.from_keras3(model3, x_data)
+    np.testing.assert_allclose(model.predict(x_data, verbose=0), model3.predict(x_data, verbose=0),
+                               rtol=1e-4, atol=1e-4)
+    kind = tfjoint.registry.kind_of(keras_hub.layers.TransformerEncoder)
+    assert kind is not None and kind.keras3.rebuild is not None
+    assert "plain_attention" in {layer.name for layer in model.layers}  # the entry's layers, named after it
+
+
+def test_a_keras3_layer_registers_how_the_bridge_rebuilds_it():
+    """One way to register a layer: a Keras 3 class with no tf_keras twin says, in its entry, which layers replay
+    it (`Keras3(rebuild=...)`), as keras_hub's entries do."""
+    import keras
+
+    @keras.saving.register_keras_serializable(package="test_keras3_all_the_way")
+    class Halve(keras.layers.Layer):
+        def call(self, x):
+            return keras.ops.cumsum(x, axis=-1) * 0.0 + x * 0.5  # not rebuildable from its call (cumsum)
+
+    def rebuild(entry, layer3):
+        import tf_keras
+
+        layer = tf_keras.layers.Rescaling(0.5, name=entry["config"]["name"])
+        return tfjoint.registry.Rebuilt(lambda args, kwargs: layer(args[0]), [])
+
+    inputs = keras.Input((4,))
+    model3 = keras.Model(inputs, keras.layers.Dense(2)(Halve(name="halve")(inputs)))
+    with tfjoint.registry.scoped():
+        tfjoint.register_layer(Halve, keras3=tfjoint.registry.Keras3(rebuild=rebuild))
+        model = tfjoint.from_keras3(model3)
+    assert type(model.get_layer("halve")).__name__ == "Rescaling"

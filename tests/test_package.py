@@ -24,7 +24,7 @@ STAGES = {
                  "registry.own_configs", "registry.array_ops", "registry.points", "registry.activations",
                  "registry.recurrent",
                  "registry.streaming", "registry.transformer",
-                 "registry.rewrites", "registry.builtin"],
+                 "registry.rewrites", "registry.builtin", "registry.keras3_layers"],
     "bridge": ["bridge.translate", "bridge.equivalence", "bridge.keras3"],
     "prune": ["prune.schedule", "prune.selection", "prune.channel_groups", "prune.channel_specs", "prune.allocation"],
     "quantize": ["quantize.clusters", "quantize.quantizers", "quantize.config", "quantize.substitution",

@@ -27,10 +27,9 @@ activations) is collected and refused together, every offending layer named
 with its class.
 """
 
-import dataclasses
 import inspect
 import re
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from absl import logging
@@ -39,8 +38,10 @@ from tfjoint import errors
 from tfjoint._keras import keras, tf
 from tfjoint.registry import kind_of
 from tfjoint.registry.array_ops import ELEMENTWISE_OPS, KERAS3_OPS, OpUntranslatable, Slice
+from tfjoint.registry.keras3_layers import Arrays, Rebuilt, activation_ok, layer_call, register_keras3_layers
 from tfjoint.registry.own_layers import Affine, HardSwish, Keras3Layer
-from tfjoint.registry.transformer import Gelu, IntegerAttention, PositionEmbedding, TakeStep
+from tfjoint.registry.table import registered_class
+from tfjoint.registry.transformer import PositionEmbedding, TakeStep
 
 __all__ = ["rebuild_in_tf_keras", "untranslatable_layers"]
 
@@ -159,16 +160,6 @@ def _layer_class(entry) -> type:
     return cls
 
 
-def _activation_ok(value) -> bool:
-    if value is None or not isinstance(value, str):
-        return value is None
-    try:
-        keras.activations.get(value)
-    except ValueError:
-        return False
-    return True
-
-
 def _translated_layer_config(entry, layer3) -> tuple[type, dict]:
     cls = _layer_class(entry)
     kind = kind_of(cls)  # its registry entry says which arguments Keras 3 renamed or reads from **kwargs
@@ -181,7 +172,7 @@ def _translated_layer_config(entry, layer3) -> tuple[type, dict]:
     for keras3_name, tf_keras_name in renamed.items():
         if keras3_name in config:
             config[tf_keras_name] = config.pop(keras3_name)
-    if "activation" in config and not _activation_ok(config["activation"]):
+    if "activation" in config and not activation_ok(config["activation"]):
         raise _Untranslatable(f"its activation {config['activation']!r} is not one tf_keras knows")
     accepted = _accepted_arguments(cls)
     keras3_defaults = dict(_defaults(type(layer3)) if layer3 is not None else {}, **kwargs_defaults)
@@ -248,28 +239,11 @@ def _structured(spec, tensors: list):
 
 # --- One Keras 3 layer (or raw op, or nested model) -> what replays it in tf_keras --------------------------
 
-@dataclasses.dataclass
-class _Rebuilt:
-    """How one entry of a Keras 3 config is replayed in tf_keras.
-
-    `call(args, kwargs)` takes the resolved call arguments of one inbound node
-    and returns its outputs; `weights` pairs each tf_keras layer with the Keras
-    3 layer whose weights it takes.
-    """
-
-    call: Callable[[list, dict], Any]
-    weights: list[tuple[Any, Any]]
-
-
-def _layer_call(layer) -> Callable[[list, dict], Any]:
-    return lambda args, kwargs: layer(*args, **kwargs)
-
-
-def _standard(entry, layer3) -> _Rebuilt:
+def _standard(entry, layer3) -> Rebuilt:
     kind = kind_of(_layer_class(entry))
     if kind is not None and kind.keras3.translate is not None:  # a config tf_keras cannot read: its entry rebuilds it
         layer = kind.keras3.translate(entry["config"], layer3)
-        return _Rebuilt(_layer_call(layer), [(layer, layer3)] if layer3 is not None else [])
+        return Rebuilt(layer_call(layer), [(layer, layer3)] if layer3 is not None else [])
     fused = entry["config"].get("activation")
     if fused in _HARD_SWISH_NAMES:  # tf_keras has no hard_silu: the layer, linear, then tfjoint's HardSwish layer
         entry = dict(entry, config=dict(entry["config"], activation="linear"))
@@ -285,13 +259,13 @@ def _standard(entry, layer3) -> _Rebuilt:
     weights = [(layer, layer3)] if layer3 is not None else []
     if fused in _HARD_SWISH_NAMES:
         after = HardSwish(name=f"{config['name']}_hard_swish")
-        return _Rebuilt(lambda args, kwargs: after(layer(*args, **kwargs)), weights)
-    return _Rebuilt(_layer_call(layer), weights)
+        return Rebuilt(lambda args, kwargs: after(layer(*args, **kwargs)), weights)
+    return Rebuilt(layer_call(layer), weights)
 
 
-def _hard_swish(entry, layer3) -> _Rebuilt:
+def _hard_swish(entry, layer3) -> Rebuilt:
     layer = HardSwish(name=entry["config"]["name"], dtype=_translate_value(entry["config"].get("dtype"), "dtype"))
-    return _Rebuilt(_layer_call(layer), [])
+    return Rebuilt(layer_call(layer), [])
 
 
 _TENSOR_OPS = {"Add": "Add", "Subtract": "Subtract", "Multiply": "Multiply", "Maximum": "Maximum",
@@ -318,7 +292,7 @@ def _arithmetic(entry) -> bool:
     return True
 
 
-def _get_item(entry) -> _Rebuilt:
+def _get_item(entry) -> Rebuilt:
     """`x[:, i]` (one step of a sequence, as a BERT pools its first token): tfjoint's `TakeStep`; any other slice
     or index that keeps the batch axis whole: `Slice`."""
     name = entry["config"].get("name", entry.get("name"))
@@ -331,7 +305,7 @@ def _get_item(entry) -> _Rebuilt:
                               "axis whole, x[:, ...]): use a Keras layer")
     if len(index) >= 2 and isinstance(index[1], int) and all(part == full for part in index[2:]):
         layer = TakeStep(index[1], name=name)
-        return _Rebuilt(lambda call_args, kwargs: layer(call_args[0]), [])
+        return Rebuilt(lambda call_args, kwargs: layer(call_args[0]), [])
     spec: list = []
     for part in index[1:]:
         if isinstance(part, int):
@@ -342,7 +316,7 @@ def _get_item(entry) -> _Rebuilt:
             raise _Untranslatable(f"it slices with {part!r}, which tfjoint cannot rebuild (indices and start:stop:step "
                                   "slices are): use a Keras layer")
     sliced = Slice(spec, name=name)
-    return _Rebuilt(lambda call_args, kwargs: sliced(call_args[0]), [])
+    return Rebuilt(lambda call_args, kwargs: sliced(call_args[0]), [])
 
 
 def _snake(op: str) -> str:
@@ -356,7 +330,7 @@ def _op_call(entry) -> str:
                     + [_snake(entry["class_name"])])
 
 
-def _from_table(entry) -> _Rebuilt:
+def _from_table(entry) -> Rebuilt:
     """A raw op the registry's `KERAS3_OPS` table rebuilds (reshape, transpose, matmul, softmax, expand_dims,
     zeros_like, arithmetic with a constant array, ...)."""
     op, name = entry["class_name"], entry["config"].get("name", entry.get("name"))
@@ -379,10 +353,10 @@ def _from_table(entry) -> _Rebuilt:
         except OpUntranslatable as reason:
             raise errors.UnsupportedLayerError(f"raw {_op_call(entry)} call '{name}': {reason}.") from None
 
-    return _Rebuilt(call, [])
+    return Rebuilt(call, [])
 
 
-def _raw_op(entry, layer3) -> _Rebuilt:
+def _raw_op(entry, layer3) -> Rebuilt:
     """`x + 3.0` becomes an `Affine` layer; `a + b` of two tensors the matching merge layer (named like the op);
     the ops of `KERAS3_OPS` their layers; anything else is refused, naming what is rebuilt."""
     op, name = entry["class_name"], entry["config"].get("name", entry.get("name"))
@@ -410,226 +384,21 @@ def _raw_op(entry, layer3) -> _Rebuilt:
                                                "quantize: use a Keras layer.")
         return Affine(scale=scale, offset=offset, name=name)(tensors[0])
 
-    return _Rebuilt(call, [])
+    return Rebuilt(call, [])
 
 
-def _custom_scale(entry, layer3) -> _Rebuilt:
-    """InceptionResNetV2's `CustomScaleLayer` (`inputs[0] + inputs[1] * scale`): an Affine, then an Add."""
-    name, scale = entry["config"]["name"], float(entry["config"]["scale"])
-
-    def call(args, kwargs):
-        first, second = args[0]
-        return keras.layers.Add(name=name)([first, Affine(scale=scale, name=f"{name}_scale")(second)])
-
-    return _Rebuilt(call, [])
-
-
-def _layer_scale(entry, layer3) -> _Rebuilt:
-    """ConvNeXt's `LayerScale` (`x * gamma`, one gamma per channel): an Affine with its gamma."""
-    name = entry["config"]["name"]
-    gamma = layer3.get_weights()[0] if layer3 is not None and layer3.get_weights() else None
-    if gamma is None:
-        raise _Untranslatable("its gamma weight is missing (build the model before bridging it)")
-    layer = Affine(scale=gamma, name=name)
-    return _Rebuilt(_layer_call(layer), [])
-
-
-# Keras 3's own custom layers in keras.applications, by registered name: what rebuilds each.
-class _Arrays:
-    """Weights for a rebuilt layer that come from part of a Keras 3 layer (`get_weights()` and a `name`)."""
-
-    def __init__(self, name: str, values: list):
-        self.name, self._values = name, list(values)
-
-    def get_weights(self) -> list:
-        return list(self._values)
-
-
-def _weights_by_path(layer3) -> dict[str, Any]:
-    """A Keras 3 layer's weights by their path below the layer ("self_attention_layer/query/kernel")."""
-    prefix = f"{layer3.name}/"
-    return {w.path[len(prefix):] if w.path.startswith(prefix) else w.path: w.numpy() for w in layer3.weights}
-
-
-def _reversible_embedding(entry, layer3) -> _Rebuilt:
-    """keras_hub's ReversibleEmbedding (Keras's own since 3.x): its forward pass is an Embedding lookup."""
-    config = entry["config"]
-    layer = keras.layers.Embedding(config["input_dim"], config["output_dim"], name=config["name"])
-    if layer3 is None:
-        raise _Untranslatable("its table is not available (build the model before bridging it)")
-    return _Rebuilt(_layer_call(layer), [(layer, _Arrays(config["name"], layer3.get_weights()[:1]))])
-
-
-def _position_embedding(entry, layer3) -> _Rebuilt:
-    """keras_hub's PositionEmbedding: tfjoint's (the table's first rows, as wide as the input)."""
-    config = entry["config"]
-    layer = PositionEmbedding(config["sequence_length"], name=config["name"])
-
-    def call(args, kwargs):
-        if args[0].shape[-2] is None:
-            raise errors.UnsupportedLayerError(
-                f"keras_hub PositionEmbedding '{config['name']}' gets sequences of unknown length: an int8 file runs "
-                "fixed shapes. Pass sample_inputs (a batch of your data, padded to the length you deploy) to "
-                "tfjoint.prepare / tfjoint.from_keras3, or give the model's Input a fixed length.")
-        if kwargs.get("positions") is not None or kwargs.get("start_index"):
-            raise errors.UnsupportedLayerError(f"keras_hub PositionEmbedding '{config['name']}' is called with custom "
-                                               "positions or a start index; tfjoint embeds positions 0 .. steps-1.")
-        return layer(args[0])
-
-    return _Rebuilt(call, [(layer, layer3)] if layer3 is not None else [])
-
-
-def _token_and_position_embedding(entry, layer3) -> _Rebuilt:
-    """keras_hub's TokenAndPositionEmbedding: an Embedding plus a PositionEmbedding."""
-    config, name = entry["config"], entry["config"]["name"]
-    if layer3 is None:
-        raise _Untranslatable("its tables are not available (build the model before bridging it)")
-    weights = _weights_by_path(layer3)
-    tokens = keras.layers.Embedding(config["vocabulary_size"], config["embedding_dim"], name=f"{name}_tokens")
-    positions = PositionEmbedding(config["sequence_length"], name=f"{name}_positions")
-    token_table = next(v for k, v in weights.items() if k.endswith("embeddings") and "position" not in k)
-    position_table = next(v for k, v in weights.items() if "position" in k)
-
-    def call(args, kwargs):
-        embedded = tokens(args[0])
-        return keras.layers.Add(name=name)([embedded, positions(embedded)])
-
-    return _Rebuilt(call, [(tokens, _Arrays(tokens.name, [token_table])),
-                           (positions, _Arrays(positions.name, [position_table]))])
-
-
-def _activation_layers(activation, name: str) -> tuple[Any, Any]:
-    """(Dense activation, a layer after it or None) for a keras_hub activation (a name or a registered function)."""
-    if isinstance(activation, dict):  # a registered function: {"class_name": "function", "config": "pkg>name"}
-        activation = activation.get("config")
-    if activation in ("keras_hub>gelu_approximate", "gelu_approximate"):
-        return "linear", Gelu(approximate=True, name=f"{name}_gelu")
-    if not _activation_ok(activation):
-        raise _Untranslatable(f"its activation {activation!r} is not one tf_keras knows")
-    return activation, None
-
-
-def _transformer_encoder(entry, layer3) -> _Rebuilt:
-    """keras_hub's TransformerEncoder, as the layers it is made of: attention, residual adds, LayerNorms, the FFN."""
-    return _transformer_block(entry, layer3, attention_path="self_attention_layer", causal=False)
-
-
-def _transformer_decoder(entry, layer3) -> _Rebuilt:
-    """keras_hub's TransformerDecoder used decoder-only (GPT-style, keras.io's text generation): the encoder's layers
-    with causal self-attention. With an encoder sequence (cross-attention) it is refused."""
-    if entry["config"].get("encoder_sequence_shape") is not None:
-        raise _Untranslatable("it attends to an encoder sequence (cross-attention), which tfjoint does not rebuild; "
-                              "a decoder-only TransformerDecoder (called on one sequence) is rebuilt")
-    return _transformer_block(entry, layer3, attention_path="self_attention", causal=True)
-
-
-def _transformer_block(entry, layer3, attention_path: str, causal: bool) -> _Rebuilt:
-    config, name = entry["config"], entry["config"]["name"]
-    if layer3 is None:
-        raise _Untranslatable("its weights are not available (build the model before bridging it)")
-    weights = _weights_by_path(layer3)
-    attention_weights = [weights[f"{attention_path}/{part}/{kind}"]
-                         for part in ("query", "key", "value", "attention_output") for kind in ("kernel", "bias")]
-    dim, heads, key_dim = attention_weights[0].shape
-    epsilon, rate = config.get("layer_norm_epsilon", 1e-5), config.get("dropout", 0.0)
-    attention = IntegerAttention(heads, key_dim, use_bias=True, dropout=rate, name=f"{name}_attention")
-    attention_norm = keras.layers.LayerNormalization(epsilon=epsilon, name=f"{name}_attention_norm")
-    activation, after = _activation_layers(config.get("activation", "relu"), name)
-    inner = keras.layers.Dense(config["intermediate_dim"], activation=activation, name=f"{name}_ffn_in")
-    outer = keras.layers.Dense(dim, name=f"{name}_ffn_out")
-    ffn_norm = keras.layers.LayerNormalization(epsilon=epsilon, name=f"{name}_ffn_norm")
-    first = config.get("normalize_first", False)
-    kind = "TransformerDecoder" if causal else "TransformerEncoder"
-
-    def call(args, kwargs):
-        if causal and (len(args) > 1 and args[1] is not None or kwargs.get("encoder_sequence") is not None):
-            raise errors.UnsupportedLayerError(f"keras_hub TransformerDecoder '{name}' is given an encoder sequence "
-                                               "(cross-attention), which tfjoint does not rebuild.")
-        if causal and kwargs.get("use_causal_mask") is False:
-            raise errors.UnsupportedLayerError(f"keras_hub TransformerDecoder '{name}' is called with "
-                                               "use_causal_mask=False; tfjoint rebuilds its causal form.")
-        names = ("decoder_padding_mask", "decoder_attention_mask") if causal else ("padding_mask", "attention_mask")
-        padding, attention_mask = (kwargs.get(key) for key in names)
-        if padding is not None and attention_mask is not None:
-            raise errors.UnsupportedLayerError(f"keras_hub {kind} '{name}' is given both a padding mask and an "
-                                               "attention mask; tfjoint takes one of them.")
-        mask = padding if padding is not None else attention_mask
-        x = args[0]
-        residual = x
-        x = attention_norm(x) if first else x
-        options = {"use_causal_mask": True} if causal else {}
-        x = attention(x, x, attention_mask=mask, **options) if mask is not None else attention(x, x, **options)
-        x = keras.layers.Dropout(rate, name=f"{name}_attention_dropout")(x)
-        x = keras.layers.Add(name=f"{name}_attention_add")([residual, x])
-        x = x if first else attention_norm(x)
-        residual = x
-        x = ffn_norm(x) if first else x
-        x = inner(x)
-        x = after(x) if after is not None else x
-        x = keras.layers.Dropout(rate, name=f"{name}_ffn_dropout")(outer(x))
-        x = keras.layers.Add(name=f"{name}_ffn_add")([residual, x])
-        return x if first else ffn_norm(x)
-
-    return _Rebuilt(call, [
-        (attention, _Arrays(attention.name, attention_weights)),
-        (attention_norm, _Arrays(attention_norm.name, [weights["self_attention_layer_norm/gamma"],
-                                                       weights["self_attention_layer_norm/beta"]])),
-        (inner, _Arrays(inner.name, [weights["feedforward_intermediate_dense/kernel"],
-                                     weights["feedforward_intermediate_dense/bias"]])),
-        (outer, _Arrays(outer.name, [weights["feedforward_output_dense/kernel"],
-                                     weights["feedforward_output_dense/bias"]])),
-        (ffn_norm, _Arrays(ffn_norm.name, [weights["feedforward_layer_norm/gamma"],
-                                           weights["feedforward_layer_norm/beta"]])),
-    ])
-
-
-def _sine_position_encoding(entry, layer3) -> _Rebuilt:
-    """keras_hub's SinePositionEncoding: its values depend on the input's shape alone, so it is a fixed (untrained)
-    table of positions, computed by the keras_hub layer itself: a constant in the file."""
-    name = entry["config"]["name"]
-    if layer3 is None:
-        raise _Untranslatable("its layer object is not available (build the model before bridging it)")
-
-    def call(args, kwargs):
-        steps, width = args[0].shape[-2], args[0].shape[-1]
-        if steps is None:
-            raise errors.UnsupportedLayerError(
-                f"keras_hub SinePositionEncoding '{name}' gets sequences of unknown length: an int8 file runs fixed "
-                "shapes. Pass sample_inputs (a batch of your data, padded to the length you deploy) to "
-                "tfjoint.prepare / tfjoint.from_keras3, or give the model's Input a fixed length.")
-        if kwargs.get("positions") is not None or kwargs.get("start_index"):
-            raise errors.UnsupportedLayerError(f"keras_hub SinePositionEncoding '{name}' is called with custom "
-                                               "positions or a start index; tfjoint encodes positions 0 .. steps-1.")
-        table = np.asarray(layer3(np.zeros((1, steps, width), np.float32)))[0]
-        layer = PositionEmbedding(steps, name=name, trainable=False)
-        output = layer(args[0])
-        layer.set_weights([table])
-        return output
-
-    return _Rebuilt(call, [])
-
-
-_KERAS3_CUSTOM_LAYERS = {"CustomScaleLayer": _custom_scale, "LayerScale": _layer_scale,
-                         "keras_hub>PositionEmbedding": _position_embedding,
-                         "keras_hub>TokenAndPositionEmbedding": _token_and_position_embedding,
-                         "keras_hub>TransformerEncoder": _transformer_encoder,
-                         "keras_hub>TransformerDecoder": _transformer_decoder,
-                         "keras_hub>SinePositionEncoding": _sine_position_encoding,
-                         "keras_hub>ReversibleEmbedding": _reversible_embedding,
-                         "ReversibleEmbedding": _reversible_embedding}
-_CUSTOM_LAYER_MODULES = ("keras.src.applications", "keras_hub", "keras.layers", "keras.src.layers")
 _KERAS_MODULES = ("keras.", "keras_hub")  # Keras's and keras_hub's own classes (and module "keras" itself)
 _HARD_SWISH_NAMES = ("hard_silu", "hard_swish")
 
 
-def _nested(entry, layer3) -> _Rebuilt:
+def _nested(entry, layer3) -> Rebuilt:
     """A Keras 3 model used as a layer: its layers are replayed in the outer graph (flattened)."""
     if layer3 is None:
         raise _Untranslatable("it is a nested model whose layers are not available")
     graph = _Graph(layer3, graph_config(layer3, entry["config"]))
     if graph.problems:
         raise _Untranslatable("; ".join(graph.problems))
-    return _Rebuilt(lambda args, kwargs: graph.replay(args[0] if len(args) == 1 else list(args)), graph.weights)
+    return Rebuilt(lambda args, kwargs: graph.replay(args[0] if len(args) == 1 else list(args)), graph.weights)
 
 
 def _constant(value) -> np.ndarray | None:
@@ -640,7 +409,7 @@ def _constant(value) -> np.ndarray | None:
     return None
 
 
-def _position_adds(config, layer3) -> dict[str, _Rebuilt]:
+def _position_adds(config, layer3) -> dict[str, Rebuilt]:
     """In a traced composite: `x + table[:steps]` where `table` is an Embedding of the composite called on
     `arange(steps)` outside the graph (keras.io's TokenAndPositionEmbedding and its ViT's PatchEncoder) becomes
     tfjoint's `PositionEmbedding` holding that table (trained and quantized as the embedding it is), added to `x`."""
@@ -670,7 +439,7 @@ def _position_adds(config, layer3) -> dict[str, _Rebuilt]:
             tensor = next(arg for arg in call_args if _constant(arg) is None and not isinstance(arg, np.ndarray))
             return keras.layers.Add(name=name)([tensor, positions(tensor)])
 
-        found[name] = _Rebuilt(call, [(positions, _Arrays(positions.name, [table]))])
+        found[name] = Rebuilt(call, [(positions, Arrays(positions.name, [table]))])
     return found
 
 
@@ -691,7 +460,7 @@ def _sublayers(layer3) -> list:
     return found
 
 
-def _composite(entry, layer3) -> _Rebuilt:
+def _composite(entry, layer3) -> Rebuilt:
     """A custom Keras 3 layer made of layers tfjoint knows (keras.io's TransformerBlock): its `call` traced on
     symbolic inputs into a graph of its sublayers, which is rebuilt as any graph (each sublayer pruned and
     quantized as itself)."""
@@ -729,7 +498,7 @@ def _composite(entry, layer3) -> _Rebuilt:
                               "layers and the keras.ops tfjoint rebuilds, or " + _REGISTER_ADVICE)
     logging.info("tfjoint: custom layer '%s' (%s) rebuilt from its sublayers: %s", layer3.name,
                  type(layer3).__name__, ", ".join(e.get("name") or e["config"]["name"] for e in graph.entries))
-    return _Rebuilt(lambda args, kwargs: graph.replay(args[0] if len(args) == 1 else list(args)), graph.weights)
+    return Rebuilt(lambda args, kwargs: graph.replay(args[0] if len(args) == 1 else list(args)), graph.weights)
 
 
 def _is_nested_model(entry, layer3=None) -> bool:
@@ -746,22 +515,29 @@ def _registered_keras3_class(entry):
 
     name = entry.get("registered_name") or entry["class_name"]
     cls = keras3.saving.get_registered_object(name)
-    return cls if cls is not None and kind_of(cls) is not None else None
+    kind = kind_of(cls) if cls is not None else None
+    return cls if kind is not None and kind.keras3.rebuild is None else None  # rebuilt ones are not hosted
 
 
-def _hosted(entry, layer3) -> _Rebuilt:
+def _hosted(entry, layer3) -> Rebuilt:
     """A registered Keras 3 custom layer, run as it is inside the tf_keras model (`Keras3Layer`)."""
     import keras as keras3
 
     if layer3 is None:
         raise _Untranslatable("its Keras 3 layer object is not available (build the model before bridging it)")
     layer = Keras3Layer(keras3.saving.serialize_keras_object(layer3), name=layer3.name)
-    return _Rebuilt(_layer_call(layer), [(layer, layer3)])
+    return Rebuilt(layer_call(layer), [(layer, layer3)])
 
 
-def _rebuilder(entry, layer3) -> _Rebuilt:
+def _rebuilder(entry, layer3) -> Rebuilt:
     """The rebuilder of one config entry; raises `_Untranslatable` with the reason."""
     module = entry.get("module") or ""
+    kind = kind_of(layer3) if layer3 is not None and registered_class(layer3) is type(layer3) else None
+    if kind is not None and kind.keras3.rebuild is not None:  # a Keras 3 layer with no tf_keras twin (keras_hub's)
+        try:
+            return kind.keras3.rebuild(entry, layer3)
+        except OpUntranslatable as reason:
+            raise _Untranslatable(str(reason)) from None
     if entry.get("registered_name") not in (None, entry["class_name"]) and _registered_keras3_class(entry):
         return _hosted(entry, layer3)  # a custom Keras 3 layer of the user's, registered with tfjoint
     if _is_nested_model(entry, layer3):
@@ -770,9 +546,6 @@ def _rebuilder(entry, layer3) -> _Rebuilt:
         return _get_item(entry)
     if module.startswith("keras.src.ops"):
         return _raw_op(entry, layer3)
-    custom = _KERAS3_CUSTOM_LAYERS.get(entry.get("registered_name") or entry["class_name"])
-    if custom is not None and module.startswith(_CUSTOM_LAYER_MODULES):
-        return custom(entry, layer3)
     if module != "keras" and not module.startswith(_KERAS_MODULES) and layer3 is not None:
         return _composite(entry, layer3)  # a user's layer made of layers and keras.ops: rebuilt from them
     if entry["class_name"] == "Activation" and entry["config"].get("activation") in _HARD_SWISH_NAMES:
@@ -787,13 +560,13 @@ class _Graph:
     at once); `replay(inputs)` runs the rebuilt layers on tf_keras tensors.
     """
 
-    def __init__(self, model3, config, overrides: dict[str, "_Rebuilt"] | None = None):
+    def __init__(self, model3, config, overrides: dict[str, "Rebuilt"] | None = None):
         self.config = config
         self.functional = "input_layers" in config
         layers3 = {layer.name: layer for layer in getattr(model3, "layers", [])}
         self.entries = [entry for entry in config["layers"] if entry["class_name"] != "InputLayer"]
         self.inputs = [entry for entry in config["layers"] if entry["class_name"] == "InputLayer"]
-        self.rebuilt: dict[str, _Rebuilt] = {}
+        self.rebuilt: dict[str, Rebuilt] = {}
         self.problems: list[str] = []
         for entry in self.entries:
             name = entry.get("name") or entry["config"].get("name")
@@ -910,6 +683,7 @@ def rebuild_in_tf_keras(model3, fixed_shapes: dict | None = None) -> keras.Model
     Raises:
       errors.UnsupportedLayerError: layers that cannot be translated, all named.
     """
+    register_keras3_layers()  # keras.applications' and keras_hub's own layers, as registry entries
     config = graph_config(model3)
     graph = _Graph(model3, config)
     if graph.problems:

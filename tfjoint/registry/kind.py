@@ -194,15 +194,23 @@ class Keras3:
         kind whose Keras 3 config tf_keras cannot read (a MultiHeadAttention):
         the layer the bridge builds instead; the Keras 3 layer's weights are
         copied to it in their order.
+      rebuild: for a Keras 3 class with no tf_keras twin (keras_hub's
+        layers; `tfjoint.registry.keras3_layers`): `(config entry, Keras 3
+        layer) -> Rebuilt`, the layers that replay one call of it and where
+        their weights come from. It applies to that class only, not to
+        subclasses, which may call differently.
     """
 
     renamed_arguments: Mapping[str, str] = dataclasses.field(default_factory=dict)
     kwargs_defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     translate: Callable[[dict, Any], Any] | None = None
+    rebuild: Callable[[dict, Any], Any] | None = None
 
     def __post_init__(self):
-        if self.translate is not None and not callable(self.translate):
-            raise errors.ConfigError(f"`Keras3.translate` must be a function or None; received {self.translate!r}.")
+        for name in ("translate", "rebuild"):
+            value = getattr(self, name)
+            if value is not None and not callable(value):
+                raise errors.ConfigError(f"`Keras3.{name}` must be a function or None; received {value!r}.")
         object.__setattr__(self, "renamed_arguments", _frozen(self.renamed_arguments))
         object.__setattr__(self, "kwargs_defaults", _frozen(self.kwargs_defaults))
 
