@@ -269,3 +269,36 @@ def test_a_depthwise_conv1d_block_is_int8_with_its_batchnorm_folded(tmp_path):
     assert report.operator_counts["DEPTHWISE_CONV_2D"] == 1
     assert not {"MUL", "ADD", "DEQUANTIZE"} & set(report.operator_counts)  # the BatchNorm folded
     assert report.per_output["keyword"]["sqnr_db"] > 20
+
+
+def _conv_dilations(path) -> list[tuple[int, int]]:
+    """(height, width) dilation factors of every CONV_2D in the file, read with TFLM's flatbuffer schema."""
+    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(path.read_bytes(), 0))
+    conv = next(i for i, code in enumerate(model.operatorCodes)
+                if max(code.builtinCode, code.deprecatedBuiltinCode) == schema.BuiltinOperator.CONV_2D)
+    return [(op.builtinOptions.dilationHFactor, op.builtinOptions.dilationWFactor)
+            for op in model.subgraphs[0].operators if op.opcodeIndex == conv]
+
+
+def test_dilated_convolutions_are_one_int8_conv_each_with_its_dilation_in_tflm(tmp_path):
+    """A TCN's causal dilated Conv1D and a dilated Conv2D: Keras lowers dilation to SPACE_TO_BATCH_ND, CONV_2D,
+    BATCH_TO_SPACE_ND, which QAT's fake quantization kept float (refused before training); each is now one
+    CONV_2D whose dilation factors TFLM runs."""
+    def block(x):
+        x = keras.layers.Conv1D(8, 3, dilation_rate=2, padding="causal", activation="relu", name="tcn_2")(x)
+        x = keras.layers.Conv1D(8, 3, dilation_rate=4, padding="same", name="tcn_4")(x)
+        x = keras.layers.Reshape((36, 8, 1))(keras.layers.ReLU()(x))
+        x = keras.layers.Conv2D(4, 3, dilation_rate=(2, 1), activation="relu", name="dilated_2d")(x)
+        return keras.layers.Reshape((32, 24))(x)
+
+    model = _keyword_block_model(block, 4)
+    joint = _fine_tuned(model, float_epochs=2, end_step=16, epochs=1)
+    assert type(joint.get_layer("quant_dilated_2d").layer).__name__ == "DilatedConv2D"
+    path = tmp_path / "tcn.tflite"
+    report = tfjoint.export_tflite(joint, str(path), validation_data=_keyword_data(128, 1),
+                                   options=tfjoint.ExportOptions(runtimes=("tflm",)))
+    assert report.fully_int8 and report.passed
+    assert not {"SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND"} & set(report.operator_counts)
+    assert sorted(_conv_dilations(path)) == [(1, 1), (2, 1), (2, 1), (4, 1)]  # "conv", then the dilated three

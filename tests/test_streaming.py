@@ -219,3 +219,29 @@ def test_the_streaming_flag_reaches_the_export_options(tmp_path):
     options = RunConfig(streaming=True, target="micro").export_options(str(tmp_path), "none")
     assert options.streaming is True and options.runtimes == ("tflm",)
     assert RunConfig().export_options(str(tmp_path), "none").streaming is False
+
+
+@pytest.mark.slow
+def test_a_tcn_of_dilated_causal_convolutions_streams_in_tflm_with_a_ring_buffer_per_layer(tmp_path):
+    """Each dilated causal Conv1D keeps (kernel - 1) x dilation frames from call to call; its causal zeros are the
+    buffer's starting state (the whole-sequence rewrite's padding layer is left out of the step model)."""
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(128, STEPS, 2)).astype(np.float32)
+    target = np.cumsum(x[:, :, :1], axis=1) / 4.0
+    inputs = keras.Input((STEPS, 2), name="frames")
+    h = keras.layers.Conv1D(8, 3, dilation_rate=2, padding="causal", activation="relu", name="tcn_2")(inputs)
+    h = keras.layers.Conv1D(8, 3, dilation_rate=4, padding="causal", activation="relu", name="tcn_4")(h)
+    model = keras.Model(inputs, keras.layers.Dense(1, name="total")(h))
+    model.compile("adam", "mse")
+    model.fit(x, target, epochs=4, batch_size=32, verbose=0)
+    joint = tfjoint.prepare(model, 0.0, check=("tflm", "streaming"))
+    joint.compile(keras.optimizers.Adam(5e-4), "mse")
+    joint.fit(x, target, epochs=1, batch_size=32, verbose=0)
+    report = tfjoint.export_tflite(joint, str(tmp_path / "tcn.tflite"), validation_data=(x[:24], target[:24]),
+                                   options=tfjoint.ExportOptions(streaming=True, runtimes=("tflm",)))
+    assert report.passed is True and report.fully_int8
+    states = {state["name"]: state for state in report.streaming["states"]}
+    assert set(states) == {"tcn_2_buffer", "tcn_4_buffer"}, states
+    assert [states[name]["shape"][1] for name in ("tcn_2_buffer", "tcn_4_buffer")] == [4, 8]  # (3 - 1) x 2, x 4
+    assert not {"SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND", "PAD"} & set(report.operator_counts)

@@ -31,7 +31,7 @@ from tfjoint.registry.channel_rules import (
 )
 from tfjoint.registry.kind import Keras3, LayerKind, Pruning, Quantization
 from tfjoint.registry.own_configs import OutputUnlessIntegerConfig
-from tfjoint.registry.own_layers import Affine, ExpandDims, HardSwish, Squeeze
+from tfjoint.registry.own_layers import Affine, DilatedConv2D, ExpandDims, HardSwish, Squeeze
 from tfjoint.registry.points import PointsQuantizeConfig
 from tfjoint.registry.recurrent import (
     GRU_OPERATORS,
@@ -114,7 +114,15 @@ register_layer(_layers.Dense, _producer(("FULLY_CONNECTED",), "units", Quantizat
 # and rejects per-channel scales there ("'tfl.transpose' op has mismatched quantized axes").
 register_layer(_layers.Conv1D, _producer(("CONV_2D",), "filters", Quantization(
     config=lambda: _tfmot.Default8BitQuantizeConfig(["kernel"], ["activation"], False), rewrite=Conv1DAsConv2D)))
-register_layer(_layers.Conv2D, _producer(("CONV_2D",), "filters", blocker=_grouped))
+def _dilated(layer):
+    """A dilated Conv2D as `DilatedConv2D` (one dilated CONV_2D in the file; Keras's lowering stayed float)."""
+    if type(layer) is not _layers.Conv2D or max(layer.dilation_rate) == 1 or layer.padding not in ("valid", "same"):
+        return None
+    return DilatedConv2D.from_config(layer.get_config())
+
+
+register_layer(_layers.Conv2D, _producer(("CONV_2D",), "filters", Quantization(substitute=_dilated),
+                                         blocker=_grouped))
 
 
 def _depthwise_channels(layer) -> int:

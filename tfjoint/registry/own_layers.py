@@ -20,7 +20,8 @@ import numpy as np
 
 from tfjoint._keras import keras, serializable, tf
 
-__all__ = ["ExpandDims", "Squeeze", "Affine", "HardSwish", "Keras3Layer", "FixedRange", "TimeSlice", "TimeConcat"]
+__all__ = ["ExpandDims", "Squeeze", "DilatedConv2D", "CausalPadding", "Affine", "HardSwish", "Keras3Layer",
+           "FixedRange", "TimeSlice", "TimeConcat"]
 
 
 def _axes(axes) -> tuple[int, ...]:
@@ -98,6 +99,26 @@ class Affine(keras.layers.Layer):
 
     def get_config(self):
         return dict(super().get_config(), scale=self.scale, offset=self.offset)
+
+
+@serializable
+class DilatedConv2D(keras.layers.Conv2D):
+    """A Conv2D whose dilation is the convolution's own attribute (one TensorFlow Conv2D op), not Keras's
+    SPACE_TO_BATCH_ND, CONV_2D, BATCH_TO_SPACE_ND: the converter fuses those back into a dilated CONV_2D only
+    when nothing stands between them, and QAT's fake quantization does, so the file kept them float. TFLite's
+    and TFLM's CONV_2D take dilation factors."""
+
+    def convolution_op(self, inputs, kernel):
+        return tf.nn.conv2d(inputs, kernel, strides=list(self.strides), padding=self.padding.upper(),
+                            dilations=list(self.dilation_rate), data_format=self._tf_data_format,
+                            name=type(self).__name__)
+
+
+@serializable
+class CausalPadding(keras.layers.ZeroPadding2D):
+    """The zeros a causal Conv1D puts before its sequence, where the rewrite runs it as a padded valid Conv2D (a
+    dilated one: `DilatedConv2D`). A streaming file keeps those frames in the convolution's ring buffer instead,
+    so its step model leaves this layer out."""
 
 
 @serializable

@@ -61,7 +61,7 @@ import tensorflow_model_optimization as tfmot
 from tfjoint._keras import keras
 from tfjoint._names import SQUEEZE_SUFFIX
 from tfjoint.registry.kind import Rewrite
-from tfjoint.registry.own_layers import ExpandDims, Squeeze
+from tfjoint.registry.own_layers import CausalPadding, DilatedConv2D, ExpandDims, Squeeze
 from tfjoint.registry.recurrent import IntegerGRU, IntegerLSTM, recurrent_settings
 from tfjoint.registry.table import class_names, kind_named, registered_kinds
 
@@ -169,6 +169,7 @@ class Conv1DAsConv2D(Rewrite):
 
     ORDER = 20
     FOLLOWERS = _CONV1D_FOLLOWERS
+    PADS_CAUSAL = True  # `_core` writes causal padding as ZeroPadding2D (the depthwise forms do not)
 
     def __init__(self, followers: tuple[str, ...] = (), input_ranks: dict[str, int] | None = None):
         self._followers = tuple(followers)
@@ -199,7 +200,11 @@ class Conv1DAsConv2D(Rewrite):
         return 3
 
     def convertible(self, config) -> bool:
-        return config["padding"] in ("valid", "same") and config.get("data_format") in (None, "channels_last")
+        # Causal padding only when dilated: a dilated causal Conv1D's own lowering stays float under QAT, and is
+        # left zero padding then a valid DilatedConv2D here (an undilated one keeps Conv1D, which streams).
+        causal = self.PADS_CAUSAL and config["padding"] == "causal" and _single(config["dilation_rate"]) > 1
+        return (config["padding"] in ("valid", "same") or causal) and config.get("data_format") in (None,
+                                                                                                 "channels_last")
 
     def _conv2d(self, config, kernel):
         """The Conv2D config and kernel equivalent to the matched layer's."""
@@ -215,7 +220,17 @@ class Conv1DAsConv2D(Rewrite):
         conv2d_weights = collections.OrderedDict([("kernel:0", kernel)])
         if "bias:0" in weights:
             conv2d_weights["bias:0"] = weights["bias:0"]
-        return LayerNode(_serialized(keras.layers.Conv2D.from_config(conv_config)), weights=conv2d_weights,
+        dilated = max(conv_config.get("dilation_rate", (1, 1))) > 1  # one dilated CONV_2D (Keras's stays float)
+        causal = conv_config.get("padding") == "causal"
+        if causal:
+            conv_config["padding"] = "valid"
+        conv = (DilatedConv2D if dilated else keras.layers.Conv2D).from_config(conv_config)
+        inputs = []
+        if causal:  # the (kernel - 1) * dilation frames before each sequence, as Keras's causal padding adds
+            before = (conv_config["kernel_size"][0] - 1) * conv_config["dilation_rate"][0]
+            padding = CausalPadding(((before, 0), (0, 0)), name=f"{config['name']}_causal_padding")
+            inputs = [LayerNode(_serialized(padding), metadata={"quantize_config": None})]
+        return LayerNode(_serialized(conv), weights=conv2d_weights, input_layers=inputs,
                          metadata={"quantize_config": None})
 
     def replacement(self, match_layer):
@@ -238,7 +253,8 @@ class Conv1DAsConv2D(Rewrite):
         return _wrap_in_2d(name, rank, node, chain[-1].layer["config"]["name"])
 
     def custom_objects(self):
-        return {"tfjoint>ExpandDims": ExpandDims, "tfjoint>Squeeze": Squeeze}
+        return {"tfjoint>ExpandDims": ExpandDims, "tfjoint>Squeeze": Squeeze, "tfjoint>DilatedConv2D": DilatedConv2D,
+                "tfjoint>CausalPadding": CausalPadding}
 
 
 class SeparableConv1DAsConv2D(Conv1DAsConv2D):
@@ -251,6 +267,7 @@ class SeparableConv1DAsConv2D(Conv1DAsConv2D):
     """
 
     ORDER = 21
+    PADS_CAUSAL = False
 
     def _core(self, config, weights) -> LayerNode:
         k, stride, dilation = (_single(config[key]) for key in ("kernel_size", "strides", "dilation_rate"))
@@ -281,6 +298,7 @@ class DepthwiseConv1DAsConv2D(Conv1DAsConv2D):
     """
 
     ORDER = 22
+    PADS_CAUSAL = False
 
     def _core(self, config, weights) -> LayerNode:
         k, stride, dilation = (_single(config[key]) for key in ("kernel_size", "strides", "dilation_rate"))

@@ -36,7 +36,7 @@ from tfjoint._keras import keras, replay, tf, without_causal_padding
 from tfjoint._names import float_layer_name, output_name
 from tfjoint.findings import Finding, Kind, Severity
 from tfjoint.registry import recurrent_layers, unwrapped
-from tfjoint.registry.own_layers import FixedRange, TimeConcat, TimeSlice
+from tfjoint.registry.own_layers import CausalPadding, FixedRange, TimeConcat, TimeSlice
 from tfjoint.registry.rewrites import user_class_name
 from tfjoint.registry.streaming import (
     BACKWARDS_REASON,
@@ -227,6 +227,8 @@ class _Builder:
         original_out = original_out[0] if isinstance(original_out, list) else original_out
         if isinstance(unwrapped(layer), recurrent_layers()):
             return self._recurrent(layer, inputs, kwargs)
+        if isinstance(unwrapped(layer), CausalPadding):  # the next (valid) window's ring buffer holds these frames
+            return inputs
         window = time_window(layer) if len(original_in or ()) >= 3 else None
         if window is not None:
             return self._windowed(layer, inputs, kwargs, window)
