@@ -302,3 +302,18 @@ def test_dilated_convolutions_are_one_int8_conv_each_with_its_dilation_in_tflm(t
     assert report.fully_int8 and report.passed
     assert not {"SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND"} & set(report.operator_counts)
     assert sorted(_conv_dilations(path)) == [(1, 1), (2, 1), (2, 1), (4, 1)]  # "conv", then the dilated three
+
+
+def test_a_file_tflm_computes_otherwise_than_litert_is_refused_before_training():
+    """A dilated SeparableConv1D converts to int8 SPACE_TO_BATCH_ND, DEPTHWISE_CONV_2D and BATCH_TO_SPACE_ND, which
+    LiteRT computes right and TFLM does not (measured: 12 dB SQNR after training, found only by the export's
+    gate). `prepare(check="tflm")` runs the file in both before training."""
+    def block(x):
+        return keras.layers.SeparableConv1D(8, 3, dilation_rate=2, name="dilated_separable")(x)
+
+    model = _keyword_block_model(block, 6)
+    with pytest.raises(tfjoint.errors.UnsupportedLayerError,
+                       match="not compute in TensorFlow Lite Micro what it computes in LiteRT.*SPACE_TO_BATCH"):
+        tfjoint.prepare(model, tfjoint.JointSchedule(0.5, end_step=4), sample_inputs=_keyword_data(16, 0)[0],
+                        check=("tflm",))
+    tfjoint.prepare(model, tfjoint.JointSchedule(0.5, end_step=4), sample_inputs=_keyword_data(16, 0)[0])  # LiteRT

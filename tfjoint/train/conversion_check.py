@@ -24,6 +24,7 @@ from tfjoint.registry import needs_calibration, offset_variables, recurrent_laye
 from tfjoint.tflite import convert, tflm
 from tfjoint.tflite.flatbuffer import float_op_problems, layer_of, missing_in_tflm, read_flatbuffer
 from tfjoint.tflite.run import run_reference
+from tfjoint.tflite.runtimes import runtime_model
 from tfjoint.tflite.streaming import streaming_model
 
 __all__ = ["refuse_what_export_would", "ranges_initialized", "MIN_CHECK_SQNR_DB"]
@@ -31,6 +32,8 @@ __all__ = ["refuse_what_export_would", "ranges_initialized", "MIN_CHECK_SQNR_DB"
 # Below this, the int8 file of a freshly prepared model computes something else than its quantization-aware model
 # (TFLite's fused int8 LSTM measured 1.7 dB; files whose operators QAT simulates measure 25-45 dB).
 MIN_CHECK_SQNR_DB = 10.0
+# TFLM against LiteRT's reference kernels on the same file (bit-exact where their kernels agree).
+MIN_RUNTIME_SQNR_DB = 30.0
 
 
 @contextlib.contextmanager
@@ -72,9 +75,9 @@ def _fidelity_db(prepared, content: bytes, samples) -> float:
     return min(sqnr_db(e, a) for e, a in zip(expected, actual))
 
 
-def _refuse_for_tflm(prepared, content: bytes, summary) -> None:
-    """Allocates the file in TFLM (as the export will measure it); an operator or tensor it cannot take is
-    refused now, naming the layer."""
+def _refuse_for_tflm(prepared, content: bytes, summary, samples=None) -> None:
+    """Allocates the file in TFLM (as the export will measure it) and runs it on `samples`; an operator or tensor
+    it cannot take, or a kernel that computes otherwise than LiteRT's, is refused now."""
     layer_names = [layer.name for layer in prepared.layers]
     missing = missing_in_tflm(summary, layer_names)
     if missing:
@@ -84,13 +87,28 @@ def _refuse_for_tflm(prepared, content: bytes, summary) -> None:
             "model once). Use an activation TFLM runs (relu, or GELU as prepared for a microcontroller), or deploy "
             "on LiteRT (a phone).")
     try:
-        tflm.measure_arena(content)
+        arena = tflm.measure_arena(content)
     except errors.DeviceError as error:
         layer = layer_of(error.tensor or "", layer_names) if error.tensor else None
         where = f" (layer '{layer}')" if layer else ""
         raise errors.UnsupportedLayerError(
             f"model '{prepared.name}' would not run in TensorFlow Lite Micro: converted once before training, its "
             f"int8 file fails there at operator {error.operator or '?'}{where}: {error}") from error
+    if samples is None or not summary.fully_int8:
+        return
+    # The same file in TFLM and in LiteRT's reference kernels: they compute the same (TFLM's kernels are those
+    # references), unless a TFLM kernel takes the file differently, which only its outputs show.
+    input_names, output_names = convert.keras_names(prepared)
+    reference = run_reference(content, input_names, output_names, samples)
+    device = runtime_model("tflm", content, summary, input_names, output_names, arena.total_bytes).predict(samples)
+    agreement = min(sqnr_db(r, d) for r, d in zip(reference, device))
+    if agreement < MIN_RUNTIME_SQNR_DB:
+        raise errors.UnsupportedLayerError(
+            f"model '{prepared.name}' would not compute in TensorFlow Lite Micro what it computes in LiteRT: "
+            f"converted once before training, its int8 file's outputs in TFLM are {agreement:.1f} dB (SQNR) from "
+            f"LiteRT's reference kernels on sample inputs (below {MIN_RUNTIME_SQNR_DB:g} dB), so a TFLM kernel runs "
+            f"one of its operators differently ({', '.join(sorted(set(summary.op_names)))}). Replace the layer that "
+            "becomes that operator, or deploy on LiteRT (a phone).")
 
 
 # A recurrent model is checked on sequences this long: its cell converts the same at every step, and the whole-
@@ -166,7 +184,7 @@ def refuse_what_export_would(prepared, runtimes=(), streaming: bool = False) -> 
             f"model '{prepared.name}' would not export fully int8 (found before training, by converting the prepared "
             f"model once): {problems}. Replace or exclude those layers with ones TFLite runs in int8.")
     if "tflm" in runtimes:
-        _refuse_for_tflm(checked, content, summary)
+        _refuse_for_tflm(checked, content, summary, None if streaming else checked_samples)
     if fidelity is not None and fidelity < MIN_CHECK_SQNR_DB:
         raise errors.UnsupportedLayerError(
             f"model '{prepared.name}' would not keep its accuracy in int8: converted once before training, its int8 "
