@@ -24,7 +24,7 @@ demo: $(STAMP)
 # on two workers (most of a test's time is single-threaded conversion and tracing), a file at a time: a module's
 # fixtures (trained models) are built once, not again on a worker that steals half its tests.
 test: lint $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder -m "not benchmark"
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not benchmark"
 
 # ruff (style, imports, the 120-character limit) and mypy (the library's types).
 lint: $(STAMP)

@@ -20,18 +20,6 @@ from tfjoint.train import conversion_check as _conversion_check_module  # noqa: 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# `make test` runs a file at a time on two workers, in collection order (it turns off xdist's reordering by test
-# count, which sent the longest files last, to one worker, while the other idled). These go first, longest first
-# (measured with --durations), so the short files fill in at the end.
-_LONGEST_FIRST = ("test_cli.py", "test_transformers.py", "test_examples_and_notebook.py", "test_lstm.py",
-                  "test_distributed.py", "test_streaming.py", "test_weight_sharing.py", "test_budget.py",
-                  "test_layout_rewrites.py")
-
-
-def pytest_collection_modifyitems(config, items):
-    rank = {name: position for position, name in enumerate(_LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file's own order is kept
-
 
 def run_python(code: str, env_extra=None, *, keep_legacy_keras_flag: bool = True, check: bool = True):
     """Runs `code` in a fresh interpreter with tfjoint importable; returns the CompletedProcess.
