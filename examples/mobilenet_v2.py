@@ -18,7 +18,8 @@ import tf_keras as keras
 import tfjoint
 
 
-def main(out: str, steps: int = 20, alpha: float = 0.35, size: int = 96, check: bool = True) -> tfjoint.ExportReport:
+def main(out: str, steps: int = 20, alpha: float = 0.35, size: int = 96, check: bool = True,
+         quantization: str = "auto") -> tfjoint.ExportReport:
     os.makedirs(out, exist_ok=True)
     keras.utils.set_random_seed(0)
     float_model = keras.applications.MobileNetV2(input_shape=(size, size, 3), alpha=alpha, weights=None, classes=10)
@@ -36,7 +37,7 @@ def main(out: str, steps: int = 20, alpha: float = 0.35, size: int = 96, check: 
                                    # Random weights on random images leave near-uniform softmax outputs that
                                    # int8's 1/256 grid ties: top-1 agreement says nothing there (SQNR, at its
                                    # default 15 dB, is the check). Train on real labels and drop this.
-                                   options=tfjoint.ExportOptions(measure_latency=True,
+                                   options=tfjoint.ExportOptions(measure_latency=True, quantization=quantization,
                                                                  tolerances=tfjoint.Tolerances(min_agreement=0.0)))
     print(report)
     return report
