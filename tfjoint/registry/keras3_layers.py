@@ -105,20 +105,25 @@ def _reversible_embedding(entry, layer3) -> Rebuilt:
     return Rebuilt(layer_call(layer), [(layer, Arrays(config["name"], layer3.get_weights()[:1]))])
 
 
+def _check_positions(kind: str, name: str, args, kwargs) -> None:
+    """A keras_hub position layer is rebuilt for positions 0 .. steps-1 of a sequence of known length."""
+    if args[0].shape[-2] is None:
+        raise errors.UnsupportedLayerError(
+            f"keras_hub {kind} '{name}' gets sequences of unknown length: an int8 file runs fixed shapes. Pass "
+            "sample_inputs (a batch of your data, padded to the length you deploy) to tfjoint.prepare / "
+            "tfjoint.from_keras3, or give the model's Input a fixed length.")
+    if kwargs.get("positions") is not None or kwargs.get("start_index"):
+        raise errors.UnsupportedLayerError(f"keras_hub {kind} '{name}' is called with custom positions or a start "
+                                           "index; tfjoint takes positions 0 .. steps-1.")
+
+
 def _position_embedding(entry, layer3) -> Rebuilt:
     """keras_hub's PositionEmbedding: tfjoint's (the table's first rows, as wide as the input)."""
     config = entry["config"]
     layer = PositionEmbedding(config["sequence_length"], name=config["name"])
 
     def call(args, kwargs):
-        if args[0].shape[-2] is None:
-            raise errors.UnsupportedLayerError(
-                f"keras_hub PositionEmbedding '{config['name']}' gets sequences of unknown length: an int8 file runs "
-                "fixed shapes. Pass sample_inputs (a batch of your data, padded to the length you deploy) to "
-                "tfjoint.prepare / tfjoint.from_keras3, or give the model's Input a fixed length.")
-        if kwargs.get("positions") is not None or kwargs.get("start_index"):
-            raise errors.UnsupportedLayerError(f"keras_hub PositionEmbedding '{config['name']}' is called with custom "
-                                               "positions or a start index; tfjoint embeds positions 0 .. steps-1.")
+        _check_positions("PositionEmbedding", config["name"], args, kwargs)
         return layer(args[0])
 
     return Rebuilt(call, [(layer, layer3)] if layer3 is not None else [])
@@ -236,15 +241,8 @@ def _sine_position_encoding(entry, layer3) -> Rebuilt:
         raise OpUntranslatable("its layer object is not available (build the model before bridging it)")
 
     def call(args, kwargs):
+        _check_positions("SinePositionEncoding", name, args, kwargs)
         steps, width = args[0].shape[-2], args[0].shape[-1]
-        if steps is None:
-            raise errors.UnsupportedLayerError(
-                f"keras_hub SinePositionEncoding '{name}' gets sequences of unknown length: an int8 file runs fixed "
-                "shapes. Pass sample_inputs (a batch of your data, padded to the length you deploy) to "
-                "tfjoint.prepare / tfjoint.from_keras3, or give the model's Input a fixed length.")
-        if kwargs.get("positions") is not None or kwargs.get("start_index"):
-            raise errors.UnsupportedLayerError(f"keras_hub SinePositionEncoding '{name}' is called with custom "
-                                               "positions or a start index; tfjoint encodes positions 0 .. steps-1.")
         table = np.asarray(layer3(np.zeros((1, steps, width), np.float32)))[0]
         layer = PositionEmbedding(steps, name=name, trainable=False)
         output = layer(args[0])

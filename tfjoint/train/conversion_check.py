@@ -67,17 +67,17 @@ def ranges_initialized(prepared, samples):
             variable.assign(value)
 
 
-def _fidelity_db(prepared, content: bytes, samples) -> float:
-    """The lowest SQNR, over the outputs, of the int8 file against the quantization-aware model on `samples`."""
-    input_names, output_names = convert.keras_names(prepared)
+def _fidelity_db(prepared, reference: list, samples) -> float:
+    """The lowest SQNR, over the outputs, of the int8 file (its `reference` outputs on `samples`, from LiteRT's
+    reference kernels) against the quantization-aware model."""
     expected = outputs_as_list(prepared.predict(samples if len(samples) > 1 else samples[0], verbose=0))
-    actual = run_reference(content, input_names, output_names, samples)
-    return min(sqnr_db(e, a) for e, a in zip(expected, actual))
+    return min(sqnr_db(e, a) for e, a in zip(expected, reference))
 
 
-def _refuse_for_tflm(prepared, content: bytes, summary, samples=None) -> None:
+def _refuse_for_tflm(prepared, content: bytes, summary, samples=None, reference=None) -> None:
     """Allocates the file in TFLM (as the export will measure it) and runs it on `samples`; an operator or tensor
-    it cannot take, or a kernel that computes otherwise than LiteRT's, is refused now."""
+    it cannot take, or a kernel that computes otherwise than LiteRT's (its `reference` outputs on `samples`), is
+    refused now."""
     layer_names = [layer.name for layer in prepared.layers]
     missing = missing_in_tflm(summary, layer_names)
     if missing:
@@ -94,12 +94,11 @@ def _refuse_for_tflm(prepared, content: bytes, summary, samples=None) -> None:
         raise errors.UnsupportedLayerError(
             f"model '{prepared.name}' would not run in TensorFlow Lite Micro: converted once before training, its "
             f"int8 file fails there at operator {error.operator or '?'}{where}: {error}") from error
-    if samples is None or not summary.fully_int8:
+    if samples is None or reference is None:
         return
     # The same file in TFLM and in LiteRT's reference kernels: they compute the same (TFLM's kernels are those
     # references), unless a TFLM kernel takes the file differently, which only its outputs show.
     input_names, output_names = convert.keras_names(prepared)
-    reference = run_reference(content, input_names, output_names, samples)
     device = runtime_model("tflm", content, summary, input_names, output_names, arena.total_bytes).predict(samples)
     agreement = min(sqnr_db(r, d) for r, d in zip(reference, device))
     if agreement < MIN_RUNTIME_SQNR_DB:
@@ -168,8 +167,9 @@ def refuse_what_export_would(prepared, runtimes=(), streaming: bool = False) -> 
                 checked_samples = sample_inputs_of(checked) if checked is not prepared else samples
                 content = convert.to_int8(checked, checked_samples if representative is not None else None)
             summary = read_flatbuffer(content)
-            fidelity = (_fidelity_db(checked, content, checked_samples)
-                        if summary.fully_int8 and not streaming else None)
+            reference = (run_reference(content, *convert.keras_names(checked), checked_samples)
+                         if summary.fully_int8 and not streaming else None)
+            fidelity = _fidelity_db(checked, reference, checked_samples) if reference is not None else None
     except errors.ExportError as error:
         raise errors.UnsupportedLayerError(
             f"model '{prepared.name}' would not export to int8 (found before training, by converting the prepared "
@@ -184,7 +184,7 @@ def refuse_what_export_would(prepared, runtimes=(), streaming: bool = False) -> 
             f"model '{prepared.name}' would not export fully int8 (found before training, by converting the prepared "
             f"model once): {problems}. Replace or exclude those layers with ones TFLite runs in int8.")
     if "tflm" in runtimes:
-        _refuse_for_tflm(checked, content, summary, None if streaming else checked_samples)
+        _refuse_for_tflm(checked, content, summary, None if streaming else checked_samples, reference)
     if fidelity is not None and fidelity < MIN_CHECK_SQNR_DB:
         raise errors.UnsupportedLayerError(
             f"model '{prepared.name}' would not keep its accuracy in int8: converted once before training, its int8 "
