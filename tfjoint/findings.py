@@ -42,6 +42,7 @@ class Kind(enum.Enum):
     DATA_RANGE = "data_range"
     EXACT_MATCH = "exact_match"
     COARSE_OUTPUT = "coarse_output"
+    TIES = "ties"
     RUNTIMES_DISAGREE = "runtimes_disagree"
     # The device.
     MEMORY = "memory"

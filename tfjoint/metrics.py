@@ -12,6 +12,7 @@ __all__ = [
     "cosine_similarity",
     "max_abs_error",
     "top1_agreement",
+    "decided_predictions",
     "accuracy",
     "entropy_bound_bytes",
     "is_classifier_output",
@@ -83,12 +84,35 @@ def is_multi_label_output(outputs: np.ndarray) -> bool:
     return bool(np.median(np.abs(outputs.sum(axis=1) - 1.0)) > 0.05)
 
 
-def top1_agreement(a: np.ndarray, b: np.ndarray) -> float:
+def top1_agreement(a: np.ndarray, b: np.ndarray, decided: np.ndarray | None = None) -> float:
     """Fraction of rows whose argmax is the same in `a` and `b`; for multi-label outputs
-    (`is_multi_label_output(a)`), the fraction of labels decided the same way (probability > 0.5)."""
+    (`is_multi_label_output(a)`), the fraction of labels decided the same way (probability > 0.5).
+
+    `decided` (from `decided_predictions(a, step)`): count only those rows (labels); 1.0 if there are none.
+    """
     if is_multi_label_output(a):
-        return float(np.mean((np.asarray(a) > 0.5) == (np.asarray(b) > 0.5)))
-    return float(np.mean(np.argmax(a, axis=-1) == np.argmax(b, axis=-1)))
+        same = ((np.asarray(a) > 0.5) == (np.asarray(b) > 0.5)).reshape(-1)
+    else:
+        same = (np.argmax(a, axis=-1) == np.argmax(b, axis=-1)).reshape(-1)
+    if decided is not None:
+        same = same[np.asarray(decided, bool).reshape(-1)]
+        if not same.size:
+            return 1.0
+    return float(np.mean(same))
+
+
+def decided_predictions(reference: np.ndarray, step: float) -> np.ndarray:
+    """Which predictions of `reference` an output on a grid of `step` can make the same way, one entry per
+    prediction as `correct_per_sample` counts them: the top two classes at least `step` apart (a one-unit or
+    multi-label probability at least `step` from 0.5). Closer than one step, an int8 output cannot order them: its
+    choice there is rounding, not what quantization did to the model."""
+    reference = np.asarray(reference, np.float64)
+    if reference.ndim == 2 and (reference.shape[1] == 1 or is_multi_label_output(reference)):
+        return (np.abs(reference - 0.5) >= step).reshape(-1)
+    if reference.shape[-1] < 2:
+        return np.ones(reference.shape[:-1], bool).reshape(-1)
+    top_two = np.sort(reference, axis=-1)[..., -2:]
+    return (top_two[..., 1] - top_two[..., 0] >= step).reshape(-1)
 
 
 def accuracy(outputs: np.ndarray, labels: np.ndarray) -> float:

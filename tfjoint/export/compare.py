@@ -23,6 +23,7 @@ __all__ = ["labels_per_output", "compare_outputs", "failures", "notes_on_outputs
 
 # Differences this small are rounding, not a violation: 0.9260 - 0.9060 = 0.020000000000000018 meets 0.02.
 _SLACK = 1e-9
+_NOTED_TIES = 0.01  # a share of undecided predictions worth a note
 
 
 def labels_per_output(labels, output_names) -> list:
@@ -69,11 +70,17 @@ def _regression_metrics(entry, prefix, outputs, labels) -> None:
     entry[f"{prefix}_mae"] = metrics.mae(outputs, labels)
 
 
-def compare_outputs(output_names, int8_out, keras_out, float_out, labels, pruned_out=None) -> dict[str, dict[str, Any]]:
+def compare_outputs(output_names, int8_out, keras_out, float_out, labels, pruned_out=None,
+                    output_scales: dict[str, float | None] | None = None) -> dict[str, dict[str, Any]]:
     """Per output: fidelity against Keras and the float model, and metrics against the labels.
 
     `pruned_out`: the pruned and fine-tuned float model's outputs (no fake
     quantization), for the accuracy steps of the report.
+    `output_scales`: each int8 output's step. A prediction whose Keras top
+    two classes lie within one step of each other is a tie the int8 output
+    cannot order (`metrics.decided_predictions`): the agreement and the
+    accuracy drop the gate checks leave those out (`undecided` is their
+    share), so rounding a tie is not taken for what quantization cost.
     """
     per_output = {}
     for i, name in enumerate(output_names):
@@ -85,8 +92,12 @@ def compare_outputs(output_names, int8_out, keras_out, float_out, labels, pruned
         classifier = metrics.is_classifier_output(int8_out[i])
         entry["classifier"] = classifier
         entry["multi_label"] = metrics.is_multi_label_output(keras_out[i])  # agreement and accuracy per label
+        step = (output_scales or {}).get(name)
+        decided = metrics.decided_predictions(keras_out[i], step) if step else None
+        if decided is not None and not decided.all():
+            entry["undecided"] = float(1.0 - np.mean(decided)) if decided.size else 0.0
         if classifier:
-            entry["top1_agreement"] = metrics.top1_agreement(keras_out[i], int8_out[i])
+            entry["top1_agreement"] = metrics.top1_agreement(keras_out[i], int8_out[i], decided)
         if float_out is not None:
             entry["float_sqnr_db"] = metrics.sqnr_db(float_out[i], int8_out[i])
             entry["float_max_abs_error"] = metrics.max_abs_error(float_out[i], int8_out[i])
@@ -98,6 +109,8 @@ def compare_outputs(output_names, int8_out, keras_out, float_out, labels, pruned
             if classifier or _is_binary(keras_out[i], label):
                 entry["int8_accuracy"] = metrics.accuracy(int8_out[i], label)
                 entry["keras_accuracy"] = metrics.accuracy(keras_out[i], label)
+                if "undecided" in entry:
+                    entry["decided_accuracy_drop"] = _decided_drop(keras_out[i], int8_out[i], label, decided)
                 if float_out is not None:
                     entry["float_accuracy"] = metrics.accuracy(float_out[i], label)
                 if pruned_out is not None:
@@ -110,6 +123,22 @@ def compare_outputs(output_names, int8_out, keras_out, float_out, labels, pruned
                 entry["mse_increase"] = metrics.relative_increase(entry["int8_mse"], entry["keras_mse"])
         per_output[name] = entry
     return per_output
+
+
+def _decided_drop(keras_out, int8_out, label, decided) -> float:
+    """The accuracy (a fraction of every prediction) the int8 output loses on the predictions it can decide."""
+    keras_correct = metrics.correct_per_sample(keras_out, label).astype(np.float64)
+    int8_correct = metrics.correct_per_sample(int8_out, label).astype(np.float64)
+    if keras_correct.shape != decided.shape:
+        return float(np.mean(keras_correct) - np.mean(int8_correct))
+    return float(np.mean((keras_correct - int8_correct) * decided))
+
+
+def _ties(entry) -> str:
+    """What the gate left out of an output's agreement and accuracy drop, for a failure's sentence."""
+    if not entry.get("undecided"):
+        return ""
+    return f" (leaving out the {entry['undecided']:.1%} of predictions the int8 output cannot decide)"
 
 
 def _agreement(entry) -> str:
@@ -126,12 +155,12 @@ def failures(per_output, tolerances: Tolerances, runtime: str | None = None) -> 
     where = f"in {runtime}: " if runtime else ""
     for name, entry in per_output.items():
         if "int8_accuracy" in entry and "keras_accuracy" in entry:
-            drop = entry["keras_accuracy"] - entry["int8_accuracy"]
+            drop = entry.get("decided_accuracy_drop", entry["keras_accuracy"] - entry["int8_accuracy"])
             if drop > tolerances.max_accuracy_drop + _SLACK:
                 found.append(failure(
                     Kind.ACCURACY_DROP,
                     f"{where}output '{name}': int8 accuracy {entry['int8_accuracy']:.4f} is {drop:.4f} below the Keras "
-                    f"model it was converted from ({entry['keras_accuracy']:.4f}) > max_accuracy_drop "
+                    f"model it was converted from ({entry['keras_accuracy']:.4f}){_ties(entry)} > max_accuracy_drop "
                     f"{tolerances.max_accuracy_drop}", runtime=runtime, subject=name, measured=drop,
                     limit=tolerances.max_accuracy_drop, excess=drop))
         if tolerances.max_total_drop is not None and "float_accuracy" in entry:
@@ -146,7 +175,8 @@ def failures(per_output, tolerances: Tolerances, runtime: str | None = None) -> 
             found.append(failure(
                 Kind.AGREEMENT,
                 f"{where}output '{name}': {_agreement(entry)} of int8 with its Keras model "
-                f"{entry['top1_agreement']:.4f} < min_agreement {tolerances.min_agreement}", runtime=runtime,
+                f"{entry['top1_agreement']:.4f}{_ties(entry)} < min_agreement {tolerances.min_agreement}",
+                runtime=runtime,
                 subject=name, measured=entry["top1_agreement"], limit=tolerances.min_agreement,
                 excess=tolerances.min_agreement - entry["top1_agreement"]))
         if entry["sqnr_db"] < tolerances.min_sqnr_db - _SLACK:
@@ -175,6 +205,14 @@ def notes_on_outputs(per_output, keras_out, output_scales: dict[str, float | Non
                 f"output '{name}': the int8 file reproduces its Keras model exactly (SQNR inf), which says the "
                 "conversion is faithful, not that quantization is harmless: that Keras model is as coarse as the "
                 "int8 one. Pass float_model= (and labels) to measure what quantization cost.", subject=name))
+        if entry.get("undecided", 0.0) >= _NOTED_TIES:
+            notes.append(note(
+                Kind.TIES,
+                f"output '{name}': on {entry['undecided']:.0%} of the validation predictions the Keras model's top "
+                f"two are closer than one step of the int8 output ({output_scales.get(name):.4g}): the file cannot "
+                "order them, so its choice there is rounding. The agreement and accuracy-drop gates count the other "
+                "predictions; the accuracies shown count all of them. A model this undecided may need more training.",
+                subject=name, measured=entry["undecided"]))
         scale = output_scales.get(name)
         values = np.asarray(keras_out[i], np.float64)
         if scale and values.size and not entry["classifier"]:  # probabilities move in 1/256 steps by design

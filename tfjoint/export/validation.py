@@ -194,7 +194,7 @@ def _in_runtimes(candidate: Candidate, validation_data, keras_out, float_out, pr
             model = candidate.runtime_model(runtime, compressed)
             int8_out = model.predict(inputs, batch_size=options.batch_size, verbose=options.verbose)
         per_output = compare.compare_outputs(names[1], int8_out, keras_out, float_out, per_output_labels,
-                                             pruned_out if candidate.quantization == QAT else None)
+                                             pruned_out if candidate.quantization == QAT else None, output_scales)
         failures = list(compare.failures(per_output, options.tolerances, runtime))
         notes = list(compare.notes_on_outputs(per_output, keras_out, output_scales, float_out is not None))
         if compressed:
