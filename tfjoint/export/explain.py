@@ -114,6 +114,19 @@ def _chain(model, first: str, last: str) -> list:
     return layers
 
 
+def _called_alone(layer, x):
+    """`layer` applied to `x` as the model calls it on one tensor: a self-attention (the same tensor as query and
+    value) gets `x` for both. None for a layer the model calls on several different tensors (a cross-attention,
+    an attention mask): it cannot be replayed on `x` alone."""
+    node = layer.inbound_nodes[0] if layer.inbound_nodes else None
+    arguments = list(getattr(node, "keras_inputs", None) or []) if node is not None else []
+    if len({id(tensor) for tensor in arguments}) > 1:
+        return None
+    ids = {id(tensor) for tensor in arguments}
+    positional = sum(1 for value in node.call_args if id(value) in ids) if node is not None else 1
+    return layer(*([x] * max(1, positional)), training=False)
+
+
 def _takes_several(layer) -> bool:
     """Whether `layer` is called on several tensors (an Add): a chain of single-input layers stops before it."""
     return any(isinstance(node.input_tensors, (list, tuple)) and len(node.input_tensors) > 1
@@ -169,7 +182,9 @@ def _apply(layers, values: np.ndarray, output_size: int):
         if unfused:
             last.activation = keras.activations.linear
         for layer in layers:
-            x = layer(x, training=False)
+            x = _called_alone(layer, x)
+            if x is None:
+                return None
     finally:
         if unfused:
             last.activation = saved

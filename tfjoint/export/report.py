@@ -24,7 +24,8 @@ from tfjoint.export.options import QAT, ExportOptions
 from tfjoint.export.source import Source
 from tfjoint.export.validation import Validation
 from tfjoint.findings import Finding, Kind, Severity, largest_first, note
-from tfjoint.registry import kind_of
+from tfjoint.registry import kind_of, unwrapped
+from tfjoint.registry.transformer import IntegerLayerNorm
 from tfjoint.tflite.flatbuffer import FlatbufferSummary
 
 __all__ = ["ExportReport", "assemble_report", "accuracy_steps"]
@@ -433,6 +434,14 @@ def _heads_up(source: Source, options: ExportOptions) -> list[Finding]:
         notes.append(note(Kind.HEADS_UP, f"the heads of {', '.join(repr(name) for name in scanned)} were chosen by a "
                                          "loss scan (the validation loss each one's removal alone cost), not by "
                                          "their weights' magnitude"))
+    residual = source.schedule.residual_sparsity if source.schedule is not None else 0.0
+    if residual > 0 and model is not None:
+        widths = sorted({int(unwrapped(layer).gamma.shape[-1]) for layer in model.layers
+                         if isinstance(unwrapped(layer), IntegerLayerNorm) and unwrapped(layer).gamma is not None})
+        notes.append(note(Kind.HEADS_UP, f"the residual width was narrowed before the fit (residual_sparsity="
+                                         f"{residual:g}): its embeddings, LayerNorms, Adds and every projection "
+                                         f"writing or reading it keep {', '.join(map(str, widths)) or 'fewer'} "
+                                         "channels, the same ones in each"))
     clusters = source.schedule.clusters if source.schedule is not None else None
     if clusters and options.compression != "lut":
         where = ("LiteRT has no LUT runtime: on a phone, shared weights shrink the download (gzip_size_bytes) and "

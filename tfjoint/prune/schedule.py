@@ -149,6 +149,11 @@ class JointSchedule:
         loss scan (the validation loss each head's removal costs), and
         `scan_heads` (in `tfjoint.plan.for_budget`) returns it. Groups not named
         follow `channel_criterion`.
+      residual_sparsity: for a transformer, the fraction of its residual
+        width (the channels its embeddings, LayerNorms and Adds carry)
+        removed from every layer that writes, carries or reads it, before the
+        fit (`tfjoint.prune.residual`): where half the heads and FFN neurons
+        leave the latency bound by the residual width.
 
     Example:
       >>> JointSchedule(0.8).end_step is None   # set by the first fit: half of it
@@ -170,6 +175,7 @@ class JointSchedule:
     shared_tables: bool | None = None
     channel_criterion: str = "l1"
     channel_scores: Mapping[str, tuple[float, ...]] = dataclasses.field(default_factory=dict)
+    residual_sparsity: float = 0.0
     version: int = SCHEDULE_VERSION
 
     def __post_init__(self):
@@ -183,6 +189,8 @@ class JointSchedule:
         object.__setattr__(self, "channel_scores", checked_scores(self.channel_scores))
         if self.weight_schedule is not None:
             object.__setattr__(self, "weight_schedule", _pruning_schedule(self.weight_schedule))
+        _check_fraction("residual_sparsity", self.residual_sparsity)
+        object.__setattr__(self, "residual_sparsity", float(self.residual_sparsity))
         for field in ("target_sparsity", "channel_sparsity"):
             value = getattr(self, field)
             if isinstance(value, Mapping):

@@ -9,8 +9,9 @@ schedule to run.
 
 `prepare` reads as its stages: the model in (a Keras 3 one through the
 bridge) -> the schedule (`schedule_argument`) -> the layers checked -> tfjoint's
-integer layers substituted -> the pruned weights (`prune.selection`) -> the
-channel specs (`prune.channel_specs`) -> TF-MOT's `quantize_apply` with
+integer layers substituted -> a transformer's residual width narrowed
+(`prune.residual`, when asked) -> the pruned weights (`prune.selection`) ->
+the channel specs (`prune.channel_specs`) -> TF-MOT's `quantize_apply` with
 tfjoint's scheme -> the centroids (`centroids`) -> the conversion check
 (`conversion_check`).
 """
@@ -26,6 +27,7 @@ from tfjoint import _progress, errors
 from tfjoint._keras import check_float_model, is_keras3_model, keras, nested_inputs_and_outputs
 from tfjoint.bridge.keras3 import from_keras3
 from tfjoint.prune.channel_specs import channel_specs
+from tfjoint.prune.residual import narrow_residual
 from tfjoint.prune.selection import LayerSelection, pruned_weights
 from tfjoint.quantize.scheme import JointQuantizeScheme
 from tfjoint.quantize.substitution import substituted
@@ -223,6 +225,8 @@ def prepare(model: keras.Model, schedule: Any = None, *, layers: LayerSelection 
     _check_custom_layers_serializable(model)
     _check_quantizable(model)
     model = substituted(model, runtimes)  # attention, LayerNorm, LeakyReLU (and GELU for TFLM): tfjoint's layers
+    if joint.residual_sparsity > 0:
+        model, _ = narrow_residual(model, joint.residual_sparsity)  # a transformer's residual width, before the fit
     pruned = pruned_weights(model, joint, selection)
     joint, specs = channel_specs(model, joint, pruned)
     scheme = JointQuantizeScheme(joint, pruned, specs, input_shapes=_input_shapes(model))
