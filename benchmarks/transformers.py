@@ -23,6 +23,8 @@ Rows, per model (accuracy on the validation split, in LiteRT with XNNPACK as a p
   ranked by weight magnitude;
 * tfjoint heads (scan): the same, the heads ranked by the loss each one's removal costs (`scan_heads`, on the last
   500 training samples: the validation split stays unseen);
+* tfjoint heads+residual: the same with `residual_sparsity=0.5`: half of the residual width (embeddings,
+  LayerNorms, Adds, every projection reading or writing the stream) removed before the fit;
 * tfjoint micro: `--target=micro`'s path: GELU as its TFLM stand-in, the file run in TFLM.
 
 The latency rows compare the heads-pruned file with the unpruned tfjoint file, 1 thread, paired rounds, in
@@ -30,9 +32,12 @@ LiteRT's builtin kernels and with XNNPACK. `export_s` is tfjoint's export of the
 
 `--models=encoder_large` is latency only: a 4-layer encoder where attention dominates (hidden 128, 4 heads of 32,
 FFN 256, sequence 64, GELU), trained a few steps on random data (latency follows the shapes, not the weights): half
-of its heads and FFN neurons removed against the unpruned int8 file.
+of its heads and FFN neurons removed against the unpruned int8 file. `--models=encoder_tokens` is the same encoder
+reading token ids through an Embedding (its residual stream starts inside the model, so it can be narrowed), with
+the heads+residual file timed too.
 """
 
+import functools
 import importlib
 import json
 import os
@@ -56,7 +61,7 @@ from tfjoint.app import digits  # noqa: E402
 keras3 = importlib.import_module("keras")  # Keras 3, imported after tfjoint
 
 METHODS = ("float", "TF PTQ", "AEQ", "tfjoint", "tfjoint 50%", "tfjoint heads", "tfjoint heads (scan)",
-           "tfjoint micro")
+           "tfjoint heads+residual", "tfjoint micro")
 
 
 # --- Models and data ---------------------------------------------------------------------------------------------
@@ -110,10 +115,15 @@ def _bert_data(seed: int, tiny: bool):
     return {"x": x, "y": y}, {"x": x_val, "y": y_val}, 2 if tiny else 20, 1 if tiny else 4
 
 
-def _encoder_large(seed: int, hidden: int = 128, heads: int = 4, layers: int = 4, steps: int = 64):
+def _encoder_large(seed: int, hidden: int = 128, heads: int = 4, layers: int = 4, steps: int = 64,
+                   tokens: int | None = None):
     keras3.utils.set_random_seed(seed)
-    inputs = keras3.Input((steps, hidden), name="x")
-    x = inputs
+    if tokens:  # ids through an Embedding: the residual stream starts inside the model, so it can be narrowed
+        inputs = keras3.Input((steps,), dtype="int32", name="x")
+        x = keras3.layers.Embedding(tokens, hidden, name="embed")(inputs)
+    else:
+        inputs = keras3.Input((steps, hidden), name="x")
+        x = inputs
     for block in range(layers):
         h = keras3.layers.LayerNormalization(epsilon=1e-6, name=f"ln{block}a")(x)
         x = x + keras3.layers.MultiHeadAttention(heads, hidden // heads, name=f"attention{block}")(h, h)
@@ -131,8 +141,18 @@ def _encoder_large_data(seed: int, tiny: bool):
     return {"x": x, "y": y}, {"x": x[:32], "y": y[:32]}, 1, 1
 
 
+def _encoder_tokens_data(seed: int, tiny: bool):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 64, (64, 64)).astype(np.int32)
+    y = rng.integers(0, 4, 64)
+    return {"x": x, "y": y}, {"x": x[:32], "y": y[:32]}, 1, 1
+
+
 MODELS = {"vit_digits": (_vit, _vit_data), "bert_tiny": (_bert, _bert_data),
-          "encoder_large": (_encoder_large, _encoder_large_data)}
+          "encoder_large": (_encoder_large, _encoder_large_data),
+          "encoder_tokens": (functools.partial(_encoder_large, tokens=64), _encoder_tokens_data)}
+LATENCY_ONLY = ("encoder_large", "encoder_tokens")
+PRUNED_FILES = ("tfjoint heads", "tfjoint heads+residual")  # each timed against the unpruned file
 
 
 # --- Files and their accuracy ------------------------------------------------------------------------------------
@@ -182,7 +202,7 @@ def _aeq(model3, train) -> bytes:
 
 
 def _tfjoint(model3, train, val, epochs, path, target_sparsity=0.0, channel_sparsity=0.0, target="phone",
-             scan=False, validate=True):
+             scan=False, validate=True, residual_sparsity=0.0):
     steps = epochs * -(-len(train["y"]) // 32)
     scores = {}
     if scan:  # the heads ranked by measurement, on training samples (the validation split stays unseen)
@@ -191,7 +211,8 @@ def _tfjoint(model3, train, val, epochs, path, target_sparsity=0.0, channel_spar
         tail = {k: v[-500:] for k, v in train["x"].items()} if isinstance(train["x"], dict) else train["x"][-500:]
         scores = scan_heads(model3, (tail, train["y"][-500:]))
     schedule = tfjoint.JointSchedule(target_sparsity, end_step=max(steps // 2, 1), frequency=max(steps // 32, 1),
-                                     channel_sparsity=channel_sparsity, channel_scores=scores)
+                                     channel_sparsity=channel_sparsity, channel_scores=scores,
+                                     residual_sparsity=residual_sparsity)
     micro = target == "micro"  # GELU trains as its TFLM stand-in, the file is validated in TFLM
     joint = tfjoint.prepare(model3, schedule, sample_inputs=train["x"], check=("tflm",) if micro else True)
     joint.compile(keras3.optimizers.Adam(3e-4), "sparse_categorical_crossentropy")
@@ -212,8 +233,8 @@ def run(name: str, seed: int, tiny: bool, work: str, methods=None) -> list[dict]
     model.compile(keras3.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
     model.fit(train["x"], train["y"], epochs=float_epochs, batch_size=32, verbose=0)
     rows = [{"method": "float", "accuracy": float(model.evaluate(val["x"], val["y"], verbose=0)[1])}]
-    if name == "encoder_large":  # latency only
-        methods = ["tfjoint", "tfjoint heads"]
+    if name in LATENCY_ONLY:
+        methods = ["tfjoint", "tfjoint heads"] + (["tfjoint heads+residual"] if name == "encoder_tokens" else [])
     for method, make in (("TF PTQ", _tf_ptq), ("AEQ", _aeq)):
         if methods and method not in methods:
             continue
@@ -227,12 +248,14 @@ def run(name: str, seed: int, tiny: bool, work: str, methods=None) -> list[dict]
     for method, kwargs in (("tfjoint", dict(target_sparsity=0.0)), ("tfjoint 50%", dict(target_sparsity=0.5)),
                            ("tfjoint heads", dict(target_sparsity=0.0, channel_sparsity=0.5)),
                            ("tfjoint heads (scan)", dict(target_sparsity=0.0, channel_sparsity=0.5, scan=True)),
+                           ("tfjoint heads+residual", dict(target_sparsity=0.0, channel_sparsity=0.5,
+                                                           residual_sparsity=0.5)),
                            ("tfjoint micro", dict(target_sparsity=0.0, target="micro"))):
         if methods and method not in methods:
             continue
         path = os.path.join(work, f"{name}_{seed}_{method.replace(' ', '_').replace('%', '')}.tflite")
         try:
-            report, export_s = _tfjoint(model, train, val, epochs, path, validate=name != "encoder_large", **kwargs)
+            report, export_s = _tfjoint(model, train, val, epochs, path, validate=name not in LATENCY_ONLY, **kwargs)
             files[method] = open(path, "rb").read()
             rows.append({"method": method, "accuracy": report.int8_accuracy, "float_ops": len(report.float_ops),
                          "size_bytes": report.size_bytes, "export_s": export_s,
@@ -241,14 +264,17 @@ def run(name: str, seed: int, tiny: bool, work: str, methods=None) -> list[dict]
                                               else None)})
         except Exception as error:
             rows.append({"method": method, "error": f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"})
-    if {"tfjoint", "tfjoint heads"} <= set(files):
+    pruned = [method for method in PRUNED_FILES if method in files]
+    if "tfjoint" in files and pruned:
         from common import paired_latency_ratios
 
-        pair = {"unpruned": files["tfjoint"], "heads": files["tfjoint heads"]}
+        pair = {"unpruned": files["tfjoint"], **{method: files[method] for method in pruned}}
         for kernels in ("builtin", "default"):
             ratios = paired_latency_ratios(pair, "unpruned", rounds=3 if tiny else 7, kernels=kernels)
-            rows.append({"method": f"latency heads/unpruned ({kernels})",
-                         "ratio": float(statistics.median(ratios["heads"]))})
+            for method in pruned:
+                label = method.removeprefix("tfjoint ")
+                rows.append({"method": f"latency {label}/unpruned ({kernels})",
+                             "ratio": float(statistics.median(ratios[method]))})
     for row in rows:
         row.update(model=name, seed=seed)
         print(json.dumps(row), flush=True)

@@ -215,3 +215,17 @@ def test_imports_of_a_module_that_fails_names_the_flag_and_the_module(tmp_path, 
     (tmp_path / "broken.py").write_text("raise RuntimeError('my bug')\n")
     with pytest.raises(tfjoint.errors.DataError, match="broken.py.*RuntimeError: my bug"):
         pipeline.import_user_modules("broken.py")
+
+
+def test_residual_sparsity_reaches_the_schedule_and_is_refused_beside_a_budget():
+    from tfjoint.prune.allocation import SparsityPlan
+
+    uniform = SparsityPlan({}, method="uniform", target=0.0, sizes={})
+    assert pipeline._schedule(RunConfig(residual_sparsity=0.5), 100, uniform, None).residual_sparsity == 0.5
+    assert pipeline._schedule(RunConfig(), 100, uniform, None).residual_sparsity == 0.0
+    with pytest.raises(tfjoint.ConfigError, match="--residual_sparsity=0.5 and a budget"):
+        RunConfig(target="micro", flash_kb=20, residual_sparsity=0.5)
+    with pytest.raises(tfjoint.ConfigError, match="residual_sparsity"):
+        RunConfig(residual_sparsity=1.5)
+    with pytest.raises(tfjoint.ConfigError, match="`residual_sparsity` must be in"):
+        tfjoint.JointSchedule(0.5, residual_sparsity=-0.1)

@@ -67,24 +67,18 @@ def test_mirrored_strategy_with_two_logical_cpus():
         assert float(quantized_zeros) >= float(mask_zeros)
 
 
-_CONV_MODEL = """
-inputs = keras.Input((8, 8, 1), name="image")
-x = keras.layers.Conv2D(8, 3, use_bias=False, name="conv")(inputs)
-x = keras.layers.BatchNormalization(name="bn")(x)
-x = keras.layers.ReLU(name="relu")(x)
-x = keras.layers.Flatten(name="flatten")(x)
-model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax", name="fc")(x))
-joint = tfjoint.prepare(model, target_sparsity=0.75, end_step=6, frequency=2)
-"""
-# An encoder block: attention (its heads pruned as channels), LayerNorm, a GELU FFN; weights and heads pruned.
-_TRANSFORMER_MODEL = """
+# One model for both kinds of layer a worker must keep in step: a Conv1D + BatchNorm branch (its filters pruned as
+# channels) and an encoder block (attention, its heads pruned as channels; LayerNorm; a GELU FFN).
+_MODEL = """
 inputs = keras.Input((8, 8), name="image")
+conv = keras.layers.Conv1D(8, 3, padding="same", use_bias=False, name="conv")(inputs)
+conv = keras.layers.ReLU(name="relu")(keras.layers.BatchNormalization(name="bn")(conv))
 attention = keras.layers.MultiHeadAttention(4, 4, name="attention")(inputs, inputs)
 x = keras.layers.LayerNormalization(name="norm")(keras.layers.Add()([inputs, attention]))
 x = keras.layers.Dense(16, activation="gelu", name="ffn")(x)
-x = keras.layers.GlobalAveragePooling1D()(x)
+x = keras.layers.Concatenate()([keras.layers.GlobalAveragePooling1D()(x), keras.layers.GlobalAveragePooling1D()(conv)])
 model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax", name="fc")(x))
-joint = tfjoint.prepare(model, target_sparsity=0.75, end_step=6, frequency=2, channel_sparsity=0.5)
+joint = tfjoint.prepare(model, tfjoint.JointSchedule(0.75, end_step=6, frequency=2, channel_sparsity=0.5))
 """
 
 _WORKER = """
@@ -94,12 +88,12 @@ import tfjoint
 import tensorflow as tf
 import tf_keras as keras  # noqa: E402
 
-out, kind = sys.argv[1], sys.argv[2]
+out = sys.argv[1]
 strategy = tf.distribute.MultiWorkerMirroredStrategy()
 task = json.loads(os.environ["TF_CONFIG"])["task"]
 with strategy.scope():
     keras.utils.set_random_seed(0)
-    exec({"conv": CONV, "transformer": TRANSFORMER}[kind])
+    exec(MODEL)
     joint.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
 rng = np.random.default_rng(0)
 x_train = rng.random((128,) + tuple(joint.input_shape[1:]), dtype=np.float32)
@@ -118,7 +112,7 @@ if task["index"] == 0:  # the chief exports, with the default tolerances
     report = tfjoint.export_tflite(deployable, os.path.join(out, "model.tflite"), validation_data=x_train[:32],
                                    runtimes=("litert",))
     report.save_json(os.path.join(out, "report.json"))
-""".replace("CONV", repr(_CONV_MODEL)).replace("TRANSFORMER", repr(_TRANSFORMER_MODEL))
+""".replace("MODEL", repr(_MODEL))
 
 
 def _free_ports(count):
@@ -131,15 +125,14 @@ def _free_ports(count):
     return ports
 
 
-@pytest.mark.parametrize("kind", ["conv", "transformer"])
-def test_two_worker_processes_train_one_model_and_the_chief_exports(kind, tmp_path):
+def test_two_worker_processes_train_one_model_and_the_chief_exports(tmp_path):
     workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
     env = {k: v for k, v in os.environ.items()}
     env.update(TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
     processes = []
     for index in range(2):
         config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-        processes.append(subprocess.Popen([sys.executable, "-c", _WORKER, str(tmp_path), kind], env=dict(
+        processes.append(subprocess.Popen([sys.executable, "-c", _WORKER, str(tmp_path)], env=dict(
             env, TF_CONFIG=json.dumps(config)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     outputs = []
     for process in processes:
@@ -151,20 +144,23 @@ def test_two_worker_processes_train_one_model_and_the_chief_exports(kind, tmp_pa
     assert int(first["step"]) == int(second["step"]) == 16  # 128 samples / global batch 16, 2 epochs
     names = [name for name in first.files if name != "step"]
     attention = [f"attention/{p}_kernel" for p in ("query", "key", "value", "output")]
-    assert names == (["conv/kernel", "fc/kernel"] if kind == "conv" else attention + ["ffn/kernel", "fc/kernel"])
-    # 75% of the weights go; in the transformer's FFN, 75% of the half of its channels that stay.
-    expected = {"ffn/kernel": 1 - 0.5 * 0.25}
+    assert sorted(names) == sorted(attention + ["conv/kernel", "ffn/kernel", "fc/kernel"])
+    # 75% of the weights go; in the convolution and the FFN, 75% of the half of their channels that stay.
+    expected = {"ffn/kernel": 1 - 0.5 * 0.25, "conv/kernel": 1 - 0.5 * 0.25}
     for name in names:
         np.testing.assert_array_equal(first[name], second[name])
-        if kind == "conv" or not name.startswith("attention"):
+        if not name.startswith("attention"):
             assert np.mean(first[name] == 0) == pytest.approx(expected.get(name, 0.75), abs=0.02), name
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["fully_int8"] and report["passed"]
-    # Read from the file: 75% of the kept weights are zero (the FFN's removed channels are gone from it).
-    assert report["per_layer_sparsity"]["fc" if kind == "conv" else "ffn"]["tflite"] == pytest.approx(0.75, abs=0.01)
+    # Read from the file: 75% of the kept weights are zero (the removed channels are gone from it).
+    for layer in ("conv", "ffn"):
+        assert report["per_layer_sparsity"][layer]["tflite"] == pytest.approx(0.75, abs=0.01), layer
     assert not (tmp_path / "never.tflite").exists()
-    if kind == "transformer":  # both workers removed the same two of the four heads (zero in every projection)
-        heads = [np.flatnonzero(np.abs(first["attention/output_kernel"]).sum(axis=(1, 2)))]
-        assert len(heads[0]) == 2
-        np.testing.assert_array_equal(np.abs(first["attention/query_kernel"]).sum(axis=(0, 2)) > 0,
-                                      np.isin(np.arange(4), heads[0]))
+    # Both workers removed the same two of the four heads (zero in every projection) and the same conv filters.
+    heads = [np.flatnonzero(np.abs(first["attention/output_kernel"]).sum(axis=(1, 2)))]
+    assert len(heads[0]) == 2
+    np.testing.assert_array_equal(np.abs(first["attention/query_kernel"]).sum(axis=(0, 2)) > 0,
+                                  np.isin(np.arange(4), heads[0]))
+    filters = np.abs(first["conv/kernel"]).reshape(-1, 8).sum(axis=0) > 0
+    assert filters.sum() == 4, filters

@@ -8,6 +8,7 @@ import tf_keras as keras
 import tfjoint
 from tfjoint.prune.residual import narrow_residual, residual_plan
 from tfjoint.quantize.substitution import substituted
+from tfjoint.registry.transformer import PositionEmbedding
 
 L = keras.layers
 STEPS, VOCABULARY, WIDTH = 12, 40, 32
@@ -17,6 +18,7 @@ def _encoder(first=None, blocks=2):
     """Tokens -> Embedding -> pre-norm blocks (attention, ReLU FFN) -> LayerNorm -> pooling -> classes."""
     tokens = keras.Input((STEPS,), dtype="int32", name="tokens")
     x = first(tokens) if first else L.Embedding(VOCABULARY, WIDTH, name="embed")(tokens)
+    x = L.Add(name="add_positions")([x, PositionEmbedding(STEPS, name="positions")(x)])  # keras_hub's, rebuilt
     for block in range(blocks):
         h = L.LayerNormalization(epsilon=1e-6, name=f"ln{block}a")(x)
         x = L.Add(name=f"add{block}a")([x, L.MultiHeadAttention(4, 8, name=f"attention{block}")(h, h)])
@@ -38,7 +40,7 @@ def test_every_layer_on_the_residual_stream_loses_the_same_channels_and_keeps_it
     model = substituted(_encoder(), ())
     narrowed, plan = narrow_residual(model, 0.5)
     assert plan.width == WIDTH and len(plan.keep) == WIDTH // 2
-    assert plan.writes == {"embed", "attention0", "attention1", "ffn0_out", "ffn1_out"}
+    assert plan.writes == {"embed", "positions", "attention0", "attention1", "ffn0_out", "ffn1_out"}
     assert plan.reads == {"attention0": {"query", "value", "key"}, "attention1": {"query", "value", "key"},
                           "ffn0_in": {"kernel"}, "ffn1_in": {"kernel"}, "classes": {"kernel"}}
     assert plan.norms == {"ln0a", "ln0b", "ln1a", "ln1b", "ln"}
@@ -49,6 +51,8 @@ def test_every_layer_on_the_residual_stream_loses_the_same_channels_and_keeps_it
 
     old, new = weights(model, "embed"), weights(narrowed, "embed")
     np.testing.assert_array_equal(new["embeddings"], old["embeddings"][:, keep])
+    old, new = weights(model, "positions"), weights(narrowed, "positions")
+    np.testing.assert_array_equal(new["position_embeddings"], old["position_embeddings"][:, keep])
     old, new = weights(model, "attention1"), weights(narrowed, "attention1")
     for side in ("query", "key", "value"):
         np.testing.assert_array_equal(new[f"{side}_kernel"], old[f"{side}_kernel"][keep])

@@ -104,6 +104,10 @@ class RunConfig:
                                           "convolution and dense layer: a smaller, faster int8 model.", lower=0.0,
                                      upper=0.95,
                                      group=_CHANNELS)
+    residual_sparsity: float = _field(0.0, "For a transformer: fraction of its residual width (the channels its "
+                                           "embeddings, LayerNorms and Adds carry) removed from every layer "
+                                           "writing or reading it, before the fit.", lower=0.0, upper=0.95,
+                                      group=_CHANNELS)
     allocation: str = _field("sensitivity", "How the target is spread over layers: uniform, global (LAMP scores), "
                                             "erk (from shapes), or sensitivity (a per-layer scan on the validation "
                                             "data); the mean over pruned weights is the target either way.",
@@ -196,6 +200,10 @@ class RunConfig:
             raise errors.ConfigError("--compression=lut needs --clusters (at most 128: LUT indices are 1 to 7 bits), "
                                      "or a budget (--flash_kb) for the plan to choose 2-, 4- or 8-bit weights per "
                                      "layer. Try --clusters=16.")
+        if self.residual_sparsity and self.budget_given:
+            raise errors.ConfigError(f"--residual_sparsity={self.residual_sparsity} and a budget (--flash_kb, "
+                                     "--ram_kb, --mmacs): the budget planner does not count the residual width. Drop "
+                                     "one.")
         if self.streaming and self.quantization == "ptq":
             raise errors.ConfigError("--streaming needs the quantization-aware file (its states keep the int8 ranges "
                                      "QAT trained for them); received --quantization=ptq. Use --quantization=auto "

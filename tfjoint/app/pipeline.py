@@ -215,7 +215,8 @@ def _schedule(config: RunConfig, total_steps: int, plan, budget_plan) -> "tfjoin
     scores = budget_plan.channel_scores if budget_plan else {}  # the heads the planner's scan ranked
     return plan_schedule(total_steps, plan if plan.method != "uniform" else plan.target, prune_end=config.prune_end,
                          quant_start=config.quant_start, channel_sparsity=channels).replace(
-        clusters=clusters, channel_scores=scores, shared_tables=SHARED_TABLES[config.shared_tables])
+        clusters=clusters, channel_scores=scores, shared_tables=SHARED_TABLES[config.shared_tables],
+        residual_sparsity=config.residual_sparsity)
 
 
 def run(config: RunConfig) -> RunResult:

@@ -50,6 +50,7 @@ _NORMS = (IntegerLayerNorm, _L.LayerNormalization)
 _JOINS = (_L.Add, _L.Average, _L.Subtract, _L.Maximum, _L.Minimum, _L.Multiply, IntegerSum)
 _WRITES = (_L.Embedding, PositionEmbedding, IntegerAttention, _L.Dense)  # their output columns are the stream's
 _READS = (IntegerAttention, _L.Dense)  # their input rows are
+_SHAPES_ONLY = (PositionEmbedding,)  # read only their input's shape (a position table as wide as the stream)
 _NORM_WEIGHTS = ("gamma", "beta")
 
 
@@ -167,6 +168,8 @@ def residual_plan(model) -> ResidualPlan:
                 "narrows Embedding, position tables, attention and Dense layers). Use residual_sparsity=0.")
         if writes and isinstance(layer, IntegerAttention) and layer.output_dim is not None:
             raise errors.ConfigError(f"`residual_sparsity`: {where} has a fixed output_shape; use residual_sparsity=0.")
+        if isinstance(layer, _SHAPES_ONLY):
+            ins = []
         if ins and not isinstance(layer, _READS):
             raise errors.ConfigError(
                 f"`residual_sparsity`: {where} reads the residual stream and cannot drop channels of its input "
