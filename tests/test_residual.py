@@ -42,8 +42,8 @@ def test_every_layer_on_the_residual_stream_loses_the_same_channels_and_keeps_it
     assert plan.width == WIDTH and len(plan.keep) == WIDTH // 2
     assert plan.writes == {"embed", "positions", "attention0", "attention1", "ffn0_out", "ffn1_out"}
     assert plan.reads == {"attention0": {"query", "value", "key"}, "attention1": {"query", "value", "key"},
-                          "ffn0_in": {"kernel"}, "ffn1_in": {"kernel"}, "classes": {"kernel"}}
-    assert plan.norms == {"ln0a", "ln0b", "ln1a", "ln1b", "ln"}
+                          "ffn0_in": {"inputs"}, "ffn1_in": {"inputs"}, "classes": {"inputs"}}
+    assert plan.carried == {"ln0a", "ln0b", "ln1a", "ln1b", "ln"}
     keep = plan.keep
 
     def weights(m, name):
@@ -78,8 +78,9 @@ def test_every_layer_on_the_residual_stream_loses_the_same_channels_and_keeps_it
 @pytest.mark.parametrize("model,named", [
     (lambda: keras.Sequential([keras.Input((8, 8, 3)), L.Conv2D(4, 3), L.Flatten(), L.Dense(2)]),
      "has no residual stream"),
-    (lambda: _encoder(first=lambda t: L.Conv1D(WIDTH, 3, padding="same", name="conv")(
-        L.Embedding(VOCABULARY, 8)(t))), "layer 'conv' \\(Conv1D\\) writes the residual stream"),
+    (lambda: _encoder(first=lambda t: L.Concatenate(name="joined")(
+        [L.Embedding(VOCABULARY, WIDTH // 2)(t), L.Embedding(VOCABULARY, WIDTH // 2)(t)])),
+     "layer 'joined' \\(Concatenate\\) writes the residual stream"),
     (lambda: (lambda i: keras.Model(i, L.Add()([i, L.Dense(6)(L.LayerNormalization()(i))])))(keras.Input((5, 6))),
      "reaches the model output"),
 ])

@@ -132,13 +132,19 @@ def main(argv):
         print(f"tfjoint: the tfjoint command needs {' and '.join(missing)}, which the library alone does not: "
               'install them with: pip install "tfjoint[app]"', file=sys.stderr)
         return EXIT_BAD_INPUT
+    from tfjoint import errors  # no TensorFlow in it, nor in the flags' checks: bad flags are said at once
+
+    try:
+        config = tfjoint_flags.config_from_flags()
+    except errors.TfjointError as error:
+        print(f"tfjoint: {str(error).splitlines()[0]}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     quiet = flags.FLAGS.verbosity < 1
     if quiet:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         _import_silenced("tensorflow")
         _import_silenced("ai_edge_litert.interpreter")
-    from tfjoint import errors  # imports TensorFlow: after the log level is set
-    from tfjoint.app.pipeline import RunFailed, run
+    from tfjoint.app.pipeline import RunFailed, run  # imports TensorFlow: after the log level is set
 
     # tfjoint's progress goes through absl at INFO; TensorFlow's Python side logs (SavedModel, converter
     # chatter) through its own "tensorflow" logger, quieted here unless asked for.
@@ -154,7 +160,6 @@ def main(argv):
         tf.autograph.set_verbosity(0)
 
     try:
-        config = tfjoint_flags.config_from_flags()
         result = run(config)
     except errors.ValidationError as error:
         out = flags.FLAGS.out

@@ -29,29 +29,21 @@ the float model helps).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+import inspect
+from typing import Any, Mapping
 
 import numpy as np
 from absl import logging
 
 from tfjoint import errors
 from tfjoint._keras import keras, keras_history, nodes_in_graph_order, replay, tf, weight_short_name
-from tfjoint.registry import unwrapped
+from tfjoint.registry import kind_of, unwrapped
+from tfjoint.registry.channel_rules import FOLLOWS, MERGES, NEW
 from tfjoint.registry.table import is_input_layer
-from tfjoint.registry.transformer import IntegerAttention, IntegerLayerNorm, IntegerSum, PositionEmbedding, TakeStep
 
 __all__ = ["ResidualPlan", "narrow_residual", "residual_plan"]
 
-_L = keras.layers
-# Layers the stream passes through unchanged in width: their output is the stream too.
-_CARRIES = (_L.Dropout, _L.Activation, _L.ReLU, _L.LeakyReLU, _L.GlobalAveragePooling1D, _L.GlobalMaxPooling1D,
-            _L.GaussianNoise, _L.GaussianDropout, _L.AlphaDropout, _L.SpatialDropout1D, TakeStep)
-_NORMS = (IntegerLayerNorm, _L.LayerNormalization)
-_JOINS = (_L.Add, _L.Average, _L.Subtract, _L.Maximum, _L.Minimum, _L.Multiply, IntegerSum)
-_WRITES = (_L.Embedding, PositionEmbedding, IntegerAttention, _L.Dense)  # their output columns are the stream's
-_READS = (IntegerAttention, _L.Dense)  # their input rows are
-_SHAPES_ONLY = (PositionEmbedding,)  # read only their input's shape (a position table as wide as the stream)
-_NORM_WEIGHTS = ("gamma", "beta")
+_FIRST = "inputs"  # a derived reader's one input (its call's first argument, whatever its name)
 
 
 def _key(tensor) -> tuple[str, int, int]:
@@ -76,31 +68,94 @@ class _Sets:
         self.parent[self.find(a)] = self.find(b)
 
 
-def _attention_inputs(node) -> dict[str, object]:
-    """An attention call's query, value and key tensors (key defaults to value, value to query)."""
-    args, kwargs = list(node.call_args), dict(node.call_kwargs)
-    names = ("query", "value", "key")
-    found = {name: (args[i] if i < len(args) else kwargs.get(name)) for i, name in enumerate(names)}
-    found["value"] = found["value"] if found["value"] is not None else found["query"]
-    found["key"] = found["key"] if found["key"] is not None else found["value"]
+@dataclasses.dataclass(frozen=True)
+class _Role:
+    """What a layer's registry entry says about the residual stream (its `Residual` facet, else its `Channels`)."""
+
+    carries: bool
+    joins: bool
+    normalizes: bool  # carries it with statistics of its own (a LayerNorm): what marks a transformer's stream
+    shape_only: bool
+    carried: Mapping[str, int]
+    writes: Mapping[str, int]
+    reads: Mapping[str, Mapping[str, int]]
+    same_as: Mapping[str, str]
+    resize: Any
+
+
+def _role(layer, rank: int) -> _Role:
+    kind = kind_of(layer)
+    if kind is None:
+        return _Role(False, False, False, False, {}, {}, {}, {}, None)
+    residual, channels = kind.residual, kind.channels
+    blocked = channels.blocker(layer, rank) if channels.blocker else None
+    follows = channels.rule is FOLLOWS and not blocked
+    sliced = {side: {weight: axes[side] for weight, axes in channels.sliced.items() if side in axes}
+              for side in ("in", "out")}
+    new = channels.rule is NEW and not blocked
+    return _Role(
+        carries=residual.carries or follows, joins=channels.rule is MERGES, normalizes=residual.carries,
+        shape_only=residual.shape_only,
+        carried=residual.carried or (sliced["in"] if follows else {}),
+        writes=residual.writes or (sliced["out"] if new else {}),
+        reads=residual.reads or ({_FIRST: sliced["in"]} if new and sliced["in"] else {}),
+        same_as=residual.same_as, resize=residual.resize or (channels.resize if new else None))
+
+
+def _arguments(node, layer, role: _Role) -> dict[str, Any]:
+    """The call's tensors by argument name (a derived reader's first argument as `_FIRST`), defaults filled in."""
+    try:
+        bound = inspect.signature(layer.call).bind_partial(*node.call_args, **node.call_kwargs).arguments
+    except TypeError:
+        bound = {}
+    if _FIRST in role.reads:
+        first = node.call_args[0] if node.call_args else None
+        return {_FIRST: first}
+    found = {name: bound.get(name) for name in role.reads}
+    for name, default in role.same_as.items():
+        if found.get(name) is None:
+            found[name] = found.get(default)
     return found
 
 
 @dataclasses.dataclass
 class ResidualPlan:
-    """Which layers touch the residual stream, how: `writes` lose output columns, `reads` input rows (for an
-    attention layer: which of its query/value/key read it), `norms` their gamma and beta; `width` channels, of
-    which `keep` (sorted indices) stay."""
+    """Which layers touch the residual stream, how: `writes` lose output channels, `reads` input channels (for
+    each call argument that is the stream), `carried` their per-channel weights (a LayerNorm's); `width` channels,
+    of which `keep` (sorted indices) stay."""
 
     width: int
     writes: set[str]
     reads: dict[str, set[str]]
-    norms: set[str]
+    carried: set[str]
+    roles: dict[str, _Role]
     keep: np.ndarray | None = None
 
     @property
     def layers(self) -> list[str]:
-        return sorted(self.writes | set(self.reads) | self.norms)
+        return sorted(self.writes | set(self.reads) | self.carried)
+
+
+def _streams(model, nodes, roles) -> tuple[_Sets, set]:
+    """Union-find of the tensors the stream's carrying and joining layers connect, and the candidate streams:
+    sets an elementwise join belongs to that pass through a LayerNorm-like carrier with weights of its own."""
+    sets = _Sets()
+    joined, normalized = [], []
+    for node in nodes:
+        role = roles[node.outbound_layer.name]
+        inputs = [_key(t) for t in tf.nest.flatten(node.input_tensors)]
+        outputs = [_key(t) for t in tf.nest.flatten(node.output_tensors)]
+        if len(outputs) != 1:
+            continue
+        if role.joins:
+            for key in inputs:
+                sets.union(key, outputs[0])
+            joined.append(outputs[0])
+        elif role.carries and len(inputs) == 1:
+            sets.union(inputs[0], outputs[0])
+            if role.normalizes:
+                normalized.append(inputs[0])
+    return sets, {sets.find(key) for key in joined} & {sets.find(key) for key in normalized}
 
 
 def residual_plan(model) -> ResidualPlan:
@@ -111,26 +166,16 @@ def residual_plan(model) -> ResidualPlan:
         touching it that cannot lose channels (named).
     """
     nodes = [node for node in nodes_in_graph_order(model) if not node.is_input]
-    sets = _Sets()
-    joined = []
+    roles = {}
     for node in nodes:
         layer = unwrapped(node.outbound_layer)
-        inputs = [_key(t) for t in tf.nest.flatten(node.input_tensors)]
-        outputs = [_key(t) for t in tf.nest.flatten(node.output_tensors)]
-        if isinstance(layer, _JOINS) and len(outputs) == 1:
-            for key in inputs:
-                sets.union(key, outputs[0])
-            joined.append(outputs[0])
-        elif isinstance(layer, _CARRIES + _NORMS) and len(inputs) == 1 and len(outputs) == 1:
-            sets.union(inputs[0], outputs[0])
-    norm_roots = {sets.find(_key(node.input_tensors if not isinstance(node.input_tensors, (list, tuple))
-                                 else node.input_tensors[0]))
-                  for node in nodes if isinstance(unwrapped(node.outbound_layer), _NORMS)}
-    streams = {sets.find(key) for key in joined} & norm_roots
+        rank = len(tf.nest.flatten(node.output_tensors)[0].shape)
+        roles[node.outbound_layer.name] = _role(layer, rank)
+    sets, streams = _streams(model, nodes, roles)
     if not streams:
         raise errors.ConfigError(
-            f"`residual_sparsity`: model '{model.name}' has no residual stream to narrow (Adds joined through a "
-            "LayerNormalization, as in a transformer). Use residual_sparsity=0; channel_sparsity removes heads, "
+            f"`residual_sparsity`: model '{model.name}' has no residual stream to narrow (sums joined through a "
+            "layer normalization, as in a transformer). Use residual_sparsity=0; channel_sparsity removes heads, "
             "FFN neurons and filters.")
     if len(streams) > 1:
         raise errors.ConfigError(
@@ -139,58 +184,50 @@ def residual_plan(model) -> ResidualPlan:
     stream = streams.pop()
 
     def in_stream(tensor) -> bool:
-        return tensor is not None and sets.find(_key(tensor)) == stream
+        return tensor is not None and hasattr(tensor, "_keras_history") and sets.find(_key(tensor)) == stream
 
-    plan = ResidualPlan(0, set(), {}, set())
     for output in model.outputs:
         if in_stream(output):
             name = keras_history(output).layer.name
             raise errors.ConfigError(
                 f"`residual_sparsity`: the residual stream reaches the model output '{name}': its channels are the "
-                "output's. Add a Dense head after it, or use residual_sparsity=0.")
+                "output's. End it in a dense head, or use residual_sparsity=0.")
+    for layer in model.layers:
+        if is_input_layer(layer) and any(in_stream(t) for t in tf.nest.flatten(layer.output)):
+            raise errors.ConfigError(
+                f"`residual_sparsity`: the residual stream starts at the model input '{layer.name}': the data "
+                "keeps its features. Project the input first (a token embedding, or a dense projection of the "
+                "patches), or use residual_sparsity=0.")
+    plan = ResidualPlan(0, set(), {}, set(), roles)
     for node in nodes:
-        wrapper = node.outbound_layer
-        layer = unwrapped(wrapper)
+        layer = unwrapped(node.outbound_layer)
+        role = roles[node.outbound_layer.name]
         ins = [t for t in tf.nest.flatten(node.input_tensors) if in_stream(t)]
         writes = any(in_stream(t) for t in tf.nest.flatten(node.output_tensors))
         where = f"layer '{layer.name}' ({type(layer).__name__})"
         if writes:
             plan.width = int(tf.nest.flatten(node.output_tensors)[0].shape[-1])
-        if isinstance(layer, _JOINS + _CARRIES):
+        if role.joins or (role.carries and ins):
+            if role.carried and ins:
+                plan.carried.add(node.outbound_layer.name)
             continue
-        if isinstance(layer, _NORMS):
-            if ins:
-                plan.norms.add(layer.name)
-            continue
-        if writes and not isinstance(layer, _WRITES):
+        if writes and not role.writes:
             raise errors.ConfigError(
-                f"`residual_sparsity`: {where} writes the residual stream and cannot lose its channels (tfjoint "
-                "narrows Embedding, position tables, attention and Dense layers). Use residual_sparsity=0.")
-        if writes and isinstance(layer, IntegerAttention) and layer.output_dim is not None:
-            raise errors.ConfigError(f"`residual_sparsity`: {where} has a fixed output_shape; use residual_sparsity=0.")
-        if isinstance(layer, _SHAPES_ONLY):
-            ins = []
-        if ins and not isinstance(layer, _READS):
-            raise errors.ConfigError(
-                f"`residual_sparsity`: {where} reads the residual stream and cannot drop channels of its input "
-                "(tfjoint narrows attention and Dense layers reading it). Use residual_sparsity=0.")
+                f"`residual_sparsity`: {where} writes the residual stream and cannot lose its channels (its "
+                "registry entry names no output channels to remove). Use residual_sparsity=0.")
         if writes:
-            if layer.name in plan.writes:
+            if node.outbound_layer.name in plan.writes:
                 raise errors.ConfigError(f"`residual_sparsity`: {where} is shared (called more than once); use "
                                          "residual_sparsity=0.")
-            plan.writes.add(layer.name)
-        if ins:
-            if isinstance(layer, IntegerAttention):
-                read = {name for name, tensor in _attention_inputs(node).items() if in_stream(tensor)}
-            else:
-                read = {"kernel"}
-            plan.reads.setdefault(layer.name, set()).update(read)
-    for layer in model.layers:
-        if is_input_layer(layer) and any(in_stream(t) for t in tf.nest.flatten(layer.output)):
+            plan.writes.add(node.outbound_layer.name)
+        if not ins or role.shape_only:
+            continue
+        read = {name for name, tensor in _arguments(node, layer, role).items() if in_stream(tensor)}
+        if not read or len(read) < len({id(t) for t in ins}):
             raise errors.ConfigError(
-                f"`residual_sparsity`: the residual stream starts at the model input '{layer.name}': the data "
-                "keeps its features. Project the input first (an Embedding, or a Dense on the patches), or use "
-                "residual_sparsity=0.")
+                f"`residual_sparsity`: {where} reads the residual stream and cannot drop channels of that input "
+                "(its registry entry names no input channels to remove). Use residual_sparsity=0.")
+        plan.reads.setdefault(node.outbound_layer.name, set()).update(read)
     return plan
 
 
@@ -198,38 +235,37 @@ def _weights(layer) -> dict[str, np.ndarray]:
     return {weight_short_name(w): w.numpy() for w in layer.weights}
 
 
-def _slices(plan: ResidualPlan, layer) -> dict[str, tuple[int, ...]]:
+def _slices(plan: ResidualPlan, name: str) -> dict[str, tuple[int, ...]]:
     """weight name -> the axes (of its channels) that lose the removed residual channels."""
-    name = layer.name
+    role = plan.roles[name]
     axes: dict[str, tuple[int, ...]] = {}
-    if name in plan.norms:
-        axes.update({w: (0,) for w in _NORM_WEIGHTS})
-    if isinstance(layer, IntegerAttention):
-        for side in plan.reads.get(name, ()):
-            axes[f"{side}_kernel"] = (0,)
-        if name in plan.writes:
-            axes["output_kernel"], axes["output_bias"] = (-1,), (0,)
-    elif isinstance(layer, _L.Dense):
-        if name in plan.reads:
-            axes["kernel"] = (0,)
-        if name in plan.writes:
-            axes["kernel"] = axes.get("kernel", ()) + (-1,)
-            axes["bias"] = (0,)
-    elif isinstance(layer, _L.Embedding) and name in plan.writes:
-        axes["embeddings"] = (-1,)
-    elif isinstance(layer, PositionEmbedding) and name in plan.writes:
-        axes["position_embeddings"] = (-1,)
+
+    def add(weight: str, axis: int) -> None:
+        axes[weight] = axes.get(weight, ()) + (axis,)
+
+    if name in plan.carried:
+        for weight, axis in role.carried.items():
+            add(weight, axis)
+    for argument in sorted(plan.reads.get(name, ())):
+        for weight, axis in role.reads[argument].items():
+            add(weight, axis)
+    if name in plan.writes:
+        for weight, axis in role.writes.items():
+            add(weight, axis)
     return axes
 
 
 def channel_scores(model, plan: ResidualPlan) -> np.ndarray:
-    """One score per residual channel: each weight's rows or columns along it, L2 norms over the rest divided by
-    their mean (so no tensor dominates by its scale), summed; |gamma| of the LayerNorms likewise."""
+    """One score per residual channel: each weight's slices along it, L2 norms over the rest divided by their mean
+    (so no tensor dominates by its scale), summed. A carried offset (a LayerNorm's beta) is left out."""
     scores = np.zeros(plan.width, np.float64)
     for layer in model.layers:
+        if layer.name not in plan.roles:
+            continue
         values = _weights(layer)
-        for weight, axes in _slices(plan, layer).items():
-            if weight not in values or weight == "beta" or values[weight].ndim == 0:
+        offsets = set(getattr(kind_of(unwrapped(layer)), "offset_weights", ()))
+        for weight, axes in _slices(plan, layer.name).items():
+            if weight not in values or weight in offsets or values[weight].ndim == 0:
                 continue
             for axis in axes:
                 moved = np.moveaxis(values[weight], axis, 0).reshape(plan.width, -1)
@@ -254,10 +290,9 @@ def narrow_residual(model, fraction: float):
     def call(layer, args, kwargs):
         if layer.name not in built:
             config = layer.get_config()
-            if layer.name in plan.writes and isinstance(layer, _L.Dense):
-                config["units"] = kept
-            if layer.name in plan.writes and isinstance(layer, _L.Embedding):
-                config["output_dim"] = kept
+            resize = plan.roles[layer.name].resize
+            if layer.name in plan.writes and resize is not None:
+                config = resize(config, kept)
             built[layer.name] = layer.__class__.from_config(config)
         return built[layer.name](*args, **kwargs)
 
@@ -268,7 +303,7 @@ def narrow_residual(model, fraction: float):
     for layer in model.layers:
         if layer.name not in built:
             continue
-        values, axes = _weights(layer), _slices(plan, layer)
+        values, axes = _weights(layer), _slices(plan, layer.name)
         new = built[layer.name]
         new.set_weights([_taken(values[weight_short_name(w)], axes.get(weight_short_name(w), ()), plan.keep)
                          for w in new.weights])

@@ -18,7 +18,7 @@ registry; no other module names a Keras layer class or one of its weights.
 from tfjoint.registry import builtin as _builtin  # noqa: F401  (registers the built-in kinds)
 from tfjoint.registry.channel_rules import CHANNEL_RULES, OUTPUT, ChannelRule, Channels, Layout
 from tfjoint.registry.keras3_layers import Arrays, Rebuilt
-from tfjoint.registry.kind import Keras3, LayerKind, Pruning, Quantization, Rewrite
+from tfjoint.registry.kind import Keras3, LayerKind, Pruning, Quantization, Residual, Rewrite
 from tfjoint.registry.recurrent import recurrent_layers
 from tfjoint.registry.rewrites import identity_layer
 from tfjoint.registry.table import (
@@ -44,7 +44,8 @@ from tfjoint.registry.table import (
 )
 
 __all__ = ["CHANNEL_RULES", "OUTPUT", "Arrays", "ChannelRule", "Channels", "Layout", "Keras3", "LayerKind",
-           "Pruning", "Quantization", "Rebuilt", "Rewrite", "class_names", "identity_layer", "int8_kinds_sentence",
+           "Pruning", "Quantization", "Rebuilt", "Residual", "Rewrite", "class_names", "identity_layer",
+           "int8_kinds_sentence",
            "is_input_layer", "kind_of", "needs_calibration", "needs_static_batch", "offset_variables",
            "offset_weight_names", "output_channels", "prunable_kinds_sentence", "prunable_layers", "pruned_variable",
            "pruned_weight_name", "pruned_weight_names", "recurrent_layers", "register_layer", "registered_kinds",

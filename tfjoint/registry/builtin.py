@@ -29,7 +29,7 @@ from tfjoint.registry.channel_rules import (
     RESHAPES,
     Channels,
 )
-from tfjoint.registry.kind import Keras3, LayerKind, Pruning, Quantization
+from tfjoint.registry.kind import Keras3, LayerKind, Pruning, Quantization, Residual
 from tfjoint.registry.own_configs import OutputUnlessIntegerConfig
 from tfjoint.registry.own_layers import Affine, DilatedConv2D, ExpandDims, HardSwish, Squeeze
 from tfjoint.registry.points import PointsQuantizeConfig
@@ -219,13 +219,16 @@ register_layer(_layers.Normalization, LayerKind(quantization=Quantization(rewrit
 # A LayerNormalization runs as `IntegerLayerNorm` (`tfjoint.registry.transformer`): integer MEAN, SUB, MUL, RSQRT,
 # each fake-quantized (TF-MOT has no config for it; TensorFlow's own quantization leaves part of it in float).
 _NORMALIZES_CHANNELS = Channels(blocker=lambda layer, rank: "normalizes over its channels")
+_CARRIES_THE_STREAM = Residual(carries=True, carried={"gamma": 0, "beta": 0})  # narrowed, it normalizes fewer
 register_layer(_layers.LayerNormalization, LayerKind(
     channels=_NORMALIZES_CHANNELS, keras3=Keras3(kwargs_defaults={"rms_scaling": False}),
+    residual=_CARRIES_THE_STREAM,
     quantization=Quantization(substitute=lambda layer: layer_norm_from_config(layer.get_config()),
                               check=layer_norm_refusal),
     tflite_ops=LAYER_NORM_OPERATORS))
 register_layer(IntegerLayerNorm, LayerKind(
-    channels=_NORMALIZES_CHANNELS, quantization=Quantization(config=lambda: PointsQuantizeConfig(["gamma", "beta"])),
+    channels=_NORMALIZES_CHANNELS, residual=_CARRIES_THE_STREAM,
+    quantization=Quantization(config=lambda: PointsQuantizeConfig(["gamma", "beta"])),
     tflite_ops=LAYER_NORM_OPERATORS, offset_weights=("beta",)))
 
 
@@ -455,7 +458,7 @@ def _embedding_refusal(layer) -> str | None:
 
 
 register_layer(_layers.Embedding, LayerKind(
-    prune=Pruning(weight="embeddings"),
+    prune=Pruning(weight="embeddings"), residual=Residual(writes={"embeddings": -1}, resize=_set("output_dim")),
     quantization=Quantization(config=lambda: _tfmot.Default8BitQuantizeConfig(["embeddings"], [], False),
                               check=_embedding_refusal),
     tflite_ops=("GATHER",), tags=frozenset({"takes_ids"})))
@@ -474,6 +477,7 @@ register_layer(IntegerEinsumDense, LayerKind(
     quantization=Quantization(config=lambda: PointsQuantizeConfig(["kernel"], weight_points=["kernel"])),
     tflite_ops=("FULLY_CONNECTED",), offset_weights=("bias",)))
 register_layer(PositionEmbedding, LayerKind(
+    residual=Residual(shape_only=True, writes={"position_embeddings": -1}),
     quantization=Quantization(config=lambda: _tfmot.Default8BitQuantizeConfig(["position_embeddings"], [], False)),
     tflite_ops=()))  # a constant in the file: the table's first rows
 # GELU: TFLite's int8 GELU on a phone; on a microcontroller (TFLM has no GELU kernel) x * sigmoid(1.702 x).
@@ -505,6 +509,12 @@ register_layer(IntegerAttention, LayerKind(
                       unit_width=lambda layer: int(layer.key_dim)),
     quantization=Quantization(config=lambda: PointsQuantizeConfig(IntegerAttention.KERNELS,
                                                                   weight_points=IntegerAttention.KERNELS)),
+    # On a transformer's residual stream: it reads it (its projections' rows) and writes it (its output columns).
+    residual=Residual(writes={"output_kernel": -1, "output_bias": 0},
+                      reads={"query": {"query_kernel": 0}, "value": {"value_kernel": 0}, "key": {"key_kernel": 0}},
+                      same_as={"value": "query", "key": "value"},
+                      resize=lambda config, channels: dict(config, output_dim=int(channels)) if config.get(
+                          "output_dim") else config),
     tflite_ops=ATTENTION_OPERATORS, offset_weights=IntegerAttention.BIASES))
 for _name in ("Conv3D", "Conv3DTranspose", "MaxPooling3D", "AveragePooling3D", "UpSampling3D", "ZeroPadding3D"):
     register_layer(getattr(_layers, _name), LayerKind(quantization=Quantization(

@@ -23,7 +23,7 @@ import tensorflow_model_optimization as tfmot
 from tfjoint import _tfmot, errors
 from tfjoint.registry.channel_rules import NEW, Channels, rule_named
 
-__all__ = ["Pruning", "Quantization", "Keras3", "LayerKind", "Rewrite", "FLAT_FIELDS"]
+__all__ = ["Pruning", "Quantization", "Keras3", "Residual", "LayerKind", "Rewrite", "FLAT_FIELDS"]
 
 # TF-MOT's graph-transformation base class, typed as Any: TF-MOT ships no type information for it.
 _Transform: Any = tfmot.quantization.keras.graph_transformations.transforms.Transform
@@ -215,6 +215,41 @@ class Keras3:
         object.__setattr__(self, "kwargs_defaults", _frozen(self.kwargs_defaults))
 
 
+@dataclasses.dataclass(frozen=True)
+class Residual:
+    """How this kind meets a transformer's residual stream, for `residual_sparsity` (`tfjoint.prune.residual`),
+    beyond what its `Channels` say (a "follows" kind carries the stream, a "merges" kind joins it, a "new" kind
+    writes it through its sliced "out" axes and reads it through its "in" axes).
+
+    Attributes:
+      carries: its output is the stream when its input is, though it is no "follows" kind (a LayerNorm: its
+        statistics change with the width, which the fit after narrowing absorbs).
+      shape_only: it reads only its input's shape (a position table as wide as its input).
+      carried: weight -> axis of the stream's channels, in a carrying layer (a LayerNorm's gamma and beta).
+      writes: weight -> axis of its output channels, where its output joins the stream.
+      reads: call argument -> {weight: axis of that input's channels}, for each argument that may be the stream
+        (attention's "query", "value", "key").
+      same_as: a call argument left out -> the one it defaults to (attention's value is its query).
+      resize: `(config, channels) -> config` of the layer writing `channels` (an Embedding's output_dim);
+        None: its width follows its input.
+    """
+
+    carries: bool = False
+    shape_only: bool = False
+    carried: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    writes: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    reads: Mapping[str, Mapping[str, int]] = dataclasses.field(default_factory=dict)
+    same_as: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    resize: Callable[[dict, int], dict] | None = None
+
+    def __post_init__(self):
+        if self.resize is not None and not callable(self.resize):
+            raise errors.ConfigError(f"`Residual.resize` must be a function or None; received {self.resize!r}.")
+        for name in ("carried", "writes", "same_as"):
+            object.__setattr__(self, name, _frozen(getattr(self, name)))
+        object.__setattr__(self, "reads", _frozen({k: _frozen(v) for k, v in dict(self.reads).items()}))
+
+
 # `register_layer`'s flat keywords (tfjoint 0.3, deprecated), each the facet field it sets.
 FLAT_FIELDS = {
     "channels": ("channels", "rule"), "channel_blocker": ("channels", "blocker"),
@@ -227,7 +262,8 @@ FLAT_FIELDS = {
     "keras3_renamed_arguments": ("keras3", "renamed_arguments"),
     "keras3_kwargs_defaults": ("keras3", "kwargs_defaults"),
 }
-_FACETS = {"prune": Pruning, "channels": Channels, "quantization": Quantization, "keras3": Keras3}
+_FACETS = {"prune": Pruning, "channels": Channels, "quantization": Quantization, "keras3": Keras3,
+           "residual": Residual}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -240,6 +276,7 @@ class LayerKind:
         pruning follows it.
       quantization: `Quantization`: how it becomes int8.
       keras3: `Keras3`: what the Keras 3 bridge translates.
+      residual: `Residual`: how it meets a transformer's residual stream.
       tflite_ops: the TFLite operators it becomes, in order (a
         SeparableConv2D is DEPTHWISE_CONV_2D then CONV_2D).
       tags: roles other stages ask about: the layout rewrites match on
@@ -260,6 +297,7 @@ class LayerKind:
     channels: Channels = dataclasses.field(default_factory=Channels)
     quantization: Quantization = dataclasses.field(default_factory=Quantization)
     keras3: Keras3 = dataclasses.field(default_factory=Keras3)
+    residual: Residual = dataclasses.field(default_factory=Residual)
     tflite_ops: tuple[str, ...] = ()
     tags: frozenset[str] = frozenset()
     offset_weights: tuple[str, ...] = ()
