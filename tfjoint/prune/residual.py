@@ -257,13 +257,15 @@ def _slices(plan: ResidualPlan, name: str) -> dict[str, tuple[int, ...]]:
 
 def channel_scores(model, plan: ResidualPlan) -> np.ndarray:
     """One score per residual channel: each weight's slices along it, L2 norms over the rest divided by their mean
-    (so no tensor dominates by its scale), summed. A carried offset (a LayerNorm's beta) is left out."""
+    (so no tensor dominates by its scale), summed. A carried offset (a LayerNorm's beta) is left out; a writer's
+    bias counts."""
     scores = np.zeros(plan.width, np.float64)
     for layer in model.layers:
         if layer.name not in plan.roles:
             continue
         values = _weights(layer)
-        offsets = set(getattr(kind_of(unwrapped(layer)), "offset_weights", ()))
+        kind = kind_of(unwrapped(layer))
+        offsets = set(kind.offset_weights) & set(plan.roles[layer.name].carried) if kind is not None else set()
         for weight, axes in _slices(plan, layer.name).items():
             if weight not in values or weight in offsets or values[weight].ndim == 0:
                 continue
