@@ -34,11 +34,9 @@ def main(out: str, steps: int = 20, alpha: float = 0.35, size: int = 96, check: 
 
     report = tfjoint.export_tflite(joint, os.path.join(out, "mobilenet_v2_int8.tflite"), representative_data=x[:16],
                                    validation_data=x[:64], float_model=float_model,
-                                   # Random weights on random images leave near-uniform softmax outputs that
-                                   # int8's 1/256 grid ties: top-1 agreement says nothing there (SQNR, at its
-                                   # default 15 dB, is the check). Train on real labels and drop this.
-                                   options=tfjoint.ExportOptions(measure_latency=True, quantization=quantization,
-                                                                 tolerances=tfjoint.Tolerances(min_agreement=0.0)))
+                                   # Random weights on random images leave near-uniform softmax outputs: the gate
+                                   # leaves out the ties int8's 1/256 grid cannot order (a note counts them).
+                                   options=tfjoint.ExportOptions(measure_latency=True, quantization=quantization))
     print(report)
     return report
 
