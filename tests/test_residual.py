@@ -68,11 +68,19 @@ def test_every_layer_on_the_residual_stream_loses_the_same_channels_and_keeps_it
     np.testing.assert_array_equal(new["gamma"], old["gamma"][keep])
     np.testing.assert_array_equal(weights(narrowed, "classes")["kernel"], weights(model, "classes")["kernel"][keep])
     assert narrowed.count_params() < 0.6 * model.count_params()
-    # The channels kept are those whose weights weigh most: the embedding column zeroed goes first.
+    # Without data, the channels kept are those whose weights weigh most: the embedding column zeroed goes first.
     embeddings = model.get_layer("embed").get_weights()[0]
     embeddings[:, 5] = 0.0
     model.get_layer("embed").set_weights([embeddings])
     assert 5 not in narrow_residual(model, 1 / WIDTH)[1].keep
+    # With sample inputs, by what the stream's LayerNorms output on them: a channel every LayerNorm silences goes.
+    for name in plan.carried:
+        gamma, beta = model.get_layer(name).get_weights()
+        gamma[9], beta[9] = 0.0, 0.0
+        model.get_layer(name).set_weights([gamma, beta])
+    x, _ = _data(32)
+    kept = narrow_residual(model, 1 / WIDTH, sample_inputs=x)[1].keep
+    assert 9 not in kept and 5 in kept
 
 
 @pytest.mark.parametrize("model,named", [
@@ -104,7 +112,7 @@ def test_a_narrowed_transformer_trains_and_its_file_carries_the_narrower_stream(
     x, y = _data()
     model = _encoder(blocks=1)
     joint = tfjoint.prepare(model, tfjoint.JointSchedule(0.0, end_step=4, channel_sparsity=0.5,
-                                                         residual_sparsity=0.5), check=False)
+                                                         residual_sparsity=0.5), sample_inputs=x[:64], check=False)
     joint.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
     joint.fit(x, y, batch_size=32, epochs=1, verbose=0)
     report = tfjoint.export_tflite(joint, str(tmp_path / "narrow.tflite"), validation_data=(x, y),

@@ -246,7 +246,9 @@ def run(config: RunConfig) -> RunResult:
 
     with strategy.scope(), phases.run("prepare", "pruning + QAT wrappers, and a conversion check"):
         checks = config.runtimes + (("streaming",) if config.streaming else ())
-        joint = tfjoint.prepare(float_model, schedule, check=checks)
+        # Training samples rank the residual channels --residual_sparsity removes (by the LayerNorms' outputs).
+        samples = x_train[:256] if config.residual_sparsity else None
+        joint = tfjoint.prepare(float_model, schedule, sample_inputs=samples, check=checks)
         trained = joint
         if distill:
             if config.distill is None:

@@ -15,9 +15,12 @@ transformers does (one-shot, then the fit recovers: Minitron, Sheared LLaMA):
   output projection, a Dense) loses those output columns; every layer that
   reads it (attention's projections, a Dense) loses those input rows;
   LayerNorms lose their gamma and beta entries;
-* channels are ranked by the weights that touch them: each channel's rows
-  and columns, their L2 norms divided by the mean of their tensor's, summed
-  (the LayerNorms' |gamma| counted too). The lowest go.
+* channels are ranked by what the stream's LayerNorms output on them over
+  sample inputs (mean magnitude per channel, each LayerNorm's divided by its
+  mean over channels, summed: the activation importance of width pruning);
+  without inputs, by the weights that touch them (each channel's rows and
+  columns, their L2 norms divided by the mean of their tensor's, summed). The
+  lowest go.
 
 The stream may not start at the model's input (the data keeps its features)
 nor reach an output; any other layer writing or reading it is refused by name.
@@ -276,16 +279,34 @@ def channel_scores(model, plan: ResidualPlan) -> np.ndarray:
     return scores
 
 
-def narrow_residual(model, fraction: float):
+def activation_scores(model, plan: ResidualPlan, inputs) -> np.ndarray:
+    """One score per residual channel from `inputs`: each carrying normalization's output (what the stream's
+    readers see), its mean magnitude per channel divided by the mean over channels, summed."""
+    outputs = [model.get_layer(name).output for name in sorted(plan.carried) if plan.roles[name].normalizes]
+    if not outputs:
+        return np.zeros(plan.width)
+    values = keras.Model(model.inputs, outputs).predict(inputs, verbose=0)
+    scores = np.zeros(plan.width, np.float64)
+    for value in values if isinstance(values, list) else [values]:
+        magnitude = np.abs(np.asarray(value, np.float64)).reshape(-1, plan.width).mean(axis=0)
+        scores += magnitude / max(float(magnitude.mean()), 1e-12)
+    return scores
+
+
+def narrow_residual(model, fraction: float, sample_inputs=None):
     """`model` with `fraction` of its residual stream's channels removed from every layer touching it (see the
-    module docstring), and the plan (its `keep`). A new model; `model` is unchanged.
+    module docstring), and the plan (its `keep`). A new model; `model` is unchanged. With `sample_inputs`,
+    channels are ranked by what the stream's normalizations output on them; else by weight norms.
 
     Raises:
       errors.ConfigError: as `residual_plan`.
     """
     plan = residual_plan(model)
     kept = max(1, int(round(plan.width * (1.0 - fraction))))
-    order = np.argsort(-channel_scores(model, plan), kind="stable")
+    scores = activation_scores(model, plan, sample_inputs) if sample_inputs is not None else None
+    if scores is None or not np.any(scores):
+        scores = channel_scores(model, plan)
+    order = np.argsort(-scores, kind="stable")
     plan.keep = np.sort(order[:kept])
     built: dict[str, Any] = {}
 

@@ -152,8 +152,10 @@ class JointSchedule:
       residual_sparsity: for a transformer, the fraction of its residual
         width (the channels its embeddings, LayerNorms and Adds carry)
         removed from every layer that writes, carries or reads it, before the
-        fit (`tfjoint.prune.residual`): where half the heads and FFN neurons
-        leave the latency bound by the residual width.
+        fit (`tfjoint.prune.residual`; ranked by the stream's LayerNorm
+        outputs on `prepare`'s `sample_inputs`, else by weight norms): where
+        half the heads and FFN neurons leave the latency bound by the
+        residual width.
 
     Example:
       >>> JointSchedule(0.8).end_step is None   # set by the first fit: half of it

@@ -185,7 +185,9 @@ def prepare(model: keras.Model, schedule: Any = None, *, layers: LayerSelection 
         every layer tfjoint can prune).
       sample_inputs: for a Keras 3 model, inputs to check its tf_keras rebuild
         on (default: seeded random values; see `tfjoint.from_keras3`); they
-        also fix a sequence length the model leaves open.
+        also fix a sequence length the model leaves open. With a schedule's
+        `residual_sparsity`, they rank the residual channels (by what the
+        stream's LayerNorms output on them; without them, by weight norms).
       check: convert the prepared model once, as the export will, so that a
         layer the int8 export would refuse is refused now, before any
         training. True (default) checks for LiteRT; the runtimes the file
@@ -226,7 +228,7 @@ def prepare(model: keras.Model, schedule: Any = None, *, layers: LayerSelection 
     _check_quantizable(model)
     model = substituted(model, runtimes)  # attention, LayerNorm, LeakyReLU (and GELU for TFLM): tfjoint's layers
     if joint.residual_sparsity > 0:
-        model, _ = narrow_residual(model, joint.residual_sparsity)  # a transformer's residual width, before the fit
+        model, _ = narrow_residual(model, joint.residual_sparsity, sample_inputs)  # before the fit
     pruned = pruned_weights(model, joint, selection)
     joint, specs = channel_specs(model, joint, pruned)
     scheme = JointQuantizeScheme(joint, pruned, specs, input_shapes=_input_shapes(model))
