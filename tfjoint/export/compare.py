@@ -95,7 +95,7 @@ def compare_outputs(output_names, int8_out, keras_out, float_out, labels, pruned
         step = (output_scales or {}).get(name)
         decided = metrics.decided_predictions(keras_out[i], step) if step else None
         if decided is not None and not decided.all():
-            entry["undecided"] = float(1.0 - np.mean(decided)) if decided.size else 0.0
+            entry["undecided"] = float(1.0 - np.mean(decided))
         if classifier:
             entry["top1_agreement"] = metrics.top1_agreement(keras_out[i], int8_out[i], decided)
         if float_out is not None:
@@ -205,15 +205,15 @@ def notes_on_outputs(per_output, keras_out, output_scales: dict[str, float | Non
                 f"output '{name}': the int8 file reproduces its Keras model exactly (SQNR inf), which says the "
                 "conversion is faithful, not that quantization is harmless: that Keras model is as coarse as the "
                 "int8 one. Pass float_model= (and labels) to measure what quantization cost.", subject=name))
+        scale = output_scales.get(name)
         if entry.get("undecided", 0.0) >= _NOTED_TIES:
             notes.append(note(
                 Kind.TIES,
                 f"output '{name}': on {entry['undecided']:.0%} of the validation predictions the Keras model's top "
-                f"two are closer than one step of the int8 output ({output_scales.get(name):.4g}): the file cannot "
-                "order them, so its choice there is rounding. The agreement and accuracy-drop gates count the other "
-                "predictions; the accuracies shown count all of them. A model this undecided may need more training.",
+                f"two are closer than one step of the int8 output ({scale:.4g}): the file cannot order them, so its "
+                "choice there is rounding. The agreement and accuracy-drop gates count the other predictions; the "
+                "accuracies shown count all of them. A model this undecided may need more training.",
                 subject=name, measured=entry["undecided"]))
-        scale = output_scales.get(name)
         values = np.asarray(keras_out[i], np.float64)
         if scale and values.size and not entry["classifier"]:  # probabilities move in 1/256 steps by design
             low, high = np.percentile(values, [1, 99])

@@ -120,9 +120,9 @@ def _called_alone(layer, x):
     an attention mask): it cannot be replayed on `x` alone."""
     node = layer.inbound_nodes[0] if layer.inbound_nodes else None
     arguments = list(getattr(node, "keras_inputs", None) or []) if node is not None else []
-    if len({id(tensor) for tensor in arguments}) > 1:
-        return None
     ids = {id(tensor) for tensor in arguments}
+    if len(ids) > 1:
+        return None
     positional = sum(1 for value in node.call_args if id(value) in ids) if node is not None else 1
     return layer(*([x] * max(1, positional)), training=False)
 

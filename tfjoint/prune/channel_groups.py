@@ -28,15 +28,15 @@ Plain Python over Keras layer objects and configs: no TensorFlow ops.
 """
 
 import dataclasses
-from typing import Callable
+from typing import Any, Callable, Hashable
 
 from tfjoint import errors
 from tfjoint._keras import keras_history, nodes_in_graph_order, tf
 from tfjoint.registry import Layout, is_input_layer, kind_of, unwrapped
 from tfjoint.registry.channel_rules import Channels, fixed_layout
 
-__all__ = ["Layout", "LayerChannels", "ChannelGroup", "ChannelPlan", "channel_layouts", "plan_channel_groups",
-           "zero_preserving"]
+__all__ = ["Layout", "LayerChannels", "ChannelGroup", "ChannelPlan", "UnionFind", "channel_layouts",
+           "plan_channel_groups", "zero_preserving"]
 
 # Activations f with f(0) = 0: a removed (all-zero) channel stays zero after them.
 _ZERO_PRESERVING = frozenset({
@@ -108,20 +108,22 @@ def zero_preserving(activation) -> bool:
     return name in _ZERO_PRESERVING
 
 
-class _UnionFind:
-    def __init__(self):
-        self.parent: dict[str, str] = {}
+class UnionFind:
+    """Disjoint sets of hashable keys (`add` a key before `find` or `union` it)."""
 
-    def add(self, name: str) -> None:
+    def __init__(self):
+        self.parent: dict[Hashable, Hashable] = {}
+
+    def add(self, name: Hashable) -> None:
         self.parent.setdefault(name, name)
 
-    def find(self, name: str) -> str:
+    def find(self, name: Hashable) -> Any:
         while self.parent[name] != name:
             self.parent[name] = self.parent[self.parent[name]]
             name = self.parent[name]
         return name
 
-    def union(self, a: str, b: str) -> str:
+    def union(self, a: Hashable, b: Hashable) -> Any:
         a, b = self.find(a), self.find(b)
         if a != b:
             self.parent[b] = a
@@ -224,7 +226,7 @@ def plan_channel_groups(model, producers: set[str]) -> ChannelPlan:
     channel, are frozen (see the module docstring); a frozen group is kept
     whole in every layer it touches.
     """
-    union = _UnionFind()
+    union = UnionFind()
     frozen: dict[str, str] = {}
 
     def producer_group(layer):

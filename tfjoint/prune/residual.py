@@ -40,6 +40,7 @@ from absl import logging
 
 from tfjoint import errors
 from tfjoint._keras import keras, keras_history, nodes_in_graph_order, replay, tf, weight_short_name
+from tfjoint.prune.channel_groups import UnionFind
 from tfjoint.registry import kind_of, unwrapped
 from tfjoint.registry.channel_rules import FOLLOWS, MERGES, NEW
 from tfjoint.registry.table import is_input_layer
@@ -52,23 +53,6 @@ _FIRST = "inputs"  # a derived reader's one input (its call's first argument, wh
 def _key(tensor) -> tuple[str, int, int]:
     history = keras_history(tensor)
     return history.layer.name, history.node_index, history.tensor_index
-
-
-class _Sets:
-    """Union-find over tensors (their Keras history keys)."""
-
-    def __init__(self):
-        self.parent: dict = {}
-
-    def find(self, key):
-        self.parent.setdefault(key, key)
-        while self.parent[key] != key:
-            self.parent[key] = self.parent[self.parent[key]]
-            key = self.parent[key]
-        return key
-
-    def union(self, a, b) -> None:
-        self.parent[self.find(a)] = self.find(b)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,13 +91,12 @@ def _role(layer, rank: int) -> _Role:
 
 def _arguments(node, layer, role: _Role) -> dict[str, Any]:
     """The call's tensors by argument name (a derived reader's first argument as `_FIRST`), defaults filled in."""
+    if _FIRST in role.reads:
+        return {_FIRST: node.call_args[0] if node.call_args else None}
     try:
         bound = inspect.signature(layer.call).bind_partial(*node.call_args, **node.call_kwargs).arguments
     except TypeError:
         bound = {}
-    if _FIRST in role.reads:
-        first = node.call_args[0] if node.call_args else None
-        return {_FIRST: first}
     found = {name: bound.get(name) for name in role.reads}
     for name, default in role.same_as.items():
         if found.get(name) is None:
@@ -139,10 +122,10 @@ class ResidualPlan:
         return sorted(self.writes | set(self.reads) | self.carried)
 
 
-def _streams(model, nodes, roles) -> tuple[_Sets, set]:
+def _streams(nodes, roles) -> tuple[UnionFind, set]:
     """Union-find of the tensors the stream's carrying and joining layers connect, and the candidate streams:
     sets an elementwise join belongs to that pass through a LayerNorm-like carrier with weights of its own."""
-    sets = _Sets()
+    sets = UnionFind()
     joined, normalized = [], []
     for node in nodes:
         role = roles[node.outbound_layer.name]
@@ -150,6 +133,8 @@ def _streams(model, nodes, roles) -> tuple[_Sets, set]:
         outputs = [_key(t) for t in tf.nest.flatten(node.output_tensors)]
         if len(outputs) != 1:
             continue
+        for key in inputs + outputs:
+            sets.add(key)
         if role.joins:
             for key in inputs:
                 sets.union(key, outputs[0])
@@ -174,7 +159,7 @@ def residual_plan(model) -> ResidualPlan:
         layer = unwrapped(node.outbound_layer)
         rank = len(tf.nest.flatten(node.output_tensors)[0].shape)
         roles[node.outbound_layer.name] = _role(layer, rank)
-    sets, streams = _streams(model, nodes, roles)
+    sets, streams = _streams(nodes, roles)
     if not streams:
         raise errors.ConfigError(
             f"`residual_sparsity`: model '{model.name}' has no residual stream to narrow (sums joined through a "
@@ -187,7 +172,8 @@ def residual_plan(model) -> ResidualPlan:
     stream = streams.pop()
 
     def in_stream(tensor) -> bool:
-        return tensor is not None and hasattr(tensor, "_keras_history") and sets.find(_key(tensor)) == stream
+        return tensor is not None and hasattr(tensor, "_keras_history") and _key(tensor) in sets.parent \
+            and sets.find(_key(tensor)) == stream
 
     for output in model.outputs:
         if in_stream(output):
