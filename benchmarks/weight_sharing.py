@@ -5,6 +5,8 @@
 Per task and seed, from one float model trained here:
 
 * plain:       tfjoint, 80% sparsity, no clusters: the int8 file TFLM stores dense (the reference);
+* plain reduced: the same weights with `compression="tflm"` (TFLM's flatbuffer reduction: one zero point per
+  weight tensor, no names; what --target=micro writes): the second reference. The LUT files are reduced too;
 * tfjoint 16 / tfjoint 4: the same one fit with `clusters=16` / `clusters=4`, exported with
   `compression="lut"` (TFLM's LUT compression: 4-bit / 2-bit indices); the channels of a kernel share one table
   where a table each would not pay (`JointSchedule(shared_tables=None)`, the default);
@@ -123,7 +125,11 @@ def _tfjoint(model, data, epochs, clusters, path, ram_limit=None, shared_tables=
     joint.compile(keras.optimizers.Adam(5e-4), "sparse_categorical_crossentropy")
     joint.fit(data["x_train"], data["y_train"], epochs=epochs, batch_size=32, verbose=0)
     wall = time.perf_counter() - started
-    row = _export(tfjoint.strip(joint), data, path, "lut" if clusters else "none", ram_limit if clusters else None)
+    stripped = tfjoint.strip(joint)
+    row = _export(stripped, data, path, "lut" if clusters else "none", ram_limit if clusters else None)
+    if not clusters:  # the same weights reduced for TFLM (what --target=micro writes): the second reference
+        reduced = _export(stripped, data, path.replace(".tflite", "_reduced.tflite"), "tflm")
+        row["reduced"] = dict(reduced, wall_s=wall)
     return dict(row, wall_s=wall)
 
 
@@ -219,8 +225,12 @@ def run(task: str, seed: int, tiny: bool, work: str, methods=METHODS) -> list[di
                     ram_limit = int(RAM_FACTOR * row["arena_bytes"])
         except Exception as error:  # a method that fails is a row saying so, not a lost run
             row = {"error": f"{type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''}"}
+        reduced = row.pop("reduced", None)
         rows.append(dict(row, task=task, seed=seed, method=method, epochs=epochs))
         print(json.dumps(rows[-1]), flush=True)
+        if reduced is not None:
+            rows.append(dict(reduced, task=task, seed=seed, method="plain reduced", epochs=epochs))
+            print(json.dumps(rows[-1]), flush=True)
     return rows
 
 
@@ -243,10 +253,11 @@ def _groups(rows: list[dict], columns: int):
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| task | method | TFLM accuracy | flash KB | flash / plain | arena KB | alt. memory KB | RAM KB "
-             "(arena + alt.) | RAM / plain arena | tensors split / left whole | fit wall s | wall / TF-MOT |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for group in _groups(rows, 12):
+    lines = ["| task | method | TFLM accuracy | flash KB | flash / plain | flash / plain reduced | arena KB | "
+             "alt. memory KB | RAM KB (arena + alt.) | RAM / plain arena | tensors split / left whole | fit wall s | "
+             "wall / TF-MOT |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for group in _groups(rows, 13):
         if isinstance(group, str):
             lines.append(group)
             continue
@@ -255,12 +266,15 @@ def table(rows: list[dict]) -> str:
         clusters = method.split()[1] if " " in method else None
         tfmot = by_seed(f"TF-MOT {clusters}")
         ratio = [r["flash_bytes"] / plain[r["seed"]]["flash_bytes"] for r in ok if r["seed"] in plain]
+        reduced = by_seed("plain reduced")
+        to_reduced = [r["flash_bytes"] / reduced[r["seed"]]["flash_bytes"] for r in ok if r["seed"] in reduced]
         wall = [r["wall_s"] / tfmot[r["seed"]]["wall_s"] for r in ok if r["seed"] in tfmot]
         ram = [r["ram_bytes"] / plain[r["seed"]]["arena_bytes"] for r in ok
                if r.get("ram_bytes") and r["seed"] in plain and plain[r["seed"]].get("arena_bytes")]
         lines.append(
             f"| {task} | {method} | {mean_text([100 * r['tflm_accuracy'] for r in ok], '.2f')} % | "
             f"{mean_text([r['flash_bytes'] / 1024 for r in ok], '.1f')} | {mean_text(ratio, '.3f')} | "
+            f"{mean_text(to_reduced, '.3f')} | "
             f"{mean_text([r['arena_bytes'] / 1024 for r in ok if r['arena_bytes']], '.1f')} | "
             f"{mean_text([r['alt_bytes'] / 1024 for r in ok], '.1f')} | "
             f"{mean_text([r['ram_bytes'] / 1024 for r in ok if r.get('ram_bytes')], '.1f')} | "

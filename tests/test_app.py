@@ -129,10 +129,22 @@ def test_lut_with_a_flash_budget_lets_the_plan_choose_bits_and_clusters_fix_them
     assert weight_bits_for(RunConfig(target="micro", compression="lut", flash_kb=40, clusters=16)) == (8,)
     assert weight_bits_for(RunConfig(target="micro", flash_kb=40)) == (8,)
     eight_bits = tfjoint.CompressionPlan(channel_fractions={"conv2": 0.5})
-    assert compression_for(planned, eight_bits) == "none"  # nothing shared: nothing to compress
+    assert compression_for(planned, eight_bits) == "tflm"  # nothing shared: nothing to LUT-compress, still reduced
     assert compression_for(planned, tfjoint.CompressionPlan(channel_fractions={}, clusters={"fc1": 16})) == "lut"
     with pytest.raises(tfjoint.ConfigError, match="--compression=lut needs --clusters"):
         RunConfig(target="micro", compression="lut")
+
+
+def test_a_microcontroller_file_is_reduced_for_tflm_by_default_and_a_phone_file_is_not():
+    from tfjoint.app.pipeline import compression_for
+
+    assert compression_for(RunConfig(target="micro"), None) == "tflm"
+    assert compression_for(RunConfig(target="phone"), None) == "none"
+    assert compression_for(RunConfig(target="micro", compression="none"), None) == "none"
+    assert RunConfig(target="micro").export_options("out", "tflm").compression == "tflm"
+    with pytest.raises(tfjoint.ConfigError, match="--compression=tflm writes a file only TensorFlow Lite Micro "
+                                                  "reads.*--target=phone: use --target=micro"):
+        RunConfig(target="phone", compression="tflm")
 
 
 def test_the_command_trains_the_heads_its_budget_plan_ranked():

@@ -146,6 +146,8 @@ def test_weight_sharing_benchmark_tiny_run(tmp_path):
     rows = {row["method"]: row for row in json.loads((tmp_path / "weight_sharing_tiny.json").read_text())["rows"]}
     assert not [row for row in rows.values() if "error" in row], rows
     assert rows["tfjoint 16"]["flash_bytes"] < rows["plain"]["flash_bytes"]  # the files' sizes
+    assert rows["plain reduced"]["flash_bytes"] < rows["plain"]["flash_bytes"]
+    assert rows["plain reduced"]["ram_bytes"] == rows["plain"]["ram_bytes"]
     assert rows["tfjoint 4"]["flash_bytes"] < rows["tfjoint 16"]["flash_bytes"]
     for method in ("tfjoint 16", "TF-MOT 16"):
         assert rows[method]["alt_bytes"] > 0 and 0.0 <= rows[method]["tflm_accuracy"] <= 1.0

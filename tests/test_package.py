@@ -31,7 +31,7 @@ STAGES = {
     "quantize": ["quantize.clusters", "quantize.quantizers", "quantize.config", "quantize.substitution",
                  "quantize.scheme", "quantize.wrappers"],
     "tflite": ["tflite.operators", "tflite.flatbuffer", "tflite.run", "tflite.convert", "tflite.tflm",
-               "tflite.runtimes", "tflite.streaming", "tflite.split_weights"],
+               "tflite.runtimes", "tflite.streaming", "tflite.split_weights", "tflite.tflm_reduction"],
     "train": ["train.readback", "train.model_kind", "train.phases", "train.prepared_model", "train.centroids",
               "train.conversion_check", "train.schedule_argument", "train.prepare", "train.callbacks",
               "train.distill", "train.stripped_model", "train.strip"],

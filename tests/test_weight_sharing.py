@@ -246,10 +246,13 @@ def test_lut_export_is_smaller_runs_in_tflm_with_the_reported_memory_and_compute
     assert report.compression["uncompressed_flash_bytes"] == plain.size_bytes
     assert len(content) < 0.75 * plain.size_bytes  # the 18 KB hidden kernel as 4-bit indices
     assert "AddDecode" in report.micro_op_resolver
-    # Read back from the file: the hidden layer's weights as 4-bit indices into one table of at most 16 values.
-    decoded = {entry["tensor"]: entry for entry in compression.decoded_tables(content)}
+    # Read back from the file: the hidden layer's weights (the one tensor compressed) as 4-bit indices into one
+    # table of at most 16 values.
+    [decoded] = compression.decoded_tables(content)
     hidden = next(t for t in report.compression["tensors"] if t["layer"] == "hidden")
-    assert hidden["bits"] == decoded[hidden["tensor"]]["bits"] == 4 and hidden["values"] <= 16
+    assert hidden["bits"] == decoded["bits"] == 4 and hidden["values"] <= 16 and decoded["decoded"].shape == (32, 576)
+    # Then reduced for TFLM: no tensor names, and one zero point for the conv's 16 per-channel scales.
+    assert _reduced_as_reported(content, report)
     left = {t["layer"]: t["reason"] for t in report.compression["uncompressed"]}
     assert set(left) == {"conv", "classes"}  # 144 and 128 bytes
     assert all(reason.startswith("too small to pay") for reason in left.values())
@@ -271,6 +274,37 @@ def test_lut_export_is_smaller_runs_in_tflm_with_the_reported_memory_and_compute
     header = open(files.header).read()
     assert f"kTensorArenaSize = {-(-arena // 16) * 16};" in header
     assert f"kAltDecompressionMemorySize = {-(-alt // 16) * 16};" in header
+    # compression="tflm": the reduction alone. Smaller by what it removed, the same RAM, the same outputs in TFLM;
+    # a file LiteRT refuses (one zero point for 16 scales), which is why it is for runtimes=("tflm",) only.
+    reduced = tfjoint.export_tflite(stripped, str(tmp_path / "reduced.tflite"), validation_data=(x, y),
+                                    options=tfjoint.ExportOptions(runtimes=("tflm",), compression="tflm"))
+    small = (tmp_path / "reduced.tflite").read_bytes()
+    assert reduced.passed and reduced.compression["method"] == "tflm" and _reduced_as_reported(small, reduced)
+    assert len(small) == reduced.size_bytes == plain.size_bytes - reduced.compression["reduction"]["saved_bytes"]
+    removed = reduced.compression["reduction"]
+    assert plain.size_bytes - len(small) >= 8 * removed["zero_points_removed"] + removed["string_bytes_removed"]
+    assert reduced.ram_bytes == plain.ram_bytes
+    np.testing.assert_array_equal(_tflm_outputs(small, sample, reduced.ram_bytes, 0),
+                                  _tflm_outputs((tmp_path / "plain.tflite").read_bytes(), sample, plain.ram_bytes, 0))
+    from ai_edge_litert.interpreter import Interpreter
+
+    with pytest.raises((ValueError, RuntimeError), match="zero_point"):
+        Interpreter(model_content=small).allocate_tensors()
+
+
+def _reduced_as_reported(content: bytes, report) -> bool:
+    """Read back from the file: no tensor names, and every constant tensor quantized per channel (the conv's kernel
+    and bias among them) with one zero point; as many dropped as the report says."""
+    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
+
+    graph = schema.ModelT.InitFromPackedBuf(bytearray(content), 0).subgraphs[0]
+    per_channel = [t for t in graph.tensors if t.quantization is not None and t.quantization.scale is not None
+                   and len(t.quantization.scale) > 1 and t.buffer]
+    conv = [t for t in per_channel if len(t.quantization.scale) == 16]
+    reduction = report.compression["reduction"]
+    return (all(t.name is None for t in graph.tensors) and len(conv) >= 2
+            and all(len(t.quantization.zeroPoint) == 1 for t in per_channel)
+            and reduction["zero_points_removed"] == sum(len(t.quantization.scale) - 1 for t in per_channel) > 0)
 
 
 @pytest.mark.slow
@@ -293,14 +327,17 @@ def test_a_shared_table_ships_as_one_lut_table_that_tflm_decodes_for_every_chann
     # Read back from the file: the pointwise kernel, quantized per channel (64 scales), is 4-bit indices into one
     # table of at most 15 values (its DCM's table stride 0: every channel reads it); the wide conv has a table per
     # channel; the hidden Dense, quantized per tensor, one table.
+    # (The file is reduced for TFLM: no tensor names. Each decoded tensor is found by its shape.)
     graph = model_editor.read(content).subgraphs[0]
-    decoded = {entry["tensor"]: entry for entry in compression.decoded_tables(content)}
-    pw = decoded[tables["pw"]["tensor"]]
+    decoded = {entry["decoded"].shape: entry for entry in compression.decoded_tables(content)}
+    assert len(decoded) == 3
+    pw = decoded[tuple(tables["pw"]["shape"])]
     assert pw["bits"] == 4 and pw["tables"] == 1 and pw["values"] <= 15
     pw_decode = next(op for op in graph.operators
-                     if op.opcode_name == "TFLM_DECODE" and op.inputs[0].name == tables["pw"]["tensor"])
+                     if op.opcode_name == "TFLM_DECODE" and tuple(op.outputs[0].shape) == tuple(tables["pw"]["shape"]))
     assert len(pw_decode.outputs[0].quantization.scales) == 64 and bytes(pw_decode.inputs[1].buffer.data)[6] == 0
-    assert decoded[tables["wide"]["tensor"]]["tables"] == 64 and decoded[tables["hidden"]["tensor"]]["tables"] == 1
+    assert decoded[tuple(tables["wide"]["shape"])]["tables"] == 64
+    assert decoded[tuple(tables["hidden"]["shape"])]["tables"] == 1
     # The uncompressed int8 file holds the same 15 values in every channel of that kernel.
     tensors = model_editor.read((tmp_path / "plain.tflite").read_bytes()).subgraphs[0].tensors
     weight = next(w for w in plain.flatbuffer.weights if "/quant_pw/" in w.tensor_name)
@@ -408,16 +445,17 @@ def test_a_ram_budget_splits_the_largest_tensor_into_channel_groups_that_decode_
     split = {entry["layer"]: entry for entry in report.compression["split"]}
     assert split["hidden"]["groups"] > 1
     # Read back from the file: one DECODE per group, each rebuilding its rows of the hidden kernel.
-    decoded = compression.decoded_tables((tmp_path / "lut.tflite").read_bytes())
-    hidden = [entry for entry in decoded if "hidden" in entry["tensor"]]
-    assert len(hidden) == split["hidden"]["groups"] and sum(e["decoded"].size for e in hidden) == 32 * 576
+    # (Only the hidden kernel is compressed: conv's and classes' kernels are too small to pay.)
+    hidden = compression.decoded_tables((tmp_path / "lut.tflite").read_bytes())
+    assert len(hidden) == split["hidden"]["groups"] and sum(e["decoded"].shape[0] for e in hidden) == 32
+    assert {e["decoded"].shape[1] for e in hidden} == {576}
     assert not [f for f in report.failures if f.kind is tfjoint.findings.Kind.LUT_DECODING]  # outputs identical
     # A budget no split meets (while keeping the file smaller) leaves the tensor as it is; with nothing else worth
     # compressing, the export says what RAM compression needs at the least (measured in TFLM) and what to do.
     tight = plain.ram_bytes + 64
     with pytest.raises(tfjoint.errors.ExportError, match=rf"cannot fit the RAM budget of {tight} bytes.*'hidden'.*"
                                                          r"Raise ram_bytes to at least \d+, or export with "
-                                                         r"compression='none'") as refused:
+                                                         r"compression='tflm'") as refused:
         tfjoint.export_tflite(stripped, str(tmp_path / "tight.tflite"), validation_data=(x, y),
                               options=tfjoint.ExportOptions(runtimes=("tflm",), compression="lut",
                                                             budget=tfjoint.Budget(ram_bytes=tight)))

@@ -140,12 +140,16 @@ class RunConfig:
     quantization: str = _field("auto", "auto: ship the better of the QAT file and post-training quantization of the "
                                        "same pruned weights (both validated); qat or ptq: only that one.",
                                choices=("auto", "qat", "ptq"), group=_DEVICE)
-    compression: str = _field("none", "lut: TFLM's look-up-table compression of weights trained with --clusters "
-                                      "(TFLM_DECODE operators; --target=micro only: LiteRT has no DECODE). With a "
-                                      "budget and no --clusters, the plan chooses 2-, 4- or 8-bit weights per layer "
-                                      "beside channels. The report and model_data.h give the arena and the "
-                                      "alternate decompression memory.",
-                              choices=("none", "lut"), group=_DEVICE)
+    compression: str = _field("auto", "What the file for a microcontroller drops or compresses (TFLM then "
+                                      "computes exactly what the int8 file computes, checked). tflm: TFLM's "
+                                      "flatbuffer reduction, one zero point per weight tensor and no names (about a "
+                                      "fifth of a small convolutional file; LiteRT cannot read it). lut: that, and "
+                                      "TFLM's look-up-table compression of weights trained with --clusters "
+                                      "(TFLM_DECODE operators); with a budget and no --clusters, the plan chooses "
+                                      "2-, 4- or 8-bit weights per layer beside channels; the report and "
+                                      "model_data.h give the arena and the alternate decompression memory. none: "
+                                      "the converter's file. auto: tflm for --target=micro, none for phone.",
+                              choices=("auto", "none", "tflm", "lut"), group=_DEVICE)
     streaming: bool = _field(False, "For a sequence model (recurrent layers, convolutions over time): write a "
                                     "file that runs one hop of frames per call and carries its state between calls "
                                     "as int8 tensors (model_data.h says which), instead of one that unrolls the "
@@ -196,6 +200,10 @@ class RunConfig:
             raise errors.ConfigError(f"--compression=lut writes TFLM_DECODE operators, which only TensorFlow Lite "
                                      f"Micro runs, but --target={self.target}: use --target=micro, or drop "
                                      "--compression (on a phone --clusters shrinks the gzip download).")
+        if self.compression == "tflm" and self.target != "micro":
+            raise errors.ConfigError(f"--compression=tflm writes a file only TensorFlow Lite Micro reads (one zero "
+                                     f"point for many scales; LiteRT refuses it), but --target={self.target}: use "
+                                     "--target=micro, or drop --compression.")
         if self.compression == "lut" and self.clusters is None and not self.budget_given:
             raise errors.ConfigError("--compression=lut needs --clusters (at most 128: LUT indices are 1 to 7 bits), "
                                      "or a budget (--flash_kb) for the plan to choose 2-, 4- or 8-bit weights per "

@@ -191,10 +191,13 @@ def weight_bits_for(config: RunConfig) -> tuple[int, ...]:
 
 
 def compression_for(config: RunConfig, budget_plan) -> str:
-    """--compression, unless a budget plan chose to store every kernel with 8 bits (then nothing is compressed)."""
+    """--compression (auto: "tflm" on a microcontroller, "none" on a phone), unless a budget plan chose to store
+    every kernel with 8 bits (then nothing is LUT-compressed; the file is still reduced for TFLM)."""
+    if config.compression == "auto":
+        return "tflm" if config.target == "micro" else "none"
     if config.compression == "lut" and config.clusters is None and not (budget_plan and budget_plan.clusters):
         logging.info("tfjoint: the budget plan keeps 8-bit weights everywhere: the file is not LUT-compressed")
-        return "none"
+        return "tflm"
     return config.compression
 
 

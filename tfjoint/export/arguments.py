@@ -75,7 +75,7 @@ def check_arguments(model, path, float_model, options: ExportOptions, representa
       errors.ModelTypeError: `model` or `float_model` is not a Keras model.
       errors.ConfigError: a bad path, runtime or option; TFLM asked
         for but not installed; a layer that needs representative data without
-        it; LUT compression without TFLM.
+        it; a file for TFLM only (compression) validated elsewhere.
     """
     check_tf_keras_model(model, argument="model")
     model = prepared_model(model)  # a Distiller exports its student
@@ -93,6 +93,11 @@ def check_arguments(model, path, float_model, options: ExportOptions, representa
             f"`compression`='lut' writes TFLM_DECODE operators that only TensorFlow Lite Micro runs (LiteRT has no "
             f"DECODE kernel), but `runtimes`={list(runtimes)}: validate in TFLM alone with runtimes=('tflm',), or "
             "use compression='none' for a file LiteRT runs (shared weights then shrink only the gzip download).")
+    if options.compression == "tflm" and runtimes != ("tflm",):
+        raise errors.ConfigError(
+            f"`compression`='tflm' writes one zero point for the many scales of a weight tensor, which only "
+            f"TensorFlow Lite Micro reads (LiteRT refuses the file), but `runtimes`={list(runtimes)}: validate in "
+            "TFLM alone with runtimes=('tflm',), or use compression='none' for a file LiteRT runs.")
     if options.budget is not None and options.budget.ram_bytes is not None:
         tflm.require_tflm("budget.ram_bytes (the RAM is measured in TensorFlow Lite Micro)")
     kind = model_kind(model)

@@ -34,9 +34,10 @@ __all__ = ["Candidate", "Candidates", "FloatReference", "convert_candidates", "c
 class Candidate:
     """One converted file: its quantization, the Keras model it came from, its bytes read back.
 
-    `compressed` is its LUT-compressed file (`export.compression`), which is
-    what ships when present; `content` and `summary` stay the int8 file it
-    was made from (what LiteRT reads, and the weights it decodes to).
+    `compressed` is its file for TFLM only (`export.compression`: reduced,
+    or LUT-compressed and reduced), which is what ships when present;
+    `content` and `summary` stay the int8 file it was made from (what
+    LiteRT reads, and the weights it decodes to).
     """
 
     quantization: str

@@ -1,4 +1,8 @@
-"""Stage 2b of `export_tflite(compression="lut")`: TFLM's look-up-table compression of the int8 weights.
+"""Stage 2b of `export_tflite(compression="lut" or "tflm")`: the file for TFLM only, smaller, computing the same.
+
+`compression="tflm"`: TFLM's flatbuffer reduction (`tflite.tflm_reduction`:
+one zero point per weight tensor, no names), nothing else. `compression="lut"`:
+TFLM's look-up-table compression of the int8 weights, then that reduction.
 
 A kernel trained with `prepare(clusters=k)` holds at most `k` distinct int8
 values per table. TFLM's compression tooling (`tflite_micro...compression`,
@@ -51,10 +55,11 @@ from tfjoint.quantize.clusters import DCM_BYTES, MIN_SAVING_BYTES, index_bits, l
 from tfjoint.tflite import tflm
 from tfjoint.tflite.flatbuffer import layer_of, read_flatbuffer
 from tfjoint.tflite.split_weights import WeightSplit, split_output_channels, splittable
+from tfjoint.tflite.tflm_reduction import Reduction, reduce_for_tflm
 
-__all__ = ["Left", "LutTable", "LutFile", "plan_tables", "lut_ram", "lut_spec", "lut_bytes", "compress_candidate",
-           "compress_candidates", "decoded_tables", "MIN_SAVING_BYTES", "MAX_LUT_VALUES", "MAX_GROUPS",
-           "DEFAULT_RAM_GROWTH"]
+__all__ = ["Left", "LutTable", "LutFile", "ReducedFile", "plan_tables", "lut_ram", "lut_spec", "lut_bytes",
+           "compress_candidate", "compress_candidates", "decoded_tables", "MIN_SAVING_BYTES", "MAX_LUT_VALUES",
+           "MAX_GROUPS", "DEFAULT_RAM_GROWTH"]
 
 MAX_LUT_VALUES = 128  # 7-bit indices: the widest TFLM's LUT format holds
 _ALIGNMENT = 16  # TFLM aligns each decoded tensor in the alternate buffer
@@ -110,6 +115,8 @@ class LutFile:
     tables: tuple[LutTable, ...]
     alt_decompression_bytes: int
     splits: tuple[dict[str, Any], ...] = ()
+    reduction: Reduction | None = None  # TFLM's flatbuffer reduction, applied after the compression
+    method = "lut"
 
     @property
     def compressed(self) -> tuple[LutTable, ...]:
@@ -125,7 +132,25 @@ class LutFile:
                 "alt_decompression_bytes": self.alt_decompression_bytes,
                 "tensors": [t.to_dict() for t in self.compressed], "split": [dict(split) for split in self.splits],
                 "uncompressed": [{"tensor": t.tensor, "layer": t.layer, "op": t.op, "bytes": t.bytes_before,
-                                  "reason": t.reason, "left": t.left} for t in self.left_uncompressed]}
+                                  "reason": t.reason, "left": t.left} for t in self.left_uncompressed],
+                "reduction": self.reduction.to_dict() if self.reduction is not None else None}
+
+
+@dataclasses.dataclass(frozen=True)
+class ReducedFile:
+    """`compression`="tflm": the int8 file after TFLM's flatbuffer reduction alone (`tflite.tflm_reduction`)."""
+
+    content: bytes
+    uncompressed_bytes: int
+    reduction: Reduction
+    alt_decompression_bytes = 0  # nothing to decode
+    method = "tflm"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report's `compression` section (sizes from the files, what was removed counted in the file)."""
+        return {"method": "tflm", "flash_bytes": len(self.content), "uncompressed_flash_bytes": self.uncompressed_bytes,
+                "alt_decompression_bytes": 0, "tensors": [], "split": [], "uncompressed": [],
+                "reduction": self.reduction.to_dict()}
 
 
 def _compression_modules():
@@ -248,7 +273,8 @@ def _alt_decompression_bytes(content: bytes) -> int:
 
 
 def decoded_tables(content: bytes) -> list[dict[str, Any]]:
-    """Read back from a LUT-compressed file: per DECODE output, its tensor, index bits, tables, distinct values.
+    """Read back from a LUT-compressed file: per DECODE output, its tensor (its name; None once the file is reduced for
+    TFLM), index bits, tables, distinct values.
 
     The values are decoded as TFLM's DECODE decodes them (its LUT kernel,
     `decode_state_lut.cc`): big-endian packed indices; the DCM's byte 5
@@ -388,7 +414,7 @@ def compress_candidate(candidate: Candidate, ram_limit: int | None = None) -> Lu
                 f"({', '.join(repr(sizes[i].layer or sizes[i].tensor) for i in kept)}) is decoded into RAM beside "
                 f"the {plain} bytes the uncompressed file needs. The least RAM a compressed file needed, measured in "
                 f"TFLM, is {least[0]} bytes, {how}. Raise ram_bytes to at least {least[0]}, or export with "
-                "compression='none' (a split into more groups costs more flash than it saves).")
+                "compression='tflm' (no decoding; a split into more groups costs more flash than it saves).")
         lut = _compressed(candidate, leave=frozenset(kept))
         entries = tuple({"tensor": sizes[i].tensor, "layer": sizes[i].layer, "bytes": sizes[i].bytes_before,
                          "groups": 1, "ram_limit": limit, "uncompressed_ram": plain,
@@ -417,7 +443,8 @@ def _compressed(candidate: Candidate, leave: frozenset[int] = frozenset()) -> Lu
         causes = {t.left for t in tables}
         advice = ("Train with tfjoint.prepare(..., clusters=16) (or fewer) so weights share values."
                   if Left.TOO_MANY_VALUES in causes or not tables else
-                  "Export with compression='none': TFLM's DECODE does not pay on tensors this small.")
+                  "Export with compression='tflm' (TFLM's flatbuffer reduction alone): TFLM's DECODE does not pay on "
+                  "tensors this small.")
         raise errors.ExportError(f"`compression`='lut' found no weight tensor worth compressing: {reasons}. {advice}")
     tensors = model_editor.read(candidate.content).subgraphs[0].tensors
     # Largest saving first; while the file is not smaller than the int8 file, the smallest saving is given up.
@@ -431,7 +458,7 @@ def _compressed(candidate: Candidate, leave: frozenset[int] = frozenset()) -> Lu
         except Exception as error:  # TFLM's CompressionError (or a bug there): name what was being compressed
             raise errors.ExportError(f"TFLM's LUT compression failed on this file ({type(error).__name__}: "
                                      f"{error}); tensors: {[t.layer or t.tensor for t in chosen]}. Export with "
-                                     "compression='none'.") from error
+                                     "compression='tflm'.") from error
         if len(content) < len(candidate.content) or len(chosen) == 1:
             break
         chosen = chosen[:-1]
@@ -442,7 +469,8 @@ def _compressed(candidate: Candidate, leave: frozenset[int] = frozenset()) -> Lu
     if len(content) >= len(candidate.content):
         raise errors.ExportError(f"`compression`='lut' would not shrink this file ({len(candidate.content)} bytes "
                                  f"int8, {len(content)} compressed): its weight tensors are too small for TFLM's "
-                                 "DECODE to pay. Export with compression='none'.")
+                                 "DECODE to pay. Export with compression='tflm' (TFLM's flatbuffer reduction "
+                                 "alone).")
     return LutFile(content, len(candidate.content), _read_back(tables, content, candidate),
                    _alt_decompression_bytes(content))
 
@@ -475,19 +503,29 @@ def _read_back(tables: list[LutTable], content: bytes, candidate: Candidate) -> 
         if original is not None and not np.array_equal(entry["decoded"], original):
             raise errors.ExportError(f"TFLM's LUT tables for tensor '{table.tensor}' (layer '{table.layer}') decode to "
                                      "other weights than the int8 file's: the compressed file is not written. Export "
-                                     "with compression='none' and report this.")
+                                     "with compression='tflm' and report this.")
         read.append(dataclasses.replace(table, bits=entry["bits"], axis=entry["axis"], tables=entry["tables"],
                                         values=entry["values"]))
     return tuple(read)
 
 
 def compress_candidates(candidates: Candidates, compression: str, phases, ram_limit: int | None = None) -> Candidates:
-    """Each candidate with its LUT-compressed file attached (`compression`="lut"), else unchanged; `ram_limit`:
-    a RAM budget the decoding must fit."""
-    if compression != "lut":
+    """Each candidate with the file for TFLM attached: LUT-compressed then reduced (`compression`="lut"; `ram_limit`:
+    a RAM budget the decoding must fit), or reduced alone ("tflm"); unchanged for "none"."""
+    if compression == "none":
         return candidates
     files = []
     for candidate in candidates.files:
-        with phases.run("LUT compression", f"{candidate.quantization} file"):
-            files.append(dataclasses.replace(candidate, compressed=compress_candidate(candidate, ram_limit)))
+        compressed: LutFile | ReducedFile
+        if compression == "lut":
+            with phases.run("LUT compression", f"{candidate.quantization} file"):
+                lut = compress_candidate(candidate, ram_limit)
+            with phases.run("TFLM reduction", f"{candidate.quantization} file"):
+                reduced = reduce_for_tflm(lut.content)
+            compressed = dataclasses.replace(lut, content=reduced.content, reduction=reduced)
+        else:
+            with phases.run("TFLM reduction", f"{candidate.quantization} file"):
+                reduced = reduce_for_tflm(candidate.content)
+            compressed = ReducedFile(reduced.content, len(candidate.content), reduced)
+        files.append(dataclasses.replace(candidate, compressed=compressed))
     return Candidates(tuple(files), candidates.notes)

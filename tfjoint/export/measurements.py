@@ -191,7 +191,7 @@ def _decoding_ram_finding(shipped: CandidateResult, figures, options: ExportOpti
     with the figures and the budget that would split it."""
     candidate = shipped.candidate
     ram = figures.get("ram_bytes")
-    if candidate.compressed is None or options.budget is not None or not ram or not tflm.tflm_available():
+    if not candidate.alt_decompression_bytes or options.budget is not None or not ram or not tflm.tflm_available():
         return None
     plain = tflm.measure_arena(candidate.content).total_bytes
     if ram <= DEFAULT_RAM_GROWTH * plain:

@@ -17,7 +17,7 @@ from tfjoint.plan.budget import Budget
 __all__ = ["ExportOptions", "Tolerances", "QUANTIZATIONS", "COMPRESSIONS", "QAT", "POST_TRAINING"]
 
 QUANTIZATIONS = ("auto", "qat", "ptq")
-COMPRESSIONS = ("none", "lut")
+COMPRESSIONS = ("none", "tflm", "lut")
 QAT, POST_TRAINING = "qat", "post_training"  # a candidate file's quantization
 
 
@@ -101,9 +101,16 @@ class ExportOptions:
       tolerances: the `Tolerances` the file must meet.
       budget: a `tfjoint.Budget` (flash, arena, MACs) the file must meet,
         checked on the file itself (the arena in TFLM).
-      compression: "none" (default) or "lut": TFLM's look-up-table
-        compression of the weights (`TFLM_DECODE` operators), for a model
-        trained with `prepare(clusters=...)`; needs "tflm" among `runtimes`.
+      compression: what the written file drops or compresses for TFLM,
+        losslessly (TFLM computes exactly what it computes with the int8
+        file, checked): "none" (default): the converter's file, which
+        LiteRT runs too; "tflm": TFLM's flatbuffer reduction
+        (`tfjoint.tflite.tflm_reduction`): one zero point per weight and
+        bias tensor instead of one per channel, no tensor names, about a
+        fifth of a small convolutional file; "lut": that, and TFLM's
+        look-up-table compression of the weights (`TFLM_DECODE` operators),
+        for a model trained with `prepare(clusters=...)`. Both are files for
+        TFLM only (LiteRT refuses them): `runtimes` must be ("tflm",).
       streaming: write a file that runs one hop of frames per call and
         carries its state (an LSTM's hidden and cell state, a convolution's
         last frames) as int8 inputs and outputs, instead of one that unrolls

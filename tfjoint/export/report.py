@@ -265,7 +265,16 @@ class ExportReport:
         device = [("flash (the .tflite file)", _kb(self.memory.get("flash_bytes")))] + self._ram_rows() + [
             (weights, _kb(self.memory.get("weights_bytes"))),
             ("MACs" + (" per call" if self.streaming else ""), _macs(self.macs))]
-        if self.compression:
+        reduction = self.compression.get("reduction") if self.compression else None
+        if reduction:
+            removed = (f"{reduction['zero_points_removed']} / {_kb(reduction['string_bytes_removed'])} "
+                       f"({_kb(reduction['saved_bytes'])} saved)")
+            device.insert(1, ("TFLM reduction: zero points / strings removed", removed))
+        if self.compression and self.compression["method"] == "tflm":
+            device.insert(1, ("reduced for TFLM: flash / int8 file (LiteRT cannot read it)",
+                              f"{_kb(self.compression['flash_bytes'])} / "
+                              f"{_kb(self.compression['uncompressed_flash_bytes'])}"))
+        elif self.compression:
             tensors = self.compression["tensors"]
             device[1:1] = [
                 ("LUT compression: flash / uncompressed int8 file", f"{_kb(self.compression['flash_bytes'])} / "

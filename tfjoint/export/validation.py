@@ -190,7 +190,9 @@ def _in_runtimes(candidate: Candidate, validation_data, keras_out, float_out, pr
                                      "activation with one TFLM runs (relu, swish) and fine-tune, or validate it on "
                                      "LiteRT (runtimes=('litert',)).")
         compressed = candidate.compressed is not None and runtime == "tflm"
-        with phases.run("validation", f"{candidate.quantization} file{' (LUT)' if compressed else ''} in {runtime}"):
+        method = candidate.compressed.method if compressed else ""
+        label = {"lut": " (LUT)", "tflm": " (reduced for TFLM)"}.get(method, "")
+        with phases.run("validation", f"{candidate.quantization} file{label} in {runtime}"):
             model = candidate.runtime_model(runtime, compressed)
             int8_out = model.predict(inputs, batch_size=options.batch_size, verbose=options.verbose)
         per_output = compare.compare_outputs(names[1], int8_out, keras_out, float_out, per_output_labels,
@@ -201,27 +203,30 @@ def _in_runtimes(candidate: Candidate, validation_data, keras_out, float_out, pr
             with phases.run("validation", f"{candidate.quantization} file (uncompressed) in {runtime}"):
                 uncompressed = candidate.runtime_model(runtime).predict(inputs, batch_size=options.batch_size,
                                                                         verbose=False)
-            decoding = _decoding_failures(names[1], int8_out, uncompressed)
+            decoding = _decoding_failures(names[1], int8_out, uncompressed, method)
             failures += decoding
-            notes.append(note(Kind.COMPRESSION, "the LUT-compressed file's outputs in TFLM are identical to the "
+            what = "LUT-compressed" if method == "lut" else "reduced"
+            notes.append(note(Kind.COMPRESSION, f"the {what} file's outputs in TFLM are identical to the "
                                                 "uncompressed int8 file's" if not decoding else
-                              "the LUT-compressed file's outputs differ from the uncompressed file's", runtime=runtime))
+                              f"the {what} file's outputs differ from the uncompressed file's", runtime=runtime))
         results.append(RuntimeResult(runtime, per_output, tuple(largest_first(failures)), tuple(notes),
                                      _outcomes(per_output, int8_out, per_output_labels)))
     return tuple(results)
 
 
-def _decoding_failures(output_names, compressed_out, uncompressed_out) -> list[Finding]:
-    """The LUT-compressed file must compute exactly what the int8 file it was made from computes (DECODE only
-    rebuilds the same int8 weights): any difference is a wrong decoding, never a tolerance."""
+def _decoding_failures(output_names, compressed_out, uncompressed_out, method: str) -> list[Finding]:
+    """The file for TFLM must compute exactly what the int8 file it was made from computes (DECODE only rebuilds
+    the same int8 weights; the reduction drops only what TFLM never reads): any difference is a wrong file, never a
+    tolerance."""
     found = []
     for name, a, b in zip(output_names, outputs_as_list(compressed_out), outputs_as_list(uncompressed_out)):
         difference = float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)))) if np.size(a) else 0.0
         if difference > 0:
             found.append(failure(
                 Kind.LUT_DECODING,
-                f"LUT: output '{name}' of the compressed file differs from the uncompressed int8 file's in TFLM "
-                f"(max |difference| {difference:.4g}): its tables decode to other weights", runtime="tflm",
+                f"{method.upper()}: output '{name}' of the file for TFLM differs from the uncompressed int8 file's "
+                f"in TFLM (max |difference| {difference:.4g})" + (": its tables decode to other weights"
+                                                                  if method == "lut" else ""), runtime="tflm",
                 subject=name, measured=difference, limit=0.0, excess=1.0))
     return found
 
