@@ -120,6 +120,18 @@ def test_micro_target_with_budgets_is_planned_validated_and_met_in_tflm_and_size
     header = (out / "model_data.h").read_text()
     assert f"constexpr int kTensorArenaSize = {-(-arena // 16) * 16};" in header
     assert str(len((out / "model.tflite").read_bytes())) in (out / "model_data.cc").read_text()
+    # Reduced for TFLM by default (--compression=auto): read back, the convolutions' per-channel kernels and biases
+    # carry one zero point each, the file no tensor names; smaller than the converter's file by what was removed.
+    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
+
+    graph = schema.ModelT.InitFromPackedBuf(bytearray((out / "model.tflite").read_bytes()), 0).subgraphs[0]
+    per_channel = [t.quantization for t in graph.tensors if t.quantization is not None
+                   and t.quantization.scale is not None and len(t.quantization.scale) > 1]
+    assert per_channel and all(len(q.zeroPoint) == 1 for q in per_channel)
+    assert all(t.name is None for t in graph.tensors)
+    reduction = report["compression"]["reduction"]
+    assert report["compression"]["method"] == "tflm" and reduction["zero_points_removed"] > 0
+    assert report["compression"]["uncompressed_flash_bytes"] - reduction["saved_bytes"] == report["size_bytes"]
 
 
 @pytest.fixture(scope="module")
