@@ -138,13 +138,13 @@ def test_micro_target_with_budgets_is_planned_validated_and_met_in_tflm_and_size
 def saved_inputs(tmp_path_factory, digits_float_model, digits_data):
     folder = tmp_path_factory.mktemp("inputs")
     digits_float_model.save(str(folder / "float.h5"))
-    digits_float_model.save(str(folder / "float.keras"))
     np.savez(folder / "data.npz", **{k: digits_data[k] for k in ("x_train", "y_train", "x_val", "y_val")})
     return folder
 
 
-def test_a_softmax_layer_classifier_trains_with_the_right_loss(saved_inputs, digits_data, tmp_path):
-    """A classifier ending in a Softmax *layer* must not be trained with from_logits=True."""
+def test_a_softmax_layer_classifier_from_a_keras_file_trains_with_the_right_loss(saved_inputs, digits_data, tmp_path):
+    """A classifier ending in a Softmax *layer* must not be trained with from_logits=True; a tf_keras .keras file
+    and an .npz (the .h5 goes through the command in the test below)."""
     keras.utils.set_random_seed(0)
     inputs = keras.Input((8, 8, 1), name="image")
     x = keras.layers.Conv2D(8, 3, activation="relu", name="conv")(inputs)
@@ -152,24 +152,15 @@ def test_a_softmax_layer_classifier_trains_with_the_right_loss(saved_inputs, dig
     model = keras.Model(inputs, keras.layers.Softmax(name="probabilities")(keras.layers.Dense(10, name="logits")(x)))
     model.compile("adam", "sparse_categorical_crossentropy")
     model.fit(digits_data["x_train"], digits_data["y_train"], epochs=5, verbose=0)
-    model.save(str(tmp_path / "softmax.h5"))
+    model.save(str(tmp_path / "softmax.keras"))
     out = tmp_path / "out"
-    result = tfjoint_cli(f"--model={tmp_path / 'softmax.h5'}", f"--data={saved_inputs / 'data.npz'}", f"--out={out}",
-                         "--epochs=3", "--target_sparsity=0.5")
+    result = tfjoint_cli(f"--model={tmp_path / 'softmax.keras'}", f"--data={saved_inputs / 'data.npz'}",
+                         f"--out={out}", "--epochs=3", "--target_sparsity=0.5")
     assert result.returncode == 0, result.stderr[-3000:]
     loss = json.loads((out / "run_config.json").read_text())["resolved"]["loss"]
     assert loss["class_name"] == "SparseCategoricalCrossentropy" and loss["config"]["from_logits"] is False
     report = json.loads((out / "report.json").read_text())
     assert report["int8_accuracy"] > 0.85 and report["passed"]
-
-
-def test_saved_model_and_npz(saved_inputs, tmp_path):
-    """A .keras file and an .npz (the .h5 goes through the command in the test below)."""
-    out = tmp_path / "out"
-    result = tfjoint_cli(f"--model={saved_inputs / 'float.keras'}", f"--data={saved_inputs / 'data.npz'}",
-                         f"--out={out}", "--epochs=2", "--target_sparsity=0.5")
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads((out / "report.json").read_text())
     assert report["weight_sparsity"] == pytest.approx(0.5, abs=0.005)
 
 
