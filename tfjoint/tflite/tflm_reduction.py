@@ -66,23 +66,18 @@ def _modules():
 
 def _aligned(content: bytes, align) -> bytes:
     """`content` re-packed by TFLM's C++ flatbuffer tool (it takes paths)."""
-    directory = tempfile.mkdtemp(prefix="tfjoint_align_")
-    source, target = os.path.join(directory, "in.tflite"), os.path.join(directory, "out.tflite")
-    try:
+    with tempfile.TemporaryDirectory(prefix="tfjoint_align_") as directory:
+        source, target = os.path.join(directory, "in.tflite"), os.path.join(directory, "out.tflite")
         with open(source, "wb") as handle:
             handle.write(content)
         align.align_tflite_model(source, target)
         with open(target, "rb") as handle:
             return handle.read()
-    finally:
-        for path in (source, target):
-            if os.path.exists(path):
-                os.unlink(path)
-        os.rmdir(directory)
 
 
-def _length(text) -> int:
-    return len(text) if text else 0
+def _length(values) -> int:
+    """The length of a string or array field that may be absent (None)."""
+    return len(values) if values is not None else 0
 
 
 def reduce_for_tflm(content: bytes) -> Reduction:
@@ -106,13 +101,11 @@ def reduce_for_tflm(content: bytes) -> Reduction:
             quantization = tensor.quantization
             if quantization is None:
                 continue
-            min_max += len(quantization.min if quantization.min is not None else []) + len(
-                quantization.max if quantization.max is not None else [])
+            min_max += _length(quantization.min) + _length(quantization.max)
             quantization.min = quantization.max = None
             zeros = quantization.zeroPoint
-            has_data = tensor.buffer and model.buffers[tensor.buffer].data is not None and len(
-                model.buffers[tensor.buffer].data) > 0
-            if zeros is not None and len(zeros) > 1 and has_data and not any(int(z) for z in zeros):
+            constant = bool(tensor.buffer) and _length(model.buffers[tensor.buffer].data) > 0
+            if _length(zeros) > 1 and constant and not any(int(z) for z in zeros):
                 zero_points += len(zeros) - 1
                 quantization.zeroPoint = [0]
     builder = flatbuffers.Builder(max(1024, 2 * len(content)))
