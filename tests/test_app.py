@@ -186,6 +186,11 @@ def test_an_image_folder_is_read_in_the_colour_mode_the_models_input_takes(tmp_p
         assert sorted(set(data["y_train"]) | set(data["y_val"])) == [0, 1]
     with pytest.raises(tfjoint.errors.DataError, match="--image_size=16x16 and --color_mode=grayscale"):
         datasets.check_against_model(datasets.load_data(images, (16, 16), 0.2, 0, "rgb"), image_classifier(1), images)
+    with pytest.raises(tfjoint.errors.DataError, match=r"--image_size=16x16 and --color_mode=rgb"):
+        datasets.check_against_model(datasets.load_data(images, (12, 12), 0.2, 0, "grayscale"), image_classifier(3),
+                                     images)
+    with pytest.raises(tfjoint.errors.ConfigError, match=r"is a folder of images: give --image_size"):
+        datasets.load_data(images, None, 0.2, 0, "rgb")
 
 
 _USER_LAYERS = '''

@@ -32,7 +32,7 @@ STAGES = {
                  "quantize.scheme", "quantize.wrappers"],
     "tflite": ["tflite.operators", "tflite.flatbuffer", "tflite.run", "tflite.convert", "tflite.tflm",
                "tflite.runtimes", "tflite.streaming", "tflite.split_weights", "tflite.tflm_reduction"],
-    "train": ["train.readback", "train.model_kind", "train.phases", "train.prepared_model", "train.centroids",
+    "train": ["train.readback", "train.model_kind", "train.first_trace", "train.phases", "train.prepared_model", "train.centroids",
               "train.conversion_check", "train.schedule_argument", "train.prepare", "train.callbacks",
               "train.distill", "train.stripped_model", "train.strip"],
     "loading": ["loading.allowlist", "loading.model_files", "loading.load"],

@@ -95,6 +95,40 @@ def test_distiller_switches_phases_on_its_students_schedule():
     assert training_step(joint) == 2
 
 
+@pytest.mark.parametrize("data", ["arrays", "dataset"])
+@pytest.mark.parametrize("distilled", [False, True])
+def test_each_phase_is_traced_once(data, distilled):
+    """tf.function traces a function again when its first trace created variables, and tf_keras's train step creates
+    the optimizer's slots and the compiled metrics there: fit built them first (tfjoint.train.first_trace), so each
+    phase's step is traced once, with the metric Keras itself would have chosen for the labels."""
+    x, y = image_data(n=32)
+    model = small_cnn()
+    joint = tfjoint.prepare(model, tfjoint.JointSchedule(0.5, end_step=4, frequency=2, quant_start_step=2))
+    trained = tfjoint.Distiller(joint, teacher=model) if distilled else joint
+    trained.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    traces = []
+    step = trained.train_step
+    trained.train_step = lambda batch: traces.append(1) or step(batch)
+    if data == "arrays":
+        history = trained.fit(x, y, batch_size=8, epochs=2, verbose=0)
+    else:
+        history = trained.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(8), epochs=2, verbose=0)
+    assert len(traces) == 2 and sorted(trained.train_function._functions) == [False, True]
+    assert [m._fn for m in trained.compiled_metrics.metrics] == [keras.metrics.sparse_categorical_accuracy]
+    assert len(history.history["accuracy"]) == 2 and training_step(joint) == 8
+
+
+def test_labels_fit_cannot_read_are_left_to_the_first_trace():
+    """A generator's labels are unknown before the first step: the metrics are built there, as tf_keras does."""
+    x, y = image_data(n=16)
+    joint = compile_joint(tfjoint.prepare(small_cnn(), tfjoint.JointSchedule(0.5, end_step=2, frequency=1)))
+    joint.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    history = joint.fit((batch for batch in [(x[:8], y[:8]), (x[8:], y[8:])]), steps_per_epoch=2, verbose=0)
+    assert joint.optimizer._built and len(joint.optimizer.variables) > 1
+    assert [m._fn for m in joint.compiled_metrics.metrics] == [keras.metrics.sparse_categorical_accuracy]
+    assert 0 <= history.history["accuracy"][0] <= 1 and training_step(joint) == 2
+
+
 @pytest.mark.slow
 def test_export_of_a_model_whose_fake_quant_never_ran(tmp_path):
     """Stopped before quant_start_step: no QAT file (its ranges are TF-MOT's initial ones); post-training only."""

@@ -6,6 +6,7 @@ The data ships inside scikit-learn (1,797 images), so nothing is downloaded.
 import numpy as np
 
 from tfjoint._keras import keras
+from tfjoint.train.first_trace import build_before_tracing
 
 __all__ = ["load_digits", "build_cnn", "train_float_model"]
 
@@ -52,5 +53,6 @@ def train_float_model(data: dict[str, np.ndarray], epochs: int = 15, batch_size:
     """Builds and trains the float CNN; returns the compiled model."""
     model = build_cnn(seed=seed)
     model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    build_before_tracing(model, data["x_train"], data["y_train"], model.trainable_variables, model.outputs[0])
     model.fit(data["x_train"], data["y_train"], epochs=epochs, batch_size=batch_size, verbose=verbose)
     return model

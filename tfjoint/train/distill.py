@@ -101,6 +101,9 @@ class Distiller(PhaseSwitchedTraining, keras.Model):
                 losses.append(tf.reduce_mean(tf.square(teacher_out - student_out)))
         return tf.add_n(losses)
 
+    def _trained(self):
+        return self.student
+
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         teacher_outputs = tf.nest.flatten(self.teacher(x, training=False))

@@ -23,6 +23,7 @@ from typing import Any
 from tfjoint import errors
 from tfjoint._keras import keras
 from tfjoint.quantize.quantizers import training_phase
+from tfjoint.train.first_trace import build_before_tracing
 from tfjoint.train.readback import training_step
 
 __all__ = ["PhaseSwitchedTraining"]
@@ -86,8 +87,18 @@ class PhaseSwitchedTraining:
     def _phase_model(self):
         return self
 
+    def _trained(self):
+        """The model whose variables the train step optimizes and whose outputs it scores: this one."""
+        return self
+
     def fit(self, *args, **kwargs):
-        """tf_keras's `fit`; a schedule without an `end_step` gets one from this fit's length first."""
+        """tf_keras's `fit`; a schedule without an `end_step` gets one from this fit's length first, and the
+        optimizer and compiled metrics are built before the first step is traced (`tfjoint.train.first_trace`)."""
+        trained = self._trained()
+        if trained.built:
+            build_before_tracing(self, kwargs.get("x", args[0] if args else None),
+                                 kwargs.get("y", args[1] if len(args) > 1 else None), trained.trainable_variables,
+                                 getattr(trained, "_nested_outputs", None))
         schedule = getattr(self._phase_model(), "schedule", None)
         if schedule is not None and not schedule.is_resolved:
             # fit(x, y, batch_size, epochs, verbose, callbacks, ..., initial_epoch at position 11, ...)
