@@ -286,7 +286,7 @@ def test_an_image_folder_is_data_with_image_size(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
     assert report["num_validation_samples"] == round(32 * 0.2) and report["fully_int8"]
-    assert report["inputs"][0]["shape"][-1] == 3  # (the folder's refusals without or with a wrong --image_size: test_app)
+    assert report["inputs"][0]["shape"][-1] == 3  # (its refusals without or with a wrong --image_size: test_app)
 
 
 def test_an_unexpected_error_exits_3_with_one_line_and_the_traceback_in_error_log(tmp_path):
