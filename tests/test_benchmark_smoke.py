@@ -58,6 +58,14 @@ def test_joint_step_profile_tiny_run(tmp_path):
         assert 0 < low <= median <= high
 
 
+def test_first_epoch_benchmark_tiny_run(tmp_path):
+    _run_benchmark("first_epoch.py", "--models=digits", "--rounds=1", f"--out={tmp_path}")
+    runs = json.loads((tmp_path / "first_epoch.json").read_text())["results"]["digits"]
+    assert runs["tfjoint"][0]["traces"] == 1 and runs["tfjoint_two_traces"][0]["traces"] == 2
+    assert all(run[0]["first_epoch_s"] > run[0]["later_epoch_s"] > 0 for run in runs.values())
+    assert "| digits | tfmot_qat |" in (tmp_path / "first_epoch.md").read_text()
+
+
 def _run_benchmark(script, *args, timeout=1200):
     result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", script), "--tiny", *args],
                             capture_output=True, text=True, timeout=timeout, cwd=ROOT,
