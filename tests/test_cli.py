@@ -20,6 +20,41 @@ def tfjoint_cli(*args, timeout=900):
                           timeout=timeout, cwd=ROOT)
 
 
+_END_OF_RUN = "@@tfjoint-run-ended "
+_RUNS = f"""
+import json, sys
+from absl import flags
+from tfjoint.app.cli import run_main
+
+for argv in json.loads(sys.argv[1]):
+    sys.argv = ["tfjoint", *argv]
+    try:
+        run_main()
+        status = 0
+    except SystemExit as exit:
+        status = exit.code
+    flags.FLAGS.unparse_flags()
+    print("{_END_OF_RUN}" + str(status), file=sys.stderr, flush=True)
+"""
+
+
+def tfjoint_cli_runs(*argvs, timeout=900) -> list[tuple[int, str]]:
+    """Several command lines through the console script's entry point, one after another in one process (one
+    TensorFlow import for all): each one's exit status and what it wrote to stderr."""
+    result = subprocess.run([sys.executable, "-c", _RUNS, json.dumps([list(argv) for argv in argvs])],
+                            capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=ROOT), timeout=timeout,
+                            cwd=ROOT)
+    runs, lines = [], []
+    for line in result.stderr.splitlines():
+        if line.startswith(_END_OF_RUN):
+            runs.append((int(line[len(_END_OF_RUN):]), "\n".join(lines)))
+            lines = []
+        else:
+            lines.append(line)
+    assert len(runs) == len(argvs), result.stderr[-3000:]
+    return runs
+
+
 def test_embedded_default_writes_everything_and_passes(tmp_path):
     out = tmp_path / "out"
     result = tfjoint_cli(f"--out={out}", *FAST)
@@ -176,36 +211,39 @@ def test_failed_validation_exits_1_and_still_writes_the_report(saved_inputs, tmp
     assert "validation failed" in result.stderr.splitlines()[-1]
 
 
-@pytest.mark.parametrize(
-    "args,named",
-    [
-        (["--target_sparsity=1.5"], "--target_sparsity"),
-        (["--epochs=0"], "--epochs"),
-        (["--loss=hinge"], "--loss"),
-        (["--model=/nonexistent/model.h5", "--data=/nonexistent/data.npz"], "/nonexistent/data.npz"),
-        (["--data=/tmp/x.npz"], "--model"),
-        (["positional"], "unexpected arguments"),
-        (["--target_sparsity=0.99", "--max_sparsity=0.9"], "--max_sparsity"),
-        (["--flash_kb=1"], "`flash_bytes`=1024 is below"),
-        (["--image_size=big"], "--image_size"),
-        (["--clusters=16", "--compression=lut"], "--compression=lut writes TFLM_DECODE operators"),
-        (["--target=micro", "--compression=lut"], "--compression=lut needs --clusters"),
-        (["--clusters=1"], "--clusters"),
-    ],
-)
-def test_bad_arguments_exit_2_with_one_line(args, named, tmp_path):
-    result = tfjoint_cli(f"--out={tmp_path / 'out'}", "--float_epochs=1", *args)
-    assert result.returncode == 2, result.stderr[-2000:]
-    last = result.stderr.strip().splitlines()[-1]
-    assert named in last and last.startswith("tfjoint:")
+BAD_ARGUMENTS = [
+    (["--target_sparsity=1.5"], "--target_sparsity"),
+    (["--epochs=0"], "--epochs"),
+    (["--loss=hinge"], "--loss"),
+    (["--model=/nonexistent/model.h5", "--data=/nonexistent/data.npz"], "/nonexistent/data.npz"),
+    (["--data=/tmp/x.npz"], "--model"),
+    (["positional"], "unexpected arguments"),
+    (["--target_sparsity=0.99", "--max_sparsity=0.9"], "--max_sparsity"),
+    (["--flash_kb=1"], "`flash_bytes`=1024 is below"),
+    (["--image_size=big"], "--image_size"),
+    (["--clusters=16", "--compression=lut"], "--compression=lut writes TFLM_DECODE operators"),
+    (["--target=micro", "--compression=lut"], "--compression=lut needs --clusters"),
+    (["--clusters=1"], "--clusters"),
+]
 
 
-def test_npz_missing_keys_is_named(saved_inputs, tmp_path):
-    bad = tmp_path / "bad.npz"
-    np.savez(bad, x_train=np.zeros((4, 8, 8, 1)))
-    result = tfjoint_cli(f"--model={saved_inputs / 'float.h5'}", f"--data={bad}", f"--out={tmp_path / 'out'}")
-    assert result.returncode == 2
-    assert "lacks ['y_train', 'x_val', 'y_val']" in result.stderr.strip().splitlines()[-1]
+def test_bad_arguments_and_data_exit_2_with_one_line_naming_the_flag_key_or_file(saved_inputs, digits_data,
+                                                                                  tmp_path):
+    missing = tmp_path / "missing.npz"
+    np.savez(missing, x_train=np.zeros((4, 8, 8, 1)))
+    misshapen = tmp_path / "misshapen.npz"
+    np.savez(misshapen, x_train=digits_data["x_train"][:, :4], y_train=digits_data["y_train"],
+             x_val=digits_data["x_val"], y_val=digits_data["y_val"])
+    cases = [([f"--out={tmp_path / 'out'}", "--float_epochs=1", *args], [named]) for args, named in BAD_ARGUMENTS]
+    cases += [([f"--model={saved_inputs / 'float.h5'}", f"--data={missing}", f"--out={tmp_path / 'out'}"],
+               ["lacks ['y_train', 'x_val', 'y_val']"]),
+              ([f"--model={saved_inputs / 'float.h5'}", f"--data={misshapen}", f"--out={tmp_path / 'out'}"],
+               ["--data", "'x_train'"])]
+    for (argv, named), (status, stderr) in zip(cases, tfjoint_cli_runs(*(argv for argv, _ in cases)), strict=True):
+        assert status == 2, (argv, stderr[-2000:])
+        last = stderr.strip().splitlines()[-1]
+        assert last.startswith("tfjoint:") and all(part in last for part in named), (argv, last)
+        assert "sample_inputs" not in last  # the command's words, not the library's
 
 
 def test_console_script_is_installed():
@@ -264,16 +302,6 @@ def test_channels_distillation_another_allocation_and_xla_from_the_command(tmp_p
     assert config["distill"] is True and config["distill_temperature"] == 2.0 and config["jit_compile"] is True
     assert "distillation_loss" in report["run"]["history"]
     assert (out / "sparsity_per_layer.png").stat().st_size > 0
-
-
-def test_a_wrongly_shaped_npz_array_is_named_by_its_key(saved_inputs, digits_data, tmp_path):
-    np.savez(tmp_path / "bad.npz", x_train=digits_data["x_train"][:, :4], y_train=digits_data["y_train"],
-             x_val=digits_data["x_val"], y_val=digits_data["y_val"])
-    result = tfjoint_cli(f"--model={saved_inputs / 'float.h5'}", f"--data={tmp_path / 'bad.npz'}",
-                         f"--out={tmp_path / 'out'}")
-    assert result.returncode == 2
-    last = result.stderr.strip().splitlines()[-1]
-    assert "--data" in last and "'x_train'" in last and "sample_inputs" not in last
 
 
 def test_an_image_folder_is_data_with_image_size(tmp_path):
