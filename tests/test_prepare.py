@@ -385,3 +385,28 @@ def test_an_activity_regularizer_is_refused_before_training_naming_the_layer(whe
     with pytest.raises(tfjoint.errors.UnsupportedLayerError,
                        match="'hidden' \\(.*activity_regularizer=None"):
         tfjoint.prepare(model, tfjoint.JointSchedule(0.5, end_step=4), check=False)
+
+
+@pytest.mark.parametrize("outputs", ["list", "dict"])
+def test_losses_metrics_and_labels_keyed_by_the_users_output_names(outputs):
+    """keras.io's multi-output idiom, `loss={"classes": ...}` and `y={"classes": ...}`, on the prepared model, whose
+    outputs are the quantized wrappers ('quant_classes'), trains each output on its own loss and weight."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 1), name="image")
+    hidden = keras.layers.Flatten()(keras.layers.Conv2D(4, 3, name="conv")(inputs))
+    classes = keras.layers.Dense(10, activation="softmax", name="classes")(hidden)
+    flag = keras.layers.Dense(1, activation="sigmoid", name="flag")(hidden)
+    model = keras.Model(inputs, [classes, flag] if outputs == "list" else {"classes": classes, "flag": flag})
+    joint = tfjoint.prepare(model, tfjoint.JointSchedule(0.5, end_step=2, frequency=1), check=False)
+    joint.compile("adam", loss={"classes": "sparse_categorical_crossentropy", "flag": "binary_crossentropy"},
+                  loss_weights={"classes": 1.0, "flag": 0.5}, metrics={"classes": "accuracy"})
+    rng = np.random.default_rng(0)
+    x = rng.random((32, 8, 8, 1), dtype=np.float32)
+    labels = {"classes": rng.integers(0, 10, 32), "flag": rng.integers(0, 2, (32, 1)).astype(np.float32)}
+    history = joint.fit(x, labels, batch_size=8, verbose=0, validation_data=(x, labels)).history
+    total, first, second = history["loss"][0], history["quant_classes_loss"][0], history["quant_flag_loss"][0]
+    assert total == pytest.approx(first + 0.5 * second, rel=1e-4) and "quant_classes_accuracy" in history
+    assert "val_quant_flag_loss" in history
+    evaluated = joint.evaluate(x, labels, verbose=0, return_dict=True)
+    assert evaluated["loss"] == pytest.approx(evaluated["quant_classes_loss"] + 0.5 * evaluated["quant_flag_loss"],
+                                              rel=1e-4)

@@ -11,9 +11,10 @@ tf_keras, with tf_keras's own `build` methods and the labels' spec from what
 `fit` was given.
 
 Where the labels' structure cannot be read from `fit`'s arguments (a
-generator, a `keras.utils.Sequence`) or does not match the outputs', the
-metrics are left to the first trace, as tf_keras does: that costs the second
-trace and nothing else.
+generator, a `keras.utils.Sequence`) or is not one label array per output
+(a dict, which tf_keras matches to the outputs by name), the metrics are left
+to the first trace, as tf_keras does: that costs the second trace and nothing
+else.
 """
 
 from __future__ import annotations
@@ -80,15 +81,24 @@ def _label_spec(x, y):
 
 
 def _build_metrics(model, outputs, labels) -> None:
-    predictions = tf.nest.map_structure(lambda t: t, outputs)
-    if isinstance(predictions, list):
-        predictions = tuple(predictions)
-    try:
-        tf.nest.assert_same_structure(predictions, labels, check_types=False)
-    except (ValueError, TypeError):
-        return  # labels shaped unlike the outputs (Keras broadcasts some): tf_keras builds them in the trace
+    predictions = tuple(outputs) if isinstance(outputs, (list, tuple)) else outputs
+    if not _one_label_per_output(predictions, labels):
+        return  # dicts, nested or broadcast labels: tf_keras conforms and builds them in the trace, as before
     losses, metrics = getattr(model, "compiled_loss", None), getattr(model, "compiled_metrics", None)
     if losses is not None and not getattr(losses, "_built", True):
         losses.build(predictions)
     if metrics is not None and not getattr(metrics, "_built", True):
         metrics.build(predictions, labels)
+
+
+def _one_label_per_output(predictions, labels) -> bool:
+    """True for one output and one label array, or equally long tuples of them: the structures tf_keras builds
+    from as they are."""
+    if isinstance(predictions, tuple):
+        return (isinstance(labels, tuple) and len(labels) == len(predictions)
+                and all(_is_leaf(p) and isinstance(label, tf.TensorSpec) for p, label in zip(predictions, labels)))
+    return _is_leaf(predictions) and isinstance(labels, tf.TensorSpec)
+
+
+def _is_leaf(value) -> bool:
+    return not isinstance(value, (list, tuple, dict))

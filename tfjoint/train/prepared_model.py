@@ -25,6 +25,7 @@ import numpy as np
 
 from tfjoint import _tfmot
 from tfjoint._keras import is_keras3_object, keras, serializable, tf
+from tfjoint._names import output_name
 from tfjoint.prune.schedule import JointSchedule
 from tfjoint.quantize.config import JointQuantizeConfig
 from tfjoint.quantize.quantizers import PrunedKernelQuantizer, mask_shape
@@ -181,9 +182,47 @@ class PreparedModel(PhaseSwitchedTraining, keras.Model):
         return self._tfjoint_schedule
 
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, **kwargs):
-        """tf_keras's `compile`, which also takes Keras 3 optimizers and losses (a Keras 3 user's own objects)."""
+        """tf_keras's `compile`, which also takes Keras 3 optimizers and losses (a Keras 3 user's own objects), and
+        dicts keyed by the user's output layer names (`{"classes": ...}`, where this model's output is
+        'quant_classes')."""
+        loss = self._by_output_name(loss)
+        if isinstance(loss, dict):
+            loss = {key: as_tf_keras(value, keras.losses) for key, value in loss.items()}
+        for name in ("loss_weights", "weighted_metrics"):
+            if name in kwargs:
+                kwargs[name] = self._by_output_name(kwargs[name])
         return super().compile(optimizer=as_tf_keras(optimizer, keras.optimizers), loss=as_tf_keras(loss, keras.losses),
-                               metrics=metrics, **kwargs)
+                               metrics=self._by_output_name(metrics), **kwargs)
+
+    def _by_output_name(self, value):
+        """`value` with the keys of a dict that name the user's output layers renamed to this model's outputs (a
+        model whose outputs are a dict keeps the user's keys: tf_keras matches by them)."""
+        if not isinstance(value, dict) or not self.output_names or isinstance(self._nested_outputs, dict):
+            return value
+        names = {output_name(name): name for name in self.output_names}
+        return {key if key in self.output_names else names.get(key, key): item for key, item in value.items()}
+
+    def _labels_by_output_name(self, args, kwargs):
+        """`fit`'s or `evaluate`'s arguments with a dict of labels (or of validation labels) keyed as the outputs."""
+        args = list(args)
+        if len(args) > 1:
+            args[1] = self._by_output_name(args[1])
+        elif "y" in kwargs:
+            kwargs["y"] = self._by_output_name(kwargs["y"])
+        validation = kwargs.get("validation_data")
+        if isinstance(validation, tuple) and len(validation) > 1:
+            kwargs["validation_data"] = (validation[0], self._by_output_name(validation[1]), *validation[2:])
+        return args, kwargs
+
+    def fit(self, *args, **kwargs):
+        """`fit`, whose labels may be a dict keyed by the user's output layer names."""
+        args, kwargs = self._labels_by_output_name(args, kwargs)
+        return super().fit(*args, **kwargs)
+
+    def evaluate(self, *args, **kwargs):
+        """tf_keras's `evaluate`, whose labels may be a dict keyed by the user's output layer names."""
+        args, kwargs = self._labels_by_output_name(args, kwargs)
+        return super().evaluate(*args, **kwargs)
 
     def compile_from_config(self, config):
         """tf_keras's, which skips a model whose `compile` is its own: this one's takes the same arguments, so a
