@@ -58,9 +58,11 @@ def test_int8_outlier_example_names_the_layer(tmp_path):
 
 
 def test_mobilenet_v2_example(tmp_path):
-    # The export converts (so no check before training), the quantization-aware file only (the post-training
-    # candidate, a second MobileNetV2 conversion, is tested on small models).
-    report = _example("mobilenet_v2").main(str(tmp_path), steps=4, size=32, check=False, quantization="qat")
+    # The export converts (so no check before training), the quantization-aware file only, without the float32
+    # reference file (the post-training candidate and the float comparison, two more MobileNetV2 conversions, are
+    # tested on small models).
+    report = _example("mobilenet_v2").main(str(tmp_path), steps=4, size=32, check=False, quantization="qat",
+                                           compare_float=False)
     assert report.fully_int8 and report.passed and report.sqnr_db >= tfjoint.Tolerances().min_sqnr_db
     assert "DEPTHWISE_CONV_2D" in report.ops
     pruned = [e for e in report.per_layer_sparsity.values() if e["keras"] > 0.4]

@@ -7,6 +7,7 @@ import tf_keras as keras  # noqa: E402
 from conftest import compile_joint, image_data, small_cnn
 
 import tfjoint
+from tfjoint._keras import tf
 from tfjoint.inspect import pruned_kernels, training_step
 from tfjoint.prune.schedule import expected_zero_fraction
 
@@ -410,3 +411,8 @@ def test_losses_metrics_and_labels_keyed_by_the_users_output_names(outputs):
     evaluated = joint.evaluate(x, labels, verbose=0, return_dict=True)
     assert evaluated["loss"] == pytest.approx(evaluated["quant_classes_loss"] + 0.5 * evaluated["quant_flag_loss"],
                                               rel=1e-4)
+    dataset = tf.data.Dataset.from_tensor_slices((x, labels)).batch(8)
+    history = joint.fit(dataset, verbose=0, validation_data=dataset).history
+    assert history["loss"][0] == pytest.approx(history["quant_classes_loss"][0] + 0.5 * history["quant_flag_loss"][0],
+                                               rel=1e-4)
+    assert joint.evaluate(dataset, verbose=0, return_dict=True)["loss"] > 0

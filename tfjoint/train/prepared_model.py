@@ -203,8 +203,13 @@ class PreparedModel(PhaseSwitchedTraining, keras.Model):
         return {key if key in self.output_names else names.get(key, key): item for key, item in value.items()}
 
     def _labels_by_output_name(self, args, kwargs):
-        """`fit`'s or `evaluate`'s arguments with a dict of labels (or of validation labels) keyed as the outputs."""
+        """`fit`'s or `evaluate`'s arguments with a dict of labels (or of validation labels) keyed as the outputs,
+        in arrays or in a `tf.data.Dataset` of `(x, y[, sample_weight])`."""
         args = list(args)
+        if args:
+            args[0] = self._dataset_by_output_name(args[0])
+        elif "x" in kwargs:
+            kwargs["x"] = self._dataset_by_output_name(kwargs["x"])
         if len(args) > 1:
             args[1] = self._by_output_name(args[1])
         elif "y" in kwargs:
@@ -212,7 +217,19 @@ class PreparedModel(PhaseSwitchedTraining, keras.Model):
         validation = kwargs.get("validation_data")
         if isinstance(validation, tuple) and len(validation) > 1:
             kwargs["validation_data"] = (validation[0], self._by_output_name(validation[1]), *validation[2:])
+        elif validation is not None:
+            kwargs["validation_data"] = self._dataset_by_output_name(validation)
         return args, kwargs
+
+    def _dataset_by_output_name(self, data):
+        if not isinstance(data, tf.data.Dataset):
+            return data
+        spec = data.element_spec
+        if not (isinstance(spec, tuple) and len(spec) > 1 and isinstance(spec[1], dict)):
+            return data
+        if list(self._by_output_name(dict.fromkeys(spec[1]))) == list(spec[1]):
+            return data
+        return data.map(lambda *element: (element[0], self._by_output_name(element[1]), *element[2:]))
 
     def fit(self, *args, **kwargs):
         """`fit`, whose labels may be a dict keyed by the user's output layer names."""
