@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 import tf_keras as keras  # noqa: E402
-from conftest import ROOT, image_classifier, image_folder
+from conftest import ROOT, image_classifier, image_folder, run_python
 
 pytestmark = pytest.mark.slow
 FAST = ["--epochs=2", "--float_epochs=3"]
@@ -21,29 +21,27 @@ def tfjoint_cli(*args, timeout=900):
 
 
 _END_OF_RUN = "@@tfjoint-run-ended "
-_RUNS = f"""
-import json, sys
-from absl import flags
-from tfjoint.app.cli import run_main
+_RUNS = """
+    import json, sys
+    from absl import flags
+    from tfjoint.app.cli import run_main
 
-for argv in json.loads(sys.argv[1]):
-    sys.argv = ["tfjoint", *argv]
-    try:
-        run_main()
-        status = 0
-    except SystemExit as exit:
-        status = exit.code
-    flags.FLAGS.unparse_flags()
-    print("{_END_OF_RUN}" + str(status), file=sys.stderr, flush=True)
+    for argv in json.loads({argvs!r}):
+        sys.argv = ["tfjoint", *argv]
+        try:
+            run_main()
+            status = 0
+        except SystemExit as exit:
+            status = exit.code
+        flags.FLAGS.unparse_flags()
+        print({end!r} + str(status), file=sys.stderr, flush=True)
 """
 
 
-def tfjoint_cli_runs(*argvs, timeout=900) -> list[tuple[int, str]]:
+def tfjoint_cli_runs(*argvs) -> list[tuple[int, str]]:
     """Several command lines through the console script's entry point, one after another in one process (one
     TensorFlow import for all): each one's exit status and what it wrote to stderr."""
-    result = subprocess.run([sys.executable, "-c", _RUNS, json.dumps([list(argv) for argv in argvs])],
-                            capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=ROOT), timeout=timeout,
-                            cwd=ROOT)
+    result = run_python(_RUNS.format(argvs=json.dumps([list(argv) for argv in argvs]), end=_END_OF_RUN), check=False)
     runs, lines = [], []
     for line in result.stderr.splitlines():
         if line.startswith(_END_OF_RUN):
@@ -318,8 +316,6 @@ def test_an_image_folder_is_data_with_image_size(tmp_path):
 
 
 def test_an_unexpected_error_exits_3_with_one_line_and_the_traceback_in_error_log(tmp_path):
-    from conftest import run_python
-
     out = tmp_path / "out"
     result = run_python(f"""
         import sys

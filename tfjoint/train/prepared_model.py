@@ -186,12 +186,12 @@ class PreparedModel(PhaseSwitchedTraining, keras.Model):
         dicts keyed by the user's output layer names (`{"classes": ...}`, where this model's output is
         'quant_classes')."""
         loss = self._by_output_name(loss)
-        if isinstance(loss, dict):
-            loss = {key: as_tf_keras(value, keras.losses) for key, value in loss.items()}
+        loss = ({key: as_tf_keras(value, keras.losses) for key, value in loss.items()} if isinstance(loss, dict)
+                else as_tf_keras(loss, keras.losses))
         for name in ("loss_weights", "weighted_metrics"):
             if name in kwargs:
                 kwargs[name] = self._by_output_name(kwargs[name])
-        return super().compile(optimizer=as_tf_keras(optimizer, keras.optimizers), loss=as_tf_keras(loss, keras.losses),
+        return super().compile(optimizer=as_tf_keras(optimizer, keras.optimizers), loss=loss,
                                metrics=self._by_output_name(metrics), **kwargs)
 
     def _by_output_name(self, value):
