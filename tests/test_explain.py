@@ -138,3 +138,17 @@ def test_own_error_is_measured_against_the_float_models_signal():
     against_float = _sqnrs(own_reference, int8_output, float_output)
     assert against_float["sqnr_db"] == pytest.approx(40.0)
     assert against_float["mean_channel_sqnr_db"] == pytest.approx(40.0)
+
+
+def test_a_self_attention_is_replayed_on_the_files_float64_values():
+    # The file's tensors dequantize to float64; a layer called on several arguments (a self-attention's query
+    # and value) casts only the first, so the chain must hand every layer float32 (it failed in TF's Conv2D).
+    from tfjoint.export.explain import _apply
+    from tfjoint.registry.transformer import IntegerAttention  # what a MultiHeadAttention becomes
+
+    inputs = keras.Input((6, 8))
+    model = keras.Model(inputs, IntegerAttention(2, 4, name="attention")(inputs, inputs))
+    values = np.random.default_rng(0).normal(size=(3, 6, 8))  # float64, as `_dequantized` returns
+    replayed = _apply([model.get_layer("attention")], values, 3 * 6 * 8)
+    expected = model(values.astype(np.float32), training=False).numpy()
+    np.testing.assert_allclose(replayed, expected, rtol=1e-5, atol=1e-6)

@@ -169,7 +169,9 @@ def _apply(layers, values: np.ndarray, output_size: int):
     expected = layers[0].input_shape
     if isinstance(expected, list) or int(np.prod([d for d in expected[1:] if d])) * values.shape[0] != values.size:
         return None
-    x = values.reshape((values.shape[0],) + tuple(expected[1:]))
+    # float32 as the model computes: a layer called on several arguments (a self-attention's query and value)
+    # casts only the first one, and the file's dequantized values are float64
+    x = np.asarray(values, np.float32).reshape((values.shape[0],) + tuple(expected[1:]))
     last = layers[-1]
     inner = getattr(last, "layer", last)
     kind = kind_of(inner)

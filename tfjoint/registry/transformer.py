@@ -215,8 +215,8 @@ class IntegerAttention(PointsMixin, keras.layers.Layer):
              key_mask=None, use_causal_mask=False, return_attention_scores=False, training=None):
         if return_attention_scores:
             raise ValueError(f"IntegerAttention '{self.name}' returns the attention output only, not the scores.")
-        value = query if value is None else value
-        key = value if key is None else key
+        value = query if value is None else tf.cast(value, self.compute_dtype)  # Keras casts the first argument only
+        key = value if key is None else tf.cast(key, self.compute_dtype)
         value_mask = value_mask if value_mask is not None else key_mask
         q = self._project(query, self.weight("query_kernel"), self.query_bias, "query")
         k = self._project(key, self.weight("key_kernel"), self.key_bias, "key")
