@@ -70,7 +70,18 @@ def _hard_swish_fused():
     return keras3.Model(inputs, keras3.layers.Dense(3, activation="softmax", name="head")(x), name="hard_swish")
 
 
-MODELS = {"mlp": (_mlp, (12,)), "residual": (_residual, (8, 8, 3)), "conv1d": (_conv1d, (40, 6)),
+def _hard_sigmoid():
+    """Keras 3's hard_sigmoid is relu6(x + 3) / 6, tf_keras's 0.2 x + 0.5 (clipped): the same name, other values."""
+    keras3.utils.set_random_seed(5)
+    inputs = keras3.Input((6, 6, 2), name="image")
+    x = keras3.layers.Conv2D(8, 3, activation="hard_sigmoid", name="conv")(inputs)
+    x = keras3.layers.Activation("hard_sigmoid", name="gate")(keras3.layers.Conv2D(8, 1, name="pointwise")(x))
+    x = keras3.layers.Dense(8, activation="hard_sigmoid", name="fc")(keras3.layers.Flatten(name="flatten")(x))
+    return keras3.Model(inputs, keras3.layers.Dense(3, activation="softmax", name="head")(x), name="hard_sigmoid")
+
+
+MODELS = {"mlp": (_mlp, (12,)), "hard_sigmoid": (_hard_sigmoid, (6, 6, 2)), "residual": (_residual, (8, 8, 3)),
+          "conv1d": (_conv1d, (40, 6)),
           "renamed_arguments": (_renamed_arguments, (10,)), "hard_swish_fused": (_hard_swish_fused, (6, 6, 2))}
 
 
@@ -99,6 +110,8 @@ def test_the_tf_keras_rebuild_computes_what_the_keras3_model_computes(name):
         assert len(model.losses) == 1
     if name == "renamed_arguments":
         assert model.get_layer("leaky").alpha == pytest.approx(0.05)
+    if name == "hard_sigmoid":  # as MobileNetV3's raw form: + 3, ReLU(6), / 6 (TFLM has no HARD_SIGMOID)
+        assert [type(layer).__name__ for layer in model.layers].count("Affine") == 6
 
 
 @pytest.mark.slow

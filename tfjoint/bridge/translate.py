@@ -18,7 +18,10 @@ layers, but not their config format. Translated here:
 * nested models: flattened (their layers replayed in the outer graph);
 * raw `keras.ops` arithmetic on symbolic tensors: `x + 3.0` becomes an
   `Affine` layer, `a + b` an `Add` (MobileNetV3, ConvNeXt);
-* the `hard_silu` / `hard_swish` activation, which tf_keras lacks: `HardSwish`;
+* the activations tf_keras lacks or computes differently: `hard_silu` /
+  `hard_swish` as `HardSwish`; Keras 3's `hard_sigmoid`, `relu6(x + 3) / 6`
+  (tf_keras's is `0.2 x + 0.5`, clipped) as the layers MobileNetV3's raw form
+  becomes: `Affine(+3)`, `ReLU(6)`, `Affine(/6)`;
 * keras.applications' own custom layers: `CustomScaleLayer` (an Affine and an
   Add), `LayerScale` (an Affine holding its gamma).
 
@@ -245,7 +248,7 @@ def _standard(entry, layer3) -> Rebuilt:
         layer = kind.keras3.translate(entry["config"], layer3)
         return Rebuilt(layer_call(layer), [(layer, layer3)] if layer3 is not None else [])
     fused = entry["config"].get("activation")
-    if fused in _HARD_SWISH_NAMES:  # tf_keras has no hard_silu: the layer, linear, then tfjoint's HardSwish layer
+    if fused in _ACTIVATION_LAYERS:  # tf_keras lacks it or computes it otherwise: the layer, linear, then layers
         entry = dict(entry, config=dict(entry["config"], activation="linear"))
     cls, config = _translated_layer_config(entry, layer3)
     layer = cls.from_config(config)  # type: ignore[attr-defined]  # a tf_keras layer class
@@ -257,15 +260,40 @@ def _standard(entry, layer3) -> Rebuilt:
         if reason:  # said for this layer, not as the raw ops Keras 3 wrote around it (an Embedding's mask)
             raise _Untranslatable(reason)
     weights = [(layer, layer3)] if layer3 is not None else []
-    if fused in _HARD_SWISH_NAMES:
-        after = HardSwish(name=f"{config['name']}_hard_swish")
-        return Rebuilt(lambda args, kwargs: after(layer(*args, **kwargs)), weights)
+    if fused in _ACTIVATION_LAYERS:
+        after = _ACTIVATION_LAYERS[fused](f"{config['name']}_{fused}", None)
+        return Rebuilt(lambda args, kwargs: _chained(after, layer(*args, **kwargs)), weights)
     return Rebuilt(layer_call(layer), weights)
 
 
-def _hard_swish(entry, layer3) -> Rebuilt:
-    layer = HardSwish(name=entry["config"]["name"], dtype=_translate_value(entry["config"].get("dtype"), "dtype"))
-    return Rebuilt(layer_call(layer), [])
+def _chained(layers: list, x):
+    for layer in layers:
+        x = layer(x)
+    return x
+
+
+def _hard_swish_layers(name: str, dtype) -> list:
+    return [HardSwish(name=name, dtype=dtype)]
+
+
+def _hard_sigmoid_layers(name: str, dtype) -> list:
+    """Keras 3's hard_sigmoid, `relu6(x + 3) / 6`, as the layers MobileNetV3's raw-op form of it becomes (TFLM has
+    no HARD_SIGMOID, and tf_keras's `hard_sigmoid` is `0.2 x + 0.5`, clipped)."""
+    return [Affine(scale=1.0, offset=3.0, name=f"{name}_plus_3", dtype=dtype),
+            keras.layers.ReLU(6.0, name=f"{name}_relu6", dtype=dtype),
+            Affine(scale=1.0 / 6.0, offset=0.0, name=name, dtype=dtype)]
+
+
+# Keras 3 activations that tf_keras lacks or computes differently, by name: the tf_keras layers that compute them.
+_ACTIVATION_LAYERS = {"hard_silu": _hard_swish_layers, "hard_swish": _hard_swish_layers,
+                      "hard_sigmoid": _hard_sigmoid_layers}
+
+
+def _activation_layer(entry) -> Rebuilt:
+    """An `Activation` layer whose activation is in `_ACTIVATION_LAYERS`: its layers, the last one named as it."""
+    config = entry["config"]
+    layers = _ACTIVATION_LAYERS[config["activation"]](config["name"], _translate_value(config.get("dtype"), "dtype"))
+    return Rebuilt(lambda args, kwargs: _chained(layers, args[0]), [])
 
 
 _TENSOR_OPS = {"Add": "Add", "Subtract": "Subtract", "Multiply": "Multiply", "Maximum": "Maximum",
@@ -388,7 +416,6 @@ def _raw_op(entry, layer3) -> Rebuilt:
 
 
 _KERAS_MODULES = ("keras.", "keras_hub")  # Keras's and keras_hub's own classes (and module "keras" itself)
-_HARD_SWISH_NAMES = ("hard_silu", "hard_swish")
 
 
 def _nested(entry, layer3) -> Rebuilt:
@@ -548,8 +575,8 @@ def _rebuilder(entry, layer3) -> Rebuilt:
         return _raw_op(entry, layer3)
     if module != "keras" and not module.startswith(_KERAS_MODULES) and layer3 is not None:
         return _composite(entry, layer3)  # a user's layer made of layers and keras.ops: rebuilt from them
-    if entry["class_name"] == "Activation" and entry["config"].get("activation") in _HARD_SWISH_NAMES:
-        return _hard_swish(entry, layer3)
+    if entry["class_name"] == "Activation" and entry["config"].get("activation") in _ACTIVATION_LAYERS:
+        return _activation_layer(entry)
     return _standard(entry, layer3)
 
 
