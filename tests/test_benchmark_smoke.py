@@ -48,14 +48,18 @@ def test_benchmark_tiny_run_writes_results_and_table(tmp_path):
 
 
 def test_joint_step_profile_tiny_run(tmp_path):
-    _run_benchmark("joint_step.py", "--models=digits", f"--out={tmp_path}")
+    _run_benchmark("joint_step.py", "--models=digits", "--quantizer_ablation", f"--out={tmp_path}")
     data = json.loads((tmp_path / "joint_step.json").read_text())
+    ablations = {"tfmot_qat_fixed_ranges", "tfmot_qat_weights_only", "tfmot_qat_activations_only"}
     for phase in ("steady", "ramp"):
         summary = data["results"]["digits"][phase]["summary"]
         assert set(summary) >= {"float", "tfmot_prune", "tfmot_qat", "tfjoint_float_phase", "tfjoint_qat_only",
                                 "tfjoint_joint", "joint_over_tfmot_qat", "joint_over_tfmot_prune"}
         median, low, high = summary["tfjoint_joint"]
         assert 0 < low <= median <= high
+        assert (set(summary) >= ablations) == (phase == "steady")  # the ablation times the steady step only
+    assert "tfmot_qat_weights_only" in (tmp_path / "joint_step.md").read_text()
+    assert data["fake_quant_kernel"]["unquantized_ms"] > 0 and "fused_ms" in data["fake_quant_kernel"]
 
 
 def test_first_epoch_benchmark_tiny_run(tmp_path):

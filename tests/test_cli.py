@@ -233,7 +233,13 @@ def test_bad_arguments_and_data_exit_2_with_one_line_naming_the_flag_key_or_file
     np.savez(misshapen, x_train=digits_data["x_train"][:, :4], y_train=digits_data["y_train"],
              x_val=digits_data["x_val"], y_val=digits_data["y_val"])
     cases = [([f"--out={tmp_path / 'out'}", "--float_epochs=1", *args], [named]) for args, named in BAD_ARGUMENTS]
-    cases += [([f"--model={saved_inputs / 'float.h5'}", f"--data={missing}", f"--out={tmp_path / 'out'}"],
+    tiny = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.GlobalAveragePooling2D(),  # 10 weights: LUT's
+                             keras.layers.Dense(10, activation="softmax", name="classes")])  # tables cost more
+    tiny.save(str(tmp_path / "tiny.keras"))
+    cases += [([f"--model={tmp_path / 'tiny.keras'}", f"--data={saved_inputs / 'data.npz'}", "--target=micro",
+                "--clusters=16", "--compression=lut", f"--out={tmp_path / 'lut'}"],
+               ["--compression=lut", "'classes' (10 weights)", "--compression=tflm"]),
+              ([f"--model={saved_inputs / 'float.h5'}", f"--data={missing}", f"--out={tmp_path / 'out'}"],
                ["lacks ['y_train', 'x_val', 'y_val']"]),
               ([f"--model={saved_inputs / 'float.h5'}", f"--data={misshapen}", f"--out={tmp_path / 'out'}"],
                ["--data", "'x_train'"])]
@@ -242,6 +248,7 @@ def test_bad_arguments_and_data_exit_2_with_one_line_naming_the_flag_key_or_file
         last = stderr.strip().splitlines()[-1]
         assert last.startswith("tfjoint:") and all(part in last for part in named), (argv, last)
         assert "sample_inputs" not in last  # the command's words, not the library's
+    assert not (tmp_path / "lut").exists() or not os.listdir(tmp_path / "lut")  # refused before training
 
 
 def test_console_script_is_installed():
@@ -334,3 +341,14 @@ def test_an_unexpected_error_exits_3_with_one_line_and_the_traceback_in_error_lo
     assert "unexpected error KeyError: 'query_shape'" in last and str(out / "error.log") in last
     assert "Traceback" in (out / "error.log").read_text() and "broken" in (out / "error.log").read_text()
 
+
+
+def test_a_long_failure_keeps_what_to_do_in_the_commands_one_line():
+    from tfjoint.app.pipeline import _clipped
+
+    message = "`compression`='lut' found nothing: " + "; ".join(f"'layer{i}': too small" for i in range(60)) + \
+        ". Export with compression='tflm' instead."
+    line = _clipped(message)
+    assert len(line) <= 500 and line.startswith("`compression`='lut' found nothing: 'layer0'")
+    assert line.endswith("Export with compression='tflm' instead.")
+    assert _clipped("short. message") == "short. message"

@@ -28,7 +28,9 @@ from tfjoint.app.flags import RUNTIMES_FOR_TARGET, SHARED_TABLES, RunConfig
 from tfjoint.export.report import ExportReport
 from tfjoint.losses import infer_loss
 from tfjoint.prune.schedule import plan_schedule
+from tfjoint.quantize.clusters import MIN_SAVING_BYTES, best_lut_saving
 from tfjoint.tflite import tflm
+from tfjoint.train import readback
 from tfjoint.train.callbacks import SPARSITY_KEY, STEP_KEY
 
 __all__ = ["RunConfig", "RunResult", "RunFailed", "run", "steps_for", "distribution_strategy", "RUNTIMES_FOR_TARGET"]
@@ -222,6 +224,23 @@ def _schedule(config: RunConfig, total_steps: int, plan, budget_plan) -> "tfjoin
         residual_sparsity=config.residual_sparsity)
 
 
+def _refuse_lut_that_cannot_pay(prepared) -> None:
+    """--compression=lut where no clustered kernel could save bytes even at best (DECODE's tables, metadata and
+    copy of the scales outweigh the indices' saving): refused before training, not after it."""
+    savings = {pk.layer_name: (best_lut_saving(pk.kernel.shape, pk.quantizer.clusters, pk.quantizer.cluster_axis,
+                                               pk.quantizer.shared_table), int(np.prod(pk.kernel.shape)))
+               for pk in readback.pruned_kernels(prepared) if pk.quantizer.clusters is not None}
+    if not savings or max(saving for saving, _ in savings.values()) >= MIN_SAVING_BYTES:
+        return
+    layer, (saving, size) = max(savings.items(), key=lambda item: item[1][0])
+    outcome = f"would save {saving} bytes at most" if saving > 0 else f"would add {-saving} bytes even at best"
+    raise errors.ConfigError(
+        f"--compression=lut: no clustered kernel is large enough for TFLM's LUT compression to pay: the best, "
+        f"'{layer}' ({size} weights), {outcome} (its indices against DECODE's tables, metadata and copy of the "
+        f"quantization parameters; it must save {MIN_SAVING_BYTES}). Use --compression=tflm (TFLM's flatbuffer "
+        "reduction alone) for a model this small.")
+
+
 def run(config: RunConfig) -> RunResult:
     """Runs the job; raises `ValidationError` (report inside) if the export fails validation, and `RunFailed` (report
     and error.log written) if anything else fails after training started."""
@@ -252,6 +271,8 @@ def run(config: RunConfig) -> RunResult:
         # Training samples rank the residual channels --residual_sparsity removes (by the LayerNorms' outputs).
         samples = x_train[:256] if config.residual_sparsity else None
         joint = tfjoint.prepare(float_model, schedule, sample_inputs=samples, check=checks)
+        if compression_for(config, budget_plan) == "lut":
+            _refuse_lut_that_cannot_pay(joint)
         trained = joint
         if distill:
             if config.distill is None:
@@ -309,8 +330,19 @@ def _failed_after_training(config: RunConfig, resolved: dict, known: dict, error
               "runtimes": list(config.runtimes), "run": known}
     atomic_write_text(files["report.json"], json.dumps(report, indent=2, default=str) + "\n")
     first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return RunFailed(f"failed after training ({type(error).__name__}): {first[:500]} Nothing was lost: "
+    return RunFailed(f"failed after training ({type(error).__name__}): {_clipped(first)} Nothing was lost: "
                      f"{files['report.json']} has what is known, {files['error.log']} the traceback.", error, files)
+
+
+def _clipped(message: str, limit: int = 500) -> str:
+    """`message` within `limit` characters for the one line the command prints: its start and its end, where a
+    tfjoint error says what to do (the whole message is in report.json)."""
+    if len(message) <= limit:
+        return message
+    end = message[-(limit // 2):]
+    sentence = end.find(". ")
+    end = end[sentence + 2:] if 0 <= sentence < len(end) - 40 else end
+    return f"{message[:limit - len(end) - 5]} ... {end}"
 
 
 def plan_accuracy_sentence(budget_plan) -> str:

@@ -101,6 +101,23 @@ def shares_one_table(shape, axis: int | None, clusters: int, shared_tables: bool
     return channels * clusters > size - per_channel and size - one_table >= MIN_SAVING_BYTES
 
 
+def best_lut_saving(shape, clusters: int, axis: int | None, shared_table: bool) -> int:
+    """The most bytes LUT compression can save on a kernel of `shape` clustered to `clusters` values, before any
+    training: no name stored, and every table `clusters` entries long (the trained file can only do worse).
+
+    Per-channel kernels (`axis` set) keep a scale per channel, which DECODE copies; their channels share one table
+    where `shared_table`, else have one each, or the export puts all their values in one table where that is
+    smaller: the better of the two counts.
+    """
+    size = int(np.prod(shape))
+    scales = int(shape[axis]) if axis is not None else 1
+    tables = 1 if shared_table or axis is None else scales
+    own = lut_bytes(size, index_bits(clusters), tables, clusters, 0, scales)
+    # the export may also store a per-channel kernel's values (at most 256 int8 ones) in one table
+    values = min(clusters * scales, 256)
+    return size - min(own, lut_bytes(size, index_bits(values), 1, values, 0, scales))
+
+
 def level_count(clusters: int) -> int:
     """The trained level magnitudes of a shared table: `{-l, 0, +l}` for each, within `clusters` values."""
     return (clusters - 1) // 2
