@@ -54,6 +54,9 @@ flags.DEFINE_boolean("tiny", False, "Smoke-test sizes.")
 flags.DEFINE_boolean("kws", False, "Run the keyword-spotting DS-CNN at 20 KB flash / 12 KB RAM through the command "
                      "(--target=micro --flash_kb=20 --ram_kb=12 --epochs=E), against the smallest uniform channel "
                      "sparsity that meets the same budgets.")
+flags.DEFINE_boolean("kws_width_bound", False, "With --kws: instead of the command, train the DS-CNN at the width "
+                     "the smallest uniform plan meeting 20 KB / 12 KB keeps, from scratch in float, for the float "
+                     "model's epochs plus --epochs and for twice that: what that width reaches by itself.")
 flags.DEFINE_float("kws_noise", 0.68, "Extra noise on the keyword features (a float DS-CNN keeps about 86%).")
 
 _NO_TOLERANCE = dict(max_accuracy_drop=1.0, min_agreement=0.0, min_sqnr_db=-1e9, max_mse_increase=1e9)
@@ -267,12 +270,66 @@ def kws_markdown(rows) -> str:
     return "\n".join(lines)
 
 
+def run_kws_width_bound(seed: int, epochs: int, tiny: bool) -> list[dict]:
+    """The float accuracy of a DS-CNN only as wide as the RAM budget allows, trained from scratch."""
+    import what_you_keep
+
+    n_train, n_val = (600, 200) if tiny else (3000, 600)
+    float_epochs = 2 if tiny else 12
+    x, y = _kws_data(n_train, seed)
+    x_val, y_val = _kws_data(n_val, 1000 + seed)
+    rows = []
+    model = what_you_keep.ds_cnn(seed)
+    path = os.path.join(tempfile.mkdtemp(prefix=f"tfjoint_kws_width_{seed}_"), "ds_cnn.keras")
+    model.save(path)
+    fraction = _smallest_uniform_channels(path)
+    width = int(round(64 * (1 - fraction)))
+    for kept, total in ((64, float_epochs), (width, float_epochs + epochs), (width, 2 * (float_epochs + epochs))):
+        model = what_you_keep.ds_cnn(seed, width=kept)
+        model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+        model.fit(x, y, epochs=total, batch_size=32, verbose=0)
+        rows.append({"seed": seed, "width": kept, "epochs": total, "channel_sparsity": fraction,
+                     "float_accuracy": float(model.evaluate(x_val, y_val, verbose=0)[1])})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def kws_width_markdown(rows) -> str:
+    lines = ["| DS-CNN | channels | epochs | float % | vs the 64-channel float model (points) |",
+             "|---|---|---|---|---|"]
+    reference = {r["seed"]: r["float_accuracy"] for r in rows if r["width"] == 64}
+    for width, epochs in dict.fromkeys((r["width"], r["epochs"]) for r in rows):
+        group = [r for r in rows if (r["width"], r["epochs"]) == (width, epochs)]
+        paired = [r["float_accuracy"] - reference[r["seed"]] for r in group]
+        removed = group[0]["channel_sparsity"]
+        which = "the float model" if width == 64 else f"as wide as the budget allows (-{removed:.0%})"
+        lines.append(f"| {which} | {width} | {epochs} | {_mean([r['float_accuracy'] for r in group], 100)} | "
+                     f"{_mean(paired, 100)} |")
+    return "\n".join(lines)
+
+
 def _mean(values, scale):
     mean, spread = mean_spread([None if v is None else v * scale for v in values])
     return "n/a" if mean is None else f"{mean:.1f} ± {spread:.1f}"
 
 
+def main_kws_width_bound():
+    os.makedirs(FLAGS.out, exist_ok=True)
+    started, rows = time.perf_counter(), []
+    for seed in range(1 if FLAGS.tiny else FLAGS.seeds):
+        rows += run_kws_width_bound(seed, 1 if FLAGS.tiny else FLAGS.epochs, FLAGS.tiny)
+    command = "python benchmarks/budget.py " + " ".join(sys.argv[1:])
+    seconds = time.perf_counter() - started
+    write_text(os.path.join(FLAGS.out, "budget_kws_width.json"),
+               json.dumps({"command": command, "seconds": seconds, "rows": rows}, indent=1) + "\n")
+    table = kws_width_markdown(rows)
+    write_text(os.path.join(FLAGS.out, "budget_kws_width.md"), f"`{command}` ({seconds:.0f} s)\n\n{table}\n")
+    print(table)
+
+
 def main_kws():
+    if FLAGS.kws_width_bound:
+        return main_kws_width_bound()
     os.makedirs(FLAGS.out, exist_ok=True)
     started, rows = time.perf_counter(), []
     for seed in range(1 if FLAGS.tiny else FLAGS.seeds):

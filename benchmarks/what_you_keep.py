@@ -86,15 +86,15 @@ def bumps(n: int, seed: int, steps: int = 48):
 
 # --- Float models (each trained here, per seed) ------------------------------------------------------------------
 
-def ds_cnn(seed: int):
+def ds_cnn(seed: int, width: int = 64):
     keras.utils.set_random_seed(seed)
     inputs = keras.Input((49, 10, 1), name="features")
-    x = keras.layers.Conv2D(64, (10, 4), strides=(2, 2), padding="same", use_bias=False, name="conv")(inputs)
+    x = keras.layers.Conv2D(width, (10, 4), strides=(2, 2), padding="same", use_bias=False, name="conv")(inputs)
     x = keras.layers.ReLU(name="relu")(keras.layers.BatchNormalization(name="bn")(x))
     for block in range(4):
         x = keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False, name=f"dw{block}")(x)
         x = keras.layers.ReLU(name=f"dw{block}_relu")(keras.layers.BatchNormalization(name=f"dw{block}_bn")(x))
-        x = keras.layers.Conv2D(64, 1, use_bias=False, name=f"pw{block}")(x)
+        x = keras.layers.Conv2D(width, 1, use_bias=False, name=f"pw{block}")(x)
         x = keras.layers.ReLU(name=f"pw{block}_relu")(keras.layers.BatchNormalization(name=f"pw{block}_bn")(x))
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     return keras.Model(inputs, keras.layers.Dense(12, activation="softmax", name="classes")(x), name="ds_cnn")
