@@ -198,3 +198,43 @@ def test_a_gru_without_a_recurrent_bias_is_fully_int8_after_training(tmp_path):
     assert report.passed and report.fully_int8 and report.thresholds == tfjoint.Tolerances().to_dict()
     summary = tfjoint.inspect.read_flatbuffer((tmp_path / "gru.tflite").read_bytes())
     assert summary.fully_int8 and "DEQUANTIZE" not in summary.op_names and "SPLIT" in summary.op_names
+
+
+def _lstm_autoencoder(steps: int = 6, repeat: int = 11):
+    """keras.io's sequence autoencoder: LSTM encoder, RepeatVector, LSTM decoder, TimeDistributed(Dense)."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((steps, 2), name="series")
+    code = keras.layers.LSTM(4, name="encoder")(inputs)
+    x = keras.layers.RepeatVector(repeat, name="repeat")(code)
+    x = keras.layers.LSTM(4, return_sequences=True, name="decoder")(x)
+    return keras.Model(inputs, keras.layers.TimeDistributed(keras.layers.Dense(2), name="reconstruction")(x))
+
+
+def test_repeat_vector_becomes_concatenations_computing_what_keras_computes():
+    """RepeatVector is TILE in a file, which TFLM has no kernel for: prepare puts RepeatSteps in its place."""
+    from tfjoint.registry.own_layers import RepeatSteps
+
+    vector = np.random.default_rng(0).normal(size=(3, 5)).astype(np.float32)
+    for n in (1, 2, 11, 23):  # more than 10: TFLM's CONCATENATION takes at most 10 inputs
+        np.testing.assert_array_equal(RepeatSteps(n)(vector).numpy(), keras.layers.RepeatVector(n)(vector).numpy())
+    model = _lstm_autoencoder(steps=6, repeat=6)
+    joint = tfjoint.prepare(model, tfjoint.JointSchedule(0.5, end_step=4), check=False)
+    assert any(type(getattr(layer, "layer", layer)).__name__ == "RepeatSteps" for layer in joint.layers)
+
+
+@pytest.mark.slow
+def test_an_lstm_autoencoder_with_repeat_vector_runs_fully_int8_in_tflm(tmp_path):
+    rng = np.random.default_rng(0)
+    x = np.cumsum(rng.normal(size=(256, 6, 2)), axis=1).astype(np.float32) / 3
+    model = _lstm_autoencoder(steps=6, repeat=11)  # 11 steps: more than one CONCATENATION of TFLM's takes
+    model.compile("adam", "mse")
+    y = np.concatenate([x, x[:, :5]], axis=1)  # the series, then its first five steps again
+    model.fit(x, y, epochs=2, verbose=0)
+    joint = tfjoint.prepare(model, tfjoint.JointSchedule(0.5, end_step=8, frequency=4), check=False)
+    joint.compile(keras.optimizers.Adam(1e-3), "mse")
+    joint.fit(x, y, epochs=1, batch_size=32, verbose=0)
+    report = tfjoint.export_tflite(joint, str(tmp_path / "ae.tflite"), validation_data=(x[:128], y[:128]),
+                                   options=tfjoint.ExportOptions(runtimes=("tflm",), quantization="qat"))
+    summary = tfjoint.inspect.read_flatbuffer((tmp_path / "ae.tflite").read_bytes())
+    assert report.passed and summary.fully_int8  # validated in TFLM, which has no TILE kernel
+    assert "CONCATENATION" in summary.op_names and "TILE" not in summary.op_names

@@ -165,38 +165,49 @@ def test_gelu_runs_on_a_microcontroller_as_prepared_for_it(tmp_path):
 
 
 _FAIL_AFTER_TRAINING = """
-    import sys
+    import json, sys
+    from absl import flags
     import tfjoint
     from tfjoint import errors
     from tfjoint.app import pipeline
     from tfjoint.app.cli import run_main
 
-    def fail(*args, **kwargs):
-        raise {error}
+    for error, out in json.loads({cases!r}):
+        def fail(*args, error=error, **kwargs):
+            raise eval(error)
 
-    pipeline._export_and_plot = fail
-    sys.argv = ["tfjoint", "--out={out}", "--epochs=1", "--float_epochs=1"]
-    run_main()
+        pipeline._export_and_plot = fail
+        sys.argv = ["tfjoint", "--out=" + out, "--epochs=1", "--float_epochs=1"]
+        try:
+            run_main()
+            status = 0
+        except SystemExit as exit:
+            status = exit.code
+        flags.FLAGS.unparse_flags()
+        print("@@status " + str(status), file=sys.stderr, flush=True)
 """
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("error, status", [
-    ("errors.DeviceError('TensorFlow Lite Micro cannot run this file at operator GELU #3', operator='GELU #3', "
-     "tensor='dense/gelu')", 1),
-    ("RuntimeError('a bug')", 3),
-])
-def test_a_failure_after_training_leaves_a_report_and_an_error_log(tmp_path, error, status):
-    out = tmp_path / "out"
-    result = run_python(textwrap.dedent(_FAIL_AFTER_TRAINING.format(error=error, out=out)), check=False)
-    assert result.returncode == status, result.stderr[-2000:]
-    report = json.loads((out / "report.json").read_text())
-    assert report["passed"] is False and report["status"] == "FAILED after training"
-    assert report["run"]["history"]["loss"] and report["run"]["allocation"]["target"] == 0.8  # the 0.8 default
-    assert "Traceback" in (out / "error.log").read_text()
-    assert "report.json has what is known" in result.stderr
-    if status == 1:
-        assert report["error"]["operator"] == "GELU #3" and report["error"]["tensor"] == "dense/gelu"
+def test_a_failure_after_training_leaves_a_report_and_an_error_log(tmp_path):
+    """A tfjoint error after training (the file cannot be made or validated) exits 1, anything else (a bug) 3; both
+    leave report.json (what is known) and error.log (the traceback). Both runs in one process."""
+    cases = [("errors.DeviceError('TensorFlow Lite Micro cannot run this file at operator GELU #3', "
+              "operator='GELU #3', tensor='dense/gelu')", str(tmp_path / "device"), 1),
+             ("RuntimeError('a bug')", str(tmp_path / "bug"), 3)]
+    script = _FAIL_AFTER_TRAINING.format(cases=json.dumps([[error, out] for error, out, _ in cases]))
+    result = run_python(textwrap.dedent(script), check=False)
+    runs = result.stderr.split("@@status ")
+    assert len(runs) == len(cases) + 1, result.stderr[-3000:]
+    for (error, out, status), stderr, after in zip(cases, runs[:-1], runs[1:], strict=True):
+        assert int(after.split()[0]) == status, (error, stderr[-2000:])
+        report = json.loads((tmp_path / os.path.basename(out) / "report.json").read_text())
+        assert report["passed"] is False and report["status"] == "FAILED after training"
+        assert report["run"]["history"]["loss"] and report["run"]["allocation"]["target"] == 0.8  # the default
+        assert "Traceback" in (tmp_path / os.path.basename(out) / "error.log").read_text()
+        assert "report.json has what is known" in stderr
+        if status == 1:
+            assert report["error"]["operator"] == "GELU #3" and report["error"]["tensor"] == "dense/gelu"
 
 
 @pytest.mark.slow

@@ -31,7 +31,7 @@ from tfjoint.registry.channel_rules import (
 )
 from tfjoint.registry.kind import Keras3, LayerKind, Pruning, Quantization, Residual
 from tfjoint.registry.own_configs import OutputUnlessIntegerConfig
-from tfjoint.registry.own_layers import Affine, DilatedConv2D, ExpandDims, HardSwish, Squeeze
+from tfjoint.registry.own_layers import Affine, DilatedConv2D, ExpandDims, HardSwish, RepeatSteps, Squeeze
 from tfjoint.registry.points import PointsQuantizeConfig
 from tfjoint.registry.recurrent import (
     GRU_OPERATORS,
@@ -352,6 +352,14 @@ register_layer(_layers.RandomCrop, LayerKind(quantization=Quantization(
     refused="RandomCrop crops (and resizes) at inference too, not only while training: crop the images in your "
             "input pipeline instead, or augment with RandomTranslation or RandomZoom, which leave inference alone")))
 register_layer(ExpandDims, _PASS_THROUGH.replace(quantization=Quantization.values_unchanged()))
+# An LSTM autoencoder's RepeatVector (the encoding fed to the decoder at every step): TILE in the file, which TFLM
+# has no kernel for; `RepeatSteps` computes it with EXPAND_DIMS and CONCATENATION. The values only move.
+register_layer(RepeatSteps, _PASS_THROUGH.replace(quantization=Quantization.values_unchanged(),
+                                                  tflite_ops=("EXPAND_DIMS", "CONCATENATION")))
+register_layer(_layers.RepeatVector, _PASS_THROUGH.replace(
+    quantization=Quantization(config=Quantization.values_unchanged().config,
+                              substitute=lambda layer: RepeatSteps(layer.n, name=layer.name)),
+    tflite_ops=("EXPAND_DIMS", "CONCATENATION")))
 register_layer(Squeeze, _PASS_THROUGH.replace(quantization=Quantization.values_unchanged()))
 
 

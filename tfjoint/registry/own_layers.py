@@ -20,8 +20,8 @@ import numpy as np
 
 from tfjoint._keras import keras, serializable, tf
 
-__all__ = ["ExpandDims", "Squeeze", "DilatedConv2D", "CausalPadding", "Affine", "HardSwish", "Keras3Layer",
-           "FixedRange", "TimeSlice", "TimeConcat"]
+__all__ = ["ExpandDims", "RepeatSteps", "Squeeze", "DilatedConv2D", "CausalPadding", "Affine", "HardSwish",
+           "Keras3Layer", "FixedRange", "TimeSlice", "TimeConcat"]
 
 
 def _axes(axes) -> tuple[int, ...]:
@@ -49,6 +49,37 @@ class ExpandDims(keras.layers.Layer):
 
     def get_config(self):
         return dict(super().get_config(), axes=list(self.axes))
+
+
+@serializable
+class RepeatSteps(keras.layers.Layer):
+    """Keras's RepeatVector as the operators TFLM has: the vector, a unit time axis added, concatenated to `n`
+    steps (EXPAND_DIMS, CONCATENATION; RepeatVector's TILE has no TFLM kernel). The values only move: int8 keeps
+    them."""
+
+    STANDS_FOR = "RepeatVector"  # the Keras class it replaces, for messages
+
+    def __init__(self, n: int, **kwargs):
+        super().__init__(**kwargs)
+        self.n = int(n)
+
+    def call(self, inputs):
+        # Doubling, then the powers of two n is made of: TFLM's CONCATENATION takes at most 10 inputs.
+        power, pieces, left = tf.expand_dims(inputs, 1), [], self.n
+        while left:
+            if left & 1:
+                pieces.append(power)
+            left >>= 1
+            if left:
+                power = tf.concat([power, power], axis=1)
+        return pieces[0] if len(pieces) == 1 else tf.concat(pieces, axis=1)
+
+    def compute_output_shape(self, input_shape):
+        shape = tf.TensorShape(input_shape).as_list()
+        return tf.TensorShape([shape[0], self.n] + shape[1:])
+
+    def get_config(self):
+        return dict(super().get_config(), n=self.n)
 
 
 @serializable
