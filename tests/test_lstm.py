@@ -238,3 +238,15 @@ def test_an_lstm_autoencoder_with_repeat_vector_runs_fully_int8_in_tflm(tmp_path
     summary = tfjoint.inspect.read_flatbuffer((tmp_path / "ae.tflite").read_bytes())
     assert report.passed and summary.fully_int8  # validated in TFLM, which has no TILE kernel
     assert "CONCATENATION" in summary.op_names and "TILE" not in summary.op_names
+
+
+@pytest.mark.parametrize("recurrent", ["LSTM", "GRU"])
+def test_every_steps_output_keeps_its_length_for_a_flatten_after_it(recurrent):
+    """The symbolic loop's output had no static length, so a Flatten then Dense after an LSTM(return_sequences=True)
+    failed in prepare ("The last dimension of the inputs to a Dense layer should be defined")."""
+    model = keras.Sequential([keras.Input((5, 3)), getattr(keras.layers, recurrent)(4, return_sequences=True),
+                              keras.layers.Flatten(), keras.layers.Dense(2, activation="softmax")])
+    joint = tfjoint.prepare(model, tfjoint.JointSchedule(0.5, end_step=4), check=False)
+    assert joint.layers[-2].output_shape == (None, 20)
+    x = np.random.default_rng(0).normal(size=(4, 5, 3)).astype(np.float32)
+    assert joint.predict(x, verbose=0).shape == (4, 2)

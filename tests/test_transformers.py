@@ -668,3 +668,47 @@ def test_pruning_the_heads_of_one_attention_layer_leaves_the_others_whole():
     stripped = tfjoint.strip(joint)
     assert [stripped.get_layer(f"quant_{name}").layer.num_heads for name in ("first", "second")] == [2, 2]
     np.testing.assert_allclose(stripped.predict(x_train, verbose=0), joint.predict(x_train, verbose=0), atol=1e-6)
+
+
+def _dot_attention_model(use_scale: bool = True):
+    """Luong attention over an LSTM-free sequence: keras.layers.Attention on [query, value, key]."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 6), name="x")
+    query = keras.layers.Dense(6, name="query")(inputs)
+    key = keras.layers.Dense(6, name="key")(inputs)
+    attended = keras.layers.Attention(use_scale=use_scale, name="attention")([query, inputs, key])
+    pooled = keras.layers.GlobalAveragePooling1D(name="pool")(attended)
+    return keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="classes")(pooled))
+
+
+def test_keras_dot_attention_becomes_integer_operators_computing_what_keras_computes():
+    from tfjoint.quantize.substitution import substituted
+
+    model = _dot_attention_model()
+    model.get_layer("attention").scale.assign(0.7)  # a trained scale carries over
+    x = np.random.default_rng(0).normal(size=(16, 8, 6)).astype(np.float32)
+    stand_in = substituted(model)
+    assert type(stand_in.get_layer("attention")).__name__ == "IntegerDotAttention"
+    np.testing.assert_allclose(stand_in.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+    inputs = keras.Input((8, 6))
+    concat = keras.Model(inputs, keras.layers.Attention(score_mode="concat", name="additive")([inputs, inputs]))
+    with pytest.raises(tfjoint.UnsupportedLayerError, match="'additive'.*score_mode is 'concat'"):
+        tfjoint.prepare(concat, 0.5, check=False)
+
+
+@pytest.mark.slow
+def test_keras_dot_attention_runs_fully_int8_in_litert_and_tflm(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(256, 8, 6)).astype(np.float32)
+    y = (x[:, :, 0].max(axis=1) > x[:, :, 1].max(axis=1)).astype(np.int32) + (x[:, 0, 2] > 1)
+    model = _dot_attention_model()
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=3, verbose=0)
+    joint = tfjoint.prepare(model, tfjoint.JointSchedule(0.5, end_step=8, frequency=4), check=False)
+    joint.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    joint.fit(x, y, epochs=2, batch_size=32, verbose=0)
+    report = tfjoint.export_tflite(joint, str(tmp_path / "attention.tflite"), validation_data=(x[:128], y[:128]),
+                                   options=tfjoint.ExportOptions(runtimes=("litert", "tflm"), quantization="qat"))
+    summary = tfjoint.inspect.read_flatbuffer((tmp_path / "attention.tflite").read_bytes())
+    assert report.passed and summary.fully_int8, report  # at the default tolerances, in both runtimes
+    assert {"BATCH_MATMUL", "SOFTMAX", "MUL"} <= set(summary.op_names)  # scores, weights, the trained scale

@@ -58,9 +58,11 @@ from tfjoint.registry.rewrites import (
 from tfjoint.registry.table import register_layer
 from tfjoint.registry.transformer import (
     ATTENTION_OPERATORS,
+    DOT_ATTENTION_OPERATORS,
     LAYER_NORM_OPERATORS,
     Gelu,
     IntegerAttention,
+    IntegerDotAttention,
     IntegerEinsumDense,
     IntegerLayerNorm,
     IntegerSum,
@@ -68,6 +70,8 @@ from tfjoint.registry.transformer import (
     TakeStep,
     attention_from_config,
     attention_refusal,
+    dot_attention_from_layer,
+    dot_attention_refusal,
     einsum_dense_from_layer,
     einsum_dense_refusal,
     layer_norm_from_config,
@@ -477,6 +481,12 @@ register_layer(_layers.MultiHeadAttention, LayerKind(
     quantization=Quantization(substitute=lambda layer: attention_from_config(layer.get_config()),
                               check=attention_refusal),
     keras3=Keras3(translate=lambda config, layer3: attention_from_config(config)), tflite_ops=ATTENTION_OPERATORS))
+# Keras's dot-product Attention (Luong) runs as `IntegerDotAttention`: BATCH_MATMUL, SOFTMAX, BATCH_MATMUL.
+register_layer(_layers.Attention, LayerKind(
+    quantization=Quantization(substitute=dot_attention_from_layer, check=dot_attention_refusal),
+    tflite_ops=DOT_ATTENTION_OPERATORS))
+register_layer(IntegerDotAttention, LayerKind(quantization=Quantization(config=lambda: PointsQuantizeConfig()),
+                                              tflite_ops=DOT_ATTENTION_OPERATORS))
 register_layer(_layers.EinsumDense, LayerKind(
     quantization=Quantization(substitute=einsum_dense_from_layer, check=einsum_dense_refusal),
     tflite_ops=("FULLY_CONNECTED",)))

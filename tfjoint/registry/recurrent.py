@@ -161,7 +161,9 @@ class _IntegerRecurrent(PointsMixin, keras.layers.Layer):
         if kept is None:
             return None, final
         outputs = loop[-1].stack()
-        return (outputs if first is None else tf.concat([first[None], outputs], 0)), final
+        outputs = outputs if first is None else tf.concat([first[None], outputs], 0)
+        outputs.set_shape([steps, inputs.shape[0], self.units])  # the loop's output has no static length
+        return outputs, final
 
     def call(self, inputs, training=None, initial_state=None):
         state = list(initial_state) if initial_state is not None else None

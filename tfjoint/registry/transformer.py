@@ -28,8 +28,9 @@ import math
 from tfjoint._keras import keras, serializable, tf
 from tfjoint.registry.points import PointsMixin
 
-__all__ = ["IntegerLayerNorm", "IntegerAttention", "IntegerEinsumDense", "IntegerSum", "PositionEmbedding", "Gelu",
-           "TakeStep",
+__all__ = ["IntegerLayerNorm", "IntegerAttention", "IntegerDotAttention", "dot_attention_refusal",
+           "dot_attention_from_layer", "DOT_ATTENTION_OPERATORS", "IntegerEinsumDense", "IntegerSum",
+           "PositionEmbedding", "Gelu", "TakeStep",
            "einsum_dense_refusal", "einsum_dense_from_layer", "LAYER_NORM_OPERATORS",
            "ATTENTION_OPERATORS", "attention_refusal", "attention_from_config", "layer_norm_refusal",
            "layer_norm_from_config"]
@@ -249,6 +250,9 @@ class IntegerAttention(PointsMixin, keras.layers.Layer):
                     output_dim=self.output_dim, use_bias=self.use_bias, dropout=self.dropout)
 
 
+DOT_ATTENTION_OPERATORS = ("BATCH_MATMUL", "SOFTMAX")
+
+
 def _attention_axes_ok(config) -> bool:
     axes = config.get("attention_axes")
     return axes is None or tuple(axes) in ((1,), (-2,))
@@ -285,6 +289,80 @@ def attention_from_config(config: dict) -> IntegerAttention:
                             output_dim=output_dim, use_bias=config.get("use_bias", True),
                             dropout=config.get("dropout", 0.0), name=config["name"],
                             trainable=config.get("trainable", True))
+
+
+@serializable
+class IntegerDotAttention(PointsMixin, keras.layers.Layer):
+    """Keras's dot-product `Attention` (Luong): `softmax(q k^T [* scale]) v`, as int8 BATCH_MATMUL, SOFTMAX and
+    BATCH_MATMUL, each output fake-quantized. Called as Keras's: `layer([query, value])` or
+    `layer([query, value, key])`; its `scale` weight (with `use_scale`) carries over.
+
+    Args:
+      use_scale: a trained scalar multiplies the scores.
+      dropout: dropout on the attention probabilities, in training.
+    """
+
+    STANDS_FOR = "Attention"  # the Keras class it replaces, for messages
+    POINTS = (("scores", "range"), ("scaled_scores", "range"), ("probabilities", "probabilities"),
+              ("output", "range"))
+
+    def __init__(self, use_scale: bool = False, dropout: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.use_scale = bool(use_scale)
+        self.dropout = float(dropout)
+
+    def build(self, input_shape):
+        self.scale = self.add_weight(name="scale", shape=(), initializer="ones") if self.use_scale else None
+        super().build(input_shape)
+
+    def call(self, inputs, mask=None, training=None, return_attention_scores=False, use_causal_mask=False):
+        if mask is not None or use_causal_mask or return_attention_scores:
+            raise ValueError(f"IntegerDotAttention '{self.name}' takes no mask and returns the output only.")
+        query, value = inputs[0], tf.cast(inputs[1], self.compute_dtype)
+        key = tf.cast(inputs[2], self.compute_dtype) if len(inputs) > 2 else value
+        scores = self.point("scores", tf.matmul(query, key, transpose_b=True))
+        if self.scale is not None:
+            scores = self.point("scaled_scores", scores * self.scale)
+        probabilities = self.point("probabilities", tf.nn.softmax(scores, axis=-1))
+        if training and self.dropout:
+            probabilities = tf.nn.dropout(probabilities, rate=self.dropout)
+        return self.point("output", tf.matmul(probabilities, value))
+
+    def compute_output_shape(self, input_shape):
+        query, value = tf.TensorShape(input_shape[0]).as_list(), tf.TensorShape(input_shape[1]).as_list()
+        return tf.TensorShape(query[:-1] + value[-1:])
+
+    def get_config(self):
+        return dict(super().get_config(), use_scale=self.use_scale, dropout=self.dropout)
+
+
+def dot_attention_refusal(layer) -> str | None:
+    """Why a Keras `Attention` cannot become an `IntegerDotAttention`, or None."""
+    config = layer.get_config()
+    if config.get("score_mode", "dot") != "dot":
+        return (f"its score_mode is {config.get('score_mode')!r}: tfjoint runs dot-product scores only "
+                "(score_mode='dot'), or use MultiHeadAttention")
+    if config.get("causal"):
+        return "it is causal: use MultiHeadAttention with use_causal_mask=True"
+    for node in layer.inbound_nodes:
+        kwargs = node.call_kwargs or {}
+        if kwargs.get("use_causal_mask"):
+            return "it is called with use_causal_mask: use MultiHeadAttention with use_causal_mask=True"
+        if kwargs.get("return_attention_scores"):
+            return "it returns its attention scores as a second output: drop return_attention_scores"
+        if kwargs.get("mask") is not None:
+            return "it is given a mask: use MultiHeadAttention with an attention_mask"
+    for tensor in tf.nest.flatten(layer.input):
+        if getattr(tensor, "shape", None) is not None and tensor.shape.rank != 3:
+            return f"its inputs have rank {tensor.shape.rank}: it takes (batch, steps, features)"
+    return None
+
+
+def dot_attention_from_layer(layer) -> IntegerDotAttention:
+    """The `IntegerDotAttention` a Keras `Attention` computes (its scale weight carries over)."""
+    config = layer.get_config()
+    return IntegerDotAttention(use_scale=config.get("use_scale", False), dropout=config.get("dropout", 0.0),
+                               name=layer.name, trainable=layer.trainable)
 
 
 def layer_norm_refusal(layer) -> str | None:
