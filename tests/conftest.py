@@ -3,6 +3,7 @@
 Importing tfjoint first sets TF_USE_LEGACY_KERAS before TensorFlow loads.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -46,6 +47,43 @@ def run_python(code: str, env_extra=None, *, keep_legacy_keras_flag: bool = True
     if check:
         assert result.returncode == 0, result.stderr[-3000:]
     return result
+
+
+_END_OF_RUN = "@@tfjoint-run-ended "
+_RUNS = """
+    import json, sys
+    from absl import flags
+    from tfjoint.app.cli import run_main
+
+    for argv, setup in json.loads({runs!r}):
+        exec(setup)
+        sys.argv = ["tfjoint", *argv]
+        try:
+            run_main()
+            status = 0
+        except SystemExit as exit:
+            status = exit.code
+        flags.FLAGS.unparse_flags()
+        print({end!r} + str(status), file=sys.stderr, flush=True)
+"""
+
+
+def tfjoint_cli_runs(*argvs, setups=None) -> list[tuple[int, str]]:
+    """Several command lines through the console script's entry point, one after another in one process (one
+    TensorFlow import for all): each one's exit status and what it wrote to stderr. `setups`: Python code run
+    in that process before each command line (to replace a stage, say), one per line."""
+    setups = list(setups) if setups is not None else [""] * len(argvs)
+    runs_json = json.dumps([[list(argv), setup] for argv, setup in zip(argvs, setups, strict=True)])
+    result = run_python(_RUNS.format(runs=runs_json, end=_END_OF_RUN), check=False)
+    runs, lines = [], []
+    for line in result.stderr.splitlines():
+        if line.startswith(_END_OF_RUN):
+            runs.append((int(line[len(_END_OF_RUN):]), "\n".join(lines)))
+            lines = []
+        else:
+            lines.append(line)
+    assert len(runs) == len(argvs), result.stderr[-3000:]
+    return runs
 
 
 def _conversion_in_a_fast_test(*args, **kwargs):

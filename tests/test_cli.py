@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 import tf_keras as keras  # noqa: E402
-from conftest import ROOT, image_classifier, image_folder, run_python
+from conftest import ROOT, image_classifier, image_folder, run_python, tfjoint_cli_runs
 
 pytestmark = pytest.mark.slow
 FAST = ["--epochs=2", "--float_epochs=3"]
@@ -18,39 +18,6 @@ def tfjoint_cli(*args, timeout=900):
     env = dict(os.environ, PYTHONPATH=ROOT)
     return subprocess.run([sys.executable, "-m", "tfjoint", *args], capture_output=True, text=True, env=env,
                           timeout=timeout, cwd=ROOT)
-
-
-_END_OF_RUN = "@@tfjoint-run-ended "
-_RUNS = """
-    import json, sys
-    from absl import flags
-    from tfjoint.app.cli import run_main
-
-    for argv in json.loads({argvs!r}):
-        sys.argv = ["tfjoint", *argv]
-        try:
-            run_main()
-            status = 0
-        except SystemExit as exit:
-            status = exit.code
-        flags.FLAGS.unparse_flags()
-        print({end!r} + str(status), file=sys.stderr, flush=True)
-"""
-
-
-def tfjoint_cli_runs(*argvs) -> list[tuple[int, str]]:
-    """Several command lines through the console script's entry point, one after another in one process (one
-    TensorFlow import for all): each one's exit status and what it wrote to stderr."""
-    result = run_python(_RUNS.format(argvs=json.dumps([list(argv) for argv in argvs]), end=_END_OF_RUN), check=False)
-    runs, lines = [], []
-    for line in result.stderr.splitlines():
-        if line.startswith(_END_OF_RUN):
-            runs.append((int(line[len(_END_OF_RUN):]), "\n".join(lines)))
-            lines = []
-        else:
-            lines.append(line)
-    assert len(runs) == len(argvs), result.stderr[-3000:]
-    return runs
 
 
 def test_embedded_default_writes_everything_and_passes(tmp_path):

@@ -3,12 +3,11 @@ evidence, failures after training leave a report, and the runtimes agree."""
 
 import json
 import os
-import textwrap
 
 import numpy as np
 import pytest
 import tf_keras as keras
-from conftest import run_python
+from conftest import tfjoint_cli_runs
 
 import tfjoint
 from tfjoint.export import validation
@@ -165,26 +164,13 @@ def test_gelu_runs_on_a_microcontroller_as_prepared_for_it(tmp_path):
 
 
 _FAIL_AFTER_TRAINING = """
-    import json, sys
-    from absl import flags
-    import tfjoint
-    from tfjoint import errors
-    from tfjoint.app import pipeline
-    from tfjoint.app.cli import run_main
+from tfjoint import errors
+from tfjoint.app import pipeline
 
-    for error, out in json.loads({cases!r}):
-        def fail(*args, error=error, **kwargs):
-            raise eval(error)
+def _fail(*args, **kwargs):
+    raise {error}
 
-        pipeline._export_and_plot = fail
-        sys.argv = ["tfjoint", "--out=" + out, "--epochs=1", "--float_epochs=1"]
-        try:
-            run_main()
-            status = 0
-        except SystemExit as exit:
-            status = exit.code
-        flags.FLAGS.unparse_flags()
-        print("@@status " + str(status), file=sys.stderr, flush=True)
+pipeline._export_and_plot = _fail
 """
 
 
@@ -193,18 +179,16 @@ def test_a_failure_after_training_leaves_a_report_and_an_error_log(tmp_path):
     """A tfjoint error after training (the file cannot be made or validated) exits 1, anything else (a bug) 3; both
     leave report.json (what is known) and error.log (the traceback). Both runs in one process."""
     cases = [("errors.DeviceError('TensorFlow Lite Micro cannot run this file at operator GELU #3', "
-              "operator='GELU #3', tensor='dense/gelu')", str(tmp_path / "device"), 1),
-             ("RuntimeError('a bug')", str(tmp_path / "bug"), 3)]
-    script = _FAIL_AFTER_TRAINING.format(cases=json.dumps([[error, out] for error, out, _ in cases]))
-    result = run_python(textwrap.dedent(script), check=False)
-    runs = result.stderr.split("@@status ")
-    assert len(runs) == len(cases) + 1, result.stderr[-3000:]
-    for (error, out, status), stderr, after in zip(cases, runs[:-1], runs[1:], strict=True):
-        assert int(after.split()[0]) == status, (error, stderr[-2000:])
-        report = json.loads((tmp_path / os.path.basename(out) / "report.json").read_text())
+              "operator='GELU #3', tensor='dense/gelu')", tmp_path / "device", 1),
+             ("RuntimeError('a bug')", tmp_path / "bug", 3)]
+    runs = tfjoint_cli_runs(*([f"--out={out}", "--epochs=1", "--float_epochs=1"] for _, out, _ in cases),
+                            setups=[_FAIL_AFTER_TRAINING.format(error=error) for error, _, _ in cases])
+    for (error, out, status), (exit_status, stderr) in zip(cases, runs, strict=True):
+        assert exit_status == status, (error, stderr[-2000:])
+        report = json.loads((out / "report.json").read_text())
         assert report["passed"] is False and report["status"] == "FAILED after training"
         assert report["run"]["history"]["loss"] and report["run"]["allocation"]["target"] == 0.8  # the default
-        assert "Traceback" in (tmp_path / os.path.basename(out) / "error.log").read_text()
+        assert "Traceback" in (out / "error.log").read_text()
         assert "report.json has what is known" in stderr
         if status == 1:
             assert report["error"]["operator"] == "GELU #3" and report["error"]["tensor"] == "dense/gelu"
