@@ -10,6 +10,8 @@ Per task and seed, from one float model trained here:
 * tfjoint 16 / tfjoint 4: the same one fit with `clusters=16` / `clusters=4`, exported with
   `compression="lut"` (TFLM's LUT compression: 4-bit / 2-bit indices); the channels of a kernel share one table
   where a table each would not pay (`JointSchedule(shared_tables=None)`, the default);
+* with --equal_total_epochs (weight_sharing_equal_total.*): plain, TF-MOT's chains, and tfjoint 16 / 4 given 3x
+  the epochs in its one fit: as many as TF-MOT's three fits together (accuracy and wall both compared at that);
 * with --shared_tables (weight_sharing_shared.*): plain, and tfjoint 16 / 4 with `shared_tables=True`: every
   convolution's channels share one table;
 * TF-MOT 16 / TF-MOT 4: TF-MOT's three fits on tf_keras (prune_low_magnitude -> strip -> cluster_weights with
@@ -54,6 +56,8 @@ flags.DEFINE_boolean("tiny", False, "A smoke run: few samples and epochs.")
 flags.DEFINE_string("render", None, "Print the table of a results .json and exit.")
 flags.DEFINE_boolean("longer", False, "Only plain, TF-MOT's chains and tfjoint at 1.5x the epochs "
                                       "(weight_sharing_longer.*).")
+flags.DEFINE_boolean("equal_total_epochs", False, "Only plain, TF-MOT's chains and tfjoint at 3x the epochs: as many "
+                                                  "as TF-MOT's three fits together (weight_sharing_equal_total.*).")
 flags.DEFINE_boolean("shared_tables", False, "Only plain and tfjoint with every convolution's channels sharing one "
                                              "table (weight_sharing_shared.*).")
 flags.DEFINE_boolean("budget", False, "A flash budget of 30% of the plain file: channels-only plan against the plan "
@@ -66,6 +70,9 @@ RAM_FACTOR = 1.5  # the RAM budget of a compressed file: this times the plain fi
 METHODS = ("plain", "tfjoint 16", "tfjoint 4", "TF-MOT 16", "TF-MOT 4")
 # With --longer: tfjoint's one fit at 1.5x the epochs (half the epochs of TF-MOT's three fits together).
 LONGER = ("tfjoint 16 x1.5", "tfjoint 4 x1.5")
+# With --equal_total_epochs: tfjoint's one fit as many epochs as TF-MOT's three fits together (the issue's
+# "equal total epochs"; its wall is then compared with theirs at that).
+EQUAL_TOTAL = ("tfjoint 16 x3", "tfjoint 4 x3")
 # With --shared_tables: every convolution's channels share one table.
 SHARED = ("tfjoint 16 shared", "tfjoint 4 shared")
 
@@ -218,7 +225,7 @@ def run(task: str, seed: int, tiny: bool, work: str, methods=METHODS) -> list[di
             if method.startswith("TF-MOT"):
                 row = _tfmot_chain(model, data, epochs, clusters, path, ram_limit)
             else:
-                scaled = int(round(epochs * 1.5)) if method.endswith("x1.5") else epochs
+                scaled = int(round(epochs * float(method.rsplit(" x", 1)[1]))) if " x" in method else epochs
                 row = _tfjoint(model, data, scaled, clusters, path, ram_limit,
                                shared_tables=True if method.endswith("shared") else None)
                 if method == "plain" and row.get("arena_bytes"):
@@ -226,7 +233,10 @@ def run(task: str, seed: int, tiny: bool, work: str, methods=METHODS) -> list[di
         except Exception as error:  # a method that fails is a row saying so, not a lost run
             row = {"error": f"{type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''}"}
         reduced = row.pop("reduced", None)
-        rows.append(dict(row, task=task, seed=seed, method=method, epochs=epochs))
+        rows.append(dict(row, task=task, seed=seed, method=method, epochs=epochs,
+                         fit_epochs=(3 * epochs if method.startswith("TF-MOT") else
+                                     int(round(epochs * float(method.rsplit(" x", 1)[1]))) if " x" in method
+                                     else epochs)))
         print(json.dumps(rows[-1]), flush=True)
         if reduced is not None:
             rows.append(dict(reduced, task=task, seed=seed, method="plain reduced", epochs=epochs))
@@ -383,9 +393,11 @@ def main(argv):
                     rows += run_ram_curve(task, seed, args.tiny, work)
                     continue
                 methods = (("plain", "TF-MOT 16", "TF-MOT 4") + LONGER if args.longer else
+                           ("plain", "TF-MOT 16", "TF-MOT 4") + EQUAL_TOTAL if args.equal_total_epochs else
                            ("plain",) + SHARED if args.shared_tables else METHODS)
                 rows += run(task, seed, args.tiny, work, methods)
-    name = ("weight_sharing" + ("_longer" if args.longer else "") + ("_shared" if args.shared_tables else "")
+    name = ("weight_sharing" + ("_longer" if args.longer else "")
+            + ("_equal_total" if args.equal_total_epochs else "") + ("_shared" if args.shared_tables else "")
             + ("_budget" if args.budget else "")
             + ("_ram_curve" if args.ram_curve else "") + ("_tiny" if args.tiny else ""))
     with open(os.path.join(args.out, f"{name}.json"), "w") as handle:
