@@ -236,3 +236,38 @@ def test_a_reshape_with_a_minus_one_runs_in_tflm(tmp_path):
                                    options=tfjoint.ExportOptions(quantization="qat", runtimes=("tflm",)))
     assert "SHAPE" not in read_flatbuffer(path.read_bytes()).op_names  # the shape folded into a constant
     assert report.per_runtime["tflm"]["int8_accuracy"] is not None  # TFLM ran it on every sample
+
+
+def test_a_relu6_after_an_operator_it_cannot_fuse_into_runs_in_tflm_as_in_litert(tmp_path):
+    """TFLM's int8 RELU6 writes on its input's scale whatever its output's (LiteRT's rescales): after a MAXIMUM,
+    which cannot fuse it, QAT gives the RELU6 its own range, and the conversion check measured TFLM 13 dB from
+    LiteRT's reference kernels. The file clamps on the input's scale, then requantizes (QUANTIZE)."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((10,), name="features")
+    a, b = keras.layers.Dense(8, name="a")(inputs), keras.layers.Dense(8, name="b")(inputs)
+    x = keras.layers.ReLU(6.0, name="relu6")(keras.layers.Maximum(name="max")([a, b]))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="classes")(x))
+    rng = np.random.default_rng(0)
+    data = rng.normal(size=(96, 10)).astype(np.float32)
+    labels = np.argmax(data[:, :3], axis=1)
+    joint = tfjoint.prepare(model, tfjoint.JointSchedule(0.3, end_step=4), check=("tflm",))  # refused before
+    joint.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
+    joint.fit(data, labels, epochs=2, verbose=0)
+    path = tmp_path / "m.tflite"
+    report = tfjoint.export_tflite(tfjoint.strip(joint), str(path), validation_data=(data, labels),
+                                   options=tfjoint.ExportOptions(quantization="qat", runtimes=("litert", "tflm")))
+    assert report.passed and report.fully_int8
+    summary = read_flatbuffer(path.read_bytes())
+    tensors = {tensor.index: tensor for tensor in summary.tensors}
+    relu6 = next(op for op in summary.ops if op.name == "RELU6")
+    follows = next(op for op in summary.ops if op.inputs and op.inputs[0] == relu6.outputs[0])
+    assert follows.name == "QUANTIZE"
+    source, clamped, requantized = (tensors[relu6.inputs[0]], tensors[relu6.outputs[0]],
+                                    tensors[follows.outputs[0]])
+    assert (clamped.scales, clamped.zero_points) == (source.scales, source.zero_points)  # what TFLM's kernel assumes
+    assert (requantized.scales, requantized.zero_points) != (source.scales, source.zero_points)  # QAT's own range
+    litert = runtime_model("litert_reference", path.read_bytes(), summary, ["features"], ["classes"])
+    device = runtime_model("tflm", path.read_bytes(), summary, ["features"], ["classes"], report.memory[
+        "tflm_arena_bytes"])
+    step = summary.outputs[0].scale  # within 3 int8 steps, as every file above (softmax rounds apart)
+    assert np.max(np.abs(device.predict([data[:32]])[0] - litert.predict([data[:32]])[0])) <= 3 * step

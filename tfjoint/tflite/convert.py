@@ -32,6 +32,7 @@ from tfjoint._litert import Interpreter
 from tfjoint._names import float_layer_name, output_name
 from tfjoint.registry import needs_static_batch, unwrapped
 from tfjoint.registry.recurrent import unrolled
+from tfjoint.tflite.relu6_scale import rescaled_relu6
 
 __all__ = ["to_int8", "to_float32", "keras_names", "layers_named_in"]
 
@@ -178,7 +179,7 @@ def to_int8(model, representative: list[np.ndarray] | None = None) -> bytes:
             converter.representative_dataset = samples
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
 
-    return _convert(model, configure)
+    return rescaled_relu6(_convert(model, configure))  # a standalone RELU6 computed alike in LiteRT and TFLM
 
 
 def to_float32(model) -> bytes:
