@@ -254,3 +254,31 @@ def test_a_keras3_layer_registers_how_the_bridge_rebuilds_it():
         tfjoint.register_layer(Halve, keras3=tfjoint.registry.Keras3(rebuild=rebuild))
         model = tfjoint.from_keras3(model3)
     assert type(model.get_layer("halve")).__name__ == "Rescaling"
+
+
+def test_keras_ops_activations_and_means_in_a_functional_model_are_rebuilt_as_layers():
+    """`keras.ops.relu` / `relu6` / `sigmoid` / `tanh` / `silu` and `keras.ops.mean` over a sequence's steps or an
+    image's positions, written between layers (as keras.io does), become tf_keras layers computing the same; a mean
+    over the channels is refused naming its axes."""
+    import keras as keras3
+    from keras import layers, ops
+
+    keras3.utils.set_random_seed(0)
+    steps = keras3.Input((10, 6), name="steps")
+    h = layers.Dense(8)(steps)
+    h = ops.relu(h) + ops.relu6(h) + ops.sigmoid(h) + ops.tanh(h) + ops.silu(h)
+    image = keras3.Input((6, 6, 3), name="image")
+    pooled = ops.mean(layers.Conv2D(8, 3)(image), axis=(1, 2), keepdims=True)
+    merged = layers.Concatenate()([ops.mean(h, axis=1), layers.Flatten()(pooled)])
+    model3 = keras3.Model([steps, image], layers.Dense(3)(merged))
+    rng = np.random.default_rng(0)
+    data = [rng.normal(size=(8, 10, 6)).astype(np.float32), rng.normal(size=(8, 6, 6, 3)).astype(np.float32)]
+    model = tfjoint.from_keras3(model3, data)
+    np.testing.assert_allclose(model.predict(data, verbose=0), model3.predict(data, verbose=0), rtol=1e-4, atol=1e-4)
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert {"GlobalAveragePooling1D", "GlobalAveragePooling2D", "ReLU", "Activation"} <= set(kinds), kinds
+
+    over_channels = keras3.Model(steps, layers.Dense(3)(ops.mean(layers.Dense(8)(steps), axis=-1)))
+    with pytest.raises(tfjoint.errors.UnsupportedLayerError) as caught:
+        tfjoint.prepare(over_channels, tfjoint.JointSchedule(0.5), sample_inputs=data[0], check=False)
+    assert "keras.ops.mean" in str(caught.value) and "axes [2]" in str(caught.value), str(caught.value)

@@ -14,6 +14,9 @@ arithmetic with constants. Each such op is a node of the Keras 3 graph;
 * elementwise `Add`, `Subtract`, `Multiply`, `Maximum`, `Minimum` with a
   constant array (the `arange` of positions) -> `ConstantOp`;
 * `GetItem` (`x[:, a:b]`, `x[..., i]`; the batch axis whole) -> `Slice`;
+* `Relu`, `Relu6`, `Sigmoid`, `Tanh`, `Silu` -> `ReLU` / `Activation` layers;
+* `Mean` over a sequence's steps (axis 1) or an image's positions (axes 1, 2)
+  -> `GlobalAveragePooling1D` / `2D` (int8 MEAN);
 * `ExtractPatches` of non-overlapping patches (keras.io's ViT `Patches`)
   -> `Reshape`, `Permute`, `Reshape`: the patch's pixels regrouped, no
   arithmetic, so int8 exactly (Keras computes it as a convolution with a
@@ -239,9 +242,41 @@ def _with_constant(op: str) -> Callable:
     return build
 
 
+def _activation(layer: Callable[[str], Any]) -> Callable:
+    def build(config, name: str, args: list, constants: list) -> Callable:
+        if constants:
+            raise OpUntranslatable("it is called with a constant array")
+        return lambda tensors: layer(name)(tensors[0])
+
+    return build
+
+
+def _mean(config, name: str, args: list, constants: list) -> Callable:
+    axis, keepdims = config.get("axis"), bool(config.get("keepdims", False))
+
+    def call(tensors):
+        rank = tensors[0].shape.rank
+        axes = sorted(int(a) % rank for a in (axis if isinstance(axis, (list, tuple)) else [axis])) \
+            if axis is not None else None
+        pooling = {(3, (1,)): keras.layers.GlobalAveragePooling1D,
+                   (4, (1, 2)): keras.layers.GlobalAveragePooling2D}.get((rank, tuple(axes or ())))
+        if pooling is None:
+            raise OpUntranslatable(f"it averages a rank-{rank} tensor over axes {axes}; tfjoint rebuilds the mean "
+                                   "over a sequence's steps (axis 1) or an image's positions (axes 1 and 2)")
+        return pooling(keepdims=keepdims, name=name)(tensors[0])
+
+    return call
+
+
 # Keras 3 op class -> `(op config, name, node args, [(constant array, argument position)]) -> tensors -> output`.
 KERAS3_OPS: dict[str, Callable[..., Callable[[list], Any]]] = {
     "Reshape": _reshape, "Transpose": _transpose, "Matmul": _matmul, "Softmax": _softmax,
     "ExpandDims": _expand_dims, "ExtractPatches": _extract_patches, "ZerosLike": _filled(0.0), "OnesLike": _filled(1.0),
+    "Relu": _activation(lambda name: keras.layers.ReLU(name=name)),
+    "Relu6": _activation(lambda name: keras.layers.ReLU(6.0, name=name)),
+    "Sigmoid": _activation(lambda name: keras.layers.Activation("sigmoid", name=name)),
+    "Tanh": _activation(lambda name: keras.layers.Activation("tanh", name=name)),
+    "Silu": _activation(lambda name: keras.layers.Activation("swish", name=name)),
+    "Mean": _mean,
     **{op: _with_constant(op) for op in ELEMENTWISE_OPS},
 }
