@@ -7,7 +7,7 @@ import tf_keras as keras  # noqa: E402
 from conftest import compile_joint, image_data, small_cnn
 
 import tfjoint
-from tfjoint._keras import tf
+from tfjoint._keras import flattened, tf
 from tfjoint.inspect import pruned_kernels, training_step
 from tfjoint.prune.schedule import expected_zero_fraction
 
@@ -340,12 +340,27 @@ def test_already_wrapped_models_are_refused():
         tfjoint.prepare(prepared, tfjoint.JointSchedule(0.5, end_step=100))
 
 
-def test_nested_model_is_refused():
+def test_a_nested_model_is_flattened_into_its_layers_and_one_whose_names_clash_is_refused_naming_them():
+    """Transfer learning's idiom, a base model called as a layer of the outer model: TF-MOT rewrites no nested
+    model, so `prepare` calls the base's own layers in its place (the same weights); the model computes the same."""
     inner = small_cnn()
-    inputs = keras.Input((8, 8, 1))
-    outer = keras.Model(inputs, inner(inputs))
-    with pytest.raises(tfjoint.errors.ModelStructureError, match="nested model"):
-        tfjoint.prepare(outer, tfjoint.JointSchedule(0.5, end_step=100))
+    inner.get_layer("bn").trainable = False
+    inputs = keras.Input((8, 8, 1), name="image")
+    outer = keras.Model(inputs, keras.layers.Dense(3, name="head")(inner(inputs)), name="outer")
+    prepared = tfjoint.prepare(outer, tfjoint.JointSchedule(0.5, end_step=100))
+    kinds = {layer.name: layer for layer in prepared.layers}
+    assert "small_cnn" not in kinds and {"quant_conv", "quant_fc", "quant_head"} <= set(kinds), sorted(kinds)
+    assert not kinds["quant_bn"].trainable  # the user's flag kept
+    kernel = next(w for w in kinds["quant_conv"].weights if w.name.endswith("kernel:0"))
+    np.testing.assert_array_equal(kernel.numpy(), inner.get_layer("conv").kernel.numpy())
+    x, _ = image_data(8)
+    flat = flattened(outer)  # what prepare wrapped
+    assert [layer.name for layer in flat.layers] == ["image", "conv", "bn", "relu", "flatten", "fc", "head"]
+    np.testing.assert_allclose(flat.predict(x, verbose=0), outer.predict(x, verbose=0), atol=1e-6)
+
+    clash = keras.Model(inputs, keras.layers.Dense(3, name="fc")(small_cnn()(inputs)))  # "fc" twice
+    with pytest.raises(tfjoint.errors.ModelStructureError, match=r"nested model.*cannot flatten.*: fc\)"):
+        tfjoint.prepare(clash, tfjoint.JointSchedule(0.5, end_step=100))
 
 
 def test_pruning_an_unprunable_layer_is_refused():

@@ -24,7 +24,8 @@ __all__ = [
     "distribution_strategy_of", "is_graph_network", "own_trainable_weights", "set_own_trainable_weights",
     "own_non_trainable_weights", "is_keras3_functional", "is_keras3_layer_class", "nested_inputs_and_outputs",
     "selected_layer_names", "saved_model_metadata", "is_keras3_object", "public_symbol", "builtin_layer_class",
-    "decoded_metadata", "tfmot_scope_objects", "safe_mode_scope", "replay", "LayerSelector", "without_causal_padding",
+    "decoded_metadata", "tfmot_scope_objects", "safe_mode_scope", "replay", "flattened", "LayerSelector",
+    "without_causal_padding",
     "PRIVATE_ATTRIBUTES", "PRIVATE_MODULES",
 ]
 
@@ -95,6 +96,53 @@ def replay(model, inputs: list, call) -> list:
         for old, new in zip(tf.nest.flatten(node.outputs), tf.nest.flatten(outputs)):
             made[id(old)] = new
     return [made[id(tensor)] for tensor in model.outputs]
+
+
+def _is_nested_graph(layer) -> bool:
+    return isinstance(layer, keras.Model) and is_graph_network(layer) and bool(getattr(layer, "_nodes_by_depth", None))
+
+
+def _flat_layer_names(model) -> list[str]:
+    found, input_layers = [], [keras_history(tensor)[0] for tensor in model.inputs]
+    for layer in model.layers:
+        if _is_nested_graph(layer):
+            found += _flat_layer_names(layer)
+        elif not any(layer is input_layer for input_layer in input_layers):
+            found.append(layer.name)
+    return found
+
+
+def _shared_names(model) -> list[str]:
+    """The layer names two layers would share if `model`'s nested models were flattened."""
+    names = _flat_layer_names(model)
+    return sorted({name for name in names if names.count(name) > 1})
+
+
+def flattened(model):
+    """`model` with each nested Functional or Sequential model (a `keras.applications` base, say) replaced by its
+    own layers, called in its place: the same layer objects, so the same weights and `trainable` flags. The model
+    itself where nothing is nested, or where flattening would give two layers one name (left to the nested-model
+    check's message).
+
+    A nested model's call arguments other than its inputs (`training=False`) are not kept: tfjoint's fit trains
+    the flattened layers as a layer of their own would be (a BatchNormalization made `trainable=False` still runs
+    in inference mode).
+    """
+    if not is_graph_network(model) or not any(_is_nested_graph(layer) for layer in model.layers):
+        return model
+
+    if _shared_names(model):
+        return model
+
+    def call(layer, args, kwargs):
+        if _is_nested_graph(layer):
+            outputs = replay(layer, tf.nest.flatten(args[0]), call)
+            return outputs[0] if len(outputs) == 1 else outputs
+        return layer(*args, **kwargs)
+
+    outputs = replay(model, list(model.inputs), call)
+    inputs, structure = nested_inputs_and_outputs(model)
+    return keras.Model(inputs, tf.nest.pack_sequence_as(structure, outputs), name=model.name)
 
 
 def nested_inputs_and_outputs(model):
@@ -344,7 +392,10 @@ def check_float_model(model, *, argument: str = "model") -> None:
             )
         if isinstance(layer, keras.Model):
             raise errors.ModelStructureError(
-                f"`{argument}`: layer '{layer.name}' of model '{model.name}' is a nested model. "
-                "TF-MOT cannot rewrite nested models: flatten it, e.g. build the outer model on "
-                f"`{layer.name}`'s layers directly (keras.Model(inner.input, head(inner.output)))."
+                f"`{argument}`: layer '{layer.name}' of model '{model.name}' is a nested model tfjoint cannot "
+                "flatten (a subclassed model, or one whose layers share names with the outer model's: "
+                f"{', '.join(_shared_names(model)) or 'none shared'}). TF-MOT cannot rewrite nested models: build "
+                "the outer model on "
+                f"`{layer.name}`'s layers directly (keras.Model(inner.input, head(inner.output))), with unique "
+                "layer names."
             )

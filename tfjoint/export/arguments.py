@@ -12,7 +12,7 @@ from typing import Any
 
 from tfjoint import errors
 from tfjoint._files import checked_output_path
-from tfjoint._keras import check_tf_keras_model, is_keras3_model
+from tfjoint._keras import check_tf_keras_model, flattened, is_keras3_model
 from tfjoint._names import float_layer_name
 from tfjoint.bridge.keras3 import from_keras3
 from tfjoint.data import sample_inputs_of
@@ -55,7 +55,7 @@ def _float_model(float_model, model):
         names = [tensor.name.split(":")[0] for tensor in model.inputs]
         return from_keras3(float_model, dict(zip(names, sample_inputs_of(model))))
     check_tf_keras_model(float_model, argument="float_model")
-    return float_model
+    return flattened(float_model)  # as `prepare` took it: a nested base model's layers by their own names
 
 
 def _check_calibration(model, representative_given: bool) -> None:

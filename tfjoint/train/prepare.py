@@ -24,7 +24,7 @@ from typing import Any, Sequence
 import tensorflow_model_optimization as tfmot
 
 from tfjoint import _progress, errors
-from tfjoint._keras import check_float_model, is_keras3_model, keras, nested_inputs_and_outputs
+from tfjoint._keras import check_float_model, flattened, is_keras3_model, keras, nested_inputs_and_outputs
 from tfjoint.bridge.keras3 import from_keras3
 from tfjoint.prune.channel_specs import channel_specs
 from tfjoint.prune.residual import narrow_residual
@@ -221,6 +221,7 @@ def prepare(model: keras.Model, schedule: Any = None, *, layers: LayerSelection 
     runtimes = _runtimes_to_check(check, deprecated)
     if is_keras3_model(model):
         model = from_keras3(model, sample_inputs)
+    model = flattened(model)  # a nested base model (transfer learning) becomes its layers
     check_float_model(model)
     joint = _schedule(schedule, deprecated)
     selection = _layer_selection(layers, deprecated)
