@@ -214,6 +214,13 @@ def run_budget(task: str, seed: int, tiny: bool, work: str) -> list[dict]:
     return rows
 
 
+def _fit_epochs(method: str, epochs: int) -> int:
+    """The epochs a method trains in all: TF-MOT's three fits of `epochs` each; "tfjoint 16 x3" 3x `epochs`."""
+    if method.startswith("TF-MOT"):
+        return 3 * epochs
+    return int(round(epochs * float(method.rsplit(" x", 1)[1]))) if " x" in method else epochs
+
+
 def run(task: str, seed: int, tiny: bool, work: str, methods=METHODS) -> list[dict]:
     model, data, epochs = TASKS[task](seed, tiny)
     rows = []
@@ -225,8 +232,7 @@ def run(task: str, seed: int, tiny: bool, work: str, methods=METHODS) -> list[di
             if method.startswith("TF-MOT"):
                 row = _tfmot_chain(model, data, epochs, clusters, path, ram_limit)
             else:
-                scaled = int(round(epochs * float(method.rsplit(" x", 1)[1]))) if " x" in method else epochs
-                row = _tfjoint(model, data, scaled, clusters, path, ram_limit,
+                row = _tfjoint(model, data, _fit_epochs(method, epochs), clusters, path, ram_limit,
                                shared_tables=True if method.endswith("shared") else None)
                 if method == "plain" and row.get("arena_bytes"):
                     ram_limit = int(RAM_FACTOR * row["arena_bytes"])
@@ -234,9 +240,7 @@ def run(task: str, seed: int, tiny: bool, work: str, methods=METHODS) -> list[di
             row = {"error": f"{type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''}"}
         reduced = row.pop("reduced", None)
         rows.append(dict(row, task=task, seed=seed, method=method, epochs=epochs,
-                         fit_epochs=(3 * epochs if method.startswith("TF-MOT") else
-                                     int(round(epochs * float(method.rsplit(" x", 1)[1]))) if " x" in method
-                                     else epochs)))
+                         fit_epochs=_fit_epochs(method, epochs)))
         print(json.dumps(rows[-1]), flush=True)
         if reduced is not None:
             rows.append(dict(reduced, task=task, seed=seed, method="plain reduced", epochs=epochs))

@@ -57,14 +57,11 @@ def rescaled_relu6(content: bytes) -> bytes:
     from tensorflow.lite.python import schema_py_generated as schema
 
     packed = schema.Model.GetRootAs(content, 0)  # read in place: most files have no RELU6 operator at all
-    if not any(max(packed.OperatorCodes(i).BuiltinCode(), packed.OperatorCodes(i).DeprecatedBuiltinCode())
-               == schema.BuiltinOperator.RELU6 for i in range(packed.OperatorCodesLength())):
-        return content
-    model = schema.ModelT.InitFromPackedBuf(content, 0)
-    relu6 = {i for i, operator_code in enumerate(model.operatorCodes or [])
-             if _code(operator_code) == schema.BuiltinOperator.RELU6}
+    relu6 = {i for i in range(packed.OperatorCodesLength())
+             if _code(schema.OperatorCodeT.InitFromObj(packed.OperatorCodes(i))) == schema.BuiltinOperator.RELU6}
     if not relu6:
         return content
+    model = schema.ModelT.InitFromPackedBuf(content, 0)
     changed = False
     for graph in model.subgraphs or []:
         operators = []
